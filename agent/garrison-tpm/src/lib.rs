@@ -1,0 +1,1 @@
+//! garrison-tpm (placeholder while the crate is being built).

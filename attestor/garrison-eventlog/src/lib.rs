@@ -1,0 +1,1 @@
+//! garrison-eventlog (placeholder while the crate is being built).

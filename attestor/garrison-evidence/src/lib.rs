@@ -1,0 +1,1 @@
+//! garrison-evidence (placeholder while the crate is being built).

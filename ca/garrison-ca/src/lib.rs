@@ -1,0 +1,1 @@
+//! garrison-ca (placeholder while the crate is being built).

@@ -1,0 +1,1 @@
+//! garrison-swtpm (placeholder while the crate is being built).
