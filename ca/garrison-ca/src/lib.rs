@@ -1,1 +1,42 @@
-//! garrison-ca (placeholder while the crate is being built).
+//! Garrison's certificate authority: pure issuance logic for the nested CA hierarchy
+//! (offline root → hub → site) and the leaf X.509-SVIDs that nodes receive.
+//!
+//! Bytes and parameters in, certificates out. Time and randomness are passed in by the
+//! caller. This crate must never do I/O, read the clock or environment, or run async code;
+//! the `garrison` binary does those and calls in here.
+//!
+//! Rules it enforces (each refusal is a distinct [`CaError`] variant):
+//! * issuers must be CA certificates with keyCertSign, a `spiffe://<td>` URI SAN, a key that
+//!   matches, and be valid at the time of issuance;
+//! * intermediates get cA=true, critical keyCertSign+cRLSign, a path length below their
+//!   issuer's, no URI name constraints (rustls-webpki fails closed on them), and a lifetime
+//!   that may not exceed the issuer's: such requests are refused, never silently truncated;
+//! * leaf SVIDs get exactly one URI SAN (a SPIFFE ID with a path, in the issuer's trust
+//!   domain), cA=false, critical digitalSignature, serverAuth+clientAuth, notBefore backdated
+//!   by [`CLOCK_SKEW_ALLOWANCE`], notAfter = min(now + TTL, issuer notAfter), a random
+//!   128-bit serial, and only the public key of a signature-verified CSR;
+//! * SPIFFE IDs follow the SPIFFE-ID specification ([`SpiffeId::parse`]).
+//!
+//! Performance: issuing a P-256 leaf from a CSR (CSR parse + signature check + sign) costs
+//! about 75 µs on one core of the 2-core development VM (≈ 13,000 leaves/s), measured with
+//! `taskset -c 0 cargo bench -p garrison-ca --bench issue_svid` (see `benches/issue_svid.rs`).
+#![forbid(unsafe_code)]
+
+mod authority;
+mod bundle;
+mod csr;
+mod error;
+mod inspect;
+mod key;
+mod spiffe_id;
+
+pub use authority::{
+    Authority, CLOCK_SKEW_ALLOWANCE, IntermediateParams, Issued, PathLen, RootParams,
+    SubjectKey, SvidParams,
+};
+pub use bundle::{BundleMetadata, TrustBundle, certificates_from_pem, certificates_to_pem};
+pub use csr::{MIN_RSA_BITS, VerifiedCsr};
+pub use error::CaError;
+pub use inspect::CertificateSummary;
+pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
+pub use spiffe_id::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};

@@ -1,0 +1,470 @@
+//! An issuing certificate authority and the rules it signs by.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom;
+use time::{Duration, OffsetDateTime};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::csr::VerifiedCsr;
+use crate::error::CaError;
+use crate::key::{KeyAlgorithm, PrivateKey};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+/// How far notBefore is backdated to tolerate clock skew between issuer and relying parties.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
+
+/// The organisation written into every subject Garrison issues.
+const ORGANIZATION: &str = "Garrison";
+
+/// Where the subject's public key comes from.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubjectKey {
+    /// Generate a new key pair; the private key is returned with the certificate.
+    Generate(KeyAlgorithm),
+    /// Certify the key of a verified CSR; no private key is returned.
+    Csr(VerifiedCsr),
+}
+
+/// Path length of a new intermediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathLen {
+    /// One less than the issuer's (root → hub → site needs this at each step).
+    OneBelowIssuer,
+    /// Exactly this value, which must be below the issuer's.
+    Exactly(u8),
+}
+
+/// What a new root CA should be. Every field is explicit: there are no default lifetimes.
+#[derive(Debug, Clone)]
+pub struct RootParams {
+    /// The trust domain the root anchors (written as the `spiffe://<td>` URI SAN).
+    pub trust_domain: TrustDomain,
+    /// Subject common name.
+    pub name: String,
+    /// Lifetime from now.
+    pub ttl: Duration,
+    /// pathLenConstraint; 2 allows root → hub → site → leaf.
+    pub path_len: u8,
+    /// Key algorithm of the root key.
+    pub key_algorithm: KeyAlgorithm,
+}
+
+/// What a new intermediate (hub or site) CA should be.
+#[derive(Debug)]
+pub struct IntermediateParams {
+    /// Subject common name, e.g. `site-a`.
+    pub name: String,
+    /// Lifetime from now; refused, not truncated, if it would outlive the issuer.
+    pub ttl: Duration,
+    /// pathLenConstraint of the new CA.
+    pub path_len: PathLen,
+    /// Its public key.
+    pub subject_key: SubjectKey,
+}
+
+/// What a new leaf X.509-SVID should be.
+#[derive(Debug)]
+pub struct SvidParams {
+    /// The identity; must have a path and be in the issuer's trust domain.
+    pub spiffe_id: SpiffeId,
+    /// Requested lifetime from now; capped at the issuer's notAfter.
+    pub ttl: Duration,
+    /// The longest lifetime this issuer hands out; a longer request is refused.
+    pub max_ttl: Duration,
+    /// Its public key.
+    pub subject_key: SubjectKey,
+}
+
+/// A freshly issued certificate with everything needed to use or store it.
+#[derive(Debug)]
+pub struct Issued {
+    /// The certificate, DER.
+    pub certificate: Vec<u8>,
+    /// The private key, when it was generated here.
+    pub key: Option<PrivateKey>,
+    /// This certificate followed by its issuers, excluding the root (empty for a root).
+    pub chain: Vec<Vec<u8>>,
+    /// The trust anchors (root certificates), DER.
+    pub roots: Vec<Vec<u8>>,
+    /// notBefore as written.
+    pub not_before: OffsetDateTime,
+    /// notAfter as written.
+    pub not_after: OffsetDateTime,
+    /// Serial number bytes (positive, 128 random bits).
+    pub serial: Vec<u8>,
+    /// True when the requested lifetime was cut to the issuer's notAfter (leaves only).
+    pub capped_at_issuer_expiry: bool,
+}
+
+/// What the authority knows about its own certificate.
+#[derive(Debug, Clone)]
+struct CaFacts {
+    subject: String,
+    trust_domain: TrustDomain,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    path_len: Option<u8>,
+}
+
+/// A CA certificate with its private key, able to issue intermediates and SVIDs.
+#[derive(Debug)]
+pub struct Authority {
+    certificate: Vec<u8>,
+    key: PrivateKey,
+    chain: Vec<Vec<u8>>,
+    roots: Vec<Vec<u8>>,
+    facts: CaFacts,
+}
+
+impl Authority {
+    /// Create a self-signed root CA.
+    pub fn new_root(
+        params: &RootParams,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        check_ttl(params.ttl)?;
+        let key = PrivateKey::generate(params.key_algorithm, rng)?;
+        let mut cert = ca_params(&params.name, &params.trust_domain, params.path_len)?;
+        cert.not_before = now - CLOCK_SKEW_ALLOWANCE;
+        cert.not_after = now + params.ttl;
+        let serial = random_serial(rng)?;
+        cert.serial_number = Some(SerialNumber::from_slice(&serial));
+        let der = cert
+            .self_signed(key.key_pair())
+            .map_err(|source| CaError::Signing { source })?
+            .der()
+            .to_vec();
+        Ok(Issued {
+            roots: vec![der.clone()],
+            certificate: der,
+            key: Some(key),
+            chain: Vec::new(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            serial,
+            capped_at_issuer_expiry: false,
+        })
+    }
+
+    /// Load an issuer from its certificate, key, chain (itself up to but excluding the root;
+    /// empty for a root) and roots, checking that it is fit to sign certificates.
+    pub fn new(
+        certificate: Vec<u8>,
+        key: PrivateKey,
+        chain: Vec<Vec<u8>>,
+        roots: Vec<Vec<u8>>,
+    ) -> Result<Self, CaError> {
+        let facts = ca_facts(&certificate, &key)?;
+        Ok(Authority {
+            certificate,
+            key,
+            chain,
+            roots,
+            facts,
+        })
+    }
+
+    /// Turn an issued CA certificate (with its generated key) into an issuer.
+    pub fn from_issued(issued: Issued) -> Result<Self, CaError> {
+        let key = issued.key.ok_or(CaError::KeyUnparseable)?;
+        Authority::new(issued.certificate, key, issued.chain, issued.roots)
+    }
+
+    /// Issue an intermediate CA below this one.
+    pub fn issue_intermediate(
+        &self,
+        params: IntermediateParams,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        self.check_valid_at(now)?;
+        check_ttl(params.ttl)?;
+        let path_len = self.child_path_len(params.path_len)?;
+        let requested_not_after = now + params.ttl;
+        if requested_not_after > self.facts.not_after {
+            return Err(CaError::TtlExceedsIssuer {
+                requested_not_after,
+                issuer_not_after: self.facts.not_after,
+            });
+        }
+        let mut cert = ca_params(&params.name, &self.facts.trust_domain, path_len)?;
+        cert.not_before = self.backdated(now);
+        cert.not_after = requested_not_after;
+        self.sign(cert, params.subject_key, rng, false)
+    }
+
+    /// Issue a leaf X.509-SVID for `params.spiffe_id`.
+    ///
+    /// notAfter is the earlier of now + TTL and the issuer's notAfter; [`Issued`] says when
+    /// the issuer's expiry was the limit.
+    pub fn issue_svid(
+        &self,
+        params: SvidParams,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        self.check_valid_at(now)?;
+        check_ttl(params.ttl)?;
+        if params.ttl > params.max_ttl {
+            return Err(CaError::TtlTooLong {
+                requested_seconds: params.ttl.whole_seconds(),
+                max_seconds: params.max_ttl.whole_seconds(),
+            });
+        }
+        self.check_svid_id(&params.spiffe_id)?;
+        let wanted_not_after = now + params.ttl;
+        let capped = wanted_not_after > self.facts.not_after;
+        let mut cert = svid_params(&params.spiffe_id)?;
+        cert.not_before = self.backdated(now);
+        cert.not_after = wanted_not_after.min(self.facts.not_after);
+        self.sign(cert, params.subject_key, rng, capped)
+    }
+
+    /// The trust domain this authority issues for.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.facts.trust_domain
+    }
+
+    /// The CA certificate, DER.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// The chain from this CA up to but excluding the root.
+    pub fn chain(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+
+    /// The trust anchors.
+    pub fn roots(&self) -> &[Vec<u8>] {
+        &self.roots
+    }
+
+    /// The CA certificate's notAfter.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.facts.not_after
+    }
+
+    /// The CA certificate's subject distinguished name.
+    pub fn subject(&self) -> &str {
+        &self.facts.subject
+    }
+
+    /// The CA's pathLenConstraint (`None`: unconstrained).
+    pub fn path_len(&self) -> Option<u8> {
+        self.facts.path_len
+    }
+
+    fn check_valid_at(&self, now: OffsetDateTime) -> Result<(), CaError> {
+        if now > self.facts.not_after {
+            return Err(CaError::IssuerExpired {
+                not_after: self.facts.not_after,
+                now,
+            });
+        }
+        if now < self.facts.not_before {
+            return Err(CaError::IssuerNotYetValid {
+                not_before: self.facts.not_before,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    fn child_path_len(&self, wanted: PathLen) -> Result<u8, CaError> {
+        match (self.facts.path_len, wanted) {
+            (Some(0), _) => Err(CaError::PathLengthExhausted { issuer_path_len: 0 }),
+            (Some(issuer), PathLen::OneBelowIssuer) => Ok(issuer - 1),
+            (Some(issuer), PathLen::Exactly(requested)) if requested >= issuer => {
+                Err(CaError::PathLengthNotDecreasing {
+                    requested,
+                    issuer_path_len: issuer,
+                })
+            }
+            (_, PathLen::Exactly(requested)) => Ok(requested),
+            (None, PathLen::OneBelowIssuer) => Err(CaError::PathLengthRequired),
+        }
+    }
+
+    fn check_svid_id(&self, id: &SpiffeId) -> Result<(), CaError> {
+        if id.path().is_empty() {
+            return Err(CaError::SvidWithoutPath {
+                id: id.to_string(),
+            });
+        }
+        if id.trust_domain_name() != self.facts.trust_domain.as_str() {
+            return Err(CaError::TrustDomainMismatch {
+                requested: id.trust_domain_name().to_owned(),
+                issuer: self.facts.trust_domain.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn backdated(&self, now: OffsetDateTime) -> OffsetDateTime {
+        (now - CLOCK_SKEW_ALLOWANCE).max(self.facts.not_before)
+    }
+
+    fn sign(
+        &self,
+        mut cert: CertificateParams,
+        subject_key: SubjectKey,
+        rng: &dyn SecureRandom,
+        capped_at_issuer_expiry: bool,
+    ) -> Result<Issued, CaError> {
+        let serial = random_serial(rng)?;
+        cert.serial_number = Some(SerialNumber::from_slice(&serial));
+        let issuer = Issuer::from_ca_cert_der(&self.certificate.as_slice().into(), self.key.key_pair())
+            .map_err(|source| CaError::Signing { source })?;
+        let (der, key) = match subject_key {
+            SubjectKey::Generate(alg) => {
+                let key = PrivateKey::generate(alg, rng)?;
+                let der = cert.signed_by(key.key_pair(), &issuer);
+                (der, Some(key))
+            }
+            SubjectKey::Csr(csr) => {
+                let spki = rcgen::SubjectPublicKeyInfo::from_der(csr.public_key_der())
+                    .map_err(|_| CaError::CsrKeyUnacceptable {
+                        reason: "public key algorithm not supported for issuance",
+                    })?;
+                (cert.signed_by(&spki, &issuer), None)
+            }
+        };
+        let der = der.map_err(|source| CaError::Signing { source })?.der().to_vec();
+        Ok(Issued {
+            chain: self.child_chain(&der),
+            roots: self.roots.clone(),
+            certificate: der,
+            key,
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            serial,
+            capped_at_issuer_expiry,
+        })
+    }
+
+    fn child_chain(&self, child: &[u8]) -> Vec<Vec<u8>> {
+        std::iter::once(child.to_vec())
+            .chain(self.chain.iter().cloned())
+            .collect()
+    }
+}
+
+fn check_ttl(ttl: Duration) -> Result<(), CaError> {
+    if ttl.is_positive() {
+        Ok(())
+    } else {
+        Err(CaError::TtlNotPositive {
+            seconds: ttl.whole_seconds(),
+        })
+    }
+}
+
+fn ca_params(name: &str, td: &TrustDomain, path_len: u8) -> Result<CertificateParams, CaError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > 64 {
+        return Err(CaError::BadCaName { len: chars });
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(Some(name));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.subject_alt_names = vec![uri_san(td.spiffe_id().as_str())?];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn svid_params(id: &SpiffeId) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(None);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.subject_alt_names = vec![uri_san(id.as_str())?];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn distinguished_name(common_name: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, ORGANIZATION);
+    if let Some(cn) = common_name {
+        dn.push(DnType::CommonName, cn);
+    }
+    dn
+}
+
+fn uri_san(uri: &str) -> Result<SanType, CaError> {
+    let ia5 = uri
+        .to_owned()
+        .try_into()
+        .map_err(|source| CaError::Signing { source })?;
+    Ok(SanType::URI(ia5))
+}
+
+/// 16 random bytes with the top bit cleared: a positive 128-bit-long serial number.
+fn random_serial(rng: &dyn SecureRandom) -> Result<Vec<u8>, CaError> {
+    let mut serial = [0u8; 16];
+    rng.fill(&mut serial).map_err(|_| CaError::Random)?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    Ok(serial.to_vec())
+}
+
+fn ca_facts(der: &[u8], key: &PrivateKey) -> Result<CaFacts, CaError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|source| CaError::IssuerUnparseable { source })?;
+    let subject = cert.subject().to_string();
+    let constraints = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .map(|ext| ext.value)
+        .filter(|bc| bc.ca)
+        .ok_or_else(|| CaError::IssuerNotCa {
+            subject: subject.clone(),
+        })?;
+    let can_sign = cert
+        .key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|ku| ku.value.key_cert_sign());
+    if !can_sign {
+        return Err(CaError::IssuerLacksKeyCertSign { subject });
+    }
+    if cert.public_key().raw != key.public_key_der().as_slice() {
+        return Err(CaError::IssuerKeyMismatch);
+    }
+    Ok(CaFacts {
+        trust_domain: ca_trust_domain(&cert).ok_or_else(|| CaError::IssuerWithoutTrustDomain {
+            subject: subject.clone(),
+        })?,
+        subject,
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        path_len: constraints
+            .path_len_constraint
+            .map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+    })
+}
+
+fn ca_trust_domain(cert: &X509Certificate<'_>) -> Option<TrustDomain> {
+    let san = cert.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => SpiffeId::parse(uri)
+            .ok()
+            .filter(|id| id.path().is_empty())
+            .map(|id| id.trust_domain()),
+        _ => None,
+    })
+}
