@@ -187,7 +187,9 @@ fn issue_intermediate(
     let params = IntermediateParams {
         name: args.name,
         ttl: parse_duration(&args.ttl).context("--ttl")?,
-        path_len: args.path_len.map_or(PathLen::OneBelowIssuer, PathLen::Exactly),
+        path_len: args
+            .path_len
+            .map_or(PathLen::OneBelowIssuer, PathLen::Exactly),
         subject_key: subject_key(args.csr.as_deref(), args.curve)?,
     };
     let issued = issuer.issue_intermediate(params, now, rng)?;
@@ -219,8 +221,8 @@ fn subject_key(csr: Option<&Path>, curve: Curve) -> anyhow::Result<SubjectKey> {
         None => Ok(SubjectKey::Generate(key_algorithm(curve))),
         Some(path) => {
             let text = read_text(path)?;
-            let csr = VerifiedCsr::from_pem(&text)
-                .with_context(|| format!("CSR {}", path.display()))?;
+            let csr =
+                VerifiedCsr::from_pem(&text).with_context(|| format!("CSR {}", path.display()))?;
             Ok(SubjectKey::Csr(csr))
         }
     }
@@ -249,12 +251,28 @@ fn write_issued(dir: &Path, issued: &Issued) -> anyhow::Result<()> {
     let bundle = certificates_to_pem(&issued.roots);
     let key = issued.key.as_ref().map(PrivateKey::to_pkcs8_pem);
     let mut files = vec![
-        OutFile { name: "cert.pem", contents: cert.as_bytes(), secret: false },
-        OutFile { name: "chain.pem", contents: chain.as_bytes(), secret: false },
-        OutFile { name: "bundle.pem", contents: bundle.as_bytes(), secret: false },
+        OutFile {
+            name: "cert.pem",
+            contents: cert.as_bytes(),
+            secret: false,
+        },
+        OutFile {
+            name: "chain.pem",
+            contents: chain.as_bytes(),
+            secret: false,
+        },
+        OutFile {
+            name: "bundle.pem",
+            contents: bundle.as_bytes(),
+            secret: false,
+        },
     ];
     if let Some(key) = &key {
-        files.push(OutFile { name: "key.pem", contents: key.expose().as_bytes(), secret: true });
+        files.push(OutFile {
+            name: "key.pem",
+            contents: key.expose().as_bytes(),
+            secret: true,
+        });
     }
     write_all_or_nothing(dir, &files)
 }

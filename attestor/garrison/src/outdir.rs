@@ -39,7 +39,10 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let parent = parent_of(dir);
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;

@@ -2,6 +2,12 @@
 //! Target: >= 10,000 leaves/s on one core (<= 100 µs each).
 //!
 //! Run: `taskset -c 0 cargo bench -p garrison-ca --bench issue_svid`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use garrison_ca::*;

@@ -296,9 +296,7 @@ impl Authority {
 
     fn check_svid_id(&self, id: &SpiffeId) -> Result<(), CaError> {
         if id.path().is_empty() {
-            return Err(CaError::SvidWithoutPath {
-                id: id.to_string(),
-            });
+            return Err(CaError::SvidWithoutPath { id: id.to_string() });
         }
         if id.trust_domain_name() != self.facts.trust_domain.as_str() {
             return Err(CaError::TrustDomainMismatch {
@@ -322,23 +320,28 @@ impl Authority {
     ) -> Result<Issued, CaError> {
         let serial = random_serial(rng)?;
         cert.serial_number = Some(SerialNumber::from_slice(&serial));
-        let issuer = Issuer::from_ca_cert_der(&self.certificate.as_slice().into(), self.key.key_pair())
-            .map_err(|source| CaError::Signing { source })?;
-        let (der, key) = match subject_key {
-            SubjectKey::Generate(alg) => {
-                let key = PrivateKey::generate(alg, rng)?;
-                let der = cert.signed_by(key.key_pair(), &issuer);
-                (der, Some(key))
-            }
-            SubjectKey::Csr(csr) => {
-                let spki = rcgen::SubjectPublicKeyInfo::from_der(csr.public_key_der())
-                    .map_err(|_| CaError::CsrKeyUnacceptable {
-                        reason: "public key algorithm not supported for issuance",
-                    })?;
-                (cert.signed_by(&spki, &issuer), None)
-            }
-        };
-        let der = der.map_err(|source| CaError::Signing { source })?.der().to_vec();
+        let issuer =
+            Issuer::from_ca_cert_der(&self.certificate.as_slice().into(), self.key.key_pair())
+                .map_err(|source| CaError::Signing { source })?;
+        let (der, key) =
+            match subject_key {
+                SubjectKey::Generate(alg) => {
+                    let key = PrivateKey::generate(alg, rng)?;
+                    let der = cert.signed_by(key.key_pair(), &issuer);
+                    (der, Some(key))
+                }
+                SubjectKey::Csr(csr) => {
+                    let spki = rcgen::SubjectPublicKeyInfo::from_der(csr.public_key_der())
+                        .map_err(|_| CaError::CsrKeyUnacceptable {
+                            reason: "public key algorithm not supported for issuance",
+                        })?;
+                    (cert.signed_by(&spki, &issuer), None)
+                }
+            };
+        let der = der
+            .map_err(|source| CaError::Signing { source })?
+            .der()
+            .to_vec();
         Ok(Issued {
             chain: self.child_chain(&der),
             roots: self.roots.clone(),

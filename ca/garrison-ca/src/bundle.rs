@@ -132,7 +132,11 @@ fn jwk_for_certificate(der: &[u8]) -> Result<Jwk, CaError> {
             let (crv, coord_len) = match point.key_size() {
                 256 => ("P-256", 32),
                 384 => ("P-384", 48),
-                _ => return Err(CaError::JwkUnsupportedKey { reason: "unsupported curve" }),
+                _ => {
+                    return Err(CaError::JwkUnsupportedKey {
+                        reason: "unsupported curve",
+                    });
+                }
             };
             let (x, y) = split_uncompressed_point(point.data(), coord_len)?;
             jwk.crv = Some(crv);
@@ -144,7 +148,11 @@ fn jwk_for_certificate(der: &[u8]) -> Result<Jwk, CaError> {
             jwk.n = Some(URL_SAFE_NO_PAD.encode(strip_leading_zeros(rsa.modulus)));
             jwk.e = Some(URL_SAFE_NO_PAD.encode(strip_leading_zeros(rsa.exponent)));
         }
-        _ => return Err(CaError::JwkUnsupportedKey { reason: "not an EC or RSA key" }),
+        _ => {
+            return Err(CaError::JwkUnsupportedKey {
+                reason: "not an EC or RSA key",
+            });
+        }
     }
     Ok(jwk)
 }

@@ -155,7 +155,10 @@ fn extended_key_usage(cert: &X509Certificate<'_>) -> Vec<String> {
     out
 }
 
-fn sans(cert: &X509Certificate<'_>, pick: impl Fn(&GeneralName<'_>) -> Option<String>) -> Vec<String> {
+fn sans(
+    cert: &X509Certificate<'_>,
+    pick: impl Fn(&GeneralName<'_>) -> Option<String>,
+) -> Vec<String> {
     cert.subject_alternative_name()
         .ok()
         .flatten()

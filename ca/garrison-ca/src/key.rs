@@ -3,7 +3,9 @@
 use std::fmt;
 
 use ring::rand::SecureRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair};
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+};
 
 use crate::error::CaError;
 
@@ -43,11 +45,9 @@ impl PrivateKey {
     pub fn generate(alg: KeyAlgorithm, rng: &dyn SecureRandom) -> Result<Self, CaError> {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg.ring_alg(), rng)
             .map_err(|_| CaError::KeyGeneration)?;
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &pkcs8.as_ref().into(),
-            alg.rcgen_alg(),
-        )
-        .map_err(|_| CaError::KeyGeneration)?;
+        let pair =
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_ref().into(), alg.rcgen_alg())
+                .map_err(|_| CaError::KeyGeneration)?;
         Ok(PrivateKey { pair })
     }
 
@@ -55,7 +55,9 @@ impl PrivateKey {
     pub fn from_pkcs8_pem(pem_text: &str) -> Result<Self, CaError> {
         let block = pem::parse(pem_text).map_err(|source| CaError::PemMalformed { source })?;
         if block.tag() != "PRIVATE KEY" {
-            return Err(CaError::PemMissing { label: "PRIVATE KEY" });
+            return Err(CaError::PemMissing {
+                label: "PRIVATE KEY",
+            });
         }
         let pair =
             rcgen::KeyPair::try_from(block.contents()).map_err(|_| CaError::KeyUnparseable)?;

@@ -31,12 +31,14 @@ mod key;
 mod spiffe_id;
 
 pub use authority::{
-    Authority, CLOCK_SKEW_ALLOWANCE, IntermediateParams, Issued, PathLen, RootParams,
-    SubjectKey, SvidParams,
+    Authority, CLOCK_SKEW_ALLOWANCE, IntermediateParams, Issued, PathLen, RootParams, SubjectKey,
+    SvidParams,
 };
 pub use bundle::{BundleMetadata, TrustBundle, certificates_from_pem, certificates_to_pem};
 pub use csr::{MIN_RSA_BITS, VerifiedCsr};
 pub use error::CaError;
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
-pub use spiffe_id::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain};
+pub use spiffe_id::{
+    MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,
+};

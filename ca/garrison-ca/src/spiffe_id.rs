@@ -207,8 +207,16 @@ impl FromStr for SpiffeId {
 fn reject_uri_escapes(rest: &str, offset: usize) -> Result<(), SpiffeIdError> {
     for (i, ch) in rest.char_indices() {
         match ch {
-            '%' => return Err(SpiffeIdError::PercentEncoded { position: offset + i }),
-            '?' | '#' => return Err(SpiffeIdError::QueryOrFragment { position: offset + i }),
+            '%' => {
+                return Err(SpiffeIdError::PercentEncoded {
+                    position: offset + i,
+                });
+            }
+            '?' | '#' => {
+                return Err(SpiffeIdError::QueryOrFragment {
+                    position: offset + i,
+                });
+            }
             _ => {}
         }
     }
@@ -306,48 +314,88 @@ mod tests {
     fn each_rule_has_its_own_error() {
         assert_eq!(err(""), SpiffeIdError::Empty);
         let long = format!("spiffe://example.org/{}", "a".repeat(MAX_SPIFFE_ID_LEN));
-        assert!(matches!(err(&long), SpiffeIdError::TooLong { max: 2048, .. }));
+        assert!(matches!(
+            err(&long),
+            SpiffeIdError::TooLong { max: 2048, .. }
+        ));
         assert_eq!(err("https://example.org/x"), SpiffeIdError::WrongScheme);
         assert_eq!(err("SPIFFE://example.org/x"), SpiffeIdError::WrongScheme);
         assert_eq!(err("spiffe:/example.org"), SpiffeIdError::WrongScheme);
         assert_eq!(err("spiffe:///path"), SpiffeIdError::MissingTrustDomain);
-        assert_eq!(err("spiffe://example.org:8443/x"), SpiffeIdError::TrustDomainHasPort);
-        assert_eq!(err("spiffe://user@example.org/x"), SpiffeIdError::TrustDomainHasUserInfo);
+        assert_eq!(
+            err("spiffe://example.org:8443/x"),
+            SpiffeIdError::TrustDomainHasPort
+        );
+        assert_eq!(
+            err("spiffe://user@example.org/x"),
+            SpiffeIdError::TrustDomainHasUserInfo
+        );
         assert_eq!(
             err("spiffe://Example.org/x"),
-            SpiffeIdError::BadTrustDomainChar { ch: 'E', position: 9 }
+            SpiffeIdError::BadTrustDomainChar {
+                ch: 'E',
+                position: 9
+            }
         );
         assert_eq!(
             err("spiffe://exa mple.org"),
-            SpiffeIdError::BadTrustDomainChar { ch: ' ', position: 12 }
+            SpiffeIdError::BadTrustDomainChar {
+                ch: ' ',
+                position: 12
+            }
         );
         assert_eq!(
             err("spiffe://example.org/a/b$c"),
-            SpiffeIdError::BadPathSegmentChar { ch: '$', position: 24 }
+            SpiffeIdError::BadPathSegmentChar {
+                ch: '$',
+                position: 24
+            }
         );
-        assert_eq!(err("spiffe://example.org/a%20b"), SpiffeIdError::PercentEncoded { position: 22 });
-        assert_eq!(err("spiffe://example.org/a?x=1"), SpiffeIdError::QueryOrFragment { position: 22 });
-        assert_eq!(err("spiffe://example.org/a#frag"), SpiffeIdError::QueryOrFragment { position: 22 });
-        assert_eq!(err("spiffe://example.org/a//b"), SpiffeIdError::EmptySegment);
+        assert_eq!(
+            err("spiffe://example.org/a%20b"),
+            SpiffeIdError::PercentEncoded { position: 22 }
+        );
+        assert_eq!(
+            err("spiffe://example.org/a?x=1"),
+            SpiffeIdError::QueryOrFragment { position: 22 }
+        );
+        assert_eq!(
+            err("spiffe://example.org/a#frag"),
+            SpiffeIdError::QueryOrFragment { position: 22 }
+        );
+        assert_eq!(
+            err("spiffe://example.org/a//b"),
+            SpiffeIdError::EmptySegment
+        );
         assert_eq!(
             err("spiffe://example.org/a/./b"),
-            SpiffeIdError::DotSegment { segment: ".".into() }
+            SpiffeIdError::DotSegment {
+                segment: ".".into()
+            }
         );
         assert_eq!(
             err("spiffe://example.org/a/../b"),
-            SpiffeIdError::DotSegment { segment: "..".into() }
+            SpiffeIdError::DotSegment {
+                segment: "..".into()
+            }
         );
         assert_eq!(err("spiffe://example.org/a/"), SpiffeIdError::TrailingSlash);
         assert_eq!(err("spiffe://example.org/"), SpiffeIdError::TrailingSlash);
         let long_td = format!("spiffe://{}", "a".repeat(MAX_TRUST_DOMAIN_LEN + 1));
-        assert!(matches!(err(&long_td), SpiffeIdError::TrustDomainTooLong { .. }));
+        assert!(matches!(
+            err(&long_td),
+            SpiffeIdError::TrustDomainTooLong { .. }
+        ));
     }
 
     #[test]
     fn exactly_2048_bytes_is_accepted() {
         let prefix = "spiffe://example.org/";
         let id = format!("{prefix}{}", "a".repeat(MAX_SPIFFE_ID_LEN - prefix.len()));
-        assert_eq!(SpiffeId::parse(&id).unwrap().as_str().len(), MAX_SPIFFE_ID_LEN);
+        assert_eq!(
+            SpiffeId::parse(&id).unwrap().as_str().len(),
+            MAX_SPIFFE_ID_LEN
+        );
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! Trust bundle output: PEM round-trips, and the SPIFFE JWKS carries the right key and cert.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
 
 mod common;
 
@@ -11,7 +17,10 @@ use x509_parser::prelude::*;
 fn pem_bundle_round_trips() {
     let h = common::hierarchy();
     let bundle = TrustBundle::new(h.site.roots().to_vec()).unwrap();
-    assert_eq!(certificates_from_pem(&bundle.to_pem()).unwrap(), vec![h.root.certificate().to_vec()]);
+    assert_eq!(
+        certificates_from_pem(&bundle.to_pem()).unwrap(),
+        vec![h.root.certificate().to_vec()]
+    );
 }
 
 #[test]
@@ -19,7 +28,10 @@ fn spiffe_bundle_has_one_x509_svid_key_per_root_with_matching_coordinates() {
     let h = common::hierarchy();
     let bundle = TrustBundle::new(vec![h.root.certificate().to_vec()]).unwrap();
     let json = bundle
-        .to_spiffe_json(BundleMetadata { sequence: 7, refresh_hint_seconds: 300 })
+        .to_spiffe_json(BundleMetadata {
+            sequence: 7,
+            refresh_hint_seconds: 300,
+        })
         .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["spiffe_sequence"], 7);

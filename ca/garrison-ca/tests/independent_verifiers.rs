@@ -1,12 +1,18 @@
 //! What we issue is checked by code that did not issue it: rustls-webpki path validation, the
 //! `spiffe` crate's X509Svid parser, and x509-parser field by field. (`openssl verify` runs
 //! against the CLI's output in the `garrison` crate's tests.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
 
 mod common;
 
+use ::time::Duration;
 use common::*;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use ::time::Duration;
 use x509_parser::prelude::*;
 
 const LEAF_ID: &str = "spiffe://example.org/site/a/node/n1";
@@ -19,12 +25,18 @@ fn webpki_verify(
     at: ::time::OffsetDateTime,
 ) -> Result<(), webpki::Error> {
     let root_der = CertificateDer::from(h.root.certificate().to_vec());
-    let anchor = webpki::anchor_from_trusted_cert(&root_der).unwrap().to_owned();
-    let intermediates: Vec<CertificateDer<'_>> =
-        chain.iter().skip(1).map(|c| CertificateDer::from(c.as_slice())).collect();
+    let anchor = webpki::anchor_from_trusted_cert(&root_der)
+        .unwrap()
+        .to_owned();
+    let intermediates: Vec<CertificateDer<'_>> = chain
+        .iter()
+        .skip(1)
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let leaf_der = CertificateDer::from(leaf);
     let end_entity = webpki::EndEntityCert::try_from(&leaf_der).unwrap();
-    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp() as u64));
+    let time =
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.unix_timestamp() as u64));
     end_entity
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -44,8 +56,22 @@ fn webpki_accepts_root_hub_site_leaf_for_client_and_server_auth() {
     let leaf = svid(&h.site, LEAF_ID, Duration::hours(1), h.now);
     assert_eq!(leaf.chain.len(), 3, "leaf, site, hub; root excluded");
     let at = h.now + Duration::minutes(1);
-    webpki_verify(&h, &leaf.certificate, &leaf.chain, webpki::KeyUsage::client_auth(), at).unwrap();
-    webpki_verify(&h, &leaf.certificate, &leaf.chain, webpki::KeyUsage::server_auth(), at).unwrap();
+    webpki_verify(
+        &h,
+        &leaf.certificate,
+        &leaf.chain,
+        webpki::KeyUsage::client_auth(),
+        at,
+    )
+    .unwrap();
+    webpki_verify(
+        &h,
+        &leaf.certificate,
+        &leaf.chain,
+        webpki::KeyUsage::server_auth(),
+        at,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -53,10 +79,25 @@ fn webpki_rejects_the_leaf_after_expiry_and_without_its_intermediates() {
     let h = hierarchy();
     let leaf = svid(&h.site, LEAF_ID, Duration::hours(1), h.now);
     let later = h.now + Duration::hours(2);
-    let err = webpki_verify(&h, &leaf.certificate, &leaf.chain, webpki::KeyUsage::client_auth(), later);
-    assert!(matches!(err, Err(webpki::Error::CertExpired { .. })), "{err:?}");
+    let err = webpki_verify(
+        &h,
+        &leaf.certificate,
+        &leaf.chain,
+        webpki::KeyUsage::client_auth(),
+        later,
+    );
+    assert!(
+        matches!(err, Err(webpki::Error::CertExpired { .. })),
+        "{err:?}"
+    );
     let only_leaf = vec![leaf.certificate.clone()];
-    let err = webpki_verify(&h, &leaf.certificate, &only_leaf, webpki::KeyUsage::client_auth(), h.now);
+    let err = webpki_verify(
+        &h,
+        &leaf.certificate,
+        &only_leaf,
+        webpki::KeyUsage::client_auth(),
+        h.now,
+    );
     assert!(matches!(err, Err(webpki::Error::UnknownIssuer)), "{err:?}");
 }
 
@@ -70,7 +111,9 @@ fn spiffe_crate_parses_the_svid_and_its_chain() {
                 spiffe_id: garrison_ca::SpiffeId::parse(LEAF_ID).unwrap(),
                 ttl: Duration::hours(1),
                 max_ttl: Duration::hours(24),
-                subject_key: garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
             },
             h.now,
             &ring::rand::SystemRandom::new(),
@@ -94,7 +137,9 @@ fn spiffe_crate_refuses_a_ca_certificate_as_svid() {
                 name: "site-b".into(),
                 ttl: Duration::days(1),
                 path_len: garrison_ca::PathLen::OneBelowIssuer,
-                subject_key: garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
             },
             h.now,
             &ring::rand::SystemRandom::new(),
@@ -131,17 +176,32 @@ fn leaf_fields_are_exactly_the_x509_svid_profile() {
             _ => None,
         })
         .collect();
-    assert_eq!(uris, vec![LEAF_ID], "exactly one URI SAN, the CSR's claims ignored");
-    assert_eq!(san.value.general_names.len(), 1, "no other SANs (the CSR asked for a DNS name)");
+    assert_eq!(
+        uris,
+        vec![LEAF_ID],
+        "exactly one URI SAN, the CSR's claims ignored"
+    );
+    assert_eq!(
+        san.value.general_names.len(),
+        1,
+        "no other SANs (the CSR asked for a DNS name)"
+    );
 
     let nb = cert.validity().not_before.to_datetime();
     let na = cert.validity().not_after.to_datetime();
-    assert_eq!(nb, h.now - garrison_ca::CLOCK_SKEW_ALLOWANCE, "backdated for skew");
+    assert_eq!(
+        nb,
+        h.now - garrison_ca::CLOCK_SKEW_ALLOWANCE,
+        "backdated for skew"
+    );
     assert_eq!(na, h.now + Duration::hours(1));
     assert!(!leaf.capped_at_issuer_expiry);
 
     let serial = cert.raw_serial();
-    assert!(serial.len() == 16 && serial[0] & 0x80 == 0, "positive 128-bit serial: {serial:02x?}");
+    assert!(
+        serial.len() == 16 && serial[0] & 0x80 == 0,
+        "positive 128-bit serial: {serial:02x?}"
+    );
     let (_, issuer) = X509Certificate::from_der(h.site.certificate()).unwrap();
     assert_eq!(cert.issuer(), issuer.subject());
     cert.verify_signature(Some(issuer.public_key())).unwrap();
@@ -167,8 +227,14 @@ fn ca_fields_path_lengths_decrease_and_uri_san_is_the_trust_domain() {
         assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign());
         assert!(!ku.value.digital_signature());
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, vec![GeneralName::URI("spiffe://example.org")]);
-        assert!(cert.name_constraints().unwrap().is_none(), "no name constraints by default");
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::URI("spiffe://example.org")]
+        );
+        assert!(
+            cert.name_constraints().unwrap().is_none(),
+            "no name constraints by default"
+        );
     }
     assert!(h.site.not_after() <= h.hub.not_after() && h.hub.not_after() <= h.root.not_after());
 }
@@ -181,4 +247,3 @@ fn leaf_lifetime_is_capped_at_the_issuer_expiry_and_says_so() {
     assert!(leaf.capped_at_issuer_expiry);
     assert_eq!(leaf.not_after, short_site.not_after());
 }
-

@@ -36,7 +36,12 @@ pub fn root(now: OffsetDateTime) -> Authority {
     Authority::from_issued(issued).unwrap()
 }
 
-pub fn intermediate(issuer: &Authority, name: &str, ttl: Duration, now: OffsetDateTime) -> Authority {
+pub fn intermediate(
+    issuer: &Authority,
+    name: &str,
+    ttl: Duration,
+    now: OffsetDateTime,
+) -> Authority {
     let issued = issuer
         .issue_intermediate(
             IntermediateParams {
@@ -57,7 +62,12 @@ pub fn hierarchy() -> Hierarchy {
     let root = root(now);
     let hub = intermediate(&root, "hub", Duration::days(365), now);
     let site = intermediate(&hub, "site-a", Duration::days(30), now);
-    Hierarchy { now, root, hub, site }
+    Hierarchy {
+        now,
+        root,
+        hub,
+        site,
+    }
 }
 
 /// A PKCS#10 CSR for a fresh P-256 key, made with rcgen (as an agent would).
@@ -73,7 +83,9 @@ pub fn svid(site: &Authority, id: &str, ttl: Duration, now: OffsetDateTime) -> I
             spiffe_id: SpiffeId::parse(id).unwrap(),
             ttl,
             max_ttl: Duration::hours(24),
-            subject_key: SubjectKey::Csr(VerifiedCsr::from_der(&csr_der("evil.example.com")).unwrap()),
+            subject_key: SubjectKey::Csr(
+                VerifiedCsr::from_der(&csr_der("evil.example.com")).unwrap(),
+            ),
         },
         now,
         &SystemRandom::new(),
