@@ -15,6 +15,20 @@ fn parse_and_replay(c: &mut Criterion) {
             log.map(|log| log.replay())
         })
     });
+    // The two halves, to see where time goes.
+    c.bench_function("parse_only_gce_ubuntu_2104", |b| {
+        b.iter(|| EventLog::parse(std::hint::black_box(&bytes)))
+    });
+    let digests = [
+        garrison_eventlog::HashAlg::Sha1,
+        garrison_eventlog::HashAlg::Sha256,
+        garrison_eventlog::HashAlg::Sha384,
+    ];
+    c.bench_function("one_extend_each_of_sha1_sha256_sha384", |b| {
+        b.iter(|| {
+            digests.map(|alg| alg.extend(&vec![0; alg.digest_len()], &vec![1; alg.digest_len()]))
+        })
+    });
 }
 
 criterion_group!(benches, parse_and_replay);
