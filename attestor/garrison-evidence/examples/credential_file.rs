@@ -11,7 +11,8 @@ fn main() -> anyhow::Result<()> {
     let [ek_pub, ak_name, secret, out] = args.as_slice() else {
         anyhow::bail!("usage: credential_file EK_PUB AK_NAME SECRET OUT");
     };
-    let ek = garrison_evidence::TpmPublic::from_tpm2b(&std::fs::read(ek_pub).context("reading EK")?)?;
+    let ek =
+        garrison_evidence::TpmPublic::from_tpm2b(&std::fs::read(ek_pub).context("reading EK")?)?;
     let name = garrison_evidence::ObjectName(std::fs::read(ak_name).context("reading AK name")?);
     let rng = ring::rand::SystemRandom::new();
     let blob = garrison_evidence::make_credential(&ek, &name, secret.as_bytes(), &rng)?;

@@ -16,20 +16,37 @@ pub struct AkPolicy {
     pub insecure_allow_sha1_signatures: bool,
 }
 
-/// An AK that passed [`check_ak`]: its public area, name, and signing scheme.
+/// An AK that passed [`check_ak`]: its public area, name, and signing scheme. Fields are
+/// read-only so a checked AK cannot be altered into an unchecked one.
 #[derive(Debug, Clone)]
 pub struct AkIdentity {
-    /// The object name (nameAlg || H(TPMT_PUBLIC)): what MakeCredential binds the secret to.
-    pub name: ObjectName,
-    /// The parsed public area.
-    pub public: TpmPublic,
-    /// The scheme every signature of this AK must use; its hash is also the pcrDigest hash.
-    pub scheme: SignatureScheme,
+    name: ObjectName,
+    public: TpmPublic,
+    scheme: SignatureScheme,
     prepared: PreparedKey,
 }
 
 impl AkIdentity {
-    pub(crate) fn verify(&self, message: &[u8], signature: &TpmSignature) -> Result<(), EvidenceError> {
+    /// The object name (nameAlg || H(TPMT_PUBLIC)): what MakeCredential binds the secret to.
+    pub fn name(&self) -> &ObjectName {
+        &self.name
+    }
+
+    /// The parsed public area.
+    pub fn public(&self) -> &TpmPublic {
+        &self.public
+    }
+
+    /// The scheme every signature of this AK must use; its hash is also the pcrDigest hash.
+    pub fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+
+    pub(crate) fn verify(
+        &self,
+        message: &[u8],
+        signature: &TpmSignature,
+    ) -> Result<(), EvidenceError> {
         self.prepared.verify(message, signature)
     }
 }
@@ -39,7 +56,10 @@ impl AkIdentity {
 const AK_REQUIRED: [(u32, &str); 5] = [
     (ObjectAttributes::FIXED_TPM, "fixedTPM"),
     (ObjectAttributes::FIXED_PARENT, "fixedParent"),
-    (ObjectAttributes::SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+    (
+        ObjectAttributes::SENSITIVE_DATA_ORIGIN,
+        "sensitiveDataOrigin",
+    ),
     (ObjectAttributes::RESTRICTED, "restricted"),
     (ObjectAttributes::SIGN, "sign"),
 ];
@@ -55,22 +75,41 @@ pub fn check_ak(public_area: &[u8], policy: &AkPolicy) -> Result<AkIdentity, Evi
 pub fn check_ak_public(public: TpmPublic, policy: &AkPolicy) -> Result<AkIdentity, EvidenceError> {
     check_ak_attributes(public.attributes)?;
     if matches!(public.name_alg, HashAlg::Sha1) {
-        return Err(EvidenceError::AkAlgorithmNotAllowed { got: format!("nameAlg {}", public.name_alg) });
+        return Err(EvidenceError::AkAlgorithmNotAllowed {
+            got: format!("nameAlg {}", public.name_alg),
+        });
     }
     let scheme = ak_scheme(&public)?;
     check_key_strength(&public.key)?;
-    let not_allowed = || EvidenceError::AkAlgorithmNotAllowed { got: format!("{scheme} on {}", key_description(&public.key)) };
-    let verifier = Verifier::for_key(scheme, &public.key, policy.insecure_allow_sha1_signatures).ok_or_else(not_allowed)?;
+    let not_allowed = || EvidenceError::AkAlgorithmNotAllowed {
+        got: format!("{scheme} on {}", key_description(&public.key)),
+    };
+    let verifier = Verifier::for_key(scheme, &public.key, policy.insecure_allow_sha1_signatures)
+        .ok_or_else(not_allowed)?;
     let prepared = PreparedKey::new(verifier, &public.key).ok_or_else(not_allowed)?;
-    Ok(AkIdentity { name: public.name(), public, scheme, prepared })
+    Ok(AkIdentity {
+        name: public.name(),
+        public,
+        scheme,
+        prepared,
+    })
 }
 
 fn check_ak_attributes(attributes: ObjectAttributes) -> Result<(), EvidenceError> {
-    if let Some((_, attribute)) = AK_REQUIRED.iter().find(|(bit, _)| !attributes.contains(*bit)) {
-        return Err(EvidenceError::AkAttributeMissing { attribute, attributes: attributes.0 });
+    if let Some((_, attribute)) = AK_REQUIRED
+        .iter()
+        .find(|(bit, _)| !attributes.contains(*bit))
+    {
+        return Err(EvidenceError::AkAttributeMissing {
+            attribute,
+            attributes: attributes.0,
+        });
     }
     if attributes.contains(ObjectAttributes::DECRYPT) {
-        return Err(EvidenceError::AkAttributeForbidden { attribute: "decrypt", attributes: attributes.0 });
+        return Err(EvidenceError::AkAttributeForbidden {
+            attribute: "decrypt",
+            attributes: attributes.0,
+        });
     }
     Ok(())
 }
@@ -80,8 +119,12 @@ fn check_ak_attributes(attributes: ObjectAttributes) -> Result<(), EvidenceError
 fn ak_scheme(public: &TpmPublic) -> Result<SignatureScheme, EvidenceError> {
     let scheme = public
         .scheme
-        .ok_or_else(|| EvidenceError::AkAlgorithmNotAllowed { got: "scheme TPM_ALG_NULL".to_owned() })?;
-    let unsupported = || EvidenceError::AkAlgorithmNotAllowed { got: format!("scheme 0x{:04x}", scheme.algorithm) };
+        .ok_or_else(|| EvidenceError::AkAlgorithmNotAllowed {
+            got: "scheme TPM_ALG_NULL".to_owned(),
+        })?;
+    let unsupported = || EvidenceError::AkAlgorithmNotAllowed {
+        got: format!("scheme 0x{:04x}", scheme.algorithm),
+    };
     let hash = scheme.hash.ok_or_else(unsupported)?;
     SignatureScheme::from_tpm(scheme.algorithm, hash).ok_or_else(unsupported)
 }
@@ -89,7 +132,9 @@ fn ak_scheme(public: &TpmPublic) -> Result<SignatureScheme, EvidenceError> {
 fn check_key_strength(key: &PublicKey) -> Result<(), EvidenceError> {
     match key {
         PublicKey::Rsa { key_bits, .. } if *key_bits < 2048 => {
-            Err(EvidenceError::AkAlgorithmNotAllowed { got: format!("RSA-{key_bits}") })
+            Err(EvidenceError::AkAlgorithmNotAllowed {
+                got: format!("RSA-{key_bits}"),
+            })
         }
         _ => Ok(()),
     }

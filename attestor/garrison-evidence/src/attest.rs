@@ -69,23 +69,37 @@ impl QuoteAttest {
     /// Parses a bare TPMS_ATTEST. Nothing may follow it.
     pub fn from_tpms(bytes: &[u8]) -> Result<Self, EvidenceError> {
         if bytes.len() > MAX_ATTEST {
-            return Err(EvidenceError::SizeTooLarge { what: "TPMS_ATTEST", max: MAX_ATTEST, got: bytes.len() });
+            return Err(EvidenceError::SizeTooLarge {
+                what: "TPMS_ATTEST",
+                max: MAX_ATTEST,
+                got: bytes.len(),
+            });
         }
         let mut reader = Reader::new(bytes);
         let magic = reader.u32("TPMS_ATTEST.magic")?;
         if magic != TPM_GENERATED_VALUE {
-            return Err(EvidenceError::AttestMagic { expected: TPM_GENERATED_VALUE, got: magic });
+            return Err(EvidenceError::AttestMagic {
+                expected: TPM_GENERATED_VALUE,
+                got: magic,
+            });
         }
         let attest_type = reader.u16("TPMS_ATTEST.type")?;
         if attest_type != TPM_ST_ATTEST_QUOTE {
-            return Err(EvidenceError::AttestType { expected: TPM_ST_ATTEST_QUOTE, got: attest_type });
+            return Err(EvidenceError::AttestType {
+                expected: TPM_ST_ATTEST_QUOTE,
+                got: attest_type,
+            });
         }
-        let qualified_signer = reader.tpm2b(MAX_NAME, "TPMS_ATTEST.qualifiedSigner")?.to_vec();
+        let qualified_signer = reader
+            .tpm2b(MAX_NAME, "TPMS_ATTEST.qualifiedSigner")?
+            .to_vec();
         let extra_data = reader.tpm2b(MAX_DATA, "TPMS_ATTEST.extraData")?.to_vec();
         let clock_info = read_clock_info(&mut reader)?;
         let firmware_version = reader.u64("TPMS_ATTEST.firmwareVersion")?;
         let selection = PcrSelection::read(&mut reader)?;
-        let pcr_digest = reader.tpm2b(MAX_DATA, "TPMS_QUOTE_INFO.pcrDigest")?.to_vec();
+        let pcr_digest = reader
+            .tpm2b(MAX_DATA, "TPMS_QUOTE_INFO.pcrDigest")?
+            .to_vec();
         reader.finish("TPMS_ATTEST")?;
         Ok(Self {
             qualified_signer,
@@ -111,7 +125,17 @@ fn read_clock_info(reader: &mut Reader<'_>) -> Result<ClockInfo, EvidenceError> 
     let safe = match reader.u8("TPMS_CLOCK_INFO.safe")? {
         0 => false,
         1 => true,
-        got => return Err(EvidenceError::InvalidBoolean { what: "TPMS_CLOCK_INFO.safe", got }),
+        got => {
+            return Err(EvidenceError::InvalidBoolean {
+                what: "TPMS_CLOCK_INFO.safe",
+                got,
+            });
+        }
     };
-    Ok(ClockInfo { clock, reset_count, restart_count, safe })
+    Ok(ClockInfo {
+        clock,
+        reset_count,
+        restart_count,
+        safe,
+    })
 }

@@ -77,10 +77,15 @@ pub fn make_credential(
 ) -> Result<MakeCredentialOutput, EvidenceError> {
     let (hash, sym_bits) = credential_parameters(ek)?;
     if secret.is_empty() || secret.len() > hash.digest_len() {
-        return Err(EvidenceError::CredentialSecretSize { max: hash.digest_len(), got: secret.len() });
+        return Err(EvidenceError::CredentialSecretSize {
+            max: hash.digest_len(),
+            got: secret.len(),
+        });
     }
     let (seed, encrypted) = match &ek.key {
-        PublicKey::Rsa { exponent, modulus, .. } => rsa_seed(hash, *exponent, modulus, rng)?,
+        PublicKey::Rsa {
+            exponent, modulus, ..
+        } => rsa_seed(hash, *exponent, modulus, rng)?,
         PublicKey::Ecc { curve, x, y, .. } => ecc_seed(hash, *curve, x, y, rng)?,
     };
     let name = ak_name.as_bytes();
@@ -88,7 +93,14 @@ pub fn make_credential(
     let mut enc_identity = Vec::with_capacity(secret.len().saturating_add(2));
     put_tpm2b(&mut enc_identity, secret)?;
     aes_cfb_encrypt(&sym_key, &mut enc_identity)?;
-    let hmac_key = kdfa(hash, &seed, b"INTEGRITY", &[], &[], hash.digest_len().saturating_mul(8));
+    let hmac_key = kdfa(
+        hash,
+        &seed,
+        b"INTEGRITY",
+        &[],
+        &[],
+        hash.digest_len().saturating_mul(8),
+    );
     let integrity = hmac_sign(hash, &hmac_key, &[&enc_identity, name])?;
     let mut id_object_body = Vec::new();
     put_tpm2b(&mut id_object_body, &integrity)?;
@@ -97,7 +109,10 @@ pub fn make_credential(
     put_tpm2b(&mut id_object, &id_object_body)?;
     let mut encrypted_secret = Vec::new();
     put_tpm2b(&mut encrypted_secret, &encrypted)?;
-    Ok(MakeCredentialOutput { id_object, encrypted_secret })
+    Ok(MakeCredentialOutput {
+        id_object,
+        encrypted_secret,
+    })
 }
 
 /// Checks, in constant time, that the secret ActivateCredential returned is the one sealed.
@@ -111,7 +126,10 @@ pub fn verify_activation(expected_secret: &[u8], returned: &[u8]) -> Result<(), 
 
 fn credential_parameters(ek: &TpmPublic) -> Result<(HashAlg, usize), EvidenceError> {
     let unusable = |reason| Err(EvidenceError::EkUnusableForCredential { reason });
-    if !ek.attributes.contains(ObjectAttributes::RESTRICTED | ObjectAttributes::DECRYPT) {
+    if !ek
+        .attributes
+        .contains(ObjectAttributes::RESTRICTED | ObjectAttributes::DECRYPT)
+    {
         return unusable("not a restricted decryption key");
     }
     let hash = match ek.name_alg {
@@ -132,8 +150,11 @@ fn rsa_seed(
 ) -> Result<(Vec<u8>, Vec<u8>), EvidenceError> {
     let mut seed = vec![0u8; hash.digest_len()];
     rng.fill(&mut seed).map_err(|_| EvidenceError::Randomness)?;
-    let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(modulus), rsa::BigUint::from(exponent))
-        .map_err(|source| EvidenceError::SeedEncryption { source })?;
+    let key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(modulus),
+        rsa::BigUint::from(exponent),
+    )
+    .map_err(|source| EvidenceError::SeedEncryption { source })?;
     let padding = match hash {
         HashAlg::Sha384 => rsa::Oaep::new_with_label::<sha2::Sha384, _>("IDENTITY\0"),
         HashAlg::Sha512 => rsa::Oaep::new_with_label::<sha2::Sha512, _>("IDENTITY\0"),
@@ -159,17 +180,26 @@ fn ecc_seed(
     let algorithm = match curve {
         EccCurve::NistP256 => &agreement::ECDH_P256,
         EccCurve::NistP384 => &agreement::ECDH_P384,
-        EccCurve::NistP521 => return Err(EvidenceError::EkUnusableForCredential { reason: "P-521 is not supported" }),
+        EccCurve::NistP521 => {
+            return Err(EvidenceError::EkUnusableForCredential {
+                reason: "P-521 is not supported",
+            });
+        }
     };
     let len = curve.coordinate_len();
     let mut ek_point = vec![0x04];
     ek_point.extend(fixed_width(ek_x, len).ok_or(EvidenceError::SeedAgreement)?);
     ek_point.extend(fixed_width(ek_y, len).ok_or(EvidenceError::SeedAgreement)?);
-    let ephemeral = agreement::EphemeralPrivateKey::generate(algorithm, rng).map_err(|_| EvidenceError::Randomness)?;
-    let ephemeral_public = ephemeral.compute_public_key().map_err(|_| EvidenceError::Randomness)?;
-    let (eph_x, eph_y) = split_point(ephemeral_public.as_ref(), len).ok_or(EvidenceError::SeedAgreement)?;
+    let ephemeral = agreement::EphemeralPrivateKey::generate(algorithm, rng)
+        .map_err(|_| EvidenceError::Randomness)?;
+    let ephemeral_public = ephemeral
+        .compute_public_key()
+        .map_err(|_| EvidenceError::Randomness)?;
+    let (eph_x, eph_y) =
+        split_point(ephemeral_public.as_ref(), len).ok_or(EvidenceError::SeedAgreement)?;
     let peer = agreement::UnparsedPublicKey::new(algorithm, ek_point);
-    let z = agreement::agree_ephemeral(ephemeral, &peer, |z| z.to_vec()).map_err(|_| EvidenceError::SeedAgreement)?;
+    let z = agreement::agree_ephemeral(ephemeral, &peer, |z| z.to_vec())
+        .map_err(|_| EvidenceError::SeedAgreement)?;
     let seed = kdfe(hash, &z, b"IDENTITY", eph_x, ek_x, hash.digest_len());
     let mut point = Vec::with_capacity(len.saturating_mul(2).saturating_add(4));
     put_tpm2b(&mut point, eph_x)?;
@@ -185,10 +215,19 @@ fn split_point(point: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 
 /// KDFa (TPM 2.0 Part 1, §11.4.10.2): SP 800-108 counter-mode KDF with HMAC-H. `label` is
 /// given without its terminating NUL, which is added here.
-pub(crate) fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], context_v: &[u8], bits: usize) -> Vec<u8> {
+pub(crate) fn kdfa(
+    hash: HashAlg,
+    key: &[u8],
+    label: &[u8],
+    context_u: &[u8],
+    context_v: &[u8],
+    bits: usize,
+) -> Vec<u8> {
     let bytes = bits.div_ceil(8);
     let bits_be = u32::try_from(bits).unwrap_or(u32::MAX).to_be_bytes();
-    let Some(algorithm) = hmac_algorithm(hash) else { return Vec::new() };
+    let Some(algorithm) = hmac_algorithm(hash) else {
+        return Vec::new();
+    };
     let key = hmac::Key::new(algorithm, key);
     let mut out = Vec::with_capacity(bytes.saturating_add(64));
     for counter in 1u32.. {
@@ -196,7 +235,14 @@ pub(crate) fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], co
             break;
         }
         let mut ctx = hmac::Context::with_key(&key);
-        for part in [&counter.to_be_bytes()[..], label, &[0], context_u, context_v, &bits_be] {
+        for part in [
+            &counter.to_be_bytes()[..],
+            label,
+            &[0],
+            context_u,
+            context_v,
+            &bits_be,
+        ] {
             ctx.update(part);
         }
         out.extend_from_slice(ctx.sign().as_ref());
@@ -207,7 +253,14 @@ pub(crate) fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], co
 
 /// KDFe (TPM 2.0 Part 1, §11.4.10.3): SP 800-56A concatenation KDF with H. `label` is given
 /// without its terminating NUL.
-pub(crate) fn kdfe(hash: HashAlg, z: &[u8], label: &[u8], party_u: &[u8], party_v: &[u8], bytes: usize) -> Vec<u8> {
+pub(crate) fn kdfe(
+    hash: HashAlg,
+    z: &[u8],
+    label: &[u8],
+    party_u: &[u8],
+    party_v: &[u8],
+    bytes: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.saturating_add(64));
     for counter in 1u32.. {
         if out.len() >= bytes {
@@ -229,8 +282,9 @@ fn hmac_algorithm(hash: HashAlg) -> Option<hmac::Algorithm> {
 }
 
 fn hmac_sign(hash: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, EvidenceError> {
-    let algorithm = hmac_algorithm(hash)
-        .ok_or(EvidenceError::EkUnusableForCredential { reason: "nameAlg must be SHA-256, SHA-384 or SHA-512" })?;
+    let algorithm = hmac_algorithm(hash).ok_or(EvidenceError::EkUnusableForCredential {
+        reason: "nameAlg must be SHA-256, SHA-384 or SHA-512",
+    })?;
     let mut ctx = hmac::Context::with_key(&hmac::Key::new(algorithm, key));
     parts.iter().for_each(|part| ctx.update(part));
     Ok(ctx.sign().as_ref().to_vec())
@@ -239,10 +293,16 @@ fn hmac_sign(hash: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, Evid
 fn aes_cfb_encrypt(key: &[u8], buffer: &mut [u8]) -> Result<(), EvidenceError> {
     use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
     let iv = [0u8; 16];
-    let bad_key = || EvidenceError::EkUnusableForCredential { reason: "symmetric key size" };
+    let bad_key = || EvidenceError::EkUnusableForCredential {
+        reason: "symmetric key size",
+    };
     match key.len() {
-        16 => cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(key, &iv).map_err(|_| bad_key())?.encrypt(buffer),
-        32 => cfb_mode::Encryptor::<aes::Aes256>::new_from_slices(key, &iv).map_err(|_| bad_key())?.encrypt(buffer),
+        16 => cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(key, &iv)
+            .map_err(|_| bad_key())?
+            .encrypt(buffer),
+        32 => cfb_mode::Encryptor::<aes::Aes256>::new_from_slices(key, &iv)
+            .map_err(|_| bad_key())?
+            .encrypt(buffer),
         _ => return Err(bad_key()),
     }
     Ok(())

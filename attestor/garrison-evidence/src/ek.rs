@@ -34,7 +34,10 @@ const OID_TPM_VERSION: &str = "2.23.133.2.3";
 const EK_REQUIRED: [(u32, &str); 6] = [
     (ObjectAttributes::FIXED_TPM, "fixedTPM"),
     (ObjectAttributes::FIXED_PARENT, "fixedParent"),
-    (ObjectAttributes::SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+    (
+        ObjectAttributes::SENSITIVE_DATA_ORIGIN,
+        "sensitiveDataOrigin",
+    ),
     (ObjectAttributes::ADMIN_WITH_POLICY, "adminWithPolicy"),
     (ObjectAttributes::RESTRICTED, "restricted"),
     (ObjectAttributes::DECRYPT, "decrypt"),
@@ -80,7 +83,10 @@ fn certificates_in_file(name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Eviden
     }
     let mut out = Vec::new();
     for pem in Pem::iter_from_buffer(bytes) {
-        let pem = pem.map_err(|source| EvidenceError::CertificatePem { which: name.to_owned(), source })?;
+        let pem = pem.map_err(|source| EvidenceError::CertificatePem {
+            which: name.to_owned(),
+            source,
+        })?;
         if pem.label == "CERTIFICATE" {
             out.push(pem.contents);
         }
@@ -158,20 +164,36 @@ pub struct EkIdentity {
 /// (through the supplied intermediates), every certificate is valid at `at`, the
 /// certificate's key is the public area's key, and the public area has the EK template's
 /// attributes. With the insecure allow-list: attributes and the hash only.
-pub fn verify_ek(evidence: &EkEvidence<'_>, trust: &EkTrust, at: OffsetDateTime) -> Result<EkIdentity, EvidenceError> {
+pub fn verify_ek(
+    evidence: &EkEvidence<'_>,
+    trust: &EkTrust,
+    at: OffsetDateTime,
+) -> Result<EkIdentity, EvidenceError> {
     let public = TpmPublic::from_tpm2b_or_tpmt(evidence.public_area)?;
     check_ek_attributes(public.attributes)?;
-    let ek_hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki_der(&public.key)));
+    let ek_hash = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &spki_der(&public.key),
+    ));
     match trust {
         EkTrust::InsecureAllowListedEkHashes(allowed) => {
             if !allowed.iter().any(|h| h.eq_ignore_ascii_case(&ek_hash)) {
                 return Err(EvidenceError::EkNotAllowListed { got: ek_hash });
             }
             let basis = EkTrustBasis::InsecureAllowList;
-            Ok(EkIdentity { ek_hash, public, basis, manufacturer: None, issuer: None, serial: None })
+            Ok(EkIdentity {
+                ek_hash,
+                public,
+                basis,
+                manufacturer: None,
+                issuer: None,
+                serial: None,
+            })
         }
         EkTrust::ManufacturerRoots(roots) => {
-            let der = evidence.certificate.ok_or(EvidenceError::EkCertificateMissing)?;
+            let der = evidence
+                .certificate
+                .ok_or(EvidenceError::EkCertificateMissing)?;
             let cert = parse_certificate(der, "EK certificate")?;
             check_key_matches(&cert, &public.key)?;
             check_chain(&cert, evidence.intermediates, roots, at.unix_timestamp())?;
@@ -188,11 +210,20 @@ pub fn verify_ek(evidence: &EkEvidence<'_>, trust: &EkTrust, at: OffsetDateTime)
 }
 
 fn check_ek_attributes(attributes: ObjectAttributes) -> Result<(), EvidenceError> {
-    if let Some((_, attribute)) = EK_REQUIRED.iter().find(|(bit, _)| !attributes.contains(*bit)) {
-        return Err(EvidenceError::EkAttributeMissing { attribute, attributes: attributes.0 });
+    if let Some((_, attribute)) = EK_REQUIRED
+        .iter()
+        .find(|(bit, _)| !attributes.contains(*bit))
+    {
+        return Err(EvidenceError::EkAttributeMissing {
+            attribute,
+            attributes: attributes.0,
+        });
     }
     if attributes.contains(ObjectAttributes::SIGN) {
-        return Err(EvidenceError::EkAttributeForbidden { attribute: "sign", attributes: attributes.0 });
+        return Err(EvidenceError::EkAttributeForbidden {
+            attribute: "sign",
+            attributes: attributes.0,
+        });
     }
     Ok(())
 }
@@ -200,14 +231,19 @@ fn check_ek_attributes(attributes: ObjectAttributes) -> Result<(), EvidenceError
 fn parse_certificate<'a>(der: &'a [u8], which: &str) -> Result<X509Certificate<'a>, EvidenceError> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
-        .map_err(|source| EvidenceError::CertificateParse { which: which.to_owned(), source })
+        .map_err(|source| EvidenceError::CertificateParse {
+            which: which.to_owned(),
+            source,
+        })
 }
 
 fn check_is_ca(cert: &X509Certificate<'_>) -> Result<(), EvidenceError> {
     if cert.is_ca() {
         return Ok(());
     }
-    Err(EvidenceError::IssuerNotCa { subject: cert.subject().to_string() })
+    Err(EvidenceError::IssuerNotCa {
+        subject: cert.subject().to_string(),
+    })
 }
 
 fn check_valid_at(cert: &X509Certificate<'_>, at: i64) -> Result<(), EvidenceError> {
@@ -216,12 +252,18 @@ fn check_valid_at(cert: &X509Certificate<'_>, at: i64) -> Result<(), EvidenceErr
     if (not_before..=not_after).contains(&at) {
         return Ok(());
     }
-    Err(EvidenceError::CertificateNotValidAt { subject: cert.subject().to_string(), at, not_before, not_after })
+    Err(EvidenceError::CertificateNotValidAt {
+        subject: cert.subject().to_string(),
+        at,
+        not_before,
+        not_after,
+    })
 }
 
 /// Whether `issuer` issued `child`: names chain and the signature verifies.
 fn issued_by(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
-    child.issuer().as_raw() == issuer.subject().as_raw() && child.verify_signature(Some(issuer.public_key())).is_ok()
+    child.issuer().as_raw() == issuer.subject().as_raw()
+        && child.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 fn check_chain(
@@ -231,8 +273,11 @@ fn check_chain(
     at: i64,
 ) -> Result<(), EvidenceError> {
     check_valid_at(leaf, at)?;
-    let roots: Vec<X509Certificate<'_>> =
-        roots.roots.iter().filter_map(|der| parse_certificate(der, "root").ok()).collect();
+    let roots: Vec<X509Certificate<'_>> = roots
+        .roots
+        .iter()
+        .filter_map(|der| parse_certificate(der, "root").ok())
+        .collect();
     let intermediates: Vec<X509Certificate<'_>> = intermediates
         .iter()
         .map(|der| parse_certificate(der, "intermediate"))
@@ -242,30 +287,49 @@ fn check_chain(
         if let Some(root) = roots.iter().find(|root| issued_by(current, root)) {
             return check_valid_at(root, at);
         }
-        let Some(next) = intermediates.iter().find(|ca| issued_by(current, ca)) else { break };
+        let Some(next) = intermediates.iter().find(|ca| issued_by(current, ca)) else {
+            break;
+        };
         check_is_ca(next)?;
         check_valid_at(next, at)?;
         current = next;
     }
-    Err(EvidenceError::EkChainUntrusted { issuer: current.issuer().to_string() })
+    Err(EvidenceError::EkChainUntrusted {
+        issuer: current.issuer().to_string(),
+    })
 }
 
 fn check_key_matches(cert: &X509Certificate<'_>, key: &PublicKey) -> Result<(), EvidenceError> {
     let mismatch = |detail| Err(EvidenceError::EkKeyMismatch { detail });
-    let Ok(parsed) = cert.public_key().parsed() else { return mismatch("certificate key does not parse") };
+    let Ok(parsed) = cert.public_key().parsed() else {
+        return mismatch("certificate key does not parse");
+    };
     match (parsed, key) {
-        (X509PublicKey::RSA(cert_key), PublicKey::Rsa { exponent, modulus, .. }) => {
+        (
+            X509PublicKey::RSA(cert_key),
+            PublicKey::Rsa {
+                exponent, modulus, ..
+            },
+        ) => {
             if strip_leading_zeros(cert_key.modulus) != strip_leading_zeros(modulus) {
                 return mismatch("RSA modulus");
             }
-            if strip_leading_zeros(cert_key.exponent) != strip_leading_zeros(&exponent.to_be_bytes()) {
+            if strip_leading_zeros(cert_key.exponent)
+                != strip_leading_zeros(&exponent.to_be_bytes())
+            {
                 return mismatch("RSA exponent");
             }
             Ok(())
         }
         (X509PublicKey::EC(point), key @ PublicKey::Ecc { curve, .. }) => {
-            let cert_curve = cert.public_key().algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
-            if cert_curve.map(|oid| oid.to_id_string()).as_deref() != Some(curve_oid_string(*curve)) {
+            let cert_curve = cert
+                .public_key()
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            if cert_curve.map(|oid| oid.to_id_string()).as_deref() != Some(curve_oid_string(*curve))
+            {
                 return mismatch("ECC curve");
             }
             if key.uncompressed_point().as_deref() != Some(point.data()) {
@@ -281,7 +345,9 @@ fn tpm_manufacturer(cert: &X509Certificate<'_>) -> Option<TpmManufacturer> {
     let san = cert.subject_alternative_name().ok()??;
     let mut found = TpmManufacturer::default();
     for name in &san.value.general_names {
-        let GeneralName::DirectoryName(dn) = name else { continue };
+        let GeneralName::DirectoryName(dn) = name else {
+            continue;
+        };
         for attr in dn.iter_attributes() {
             let value = attr.as_str().ok().map(str::to_owned);
             match attr.attr_type().to_id_string().as_str() {
@@ -305,12 +371,19 @@ fn curve_oid_string(curve: EccCurve) -> &'static str {
 
 /// DER SubjectPublicKeyInfo of a TPM public key (the canonical form hashed for the EK hash).
 pub(crate) fn spki_der(key: &PublicKey) -> Vec<u8> {
-    const RSA_ENCRYPTION: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const RSA_ENCRYPTION: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+    ];
     const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
     let (algorithm, key_bits) = match key {
-        PublicKey::Rsa { exponent, modulus, .. } => {
+        PublicKey::Rsa {
+            exponent, modulus, ..
+        } => {
             let rsa_key = [der_uint(modulus), der_uint(&exponent.to_be_bytes())].concat();
-            ([RSA_ENCRYPTION, &[0x05, 0x00]].concat(), der_tlv(0x30, &rsa_key))
+            (
+                [RSA_ENCRYPTION, &[0x05, 0x00]].concat(),
+                der_tlv(0x30, &rsa_key),
+            )
         }
         PublicKey::Ecc { curve, .. } => {
             let curve_oid: &[u8] = match curve {
@@ -318,7 +391,10 @@ pub(crate) fn spki_der(key: &PublicKey) -> Vec<u8> {
                 EccCurve::NistP384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
                 EccCurve::NistP521 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
             };
-            ([EC_PUBLIC_KEY, curve_oid].concat(), key.uncompressed_point().unwrap_or_default())
+            (
+                [EC_PUBLIC_KEY, curve_oid].concat(),
+                key.uncompressed_point().unwrap_or_default(),
+            )
         }
     };
     let bit_string = der_tlv(0x03, &[&[0u8][..], &key_bits].concat());

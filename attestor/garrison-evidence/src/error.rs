@@ -105,7 +105,9 @@ pub enum EvidenceError {
         problem: &'static str,
     },
     /// A tpm2-tools PCR file's digests do not line up with its selection.
-    #[error("tpm2-tools PCR file: selection names {expected} PCRs but the file holds {got} digests")]
+    #[error(
+        "tpm2-tools PCR file: selection names {expected} PCRs but the file holds {got} digests"
+    )]
     PcrFileCount {
         /// PCRs selected.
         expected: usize,

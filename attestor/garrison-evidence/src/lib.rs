@@ -46,11 +46,15 @@ mod wire;
 pub use ak::{AkIdentity, AkPolicy, check_ak, check_ak_public};
 pub use attest::{ClockInfo, QuoteAttest, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE};
 pub use credential::{MakeCredentialOutput, make_credential, verify_activation};
-pub use ek::{EkEvidence, EkIdentity, EkTrust, EkTrustBasis, ManufacturerRoots, TpmManufacturer, verify_ek};
+pub use ek::{
+    EkEvidence, EkIdentity, EkTrust, EkTrustBasis, ManufacturerRoots, TpmManufacturer, verify_ek,
+};
 pub use error::EvidenceError;
 pub use garrison_eventlog::HashAlg;
 pub use pcr::{MAX_PCR_INDEX, PcrBankSelection, PcrSelection, PcrValues};
-pub use public::{EccCurve, ObjectAttributes, ObjectName, PublicKey, Scheme, SymmetricDef, TpmPublic};
+pub use public::{
+    EccCurve, ObjectAttributes, ObjectName, PublicKey, Scheme, SymmetricDef, TpmPublic,
+};
 pub use quote::{QuoteVerdict, verify_quote};
 pub use signature::{SignatureScheme, TpmSignature};
 pub use tpm2_tools::Tpm2ToolsPcrFile;

@@ -45,12 +45,20 @@ impl PcrSelection {
             sorted.sort_unstable();
             sorted.dedup();
             if let Some(index) = sorted.iter().copied().find(|i| *i >= MAX_PCR_INDEX) {
-                return Err(EvidenceError::InvalidPcrValue { bank: *bank, index, problem: "index out of range" });
+                return Err(EvidenceError::InvalidPcrValue {
+                    bank: *bank,
+                    index,
+                    problem: "index out of range",
+                });
             }
             let max = sorted.last().copied().unwrap_or(0);
             // At least 3 bytes, as TPMs with 24 PCRs expect.
             let size_of_select = u8::try_from((max / 8 + 1).max(3)).unwrap_or(MAX_SIZEOF_SELECT);
-            out.push(PcrBankSelection { bank: *bank, size_of_select, indices: sorted });
+            out.push(PcrBankSelection {
+                bank: *bank,
+                size_of_select,
+                indices: sorted,
+            });
         }
         Ok(Self { banks: out })
     }
@@ -75,11 +83,16 @@ impl PcrSelection {
                     got: usize::from(size_of_select),
                 });
             }
-            let bitmap = reader.bytes(usize::from(size_of_select), "TPMS_PCR_SELECTION.pcrSelect")?;
+            let bitmap =
+                reader.bytes(usize::from(size_of_select), "TPMS_PCR_SELECTION.pcrSelect")?;
             if banks.iter().any(|b| b.bank == bank) {
                 return Err(EvidenceError::DuplicatePcrBank { bank });
             }
-            banks.push(PcrBankSelection { bank, size_of_select, indices: indices_from_bitmap(bitmap) });
+            banks.push(PcrBankSelection {
+                bank,
+                size_of_select,
+                indices: indices_from_bitmap(bitmap),
+            });
         }
         Ok(Self { banks })
     }
@@ -118,12 +131,16 @@ impl PcrSelection {
 
     /// Every selected (bank, index), in pcrDigest order.
     pub fn iter(&self) -> impl Iterator<Item = (HashAlg, u32)> + '_ {
-        self.banks.iter().flat_map(|b| b.indices.iter().map(move |i| (b.bank, *i)))
+        self.banks
+            .iter()
+            .flat_map(|b| b.indices.iter().map(move |i| (b.bank, *i)))
     }
 
     /// Whether (bank, index) is selected.
     pub fn contains(&self, bank: HashAlg, index: u32) -> bool {
-        self.banks.iter().any(|b| b.bank == bank && b.indices.contains(&index))
+        self.banks
+            .iter()
+            .any(|b| b.bank == bank && b.indices.contains(&index))
     }
 
     /// Number of selected PCRs over all banks.
@@ -175,7 +192,12 @@ impl PcrValues {
 
     /// Adds one value. Fails on a wrong digest length, an index out of range, or a PCR
     /// already present.
-    pub fn insert(&mut self, bank: HashAlg, index: u32, digest: Vec<u8>) -> Result<(), EvidenceError> {
+    pub fn insert(
+        &mut self,
+        bank: HashAlg,
+        index: u32,
+        digest: Vec<u8>,
+    ) -> Result<(), EvidenceError> {
         let problem = if index >= MAX_PCR_INDEX {
             Some("index out of range")
         } else if digest.len() != bank.digest_len() {
@@ -186,7 +208,11 @@ impl PcrValues {
             None
         };
         if let Some(problem) = problem {
-            return Err(EvidenceError::InvalidPcrValue { bank, index, problem });
+            return Err(EvidenceError::InvalidPcrValue {
+                bank,
+                index,
+                problem,
+            });
         }
         self.banks.entry(bank).or_default().insert(index, digest);
         Ok(())

@@ -116,7 +116,9 @@ impl SymmetricDef {
     /// Whether this is AES-128-CFB or AES-256-CFB, the parent ciphers MakeCredential
     /// implements (EK templates L-1, L-2 and H-1..H-7 use one of them).
     pub fn is_aes_cfb(self) -> bool {
-        self.algorithm == TPM_ALG_AES && matches!(self.key_bits, 128 | 256) && self.mode == TPM_ALG_CFB
+        self.algorithm == TPM_ALG_AES
+            && matches!(self.key_bits, 128 | 256)
+            && self.mode == TPM_ALG_CFB
     }
 }
 
@@ -223,7 +225,15 @@ impl TpmPublic {
         };
         let consumed = whole.len().saturating_sub(reader.remaining());
         let raw = whole.get(..consumed).unwrap_or(whole).to_vec();
-        Ok(Self { name_alg, attributes, auth_policy, symmetric, scheme, key, raw })
+        Ok(Self {
+            name_alg,
+            attributes,
+            auth_policy,
+            symmetric,
+            scheme,
+            key,
+            raw,
+        })
     }
 
     /// The marshalled TPMT_PUBLIC this was parsed from.
@@ -265,7 +275,10 @@ impl ObjectName {
     }
 }
 
-pub(crate) fn read_hash_alg(reader: &mut Reader<'_>, what: &'static str) -> Result<HashAlg, EvidenceError> {
+pub(crate) fn read_hash_alg(
+    reader: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<HashAlg, EvidenceError> {
     let id = reader.u16(what)?;
     HashAlg::from_tpm_alg_id(id).ok_or(EvidenceError::UnsupportedAlgorithm { what, got: id })
 }
@@ -277,25 +290,41 @@ fn read_symmetric(reader: &mut Reader<'_>) -> Result<Option<SymmetricDef>, Evide
     }
     let key_bits = reader.u16("TPMT_SYM_DEF_OBJECT.keyBits")?;
     let mode = reader.u16("TPMT_SYM_DEF_OBJECT.mode")?;
-    Ok(Some(SymmetricDef { algorithm, key_bits, mode }))
+    Ok(Some(SymmetricDef {
+        algorithm,
+        key_bits,
+        mode,
+    }))
 }
 
 /// Reads a TPMT_*_SCHEME / TPMT_KDF_SCHEME: algorithm id, then the details its id selects.
-fn read_scheme(reader: &mut Reader<'_>, what: &'static str) -> Result<Option<Scheme>, EvidenceError> {
+fn read_scheme(
+    reader: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<Option<Scheme>, EvidenceError> {
     let algorithm = reader.u16(what)?;
     match algorithm {
         TPM_ALG_NULL => Ok(None),
-        TPM_ALG_RSAES => Ok(Some(Scheme { algorithm, hash: None })),
+        TPM_ALG_RSAES => Ok(Some(Scheme {
+            algorithm,
+            hash: None,
+        })),
         TPM_ALG_ECDAA => {
             let hash = read_hash_alg(reader, what)?;
             let _count = reader.u16(what)?;
-            Ok(Some(Scheme { algorithm, hash: Some(hash) }))
+            Ok(Some(Scheme {
+                algorithm,
+                hash: Some(hash),
+            }))
         }
         // MGF1, KDF1_SP800_56A, KDF2, KDF1_SP800_108, RSASSA, RSAPSS, OAEP, ECDSA, ECDH, SM2,
         // ECSCHNORR, ECMQV: a single hash algorithm.
         0x0007 | 0x0020..=0x0022 | 0x0014 | 0x0016 | 0x0017 | 0x0018 | 0x0019 | 0x001B..=0x001D => {
             let hash = read_hash_alg(reader, what)?;
-            Ok(Some(Scheme { algorithm, hash: Some(hash) }))
+            Ok(Some(Scheme {
+                algorithm,
+                hash: Some(hash),
+            }))
         }
         got => Err(EvidenceError::UnsupportedAlgorithm { what, got }),
     }
@@ -307,21 +336,31 @@ fn read_rsa(reader: &mut Reader<'_>) -> Result<PublicKey, EvidenceError> {
         0 => 65537,
         other => other,
     };
-    let modulus = reader.tpm2b(MAX_RSA_KEY_BYTES, "TPM2B_PUBLIC_KEY_RSA")?.to_vec();
+    let modulus = reader
+        .tpm2b(MAX_RSA_KEY_BYTES, "TPM2B_PUBLIC_KEY_RSA")?
+        .to_vec();
     if modulus.len().saturating_mul(8) != usize::from(key_bits) {
         return Err(EvidenceError::RsaModulusSize {
             expected_bits: key_bits,
             got_bytes: modulus.len(),
         });
     }
-    Ok(PublicKey::Rsa { key_bits, exponent, modulus })
+    Ok(PublicKey::Rsa {
+        key_bits,
+        exponent,
+        modulus,
+    })
 }
 
 fn read_ecc(reader: &mut Reader<'_>) -> Result<PublicKey, EvidenceError> {
     let curve = EccCurve::from_tpm_id(reader.u16("TPMS_ECC_PARMS.curveID")?)?;
     let kdf = read_scheme(reader, "TPMS_ECC_PARMS.kdf")?;
-    let x = reader.tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.x")?.to_vec();
-    let y = reader.tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.y")?.to_vec();
+    let x = reader
+        .tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.x")?
+        .to_vec();
+    let y = reader
+        .tpm2b(MAX_ECC_KEY_BYTES, "TPMS_ECC_POINT.y")?
+        .to_vec();
     Ok(PublicKey::Ecc { curve, kdf, x, y })
 }
 

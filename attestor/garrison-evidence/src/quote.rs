@@ -49,9 +49,9 @@ pub fn verify_quote(
     pcrs: &PcrValues,
 ) -> Result<QuoteVerdict, EvidenceError> {
     let signature = TpmSignature::from_bytes(signature)?;
-    if signature.scheme != ak.scheme {
+    if signature.scheme != ak.scheme() {
         return Err(EvidenceError::SignatureSchemeMismatch {
-            expected: ak.scheme.to_string(),
+            expected: ak.scheme().to_string(),
             got: signature.scheme.to_string(),
         });
     }
@@ -60,7 +60,7 @@ pub fn verify_quote(
     let quote = QuoteAttest::from_bytes(attest)?;
     check_nonce(&quote, nonce)?;
     check_pcr_set(&quote.selection, pcrs)?;
-    let pcr_digest_alg = ak.scheme.hash();
+    let pcr_digest_alg = ak.scheme().hash();
     check_pcr_digest(&quote, pcrs, pcr_digest_alg)?;
     Ok(verdict(quote, pcr_digest_alg))
 }
@@ -79,31 +79,57 @@ fn check_nonce(quote: &QuoteAttest, nonce: &[u8]) -> Result<(), EvidenceError> {
     if quote.extra_data == nonce {
         return Ok(());
     }
-    Err(EvidenceError::NonceMismatch { expected: hex::encode(nonce), got: hex::encode(&quote.extra_data) })
+    Err(EvidenceError::NonceMismatch {
+        expected: hex::encode(nonce),
+        got: hex::encode(&quote.extra_data),
+    })
 }
 
 /// Every supplied value must be selected, and every selected PCR supplied.
 fn check_pcr_set(selection: &PcrSelection, pcrs: &PcrValues) -> Result<(), EvidenceError> {
-    if let Some((bank, index, _)) = pcrs.iter().find(|(bank, index, _)| !selection.contains(*bank, *index)) {
+    if let Some((bank, index, _)) = pcrs
+        .iter()
+        .find(|(bank, index, _)| !selection.contains(*bank, *index))
+    {
         return Err(EvidenceError::PcrNotSelected { bank, index });
     }
-    if let Some((bank, index)) = selection.iter().find(|(bank, index)| pcrs.value(*bank, *index).is_none()) {
+    if let Some((bank, index)) = selection
+        .iter()
+        .find(|(bank, index)| pcrs.value(*bank, *index).is_none())
+    {
         return Err(EvidenceError::PcrMissing { bank, index });
     }
     Ok(())
 }
 
-fn check_pcr_digest(quote: &QuoteAttest, pcrs: &PcrValues, alg: HashAlg) -> Result<(), EvidenceError> {
-    let parts: Vec<&[u8]> = quote.selection.iter().filter_map(|(bank, index)| pcrs.value(bank, index)).collect();
+fn check_pcr_digest(
+    quote: &QuoteAttest,
+    pcrs: &PcrValues,
+    alg: HashAlg,
+) -> Result<(), EvidenceError> {
+    let parts: Vec<&[u8]> = quote
+        .selection
+        .iter()
+        .filter_map(|(bank, index)| pcrs.value(bank, index))
+        .collect();
     let computed = alg.digest(&parts);
     if computed == quote.pcr_digest {
         return Ok(());
     }
-    Err(EvidenceError::PcrDigestMismatch { alg, expected: hex::encode(&quote.pcr_digest), got: hex::encode(computed) })
+    Err(EvidenceError::PcrDigestMismatch {
+        alg,
+        expected: hex::encode(&quote.pcr_digest),
+        got: hex::encode(computed),
+    })
 }
 
 fn verdict(quote: QuoteAttest, pcr_digest_alg: HashAlg) -> QuoteVerdict {
-    let ClockInfo { clock, reset_count, restart_count, safe } = quote.clock_info;
+    let ClockInfo {
+        clock,
+        reset_count,
+        restart_count,
+        safe,
+    } = quote.clock_info;
     QuoteVerdict {
         clock,
         reset_count,

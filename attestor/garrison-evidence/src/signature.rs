@@ -77,15 +77,25 @@ impl TpmSignature {
         let mut reader = Reader::new(bytes);
         let algorithm = reader.u16("TPMT_SIGNATURE.sigAlg")?;
         let hash = read_hash_alg(&mut reader, "TPMT_SIGNATURE.hash")?;
-        let scheme = SignatureScheme::from_tpm(algorithm, hash)
-            .ok_or(EvidenceError::UnsupportedAlgorithm { what: "TPMT_SIGNATURE.sigAlg", got: algorithm })?;
+        let scheme = SignatureScheme::from_tpm(algorithm, hash).ok_or(
+            EvidenceError::UnsupportedAlgorithm {
+                what: "TPMT_SIGNATURE.sigAlg",
+                got: algorithm,
+            },
+        )?;
         let body = match scheme {
-            SignatureScheme::RsaSsa(_) | SignatureScheme::RsaPss(_) => {
-                SignatureBody::Rsa(reader.tpm2b(MAX_RSA_SIGNATURE, "TPMS_SIGNATURE_RSA.sig")?.to_vec())
-            }
+            SignatureScheme::RsaSsa(_) | SignatureScheme::RsaPss(_) => SignatureBody::Rsa(
+                reader
+                    .tpm2b(MAX_RSA_SIGNATURE, "TPMS_SIGNATURE_RSA.sig")?
+                    .to_vec(),
+            ),
             SignatureScheme::Ecdsa(_) => SignatureBody::Ecdsa {
-                r: reader.tpm2b(MAX_ECC_COORDINATE, "TPMS_SIGNATURE_ECC.signatureR")?.to_vec(),
-                s: reader.tpm2b(MAX_ECC_COORDINATE, "TPMS_SIGNATURE_ECC.signatureS")?.to_vec(),
+                r: reader
+                    .tpm2b(MAX_ECC_COORDINATE, "TPMS_SIGNATURE_ECC.signatureR")?
+                    .to_vec(),
+                s: reader
+                    .tpm2b(MAX_ECC_COORDINATE, "TPMS_SIGNATURE_ECC.signatureS")?
+                    .to_vec(),
             },
         };
         reader.finish("TPMT_SIGNATURE")?;
@@ -97,38 +107,77 @@ impl TpmSignature {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Verifier {
     Rsa(&'static ring_sig::RsaParameters),
-    Ecdsa(&'static ring_sig::EcdsaVerificationAlgorithm),
+    Ecdsa(&'static ring_sig::EcdsaVerificationAlgorithm, EcdsaEncoding),
+}
+
+/// The signature encoding a ring ECDSA verifier takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EcdsaEncoding {
+    /// r || s, each left-padded to the curve size.
+    Fixed,
+    /// DER SEQUENCE { INTEGER r, INTEGER s }.
+    Asn1,
 }
 
 impl Verifier {
     /// The ring algorithm for `scheme` on `key`, or `None` if ring (or our policy) cannot
     /// verify it. SHA-1 RSASSA is only returned when `allow_sha1` is set.
-    pub(crate) fn for_key(scheme: SignatureScheme, key: &PublicKey, allow_sha1: bool) -> Option<Self> {
+    pub(crate) fn for_key(
+        scheme: SignatureScheme,
+        key: &PublicKey,
+        allow_sha1: bool,
+    ) -> Option<Self> {
         use SignatureScheme::{Ecdsa, RsaPss, RsaSsa};
         let verifier = match (scheme, key) {
             (RsaSsa(HashAlg::Sha1), PublicKey::Rsa { .. }) if allow_sha1 => {
                 Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY)
             }
-            (RsaSsa(HashAlg::Sha256), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA256),
-            (RsaSsa(HashAlg::Sha384), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA384),
-            (RsaSsa(HashAlg::Sha512), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA512),
-            (RsaPss(HashAlg::Sha256), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA256),
-            (RsaPss(HashAlg::Sha384), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA384),
-            (RsaPss(HashAlg::Sha512), PublicKey::Rsa { .. }) => Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA512),
-            (Ecdsa(hash), PublicKey::Ecc { curve, .. }) => Self::Ecdsa(ecdsa_algorithm(*curve, hash)?),
+            (RsaSsa(HashAlg::Sha256), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA256)
+            }
+            (RsaSsa(HashAlg::Sha384), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA384)
+            }
+            (RsaSsa(HashAlg::Sha512), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA512)
+            }
+            (RsaPss(HashAlg::Sha256), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA256)
+            }
+            (RsaPss(HashAlg::Sha384), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA384)
+            }
+            (RsaPss(HashAlg::Sha512), PublicKey::Rsa { .. }) => {
+                Self::Rsa(&ring_sig::RSA_PSS_2048_8192_SHA512)
+            }
+            (Ecdsa(hash), PublicKey::Ecc { curve, .. }) => {
+                let (alg, encoding) = ecdsa_algorithm(*curve, hash)?;
+                Self::Ecdsa(alg, encoding)
+            }
             _ => return None,
         };
         Some(verifier)
     }
 }
 
-fn ecdsa_algorithm(curve: EccCurve, hash: HashAlg) -> Option<&'static ring_sig::EcdsaVerificationAlgorithm> {
+fn ecdsa_algorithm(
+    curve: EccCurve,
+    hash: HashAlg,
+) -> Option<(&'static ring_sig::EcdsaVerificationAlgorithm, EcdsaEncoding)> {
     match (curve, hash) {
-        (EccCurve::NistP256, HashAlg::Sha256) => Some(&ring_sig::ECDSA_P256_SHA256_FIXED),
+        (EccCurve::NistP256, HashAlg::Sha256) => {
+            Some((&ring_sig::ECDSA_P256_SHA256_FIXED, EcdsaEncoding::Fixed))
+        }
         // ring has fixed-width verifiers only for the matched pairs; the mixed ones take DER.
-        (EccCurve::NistP256, HashAlg::Sha384) => Some(&ring_sig::ECDSA_P256_SHA384_ASN1),
-        (EccCurve::NistP384, HashAlg::Sha256) => Some(&ring_sig::ECDSA_P384_SHA256_ASN1),
-        (EccCurve::NistP384, HashAlg::Sha384) => Some(&ring_sig::ECDSA_P384_SHA384_FIXED),
+        (EccCurve::NistP256, HashAlg::Sha384) => {
+            Some((&ring_sig::ECDSA_P256_SHA384_ASN1, EcdsaEncoding::Asn1))
+        }
+        (EccCurve::NistP384, HashAlg::Sha256) => {
+            Some((&ring_sig::ECDSA_P384_SHA256_ASN1, EcdsaEncoding::Asn1))
+        }
+        (EccCurve::NistP384, HashAlg::Sha384) => {
+            Some((&ring_sig::ECDSA_P384_SHA384_FIXED, EcdsaEncoding::Fixed))
+        }
         _ => None,
     }
 }
@@ -151,47 +200,74 @@ enum KeyMaterial {
 impl PreparedKey {
     pub(crate) fn new(verifier: Verifier, key: &PublicKey) -> Option<Self> {
         let (material, coordinate_len) = match key {
-            PublicKey::Rsa { exponent, modulus, .. } => {
+            PublicKey::Rsa {
+                exponent, modulus, ..
+            } => {
                 let e = exponent.to_be_bytes();
                 let n = strip_leading_zeros(modulus).to_vec();
-                (KeyMaterial::Rsa { n, e: strip_leading_zeros(&e).to_vec() }, 0)
+                (
+                    KeyMaterial::Rsa {
+                        n,
+                        e: strip_leading_zeros(&e).to_vec(),
+                    },
+                    0,
+                )
             }
-            PublicKey::Ecc { curve, .. } => (KeyMaterial::Ecc(key.uncompressed_point()?), curve.coordinate_len()),
+            PublicKey::Ecc { curve, .. } => (
+                KeyMaterial::Ecc(key.uncompressed_point()?),
+                curve.coordinate_len(),
+            ),
         };
-        Some(Self { verifier, material, coordinate_len })
+        Some(Self {
+            verifier,
+            material,
+            coordinate_len,
+        })
     }
 
     /// Verifies `signature` over `message`. ECDSA r and s are left-padded to the curve size,
     /// as ring's fixed-width format requires.
-    pub(crate) fn verify(&self, message: &[u8], signature: &TpmSignature) -> Result<(), EvidenceError> {
-        let invalid = || EvidenceError::SignatureInvalid { scheme: signature.scheme.to_string() };
+    pub(crate) fn verify(
+        &self,
+        message: &[u8],
+        signature: &TpmSignature,
+    ) -> Result<(), EvidenceError> {
+        let invalid = || EvidenceError::SignatureInvalid {
+            scheme: signature.scheme.to_string(),
+        };
         match (&self.verifier, &self.material, &signature.body) {
             (Verifier::Rsa(params), KeyMaterial::Rsa { n, e }, SignatureBody::Rsa(sig)) => {
-                RsaPublicKeyComponents { n, e }.verify(params, message, sig).map_err(|_| invalid())
+                RsaPublicKeyComponents { n, e }
+                    .verify(params, message, sig)
+                    .map_err(|_| invalid())
             }
-            (Verifier::Ecdsa(alg), KeyMaterial::Ecc(point), SignatureBody::Ecdsa { r, s }) => {
-                let encoded = encode_ecdsa(alg, r, s, self.coordinate_len).ok_or_else(invalid)?;
-                UnparsedPublicKey::new(*alg, point).verify(message, &encoded).map_err(|_| invalid())
+            (
+                Verifier::Ecdsa(alg, encoding),
+                KeyMaterial::Ecc(point),
+                SignatureBody::Ecdsa { r, s },
+            ) => {
+                let encoded =
+                    encode_ecdsa(*encoding, r, s, self.coordinate_len).ok_or_else(invalid)?;
+                UnparsedPublicKey::new(*alg, point)
+                    .verify(message, &encoded)
+                    .map_err(|_| invalid())
             }
             _ => Err(invalid()),
         }
     }
 }
 
-/// r and s in the form `alg` takes: fixed-width r || s for the `_FIXED` verifiers, a DER
-/// SEQUENCE of two INTEGERs for the `_ASN1` ones.
+/// r and s in the form the verifier takes. Values wider than the curve are rejected.
 fn encode_ecdsa(
-    alg: &'static ring_sig::EcdsaVerificationAlgorithm,
+    encoding: EcdsaEncoding,
     r: &[u8],
     s: &[u8],
     coordinate_len: usize,
 ) -> Option<Vec<u8>> {
     let r = fixed_width(r, coordinate_len)?;
     let s = fixed_width(s, coordinate_len)?;
-    let is_fixed = std::ptr::eq(alg, &ring_sig::ECDSA_P256_SHA256_FIXED)
-        || std::ptr::eq(alg, &ring_sig::ECDSA_P384_SHA384_FIXED);
-    if is_fixed {
-        return Some([r, s].concat());
+    match encoding {
+        EcdsaEncoding::Fixed => Some([r, s].concat()),
+        EcdsaEncoding::Asn1 => Some(der_tlv(0x30, &[der_uint(&r), der_uint(&s)].concat())),
     }
-    Some(der_tlv(0x30, &[der_uint(&r), der_uint(&s)].concat()))
 }

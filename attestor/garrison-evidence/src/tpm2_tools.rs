@@ -48,7 +48,10 @@ impl Tpm2ToolsPcrFile {
         let digests = read_digests(&mut reader)?;
         reader.finish("tpm2-tools PCR file")?;
         if digests.len() != selection.len() {
-            return Err(EvidenceError::PcrFileCount { expected: selection.len(), got: digests.len() });
+            return Err(EvidenceError::PcrFileCount {
+                expected: selection.len(),
+                got: digests.len(),
+            });
         }
         let mut values = PcrValues::new();
         for ((bank, index), digest) in selection.iter().zip(digests) {
@@ -76,7 +79,8 @@ fn le_u32(reader: &mut Reader<'_>, what: &'static str) -> Result<u32, EvidenceEr
 /// Rewrites the little-endian C struct as a marshalled TPML_PCR_SELECTION and parses that,
 /// so the selection rules live in one place.
 fn read_selection(reader: &mut Reader<'_>) -> Result<PcrSelection, EvidenceError> {
-    let mut block = Reader::new(reader.bytes(SELECTION_STRUCT_LEN, "tpm2-tools TPML_PCR_SELECTION")?);
+    let mut block =
+        Reader::new(reader.bytes(SELECTION_STRUCT_LEN, "tpm2-tools TPML_PCR_SELECTION")?);
     let count = le_u32(&mut block, "tpm2-tools TPML_PCR_SELECTION.count")?;
     if count as usize > SELECTION_SLOTS {
         return Err(EvidenceError::SizeTooLarge {
@@ -98,7 +102,11 @@ fn read_selection(reader: &mut Reader<'_>) -> Result<PcrSelection, EvidenceError
         }
         marshalled.extend_from_slice(&le_u16([h0, h1]).to_be_bytes());
         marshalled.push(size);
-        marshalled.extend_from_slice([s0, s1, s2, s3].get(..usize::from(size)).unwrap_or_default());
+        marshalled.extend_from_slice(
+            [s0, s1, s2, s3]
+                .get(..usize::from(size))
+                .unwrap_or_default(),
+        );
     }
     PcrSelection::from_bytes(&marshalled)
 }
@@ -106,14 +114,22 @@ fn read_selection(reader: &mut Reader<'_>) -> Result<PcrSelection, EvidenceError
 fn read_digests<'a>(reader: &mut Reader<'a>) -> Result<Vec<&'a [u8]>, EvidenceError> {
     let chunks = le_u32(reader, "tpm2-tools PCR file chunk count")? as usize;
     if chunks > MAX_CHUNKS {
-        return Err(EvidenceError::SizeTooLarge { what: "tpm2-tools PCR file chunk count", max: MAX_CHUNKS, got: chunks });
+        return Err(EvidenceError::SizeTooLarge {
+            what: "tpm2-tools PCR file chunk count",
+            max: MAX_CHUNKS,
+            got: chunks,
+        });
     }
     let mut digests = Vec::new();
     for _ in 0..chunks {
         let mut list = Reader::new(reader.bytes(DIGEST_LIST_LEN, "tpm2-tools TPML_DIGEST")?);
         let count = le_u32(&mut list, "tpm2-tools TPML_DIGEST.count")? as usize;
         if count > DIGEST_SLOTS {
-            return Err(EvidenceError::SizeTooLarge { what: "tpm2-tools TPML_DIGEST.count", max: DIGEST_SLOTS, got: count });
+            return Err(EvidenceError::SizeTooLarge {
+                what: "tpm2-tools TPML_DIGEST.count",
+                max: DIGEST_SLOTS,
+                got: count,
+            });
         }
         for _ in 0..count {
             let size = usize::from(le_u16(list.array("tpm2-tools TPM2B_DIGEST.size")?));

@@ -21,7 +21,11 @@ impl<'a> Reader<'a> {
         self.rest.len()
     }
 
-    pub(crate) fn bytes(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], EvidenceError> {
+    pub(crate) fn bytes(
+        &mut self,
+        len: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], EvidenceError> {
         if len > self.rest.len() {
             return Err(EvidenceError::Truncated {
                 what,
@@ -34,7 +38,10 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], EvidenceError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], EvidenceError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(N, what)?);
         Ok(out)
@@ -57,10 +64,18 @@ impl<'a> Reader<'a> {
     }
 
     /// A TPM2B: a u16 size, at most `max`, then that many bytes.
-    pub(crate) fn tpm2b(&mut self, max: usize, what: &'static str) -> Result<&'a [u8], EvidenceError> {
+    pub(crate) fn tpm2b(
+        &mut self,
+        max: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], EvidenceError> {
         let size = usize::from(self.u16(what)?);
         if size > max {
-            return Err(EvidenceError::SizeTooLarge { what, max, got: size });
+            return Err(EvidenceError::SizeTooLarge {
+                what,
+                max,
+                got: size,
+            });
         }
         self.bytes(size, what)
     }

@@ -3,7 +3,8 @@
 
 use base64::Engine as _;
 use garrison_evidence::{
-    AkPolicy, EvidenceError, HashAlg, PcrValues, QuoteAttest, TpmSignature, Tpm2ToolsPcrFile, check_ak, verify_quote,
+    AkPolicy, EvidenceError, HashAlg, PcrValues, QuoteAttest, Tpm2ToolsPcrFile, TpmSignature,
+    check_ak, verify_quote,
 };
 
 const NONCE: &[u8] = b"garrison-nonce-01";
@@ -40,11 +41,24 @@ const PCR7: &str = "fa51079b65cf85ecaaf91e18220dd51ca2794c144dc48da9b17db3c4586c
 fn tpm2_tools_pcr_file_matches_pcrread() {
     for (alg, f) in fixtures() {
         let file = Tpm2ToolsPcrFile::parse(f.pcrs).unwrap();
-        assert_eq!(file.selection.iter().collect::<Vec<_>>(), (0..8).map(|i| (HashAlg::Sha256, i)).collect::<Vec<_>>(), "{alg}");
+        assert_eq!(
+            file.selection.iter().collect::<Vec<_>>(),
+            (0..8).map(|i| (HashAlg::Sha256, i)).collect::<Vec<_>>(),
+            "{alg}"
+        );
         assert_eq!(file.values.len(), 8);
-        assert_eq!(hex::encode(file.values.value(HashAlg::Sha256, 0).unwrap()), PCR0);
-        assert_eq!(hex::encode(file.values.value(HashAlg::Sha256, 7).unwrap()), PCR7);
-        assert_eq!(PcrValues::from_tpm2_tools_pcrs(f.pcrs).unwrap(), file.values);
+        assert_eq!(
+            hex::encode(file.values.value(HashAlg::Sha256, 0).unwrap()),
+            PCR0
+        );
+        assert_eq!(
+            hex::encode(file.values.value(HashAlg::Sha256, 7).unwrap()),
+            PCR7
+        );
+        assert_eq!(
+            PcrValues::from_tpm2_tools_pcrs(f.pcrs).unwrap(),
+            file.values
+        );
     }
 }
 
@@ -52,7 +66,7 @@ fn tpm2_tools_pcr_file_matches_pcrread() {
 fn ak_name_matches_tpm2_createak() {
     for (alg, f) in fixtures() {
         let ak = check_ak(f.ak_pub, &AkPolicy::default()).unwrap();
-        assert_eq!(ak.name.as_bytes(), f.ak_name, "{alg}");
+        assert_eq!(ak.name().as_bytes(), f.ak_name, "{alg}");
     }
 }
 
@@ -61,11 +75,15 @@ fn swtpm_quotes_verify() {
     for (alg, f) in fixtures() {
         let ak = check_ak(f.ak_pub, &AkPolicy::default()).unwrap();
         let pcrs = PcrValues::from_tpm2_tools_pcrs(f.pcrs).unwrap();
-        let verdict = verify_quote(&ak, f.msg, f.sig, NONCE, &pcrs).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let verdict =
+            verify_quote(&ak, f.msg, f.sig, NONCE, &pcrs).unwrap_or_else(|e| panic!("{alg}: {e}"));
         assert_eq!(verdict.pcr_digest_alg, HashAlg::Sha256);
         assert_eq!(verdict.selection.len(), 8);
         assert!(verdict.safe);
-        assert_eq!(verdict.firmware_version, 0x2019_1023_0016_3636, "swtpm 0.7 firmware version");
+        assert_eq!(
+            verdict.firmware_version, 0x2019_1023_0016_3636,
+            "swtpm 0.7 firmware version"
+        );
         assert_eq!(verdict.qualified_signer.len(), 34);
     }
 }
@@ -78,7 +96,10 @@ fn tpm2b_attest_is_accepted_too() {
     let mut tpm2b = (f.msg.len() as u16).to_be_bytes().to_vec();
     tpm2b.extend_from_slice(f.msg);
     verify_quote(&ak, &tpm2b, f.sig, NONCE, &pcrs).unwrap();
-    assert_eq!(QuoteAttest::from_bytes(&tpm2b).unwrap(), QuoteAttest::from_bytes(f.msg).unwrap());
+    assert_eq!(
+        QuoteAttest::from_bytes(&tpm2b).unwrap(),
+        QuoteAttest::from_bytes(f.msg).unwrap()
+    );
 }
 
 #[test]
@@ -105,7 +126,16 @@ fn tampered_pcr_value_is_rejected() {
             pcrs.insert(bank, index, value).unwrap();
         }
         let err = verify_quote(&ak, f.msg, f.sig, NONCE, &pcrs).unwrap_err();
-        assert!(matches!(err, EvidenceError::PcrDigestMismatch { alg: HashAlg::Sha256, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                EvidenceError::PcrDigestMismatch {
+                    alg: HashAlg::Sha256,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }
 
@@ -117,14 +147,41 @@ fn pcr_set_must_equal_selection() {
     let mut extra = good.clone();
     extra.insert(HashAlg::Sha256, 8, vec![0; 32]).unwrap();
     let err = verify_quote(&ak, f.msg, f.sig, NONCE, &extra).unwrap_err();
-    assert!(matches!(err, EvidenceError::PcrNotSelected { bank: HashAlg::Sha256, index: 8 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            EvidenceError::PcrNotSelected {
+                bank: HashAlg::Sha256,
+                index: 8
+            }
+        ),
+        "{err}"
+    );
     let mut other_bank = good.clone();
     other_bank.insert(HashAlg::Sha1, 0, vec![0; 20]).unwrap();
     let err = verify_quote(&ak, f.msg, f.sig, NONCE, &other_bank).unwrap_err();
-    assert!(matches!(err, EvidenceError::PcrNotSelected { bank: HashAlg::Sha1, index: 0 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            EvidenceError::PcrNotSelected {
+                bank: HashAlg::Sha1,
+                index: 0
+            }
+        ),
+        "{err}"
+    );
     let missing = PcrValues::from_entries(good.iter().filter(|(_, i, _)| *i != 3)).unwrap();
     let err = verify_quote(&ak, f.msg, f.sig, NONCE, &missing).unwrap_err();
-    assert!(matches!(err, EvidenceError::PcrMissing { bank: HashAlg::Sha256, index: 3 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            EvidenceError::PcrMissing {
+                bank: HashAlg::Sha256,
+                index: 3
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,7 +193,10 @@ fn tampered_signature_is_rejected() {
         let last = sig.len() - 1;
         sig[last] ^= 0x01;
         let err = verify_quote(&ak, f.msg, &sig, NONCE, &pcrs).unwrap_err();
-        assert!(matches!(err, EvidenceError::SignatureInvalid { .. }), "{alg}: {err}");
+        assert!(
+            matches!(err, EvidenceError::SignatureInvalid { .. }),
+            "{alg}: {err}"
+        );
     }
 }
 
@@ -148,10 +208,16 @@ fn tampered_selection_is_rejected_by_the_signature() {
     let ak = check_ak(f.ak_pub, &AkPolicy::default()).unwrap();
     let pcrs = PcrValues::from_tpm2_tools_pcrs(f.pcrs).unwrap();
     let mut msg = f.msg.to_vec();
-    let select = msg.windows(6).position(|w| w == [0x00, 0x0b, 0x03, 0xff, 0x00, 0x00]).unwrap();
+    let select = msg
+        .windows(6)
+        .position(|w| w == [0x00, 0x0b, 0x03, 0xff, 0x00, 0x00])
+        .unwrap();
     msg[select + 3] = 0x7f;
     let err = verify_quote(&ak, &msg, f.sig, NONCE, &pcrs).unwrap_err();
-    assert!(matches!(err, EvidenceError::SignatureInvalid { .. }), "{err}");
+    assert!(
+        matches!(err, EvidenceError::SignatureInvalid { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -161,15 +227,24 @@ fn quote_from_another_ak_is_rejected() {
     let rsa_ak = check_ak(rsa.ak_pub, &AkPolicy::default()).unwrap();
     let pcrs = PcrValues::from_tpm2_tools_pcrs(ecc.pcrs).unwrap();
     let err = verify_quote(&rsa_ak, ecc.msg, ecc.sig, NONCE, &pcrs).unwrap_err();
-    assert!(matches!(err, EvidenceError::SignatureSchemeMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, EvidenceError::SignatureSchemeMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn signature_parser_reads_tpm2_tools_output() {
     let sig = TpmSignature::from_bytes(fixture!("ecc").sig).unwrap();
-    assert_eq!(sig.scheme, garrison_evidence::SignatureScheme::Ecdsa(HashAlg::Sha256));
+    assert_eq!(
+        sig.scheme,
+        garrison_evidence::SignatureScheme::Ecdsa(HashAlg::Sha256)
+    );
     let sig = TpmSignature::from_bytes(fixture!("rsa").sig).unwrap();
-    assert_eq!(sig.scheme, garrison_evidence::SignatureScheme::RsaSsa(HashAlg::Sha256));
+    assert_eq!(
+        sig.scheme,
+        garrison_evidence::SignatureScheme::RsaSsa(HashAlg::Sha256)
+    );
 }
 
 // ---- go-attestation: Windows GCE shielded VM ----
@@ -183,9 +258,15 @@ struct GoAttest {
 }
 
 fn goattest() -> GoAttest {
-    let json: serde_json::Value =
-        serde_json::from_str(include_str!("../../../testdata/quotes/goattest-windows_gcp_shielded_vm.json")).unwrap();
-    let b64 = |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../testdata/quotes/goattest-windows_gcp_shielded_vm.json"
+    ))
+    .unwrap();
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
     let mut pcrs = PcrValues::new();
     for pcr in json["Log"]["PCRs"].as_array().unwrap() {
         // go-attestation's DigestAlg is Go's crypto.Hash: 3 = SHA-1, 5 = SHA-256.
@@ -194,7 +275,12 @@ fn goattest() -> GoAttest {
             5 => HashAlg::Sha256,
             other => panic!("unexpected crypto.Hash {other}"),
         };
-        pcrs.insert(bank, pcr["Index"].as_u64().unwrap() as u32, b64(&pcr["Digest"])).unwrap();
+        pcrs.insert(
+            bank,
+            pcr["Index"].as_u64().unwrap() as u32,
+            b64(&pcr["Digest"]),
+        )
+        .unwrap();
     }
     GoAttest {
         ak_public: b64(&json["AK"]["Public"]),
@@ -205,13 +291,18 @@ fn goattest() -> GoAttest {
     }
 }
 
-const LEGACY: AkPolicy = AkPolicy { insecure_allow_sha1_signatures: true };
+const LEGACY: AkPolicy = AkPolicy {
+    insecure_allow_sha1_signatures: true,
+};
 
 #[test]
 fn gce_ak_uses_sha1_and_is_refused_by_default() {
     let v = goattest();
     let err = check_ak(&v.ak_public, &AkPolicy::default()).unwrap_err();
-    assert!(matches!(err, EvidenceError::AkAlgorithmNotAllowed { .. }), "{err}");
+    assert!(
+        matches!(err, EvidenceError::AkAlgorithmNotAllowed { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -221,7 +312,7 @@ fn gce_quote_verifies() {
     let verdict = verify_quote(&ak, &v.quote, &v.signature, &v.nonce, &v.pcrs).unwrap();
     // pcrDigest uses the AK's signing-scheme hash (SHA-1 here), not its nameAlg (SHA-256).
     assert_eq!(verdict.pcr_digest_alg, HashAlg::Sha1);
-    assert_eq!(ak.public.name_alg, HashAlg::Sha256);
+    assert_eq!(ak.public().name_alg, HashAlg::Sha256);
     assert_eq!(verdict.selection.len(), 24);
     assert_eq!(verdict.clock, 0x9c_8313);
     assert_eq!(verdict.reset_count, 0x3e4d_b9e4);
@@ -245,16 +336,31 @@ fn gce_tampered_variants_fail() {
         pcrs.insert(bank, index, value).unwrap();
     }
     let err = verify_quote(&ak, &v.quote, &v.signature, &v.nonce, &pcrs).unwrap_err();
-    assert!(matches!(err, EvidenceError::PcrDigestMismatch { alg: HashAlg::Sha1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            EvidenceError::PcrDigestMismatch {
+                alg: HashAlg::Sha1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut sig = v.signature.clone();
     sig[10] ^= 0x01;
     let err = verify_quote(&ak, &v.quote, &sig, &v.nonce, &v.pcrs).unwrap_err();
-    assert!(matches!(err, EvidenceError::SignatureInvalid { .. }), "{err}");
+    assert!(
+        matches!(err, EvidenceError::SignatureInvalid { .. }),
+        "{err}"
+    );
 
     let mut quote = v.quote.clone();
     let clock = 4 + 2 + 2 + 34 + 2; // magic, type, qualifiedSigner, extraData
     quote[clock + 7] ^= 0x01;
     let err = verify_quote(&ak, &quote, &v.signature, &v.nonce, &v.pcrs).unwrap_err();
-    assert!(matches!(err, EvidenceError::SignatureInvalid { .. }), "{err}");
+    assert!(
+        matches!(err, EvidenceError::SignatureInvalid { .. }),
+        "{err}"
+    );
 }
