@@ -21,12 +21,6 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
-    /// Starting the HMAC session reused by quotes, PCR extends and NV reads failed.
-    #[error("cannot start an HMAC session")]
-    StartHmacSession {
-        #[source]
-        source: tss_esapi::Error,
-    },
     /// Starting or satisfying the EK's policy session (PolicySecret(TPM_RH_ENDORSEMENT)).
     #[error("cannot start the EK policy session")]
     StartPolicySession {

@@ -23,7 +23,7 @@ use tss_esapi::{
 };
 
 use crate::tpm2b::{der_sequence_len, prefixed, split_tpm2b, tpm2b_public};
-use crate::{Tpm, TpmError, start_session};
+use crate::{EMPTY_AUTH, Tpm, TpmError, start_session};
 
 /// TCG EK Credential Profile NV indices of EK certificates.
 pub mod ek_nv_index {
@@ -328,15 +328,14 @@ impl Tpm {
     pub fn persist_ak(&mut self, ak: Ak, handle: u32) -> Result<Ak, TpmError> {
         let invalid = |source| TpmError::InvalidPersistentHandle { handle, source };
         let persistent = PersistentTpmHandle::new(handle).map_err(invalid)?;
-        let session = self.hmac_session()?;
-        let result = self.context.execute_with_session(Some(session), |ctx| {
+        let result = self.context.execute_with_session(Some(EMPTY_AUTH), |ctx| {
             ctx.evict_control(
                 Provision::Owner,
                 ak.handle.into(),
                 Persistent::Persistent(persistent),
             )
         });
-        let evicted = self.settle(result);
+        let evicted = result;
         self.flush_ak(ak)?;
         let object = evicted.map_err(|source| TpmError::PersistAk { handle, source })?;
         self.ak_from_handle(KeyHandle::from(object), Residency::Persistent(handle))
@@ -363,7 +362,7 @@ impl Tpm {
     /// Answers the enrollment challenge: TPM2_ActivateCredential with `ak` as the activated
     /// object and `ek` as the decryption key. `id_object` and `encrypted_secret` are the
     /// contents of TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET **without** their u16 size
-    /// prefixes. The AK is authorized by the reused HMAC session; the EK by a fresh policy
+    /// prefixes. The AK is authorized by its empty auth value; the EK by a fresh policy
     /// session (PolicySecret(TPM_RH_ENDORSEMENT)) that is flushed before returning.
     pub fn activate_credential(
         &mut self,
@@ -388,29 +387,26 @@ impl Tpm {
                 source,
             }
         })?;
-        let hmac = self.hmac_session()?;
-        let policy = self.endorsement_policy_session(hmac)?;
+        let policy = self.endorsement_policy_session()?;
         let result = self
             .context
-            .execute_with_sessions((Some(hmac), Some(policy), None), |ctx| {
+            .execute_with_sessions((Some(EMPTY_AUTH), Some(policy), None), |ctx| {
                 ctx.activate_credential(ak.handle, ek.handle, credential, secret)
             });
         let flushed = self
             .context
             .flush_context(SessionHandle::from(policy).into());
-        let digest = self
-            .settle(result)
-            .map_err(|source| TpmError::ActivateCredential { source })?;
+        let digest = result.map_err(|source| TpmError::ActivateCredential { source })?;
         flushed.map_err(|source| TpmError::FlushSession { source })?;
         Ok(Secret(digest.value().to_vec()))
     }
 
     /// A policy session that has run PolicySecret(TPM_RH_ENDORSEMENT), authorized by the
-    /// `hmac` session with the (empty) endorsement auth. Flushed on failure.
-    fn endorsement_policy_session(&mut self, hmac: AuthSession) -> Result<AuthSession, TpmError> {
+    /// (empty) endorsement hierarchy auth. Flushed on failure.
+    fn endorsement_policy_session(&mut self) -> Result<AuthSession, TpmError> {
         let policy = start_session(&mut self.context, SessionType::Policy)
             .map_err(|source| TpmError::StartPolicySession { source })?;
-        let satisfied = self.context.execute_with_session(Some(hmac), |ctx| {
+        let satisfied = self.context.execute_with_session(Some(EMPTY_AUTH), |ctx| {
             ctx.policy_secret(
                 PolicySession::try_from(policy)?,
                 AuthHandle::Endorsement,
@@ -420,7 +416,7 @@ impl Tpm {
                 None,
             )
         });
-        if let Err(source) = self.settle(satisfied) {
+        if let Err(source) = satisfied {
             let _ = self
                 .context
                 .flush_context(SessionHandle::from(policy).into());
@@ -434,8 +430,7 @@ impl Tpm {
         let template =
             ek::create_ek_public_from_default_template_2(algorithm.selection(), DefaultKey)
                 .map_err(create_error)?;
-        let session = self.hmac_session()?;
-        let result = self.context.execute_with_session(Some(session), |ctx| {
+        let result = self.context.execute_with_session(Some(EMPTY_AUTH), |ctx| {
             ctx.create_primary(
                 tss_esapi::interface_types::resource_handles::Hierarchy::Endorsement,
                 template,
@@ -445,7 +440,7 @@ impl Tpm {
                 None,
             )
         });
-        Ok(self.settle(result).map_err(create_error)?.key_handle)
+        Ok(result.map_err(create_error)?.key_handle)
     }
 
     fn open_persistent(&mut self, handle: u32) -> tss_esapi::Result<KeyHandle> {
@@ -490,22 +485,19 @@ impl Tpm {
     }
 
     /// Reads a whole NV index in chunks of at most the TPM's NV buffer size, authorizing
-    /// with the index's own (empty) auth through the reused HMAC session.
+    /// with the index's own (empty) auth value.
     fn read_nv(&mut self, index: NvIndexHandle) -> tss_esapi::Result<Vec<u8>> {
         let (nv_public, _) = self
             .context
             .execute_without_session(|ctx| ctx.nv_read_public(index))?;
         let size = nv_public.data_size();
         let chunk = self.nv_buffer_max()?;
-        let session = self.hmac_session().map_err(|_| {
-            tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::MissingAuthSession)
-        })?;
         let mut contents = Vec::with_capacity(size);
         while contents.len() < size {
             let offset = contents.len();
             let len = chunk.min(size - offset);
-            let result = read_nv_chunk(&mut self.context, session, index, offset, len);
-            contents.extend_from_slice(&self.settle(result)?);
+            let result = read_nv_chunk(&mut self.context, index, offset, len);
+            contents.extend_from_slice(&result?);
         }
         Ok(contents)
     }
@@ -522,7 +514,6 @@ impl Tpm {
 
 fn read_nv_chunk(
     context: &mut Context,
-    session: AuthSession,
     index: NvIndexHandle,
     offset: usize,
     len: usize,
@@ -530,7 +521,7 @@ fn read_nv_chunk(
     let too_big = |_| tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongParamSize);
     let offset = u16::try_from(offset).map_err(too_big)?;
     let len = u16::try_from(len).map_err(too_big)?;
-    let data = context.execute_with_session(Some(session), |ctx| {
+    let data = context.execute_with_session(Some(EMPTY_AUTH), |ctx| {
         ctx.nv_read(NvAuth::NvIndex(index), index, len, offset)
     })?;
     Ok(data.value().to_vec())

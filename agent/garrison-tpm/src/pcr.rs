@@ -7,7 +7,7 @@ use tss_esapi::{
     traits::Marshall,
 };
 
-use crate::{Ak, Tpm, TpmError};
+use crate::{Ak, EMPTY_AUTH, Tpm, TpmError};
 
 /// Highest PCR index of a PC Client TPM.
 const MAX_PCR_INDEX: u8 = 23;
@@ -160,15 +160,14 @@ impl Tpm {
             bank.hashing_algorithm(),
             Digest::try_from(digest.to_vec()).map_err(extend_error)?,
         );
-        let session = self.hmac_session()?;
-        let result = self
-            .context
-            .execute_with_session(Some(session), |ctx| ctx.pcr_extend(handle, values));
-        self.settle(result).map_err(extend_error)
+        self.context
+            .execute_with_session(Some(EMPTY_AUTH), |ctx| ctx.pcr_extend(handle, values))
+            .map_err(extend_error)
     }
 
     /// Quotes `selection` with `ak`, putting `nonce` into TPMS_ATTEST.extraData. Uses the
-    /// AK's own signing scheme. Authorized by the reused HMAC session (no per-call session).
+    /// AK's own signing scheme. Authorized by the AK's empty auth value through the password
+    /// session: no session is started or flushed per quote (see [`crate::Tpm`]).
     pub fn quote(
         &mut self,
         ak: &Ak,
@@ -181,13 +180,10 @@ impl Tpm {
                 source,
             })?;
         let list = selection.tss_selection(selection.indices())?;
-        let session = self.hmac_session()?;
-        let result = self.context.execute_with_session(Some(session), |ctx| {
+        let result = self.context.execute_with_session(Some(EMPTY_AUTH), |ctx| {
             ctx.quote(ak.handle(), qualifying, SignatureScheme::Null, list)
         });
-        let (attest, signature) = self
-            .settle(result)
-            .map_err(|source| TpmError::Quote { source })?;
+        let (attest, signature) = result.map_err(|source| TpmError::Quote { source })?;
         let marshal_error = |source| TpmError::MarshalQuote { source };
         Ok(Quote {
             attest: attest.marshall().map_err(marshal_error)?,
