@@ -2,6 +2,14 @@
 //! verification of the same signature over the same bytes, in the same run.
 //! Run: `taskset -c 0 cargo bench -p garrison-evidence --bench quote -- --quick`
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -1,6 +1,14 @@
 //! MakeCredential output shape and error cases. Compatibility with a real TPM's
 //! ActivateCredential is checked by testdata/tpm2tools/check_make_credential.sh (swtpm).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use garrison_evidence::{
     AkPolicy, EvidenceError, ObjectName, TpmPublic, check_ak, make_credential, verify_activation,
 };

@@ -1,5 +1,13 @@
 //! EK verification against swtpm's EK certificates and local CA (testdata/tpm2tools).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use std::collections::BTreeSet;
 
 use garrison_evidence::{

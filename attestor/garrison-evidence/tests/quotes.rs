@@ -1,6 +1,14 @@
 //! Quote verification against real evidence: a swtpm + tpm2-tools fixture set and a quote
 //! from a Windows GCE shielded VM (go-attestation's test data).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use base64::Engine as _;
 use garrison_evidence::{
     AkPolicy, EvidenceError, HashAlg, PcrValues, QuoteAttest, Tpm2ToolsPcrFile, TpmSignature,

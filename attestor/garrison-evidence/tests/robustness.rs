@@ -1,6 +1,14 @@
 //! Every parser, fed every fixture, its truncations and single-bit flips: no panics, and the
 //! untouched fixtures still parse. (Deterministic complement to the fuzz targets.)
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use base64::Engine as _;
 use garrison_evidence::{
     AkPolicy, PcrSelection, PcrValues, QuoteAttest, Tpm2ToolsPcrFile, TpmPublic, TpmSignature,

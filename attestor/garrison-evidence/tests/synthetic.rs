@@ -1,6 +1,14 @@
 //! Quotes built here and signed with ring: multi-bank selections, the digest order, and
 //! encodings the swtpm fixtures do not cover.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test and bench code: helpers outside #[test] fns are not covered by clippy.toml's exemption"
+)]
+
 use garrison_evidence::{
     AkPolicy, EvidenceError, HashAlg, PcrSelection, PcrValues, check_ak, verify_quote,
 };
