@@ -1,0 +1,92 @@
+//! The one error type of this crate. regorus, webpki and serde errors are mapped to variants
+//! named after the check that failed; no foreign error type appears in the API.
+
+use thiserror::Error;
+
+/// Why a bundle was refused, a policy did not compile, or an evaluation did not finish.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("bundle is {got} bytes, more than the limit of {limit}")]
+    BundleTooLarge { limit: usize, got: usize },
+    #[error("bundle has {got} files, more than the limit of {limit}")]
+    BundleTooManyFiles { limit: usize, got: usize },
+    #[error(
+        "bundle file name {name:?} is not allowed (expected *.rego, data.json, manifest.json, signature.json)"
+    )]
+    BundleFileName { name: String },
+    #[error("bundle archive is malformed: {reason}")]
+    ArchiveMalformed { reason: String },
+    #[error("bundle has no {name}")]
+    BundleFileMissing { name: &'static str },
+    #[error("manifest.json is malformed: {reason}")]
+    ManifestMalformed { reason: String },
+    #[error("manifest lists {name} but the bundle does not contain it")]
+    ListedFileMissing { name: String },
+    #[error("bundle contains {name}, which the manifest does not list")]
+    FileNotInManifest { name: String },
+    #[error("digest of {name} is {got}, the manifest says {expected}")]
+    FileDigestMismatch {
+        name: String,
+        expected: String,
+        got: String,
+    },
+    #[error("signature.json is malformed: {reason}")]
+    SignatureMalformed { reason: String },
+    #[error("signer certificate does not chain to the bundle root: {reason}")]
+    SignerNotTrusted { reason: String },
+    #[error(
+        "signer certificate is not a policy signer (SPIFFE ID {got:?}, expected spiffe://{trust_domain}/policy/...)"
+    )]
+    SignerNotPolicyKey {
+        trust_domain: String,
+        got: Option<String>,
+    },
+    #[error("manifest signing_key_id is {expected}, the signer's key is {got}")]
+    SigningKeyIdMismatch { expected: String, got: String },
+    #[error("signer key algorithm is not supported (expected ECDSA P-256/P-384 or Ed25519)")]
+    UnsupportedKeyAlgorithm,
+    #[error("signature over the manifest does not verify with the signer's key")]
+    SignatureInvalid,
+    #[error("signing key is unusable: {reason}")]
+    SigningKey { reason: &'static str },
+    #[error("bundle root is unusable: {reason}")]
+    BundleRoot { reason: String },
+    #[error("rollback refused: bundle sequence {got} is lower than {in_force}, which is in force")]
+    Rollback { in_force: u64, got: u64 },
+    #[error(
+        "bundle sequence {sequence} is already in force with digest {in_force}, this bundle's is {got}"
+    )]
+    SequenceReused {
+        sequence: u64,
+        in_force: String,
+        got: String,
+    },
+    #[error(
+        "{file}: calls {builtin}, which policies may not use (clock, network, randomness and runtime builtins are refused)"
+    )]
+    ForbiddenBuiltin { file: String, builtin: String },
+    #[error("{file}: declares package {package}, which is reserved for the host")]
+    ReservedPackage { file: String, package: String },
+    #[error("policy does not compile: {message}")]
+    PolicyCompile { message: String },
+    #[error("data.json is malformed: {reason}")]
+    DataMalformed { reason: String },
+    #[error("input is {got} bytes, more than the limit of {limit}")]
+    InputTooLarge { limit: usize, got: usize },
+    #[error("input is not valid JSON: {reason}")]
+    InputMalformed { reason: String },
+    #[error("input field {field} is missing or invalid: expected {expected}")]
+    InputContract {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("evaluation exceeded its time limit of {limit_ms} ms")]
+    EvaluationTimeLimit { limit_ms: u128 },
+    #[error("evaluation exceeded its instruction limit of {limit}")]
+    EvaluationInstructionLimit { limit: usize },
+    #[error("evaluation failed: {message}")]
+    Evaluation { message: String },
+    #[error("decision output is {got} bytes, more than the limit of {limit}")]
+    DecisionTooLarge { limit: usize, got: usize },
+}

@@ -1,0 +1,53 @@
+//! Garrison's admission policy: Rego policies (evaluated by regorus) shipped as signed
+//! bundles, compiled once per bundle and evaluated per request inside time, instruction and
+//! size limits, with deny-by-default decisions.
+//!
+//! Pure: bundles come in as a map of file name → bytes, time comes in as a parameter, and
+//! nothing here reads files, the clock or the network. It must never let a policy read the
+//! clock, network or randomness (such bundles are refused), never turn a missing or ill-typed
+//! decision into an allow, never replace the bundle in force with an older one or an unverified
+//! one, and never expose regorus types or errors.
+//!
+//! # Public API
+//! * [`verify_bundle`]`(&BundleFiles, &PolicyTrust, now, &BundleLimits) -> VerifiedBundle`:
+//!   signer chain to the root (rustls-webpki), `spiffe://<td>/policy/...` signer ID, signature
+//!   over `manifest.json`, SHA-256 of every file. [`BundleSigner::sign`] makes one.
+//!   [`encode_archive`] / [`decode_archive`]: the one-file form.
+//! * [`PolicyEngine`]: [`PolicyEngine::from_verified`] compiles to an RVM program once;
+//!   [`PolicyEngine::evaluate`] / [`PolicyEngine::evaluate_json`] → [`Decision`];
+//!   [`PolicyEngine::explain`] gives every rule of `data.garrison.admission`.
+//! * [`PolicyService`]: the bundle in force behind `RwLock<Arc<_>>`; [`PolicyService::reload`]
+//!   refuses rollback and keeps the last good bundle on any error.
+//! * [`golden`]: draft allow-lists and sample inputs from a known-good machine's log.
+//!
+//! # Performance
+//! One decision of the strict policy on an input built from the 112-event
+//! `tpm2tools-event-gce-ubuntu-2104-log.bin` costs about BENCH_FIGURE on one core of the
+//! development VM, measured with `cargo bench -p garrison-policy --bench decision -- --quick`.
+#![forbid(unsafe_code)]
+
+mod bundle;
+pub mod cases;
+mod decision;
+mod engine;
+mod error;
+pub mod golden;
+mod input;
+mod service;
+mod signature;
+mod source_check;
+
+pub use bundle::{
+    ARCHIVE_FORMAT, BundleFiles, BundleLimits, DATA_FILE, MANIFEST_FILE, MANIFEST_FORMAT, Manifest,
+    SIGNATURE_FILE, check_files, decode_archive, encode_archive, sha256_hex,
+};
+pub use decision::{DECISION_RULES, Decision, MAX_REASONS, valid_spiffe_path};
+pub use engine::{ADMISSION_PACKAGE, BundleInfo, EvalLimits, PolicyEngine};
+pub use error::PolicyError;
+pub use input::check_input;
+pub use service::{PolicyService, ReloadOutcome};
+pub use signature::{
+    BundleSigner, POLICY_SIGNER_PATH_PREFIX, PolicyTrust, SIGNED_CONTEXT, SignatureAlgorithm,
+    VerifiedBundle, verify_bundle,
+};
+pub use source_check::FORBIDDEN_BUILTINS;
