@@ -7,6 +7,7 @@
 mod ca_cmd;
 mod duration;
 mod outdir;
+mod policy_cmd;
 
 use std::process::ExitCode;
 
@@ -25,12 +26,16 @@ enum Command {
     /// Certificate authority: root, intermediates, SVIDs, bundles, inspection.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
+    /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca(command) => ca_cmd::run(command),
+        Command::Policy(command) => policy_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
