@@ -298,3 +298,49 @@ pub enum EvidenceError {
         got: String,
     },
 }
+
+impl EvidenceError {
+    /// A stable, short name of the check that failed: what an operator sees in
+    /// `garrison evidence verify-quote` and what an agent receives as a refusal reason code.
+    /// Names never change once published; new variants get new names.
+    pub fn check(&self) -> &'static str {
+        use EvidenceError as E;
+        match self {
+            E::Truncated { .. }
+            | E::TrailingBytes { .. }
+            | E::SizeTooLarge { .. }
+            | E::UnsupportedAlgorithm { .. }
+            | E::UnsupportedObjectType { .. }
+            | E::UnsupportedCurve { .. }
+            | E::RsaModulusSize { .. }
+            | E::InvalidBoolean { .. }
+            | E::DuplicatePcrBank { .. }
+            | E::InvalidPcrValue { .. }
+            | E::PcrFileCount { .. } => "malformed-evidence",
+            E::AttestMagic { .. } | E::AttestType { .. } => "attest-structure",
+            E::SignatureSchemeMismatch { .. } | E::SignatureInvalid { .. } => "quote-signature",
+            E::AkAttributeMissing { .. }
+            | E::AkAttributeForbidden { .. }
+            | E::AkAlgorithmNotAllowed { .. } => "ak-attributes",
+            E::EkAttributeMissing { .. }
+            | E::EkAttributeForbidden { .. }
+            | E::EkUnusableForCredential { .. } => "ek-attributes",
+            E::CertificateParse { .. }
+            | E::CertificatePem { .. }
+            | E::IssuerNotCa { .. }
+            | E::CertificateNotValidAt { .. }
+            | E::EkChainUntrusted { .. }
+            | E::EkCertificateMissing
+            | E::EkNotAllowListed { .. } => "ek-trust",
+            E::EkKeyMismatch { .. } => "ek-certificate-mismatch",
+            E::CredentialSecretSize { .. }
+            | E::SeedEncryption { .. }
+            | E::SeedAgreement
+            | E::Randomness => "make-credential",
+            E::ActivationSecretMismatch => "credential-activation",
+            E::NonceMismatch { .. } => "nonce",
+            E::PcrNotSelected { .. } | E::PcrMissing { .. } => "pcr-selection",
+            E::PcrDigestMismatch { .. } => "pcr-digest",
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 mod ca_cmd;
 mod duration;
+mod evidence_cmd;
 mod outdir;
 mod policy_cmd;
 
@@ -26,6 +27,9 @@ enum Command {
     /// Certificate authority: root, intermediates, SVIDs, bundles, inspection.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
+    /// TPM evidence: event logs and quotes, checked with the attestor's verifier.
+    #[command(subcommand)]
+    Evidence(evidence_cmd::EvidenceCommand),
     /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -35,6 +39,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca(command) => ca_cmd::run(command),
+        Command::Evidence(command) => match evidence_cmd::run(command) {
+            Ok(true) => Ok(()),
+            // The evidence was read and refused: the report already says which check failed.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         Command::Policy(command) => policy_cmd::run(command),
     };
     match result {
