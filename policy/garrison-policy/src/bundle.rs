@@ -87,7 +87,8 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Canonical bytes: compact JSON with keys in a fixed order (struct order, files sorted).
+    /// The bytes to write as manifest.json (pretty JSON, fields in struct order, files
+    /// sorted). Verification uses the bytes as stored, so no canonical form is needed.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing a struct of strings, integers and a BTreeMap cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()

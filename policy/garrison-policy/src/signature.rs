@@ -426,7 +426,7 @@ fn check_digests(files: &BundleFiles, manifest: &Manifest) -> Result<BundleFiles
 
 fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, &'static str> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err("not a DER X.509 certificate"),
     }
 }

@@ -33,7 +33,9 @@ fn source(dir: &Path) -> BundleFiles {
 }
 
 /// (case name, failures) for every case of a policy directory.
-fn run_cases(name: &str) -> Vec<(String, Case, Result<(), Vec<String>>)> {
+type Outcome = (String, Case, Result<(), Vec<String>>);
+
+fn run_cases(name: &str) -> Vec<Outcome> {
     let dir = policies().join(name);
     let engine = PolicyEngine::from_source(name, &source(&dir), EvalLimits::default()).unwrap();
     let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("cases"))
@@ -55,7 +57,7 @@ fn run_cases(name: &str) -> Vec<(String, Case, Result<(), Vec<String>>)> {
         .collect()
 }
 
-fn assert_all_pass(results: &[(String, Case, Result<(), Vec<String>>)]) {
+fn assert_all_pass(results: &[Outcome]) {
     let failures: Vec<String> = results
         .iter()
         .filter_map(|(name, _, r)| r.as_ref().err().map(|e| format!("{name}: {e:#?}")))
