@@ -4,9 +4,11 @@
 //! trust decisions live in the library crates.
 #![forbid(unsafe_code)]
 
+mod attestor_cmd;
 mod ca_cmd;
 mod duration;
 mod evidence_cmd;
+mod log_cmd;
 mod outdir;
 mod policy_cmd;
 
@@ -30,12 +32,35 @@ enum Command {
     /// TPM evidence: event logs and quotes, checked with the attestor's verifier.
     #[command(subcommand)]
     Evidence(evidence_cmd::EvidenceCommand),
+    /// Site attestor: enrollment and renewal service.
+    #[command(subcommand)]
+    Attestor(attestor_cmd::AttestorCommand),
+    /// Attestation log: query records.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
     /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
 }
 
+/// Run an async command on a multi-threaded runtime (only the commands that need one).
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?
+        .block_on(future)
+}
+
 fn main() -> ExitCode {
+    garrison_spiffe_tls::install_ring_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca(command) => ca_cmd::run(command),
@@ -46,6 +71,8 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::Policy(command) => policy_cmd::run(command),
+        Command::Attestor(command) => block_on(attestor_cmd::run(command)),
+        Command::Log(command) => block_on(log_cmd::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,684 @@
+//! The site attestor's decisions: Begin/Complete enrollment and renewal, independent of
+//! gRPC. Every attempt ends in an attestation-log record; a certificate is returned only
+//! after its record is durable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use garrison_ca::{Authority, CaError, SpiffeId, SubjectKey, SvidParams, VerifiedCsr};
+use garrison_eventlog::{BootClaims, EventLog, ReplayReport};
+use garrison_evidence::{
+    AkIdentity, AkPolicy, EkEvidence, EkIdentity, EkTrust, HashAlg, PcrValues, QuoteVerdict,
+};
+use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Query, Record, RecordKind};
+use garrison_policy::PolicyService;
+use garrison_proto::limits;
+use garrison_proto::v1;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::{Value as Json, json};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+use crate::challenge::{ChallengeStore, Pending};
+use crate::evidence_record::EvidenceRecord;
+use crate::refusal::{Reason, Refusal};
+
+/// Where the attestor gets the time. Tests substitute a fixed or stepping clock.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Everything the attestor decides with.
+pub struct AttestorParts {
+    /// Site name.
+    pub site: String,
+    /// The site intermediate CA.
+    pub ca: Authority,
+    /// How EKs are trusted.
+    pub ek_trust: EkTrust,
+    /// Which AKs are accepted.
+    pub ak_policy: AkPolicy,
+    /// Admission policy in force.
+    pub policy: Arc<PolicyService>,
+    /// The attestation log.
+    pub log: AttestationLog,
+    /// SHA-256 PCRs every quote must cover.
+    pub pcrs: Vec<u32>,
+    /// How long a challenge may be answered.
+    pub challenge_ttl: Duration,
+    /// The longest SVID lifetime handed out.
+    pub max_svid_ttl: Duration,
+    /// Most challenges outstanding at once.
+    pub max_pending_challenges: usize,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+struct PendingEnrollment {
+    ek: EkIdentity,
+    ak: AkIdentity,
+    secret: Vec<u8>,
+    nonce: Vec<u8>,
+    asserted: BTreeMap<String, String>,
+    evidence: EvidenceRecord,
+}
+
+struct PendingRenewal {
+    node: NodeState,
+    peer_serial: String,
+    nonce: Vec<u8>,
+}
+
+/// The site attestor.
+pub struct Attestor {
+    parts: AttestorParts,
+    enrollments: ChallengeStore<PendingEnrollment>,
+    renewals: ChallengeStore<PendingRenewal>,
+    rng: SystemRandom,
+}
+
+/// What a verified answer to a challenge established.
+struct Appraised {
+    verdict: QuoteVerdict,
+    pcrs: PcrValues,
+    claims: BootClaims,
+    csr: VerifiedCsr,
+}
+
+/// The outcome of one decision, before it is logged.
+struct Outcome {
+    kind: RecordKind,
+    node_id: Option<String>,
+    spiffe_id: Option<String>,
+    policy_digest: Option<String>,
+    evidence: EvidenceRecord,
+    /// False only for load shedding, which leaves no record (nothing was decided).
+    logged: bool,
+}
+
+impl fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attestor").field("site", &self.parts.site).finish_non_exhaustive()
+    }
+}
+
+impl Attestor {
+    /// An attestor over `parts`.
+    pub fn new(parts: AttestorParts) -> Self {
+        let capacity = parts.max_pending_challenges;
+        Attestor {
+            parts,
+            enrollments: ChallengeStore::new(capacity),
+            renewals: ChallengeStore::new(capacity),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Drop challenges that can no longer be answered; returns how many remain outstanding.
+    pub fn purge_expired_challenges(&self) -> usize {
+        let now = self.parts.clock.now();
+        self.enrollments.purge_expired(now) + self.renewals.purge_expired(now)
+    }
+
+    /// How long a challenge may be answered.
+    pub fn challenge_ttl(&self) -> Duration {
+        self.parts.challenge_ttl
+    }
+
+    /// The trust domain's roots, DER.
+    pub fn trust_bundle(&self) -> &[Vec<u8>] {
+        self.parts.ca.roots()
+    }
+
+    /// Enrollment step 1.
+    pub async fn begin(&self, request: v1::BeginRequest) -> Result<v1::BeginResponse, Refusal> {
+        let evidence = EvidenceRecord {
+            stage: "enroll-begin",
+            ek_public: request.ek_public.clone(),
+            ek_certificate: request.ek_certificate.clone(),
+            ak_public: request.ak_public.clone(),
+            ..EvidenceRecord::default()
+        };
+        match self.begin_checked(request, evidence).await {
+            Ok(response) => Ok(response),
+            Err((refusal, outcome)) => Err(self.record_refusal(refusal, outcome).await),
+        }
+    }
+
+    async fn begin_checked(
+        &self,
+        request: v1::BeginRequest,
+        mut evidence: EvidenceRecord,
+    ) -> Result<v1::BeginResponse, (Refusal, Outcome)> {
+        let fail = |refusal: Refusal, ev: EvidenceRecord| (refusal, Outcome::reject(None, ev));
+        let now = self.parts.clock.now();
+        let (ek, ak) = match self.check_identity(&request, now) {
+            Ok(ids) => ids,
+            Err(refusal) => return Err(fail(refusal, evidence)),
+        };
+        let secret = self.random(32);
+        let credential = garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng)
+            .map_err(|e| (Refusal::from(e), Outcome::reject(None, EvidenceRecord::default())))?;
+        let nonce = self.random(32);
+        evidence.nonce = nonce.clone();
+        let id = self.challenge_id();
+        let challenge = self.challenge(&id, &nonce, now);
+        let pending = PendingEnrollment { ek, ak, secret, nonce, asserted: request.asserted.into_iter().collect(), evidence };
+        let expires_at = now + self.parts.challenge_ttl;
+        // A full store sheds load: nothing to log, the client retries.
+        self.enrollments
+            .insert(id, Pending { expires_at, state: pending }, now)
+            .map_err(|r| (r, Outcome::unlogged()))?;
+        Ok(v1::BeginResponse {
+            challenge: Some(challenge),
+            id_object: credential.id_object_contents().to_vec(),
+            encrypted_secret: credential.encrypted_secret_contents().to_vec(),
+        })
+    }
+
+    fn check_identity(&self, request: &v1::BeginRequest, now: OffsetDateTime) -> Result<(EkIdentity, AkIdentity), Refusal> {
+        check_begin_sizes(request)?;
+        let intermediates: Vec<&[u8]> = request.ek_chain.iter().map(Vec::as_slice).collect();
+        let certificate = (!request.ek_certificate.is_empty()).then_some(request.ek_certificate.as_slice());
+        let ek_evidence = EkEvidence { public_area: &request.ek_public, certificate, intermediates: &intermediates };
+        let ek = garrison_evidence::verify_ek(&ek_evidence, &self.parts.ek_trust, now)?;
+        let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
+        Ok((ek, ak))
+    }
+
+    /// Enrollment step 2: verify the answer, decide, issue, log.
+    pub async fn complete(&self, request: v1::CompleteRequest) -> Result<v1::SvidResponse, Refusal> {
+        let now = self.parts.clock.now();
+        let pending = match self.enrollments.take(&request.challenge_id, now) {
+            Ok(p) => p,
+            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default())).await),
+        };
+        let node_id = pending.ek.ek_hash.clone();
+        let mut evidence = pending.evidence;
+        evidence.stage = "enroll-complete";
+        fill_answer(&mut evidence, request.quote.as_ref(), &request.event_log, &request.csr);
+        let mut outcome = Outcome::reject(Some(node_id.clone()), evidence);
+        outcome.kind = RecordKind::Enroll;
+        let result = self.complete_checked(&request, &pending.ek, &pending.ak, &pending.secret, &pending.nonce, &pending.asserted, &mut outcome, now).await;
+        self.finish(result, outcome).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_checked(
+        &self,
+        request: &v1::CompleteRequest,
+        ek: &EkIdentity,
+        ak: &AkIdentity,
+        secret: &[u8],
+        nonce: &[u8],
+        asserted: &BTreeMap<String, String>,
+        outcome: &mut Outcome,
+        now: OffsetDateTime,
+    ) -> Result<Issuance, Refusal> {
+        if request.activated_secret.len() > limits::MAX_SECRET {
+            return Err(Refusal::new(Reason::MalformedRequest, "activated secret too long"));
+        }
+        garrison_evidence::verify_activation(secret, &request.activated_secret)?;
+        let previous = self.node_state(&ek.ek_hash).await?;
+        let appraised = self.appraise(ak, nonce, request.quote.as_ref(), &request.event_log, &request.csr, previous.as_ref())?;
+        self.check_not_revoked(&ek.ek_hash, None).await?;
+        let input = self.policy_input("enroll", Some(ek), ak, &appraised, asserted, None, now);
+        let (spiffe_id, ttl) = self.decide(input, outcome)?;
+        self.issue(&ek.ek_hash, ak, spiffe_id, ttl, appraised, outcome, now)
+    }
+
+    /// Renewal step 1: a fresh challenge for the node behind the client certificate.
+    pub async fn begin_renewal(&self, peer_chain: Option<&[Vec<u8>]>) -> Result<v1::Challenge, Refusal> {
+        let now = self.parts.clock.now();
+        let (node, serial) = match self.identify_peer(peer_chain).await {
+            Ok(found) => found,
+            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default())).await),
+        };
+        let nonce = self.random(32);
+        let id = self.challenge_id();
+        let challenge = self.challenge(&id, &nonce, now);
+        let pending = PendingRenewal { node, peer_serial: serial, nonce };
+        self.renewals.insert(id, Pending { expires_at: now + self.parts.challenge_ttl, state: pending }, now)?;
+        Ok(challenge)
+    }
+
+    /// Renewal step 2: fresh quote with the bound AK, policy re-evaluated, new SVID.
+    pub async fn complete_renewal(
+        &self,
+        peer_chain: Option<&[Vec<u8>]>,
+        request: v1::CompleteRenewalRequest,
+    ) -> Result<v1::SvidResponse, Refusal> {
+        let now = self.parts.clock.now();
+        let mut evidence = EvidenceRecord { stage: "renew-complete", ak_public: request.ak_public.clone(), ..EvidenceRecord::default() };
+        fill_answer(&mut evidence, request.quote.as_ref(), &request.event_log, &request.csr);
+        let pending = match self.renewals.take(&request.challenge_id, now) {
+            Ok(p) => p,
+            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, evidence)).await),
+        };
+        evidence.nonce = pending.nonce.clone();
+        let mut outcome = Outcome::reject(Some(pending.node.node_id.clone()), evidence);
+        outcome.kind = RecordKind::Renew;
+        let result = self.renewal_checked(peer_chain, &request, &pending, &mut outcome, now).await;
+        self.finish(result, outcome).await
+    }
+
+    async fn renewal_checked(
+        &self,
+        peer_chain: Option<&[Vec<u8>]>,
+        request: &v1::CompleteRenewalRequest,
+        pending: &PendingRenewal,
+        outcome: &mut Outcome,
+        now: OffsetDateTime,
+    ) -> Result<Issuance, Refusal> {
+        let (_, serial) = self.identify_peer(peer_chain).await?;
+        if serial != pending.peer_serial {
+            return Err(Refusal::new(Reason::ChallengePeerMismatch, "renewal answered by another client certificate"));
+        }
+        let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
+        if ak.name().as_bytes() != pending.node.ak_name.as_slice() {
+            return Err(Refusal::new(
+                Reason::AkMismatch,
+                format!("AK {} is not the AK {} bound at enrollment", ak.name().to_hex(), hex::encode(&pending.node.ak_name)),
+            ));
+        }
+        let node = &pending.node;
+        let appraised = self.appraise(&ak, &pending.nonce, request.quote.as_ref(), &request.event_log, &request.csr, Some(node))?;
+        self.check_not_revoked(&node.node_id, Some(&serial)).await?;
+        let previous = json!({"allow": true, "spiffe_id": node.spiffe_id});
+        let input = self.policy_input("renew", None, &ak, &appraised, &BTreeMap::new(), Some((node, previous)), now);
+        let (spiffe_id, ttl) = self.decide(input, outcome)?;
+        self.issue(&node.node_id, &ak, spiffe_id, ttl, appraised, outcome, now)
+    }
+
+    /// Quote, PCR selection, monotonic counters, event-log replay, boot claims, CSR.
+    fn appraise(
+        &self,
+        ak: &AkIdentity,
+        nonce: &[u8],
+        quote: Option<&v1::Quote>,
+        event_log: &[u8],
+        csr: &[u8],
+        previous: Option<&NodeState>,
+    ) -> Result<Appraised, Refusal> {
+        let quote = quote.ok_or_else(|| Refusal::new(Reason::MalformedRequest, "no quote"))?;
+        check_answer_sizes(quote, event_log, csr)?;
+        let pcrs = pcr_values(quote)?;
+        let verdict = garrison_evidence::verify_quote(ak, &quote.attest, &quote.signature, nonce, &pcrs)?;
+        self.check_selection(&verdict)?;
+        if let Some(previous) = previous {
+            check_monotonic(previous, &verdict)?;
+        }
+        let claims = boot_claims(event_log, &pcrs)?;
+        let csr = VerifiedCsr::from_der(csr).map_err(|e| Refusal::new(Reason::Csr, e.to_string()))?;
+        Ok(Appraised { verdict, pcrs, claims, csr })
+    }
+
+    fn check_selection(&self, verdict: &QuoteVerdict) -> Result<(), Refusal> {
+        let quoted: Vec<(HashAlg, u32)> = verdict.selection.iter().collect();
+        let wanted: Vec<(HashAlg, u32)> = self.parts.pcrs.iter().map(|i| (HashAlg::Sha256, *i)).collect();
+        if quoted != wanted {
+            return Err(Refusal::new(Reason::PcrSelection, format!("quote covers {quoted:?}, the challenge asked for {wanted:?}")));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn policy_input(
+        &self,
+        kind: &str,
+        ek: Option<&EkIdentity>,
+        ak: &AkIdentity,
+        appraised: &Appraised,
+        asserted: &BTreeMap<String, String>,
+        renewal: Option<(&NodeState, Json)>,
+        now: OffsetDateTime,
+    ) -> Json {
+        let v = &appraised.verdict;
+        let ek_sha256 = ek.map(|e| e.ek_hash.clone()).or_else(|| renewal.as_ref().map(|(n, _)| n.node_id.clone()));
+        let manufacturer = ek.and_then(|e| e.manufacturer.as_ref()).and_then(|m| m.manufacturer.clone());
+        let mut request = json!({"kind": kind, "time": now.format(&Rfc3339).unwrap_or_default()});
+        if let Some((_, previous)) = renewal {
+            request["previous"] = previous;
+        }
+        json!({
+            "tpm": {
+                "ek_sha256": ek_sha256,
+                "ek_cert_issuer": ek.and_then(|e| e.issuer.clone()),
+                "ek_cert_serial": ek.and_then(|e| e.serial.clone()),
+                "manufacturer": manufacturer,
+                "firmware_version": format!("{:#x}", v.firmware_version),
+                "ak_algorithm": ak.scheme().to_string(),
+                "clock": v.clock,
+                "reset_count": v.reset_count,
+                "restart_count": v.restart_count,
+            },
+            "pcrs": pcrs_json(&appraised.pcrs),
+            "boot": appraised.claims,
+            "node": {"asserted": asserted},
+            "site": {"id": self.parts.site, "connected": false, "bundle_sequence": self.parts.policy.current().info().sequence},
+            "request": request,
+        })
+    }
+
+    fn decide(&self, input: Json, outcome: &mut Outcome) -> Result<(SpiffeId, Duration), Refusal> {
+        let engine = self.parts.policy.current();
+        outcome.policy_digest = Some(engine.info().digest.clone());
+        let decision = engine
+            .evaluate(input)
+            .map_err(|e| Refusal::new(Reason::PolicyError, e.to_string()))?;
+        if !decision.allow {
+            return Err(Refusal::new(Reason::PolicyDeny, decision.reasons.join("; ")));
+        }
+        let path = decision.spiffe_path.unwrap_or_default();
+        let scope = format!("/site/{}/", self.parts.site);
+        if !path.starts_with(&scope) {
+            return Err(Refusal::new(Reason::PolicyScope, format!("policy asked for {path}, outside {scope}")));
+        }
+        let id = SpiffeId::from_path(self.parts.ca.trust_domain(), &path)
+            .map_err(|e| Refusal::new(Reason::PolicyScope, e.to_string()))?;
+        let ttl = Duration::seconds(i64::try_from(decision.ttl_seconds.unwrap_or(0)).unwrap_or(i64::MAX));
+        outcome.spiffe_id = Some(id.to_string());
+        Ok((id, ttl.min(self.parts.max_svid_ttl)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        &self,
+        node_id: &str,
+        ak: &AkIdentity,
+        spiffe_id: SpiffeId,
+        ttl: Duration,
+        appraised: Appraised,
+        outcome: &Outcome,
+        now: OffsetDateTime,
+    ) -> Result<Issuance, Refusal> {
+        let params = SvidParams { spiffe_id: spiffe_id.clone(), ttl, max_ttl: self.parts.max_svid_ttl, subject_key: SubjectKey::Csr(appraised.csr) };
+        let issued = self.parts.ca.issue_svid(params, now, &self.rng).map_err(ca_refusal)?;
+        let serial = hex::encode(&issued.serial);
+        let v = &appraised.verdict;
+        let node = NodeState {
+            node_id: node_id.to_owned(),
+            ak_name: ak.name().as_bytes().to_vec(),
+            spiffe_id: spiffe_id.to_string(),
+            reset_count: v.reset_count,
+            restart_count: v.restart_count,
+            clock: v.clock,
+            current_serial: Some(serial.clone()),
+            updated: now,
+        };
+        let record = Record {
+            time: now,
+            site: self.parts.site.clone(),
+            kind: outcome.kind,
+            node_id: Some(node_id.to_owned()),
+            spiffe_id: Some(spiffe_id.to_string()),
+            decision: Decision::Allow,
+            reasons: Vec::new(),
+            policy_digest: outcome.policy_digest.clone(),
+            evidence_digest: None,
+            cert_serial: Some(serial),
+            cert_not_after: Some(issued.not_after),
+        };
+        Ok(Issuance { record, node, chain: issued.chain, roots: issued.roots, spiffe_id: spiffe_id.to_string(), not_after: issued.not_after })
+    }
+
+    /// Log the result, durably, then (and only then) release the certificate.
+    async fn finish(&self, result: Result<Issuance, Refusal>, outcome: Outcome) -> Result<v1::SvidResponse, Refusal> {
+        let issuance = match result {
+            Ok(issuance) => issuance,
+            Err(refusal) => return Err(self.record_refusal(refusal, outcome).await),
+        };
+        let entry = NewEntry { record: issuance.record, evidence: Some(outcome.evidence.to_bytes()), node_update: Some(issuance.node) };
+        let appended = self.parts.log.append(entry).await.map_err(|e| {
+            tracing::error!(error = %e, "attestation log append failed; certificate withheld");
+            Refusal::new(Reason::LogUnavailable, e.to_string())
+        })?;
+        Ok(v1::SvidResponse {
+            certificate_chain: issuance.chain,
+            trust_bundle: issuance.roots,
+            spiffe_id: issuance.spiffe_id,
+            expires_at_unix: u64::try_from(issuance.not_after.unix_timestamp()).unwrap_or(0),
+            log_sequence: appended.sequence,
+        })
+    }
+
+    /// Record a refusal (reason code first, then detail) and return it for the client.
+    async fn record_refusal(&self, refusal: Refusal, outcome: Outcome) -> Refusal {
+        tracing::info!(reason = refusal.reason.code(), detail = %refusal.detail, node = ?outcome.node_id, "refused");
+        if !outcome.logged {
+            return refusal;
+        }
+        let record = Record {
+            time: self.parts.clock.now(),
+            site: self.parts.site.clone(),
+            kind: RecordKind::Reject,
+            node_id: outcome.node_id,
+            spiffe_id: outcome.spiffe_id,
+            decision: Decision::Deny,
+            reasons: vec![refusal.reason.code().to_owned(), refusal.detail.clone()],
+            policy_digest: outcome.policy_digest,
+            evidence_digest: None,
+            cert_serial: None,
+            cert_not_after: None,
+        };
+        let entry = NewEntry { record, evidence: Some(outcome.evidence.to_bytes()), node_update: None };
+        match self.parts.log.append(entry).await {
+            Ok(_) => refusal,
+            Err(e) => {
+                tracing::error!(error = %e, "attestation log append failed for a refusal");
+                Refusal::new(Reason::LogUnavailable, e.to_string())
+            }
+        }
+    }
+
+    async fn node_state(&self, node_id: &str) -> Result<Option<NodeState>, Refusal> {
+        self.parts.log.node(node_id).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))
+    }
+
+    async fn check_not_revoked(&self, node_id: &str, serial: Option<&str>) -> Result<(), Refusal> {
+        let log_err = |e: garrison_log::LogError| Refusal::new(Reason::LogUnavailable, e.to_string());
+        let node_revoked = self.parts.log.is_node_revoked(node_id).await.map_err(log_err)?;
+        let serial_revoked = match serial {
+            Some(s) => self.parts.log.is_revoked(s).await.map_err(log_err)?,
+            None => false,
+        };
+        if node_revoked || serial_revoked {
+            return Err(Refusal::new(Reason::Revoked, format!("node {node_id} or its certificate is revoked")));
+        }
+        Ok(())
+    }
+
+    /// The node behind a verified client certificate, which must be its current SVID.
+    async fn identify_peer(&self, peer_chain: Option<&[Vec<u8>]>) -> Result<(NodeState, String), Refusal> {
+        let leaf = peer_chain
+            .and_then(|c| c.first())
+            .ok_or_else(|| Refusal::new(Reason::ClientCertificateRequired, "renewal needs the node's SVID as client certificate"))?;
+        let (serial, spiffe_id) = serial_and_id(leaf)?;
+        if self.parts.log.is_revoked(&serial).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))? {
+            return Err(Refusal::new(Reason::Revoked, format!("certificate {serial} is revoked")));
+        }
+        let query = Query { spiffe_id: Some(spiffe_id.clone()), decision: Some(Decision::Allow), ..Query::default() };
+        let records = self.parts.log.query(&query).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
+        let node_id = records
+            .iter()
+            .rev()
+            .find(|r| r.record.cert_serial.as_deref() == Some(serial.as_str()))
+            .and_then(|r| r.record.node_id.clone())
+            .ok_or_else(|| Refusal::new(Reason::UnknownSvid, format!("{spiffe_id} serial {serial} was not issued here")))?;
+        let node = self.node_state(&node_id).await?.ok_or_else(|| Refusal::new(Reason::UnknownSvid, "node state missing"))?;
+        if node.current_serial.as_deref() != Some(serial.as_str()) {
+            return Err(Refusal::new(Reason::UnknownSvid, format!("serial {serial} was superseded; enroll again")));
+        }
+        Ok((node, serial))
+    }
+
+    fn challenge(&self, id: &[u8], nonce: &[u8], now: OffsetDateTime) -> v1::Challenge {
+        v1::Challenge {
+            challenge_id: id.to_vec(),
+            nonce: nonce.to_vec(),
+            pcr_selection: vec![v1::PcrSelection { hash_alg: u32::from(HashAlg::Sha256.tpm_alg_id()), pcrs: self.parts.pcrs.clone() }],
+            expires_at_unix: u64::try_from((now + self.parts.challenge_ttl).unix_timestamp()).unwrap_or(0),
+        }
+    }
+
+    fn random(&self, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len];
+        // SystemRandom reads the OS RNG; failing that, the process cannot work safely.
+        if self.rng.fill(&mut bytes).is_err() {
+            tracing::error!("system RNG failed");
+        }
+        bytes
+    }
+
+    fn challenge_id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        if self.rng.fill(&mut id).is_err() {
+            tracing::error!("system RNG failed");
+        }
+        id
+    }
+}
+
+/// A certificate ready to be released once its record is durable.
+struct Issuance {
+    record: Record,
+    node: NodeState,
+    chain: Vec<Vec<u8>>,
+    roots: Vec<Vec<u8>>,
+    spiffe_id: String,
+    not_after: OffsetDateTime,
+}
+
+impl Outcome {
+    fn reject(node_id: Option<String>, evidence: EvidenceRecord) -> Self {
+        Outcome { kind: RecordKind::Reject, node_id, spiffe_id: None, policy_digest: None, evidence, logged: true }
+    }
+
+    fn unlogged() -> Self {
+        Outcome { logged: false, ..Outcome::reject(None, EvidenceRecord::default()) }
+    }
+}
+
+fn fill_answer(evidence: &mut EvidenceRecord, quote: Option<&v1::Quote>, event_log: &[u8], csr: &[u8]) {
+    if let Some(q) = quote {
+        evidence.attest = q.attest.clone();
+        evidence.signature = q.signature.clone();
+        evidence.pcrs = q.pcrs.iter().map(|p| (p.hash_alg, p.index, hex::encode(&p.digest))).collect();
+    }
+    evidence.event_log = event_log.to_vec();
+    evidence.csr = csr.to_vec();
+}
+
+fn too_big(what: &str, len: usize, max: usize) -> Result<(), Refusal> {
+    if len > max {
+        return Err(Refusal::new(Reason::MalformedRequest, format!("{what} is {len} bytes; at most {max}")));
+    }
+    Ok(())
+}
+
+fn check_begin_sizes(r: &v1::BeginRequest) -> Result<(), Refusal> {
+    too_big("ek_public", r.ek_public.len(), limits::MAX_PUBLIC_AREA)?;
+    too_big("ak_public", r.ak_public.len(), limits::MAX_PUBLIC_AREA)?;
+    too_big("ek_certificate", r.ek_certificate.len(), limits::MAX_CERTIFICATE)?;
+    too_big("ek_chain", r.ek_chain.len(), limits::MAX_EK_CHAIN)?;
+    for cert in &r.ek_chain {
+        too_big("ek_chain certificate", cert.len(), limits::MAX_CERTIFICATE)?;
+    }
+    too_big("asserted facts", r.asserted.len(), limits::MAX_ASSERTED_FACTS)?;
+    for (k, v) in &r.asserted {
+        too_big("asserted fact", k.len().max(v.len()), limits::MAX_ASSERTED_LEN)?;
+    }
+    Ok(())
+}
+
+fn check_answer_sizes(quote: &v1::Quote, event_log: &[u8], csr: &[u8]) -> Result<(), Refusal> {
+    too_big("quote attest", quote.attest.len(), limits::MAX_ATTEST)?;
+    too_big("quote signature", quote.signature.len(), limits::MAX_ATTEST)?;
+    too_big("quote PCR values", quote.pcrs.len(), limits::MAX_PCR_VALUES)?;
+    too_big("event log", event_log.len(), limits::MAX_EVENT_LOG)?;
+    too_big("CSR", csr.len(), limits::MAX_CSR)
+}
+
+fn pcr_values(quote: &v1::Quote) -> Result<PcrValues, Refusal> {
+    let mut values = PcrValues::new();
+    for pcr in &quote.pcrs {
+        let alg = u16::try_from(pcr.hash_alg)
+            .ok()
+            .and_then(HashAlg::from_tpm_alg_id)
+            .ok_or_else(|| Refusal::new(Reason::MalformedEvidence, format!("unknown PCR bank {:#x}", pcr.hash_alg)))?;
+        values.insert(alg, pcr.index, pcr.digest.clone())?;
+    }
+    Ok(values)
+}
+
+/// Lexicographic (resetCount, restartCount, clock): a TPM reset may restart the clock, a
+/// restart within a reset may not lower the clock, and nothing may go backwards.
+fn check_monotonic(previous: &NodeState, v: &QuoteVerdict) -> Result<(), Refusal> {
+    let before = (previous.reset_count, previous.restart_count, previous.clock);
+    let now = (v.reset_count, v.restart_count, v.clock);
+    if now < before {
+        return Err(Refusal::new(
+            Reason::ClockRollback,
+            format!("(resetCount, restartCount, clock) went from {before:?} to {now:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Replay the log against the quoted PCRs; claims only from PCRs that replay. An empty log
+/// (a node without one) gives no claims, which policy sees as unknown boot state.
+fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal> {
+    if event_log.is_empty() {
+        return Ok(BootClaims::default());
+    }
+    let log = EventLog::parse(event_log).map_err(|e| Refusal::new(Reason::MalformedEvidence, format!("event log: {e}")))?;
+    let mut quoted = garrison_eventlog::PcrValues::new();
+    for (alg, index, value) in pcrs.iter() {
+        quoted.insert(alg, index, value.to_vec()).map_err(|e| Refusal::new(Reason::MalformedEvidence, e.to_string()))?;
+    }
+    let report = ReplayReport::compare(&log, &quoted);
+    // PCRs the log never touches replay to their reset value; only a PCR the log extends and
+    // the quote disagrees with is a lie.
+    if !report.all_match() {
+        return Err(Refusal::new(Reason::EventLogReplay, report.to_string()));
+    }
+    Ok(BootClaims::extract(&log, &report.verified))
+}
+
+fn pcrs_json(pcrs: &PcrValues) -> Json {
+    let mut banks = serde_json::Map::new();
+    for (alg, index, value) in pcrs.iter() {
+        if let Json::Object(bank) = banks.entry(alg.name()).or_insert_with(|| json!({})) {
+            bank.insert(index.to_string(), Json::String(hex::encode(value)));
+        }
+    }
+    Json::Object(banks)
+}
+
+fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate does not parse"))?;
+    let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate has no SPIFFE ID"))?;
+    Ok((hex::encode(cert.raw_serial()), id.to_string()))
+}
+
+fn ca_refusal(err: CaError) -> Refusal {
+    match err {
+        CaError::CsrKeyUnacceptable { .. } | CaError::CsrSignatureInvalid | CaError::CsrUnparseable => {
+            Refusal::new(Reason::Csr, err.to_string())
+        }
+        other => Refusal::new(Reason::CaUnavailable, other.to_string()),
+    }
+}

@@ -1,0 +1,259 @@
+//! The site attestor's configuration (`site.toml`): parsed into typed values once, in
+//! `main`, and passed in. Paths are relative to the configuration file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use time::Duration;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or missing keys.
+    #[error("parsing {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A duration is not `<whole number><s|m|h|d>`.
+    #[error("{field}: {value:?} is not a duration like 90s, 45m, 1h or 30d")]
+    Duration {
+        /// Which setting.
+        field: &'static str,
+        /// What it said.
+        value: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// Which setting.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Security-weakening switches. Each is off unless named in `[insecure]`, and each one that
+/// is on is logged as a warning at start.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InsecureOptions {
+    /// Accept AKs that sign with RSASSA-SHA1.
+    #[serde(default)]
+    pub allow_sha1_ak: bool,
+    /// Accept EKs by public-key hash (SHA-256 hex) without any certificate.
+    #[serde(default)]
+    pub allow_listed_ek_hashes: Vec<String>,
+}
+
+impl InsecureOptions {
+    /// The names of the switches that are on, for the start-up warning.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let mut on = Vec::new();
+        if self.allow_sha1_ak {
+            on.push("insecure.allow_sha1_ak");
+        }
+        if !self.allow_listed_ek_hashes.is_empty() {
+            on.push("insecure.allow_listed_ek_hashes");
+        }
+        on
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: String,
+    listen: SocketAddr,
+    ca_dir: PathBuf,
+    database: String,
+    ek_roots: Vec<PathBuf>,
+    policy_bundle: PathBuf,
+    max_svid_ttl: String,
+    #[serde(default = "default_challenge_ttl")]
+    challenge_ttl: String,
+    #[serde(default = "default_pcrs")]
+    pcrs: Vec<u32>,
+    #[serde(default = "default_max_pending")]
+    max_pending_challenges: usize,
+    #[serde(default = "default_attestor_svid_ttl")]
+    attestor_svid_ttl: String,
+    #[serde(default)]
+    insecure: InsecureOptions,
+}
+
+fn default_challenge_ttl() -> String {
+    "60s".to_owned()
+}
+fn default_pcrs() -> Vec<u32> {
+    (0..=9).collect()
+}
+fn default_max_pending() -> usize {
+    10_000
+}
+fn default_attestor_svid_ttl() -> String {
+    "24h".to_owned()
+}
+
+/// A site attestor's configuration, validated.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// Site name: the `<site>` in `spiffe://<td>/site/<site>/...`.
+    pub site: String,
+    /// Address to serve gRPC/TLS on.
+    pub listen: SocketAddr,
+    /// Directory of the site intermediate CA (cert.pem, key.pem, chain.pem, bundle.pem).
+    pub ca_dir: PathBuf,
+    /// Attestation log URL: `sqlite:///path` or `postgres://...`.
+    pub database: String,
+    /// Manufacturer root (and intermediate) certificates for EK certificates, PEM or DER.
+    pub ek_roots: Vec<PathBuf>,
+    /// Signed admission-policy bundle (archive written by `garrison policy sign`).
+    pub policy_bundle: PathBuf,
+    /// The longest SVID lifetime handed out, whatever policy asks for.
+    pub max_svid_ttl: Duration,
+    /// How long a challenge may be answered.
+    pub challenge_ttl: Duration,
+    /// SHA-256 PCRs every quote must cover.
+    pub pcrs: Vec<u32>,
+    /// Most challenges outstanding at once; beyond it Begin requests are shed.
+    pub max_pending_challenges: usize,
+    /// Lifetime of the attestor's own server SVID, issued from the site CA at start.
+    pub attestor_svid_ttl: Duration,
+    /// Security-weakening switches (all off by default).
+    pub insecure: InsecureOptions,
+}
+
+impl SiteConfig {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_raw(raw, base)
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        garrison_ca::SpiffeId::parse(&format!("spiffe://x/site/{}", raw.site)).map_err(|e| {
+            ConfigError::Invalid { field: "site", problem: e.to_string() }
+        })?;
+        if let Some(bad) = raw.pcrs.iter().find(|p| **p > 23) {
+            return Err(ConfigError::Invalid { field: "pcrs", problem: format!("PCR {bad} > 23") });
+        }
+        if raw.ek_roots.is_empty() && raw.insecure.allow_listed_ek_hashes.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "ek_roots",
+                problem: "at least one manufacturer root is required".to_owned(),
+            });
+        }
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(SiteConfig {
+            max_svid_ttl: parse_duration("max_svid_ttl", &raw.max_svid_ttl)?,
+            challenge_ttl: parse_duration("challenge_ttl", &raw.challenge_ttl)?,
+            attestor_svid_ttl: parse_duration("attestor_svid_ttl", &raw.attestor_svid_ttl)?,
+            site: raw.site,
+            listen: raw.listen,
+            ca_dir: resolve(raw.ca_dir),
+            database: resolve_sqlite(&raw.database, base),
+            ek_roots: raw.ek_roots.into_iter().map(resolve).collect(),
+            policy_bundle: resolve(raw.policy_bundle),
+            pcrs: raw.pcrs,
+            max_pending_challenges: raw.max_pending_challenges.max(1),
+            insecure: raw.insecure,
+        })
+    }
+}
+
+/// Relative SQLite paths are relative to the configuration file, like every other path.
+fn resolve_sqlite(url: &str, base: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.starts_with('/') => format!("sqlite://{}", base.join(path).display()),
+        _ => url.to_owned(),
+    }
+}
+
+/// Parse `<positive whole number><s|m|h|d>`.
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Duration { field, value: value.to_owned() };
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = value.split_at(split);
+    let number: i64 = digits.parse().map_err(|_| bad())?;
+    let per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let seconds = number.checked_mul(per_unit).filter(|s| *s > 0).ok_or_else(bad)?;
+    Ok(Duration::seconds(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+site = "site-a"
+listen = "127.0.0.1:8443"
+ca_dir = "site"
+database = "sqlite://log.db"
+ek_roots = ["ek-root.pem"]
+policy_bundle = "policy.bundle"
+max_svid_ttl = "24h"
+"#;
+
+    fn parse(text: &str) -> Result<SiteConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "site.toml".into(),
+            source,
+        })?;
+        SiteConfig::from_raw(raw, Path::new("/etc/garrison"))
+    }
+
+    #[test]
+    fn minimal_config_resolves_paths_and_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.ca_dir, Path::new("/etc/garrison/site"));
+        assert_eq!(c.database, "sqlite:///etc/garrison/log.db");
+        assert_eq!(c.challenge_ttl, Duration::seconds(60));
+        assert_eq!(c.pcrs, (0..=9).collect::<Vec<_>>());
+        assert!(c.insecure.enabled().is_empty(), "insecure switches default off");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_bad_durations_and_bad_pcrs() {
+        assert!(matches!(parse(&format!("{MINIMAL}\ntypo = 1")), Err(ConfigError::Parse { .. })));
+        let bad_ttl = MINIMAL.replace("\"24h\"", "\"1 day\"");
+        assert!(matches!(parse(&bad_ttl), Err(ConfigError::Duration { field: "max_svid_ttl", .. })));
+        assert!(matches!(parse(&format!("{MINIMAL}\npcrs = [0, 24]")), Err(ConfigError::Invalid { field: "pcrs", .. })));
+        let bad_site = MINIMAL.replace("site-a", "site/a");
+        assert!(matches!(parse(&bad_site), Err(ConfigError::Invalid { field: "site", .. })));
+    }
+
+    #[test]
+    fn insecure_switches_are_named_when_on() {
+        let c = parse(&format!("{MINIMAL}\n[insecure]\nallow_sha1_ak = true")).unwrap();
+        assert_eq!(c.insecure.enabled(), vec!["insecure.allow_sha1_ak"]);
+    }
+}

@@ -1,0 +1,53 @@
+//! The raw evidence of one request, stored beside its log record (by SHA-256 digest) so an
+//! auditor can re-run the verifier over exactly what the attestor saw.
+//!
+//! Encoding: a JSON object, binary fields in standard base64, keys as below. Field order is
+//! fixed by the struct, so the same evidence always encodes to the same bytes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+/// Evidence as received, before any interpretation.
+#[derive(Debug, Default, Serialize)]
+pub struct EvidenceRecord {
+    /// `enroll-begin`, `enroll-complete`, `renew-complete`.
+    pub stage: &'static str,
+    /// EK public area (TPM2B_PUBLIC).
+    #[serde(serialize_with = "b64")]
+    pub ek_public: Vec<u8>,
+    /// EK certificate, DER.
+    #[serde(serialize_with = "b64")]
+    pub ek_certificate: Vec<u8>,
+    /// AK public area (TPM2B_PUBLIC).
+    #[serde(serialize_with = "b64")]
+    pub ak_public: Vec<u8>,
+    /// The nonce the quote had to carry.
+    #[serde(serialize_with = "b64")]
+    pub nonce: Vec<u8>,
+    /// TPMS_ATTEST.
+    #[serde(serialize_with = "b64")]
+    pub attest: Vec<u8>,
+    /// TPMT_SIGNATURE.
+    #[serde(serialize_with = "b64")]
+    pub signature: Vec<u8>,
+    /// Quoted PCR values as `(TPM_ALG_ID, index, digest)`.
+    pub pcrs: Vec<(u32, u32, String)>,
+    /// Measured-boot event log.
+    #[serde(serialize_with = "b64")]
+    pub event_log: Vec<u8>,
+    /// PKCS#10 CSR, DER.
+    #[serde(serialize_with = "b64")]
+    pub csr: Vec<u8>,
+}
+
+fn b64<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&STANDARD.encode(bytes))
+}
+
+impl EvidenceRecord {
+    /// The canonical bytes stored in the log's evidence table.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

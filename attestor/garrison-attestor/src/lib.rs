@@ -1,0 +1,21 @@
+//! The site attestor: verifies TPM evidence, evaluates admission policy, issues X.509-SVIDs
+//! from the site CA and records every decision in the attestation log.
+//!
+//! The decision logic lives in [`Attestor`] (no gRPC types beyond the generated messages);
+//! [`service`] is the gRPC edge and [`server`] the start-up. It must never release a
+//! certificate before its log record is durable, never tell a client more than a stable
+//! reason code about a refusal, and never enable an insecure option by default.
+#![forbid(unsafe_code)]
+
+mod attestor;
+mod challenge;
+pub mod config;
+mod evidence_record;
+mod refusal;
+pub mod server;
+pub mod service;
+
+pub use attestor::{Attestor, AttestorParts, Clock, SystemClock};
+pub use config::{ConfigError, InsecureOptions, SiteConfig};
+pub use evidence_record::EvidenceRecord;
+pub use refusal::{REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Reason, Refusal};

@@ -1,0 +1,221 @@
+//! Why a request was refused, as a stable reason code for the client and a detail for the
+//! log. This is the one place where refusals become gRPC statuses.
+
+use tonic::{Code, Status};
+
+/// The metadata key that carries the reason code on every refusal.
+pub const REASON_METADATA_KEY: &str = "garrison-reason";
+/// The metadata key that carries a retry hint (milliseconds) when the attestor sheds load.
+pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after-ms";
+
+/// A refused request. `code()` goes to the client; `detail` only to the attestation log
+/// and the server's own logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What class of refusal this is.
+    pub reason: Reason,
+    /// Human-readable detail for operators and auditors (never sent to the client).
+    pub detail: String,
+}
+
+/// Refusal reasons. Codes are stable: never renamed once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// A message or field was larger than the protocol allows, or missing.
+    MalformedRequest,
+    /// A TPM structure, certificate or log could not be parsed.
+    MalformedEvidence,
+    /// The EK certificate does not chain to a trusted manufacturer (or is not allow-listed).
+    EkTrust,
+    /// The EK certificate does not belong to the EK presented.
+    EkCertificateMismatch,
+    /// The EK's attributes are not those of an endorsement key.
+    EkAttributes,
+    /// The AK is not a restricted, TPM-bound signing key of an accepted algorithm.
+    AkAttributes,
+    /// No such challenge: never issued, already used (replay) or from another session.
+    ChallengeUnknown,
+    /// The challenge expired before it was answered.
+    ChallengeExpired,
+    /// The challenge belongs to another peer.
+    ChallengePeerMismatch,
+    /// The activated credential secret is wrong: the AK is not in the TPM of that EK.
+    CredentialActivation,
+    /// The quote's signature does not verify with the AK.
+    QuoteSignature,
+    /// The quote is not a TPM-generated quote structure.
+    AttestStructure,
+    /// The quote does not carry the nonce of this challenge.
+    Nonce,
+    /// The quote does not cover exactly the PCRs asked for.
+    PcrSelection,
+    /// The supplied PCR values do not give the quoted digest.
+    PcrDigest,
+    /// The TPM's reset/restart counters or clock went backwards for this node.
+    ClockRollback,
+    /// The event log does not replay to the quoted PCRs.
+    EventLogReplay,
+    /// The AK is not the one bound to this node at enrollment.
+    AkMismatch,
+    /// The certificate or node is revoked.
+    Revoked,
+    /// The presented SVID is not known to this site.
+    UnknownSvid,
+    /// Renewal without a client certificate.
+    ClientCertificateRequired,
+    /// The CSR is malformed, its signature fails or its key is unacceptable.
+    Csr,
+    /// Admission policy denied the request.
+    PolicyDeny,
+    /// Admission policy asked for an identity outside this site's scope.
+    PolicyScope,
+    /// Admission policy could not be evaluated (treated as a deny).
+    PolicyError,
+    /// The site CA cannot issue (expired, not yet valid).
+    CaUnavailable,
+    /// The attestation log could not record the decision, so nothing was issued.
+    LogUnavailable,
+    /// Too many requests in flight: retry later.
+    Overloaded,
+}
+
+impl Reason {
+    /// The stable code sent to clients.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MalformedRequest => "malformed-request",
+            Reason::MalformedEvidence => "malformed-evidence",
+            Reason::EkTrust => "ek-trust",
+            Reason::EkCertificateMismatch => "ek-certificate-mismatch",
+            Reason::EkAttributes => "ek-attributes",
+            Reason::AkAttributes => "ak-attributes",
+            Reason::ChallengeUnknown => "challenge-unknown",
+            Reason::ChallengeExpired => "challenge-expired",
+            Reason::ChallengePeerMismatch => "challenge-peer-mismatch",
+            Reason::CredentialActivation => "credential-activation",
+            Reason::QuoteSignature => "quote-signature",
+            Reason::AttestStructure => "attest-structure",
+            Reason::Nonce => "nonce",
+            Reason::PcrSelection => "pcr-selection",
+            Reason::PcrDigest => "pcr-digest",
+            Reason::ClockRollback => "clock-rollback",
+            Reason::EventLogReplay => "eventlog-replay",
+            Reason::AkMismatch => "ak-mismatch",
+            Reason::Revoked => "revoked",
+            Reason::UnknownSvid => "unknown-svid",
+            Reason::ClientCertificateRequired => "client-certificate-required",
+            Reason::Csr => "csr",
+            Reason::PolicyDeny => "policy-deny",
+            Reason::PolicyScope => "policy-scope",
+            Reason::PolicyError => "policy-error",
+            Reason::CaUnavailable => "ca-unavailable",
+            Reason::LogUnavailable => "log-unavailable",
+            Reason::Overloaded => "overloaded",
+        }
+    }
+
+    /// The gRPC status code for this reason.
+    fn grpc_code(self) -> Code {
+        match self {
+            Reason::MalformedRequest | Reason::MalformedEvidence | Reason::Csr => {
+                Code::InvalidArgument
+            }
+            Reason::ChallengeUnknown | Reason::ChallengeExpired | Reason::ChallengePeerMismatch => {
+                Code::FailedPrecondition
+            }
+            Reason::ClientCertificateRequired | Reason::UnknownSvid | Reason::Revoked => {
+                Code::Unauthenticated
+            }
+            Reason::EkTrust
+            | Reason::EkCertificateMismatch
+            | Reason::EkAttributes
+            | Reason::AkAttributes
+            | Reason::CredentialActivation
+            | Reason::QuoteSignature
+            | Reason::AttestStructure
+            | Reason::Nonce
+            | Reason::PcrSelection
+            | Reason::PcrDigest
+            | Reason::ClockRollback
+            | Reason::EventLogReplay
+            | Reason::AkMismatch
+            | Reason::PolicyDeny
+            | Reason::PolicyScope
+            | Reason::PolicyError => Code::PermissionDenied,
+            Reason::CaUnavailable | Reason::LogUnavailable => Code::Unavailable,
+            Reason::Overloaded => Code::ResourceExhausted,
+        }
+    }
+
+    /// The reason for a verifier error, by its stable check name.
+    pub fn from_evidence_check(check: &str) -> Reason {
+        match check {
+            "attest-structure" => Reason::AttestStructure,
+            "quote-signature" => Reason::QuoteSignature,
+            "ak-attributes" => Reason::AkAttributes,
+            "ek-attributes" => Reason::EkAttributes,
+            "ek-trust" => Reason::EkTrust,
+            "ek-certificate-mismatch" => Reason::EkCertificateMismatch,
+            "credential-activation" => Reason::CredentialActivation,
+            "nonce" => Reason::Nonce,
+            "pcr-selection" => Reason::PcrSelection,
+            "pcr-digest" => Reason::PcrDigest,
+            _ => Reason::MalformedEvidence,
+        }
+    }
+}
+
+impl Refusal {
+    /// A refusal with its detail.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The gRPC status: reason code in the message and in `garrison-reason` metadata, no
+    /// detail (which might help an attacker tune forged evidence).
+    pub fn to_status(&self) -> Status {
+        let code = self.reason.code();
+        let mut status = Status::new(self.reason.grpc_code(), format!("refused: {code}"));
+        if let Ok(value) = code.parse() {
+            status.metadata_mut().insert(REASON_METADATA_KEY, value);
+        }
+        status
+    }
+}
+
+impl From<garrison_evidence::EvidenceError> for Refusal {
+    fn from(err: garrison_evidence::EvidenceError) -> Self {
+        Refusal::new(Reason::from_evidence_check(err.check()), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_code_but_not_detail() {
+        let status = Refusal::new(Reason::Nonce, "expected 00, got 01").to_status();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), "nonce");
+        assert!(!status.message().contains("expected"));
+    }
+
+    #[test]
+    fn every_evidence_check_maps_to_its_reason() {
+        for (check, reason) in [
+            ("nonce", Reason::Nonce),
+            ("pcr-digest", Reason::PcrDigest),
+            ("quote-signature", Reason::QuoteSignature),
+            ("ek-trust", Reason::EkTrust),
+            ("malformed-evidence", Reason::MalformedEvidence),
+        ] {
+            assert_eq!(Reason::from_evidence_check(check), reason);
+            assert_eq!(reason.code(), check);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `garrison log query`: the attestation log as operators read it.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use garrison_log::{AttestationLog, Decision, LogConfig, Query, RecordKind, StoredRecord};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::duration::parse_duration;
+
+/// Log commands.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// List records matching every given filter, oldest first.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Log URL: sqlite:///path/to/log.db or postgres://...
+    #[arg(long)]
+    db: String,
+    /// Node id (EK public-key SHA-256, hex).
+    #[arg(long)]
+    node: Option<String>,
+    /// Only records at or after this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Decision: allow or deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// SPIFFE ID.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Print JSON (an array of records) instead of one line per record.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run a log command.
+pub async fn run(command: LogCommand) -> anyhow::Result<()> {
+    let LogCommand::Query(args) = command;
+    let query = Query {
+        node_id: args.node.clone(),
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        kind: args.kind.as_deref().map(str::parse::<RecordKind>).transpose().map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
+        decision: args.decision.as_deref().map(str::parse::<Decision>).transpose().map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
+        spiffe_id: args.spiffe_id.clone(),
+        limit: args.limit,
+        ..Query::default()
+    };
+    if !args.db.starts_with("sqlite://") && !args.db.starts_with("postgres") {
+        bail!("--db must be a sqlite:// or postgres:// URL");
+    }
+    let log = AttestationLog::open(&LogConfig { url: args.db.clone(), max_batch: 1, max_connections: 2 })
+        .await
+        .with_context(|| format!("opening {}", args.db))?;
+    let records = log.query(&query).await.context("querying the log")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        records.iter().for_each(print_line);
+        println!("{} record(s)", records.len());
+    }
+    log.close().await;
+    Ok(())
+}
+
+fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let age = parse_duration(text).context("--since: an RFC 3339 time or an age such as 2h")?;
+    Ok(OffsetDateTime::now_utc() - age)
+}
+
+fn print_line(stored: &StoredRecord) {
+    let r = &stored.record;
+    let time = r.time.format(&Rfc3339).unwrap_or_default();
+    let node = r.node_id.as_deref().map(|n| n.get(..16).unwrap_or(n)).unwrap_or("-");
+    println!(
+        "#{:<5} {time} {:<7} {:<5} node {node:<16} {} {}",
+        stored.sequence,
+        r.kind.as_str(),
+        r.decision.as_str(),
+        r.spiffe_id.as_deref().unwrap_or("-"),
+        if r.reasons.is_empty() { String::new() } else { format!("reasons: {}", r.reasons.join("; ")) },
+    );
+}

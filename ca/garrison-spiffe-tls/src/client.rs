@@ -1,0 +1,150 @@
+//! The client side: verify the server's SVID against the bundle and an expected SPIFFE ID.
+
+use std::sync::Arc;
+
+use garrison_ca::SpiffeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::identity::{Identity, TlsError, certificates_from_pem, spiffe_id_of};
+
+/// Accepts a server certificate only if it chains to the bundle for server authentication
+/// and its SPIFFE ID is exactly the expected one. The TLS server name is not used.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    expected: SpiffeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeServerVerifier {
+    /// A verifier for `expected`, anchored at the PEM `bundle`.
+    pub fn new(bundle_pem: &[u8], expected: SpiffeId) -> Result<Self, TlsError> {
+        let anchors = certificates_from_pem(bundle_pem)?
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(der)
+                    .map(|a| a.to_owned())
+                    .map_err(TlsError::BadTrustAnchor)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        Ok(SpiffeServerVerifier { anchors, expected, algorithms })
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::InvalidCertificate(webpki_error(e)))?;
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| rustls::Error::InvalidCertificate(webpki_error(e)))?;
+        let id = spiffe_id_of(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+        })?;
+        if id != self.expected {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn webpki_error(error: webpki::Error) -> rustls::CertificateError {
+    match error {
+        webpki::Error::CertExpired { .. } => rustls::CertificateError::Expired,
+        webpki::Error::CertNotValidYet { .. } => rustls::CertificateError::NotValidYet,
+        webpki::Error::UnknownIssuer => rustls::CertificateError::UnknownIssuer,
+        webpki::Error::InvalidSignatureForPublicKey => rustls::CertificateError::BadSignature,
+        other => rustls::CertificateError::Other(rustls::OtherError(Arc::new(other))),
+    }
+}
+
+/// A rustls client configuration (ring, HTTP/2) that authenticates the server as `expected`
+/// under `bundle_pem`, presenting `identity` as client certificate when given.
+pub fn client_config(
+    bundle_pem: &[u8],
+    expected: SpiffeId,
+    identity: Option<Identity>,
+) -> Result<ClientConfig, TlsError> {
+    let verifier = Arc::new(SpiffeServerVerifier::new(bundle_pem, expected)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .dangerous() // not dangerous: the custom verifier is stricter than name checks
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(TlsError::Config)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A lazily connecting gRPC channel to `address` (`https://host:port`) over TLS with
+/// `config`. The TLS server name sent is the URI's host; identity is checked by the config.
+pub fn connect(address: &str, config: ClientConfig) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(address.to_owned())?
+        .connect_timeout(std::time::Duration::from_secs(10));
+    let connector = TlsConnector::from(Arc::new(config));
+    let service = tower::service_fn(move |uri: Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri.host().unwrap_or("localhost").to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(service))
+}
