@@ -1,0 +1,35 @@
+//! Garrison's node agent: proves the node's identity and boot state with its TPM 2.0 to the
+//! site attestor, writes the X.509-SVID it is issued, and renews it around half-life with a
+//! fresh quote by the same attestation key.
+//!
+//! * [`evidence`] turns TPM operations into protocol messages (no network);
+//! * [`client`] carries them to the attestor over SPIFFE-authenticated TLS (no TPM);
+//! * [`files`] writes the SVID, key, bundle and AK blob atomically;
+//! * [`schedule`] decides when to retry and renew, from an injected clock and jitter source;
+//! * [`lifecycle`] composes them: [`enroll_once`], [`renew_once`], [`run`].
+//!
+//! The agent must never write a private key readable by anyone but its owner, never leave
+//! a partial file where a reader could find it, never talk to an attestor that does not
+//! present the configured SPIFFE ID under the configured bootstrap bundle, and never write
+//! an SVID that does not certify its own fresh key or does not chain to that bundle. It
+//! reads no environment variables; the binary parses the configuration and passes it in.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+mod error;
+pub mod evidence;
+pub mod files;
+pub mod lifecycle;
+pub mod node_key;
+pub mod schedule;
+mod tpm_worker;
+
+pub use config::AgentConfig;
+pub use error::{
+    AgentError, Disposition, REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, reason_code,
+    retry_after, status_disposition,
+};
+pub use files::SvidPaths;
+pub use lifecycle::{Agent, CurrentSvid, Enrolled, enroll_once, error_chain, renew_once, run};
+pub use tpm_worker::{TpmSettings, TpmWorker};

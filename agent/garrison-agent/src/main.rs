@@ -1,0 +1,144 @@
+//! `garrison-agent`: parses the command line and configuration, sets up logging and
+//! signals, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use garrison_agent::{AgentConfig, AgentError, error_chain};
+use tracing_subscriber::EnvFilter;
+
+/// Garrison node agent: enrolls this node with its TPM and keeps its SPIFFE SVID fresh.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. `info` or `garrison_agent=debug`). Overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll (unless a valid SVID is on disk), then renew around half-life until SIGTERM/SIGINT.
+    Run {
+        /// Agent configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Enroll once, write the SVID files, print the SPIFFE ID, expiry and log sequence.
+    Enroll {
+        /// Required: this command never loops (use `run` for that).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Agent configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Attempts for transient failures (unreachable attestor, busy TPM). Refusals stop at once.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        attempts: u32,
+    },
+}
+
+/// Exit status when the attestor refused the node (the reason code is printed).
+const EXIT_REFUSED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    garrison_spiffe_tls::install_ring_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("garrison-agent: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Run { config } => run(&config).await,
+        Command::Enroll {
+            config, attempts, ..
+        } => enroll(&config, attempts).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+async fn run(path: &std::path::Path) -> Result<(), AgentError> {
+    let config = AgentConfig::load(path)?;
+    garrison_agent::run(config, shutdown_signal()).await
+}
+
+async fn enroll(path: &std::path::Path, attempts: u32) -> Result<(), AgentError> {
+    let config = AgentConfig::load(path)?;
+    let mut agent = garrison_agent::Agent::system(config);
+    let enrolled = agent.enroll_with_retry(Some(attempts)).await?;
+    let expiry = time::OffsetDateTime::from(enrolled.not_after)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| {
+            garrison_agent::lifecycle::unix_seconds(enrolled.not_after).to_string()
+        });
+    println!("spiffe_id: {}", enrolled.spiffe_id);
+    println!("expires: {expiry}");
+    println!("log_sequence: {}", enrolled.log_sequence);
+    println!("svid: {}", enrolled.files.svid.display());
+    Ok(())
+}
+
+fn report(error: &AgentError) -> ExitCode {
+    match error.reason_code() {
+        Some(code) => {
+            eprintln!("garrison-agent: refused: {code}");
+            eprintln!("garrison-agent: {}", error_chain(error));
+            ExitCode::from(EXIT_REFUSED)
+        }
+        None => {
+            eprintln!("garrison-agent: {}", error_chain(error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT. If the handlers cannot be installed the agent logs it
+/// and runs until killed.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot install the SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => tracing::info!("SIGINT received"),
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGINT");
+                std::future::pending::<()>().await;
+            }
+        },
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
