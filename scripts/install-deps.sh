@@ -10,6 +10,7 @@ packages=(
   openssl                  # independent verifier of the certificates we issue
   protobuf-compiler        # protoc, for the gRPC definitions in proto/
   build-essential          # C toolchain for ring and the tss-esapi sys crate
+  postgresql postgresql-common  # throwaway cluster (pg_virtualenv) for the PostgreSQL log tests
 )
 
 missing=()

@@ -1,0 +1,63 @@
+//! The crate's one error type.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong opening, writing or reading the attestation log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("log database URL scheme {scheme:?} is not supported (use sqlite: or postgres:)")]
+    UnsupportedUrl { scheme: String },
+    /// A [`LogConfig`](crate::LogConfig) value is out of range.
+    #[error("log configuration field {field} must be at least 1")]
+    Config { field: &'static str },
+    /// Connecting to the database or setting up a connection failed.
+    #[error("opening the log database failed")]
+    Open {
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Running the schema migrations failed.
+    #[error("migrating the log schema failed")]
+    Migrate {
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The entry was refused before it reached the writer; nothing was written.
+    #[error("log entry refused: {field}: {problem}")]
+    InvalidEntry {
+        field: &'static str,
+        problem: &'static str,
+    },
+    /// The batch transaction carrying this entry failed; no entry of that batch was recorded.
+    #[error("committing a batch of {batch_size} log entries failed; none of them was recorded")]
+    Append {
+        batch_size: usize,
+        /// Shared: every waiter of the failed batch receives the same cause.
+        #[source]
+        source: Arc<sqlx::Error>,
+    },
+    /// The writer task has stopped (the log was closed); the entry was not written.
+    #[error("the log writer has stopped; the entry was not written")]
+    WriterGone,
+    /// A read query failed.
+    #[error("querying the log failed")]
+    Query {
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value cannot be turned back into its Rust type.
+    #[error("stored log column {column} holds an invalid value: {found:?}")]
+    Corrupt { column: &'static str, found: String },
+    /// A name that should be a [`RecordKind`](crate::RecordKind) or
+    /// [`Decision`](crate::Decision) is not one.
+    #[error("{what} {found:?} is not known")]
+    UnknownName { what: &'static str, found: String },
+    /// Serializing the canonical leaf encoding failed.
+    #[error("encoding the canonical leaf bytes failed")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+}

@@ -1,0 +1,53 @@
+//! The durable attestation log and node-state store of a Garrison attestor.
+//!
+//! Every enrollment, renewal, rejection, revocation, rotation and policy update becomes a
+//! [`Record`] with a dense sequence number and an RFC 6962 leaf hash ([`leaf_hash`]), stored
+//! beside its raw evidence (deduplicated by SHA-256) and, in the same transaction, the
+//! node's new [`NodeState`] (AK bound at enrollment, TPM reset/restart counters and clock,
+//! current certificate serial). Storage is SQLite (WAL, `synchronous=FULL`) at sites and
+//! PostgreSQL at the hub, through one sqlx `Any` code path.
+//!
+//! # Group commit
+//!
+//! A single writer task owns all writes; [`AttestationLog::append`] queues its entry on a
+//! bounded channel and waits. The writer commits everything queued (up to
+//! [`LogConfig::max_batch`]) in one transaction, then answers every waiter. Sequences are
+//! reserved inside that transaction, so they are gap-free and in commit order. See
+//! `writer.rs` for the details.
+//!
+//! Measured with `examples/append_bench.rs` (release, SQLite on this project's 2-vCPU VM,
+//! 1 KiB evidence per record): BENCH_FIGURES
+//!
+//! # What this crate must never do
+//!
+//! * Acknowledge an append before its transaction has committed, or acknowledge part of a
+//!   batch: a failed batch fails every one of its waiters.
+//! * Leave a gap or a reordering in the sequence numbers, or rewrite a stored record (the
+//!   schema rejects UPDATE and DELETE on `records`).
+//! * Let node state run ahead of or behind the record that changed it.
+//! * Read the clock: every time comes from the caller.
+//!
+//! # Testing
+//!
+//! Every storage test runs against SQLite and PostgreSQL. `scripts/test.sh` starts a
+//! throwaway PostgreSQL cluster (`pg_virtualenv`) and passes its URL in
+//! `GARRISON_TEST_POSTGRES_URL`; without it the PostgreSQL tests fail and say so. Developers
+//! without PostgreSQL may set `GARRISON_SKIP_POSTGRES=1` to skip them (CI never does).
+
+#![forbid(unsafe_code)]
+
+mod entry;
+mod error;
+mod leaf;
+mod log;
+mod read;
+mod record;
+mod writer;
+
+pub use error::LogError;
+pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
+pub use log::{AttestationLog, Backend, LogConfig};
+pub use record::{
+    Appended, Decision, LogStats, NewEntry, NodeState, Query, Record, RecordKind, Revocation,
+    RevocationTarget, StoredRecord,
+};

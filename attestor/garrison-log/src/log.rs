@@ -1,0 +1,319 @@
+//! [`AttestationLog`]: opening, the append/revoke front of the writer, and reads.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_revocation};
+use crate::writer::{self, Command, Counters, Job, Writer};
+use crate::{
+    Appended, Decision, LogError, LogStats, NewEntry, NodeState, Query, Record, RecordKind,
+    Revocation, RevocationTarget, StoredRecord, read,
+};
+
+/// SQLite waits this long for a lock held by another connection or process.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Where the log lives and how hard it may be driven.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `sqlite:///path/to/log.db` (created if missing, the directory must exist) or
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Most entries committed in one transaction (≥ 1). 64–256 is plenty.
+    pub max_batch: usize,
+    /// Pool size (≥ 1): the writer holds one connection while it commits; readers share the rest.
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for LogConfig {
+    /// Hides the URL's password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("url", &redact_password(&self.url))
+            .field("max_batch", &self.max_batch)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Which database a log is stored in, chosen by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite:` → SQLite; `postgres:` or `postgresql:` → PostgreSQL.
+    pub fn from_url(url: &str) -> Result<Backend, LogError> {
+        let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(LogError::UnsupportedUrl {
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The durable attestation log and node-state store. Cheap to clone; all clones share one
+/// pool and one writer.
+#[derive(Clone)]
+pub struct AttestationLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for AttestationLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttestationLog")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttestationLog {
+    /// Connects, applies the schema migrations and starts the writer task (on the current
+    /// tokio runtime). SQLite databases are switched to WAL and every connection runs with
+    /// `synchronous=FULL`, foreign keys on and a busy timeout.
+    pub async fn open(config: &LogConfig) -> Result<Self, LogError> {
+        if config.max_batch == 0 {
+            return Err(LogError::Config { field: "max_batch" });
+        }
+        if config.max_connections == 0 {
+            return Err(LogError::Config {
+                field: "max_connections",
+            });
+        }
+        let backend = Backend::from_url(&config.url)?;
+        let pool = connect(config, backend).await?;
+        migrate(&pool, backend).await?;
+        let counters = Arc::new(Counters::default());
+        // Room for the batch being committed plus one full batch waiting: beyond that,
+        // `append` waits (backpressure).
+        let (commands, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
+        let task = Writer {
+            pool: pool.clone(),
+            backend,
+            max_batch: config.max_batch,
+            counters: Arc::clone(&counters),
+        };
+        let writer = tokio::spawn(writer::run(task, receiver));
+        let inner = Inner {
+            pool,
+            backend,
+            commands,
+            counters,
+            writer: Mutex::new(Some(writer)),
+        };
+        Ok(AttestationLog {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Appends one record (with its evidence and node-state change) and returns once it is
+    /// committed. Concurrent calls share transactions (group commit). Dropping the future
+    /// after the entry was queued does not withdraw it.
+    pub async fn append(&self, entry: NewEntry) -> Result<Appended, LogError> {
+        self.submit(prepare(entry)?).await
+    }
+
+    /// Logs a revocation (a [`RecordKind::Revoke`] record, decision deny) and makes it
+    /// effective for [`is_revoked`](Self::is_revoked) in the same transaction.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<Appended, LogError> {
+        let Revocation {
+            time,
+            site,
+            target,
+            reasons,
+            policy_digest,
+        } = revocation;
+        let (node_id, cert_serial) = match &target {
+            RevocationTarget::Serial(serial) => (None, Some(serial.clone())),
+            RevocationTarget::Node(node) => (Some(node.clone()), None),
+        };
+        let record = Record {
+            time,
+            site,
+            kind: RecordKind::Revoke,
+            node_id,
+            spiffe_id: None,
+            decision: Decision::Deny,
+            reasons,
+            policy_digest,
+            evidence_digest: None,
+            cert_serial,
+            cert_not_after: None,
+        };
+        self.submit(prepare_revocation(record, target)?).await
+    }
+
+    async fn submit(&self, entry: PreparedEntry) -> Result<Appended, LogError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job { entry, reply });
+        self.inner
+            .commands
+            .send(Command::Append(job))
+            .await
+            .map_err(|_| LogError::WriterGone)?;
+        answer.await.map_err(|_| LogError::WriterGone)?
+    }
+
+    /// Records matching `filter`, in sequence order.
+    pub async fn query(&self, filter: &Query) -> Result<Vec<StoredRecord>, LogError> {
+        read::records(&self.inner.pool, filter).await
+    }
+
+    /// The node's state as of its latest record with a node update.
+    pub async fn node(&self, node_id: &str) -> Result<Option<NodeState>, LogError> {
+        read::node(&self.inner.pool, node_id).await
+    }
+
+    /// Evidence bytes by SHA-256 digest (hex, any case).
+    pub async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
+        read::evidence(&self.inner.pool, digest).await
+    }
+
+    /// True if the certificate serial (hex, any case) is revoked, or the node it was issued
+    /// to is.
+    pub async fn is_revoked(&self, serial_hex: &str) -> Result<bool, LogError> {
+        let serial = normalise_hex(serial_hex, "serial_hex")?;
+        read::serial_revoked(&self.inner.pool, &serial).await
+    }
+
+    /// True if the node id itself is revoked.
+    pub async fn is_node_revoked(&self, node_id: &str) -> Result<bool, LogError> {
+        read::node_revoked(&self.inner.pool, node_id).await
+    }
+
+    /// Group-commit counters, for metrics and tests.
+    pub fn stats(&self) -> LogStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Which database this log is stored in.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Commits and answers whatever the writer has in hand, stops it and closes the pool.
+    /// Appends sent afterwards, through any clone, fail with [`LogError::WriterGone`].
+    pub async fn close(self) {
+        let (ack, done) = oneshot::channel();
+        if self.inner.commands.send(Command::Close(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+async fn connect(config: &LogConfig, backend: Backend) -> Result<AnyPool, LogError> {
+    sqlx::any::install_default_drivers();
+    let url = match backend {
+        Backend::Sqlite if !config.url.contains("mode=") => {
+            let separator = if config.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}mode=rwc", config.url)
+        }
+        _ => config.url.clone(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(config.max_connections)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlite_connection_settings(conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .map_err(|source| LogError::Open { source })?;
+    if backend == Backend::Sqlite {
+        enable_wal(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// Per-connection SQLite settings. `synchronous=FULL`: in WAL mode NORMAL would lose the
+/// last commits on power failure, and a commit is a promise to the caller.
+async fn sqlite_connection_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
+    sqlx::query(sqlx::AssertSqlSafe(busy))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// WAL is a property of the database file; set it once, before the pool grows.
+async fn enable_wal(pool: &AnyPool) -> Result<(), LogError> {
+    let row = sqlx::query("PRAGMA journal_mode = WAL")
+        .fetch_one(pool)
+        .await
+        .map_err(|source| LogError::Open { source })?;
+    let mode: String = row.try_get(0).map_err(|source| LogError::Open { source })?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let message = format!("SQLite refused WAL mode (journal_mode is {mode:?})");
+        return Err(LogError::Open {
+            source: sqlx::Error::Configuration(message.into()),
+        });
+    }
+    Ok(())
+}
+
+async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), LogError> {
+    // Separate folders because the column types differ (INTEGER/BLOB vs BIGINT/BYTEA) and
+    // PostgreSQL needs a plpgsql function for the append-only trigger.
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    };
+    migrator
+        .run(pool)
+        .await
+        .map_err(|source| LogError::Migrate { source })
+}

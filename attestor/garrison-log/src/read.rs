@@ -1,0 +1,220 @@
+//! Read queries. They run on the pool, concurrently with the writer.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use crate::leaf::{from_unix_micros, unix_micros};
+use crate::{Decision, LogError, NodeState, Query, Record, RecordKind, StoredRecord};
+
+const RECORD_COLUMNS: &str = "sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
+                              policy_digest, evidence_digest, cert_serial, cert_not_after_us";
+
+/// A bound value of a dynamically built query.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// `SELECT ... FROM records WHERE <filter> ORDER BY sequence LIMIT n`, with `$n` placeholders
+/// (understood by both SQLite and PostgreSQL).
+fn records_sql(filter: &Query) -> Result<(String, Vec<Param>), LogError> {
+    let mut conditions: Vec<String> = Vec::new();
+    let mut params = Vec::new();
+    let mut add = |column_test: &str, param: Param| {
+        params.push(param);
+        conditions.push(format!("{column_test} ${}", params.len()));
+    };
+    if let Some(node) = &filter.node_id {
+        add("node_id =", Param::Text(node.clone()));
+    }
+    if let Some(since) = filter.since {
+        add("time_us >=", Param::Int(unix_micros(since, "since")?));
+    }
+    if let Some(until) = filter.until {
+        add("time_us <", Param::Int(unix_micros(until, "until")?));
+    }
+    if let Some(kind) = filter.kind {
+        add("kind =", Param::Text(kind.as_str().to_owned()));
+    }
+    if let Some(decision) = filter.decision {
+        add("decision =", Param::Text(decision.as_str().to_owned()));
+    }
+    if let Some(spiffe) = &filter.spiffe_id {
+        add("spiffe_id =", Param::Text(spiffe.clone()));
+    }
+    if let Some(policy) = &filter.policy_digest {
+        add("policy_digest =", Param::Text(policy.clone()));
+    }
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY sequence");
+    if let Some(limit) = filter.limit {
+        params.push(Param::Int(i64::from(limit)));
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+    }
+    Ok((sql, params))
+}
+
+pub(crate) async fn records(pool: &AnyPool, filter: &Query) -> Result<Vec<StoredRecord>, LogError> {
+    let (sql, params) = records_sql(filter)?;
+    // Only column names and `$n` placeholders are interpolated; every value is bound.
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for param in params {
+        query = match param {
+            Param::Text(text) => query.bind(text),
+            Param::Int(int) => query.bind(int),
+        };
+    }
+    let rows = query
+        .fetch_all(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    rows.iter().map(stored_record).collect()
+}
+
+pub(crate) async fn node(pool: &AnyPool, node_id: &str) -> Result<Option<NodeState>, LogError> {
+    let row = sqlx::query(
+        "SELECT node_id, ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, updated_us \
+         FROM nodes WHERE node_id = $1",
+    )
+    .bind(node_id.to_owned())
+    .fetch_optional(pool)
+    .await
+    .map_err(|source| LogError::Query { source })?;
+    row.as_ref().map(node_state).transpose()
+}
+
+pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
+    let row = sqlx::query("SELECT bytes FROM evidence WHERE digest = $1")
+        .bind(digest.to_ascii_lowercase())
+        .fetch_optional(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    row.map(|row| column(&row, "bytes")).transpose()
+}
+
+/// True if `serial` is revoked, or the node it was issued to (by any enroll/renew record, or
+/// as the node's current serial) is.
+pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool, LogError> {
+    count_is_positive(
+        pool,
+        "SELECT COUNT(*) FROM revocations WHERE serial = $1 \
+         OR node_id IN (SELECT node_id FROM records WHERE cert_serial = $1 AND node_id IS NOT NULL) \
+         OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1)",
+        serial.to_ascii_lowercase(),
+    )
+    .await
+}
+
+pub(crate) async fn node_revoked(pool: &AnyPool, node_id: &str) -> Result<bool, LogError> {
+    count_is_positive(
+        pool,
+        "SELECT COUNT(*) FROM revocations WHERE node_id = $1",
+        node_id.to_owned(),
+    )
+    .await
+}
+
+async fn count_is_positive(
+    pool: &AnyPool,
+    sql: &'static str,
+    key: String,
+) -> Result<bool, LogError> {
+    let row = sqlx::query(sql)
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    let count: i64 = column(&row, "count")?;
+    Ok(count > 0)
+}
+
+fn stored_record(row: &AnyRow) -> Result<StoredRecord, LogError> {
+    let sequence: i64 = column(row, "sequence")?;
+    let leaf_hex: String = column(row, "leaf_hash")?;
+    let leaf_hash = hex::decode(&leaf_hex)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or(LogError::Corrupt {
+            column: "leaf_hash",
+            found: leaf_hex,
+        })?;
+    Ok(StoredRecord {
+        sequence: u64::try_from(sequence).map_err(|_| LogError::Corrupt {
+            column: "sequence",
+            found: sequence.to_string(),
+        })?,
+        leaf_hash,
+        record: record(row)?,
+    })
+}
+
+fn record(row: &AnyRow) -> Result<Record, LogError> {
+    let kind: String = column(row, "kind")?;
+    let decision: String = column(row, "decision")?;
+    let reasons: String = column(row, "reasons")?;
+    let not_after: Option<i64> = column(row, "cert_not_after_us")?;
+    Ok(Record {
+        time: from_unix_micros(column(row, "time_us")?, "time_us")?,
+        site: column(row, "site")?,
+        kind: kind.parse::<RecordKind>().map_err(|_| LogError::Corrupt {
+            column: "kind",
+            found: kind,
+        })?,
+        node_id: column(row, "node_id")?,
+        spiffe_id: column(row, "spiffe_id")?,
+        decision: decision
+            .parse::<Decision>()
+            .map_err(|_| LogError::Corrupt {
+                column: "decision",
+                found: decision,
+            })?,
+        reasons: serde_json::from_str(&reasons).map_err(|_| LogError::Corrupt {
+            column: "reasons",
+            found: reasons,
+        })?,
+        policy_digest: column(row, "policy_digest")?,
+        evidence_digest: column(row, "evidence_digest")?,
+        cert_serial: column(row, "cert_serial")?,
+        cert_not_after: not_after
+            .map(|us| from_unix_micros(us, "cert_not_after_us"))
+            .transpose()?,
+    })
+}
+
+fn node_state(row: &AnyRow) -> Result<NodeState, LogError> {
+    Ok(NodeState {
+        node_id: column(row, "node_id")?,
+        ak_name: column(row, "ak_name")?,
+        spiffe_id: column(row, "spiffe_id")?,
+        reset_count: narrow(column(row, "reset_count")?, "reset_count")?,
+        restart_count: narrow(column(row, "restart_count")?, "restart_count")?,
+        clock: narrow(column(row, "clock")?, "clock")?,
+        current_serial: column(row, "current_serial")?,
+        updated: from_unix_micros(column(row, "updated_us")?, "updated_us")?,
+    })
+}
+
+fn narrow<T: TryFrom<i64>>(value: i64, column: &'static str) -> Result<T, LogError> {
+    T::try_from(value).map_err(|_| LogError::Corrupt {
+        column,
+        found: value.to_string(),
+    })
+}
+
+/// A column by name, or by position 0 for the single-column `count` queries (whose column
+/// name differs between backends).
+fn column<'r, T>(row: &'r AnyRow, name: &'static str) -> Result<T, LogError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    let result = if name == "count" {
+        row.try_get(0)
+    } else {
+        row.try_get(name)
+    };
+    result.map_err(|source| LogError::Query { source })
+}

@@ -1,0 +1,248 @@
+//! What the log stores: records, node state, evidence references and queries.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::LogError;
+
+/// What happened. Stored and hashed by [`RecordKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordKind {
+    Enroll,
+    Renew,
+    Reject,
+    Revoke,
+    Rotate,
+    PolicyUpdate,
+}
+
+impl RecordKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::Enroll,
+        RecordKind::Renew,
+        RecordKind::Reject,
+        RecordKind::Revoke,
+        RecordKind::Rotate,
+        RecordKind::PolicyUpdate,
+    ];
+
+    /// The stable lowercase name: `enroll`, `renew`, `reject`, `revoke`, `rotate`,
+    /// `policy-update`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Enroll => "enroll",
+            RecordKind::Renew => "renew",
+            RecordKind::Reject => "reject",
+            RecordKind::Revoke => "revoke",
+            RecordKind::Rotate => "rotate",
+            RecordKind::PolicyUpdate => "policy-update",
+        }
+    }
+}
+
+impl FromStr for RecordKind {
+    type Err = LogError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecordKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| LogError::UnknownName {
+                what: "record kind",
+                found: s.to_owned(),
+            })
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The admission outcome a record carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl Decision {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+impl FromStr for Decision {
+    type Err = LogError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            _ => Err(LogError::UnknownName {
+                what: "decision",
+                found: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attestation log record, as the attestor hands it in.
+///
+/// Times are stored (and hashed) with microsecond precision: sub-microsecond parts are
+/// dropped by [`AttestationLog::append`](crate::AttestationLog::append), and records come
+/// back in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub site: String,
+    pub kind: RecordKind,
+    /// EK public key hash, hex.
+    pub node_id: Option<String>,
+    pub spiffe_id: Option<String>,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    pub policy_digest: Option<String>,
+    /// SHA-256 (lowercase hex) of the evidence stored beside the record. Filled in by
+    /// `append` from [`NewEntry::evidence`]; if the caller sets it, it must match.
+    pub evidence_digest: Option<String>,
+    /// Certificate serial, hex. Stored lowercase.
+    pub cert_serial: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cert_not_after: Option<OffsetDateTime>,
+}
+
+/// What [`AttestationLog::append`](crate::AttestationLog::append) takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub record: Record,
+    /// Raw evidence bytes, stored once per SHA-256 digest.
+    pub evidence: Option<Vec<u8>>,
+    /// Node state upserted in the same transaction as the record. Its `node_id` must equal
+    /// the record's.
+    pub node_update: Option<NodeState>,
+}
+
+/// A committed append: where the record sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Dense, starting at 0, in commit order.
+    pub sequence: u64,
+    /// `SHA-256(0x00 || canonical_bytes)`, see [`canonical_bytes`](crate::canonical_bytes).
+    pub leaf_hash: [u8; 32],
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub sequence: u64,
+    #[serde(with = "hex_bytes")]
+    pub leaf_hash: [u8; 32],
+    pub record: Record,
+}
+
+/// What the attestor remembers about a node between attestations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub node_id: String,
+    /// TPM name of the AK bound at enrollment.
+    #[serde(with = "hex_bytes")]
+    pub ak_name: Vec<u8>,
+    pub spiffe_id: String,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    /// TPM clock (milliseconds); must fit in an `i64`.
+    pub clock: u64,
+    /// Serial (hex) of the node's current certificate. Stored lowercase.
+    pub current_serial: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated: OffsetDateTime,
+}
+
+/// A filter over records. Every set field must match; results are in sequence order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub node_id: Option<String>,
+    /// Inclusive lower bound on [`Record::time`].
+    pub since: Option<OffsetDateTime>,
+    /// Exclusive upper bound on [`Record::time`].
+    pub until: Option<OffsetDateTime>,
+    pub kind: Option<RecordKind>,
+    pub decision: Option<Decision>,
+    pub spiffe_id: Option<String>,
+    pub policy_digest: Option<String>,
+    /// At most this many records (the lowest sequences that match).
+    pub limit: Option<u32>,
+}
+
+/// What a revocation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// One certificate, by serial (hex, compared case-insensitively).
+    Serial(String),
+    /// Every certificate ever issued to this node id.
+    Node(String),
+}
+
+/// Input of [`AttestationLog::revoke`](crate::AttestationLog::revoke). It becomes a
+/// [`RecordKind::Revoke`] record with decision [`Decision::Deny`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub time: OffsetDateTime,
+    pub site: String,
+    pub target: RevocationTarget,
+    pub reasons: Vec<String>,
+    pub policy_digest: Option<String>,
+}
+
+/// Counters of the group-commit writer since [`AttestationLog::open`](crate::AttestationLog::open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Committed batch transactions.
+    pub batches: u64,
+    /// Records in committed batches.
+    pub records: u64,
+    /// Batch transactions that failed (every waiter got the error).
+    pub failed_batches: u64,
+    /// Records in failed batches.
+    pub failed_records: u64,
+    /// Size of the largest batch attempted.
+    pub largest_batch: u64,
+}
+
+/// Serde for byte strings as lowercase hex.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: impl AsRef<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<Vec<u8>>,
+    {
+        let text = String::deserialize(d)?;
+        let bytes = hex::decode(text).map_err(D::Error::custom)?;
+        T::try_from(bytes).map_err(|_| D::Error::custom("byte string has the wrong length"))
+    }
+}
