@@ -200,10 +200,11 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let input =
         fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let decision = engine.evaluate_json(&input)?;
-    let mut out = serde_json::json!({ "decision": decision });
+    let mut out = serde_json::Map::new();
+    out.insert("decision".to_owned(), serde_json::to_value(&decision)?);
     if args.explain {
         let parsed: Json = serde_json::from_slice(&input)?;
-        out["explain"] = engine.explain(parsed)?;
+        out.insert("explain".to_owned(), engine.explain(parsed)?);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
