@@ -1,0 +1,710 @@
+//! The agent against a small in-test attestor (tonic + TLS, garrison-ca issuing, the pure
+//! verifier judging) and a real swtpm: enrollment, renewal over mTLS with the enrolled AK,
+//! refusals with reason codes, load shedding, an unreachable attestor, the run loop's
+//! renewal and fallback to enrollment, and the CLI.
+//!
+//! The mock is deliberately minimal (no policy, no log, no EK chain check) — it exists to
+//! exercise the agent's side of the protocol until the real attestor's tests take over.
+//! Run with `TSS2_LOG=all+none`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use garrison_agent::schedule::{Backoff, Clock, SeededEntropy};
+use garrison_agent::{Agent, AgentConfig, AgentError, Disposition};
+use garrison_ca::{
+    Authority, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
+    SvidParams, TrustDomain, VerifiedCsr,
+};
+use garrison_evidence::{
+    AkPolicy, HashAlg, PcrValues, TpmPublic, check_ak, make_credential, verify_activation,
+    verify_quote,
+};
+use garrison_proto::v1::enrollment_server::{Enrollment, EnrollmentServer};
+use garrison_proto::v1::renewal_server::{Renewal, RenewalServer};
+use garrison_proto::v1::{
+    BeginRenewalRequest, BeginRequest, BeginResponse, Challenge, CompleteRenewalRequest,
+    CompleteRequest, PcrSelection, Quote, SvidResponse,
+};
+use garrison_swtpm::{Swtpm, SwtpmOptions};
+use garrison_tpm::{EkSource, KeyAlgorithm as AkAlgorithm};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use time::OffsetDateTime;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Code, Request, Response, Status};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
+
+const ATTESTOR_ID: &str = "spiffe://example.org/site/site-a/attestor";
+const NODE_ID: &str = "spiffe://example.org/site/site-a/node/test-node";
+const PCRS: [u32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+// ---------------------------------------------------------------------------------------
+// The mock attestor
+// ---------------------------------------------------------------------------------------
+
+/// A PKI: root → site intermediate; the attestor's server SVID.
+struct Pki {
+    root_pem: String,
+    site: Authority,
+    server_chain_pem: String,
+    server_key_pem: String,
+}
+
+fn pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+impl Pki {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let now = OffsetDateTime::now_utc();
+        let root = Authority::new_root(
+            &RootParams {
+                trust_domain: TrustDomain::new("example.org").unwrap(),
+                name: "root".into(),
+                ttl: time::Duration::days(2),
+                path_len: 2,
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
+            now,
+            &rng,
+        )
+        .unwrap();
+        let root_pem = pem(&root.certificate);
+        let root = Authority::from_issued(root).unwrap();
+        let site = root
+            .issue_intermediate(
+                IntermediateParams {
+                    name: "site-a".into(),
+                    ttl: time::Duration::days(1),
+                    path_len: PathLen::OneBelowIssuer,
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                now,
+                &rng,
+            )
+            .unwrap();
+        let site = Authority::from_issued(site).unwrap();
+        let server = site
+            .issue_svid(
+                SvidParams {
+                    spiffe_id: SpiffeId::parse(ATTESTOR_ID).unwrap(),
+                    ttl: time::Duration::hours(1),
+                    max_ttl: time::Duration::hours(1),
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                now,
+                &rng,
+            )
+            .unwrap();
+        let server_chain_pem = server.chain.iter().map(|der| pem(der)).collect();
+        let server_key_pem = server.key.unwrap().to_pkcs8_pem().expose().to_owned();
+        Self {
+            root_pem,
+            site,
+            server_chain_pem,
+            server_key_pem,
+        }
+    }
+}
+
+/// One outstanding challenge.
+struct Pending {
+    nonce: Vec<u8>,
+    secret: Option<Vec<u8>>,
+    ak_public: Vec<u8>,
+}
+
+/// What the mock remembers and what the tests steer.
+#[derive(Default)]
+struct State {
+    pending: HashMap<Vec<u8>, Pending>,
+    /// AK public area bound at enrollment.
+    bound_ak: Option<Vec<u8>>,
+    /// Serial numbers of SVIDs issued (renewal needs one of them).
+    issued: HashSet<Vec<u8>>,
+    begins: u32,
+    enrollments: u32,
+    renewals: u32,
+    log_sequence: u64,
+    /// Refuse the next `n` Begin calls with this status.
+    refuse_begin: Option<(u32, Status)>,
+    /// Pretend to have forgotten every SVID (renewal → unknown-svid).
+    forget_svids: bool,
+    /// Asserted facts seen at the last Begin.
+    asserted: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+struct Mock {
+    state: Arc<Mutex<State>>,
+    pki: Arc<Pki>,
+}
+
+fn refusal(code: Code, reason: &str) -> Status {
+    let mut status = Status::new(code, format!("refused: {reason}"));
+    status
+        .metadata_mut()
+        .insert("garrison-reason", reason.parse().unwrap());
+    status
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    SystemRandom::new().fill(&mut bytes).unwrap();
+    bytes
+}
+
+impl Mock {
+    fn challenge(&self, nonce: Vec<u8>, secret: Option<Vec<u8>>, ak_public: Vec<u8>) -> Challenge {
+        let challenge_id = random(16);
+        let challenge = Challenge {
+            challenge_id: challenge_id.clone(),
+            nonce: nonce.clone(),
+            pcr_selection: vec![PcrSelection {
+                hash_alg: 0x000B,
+                pcrs: PCRS.to_vec(),
+            }],
+            expires_at_unix: 0,
+        };
+        self.state.lock().unwrap().pending.insert(
+            challenge_id,
+            Pending {
+                nonce,
+                secret,
+                ak_public,
+            },
+        );
+        challenge
+    }
+
+    fn take_pending(&self, id: &[u8]) -> Result<Pending, Status> {
+        self.state
+            .lock()
+            .unwrap()
+            .pending
+            .remove(id)
+            .ok_or_else(|| refusal(Code::FailedPrecondition, "challenge-unknown"))
+    }
+
+    fn check_quote(&self, pending: &Pending, quote: Option<&Quote>) -> Result<(), Status> {
+        let quote = quote.ok_or_else(|| refusal(Code::InvalidArgument, "malformed-request"))?;
+        let ak = check_ak(&pending.ak_public, &AkPolicy::default())
+            .map_err(|_| refusal(Code::PermissionDenied, "ak-attributes"))?;
+        let values = PcrValues::from_entries(
+            quote
+                .pcrs
+                .iter()
+                .map(|v| (HashAlg::Sha256, v.index, v.digest.as_slice())),
+        )
+        .map_err(|_| refusal(Code::InvalidArgument, "malformed-evidence"))?;
+        verify_quote(
+            &ak,
+            &quote.attest,
+            &quote.signature,
+            &pending.nonce,
+            &values,
+        )
+        .map_err(|e| refusal(Code::PermissionDenied, e.check()))?;
+        Ok(())
+    }
+
+    fn issue(&self, csr: &[u8]) -> Result<SvidResponse, Status> {
+        let csr = VerifiedCsr::from_der(csr).map_err(|_| refusal(Code::InvalidArgument, "csr"))?;
+        let issued = self
+            .pki
+            .site
+            .issue_svid(
+                SvidParams {
+                    spiffe_id: SpiffeId::parse(NODE_ID).unwrap(),
+                    ttl: time::Duration::hours(1),
+                    max_ttl: time::Duration::hours(1),
+                    subject_key: SubjectKey::Csr(csr),
+                },
+                OffsetDateTime::now_utc(),
+                &SystemRandom::new(),
+            )
+            .map_err(|_| refusal(Code::Unavailable, "ca-unavailable"))?;
+        let mut state = self.state.lock().unwrap();
+        state.issued.insert(issued.serial.clone());
+        state.log_sequence += 1;
+        Ok(SvidResponse {
+            certificate_chain: issued.chain,
+            trust_bundle: issued.roots,
+            spiffe_id: NODE_ID.to_owned(),
+            expires_at_unix: issued.not_after.unix_timestamp().try_into().unwrap(),
+            log_sequence: state.log_sequence,
+        })
+    }
+
+    /// The serial of the client certificate, if it is one we issued and still know.
+    fn known_client<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| refusal(Code::Unauthenticated, "client-certificate-required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| refusal(Code::Unauthenticated, "client-certificate-required"))?;
+        let (_, cert) = X509Certificate::from_der(leaf).unwrap();
+        let serial = cert.raw_serial().to_vec();
+        let state = self.state.lock().unwrap();
+        if state.forget_svids || !state.issued.contains(&serial) {
+            return Err(refusal(Code::Unauthenticated, "unknown-svid"));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Enrollment for Mock {
+    async fn begin(
+        &self,
+        request: Request<BeginRequest>,
+    ) -> Result<Response<BeginResponse>, Status> {
+        let request = request.into_inner();
+        {
+            let mut state = self.state.lock().unwrap();
+            state.begins += 1;
+            state.asserted = request.asserted.clone().into_iter().collect();
+            if let Some((left, status)) = state.refuse_begin.take() {
+                if left > 1 {
+                    state.refuse_begin = Some((left - 1, status.clone()));
+                }
+                return Err(status);
+            }
+        }
+        let ek = TpmPublic::from_tpm2b(&request.ek_public)
+            .map_err(|_| refusal(Code::InvalidArgument, "malformed-evidence"))?;
+        let ak = check_ak(&request.ak_public, &AkPolicy::default())
+            .map_err(|_| refusal(Code::PermissionDenied, "ak-attributes"))?;
+        let secret = random(32);
+        let credential = make_credential(&ek, ak.name(), &secret, &SystemRandom::new()).unwrap();
+        let challenge = self.challenge(random(32), Some(secret), request.ak_public);
+        Ok(Response::new(BeginResponse {
+            challenge: Some(challenge),
+            id_object: credential.id_object_contents().to_vec(),
+            encrypted_secret: credential.encrypted_secret_contents().to_vec(),
+        }))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<CompleteRequest>,
+    ) -> Result<Response<SvidResponse>, Status> {
+        let request = request.into_inner();
+        let pending = self.take_pending(&request.challenge_id)?;
+        let secret = pending.secret.as_deref().unwrap_or_default();
+        verify_activation(secret, &request.activated_secret)
+            .map_err(|_| refusal(Code::PermissionDenied, "credential-activation"))?;
+        self.check_quote(&pending, request.quote.as_ref())?;
+        let response = self.issue(&request.csr)?;
+        let mut state = self.state.lock().unwrap();
+        state.bound_ak = Some(pending.ak_public);
+        state.enrollments += 1;
+        Ok(Response::new(response))
+    }
+}
+
+#[tonic::async_trait]
+impl Renewal for Mock {
+    async fn begin_renewal(
+        &self,
+        request: Request<BeginRenewalRequest>,
+    ) -> Result<Response<Challenge>, Status> {
+        self.known_client(&request)?;
+        let bound = self
+            .state
+            .lock()
+            .unwrap()
+            .bound_ak
+            .clone()
+            .unwrap_or_default();
+        Ok(Response::new(self.challenge(random(32), None, bound)))
+    }
+
+    async fn complete_renewal(
+        &self,
+        request: Request<CompleteRenewalRequest>,
+    ) -> Result<Response<SvidResponse>, Status> {
+        self.known_client(&request)?;
+        let request = request.into_inner();
+        let pending = self.take_pending(&request.challenge_id)?;
+        if request.ak_public != pending.ak_public {
+            return Err(refusal(Code::PermissionDenied, "ak-mismatch"));
+        }
+        self.check_quote(&pending, request.quote.as_ref())?;
+        let response = self.issue(&request.csr)?;
+        self.state.lock().unwrap().renewals += 1;
+        Ok(Response::new(response))
+    }
+}
+
+/// A running mock attestor and its own swtpm; dropped with the test.
+struct Site {
+    mock: Mock,
+    address: String,
+    swtpm: Swtpm,
+    dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Site {
+    async fn start() -> Self {
+        let pki = Arc::new(Pki::new());
+        let mock = Mock {
+            state: Arc::default(),
+            pki: Arc::clone(&pki),
+        };
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &pki.server_chain_pem,
+                &pki.server_key_pem,
+            ))
+            .client_ca_root(Certificate::from_pem(&pki.root_pem))
+            .client_auth_optional(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let router = Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(EnrollmentServer::new(mock.clone()))
+            .add_service(RenewalServer::new(mock.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(async move {
+            router.serve_with_incoming(incoming).await.unwrap();
+        });
+        let swtpm = Swtpm::start(&SwtpmOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bundle.pem"), &pki.root_pem).unwrap();
+        Self {
+            mock,
+            address,
+            swtpm,
+            dir,
+            _server: server,
+        }
+    }
+
+    fn config(&self) -> AgentConfig {
+        let dir = self.dir.path();
+        AgentConfig {
+            attestor: self.address.clone(),
+            attestor_spiffe_id: SpiffeId::parse(ATTESTOR_ID).unwrap(),
+            trust_bundle: dir.join("bundle.pem"),
+            tcti: self.swtpm.tcti(),
+            ek: EkSource::Persistent {
+                handle: 0x8101_0001,
+            },
+            ek_certificate_nv: 0x01c0_0002,
+            ek_chain: vec![],
+            ak_algorithm: AkAlgorithm::EccP256,
+            event_log: dir.join("no-event-log"),
+            state_dir: dir.join("state"),
+            svid_dir: dir.join("svid"),
+            asserted: BTreeMap::from([("hostname".to_owned(), "node-1".to_owned())]),
+            backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+            rpc_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.mock.state.lock().unwrap()
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn leaf_serial(path: &Path) -> Vec<u8> {
+    let text = std::fs::read(path).unwrap();
+    let der = pem::parse_many(&text).unwrap().remove(0).into_contents();
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    cert.raw_serial().to_vec()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enroll_then_renew_over_mtls_with_the_same_ak() {
+    let site = Site::start().await;
+    let config = site.config();
+
+    let enrolled = garrison_agent::enroll_once(&config).await.unwrap();
+    assert_eq!(enrolled.spiffe_id, NODE_ID);
+    assert_eq!(enrolled.log_sequence, 1);
+    assert!(enrolled.not_after > SystemTime::now() + Duration::from_secs(3000));
+    assert_eq!(
+        site.state().asserted.get("hostname").map(String::as_str),
+        Some("node-1")
+    );
+    let files = &enrolled.files;
+    assert_eq!(mode(&files.key), 0o600);
+    assert_eq!(mode(&config.ak_blob_path()), 0o600);
+    // The files form a usable TLS identity, and the bundle is the root.
+    garrison_spiffe_tls::Identity::from_pem(
+        &std::fs::read(&files.svid).unwrap(),
+        &std::fs::read(&files.key).unwrap(),
+    )
+    .unwrap();
+    let ders = |path: &Path| {
+        garrison_agent::files::certificates_from_pem(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(ders(&files.bundle), ders(&config.trust_bundle));
+    let first_serial = leaf_serial(&files.svid);
+    let first_key = std::fs::read(&files.key).unwrap();
+
+    let renewed = garrison_agent::renew_once(&config).await.unwrap();
+    assert_eq!(renewed.spiffe_id, NODE_ID);
+    assert_eq!(renewed.log_sequence, 2);
+    assert_ne!(leaf_serial(&files.svid), first_serial, "a new certificate");
+    assert_ne!(std::fs::read(&files.key).unwrap(), first_key, "a new key");
+    assert_eq!(mode(&files.key), 0o600);
+    let state = site.state();
+    assert_eq!((state.enrollments, state.renewals), (1, 1));
+    let leftovers: Vec<_> = std::fs::read_dir(&config.svid_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewal_without_a_known_svid_asks_for_reenrollment() {
+    let site = Site::start().await;
+    let config = site.config();
+    // No SVID on disk at all.
+    let error = garrison_agent::renew_once(&config).await.unwrap_err();
+    assert!(
+        matches!(error, AgentError::NoCurrentSvid { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.disposition(), Disposition::Reenroll);
+
+    garrison_agent::enroll_once(&config).await.unwrap();
+    site.state().forget_svids = true;
+    let error = garrison_agent::renew_once(&config).await.unwrap_err();
+    assert_eq!(error.reason_code(), Some("unknown-svid"));
+    assert_eq!(error.disposition(), Disposition::Reenroll);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusal_stops_once_mode_with_the_reason_code() {
+    let site = Site::start().await;
+    site.state().refuse_begin = Some((u32::MAX, refusal(Code::PermissionDenied, "policy-deny")));
+    let mut agent = Agent::system(site.config());
+    let error = agent.enroll_with_retry(Some(5)).await.unwrap_err();
+    assert_eq!(error.reason_code(), Some("policy-deny"));
+    assert_eq!(error.disposition(), Disposition::Refused);
+    assert_eq!(
+        site.state().begins,
+        1,
+        "a refusal is not retried in once mode"
+    );
+    assert!(!site.config().svid_dir.join("svid.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_shedding_hint_is_waited_out() {
+    let site = Site::start().await;
+    let mut overloaded = refusal(Code::ResourceExhausted, "overloaded");
+    overloaded
+        .metadata_mut()
+        .insert("retry-after-ms", "400".parse().unwrap());
+    site.state().refuse_begin = Some((1, overloaded));
+    let mut agent = Agent::system(site.config());
+    let started = Instant::now();
+    let enrolled = agent.enroll_with_retry(Some(3)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(enrolled.spiffe_id, NODE_ID);
+    assert_eq!(site.state().begins, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_attestor_is_retried_then_given_up() {
+    let site = Site::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = AgentConfig {
+        attestor: format!("https://127.0.0.1:{port}"),
+        ..site.config()
+    };
+    let mut agent = Agent::system(config);
+    let error = agent.enroll_with_retry(Some(3)).await.unwrap_err();
+    match &error {
+        AgentError::RetriesExhausted { attempts, last } => {
+            assert_eq!(*attempts, 3);
+            assert!(
+                matches!(
+                    **last,
+                    AgentError::Rpc {
+                        code: Code::Unavailable,
+                        ..
+                    }
+                ),
+                "{last:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(error.reason_code(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_attestor_identity_is_never_trusted() {
+    let site = Site::start().await;
+    let config = AgentConfig {
+        attestor_spiffe_id: SpiffeId::parse("spiffe://example.org/site/site-b/attestor").unwrap(),
+        ..site.config()
+    };
+    let error = garrison_agent::enroll_once(&config).await.unwrap_err();
+    assert!(matches!(error, AgentError::Rpc { .. }), "{error:?}");
+    assert_eq!(site.state().begins, 0, "nothing reached the server");
+}
+
+/// A clock running ahead, so the SVID just issued is already past half-life.
+struct AheadClock(Duration);
+
+impl Clock for AheadClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_enrolls_renews_and_falls_back_to_enrollment() {
+    let site = Site::start().await;
+    let state = Arc::clone(&site.mock.state);
+    let mut agent = Agent::new(
+        site.config(),
+        Box::new(AheadClock(Duration::from_secs(40 * 60))),
+        Box::new(SeededEntropy::new(5)),
+    );
+    let shutdown = async move {
+        let wait_for = |what: fn(&State) -> bool| {
+            let state = Arc::clone(&state);
+            async move {
+                while !what(&state.lock().unwrap()) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait_for(|s| s.enrollments == 1 && s.renewals >= 2).await;
+        state.lock().unwrap().forget_svids = true;
+        wait_for(|s| s.enrollments >= 2).await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), agent.run(shutdown))
+        .await
+        .expect("run loop made progress")
+        .unwrap();
+    let state = site.state();
+    assert!(state.enrollments >= 2 && state.renewals >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_enroll_once_prints_identity_or_reason() {
+    let site = Site::start().await;
+    let config = site.config();
+    let toml_path = site.dir.path().join("agent.toml");
+    std::fs::write(
+        &toml_path,
+        format!(
+            r#"attestor = "{}"
+attestor_spiffe_id = "{ATTESTOR_ID}"
+trust_bundle = "{}"
+tcti = "{}"
+ek = "persistent:0x81010001"
+ek_certificate_nv = 0x01c00002
+event_log = "{}"
+state_dir = "{}"
+svid_dir = "{}"
+[asserted]
+hostname = "node-1"
+[backoff]
+base_ms = 20
+cap_ms = 100
+"#,
+            config.attestor,
+            config.trust_bundle.display(),
+            config.tcti,
+            config.event_log.display(),
+            config.state_dir.display(),
+            config.svid_dir.display(),
+        ),
+    )
+    .unwrap();
+    let agent = |args: &[&str]| {
+        let toml_path = toml_path.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
+                .args(&args)
+                .arg("--config")
+                .arg(&toml_path)
+                .env("TSS2_LOG", "all+none")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+
+    let ok = agent(&["enroll", "--once"]).await;
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("spiffe_id: {NODE_ID}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("log_sequence: 1"), "{stdout}");
+    assert!(stdout.contains("expires: "), "{stdout}");
+
+    site.state().refuse_begin = Some((u32::MAX, refusal(Code::PermissionDenied, "ek-trust")));
+    let refused = agent(&["enroll", "--once", "--attempts", "3"]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("refused: ek-trust"), "{stderr}");
+}
+
+#[test]
+fn cli_help_is_available_everywhere() {
+    for args in [&["--help"][..], &["run", "--help"], &["enroll", "--help"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
+        .args(["enroll", "--config", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--once is required");
+}
