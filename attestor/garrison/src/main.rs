@@ -6,6 +6,7 @@
 
 mod attestor_cmd;
 mod ca_cmd;
+mod demo_cmd;
 mod duration;
 mod evidence_cmd;
 mod log_cmd;
@@ -35,6 +36,8 @@ enum Command {
     /// Site attestor: enrollment and renewal service.
     #[command(subcommand)]
     Attestor(attestor_cmd::AttestorCommand),
+    /// Run the whole job on this machine: CAs, attestor, TPM-backed agents, a log query.
+    Demo(demo_cmd::DemoArgs),
     /// Attestation log: query records.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy_cmd::run(command),
         Command::Attestor(command) => block_on(attestor_cmd::run(command)),
         Command::Log(command) => block_on(log_cmd::run(command)),
+        Command::Demo(args) => block_on(demo_cmd::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -127,10 +127,13 @@ pub fn client_config(
     Ok(config)
 }
 
-/// A lazily connecting gRPC channel to `address` (`https://host:port`) over TLS with
-/// `config`. The TLS server name sent is the URI's host; identity is checked by the config.
+/// A lazily connecting gRPC channel to `address` (`https://host[:port]`, default port 443)
+/// over TLS with `config`. The TLS server name sent is the URI's host; identity is checked by
+/// the config.
 pub fn connect(address: &str, config: ClientConfig) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(address.to_owned())?
+    // TLS is done by the connector below, so tonic must see a plain-HTTP/2 endpoint: it
+    // refuses https URIs unless its own TLS stack is configured.
+    let endpoint = Endpoint::from_shared(plain_endpoint(address))?
         .connect_timeout(std::time::Duration::from_secs(10));
     let connector = TlsConnector::from(Arc::new(config));
     let service = tower::service_fn(move |uri: Uri| {
@@ -147,4 +150,32 @@ pub fn connect(address: &str, config: ClientConfig) -> Result<Channel, tonic::tr
         }
     });
     Ok(endpoint.connect_with_connector_lazy(service))
+}
+
+/// `https://host[:port]` → `http://host:port`; other forms are left for tonic to judge.
+fn plain_endpoint(address: &str) -> String {
+    match address.strip_prefix("https://") {
+        Some(rest) => {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            if has_port {
+                format!("http://{authority}")
+            } else {
+                format!("http://{authority}:443")
+            }
+        }
+        None => address.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_endpoint;
+
+    #[test]
+    fn https_addresses_become_plain_endpoints_with_a_port() {
+        assert_eq!(plain_endpoint("https://127.0.0.1:8443"), "http://127.0.0.1:8443");
+        assert_eq!(plain_endpoint("https://attestor.example"), "http://attestor.example:443");
+        assert_eq!(plain_endpoint("https://[::1]:8443/"), "http://[::1]:8443");
+    }
 }

@@ -1,0 +1,190 @@
+//! `garrison demo`: the whole job on one machine, on embedded defaults.
+//!
+//! Builds a root → hub → site CA hierarchy, signs an admission-policy bundle, starts a site
+//! attestor on SQLite in this process, starts one swtpm per node with a real machine's
+//! measured-boot log replayed into its PCRs (tpm2-tools), and runs `garrison-agent` for each
+//! node as a separate process, exactly as on a real node. Expected outcomes:
+//! * node-1 (RHEL with shim, Secure Boot on) enrolls, then renews;
+//! * node-2 (Ubuntu on GCE, Secure Boot off) is refused by the strict policy;
+//! * node-3 (a TPM whose EK certificate comes from an untrusted manufacturer CA) is refused.
+//!
+//! It ends by printing the SVIDs issued and a log query, and exits 0 only if every outcome
+//! was as expected. swtpm processes are killed and the attestor stopped on the way out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use garrison_attestor::SystemClock;
+use garrison_ca::{CertificateSummary, certificates_from_pem};
+use garrison_log::{AttestationLog, LogConfig, Query};
+use garrison_testbed::{GOOD_LOG, INSECURE_BOOT_LOG, Node, Site, free_local_address};
+use time::OffsetDateTime;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep everything the demo makes (CAs, keys, configs, TPM state, the log) in DIR.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The agent binary (default: garrison-agent next to this executable).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    Enroll,
+    Refused(&'static str),
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.canonicalize()?
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let agent_bin = match args.agent_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("garrison-agent"),
+    };
+    ensure!(agent_bin.exists(), "agent binary {} not found (build it: cargo build -p garrison-agent)", agent_bin.display());
+    println!("demo directory: {}", dir.display());
+    let result = demo(&dir, &agent_bin).await;
+    if args.dir.is_none() {
+        println!("(temporary directory removed; use --dir DIR to keep it)");
+    }
+    result
+}
+
+async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    step("CA hierarchy: offline root -> hub -> site-a; strict admission policy, signed");
+    let site = Site::create(dir, now).context("creating the site")?;
+    println!("CAs under {}; policy bundle {}", dir.join("ca").display(), site.policy_bundle().display());
+    step("three nodes, each with its own swtpm; real boot logs replayed into the PCRs");
+    let plan = [
+        ("node-1", GOOD_LOG, Expect::Enroll, "RHEL 9 with shim, Secure Boot on"),
+        ("node-2", INSECURE_BOOT_LOG, Expect::Refused("policy-deny"), "Ubuntu 21.04 on GCE, Secure Boot off"),
+        ("node-3", GOOD_LOG, Expect::Refused("ek-trust"), "EK certificate from an untrusted manufacturer CA"),
+    ];
+    let mut nodes = Vec::new();
+    for (name, log, expect, about) in plan {
+        let node = Node::start(dir, name, log).with_context(|| format!("starting {name}"))?;
+        println!("{name}: {} ({about})", node.tpm.tcti());
+        nodes.push((node, expect));
+    }
+    let addr = free_local_address()?;
+    // The site trusts the EK CAs of node-1 and node-2 (in real life: the TPM vendors' roots).
+    let trusted: Vec<&Node> = nodes.iter().filter(|(_, e)| *e != Expect::Refused("ek-trust")).map(|(n, _)| n).collect();
+    let config = site.write_config(addr, "sqlite://log.db", &trusted, "")?;
+    step(&format!("site attestor on {addr}, SQLite log {}", config.database));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        garrison_attestor::server::run(config, Arc::new(SystemClock), async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let outcome = run_agents(&site, agent_bin, &nodes, &format!("https://{addr}")).await;
+    let _ = stop_tx.send(());
+    let served = server.await.context("attestor task")?;
+    outcome?;
+    served.context("attestor")?;
+    step("attestation log");
+    print_log(dir).await?;
+    println!("\ndemo complete: every outcome was as expected");
+    Ok(())
+}
+
+fn step(text: &str) {
+    println!("\n== {text}");
+}
+
+async fn run_agents(site: &Site, agent_bin: &Path, nodes: &[(Node, Expect)], attestor: &str) -> anyhow::Result<()> {
+    for (node, expect) in nodes {
+        let config = node.write_agent_config(site, attestor)?;
+        step(&format!("{}: garrison-agent enroll --once", node.name));
+        let out = agent(agent_bin, &["enroll", "--once", "--attempts", "3", "--config"], &config).await?;
+        check_outcome(&node.name, *expect, &out)?;
+        if *expect == Expect::Enroll {
+            step(&format!("{}: garrison-agent renew --once (fresh quote, policy re-evaluated)", node.name));
+            let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
+            print_agent(&out);
+            ensure!(out.status.success(), "{} did not renew", node.name);
+            print_svid(&node.dir.join("svid/svid.pem"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn agent(bin: &Path, args: &[&str], config: &Path) -> anyhow::Result<std::process::Output> {
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .arg(config)
+        .env("TSS2_LOG", "all+none")
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .with_context(|| format!("running {}", bin.display()))?;
+    Ok(out)
+}
+
+fn print_agent(out: &std::process::Output) {
+    for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        println!("  | {line}");
+    }
+}
+
+fn check_outcome(name: &str, expect: Expect, out: &std::process::Output) -> anyhow::Result<()> {
+    print_agent(out);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    match expect {
+        Expect::Enroll if out.status.success() => Ok(()),
+        Expect::Enroll => bail!("{name} should have enrolled"),
+        Expect::Refused(code) if !out.status.success() && text.contains(code) => {
+            println!("{name}: refused with reason {code}, as expected");
+            Ok(())
+        }
+        Expect::Refused(code) => bail!("{name} should have been refused with {code}"),
+    }
+}
+
+fn print_svid(path: &Path) -> anyhow::Result<()> {
+    let chain = certificates_from_pem(&std::fs::read_to_string(path)?)?;
+    let leaf = chain.first().context("empty SVID file")?;
+    println!("SVID in {}:", path.display());
+    for line in CertificateSummary::from_der(leaf)?.to_text().lines() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+async fn print_log(dir: &Path) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    println!("$ garrison log query --db {url}");
+    let log = AttestationLog::open(&LogConfig { url, max_batch: 1, max_connections: 1 }).await?;
+    let records = log.query(&Query::default()).await?;
+    for stored in &records {
+        let r = &stored.record;
+        println!(
+            "#{:<3} {:<7} {:<5} {} {}",
+            stored.sequence,
+            r.kind.as_str(),
+            r.decision.as_str(),
+            r.spiffe_id.as_deref().unwrap_or("-"),
+            r.reasons.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    log.close().await;
+    ensure!(records.len() >= 4, "expected at least 4 log records, found {}", records.len());
+    Ok(())
+}
