@@ -8,21 +8,23 @@
 //!    write of the transaction it takes the database's write lock (SQLite) or the head row's
 //!    lock (PostgreSQL) until commit, so sequences are handed out in commit order and a rolled
 //!    back batch gives its sequences back: the log stays dense.
-//! 2. Per entry: evidence insert-if-absent, the record with its leaf hash, the node upsert,
-//!    the revocation row.
+//! 2. Leaf hashes are computed with the reserved sequences, then one multi-row statement
+//!    each: evidence insert-if-absent, the records, the node upserts (last per node wins),
+//!    the revocation rows.
 //! 3. Commit. Only then is any waiter answered: all with their sequence, or, if anything in
 //!    the transaction failed, all with the same error.
 //!
 //! While one batch commits, the next one queues up, which is what turns one fsync per record
 //! into one fsync per batch.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::PreparedEntry;
+use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
 use crate::{Appended, Backend, LogError, LogStats, RevocationTarget};
 
@@ -143,17 +145,48 @@ async fn write_batch(writer: &Writer, jobs: &[Job]) -> Result<Vec<Appended>, sql
         Backend::Postgres => writer.pool.begin().await?,
     };
     let first = reserve_sequences(&mut tx, jobs.len()).await?;
-    let mut appended = Vec::with_capacity(jobs.len());
+    let mut rows = Vec::with_capacity(jobs.len());
     for (sequence, job) in (first..).zip(jobs) {
-        appended.push(write_entry(&mut tx, sequence, &job.entry).await?);
+        let leaf = leaf_hash(sequence, &job.entry.record).map_err(encode_error)?;
+        let sequence_db = i64::try_from(sequence).map_err(encode_error)?;
+        rows.push(Row {
+            sequence,
+            sequence_db,
+            leaf,
+            entry: &job.entry,
+        });
     }
+    // A handful of multi-row statements per batch, not a few per entry: with sqlx's SQLite
+    // driver every statement is a hop to the connection's worker thread.
+    insert_evidence(&mut tx, &rows).await?;
+    insert_records(&mut tx, &rows).await?;
+    upsert_nodes(&mut tx, &rows).await?;
+    insert_revocations(&mut tx, &rows).await?;
     tx.commit().await?;
-    Ok(appended)
+    Ok(rows
+        .iter()
+        .map(|row| Appended {
+            sequence: row.sequence,
+            leaf_hash: row.leaf,
+        })
+        .collect())
+}
+
+/// One entry of the batch with its assigned place in the log.
+struct Row<'a> {
+    sequence: u64,
+    sequence_db: i64,
+    leaf: [u8; 32],
+    entry: &'a PreparedEntry,
+}
+
+fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(e))
 }
 
 /// Bumps the head by `count` and returns the first reserved sequence.
 async fn reserve_sequences(conn: &mut AnyConnection, count: usize) -> Result<u64, sqlx::Error> {
-    let count = i64::try_from(count).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let count = i64::try_from(count).map_err(encode_error)?;
     let row = sqlx::query("UPDATE log_head SET next_sequence = next_sequence + $1 WHERE id = 1 RETURNING next_sequence")
         .bind(count)
         .fetch_one(&mut *conn)
@@ -169,114 +202,138 @@ async fn reserve_sequences(conn: &mut AnyConnection, count: usize) -> Result<u64
     })
 }
 
-async fn write_entry(
+/// Rows per multi-row statement: 13 columns × 500 stays far below SQLite's 32766 and
+/// PostgreSQL's 65535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+type AnyQuery = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
+
+/// `INSERT INTO <into> VALUES ($1, ..), (..) <tail>` over `items`, in chunks.
+async fn insert_rows<T>(
     conn: &mut AnyConnection,
-    sequence: u64,
-    entry: &PreparedEntry,
-) -> Result<Appended, sqlx::Error> {
-    let leaf = leaf_hash(sequence, &entry.record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let sequence_db = i64::try_from(sequence).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    if let Some((digest, bytes)) = &entry.evidence {
-        sqlx::query(
-            "INSERT INTO evidence (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(digest.as_str())
-        .bind(bytes.as_slice())
-        .execute(&mut *conn)
-        .await?;
+    into: &str,
+    columns: usize,
+    tail: &str,
+    items: &[T],
+    bind: impl Fn(AnyQuery, &T) -> AnyQuery,
+) -> Result<(), sqlx::Error> {
+    for chunk in items.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = format!("INSERT INTO {into} VALUES ");
+        let mut placeholder = 0usize;
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                placeholder += 1;
+                sql.push_str(if column == 0 { "$" } else { ", $" });
+                sql.push_str(&placeholder.to_string());
+            }
+            sql.push(')');
+        }
+        sql.push(' ');
+        sql.push_str(tail);
+        // Only fixed table/column names and `$n` placeholders; every value is bound.
+        let query = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), &bind);
+        query.execute(&mut *conn).await?;
     }
-    insert_record(conn, sequence_db, &hex::encode(leaf), entry).await?;
-    if entry.node.is_some() {
-        upsert_node(conn, sequence_db, entry).await?;
-    }
-    if let Some(target) = &entry.revocation {
-        insert_revocation(conn, sequence_db, entry.time_us, target).await?;
-    }
-    Ok(Appended {
-        sequence,
-        leaf_hash: leaf,
+    Ok(())
+}
+
+/// Each distinct digest once; already stored evidence is left alone.
+async fn insert_evidence(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), sqlx::Error> {
+    let distinct: BTreeMap<&str, &[u8]> = rows
+        .iter()
+        .filter_map(|row| row.entry.evidence.as_ref())
+        .map(|(digest, bytes)| (digest.as_str(), bytes.as_slice()))
+        .collect();
+    let evidence: Vec<_> = distinct.into_iter().collect();
+    insert_rows(
+        conn,
+        "evidence (digest, bytes)",
+        2,
+        "ON CONFLICT (digest) DO NOTHING",
+        &evidence,
+        |q, (digest, bytes)| q.bind(digest.to_string()).bind(bytes.to_vec()),
+    )
+    .await
+}
+
+async fn insert_records(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), sqlx::Error> {
+    let into = "records (sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
+                policy_digest, evidence_digest, cert_serial, cert_not_after_us)";
+    insert_rows(conn, into, 13, "", rows, |q, row| {
+        let (entry, r) = (row.entry, &row.entry.record);
+        q.bind(row.sequence_db)
+            .bind(hex::encode(row.leaf))
+            .bind(entry.time_us)
+            .bind(r.site.clone())
+            .bind(r.kind.as_str())
+            .bind(r.node_id.clone())
+            .bind(r.spiffe_id.clone())
+            .bind(r.decision.as_str())
+            .bind(entry.reasons_json.clone())
+            .bind(r.policy_digest.clone())
+            .bind(r.evidence_digest.clone())
+            .bind(r.cert_serial.clone())
+            .bind(entry.not_after_us)
     })
+    .await
 }
 
-async fn insert_record(
-    conn: &mut AnyConnection,
-    sequence: i64,
-    leaf_hex: &str,
-    entry: &PreparedEntry,
-) -> Result<(), sqlx::Error> {
-    let r = &entry.record;
-    sqlx::query(
-        "INSERT INTO records (sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
-         policy_digest, evidence_digest, cert_serial, cert_not_after_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(sequence)
-    .bind(leaf_hex)
-    .bind(entry.time_us)
-    .bind(r.site.as_str())
-    .bind(r.kind.as_str())
-    .bind(r.node_id.as_deref())
-    .bind(r.spiffe_id.as_deref())
-    .bind(r.decision.as_str())
-    .bind(entry.reasons_json.as_str())
-    .bind(r.policy_digest.as_deref())
-    .bind(r.evidence_digest.as_deref())
-    .bind(r.cert_serial.as_deref())
-    .bind(entry.not_after_us)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// The last update per node in the batch wins (PostgreSQL refuses to upsert one key twice in
+/// a statement, and the later record is the newer state anyway).
+async fn upsert_nodes(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), sqlx::Error> {
+    let latest: BTreeMap<&str, (i64, &PreparedNode)> = rows
+        .iter()
+        .filter_map(|row| {
+            row.entry
+                .node
+                .as_ref()
+                .map(|node| (node.state.node_id.as_str(), (row.sequence_db, node)))
+        })
+        .collect();
+    let nodes: Vec<_> = latest.into_values().collect();
+    let into = "nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
+                updated_us, last_sequence)";
+    let tail = "ON CONFLICT (node_id) DO UPDATE SET ak_name = excluded.ak_name, spiffe_id = excluded.spiffe_id, \
+                reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, \
+                current_serial = excluded.current_serial, updated_us = excluded.updated_us, \
+                last_sequence = excluded.last_sequence";
+    insert_rows(conn, into, 9, tail, &nodes, |q, (sequence, node)| {
+        let s = &node.state;
+        q.bind(s.node_id.clone())
+            .bind(s.ak_name.clone())
+            .bind(s.spiffe_id.clone())
+            .bind(i64::from(s.reset_count))
+            .bind(i64::from(s.restart_count))
+            .bind(node.clock)
+            .bind(s.current_serial.clone())
+            .bind(node.updated_us)
+            .bind(*sequence)
+    })
+    .await
 }
 
-async fn upsert_node(
-    conn: &mut AnyConnection,
-    sequence: i64,
-    entry: &PreparedEntry,
-) -> Result<(), sqlx::Error> {
-    let Some(node) = &entry.node else {
-        return Ok(());
-    };
-    let s = &node.state;
-    sqlx::query(
-        "INSERT INTO nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
-         updated_us, last_sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (node_id) DO UPDATE SET ak_name = excluded.ak_name, spiffe_id = excluded.spiffe_id, \
-         reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, \
-         current_serial = excluded.current_serial, updated_us = excluded.updated_us, \
-         last_sequence = excluded.last_sequence",
+async fn insert_revocations(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), sqlx::Error> {
+    let revocations: Vec<_> = rows
+        .iter()
+        .filter_map(|row| row.entry.revocation.as_ref().map(|target| (row, target)))
+        .collect();
+    insert_rows(
+        conn,
+        "revocations (sequence, serial, node_id, time_us)",
+        4,
+        "",
+        &revocations,
+        |q, (row, target)| {
+            let (serial, node_id) = match target {
+                RevocationTarget::Serial(serial) => (Some(serial.clone()), None),
+                RevocationTarget::Node(node) => (None, Some(node.clone())),
+            };
+            q.bind(row.sequence_db)
+                .bind(serial)
+                .bind(node_id)
+                .bind(row.entry.time_us)
+        },
     )
-    .bind(s.node_id.as_str())
-    .bind(s.ak_name.as_slice())
-    .bind(s.spiffe_id.as_str())
-    .bind(i64::from(s.reset_count))
-    .bind(i64::from(s.restart_count))
-    .bind(node.clock)
-    .bind(s.current_serial.as_deref())
-    .bind(node.updated_us)
-    .bind(sequence)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_revocation(
-    conn: &mut AnyConnection,
-    sequence: i64,
-    time_us: i64,
-    target: &RevocationTarget,
-) -> Result<(), sqlx::Error> {
-    let (serial, node_id) = match target {
-        RevocationTarget::Serial(serial) => (Some(serial.as_str()), None),
-        RevocationTarget::Node(node) => (None, Some(node.as_str())),
-    };
-    sqlx::query(
-        "INSERT INTO revocations (sequence, serial, node_id, time_us) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(sequence)
-    .bind(serial)
-    .bind(node_id)
-    .bind(time_us)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await
 }

@@ -1,0 +1,109 @@
+//! Appends per second on SQLite with 1 and with 64 concurrent appenders: what group commit
+//! buys. Each record carries 1 KiB of distinct evidence and a node update, like an enrollment.
+//!
+//! ```text
+//! cargo run --release -p garrison-log --example append_bench [SECONDS_PER_RUN]
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use garrison_log::{AttestationLog, Decision, LogConfig, NewEntry, NodeState, Record, RecordKind};
+use time::OffsetDateTime;
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .map_or(3, |s| s.parse().expect("seconds"));
+    let run = Duration::from_secs(seconds);
+    let single = measure(1, run).await;
+    let many = measure(64, run).await;
+    println!("ratio 64/1: {:.1}x", many / single);
+}
+
+/// Appends/s with `appenders` concurrent tasks over `run`.
+async fn measure(appenders: usize, run: Duration) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let log = AttestationLog::open(&LogConfig {
+        url,
+        max_batch: 256,
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|task| {
+            let (log, stop) = (log.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    log.append(entry(task, done)).await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = log.stats();
+    log.close().await;
+    let rate = total as f64 / elapsed;
+    println!(
+        "{appenders:>2} appender(s): {total} appends in {elapsed:.2} s = {rate:.0} appends/s, \
+         {} batches (mean {:.1} records/batch), {:.0} µs per append",
+        stats.batches,
+        stats.records as f64 / stats.batches.max(1) as f64,
+        1e6 / rate,
+    );
+    rate
+}
+
+fn entry(task: usize, n: u64) -> NewEntry {
+    let node_id = format!("{task:064x}");
+    let time = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n);
+    let mut evidence = vec![0u8; 1024];
+    evidence[..16].copy_from_slice(&(((task as u128) << 64) | u128::from(n)).to_be_bytes());
+    NewEntry {
+        record: Record {
+            time,
+            site: "bench".into(),
+            kind: RecordKind::Renew,
+            node_id: Some(node_id.clone()),
+            spiffe_id: Some(format!("spiffe://example.org/site/bench/node/{node_id}")),
+            decision: Decision::Allow,
+            reasons: vec!["policy allow".into()],
+            policy_digest: Some("ab".repeat(32)),
+            evidence_digest: None,
+            cert_serial: Some(format!("{n:016x}")),
+            cert_not_after: Some(time + Duration::from_secs(3600)),
+        },
+        evidence: Some(evidence),
+        node_update: Some(NodeState {
+            node_id: node_id.clone(),
+            ak_name: vec![0x00, 0x0b, 1, 2, 3],
+            spiffe_id: format!("spiffe://example.org/site/bench/node/{node_id}"),
+            reset_count: 1,
+            restart_count: 0,
+            clock: n,
+            current_serial: Some(format!("{n:016x}")),
+            updated: time,
+        }),
+    }
+}
