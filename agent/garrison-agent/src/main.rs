@@ -39,6 +39,16 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         attempts: u32,
     },
+    /// Renew once over mTLS with the current SVID and a fresh quote by the enrolled AK, write
+    /// the new SVID files, print the SPIFFE ID, expiry and log sequence. One attempt.
+    Renew {
+        /// Required: this command never loops (use `run` for that).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Agent configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Exit status when the attestor refused the node (the reason code is printed).
@@ -67,6 +77,7 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Enroll {
             config, attempts, ..
         } => enroll(&config, attempts).await,
+        Command::Renew { config, .. } => renew(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +94,18 @@ async fn enroll(path: &std::path::Path, attempts: u32) -> Result<(), AgentError>
     let config = AgentConfig::load(path)?;
     let mut agent = garrison_agent::Agent::system(config);
     let enrolled = agent.enroll_with_retry(Some(attempts)).await?;
+    print_enrolled(&enrolled);
+    Ok(())
+}
+
+async fn renew(path: &std::path::Path) -> Result<(), AgentError> {
+    let config = AgentConfig::load(path)?;
+    let renewed = garrison_agent::renew_once(&config).await?;
+    print_enrolled(&renewed);
+    Ok(())
+}
+
+fn print_enrolled(enrolled: &garrison_agent::Enrolled) {
     let expiry = time::OffsetDateTime::from(enrolled.not_after)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| {
@@ -92,7 +115,6 @@ async fn enroll(path: &std::path::Path, attempts: u32) -> Result<(), AgentError>
     println!("expires: {expiry}");
     println!("log_sequence: {}", enrolled.log_sequence);
     println!("svid: {}", enrolled.files.svid.display());
-    Ok(())
 }
 
 fn report(error: &AgentError) -> ExitCode {

@@ -234,9 +234,10 @@ impl Attestor {
         let previous = self.node_state(&ek.ek_hash).await?;
         let appraised = self.appraise(ak, nonce, request.quote.as_ref(), &request.event_log, &request.csr, previous.as_ref())?;
         self.check_not_revoked(&ek.ek_hash, None).await?;
-        let input = self.policy_input("enroll", Some(ek), ak, &appraised, asserted, None, now);
+        let identity = identity_facts(ek);
+        let input = self.policy_input("enroll", &identity, ak, &appraised, asserted, None, now);
         let (spiffe_id, ttl) = self.decide(input, outcome)?;
-        self.issue(&ek.ek_hash, ak, spiffe_id, ttl, appraised, outcome, now)
+        self.issue(&ek.ek_hash, &identity.to_string(), ak, spiffe_id, ttl, appraised, outcome, now)
     }
 
     /// Renewal step 1: a fresh challenge for the node behind the client certificate.
@@ -297,9 +298,10 @@ impl Attestor {
         let appraised = self.appraise(&ak, &pending.nonce, request.quote.as_ref(), &request.event_log, &request.csr, Some(node))?;
         self.check_not_revoked(&node.node_id, Some(&serial)).await?;
         let previous = json!({"allow": true, "spiffe_id": node.spiffe_id});
-        let input = self.policy_input("renew", None, &ak, &appraised, &BTreeMap::new(), Some((node, previous)), now);
+        let identity: Json = serde_json::from_str(&node.identity).unwrap_or_else(|_| json!({}));
+        let input = self.policy_input("renew", &identity, &ak, &appraised, &BTreeMap::new(), Some((node, previous)), now);
         let (spiffe_id, ttl) = self.decide(input, outcome)?;
-        self.issue(&node.node_id, &ak, spiffe_id, ttl, appraised, outcome, now)
+        self.issue(&node.node_id, &node.identity, &ak, spiffe_id, ttl, appraised, outcome, now)
     }
 
     /// Quote, PCR selection, monotonic counters, event-log replay, boot claims, CSR.
@@ -338,7 +340,7 @@ impl Attestor {
     fn policy_input(
         &self,
         kind: &str,
-        ek: Option<&EkIdentity>,
+        identity: &Json,
         ak: &AkIdentity,
         appraised: &Appraised,
         asserted: &BTreeMap<String, String>,
@@ -346,18 +348,16 @@ impl Attestor {
         now: OffsetDateTime,
     ) -> Json {
         let v = &appraised.verdict;
-        let ek_sha256 = ek.map(|e| e.ek_hash.clone()).or_else(|| renewal.as_ref().map(|(n, _)| n.node_id.clone()));
-        let manufacturer = ek.and_then(|e| e.manufacturer.as_ref()).and_then(|m| m.manufacturer.clone());
         let mut request = json!({"kind": kind, "time": now.format(&Rfc3339).unwrap_or_default()});
         if let Some((_, previous)) = renewal {
             request["previous"] = previous;
         }
         json!({
             "tpm": {
-                "ek_sha256": ek_sha256,
-                "ek_cert_issuer": ek.and_then(|e| e.issuer.clone()),
-                "ek_cert_serial": ek.and_then(|e| e.serial.clone()),
-                "manufacturer": manufacturer,
+                "ek_sha256": identity["ek_sha256"],
+                "ek_cert_issuer": identity["ek_cert_issuer"],
+                "ek_cert_serial": identity["ek_cert_serial"],
+                "manufacturer": identity["manufacturer"],
                 "firmware_version": format!("{:#x}", v.firmware_version),
                 "ak_algorithm": ak.scheme().to_string(),
                 "clock": v.clock,
@@ -397,6 +397,7 @@ impl Attestor {
     fn issue(
         &self,
         node_id: &str,
+        identity: &str,
         ak: &AkIdentity,
         spiffe_id: SpiffeId,
         ttl: Duration,
@@ -412,6 +413,7 @@ impl Attestor {
             node_id: node_id.to_owned(),
             ak_name: ak.name().as_bytes().to_vec(),
             spiffe_id: spiffe_id.to_string(),
+            identity: identity.to_owned(),
             reset_count: v.reset_count,
             restart_count: v.restart_count,
             clock: v.clock,
@@ -569,6 +571,18 @@ impl Outcome {
     fn unlogged() -> Self {
         Outcome { logged: false, ..Outcome::reject(None, EvidenceRecord::default()) }
     }
+}
+
+/// What enrollment established about the TPM's identity, kept with the node so that every
+/// renewal's policy input carries the same facts (the EK certificate is not sent again).
+fn identity_facts(ek: &EkIdentity) -> Json {
+    json!({
+        "ek_sha256": ek.ek_hash,
+        "ek_cert_issuer": ek.issuer,
+        "ek_cert_serial": ek.serial,
+        "manufacturer": ek.manufacturer.as_ref().and_then(|m| m.manufacturer.clone()),
+        "trust_basis": format!("{:?}", ek.basis),
+    })
 }
 
 fn fill_answer(evidence: &mut EvidenceRecord, quote: Option<&v1::Quote>, event_log: &[u8], csr: &[u8]) {

@@ -99,6 +99,7 @@ fn entry(task: usize, n: u64) -> NewEntry {
             node_id: node_id.clone(),
             ak_name: vec![0x00, 0x0b, 1, 2, 3],
             spiffe_id: format!("spiffe://example.org/site/bench/node/{node_id}"),
+            identity: "{}".to_owned(),
             reset_count: 1,
             restart_count: 0,
             clock: n,

@@ -77,7 +77,7 @@ pub(crate) async fn records(pool: &AnyPool, filter: &Query) -> Result<Vec<Stored
 
 pub(crate) async fn node(pool: &AnyPool, node_id: &str) -> Result<Option<NodeState>, LogError> {
     let row = sqlx::query(
-        "SELECT node_id, ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, updated_us \
+        "SELECT node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, current_serial, updated_us \
          FROM nodes WHERE node_id = $1",
     )
     .bind(node_id.to_owned())
@@ -190,6 +190,7 @@ fn node_state(row: &AnyRow) -> Result<NodeState, LogError> {
         node_id: column(row, "node_id")?,
         ak_name: column(row, "ak_name")?,
         spiffe_id: column(row, "spiffe_id")?,
+        identity: column(row, "identity_json")?,
         reset_count: narrow(column(row, "reset_count")?, "reset_count")?,
         restart_count: narrow(column(row, "restart_count")?, "restart_count")?,
         clock: narrow(column(row, "clock")?, "clock")?,

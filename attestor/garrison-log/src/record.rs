@@ -167,6 +167,9 @@ pub struct NodeState {
     #[serde(with = "hex_bytes")]
     pub ak_name: Vec<u8>,
     pub spiffe_id: String,
+    /// Identity facts established at enrollment (a JSON object: EK certificate issuer and
+    /// serial, TPM manufacturer), shown to policy again at every renewal.
+    pub identity: String,
     pub reset_count: u32,
     pub restart_count: u32,
     /// TPM clock (milliseconds); must fit in an `i64`.

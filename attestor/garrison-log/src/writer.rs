@@ -292,17 +292,19 @@ async fn upsert_nodes(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), 
         })
         .collect();
     let nodes: Vec<_> = latest.into_values().collect();
-    let into = "nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
-                updated_us, last_sequence)";
+    let into = "nodes (node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, \
+                current_serial, updated_us, last_sequence)";
     let tail = "ON CONFLICT (node_id) DO UPDATE SET ak_name = excluded.ak_name, spiffe_id = excluded.spiffe_id, \
+                identity_json = excluded.identity_json, \
                 reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, \
                 current_serial = excluded.current_serial, updated_us = excluded.updated_us, \
                 last_sequence = excluded.last_sequence";
-    insert_rows(conn, into, 9, tail, &nodes, |q, (sequence, node)| {
+    insert_rows(conn, into, 10, tail, &nodes, |q, (sequence, node)| {
         let s = &node.state;
         q.bind(s.node_id.clone())
             .bind(s.ak_name.clone())
             .bind(s.spiffe_id.clone())
+            .bind(s.identity.clone())
             .bind(i64::from(s.reset_count))
             .bind(i64::from(s.restart_count))
             .bind(node.clock)

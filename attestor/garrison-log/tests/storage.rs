@@ -54,6 +54,7 @@ fn node_state(node: &str, serial: Option<&str>, clock: u64) -> NodeState {
         node_id: node.to_owned(),
         ak_name: vec![0x00, 0x0b, 0xff, 0x10],
         spiffe_id: format!("spiffe://example.org/site/site-1/node/{node}"),
+        identity: r#"{"manufacturer":"id:00001014"}"#.to_owned(),
         reset_count: 7,
         restart_count: 3,
         clock,

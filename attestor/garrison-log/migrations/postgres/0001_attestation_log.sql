@@ -60,6 +60,7 @@ CREATE TABLE nodes (
     restart_count  BIGINT NOT NULL,
     clock          BIGINT NOT NULL,
     current_serial TEXT,
+    identity_json  TEXT NOT NULL,
     updated_us     BIGINT NOT NULL,
     last_sequence  BIGINT NOT NULL REFERENCES records (sequence)
 );

@@ -59,6 +59,7 @@ CREATE TABLE nodes (
     restart_count  INTEGER NOT NULL,
     clock          INTEGER NOT NULL,
     current_serial TEXT,
+    identity_json  TEXT NOT NULL,
     updated_us     INTEGER NOT NULL,
     last_sequence  INTEGER NOT NULL REFERENCES records (sequence)
 );
