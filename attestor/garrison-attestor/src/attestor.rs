@@ -110,7 +110,9 @@ struct Outcome {
 
 impl fmt::Debug for Attestor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Attestor").field("site", &self.parts.site).finish_non_exhaustive()
+        f.debug_struct("Attestor")
+            .field("site", &self.parts.site)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,17 +171,38 @@ impl Attestor {
             Err(refusal) => return Err(fail(refusal, evidence)),
         };
         let secret = self.random(32);
-        let credential = garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng)
-            .map_err(|e| (Refusal::from(e), Outcome::reject(None, EvidenceRecord::default())))?;
+        let credential =
+            garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng).map_err(
+                |e| {
+                    (
+                        Refusal::from(e),
+                        Outcome::reject(None, EvidenceRecord::default()),
+                    )
+                },
+            )?;
         let nonce = self.random(32);
         evidence.nonce = nonce.clone();
         let id = self.challenge_id();
         let challenge = self.challenge(&id, &nonce, now);
-        let pending = PendingEnrollment { ek, ak, secret, nonce, asserted: request.asserted.into_iter().collect(), evidence };
+        let pending = PendingEnrollment {
+            ek,
+            ak,
+            secret,
+            nonce,
+            asserted: request.asserted.into_iter().collect(),
+            evidence,
+        };
         let expires_at = now + self.parts.challenge_ttl;
         // A full store sheds load: nothing to log, the client retries.
         self.enrollments
-            .insert(id, Pending { expires_at, state: pending }, now)
+            .insert(
+                id,
+                Pending {
+                    expires_at,
+                    state: pending,
+                },
+                now,
+            )
             .map_err(|r| (r, Outcome::unlogged()))?;
         Ok(v1::BeginResponse {
             challenge: Some(challenge),
@@ -188,30 +211,62 @@ impl Attestor {
         })
     }
 
-    fn check_identity(&self, request: &v1::BeginRequest, now: OffsetDateTime) -> Result<(EkIdentity, AkIdentity), Refusal> {
+    fn check_identity(
+        &self,
+        request: &v1::BeginRequest,
+        now: OffsetDateTime,
+    ) -> Result<(EkIdentity, AkIdentity), Refusal> {
         check_begin_sizes(request)?;
         let intermediates: Vec<&[u8]> = request.ek_chain.iter().map(Vec::as_slice).collect();
-        let certificate = (!request.ek_certificate.is_empty()).then_some(request.ek_certificate.as_slice());
-        let ek_evidence = EkEvidence { public_area: &request.ek_public, certificate, intermediates: &intermediates };
+        let certificate =
+            (!request.ek_certificate.is_empty()).then_some(request.ek_certificate.as_slice());
+        let ek_evidence = EkEvidence {
+            public_area: &request.ek_public,
+            certificate,
+            intermediates: &intermediates,
+        };
         let ek = garrison_evidence::verify_ek(&ek_evidence, &self.parts.ek_trust, now)?;
         let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
         Ok((ek, ak))
     }
 
     /// Enrollment step 2: verify the answer, decide, issue, log.
-    pub async fn complete(&self, request: v1::CompleteRequest) -> Result<v1::SvidResponse, Refusal> {
+    pub async fn complete(
+        &self,
+        request: v1::CompleteRequest,
+    ) -> Result<v1::SvidResponse, Refusal> {
         let now = self.parts.clock.now();
         let pending = match self.enrollments.take(&request.challenge_id, now) {
             Ok(p) => p,
-            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default())).await),
+            Err(refusal) => {
+                return Err(self
+                    .record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default()))
+                    .await);
+            }
         };
         let node_id = pending.ek.ek_hash.clone();
         let mut evidence = pending.evidence;
         evidence.stage = "enroll-complete";
-        fill_answer(&mut evidence, request.quote.as_ref(), &request.event_log, &request.csr);
+        fill_answer(
+            &mut evidence,
+            request.quote.as_ref(),
+            &request.event_log,
+            &request.csr,
+        );
         let mut outcome = Outcome::reject(Some(node_id.clone()), evidence);
         outcome.kind = RecordKind::Enroll;
-        let result = self.complete_checked(&request, &pending.ek, &pending.ak, &pending.secret, &pending.nonce, &pending.asserted, &mut outcome, now).await;
+        let result = self
+            .complete_checked(
+                &request,
+                &pending.ek,
+                &pending.ak,
+                &pending.secret,
+                &pending.nonce,
+                &pending.asserted,
+                &mut outcome,
+                now,
+            )
+            .await;
         self.finish(result, outcome).await
     }
 
@@ -228,30 +283,67 @@ impl Attestor {
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
         if request.activated_secret.len() > limits::MAX_SECRET {
-            return Err(Refusal::new(Reason::MalformedRequest, "activated secret too long"));
+            return Err(Refusal::new(
+                Reason::MalformedRequest,
+                "activated secret too long",
+            ));
         }
         garrison_evidence::verify_activation(secret, &request.activated_secret)?;
         let previous = self.node_state(&ek.ek_hash).await?;
-        let appraised = self.appraise(ak, nonce, request.quote.as_ref(), &request.event_log, &request.csr, previous.as_ref())?;
+        let appraised = self.appraise(
+            ak,
+            nonce,
+            request.quote.as_ref(),
+            &request.event_log,
+            &request.csr,
+            previous.as_ref(),
+        )?;
         self.check_not_revoked(&ek.ek_hash, None).await?;
         let identity = identity_facts(ek);
         let input = self.policy_input("enroll", &identity, ak, &appraised, asserted, None, now);
         let (spiffe_id, ttl) = self.decide(input, outcome)?;
-        self.issue(&ek.ek_hash, &identity.to_string(), ak, spiffe_id, ttl, appraised, outcome, now)
+        self.issue(
+            &ek.ek_hash,
+            &identity.to_string(),
+            ak,
+            spiffe_id,
+            ttl,
+            appraised,
+            outcome,
+            now,
+        )
     }
 
     /// Renewal step 1: a fresh challenge for the node behind the client certificate.
-    pub async fn begin_renewal(&self, peer_chain: Option<&[Vec<u8>]>) -> Result<v1::Challenge, Refusal> {
+    pub async fn begin_renewal(
+        &self,
+        peer_chain: Option<&[Vec<u8>]>,
+    ) -> Result<v1::Challenge, Refusal> {
         let now = self.parts.clock.now();
         let (node, serial) = match self.identify_peer(peer_chain).await {
             Ok(found) => found,
-            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default())).await),
+            Err(refusal) => {
+                return Err(self
+                    .record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default()))
+                    .await);
+            }
         };
         let nonce = self.random(32);
         let id = self.challenge_id();
         let challenge = self.challenge(&id, &nonce, now);
-        let pending = PendingRenewal { node, peer_serial: serial, nonce };
-        self.renewals.insert(id, Pending { expires_at: now + self.parts.challenge_ttl, state: pending }, now)?;
+        let pending = PendingRenewal {
+            node,
+            peer_serial: serial,
+            nonce,
+        };
+        self.renewals.insert(
+            id,
+            Pending {
+                expires_at: now + self.parts.challenge_ttl,
+                state: pending,
+            },
+            now,
+        )?;
         Ok(challenge)
     }
 
@@ -262,16 +354,31 @@ impl Attestor {
         request: v1::CompleteRenewalRequest,
     ) -> Result<v1::SvidResponse, Refusal> {
         let now = self.parts.clock.now();
-        let mut evidence = EvidenceRecord { stage: "renew-complete", ak_public: request.ak_public.clone(), ..EvidenceRecord::default() };
-        fill_answer(&mut evidence, request.quote.as_ref(), &request.event_log, &request.csr);
+        let mut evidence = EvidenceRecord {
+            stage: "renew-complete",
+            ak_public: request.ak_public.clone(),
+            ..EvidenceRecord::default()
+        };
+        fill_answer(
+            &mut evidence,
+            request.quote.as_ref(),
+            &request.event_log,
+            &request.csr,
+        );
         let pending = match self.renewals.take(&request.challenge_id, now) {
             Ok(p) => p,
-            Err(refusal) => return Err(self.record_refusal(refusal, Outcome::reject(None, evidence)).await),
+            Err(refusal) => {
+                return Err(self
+                    .record_refusal(refusal, Outcome::reject(None, evidence))
+                    .await);
+            }
         };
         evidence.nonce = pending.nonce.clone();
         let mut outcome = Outcome::reject(Some(pending.node.node_id.clone()), evidence);
         outcome.kind = RecordKind::Renew;
-        let result = self.renewal_checked(peer_chain, &request, &pending, &mut outcome, now).await;
+        let result = self
+            .renewal_checked(peer_chain, &request, &pending, &mut outcome, now)
+            .await;
         self.finish(result, outcome).await
     }
 
@@ -285,23 +392,54 @@ impl Attestor {
     ) -> Result<Issuance, Refusal> {
         let (_, serial) = self.identify_peer(peer_chain).await?;
         if serial != pending.peer_serial {
-            return Err(Refusal::new(Reason::ChallengePeerMismatch, "renewal answered by another client certificate"));
+            return Err(Refusal::new(
+                Reason::ChallengePeerMismatch,
+                "renewal answered by another client certificate",
+            ));
         }
         let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
         if ak.name().as_bytes() != pending.node.ak_name.as_slice() {
             return Err(Refusal::new(
                 Reason::AkMismatch,
-                format!("AK {} is not the AK {} bound at enrollment", ak.name().to_hex(), hex::encode(&pending.node.ak_name)),
+                format!(
+                    "AK {} is not the AK {} bound at enrollment",
+                    ak.name().to_hex(),
+                    hex::encode(&pending.node.ak_name)
+                ),
             ));
         }
         let node = &pending.node;
-        let appraised = self.appraise(&ak, &pending.nonce, request.quote.as_ref(), &request.event_log, &request.csr, Some(node))?;
+        let appraised = self.appraise(
+            &ak,
+            &pending.nonce,
+            request.quote.as_ref(),
+            &request.event_log,
+            &request.csr,
+            Some(node),
+        )?;
         self.check_not_revoked(&node.node_id, Some(&serial)).await?;
         let previous = json!({"allow": true, "spiffe_id": node.spiffe_id});
         let identity: Json = serde_json::from_str(&node.identity).unwrap_or_else(|_| json!({}));
-        let input = self.policy_input("renew", &identity, &ak, &appraised, &BTreeMap::new(), Some((node, previous)), now);
+        let input = self.policy_input(
+            "renew",
+            &identity,
+            &ak,
+            &appraised,
+            &BTreeMap::new(),
+            Some(previous),
+            now,
+        );
         let (spiffe_id, ttl) = self.decide(input, outcome)?;
-        self.issue(&node.node_id, &node.identity, &ak, spiffe_id, ttl, appraised, outcome, now)
+        self.issue(
+            &node.node_id,
+            &node.identity,
+            &ak,
+            spiffe_id,
+            ttl,
+            appraised,
+            outcome,
+            now,
+        )
     }
 
     /// Quote, PCR selection, monotonic counters, event-log replay, boot claims, CSR.
@@ -317,21 +455,36 @@ impl Attestor {
         let quote = quote.ok_or_else(|| Refusal::new(Reason::MalformedRequest, "no quote"))?;
         check_answer_sizes(quote, event_log, csr)?;
         let pcrs = pcr_values(quote)?;
-        let verdict = garrison_evidence::verify_quote(ak, &quote.attest, &quote.signature, nonce, &pcrs)?;
+        let verdict =
+            garrison_evidence::verify_quote(ak, &quote.attest, &quote.signature, nonce, &pcrs)?;
         self.check_selection(&verdict)?;
         if let Some(previous) = previous {
             check_monotonic(previous, &verdict)?;
         }
         let claims = boot_claims(event_log, &pcrs)?;
-        let csr = VerifiedCsr::from_der(csr).map_err(|e| Refusal::new(Reason::Csr, e.to_string()))?;
-        Ok(Appraised { verdict, pcrs, claims, csr })
+        let csr =
+            VerifiedCsr::from_der(csr).map_err(|e| Refusal::new(Reason::Csr, e.to_string()))?;
+        Ok(Appraised {
+            verdict,
+            pcrs,
+            claims,
+            csr,
+        })
     }
 
     fn check_selection(&self, verdict: &QuoteVerdict) -> Result<(), Refusal> {
         let quoted: Vec<(HashAlg, u32)> = verdict.selection.iter().collect();
-        let wanted: Vec<(HashAlg, u32)> = self.parts.pcrs.iter().map(|i| (HashAlg::Sha256, *i)).collect();
+        let wanted: Vec<(HashAlg, u32)> = self
+            .parts
+            .pcrs
+            .iter()
+            .map(|i| (HashAlg::Sha256, *i))
+            .collect();
         if quoted != wanted {
-            return Err(Refusal::new(Reason::PcrSelection, format!("quote covers {quoted:?}, the challenge asked for {wanted:?}")));
+            return Err(Refusal::new(
+                Reason::PcrSelection,
+                format!("quote covers {quoted:?}, the challenge asked for {wanted:?}"),
+            ));
         }
         Ok(())
     }
@@ -344,14 +497,15 @@ impl Attestor {
         ak: &AkIdentity,
         appraised: &Appraised,
         asserted: &BTreeMap<String, String>,
-        renewal: Option<(&NodeState, Json)>,
+        previous: Option<Json>,
         now: OffsetDateTime,
     ) -> Json {
         let v = &appraised.verdict;
-        let mut request = json!({"kind": kind, "time": now.format(&Rfc3339).unwrap_or_default()});
-        if let Some((_, previous)) = renewal {
-            request["previous"] = previous;
-        }
+        let time = now.format(&Rfc3339).unwrap_or_default();
+        let request = match previous {
+            Some(previous) => json!({"kind": kind, "time": time, "previous": previous}),
+            None => json!({"kind": kind, "time": time}),
+        };
         json!({
             "tpm": {
                 "ek_sha256": identity["ek_sha256"],
@@ -379,16 +533,23 @@ impl Attestor {
             .evaluate(input)
             .map_err(|e| Refusal::new(Reason::PolicyError, e.to_string()))?;
         if !decision.allow {
-            return Err(Refusal::new(Reason::PolicyDeny, decision.reasons.join("; ")));
+            return Err(Refusal::new(
+                Reason::PolicyDeny,
+                decision.reasons.join("; "),
+            ));
         }
         let path = decision.spiffe_path.unwrap_or_default();
         let scope = format!("/site/{}/", self.parts.site);
         if !path.starts_with(&scope) {
-            return Err(Refusal::new(Reason::PolicyScope, format!("policy asked for {path}, outside {scope}")));
+            return Err(Refusal::new(
+                Reason::PolicyScope,
+                format!("policy asked for {path}, outside {scope}"),
+            ));
         }
         let id = SpiffeId::from_path(self.parts.ca.trust_domain(), &path)
             .map_err(|e| Refusal::new(Reason::PolicyScope, e.to_string()))?;
-        let ttl = Duration::seconds(i64::try_from(decision.ttl_seconds.unwrap_or(0)).unwrap_or(i64::MAX));
+        let ttl =
+            Duration::seconds(i64::try_from(decision.ttl_seconds.unwrap_or(0)).unwrap_or(i64::MAX));
         outcome.spiffe_id = Some(id.to_string());
         Ok((id, ttl.min(self.parts.max_svid_ttl)))
     }
@@ -405,8 +566,17 @@ impl Attestor {
         outcome: &Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
-        let params = SvidParams { spiffe_id: spiffe_id.clone(), ttl, max_ttl: self.parts.max_svid_ttl, subject_key: SubjectKey::Csr(appraised.csr) };
-        let issued = self.parts.ca.issue_svid(params, now, &self.rng).map_err(ca_refusal)?;
+        let params = SvidParams {
+            spiffe_id: spiffe_id.clone(),
+            ttl,
+            max_ttl: self.parts.max_svid_ttl,
+            subject_key: SubjectKey::Csr(appraised.csr),
+        };
+        let issued = self
+            .parts
+            .ca
+            .issue_svid(params, now, &self.rng)
+            .map_err(ca_refusal)?;
         let serial = hex::encode(&issued.serial);
         let v = &appraised.verdict;
         let node = NodeState {
@@ -433,16 +603,31 @@ impl Attestor {
             cert_serial: Some(serial),
             cert_not_after: Some(issued.not_after),
         };
-        Ok(Issuance { record, node, chain: issued.chain, roots: issued.roots, spiffe_id: spiffe_id.to_string(), not_after: issued.not_after })
+        Ok(Issuance {
+            record,
+            node,
+            chain: issued.chain,
+            roots: issued.roots,
+            spiffe_id: spiffe_id.to_string(),
+            not_after: issued.not_after,
+        })
     }
 
     /// Log the result, durably, then (and only then) release the certificate.
-    async fn finish(&self, result: Result<Issuance, Refusal>, outcome: Outcome) -> Result<v1::SvidResponse, Refusal> {
+    async fn finish(
+        &self,
+        result: Result<Issuance, Refusal>,
+        outcome: Outcome,
+    ) -> Result<v1::SvidResponse, Refusal> {
         let issuance = match result {
             Ok(issuance) => issuance,
             Err(refusal) => return Err(self.record_refusal(refusal, outcome).await),
         };
-        let entry = NewEntry { record: issuance.record, evidence: Some(outcome.evidence.to_bytes()), node_update: Some(issuance.node) };
+        let entry = NewEntry {
+            record: issuance.record,
+            evidence: Some(outcome.evidence.to_bytes()),
+            node_update: Some(issuance.node),
+        };
         let appended = self.parts.log.append(entry).await.map_err(|e| {
             tracing::error!(error = %e, "attestation log append failed; certificate withheld");
             Refusal::new(Reason::LogUnavailable, e.to_string())
@@ -475,7 +660,11 @@ impl Attestor {
             cert_serial: None,
             cert_not_after: None,
         };
-        let entry = NewEntry { record, evidence: Some(outcome.evidence.to_bytes()), node_update: None };
+        let entry = NewEntry {
+            record,
+            evidence: Some(outcome.evidence.to_bytes()),
+            node_update: None,
+        };
         match self.parts.log.append(entry).await {
             Ok(_) => refusal,
             Err(e) => {
@@ -486,42 +675,90 @@ impl Attestor {
     }
 
     async fn node_state(&self, node_id: &str) -> Result<Option<NodeState>, Refusal> {
-        self.parts.log.node(node_id).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))
+        self.parts
+            .log
+            .node(node_id)
+            .await
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))
     }
 
     async fn check_not_revoked(&self, node_id: &str, serial: Option<&str>) -> Result<(), Refusal> {
-        let log_err = |e: garrison_log::LogError| Refusal::new(Reason::LogUnavailable, e.to_string());
-        let node_revoked = self.parts.log.is_node_revoked(node_id).await.map_err(log_err)?;
+        let log_err =
+            |e: garrison_log::LogError| Refusal::new(Reason::LogUnavailable, e.to_string());
+        let node_revoked = self
+            .parts
+            .log
+            .is_node_revoked(node_id)
+            .await
+            .map_err(log_err)?;
         let serial_revoked = match serial {
             Some(s) => self.parts.log.is_revoked(s).await.map_err(log_err)?,
             None => false,
         };
         if node_revoked || serial_revoked {
-            return Err(Refusal::new(Reason::Revoked, format!("node {node_id} or its certificate is revoked")));
+            return Err(Refusal::new(
+                Reason::Revoked,
+                format!("node {node_id} or its certificate is revoked"),
+            ));
         }
         Ok(())
     }
 
     /// The node behind a verified client certificate, which must be its current SVID.
-    async fn identify_peer(&self, peer_chain: Option<&[Vec<u8>]>) -> Result<(NodeState, String), Refusal> {
-        let leaf = peer_chain
-            .and_then(|c| c.first())
-            .ok_or_else(|| Refusal::new(Reason::ClientCertificateRequired, "renewal needs the node's SVID as client certificate"))?;
+    async fn identify_peer(
+        &self,
+        peer_chain: Option<&[Vec<u8>]>,
+    ) -> Result<(NodeState, String), Refusal> {
+        let leaf = peer_chain.and_then(|c| c.first()).ok_or_else(|| {
+            Refusal::new(
+                Reason::ClientCertificateRequired,
+                "renewal needs the node's SVID as client certificate",
+            )
+        })?;
         let (serial, spiffe_id) = serial_and_id(leaf)?;
-        if self.parts.log.is_revoked(&serial).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))? {
-            return Err(Refusal::new(Reason::Revoked, format!("certificate {serial} is revoked")));
+        if self
+            .parts
+            .log
+            .is_revoked(&serial)
+            .await
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?
+        {
+            return Err(Refusal::new(
+                Reason::Revoked,
+                format!("certificate {serial} is revoked"),
+            ));
         }
-        let query = Query { spiffe_id: Some(spiffe_id.clone()), decision: Some(Decision::Allow), ..Query::default() };
-        let records = self.parts.log.query(&query).await.map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
+        let query = Query {
+            spiffe_id: Some(spiffe_id.clone()),
+            decision: Some(Decision::Allow),
+            ..Query::default()
+        };
+        let records = self
+            .parts
+            .log
+            .query(&query)
+            .await
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
         let node_id = records
             .iter()
             .rev()
             .find(|r| r.record.cert_serial.as_deref() == Some(serial.as_str()))
             .and_then(|r| r.record.node_id.clone())
-            .ok_or_else(|| Refusal::new(Reason::UnknownSvid, format!("{spiffe_id} serial {serial} was not issued here")))?;
-        let node = self.node_state(&node_id).await?.ok_or_else(|| Refusal::new(Reason::UnknownSvid, "node state missing"))?;
+            .ok_or_else(|| {
+                Refusal::new(
+                    Reason::UnknownSvid,
+                    format!("{spiffe_id} serial {serial} was not issued here"),
+                )
+            })?;
+        let node = self
+            .node_state(&node_id)
+            .await?
+            .ok_or_else(|| Refusal::new(Reason::UnknownSvid, "node state missing"))?;
         if node.current_serial.as_deref() != Some(serial.as_str()) {
-            return Err(Refusal::new(Reason::UnknownSvid, format!("serial {serial} was superseded; enroll again")));
+            return Err(Refusal::new(
+                Reason::UnknownSvid,
+                format!("serial {serial} was superseded; enroll again"),
+            ));
         }
         Ok((node, serial))
     }
@@ -530,8 +767,12 @@ impl Attestor {
         v1::Challenge {
             challenge_id: id.to_vec(),
             nonce: nonce.to_vec(),
-            pcr_selection: vec![v1::PcrSelection { hash_alg: u32::from(HashAlg::Sha256.tpm_alg_id()), pcrs: self.parts.pcrs.clone() }],
-            expires_at_unix: u64::try_from((now + self.parts.challenge_ttl).unix_timestamp()).unwrap_or(0),
+            pcr_selection: vec![v1::PcrSelection {
+                hash_alg: u32::from(HashAlg::Sha256.tpm_alg_id()),
+                pcrs: self.parts.pcrs.clone(),
+            }],
+            expires_at_unix: u64::try_from((now + self.parts.challenge_ttl).unix_timestamp())
+                .unwrap_or(0),
         }
     }
 
@@ -565,11 +806,21 @@ struct Issuance {
 
 impl Outcome {
     fn reject(node_id: Option<String>, evidence: EvidenceRecord) -> Self {
-        Outcome { kind: RecordKind::Reject, node_id, spiffe_id: None, policy_digest: None, evidence, logged: true }
+        Outcome {
+            kind: RecordKind::Reject,
+            node_id,
+            spiffe_id: None,
+            policy_digest: None,
+            evidence,
+            logged: true,
+        }
     }
 
     fn unlogged() -> Self {
-        Outcome { logged: false, ..Outcome::reject(None, EvidenceRecord::default()) }
+        Outcome {
+            logged: false,
+            ..Outcome::reject(None, EvidenceRecord::default())
+        }
     }
 }
 
@@ -585,11 +836,20 @@ fn identity_facts(ek: &EkIdentity) -> Json {
     })
 }
 
-fn fill_answer(evidence: &mut EvidenceRecord, quote: Option<&v1::Quote>, event_log: &[u8], csr: &[u8]) {
+fn fill_answer(
+    evidence: &mut EvidenceRecord,
+    quote: Option<&v1::Quote>,
+    event_log: &[u8],
+    csr: &[u8],
+) {
     if let Some(q) = quote {
         evidence.attest = q.attest.clone();
         evidence.signature = q.signature.clone();
-        evidence.pcrs = q.pcrs.iter().map(|p| (p.hash_alg, p.index, hex::encode(&p.digest))).collect();
+        evidence.pcrs = q
+            .pcrs
+            .iter()
+            .map(|p| (p.hash_alg, p.index, hex::encode(&p.digest)))
+            .collect();
     }
     evidence.event_log = event_log.to_vec();
     evidence.csr = csr.to_vec();
@@ -597,7 +857,10 @@ fn fill_answer(evidence: &mut EvidenceRecord, quote: Option<&v1::Quote>, event_l
 
 fn too_big(what: &str, len: usize, max: usize) -> Result<(), Refusal> {
     if len > max {
-        return Err(Refusal::new(Reason::MalformedRequest, format!("{what} is {len} bytes; at most {max}")));
+        return Err(Refusal::new(
+            Reason::MalformedRequest,
+            format!("{what} is {len} bytes; at most {max}"),
+        ));
     }
     Ok(())
 }
@@ -605,14 +868,26 @@ fn too_big(what: &str, len: usize, max: usize) -> Result<(), Refusal> {
 fn check_begin_sizes(r: &v1::BeginRequest) -> Result<(), Refusal> {
     too_big("ek_public", r.ek_public.len(), limits::MAX_PUBLIC_AREA)?;
     too_big("ak_public", r.ak_public.len(), limits::MAX_PUBLIC_AREA)?;
-    too_big("ek_certificate", r.ek_certificate.len(), limits::MAX_CERTIFICATE)?;
+    too_big(
+        "ek_certificate",
+        r.ek_certificate.len(),
+        limits::MAX_CERTIFICATE,
+    )?;
     too_big("ek_chain", r.ek_chain.len(), limits::MAX_EK_CHAIN)?;
     for cert in &r.ek_chain {
         too_big("ek_chain certificate", cert.len(), limits::MAX_CERTIFICATE)?;
     }
-    too_big("asserted facts", r.asserted.len(), limits::MAX_ASSERTED_FACTS)?;
+    too_big(
+        "asserted facts",
+        r.asserted.len(),
+        limits::MAX_ASSERTED_FACTS,
+    )?;
     for (k, v) in &r.asserted {
-        too_big("asserted fact", k.len().max(v.len()), limits::MAX_ASSERTED_LEN)?;
+        too_big(
+            "asserted fact",
+            k.len().max(v.len()),
+            limits::MAX_ASSERTED_LEN,
+        )?;
     }
     Ok(())
 }
@@ -631,7 +906,12 @@ fn pcr_values(quote: &v1::Quote) -> Result<PcrValues, Refusal> {
         let alg = u16::try_from(pcr.hash_alg)
             .ok()
             .and_then(HashAlg::from_tpm_alg_id)
-            .ok_or_else(|| Refusal::new(Reason::MalformedEvidence, format!("unknown PCR bank {:#x}", pcr.hash_alg)))?;
+            .ok_or_else(|| {
+                Refusal::new(
+                    Reason::MalformedEvidence,
+                    format!("unknown PCR bank {:#x}", pcr.hash_alg),
+                )
+            })?;
         values.insert(alg, pcr.index, pcr.digest.clone())?;
     }
     Ok(values)
@@ -657,10 +937,13 @@ fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal
     if event_log.is_empty() {
         return Ok(BootClaims::default());
     }
-    let log = EventLog::parse(event_log).map_err(|e| Refusal::new(Reason::MalformedEvidence, format!("event log: {e}")))?;
+    let log = EventLog::parse(event_log)
+        .map_err(|e| Refusal::new(Reason::MalformedEvidence, format!("event log: {e}")))?;
     let mut quoted = garrison_eventlog::PcrValues::new();
     for (alg, index, value) in pcrs.iter() {
-        quoted.insert(alg, index, value.to_vec()).map_err(|e| Refusal::new(Reason::MalformedEvidence, e.to_string()))?;
+        quoted
+            .insert(alg, index, value.to_vec())
+            .map_err(|e| Refusal::new(Reason::MalformedEvidence, e.to_string()))?;
     }
     let report = ReplayReport::compare(&log, &quoted);
     // PCRs the log never touches replay to their reset value; only a PCR the log extends and
@@ -683,16 +966,18 @@ fn pcrs_json(pcrs: &PcrValues) -> Json {
 
 fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
     use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate does not parse"))?;
-    let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate has no SPIFFE ID"))?;
+    let (_, cert) = X509Certificate::from_der(leaf)
+        .map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate does not parse"))?;
+    let id = garrison_spiffe_tls::spiffe_id_of(leaf)
+        .map_err(|_| Refusal::new(Reason::UnknownSvid, "client certificate has no SPIFFE ID"))?;
     Ok((hex::encode(cert.raw_serial()), id.to_string()))
 }
 
 fn ca_refusal(err: CaError) -> Refusal {
     match err {
-        CaError::CsrKeyUnacceptable { .. } | CaError::CsrSignatureInvalid | CaError::CsrUnparseable => {
-            Refusal::new(Reason::Csr, err.to_string())
-        }
+        CaError::CsrKeyUnacceptable { .. }
+        | CaError::CsrSignatureInvalid
+        | CaError::CsrUnparseable => Refusal::new(Reason::Csr, err.to_string()),
         other => Refusal::new(Reason::CaUnavailable, other.to_string()),
     }
 }

@@ -37,7 +37,12 @@ impl<T> ChallengeStore<T> {
 
     /// Remember a challenge. When full, expired challenges are dropped first; if still full,
     /// the request is shed (the client retries later) rather than growing without bound.
-    pub fn insert(&self, id: ChallengeId, pending: Pending<T>, now: OffsetDateTime) -> Result<(), Refusal> {
+    pub fn insert(
+        &self,
+        id: ChallengeId,
+        pending: Pending<T>,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
         let mut map = self.lock();
         if map.len() >= self.capacity {
             map.retain(|_, p| p.expires_at > now);
@@ -58,7 +63,10 @@ impl<T> ChallengeStore<T> {
             .try_into()
             .map_err(|_| Refusal::new(Reason::ChallengeUnknown, "challenge id is not 16 bytes"))?;
         let pending = self.lock().remove(&key).ok_or_else(|| {
-            Refusal::new(Reason::ChallengeUnknown, "no such challenge (never issued or already used)")
+            Refusal::new(
+                Reason::ChallengeUnknown,
+                "no such challenge (never issued or already used)",
+            )
         })?;
         if now > pending.expires_at {
             return Err(Refusal::new(
@@ -77,7 +85,9 @@ impl<T> ChallengeStore<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChallengeId, Pending<T>>> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -93,23 +103,87 @@ mod tests {
     #[test]
     fn single_use_and_expiry() {
         let store = ChallengeStore::new(10);
-        store.insert([1; 16], Pending { expires_at: at(60), state: "a" }, at(0)).unwrap();
-        store.insert([2; 16], Pending { expires_at: at(60), state: "b" }, at(0)).unwrap();
+        store
+            .insert(
+                [1; 16],
+                Pending {
+                    expires_at: at(60),
+                    state: "a",
+                },
+                at(0),
+            )
+            .unwrap();
+        store
+            .insert(
+                [2; 16],
+                Pending {
+                    expires_at: at(60),
+                    state: "b",
+                },
+                at(0),
+            )
+            .unwrap();
         assert_eq!(store.take(&[1; 16], at(10)).unwrap(), "a");
-        assert_eq!(store.take(&[1; 16], at(10)).unwrap_err().reason, Reason::ChallengeUnknown);
-        assert_eq!(store.take(&[2; 16], at(61)).unwrap_err().reason, Reason::ChallengeExpired);
-        assert_eq!(store.take(&[2; 16], at(10)).unwrap_err().reason, Reason::ChallengeUnknown);
-        assert_eq!(store.take(&[9; 3], at(10)).unwrap_err().reason, Reason::ChallengeUnknown);
+        assert_eq!(
+            store.take(&[1; 16], at(10)).unwrap_err().reason,
+            Reason::ChallengeUnknown
+        );
+        assert_eq!(
+            store.take(&[2; 16], at(61)).unwrap_err().reason,
+            Reason::ChallengeExpired
+        );
+        assert_eq!(
+            store.take(&[2; 16], at(10)).unwrap_err().reason,
+            Reason::ChallengeUnknown
+        );
+        assert_eq!(
+            store.take(&[9; 3], at(10)).unwrap_err().reason,
+            Reason::ChallengeUnknown
+        );
     }
 
     #[test]
     fn bounded_with_expired_entries_reclaimed() {
         let store = ChallengeStore::new(2);
-        store.insert([1; 16], Pending { expires_at: at(5), state: 1 }, at(0)).unwrap();
-        store.insert([2; 16], Pending { expires_at: at(60), state: 2 }, at(0)).unwrap();
-        let full = store.insert([3; 16], Pending { expires_at: at(60), state: 3 }, at(1));
+        store
+            .insert(
+                [1; 16],
+                Pending {
+                    expires_at: at(5),
+                    state: 1,
+                },
+                at(0),
+            )
+            .unwrap();
+        store
+            .insert(
+                [2; 16],
+                Pending {
+                    expires_at: at(60),
+                    state: 2,
+                },
+                at(0),
+            )
+            .unwrap();
+        let full = store.insert(
+            [3; 16],
+            Pending {
+                expires_at: at(60),
+                state: 3,
+            },
+            at(1),
+        );
         assert_eq!(full.unwrap_err().reason, Reason::Overloaded);
-        store.insert([3; 16], Pending { expires_at: at(60), state: 3 }, at(6)).unwrap();
+        store
+            .insert(
+                [3; 16],
+                Pending {
+                    expires_at: at(60),
+                    state: 3,
+                },
+                at(6),
+            )
+            .unwrap();
         assert_eq!(store.purge_expired(at(6)), 2);
     }
 }

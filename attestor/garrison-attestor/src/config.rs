@@ -155,10 +155,16 @@ impl SiteConfig {
 
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
         garrison_ca::SpiffeId::parse(&format!("spiffe://x/site/{}", raw.site)).map_err(|e| {
-            ConfigError::Invalid { field: "site", problem: e.to_string() }
+            ConfigError::Invalid {
+                field: "site",
+                problem: e.to_string(),
+            }
         })?;
         if let Some(bad) = raw.pcrs.iter().find(|p| **p > 23) {
-            return Err(ConfigError::Invalid { field: "pcrs", problem: format!("PCR {bad} > 23") });
+            return Err(ConfigError::Invalid {
+                field: "pcrs",
+                problem: format!("PCR {bad} > 23"),
+            });
         }
         if raw.ek_roots.is_empty() && raw.insecure.allow_listed_ek_hashes.is_empty() {
             return Err(ConfigError::Invalid {
@@ -194,7 +200,10 @@ fn resolve_sqlite(url: &str, base: &Path) -> String {
 
 /// Parse `<positive whole number><s|m|h|d>`.
 pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Duration { field, value: value.to_owned() };
+    let bad = || ConfigError::Duration {
+        field,
+        value: value.to_owned(),
+    };
     let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (digits, unit) = value.split_at(split);
     let number: i64 = digits.parse().map_err(|_| bad())?;
@@ -205,7 +214,10 @@ pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, Conf
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    let seconds = number.checked_mul(per_unit).filter(|s| *s > 0).ok_or_else(bad)?;
+    let seconds = number
+        .checked_mul(per_unit)
+        .filter(|s| *s > 0)
+        .ok_or_else(bad)?;
     Ok(Duration::seconds(seconds))
 }
 
@@ -238,17 +250,35 @@ max_svid_ttl = "24h"
         assert_eq!(c.database, "sqlite:///etc/garrison/log.db");
         assert_eq!(c.challenge_ttl, Duration::seconds(60));
         assert_eq!(c.pcrs, (0..=9).collect::<Vec<_>>());
-        assert!(c.insecure.enabled().is_empty(), "insecure switches default off");
+        assert!(
+            c.insecure.enabled().is_empty(),
+            "insecure switches default off"
+        );
     }
 
     #[test]
     fn refuses_unknown_keys_bad_durations_and_bad_pcrs() {
-        assert!(matches!(parse(&format!("{MINIMAL}\ntypo = 1")), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            parse(&format!("{MINIMAL}\ntypo = 1")),
+            Err(ConfigError::Parse { .. })
+        ));
         let bad_ttl = MINIMAL.replace("\"24h\"", "\"1 day\"");
-        assert!(matches!(parse(&bad_ttl), Err(ConfigError::Duration { field: "max_svid_ttl", .. })));
-        assert!(matches!(parse(&format!("{MINIMAL}\npcrs = [0, 24]")), Err(ConfigError::Invalid { field: "pcrs", .. })));
+        assert!(matches!(
+            parse(&bad_ttl),
+            Err(ConfigError::Duration {
+                field: "max_svid_ttl",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&format!("{MINIMAL}\npcrs = [0, 24]")),
+            Err(ConfigError::Invalid { field: "pcrs", .. })
+        ));
         let bad_site = MINIMAL.replace("site-a", "site/a");
-        assert!(matches!(parse(&bad_site), Err(ConfigError::Invalid { field: "site", .. })));
+        assert!(matches!(
+            parse(&bad_site),
+            Err(ConfigError::Invalid { field: "site", .. })
+        ));
     }
 
     #[test]

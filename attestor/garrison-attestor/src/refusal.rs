@@ -8,6 +8,9 @@ pub const REASON_METADATA_KEY: &str = "garrison-reason";
 /// The metadata key that carries a retry hint (milliseconds) when the attestor sheds load.
 pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after-ms";
 
+/// The retry hint sent with `overloaded` refusals, milliseconds.
+pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
+
 /// A refused request. `code()` goes to the client; `detail` only to the attestation log
 /// and the server's own logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +186,13 @@ impl Refusal {
         if let Ok(value) = code.parse() {
             status.metadata_mut().insert(REASON_METADATA_KEY, value);
         }
+        if self.reason == Reason::Overloaded {
+            // Agents wait at least this long (plus jitter) before trying again.
+            status.metadata_mut().insert(
+                RETRY_AFTER_METADATA_KEY,
+                tonic::metadata::MetadataValue::from(OVERLOAD_RETRY_AFTER_MS),
+            );
+        }
         status
     }
 }
@@ -203,6 +213,16 @@ mod tests {
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), "nonce");
         assert!(!status.message().contains("expected"));
+    }
+
+    #[test]
+    fn overload_carries_a_retry_hint() {
+        let status = Refusal::new(Reason::Overloaded, "full").to_status();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.metadata().get(RETRY_AFTER_METADATA_KEY).unwrap(),
+            "1000"
+        );
     }
 
     #[test]

@@ -67,9 +67,15 @@ pub enum StartError {
 /// Load the site CA from an issuer directory (cert.pem, key.pem, chain.pem, bundle.pem).
 pub fn load_authority(dir: &Path) -> Result<Authority, StartError> {
     let read = |name: &str| read_text(&dir.join(name));
-    let ca_err = |source| StartError::Ca { dir: dir.to_owned(), source };
+    let ca_err = |source| StartError::Ca {
+        dir: dir.to_owned(),
+        source,
+    };
     let cert = certificates_from_pem(&read("cert.pem")?).map_err(ca_err)?;
-    let cert = cert.into_iter().next().ok_or(StartError::Ca { dir: dir.to_owned(), source: garrison_ca::CaError::EmptyBundle })?;
+    let cert = cert.into_iter().next().ok_or(StartError::Ca {
+        dir: dir.to_owned(),
+        source: garrison_ca::CaError::EmptyBundle,
+    })?;
     let key = PrivateKey::from_pkcs8_pem(&read("key.pem")?).map_err(ca_err)?;
     let chain = certificates_from_pem(&read("chain.pem")?).map_err(ca_err)?;
     let roots = certificates_from_pem(&read("bundle.pem")?).map_err(ca_err)?;
@@ -77,30 +83,45 @@ pub fn load_authority(dir: &Path) -> Result<Authority, StartError> {
 }
 
 fn read_text(path: &Path) -> Result<String, StartError> {
-    std::fs::read_to_string(path).map_err(|source| StartError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| StartError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, StartError> {
-    std::fs::read(path).map_err(|source| StartError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Build the attestor from its configuration.
 pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attestor, StartError> {
     for switch in config.insecure.enabled() {
-        tracing::warn!(switch, "INSECURE option enabled: this weakens the attestor's checks");
+        tracing::warn!(
+            switch,
+            "INSECURE option enabled: this weakens the attestor's checks"
+        );
     }
     let now = clock.now();
     let ca = load_authority(&config.ca_dir)?;
     let ek_trust = ek_trust(config)?;
     let policy = load_policy(config, &ca, now)?;
-    let log = AttestationLog::open(&LogConfig { url: config.database.clone(), max_batch: 256, max_connections: 8 })
-        .await
-        .map_err(StartError::Log)?;
+    let log = AttestationLog::open(&LogConfig {
+        url: config.database.clone(),
+        max_batch: 256,
+        max_connections: 8,
+    })
+    .await
+    .map_err(StartError::Log)?;
     Ok(Attestor::new(AttestorParts {
         site: config.site.clone(),
         ca,
         ek_trust,
-        ak_policy: AkPolicy { insecure_allow_sha1_signatures: config.insecure.allow_sha1_ak },
+        ak_policy: AkPolicy {
+            insecure_allow_sha1_signatures: config.insecure.allow_sha1_ak,
+        },
         policy: Arc::new(policy),
         log,
         pcrs: config.pcrs.clone(),
@@ -113,19 +134,38 @@ pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attesto
 
 fn ek_trust(config: &SiteConfig) -> Result<EkTrust, StartError> {
     if !config.insecure.allow_listed_ek_hashes.is_empty() {
-        return Ok(EkTrust::InsecureAllowListedEkHashes(config.insecure.allow_listed_ek_hashes.iter().cloned().collect()));
+        return Ok(EkTrust::InsecureAllowListedEkHashes(
+            config
+                .insecure
+                .allow_listed_ek_hashes
+                .iter()
+                .cloned()
+                .collect(),
+        ));
     }
     let files = config
         .ek_roots
         .iter()
         .map(|p| Ok((p.display().to_string(), read_bytes(p)?)))
         .collect::<Result<Vec<_>, StartError>>()?;
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    ManufacturerRoots::from_pem_or_der(&refs).map(EkTrust::ManufacturerRoots).map_err(StartError::EkRoots)
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    ManufacturerRoots::from_pem_or_der(&refs)
+        .map(EkTrust::ManufacturerRoots)
+        .map_err(StartError::EkRoots)
 }
 
-fn load_policy(config: &SiteConfig, ca: &Authority, now: time::OffsetDateTime) -> Result<PolicyService, StartError> {
-    let policy_err = |source| StartError::Policy { path: config.policy_bundle.clone(), source };
+fn load_policy(
+    config: &SiteConfig,
+    ca: &Authority,
+    now: time::OffsetDateTime,
+) -> Result<PolicyService, StartError> {
+    let policy_err = |source| StartError::Policy {
+        path: config.policy_bundle.clone(),
+        source,
+    };
     let limits = BundleLimits::default();
     let files = decode_archive(&read_bytes(&config.policy_bundle)?, &limits).map_err(policy_err)?;
     let trust = PolicyTrust::from_pem(&certificates_to_pem(ca.roots())).map_err(policy_err)?;
@@ -134,18 +174,34 @@ fn load_policy(config: &SiteConfig, ca: &Authority, now: time::OffsetDateTime) -
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued
 /// from the site CA at start, with a key that never leaves memory.
-pub fn attestor_identity(config: &SiteConfig, ca: &Authority, now: time::OffsetDateTime) -> Result<(Identity, String), StartError> {
-    let ca_err = |source| StartError::Ca { dir: config.ca_dir.clone(), source };
-    let id = SpiffeId::from_path(ca.trust_domain(), &format!("/site/{}/attestor", config.site))
-        .map_err(|e| ca_err(garrison_ca::CaError::SpiffeId(e)))?;
+pub fn attestor_identity(
+    config: &SiteConfig,
+    ca: &Authority,
+    now: time::OffsetDateTime,
+) -> Result<(Identity, String), StartError> {
+    let ca_err = |source| StartError::Ca {
+        dir: config.ca_dir.clone(),
+        source,
+    };
+    let id = SpiffeId::from_path(
+        ca.trust_domain(),
+        &format!("/site/{}/attestor", config.site),
+    )
+    .map_err(|e| ca_err(garrison_ca::CaError::SpiffeId(e)))?;
     let params = SvidParams {
         spiffe_id: id.clone(),
         ttl: config.attestor_svid_ttl,
         max_ttl: config.attestor_svid_ttl,
         subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
     };
-    let issued = ca.issue_svid(params, now, &SystemRandom::new()).map_err(ca_err)?;
-    let key = issued.key.as_ref().map(|k| k.to_pkcs8_pem().expose().to_owned()).unwrap_or_default();
+    let issued = ca
+        .issue_svid(params, now, &SystemRandom::new())
+        .map_err(ca_err)?;
+    let key = issued
+        .key
+        .as_ref()
+        .map(|k| k.to_pkcs8_pem().expose().to_owned())
+        .unwrap_or_default();
     let identity = Identity::from_pem(certificates_to_pem(&issued.chain), key);
     tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
     Ok((identity, certificates_to_pem(ca.roots())))
@@ -165,7 +221,8 @@ pub async fn serve(
         .client_auth_optional(true);
     spawn_challenge_purge(Arc::clone(&attestor));
     let services = Services::new(attestor);
-    let enrollment = EnrollmentServer::new(services.clone()).max_decoding_message_size(limits::MAX_REQUEST_BYTES);
+    let enrollment = EnrollmentServer::new(services.clone())
+        .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     let renewal = RenewalServer::new(services).max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     tracing::info!(listen = %config.listen, site = %config.site, "attestor serving");
     Server::builder()
@@ -181,7 +238,13 @@ pub async fn serve(
 /// Expired challenges are also dropped when the store fills up; this keeps memory flat
 /// between bursts too.
 fn spawn_challenge_purge(attestor: Arc<Attestor>) {
-    let period = std::time::Duration::from_secs(attestor.challenge_ttl().whole_seconds().clamp(1, 60).unsigned_abs());
+    let period = std::time::Duration::from_secs(
+        attestor
+            .challenge_ttl()
+            .whole_seconds()
+            .clamp(1, 60)
+            .unsigned_abs(),
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
@@ -193,7 +256,11 @@ fn spawn_challenge_purge(attestor: Arc<Attestor>) {
 }
 
 /// Build and serve: what `garrison attestor serve` runs.
-pub async fn run(config: SiteConfig, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: SiteConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let attestor = build(&config, Arc::clone(&clock)).await?;
     let ca = load_authority(&config.ca_dir)?;
     let (identity, bundle) = attestor_identity(&config, &ca, clock.now())?;

@@ -30,7 +30,10 @@ fn peer_chain<T>(request: &Request<T>) -> Option<Vec<Vec<u8>>> {
 
 #[tonic::async_trait]
 impl Enrollment for Services {
-    async fn begin(&self, request: Request<v1::BeginRequest>) -> Result<Response<v1::BeginResponse>, Status> {
+    async fn begin(
+        &self,
+        request: Request<v1::BeginRequest>,
+    ) -> Result<Response<v1::BeginResponse>, Status> {
         self.attestor
             .begin(request.into_inner())
             .await
@@ -38,7 +41,10 @@ impl Enrollment for Services {
             .map_err(|r| r.to_status())
     }
 
-    async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::SvidResponse>, Status> {
+    async fn complete(
+        &self,
+        request: Request<v1::CompleteRequest>,
+    ) -> Result<Response<v1::SvidResponse>, Status> {
         self.attestor
             .complete(request.into_inner())
             .await
@@ -49,7 +55,10 @@ impl Enrollment for Services {
 
 #[tonic::async_trait]
 impl Renewal for Services {
-    async fn begin_renewal(&self, request: Request<v1::BeginRenewalRequest>) -> Result<Response<v1::Challenge>, Status> {
+    async fn begin_renewal(
+        &self,
+        request: Request<v1::BeginRenewalRequest>,
+    ) -> Result<Response<v1::Challenge>, Status> {
         let chain = peer_chain(&request);
         self.attestor
             .begin_renewal(chain.as_deref())

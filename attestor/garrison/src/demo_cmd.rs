@@ -54,7 +54,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("garrison-agent"),
     };
-    ensure!(agent_bin.exists(), "agent binary {} not found (build it: cargo build -p garrison-agent)", agent_bin.display());
+    ensure!(
+        agent_bin.exists(),
+        "agent binary {} not found (build it: cargo build -p garrison-agent)",
+        agent_bin.display()
+    );
     println!("demo directory: {}", dir.display());
     let result = demo(&dir, &agent_bin).await;
     if args.dir.is_none() {
@@ -67,12 +71,31 @@ async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     step("CA hierarchy: offline root -> hub -> site-a; strict admission policy, signed");
     let site = Site::create(dir, now).context("creating the site")?;
-    println!("CAs under {}; policy bundle {}", dir.join("ca").display(), site.policy_bundle().display());
+    println!(
+        "CAs under {}; policy bundle {}",
+        dir.join("ca").display(),
+        site.policy_bundle().display()
+    );
     step("three nodes, each with its own swtpm; real boot logs replayed into the PCRs");
     let plan = [
-        ("node-1", GOOD_LOG, Expect::Enroll, "RHEL 9 with shim, Secure Boot on"),
-        ("node-2", INSECURE_BOOT_LOG, Expect::Refused("policy-deny"), "Ubuntu 21.04 on GCE, Secure Boot off"),
-        ("node-3", GOOD_LOG, Expect::Refused("ek-trust"), "EK certificate from an untrusted manufacturer CA"),
+        (
+            "node-1",
+            GOOD_LOG,
+            Expect::Enroll,
+            "RHEL 9 with shim, Secure Boot on",
+        ),
+        (
+            "node-2",
+            INSECURE_BOOT_LOG,
+            Expect::Refused("policy-deny"),
+            "Ubuntu 21.04 on GCE, Secure Boot off",
+        ),
+        (
+            "node-3",
+            GOOD_LOG,
+            Expect::Refused("ek-trust"),
+            "EK certificate from an untrusted manufacturer CA",
+        ),
     ];
     let mut nodes = Vec::new();
     for (name, log, expect, about) in plan {
@@ -82,9 +105,16 @@ async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
     }
     let addr = free_local_address()?;
     // The site trusts the EK CAs of node-1 and node-2 (in real life: the TPM vendors' roots).
-    let trusted: Vec<&Node> = nodes.iter().filter(|(_, e)| *e != Expect::Refused("ek-trust")).map(|(n, _)| n).collect();
+    let trusted: Vec<&Node> = nodes
+        .iter()
+        .filter(|(_, e)| *e != Expect::Refused("ek-trust"))
+        .map(|(n, _)| n)
+        .collect();
     let config = site.write_config(addr, "sqlite://log.db", &trusted, "")?;
-    step(&format!("site attestor on {addr}, SQLite log {}", config.database));
+    step(&format!(
+        "site attestor on {addr}, SQLite log {}",
+        config.database
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         garrison_attestor::server::run(config, Arc::new(SystemClock), async {
@@ -108,14 +138,27 @@ fn step(text: &str) {
     println!("\n== {text}");
 }
 
-async fn run_agents(site: &Site, agent_bin: &Path, nodes: &[(Node, Expect)], attestor: &str) -> anyhow::Result<()> {
+async fn run_agents(
+    site: &Site,
+    agent_bin: &Path,
+    nodes: &[(Node, Expect)],
+    attestor: &str,
+) -> anyhow::Result<()> {
     for (node, expect) in nodes {
         let config = node.write_agent_config(site, attestor)?;
         step(&format!("{}: garrison-agent enroll --once", node.name));
-        let out = agent(agent_bin, &["enroll", "--once", "--attempts", "3", "--config"], &config).await?;
+        let out = agent(
+            agent_bin,
+            &["enroll", "--once", "--attempts", "3", "--config"],
+            &config,
+        )
+        .await?;
         check_outcome(&node.name, *expect, &out)?;
         if *expect == Expect::Enroll {
-            step(&format!("{}: garrison-agent renew --once (fresh quote, policy re-evaluated)", node.name));
+            step(&format!(
+                "{}: garrison-agent renew --once (fresh quote, policy re-evaluated)",
+                node.name
+            ));
             let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
             print_agent(&out);
             ensure!(out.status.success(), "{} did not renew", node.name);
@@ -139,14 +182,21 @@ async fn agent(bin: &Path, args: &[&str], config: &Path) -> anyhow::Result<std::
 }
 
 fn print_agent(out: &std::process::Output) {
-    for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
         println!("  | {line}");
     }
 }
 
 fn check_outcome(name: &str, expect: Expect, out: &std::process::Output) -> anyhow::Result<()> {
     print_agent(out);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     match expect {
         Expect::Enroll if out.status.success() => Ok(()),
         Expect::Enroll => bail!("{name} should have enrolled"),
@@ -171,7 +221,12 @@ fn print_svid(path: &Path) -> anyhow::Result<()> {
 async fn print_log(dir: &Path) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", dir.join("log.db").display());
     println!("$ garrison log query --db {url}");
-    let log = AttestationLog::open(&LogConfig { url, max_batch: 1, max_connections: 1 }).await?;
+    let log = AttestationLog::open(&LogConfig {
+        url,
+        max_batch: 1,
+        max_connections: 1,
+    })
+    .await?;
     let records = log.query(&Query::default()).await?;
     for stored in &records {
         let r = &stored.record;
@@ -185,6 +240,10 @@ async fn print_log(dir: &Path) -> anyhow::Result<()> {
         );
     }
     log.close().await;
-    ensure!(records.len() >= 4, "expected at least 4 log records, found {}", records.len());
+    ensure!(
+        records.len() >= 4,
+        "expected at least 4 log records, found {}",
+        records.len()
+    );
     Ok(())
 }

@@ -49,8 +49,18 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     let query = Query {
         node_id: args.node.clone(),
         since: args.since.as_deref().map(parse_since).transpose()?,
-        kind: args.kind.as_deref().map(str::parse::<RecordKind>).transpose().map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
-        decision: args.decision.as_deref().map(str::parse::<Decision>).transpose().map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
+        kind: args
+            .kind
+            .as_deref()
+            .map(str::parse::<RecordKind>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
+        decision: args
+            .decision
+            .as_deref()
+            .map(str::parse::<Decision>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
         spiffe_id: args.spiffe_id.clone(),
         limit: args.limit,
         ..Query::default()
@@ -58,9 +68,13 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     if !args.db.starts_with("sqlite://") && !args.db.starts_with("postgres") {
         bail!("--db must be a sqlite:// or postgres:// URL");
     }
-    let log = AttestationLog::open(&LogConfig { url: args.db.clone(), max_batch: 1, max_connections: 2 })
-        .await
-        .with_context(|| format!("opening {}", args.db))?;
+    let log = AttestationLog::open(&LogConfig {
+        url: args.db.clone(),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .with_context(|| format!("opening {}", args.db))?;
     let records = log.query(&query).await.context("querying the log")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
@@ -83,13 +97,21 @@ fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
 fn print_line(stored: &StoredRecord) {
     let r = &stored.record;
     let time = r.time.format(&Rfc3339).unwrap_or_default();
-    let node = r.node_id.as_deref().map(|n| n.get(..16).unwrap_or(n)).unwrap_or("-");
+    let node = r
+        .node_id
+        .as_deref()
+        .map(|n| n.get(..16).unwrap_or(n))
+        .unwrap_or("-");
     println!(
         "#{:<5} {time} {:<7} {:<5} node {node:<16} {} {}",
         stored.sequence,
         r.kind.as_str(),
         r.decision.as_str(),
         r.spiffe_id.as_deref().unwrap_or("-"),
-        if r.reasons.is_empty() { String::new() } else { format!("reasons: {}", r.reasons.join("; ")) },
+        if r.reasons.is_empty() {
+            String::new()
+        } else {
+            format!("reasons: {}", r.reasons.join("; "))
+        },
     );
 }

@@ -93,10 +93,16 @@ fn bench(c: &mut Criterion) {
     let signature = signer.sign(&rng, b"tbs certificate stand-in").unwrap();
     let public = ring::signature::UnparsedPublicKey::new(
         &ring::signature::ECDSA_P256_SHA256_ASN1,
-        ring::signature::KeyPair::public_key(&signer).as_ref().to_vec(),
+        ring::signature::KeyPair::public_key(&signer)
+            .as_ref()
+            .to_vec(),
     );
     c.bench_function("reference: one ring ECDSA P-256 verify", |b| {
-        b.iter(|| public.verify(b"tbs certificate stand-in", signature.as_ref()).unwrap())
+        b.iter(|| {
+            public
+                .verify(b"tbs certificate stand-in", signature.as_ref())
+                .unwrap()
+        })
     });
 }
 

@@ -34,7 +34,11 @@ impl SpiffeServerVerifier {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        Ok(SpiffeServerVerifier { anchors, expected, algorithms })
+        Ok(SpiffeServerVerifier {
+            anchors,
+            expected,
+            algorithms,
+        })
     }
 }
 
@@ -157,7 +161,9 @@ fn plain_endpoint(address: &str) -> String {
     match address.strip_prefix("https://") {
         Some(rest) => {
             let authority = rest.split('/').next().unwrap_or(rest);
-            let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            let has_port = authority
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
             if has_port {
                 format!("http://{authority}")
             } else {
@@ -174,8 +180,14 @@ mod tests {
 
     #[test]
     fn https_addresses_become_plain_endpoints_with_a_port() {
-        assert_eq!(plain_endpoint("https://127.0.0.1:8443"), "http://127.0.0.1:8443");
-        assert_eq!(plain_endpoint("https://attestor.example"), "http://attestor.example:443");
+        assert_eq!(
+            plain_endpoint("https://127.0.0.1:8443"),
+            "http://127.0.0.1:8443"
+        );
+        assert_eq!(
+            plain_endpoint("https://attestor.example"),
+            "http://attestor.example:443"
+        );
         assert_eq!(plain_endpoint("https://[::1]:8443/"), "http://[::1]:8443");
     }
 }

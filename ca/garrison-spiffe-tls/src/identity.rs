@@ -78,10 +78,14 @@ pub fn spiffe_id_of(cert: &[u8]) -> Result<SpiffeId, TlsError> {
         .ok()
         .flatten()
         .ok_or(TlsError::NoSpiffeId)?;
-    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) => Some(*uri),
-        _ => None,
-    });
+    let mut uris = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
     match (uris.next(), uris.next()) {
         (Some(uri), None) => SpiffeId::parse(uri).map_err(|_| TlsError::NoSpiffeId),
         _ => Err(TlsError::NoSpiffeId),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use garrison_ca::{
-    Authority, Issued, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
+    Authority, IntermediateParams, Issued, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
     SvidParams, TrustDomain, certificates_to_pem,
 };
 use garrison_eventlog::{EventLog, HashAlg};
@@ -30,7 +30,8 @@ pub const SWTPM_MANUFACTURER: &str = "id:00001014";
 /// The strict admission policy shipped in `policy/policies/strict`.
 pub const STRICT_POLICY: &str = include_str!("../../../policy/policies/strict/admission.rego");
 /// A known-good boot: RHEL 9 with shim, Secure Boot on.
-pub const GOOD_LOG: &[u8] = include_bytes!("../../../testdata/eventlogs/tpm2tools-event-moklisttrusted.bin");
+pub const GOOD_LOG: &[u8] =
+    include_bytes!("../../../testdata/eventlogs/tpm2tools-event-moklisttrusted.bin");
 /// Ubuntu 21.04 on GCE with Secure Boot off.
 pub const INSECURE_BOOT_LOG: &[u8] =
     include_bytes!("../../../testdata/eventlogs/tpm2tools-event-gce-ubuntu-2104-log.bin");
@@ -113,31 +114,60 @@ impl Site {
         let hub = Authority::from_issued(hub)?;
         let site = issue_ca(&hub, SITE, Duration::days(30), now, &rng)?;
         write_issued(&dir.join("ca/site"), &site)?;
-        let site = Site { dir: dir.to_owned(), site_ca: Authority::from_issued(site)?, root_ca: root };
+        let site = Site {
+            dir: dir.to_owned(),
+            site_ca: Authority::from_issued(site)?,
+            root_ca: root,
+        };
         site.sign_policy(now, &rng)?;
         Ok(site)
     }
 
     fn sign_policy(&self, now: OffsetDateTime, rng: &SystemRandom) -> Result<(), TestbedError> {
-        let signer_id = SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/policy/signer/testbed")).map_err(garrison_ca::CaError::from)?;
+        let signer_id = SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/policy/signer/testbed"))
+            .map_err(garrison_ca::CaError::from)?;
         let signer = self.root_ca.issue_svid(
-            SvidParams { spiffe_id: signer_id, ttl: Duration::days(30), max_ttl: Duration::days(30), subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256) },
+            SvidParams {
+                spiffe_id: signer_id,
+                ttl: Duration::days(30),
+                max_ttl: Duration::days(30),
+                subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            },
             now,
             rng,
         )?;
         write_issued(&self.dir.join("ca/policy-signer"), &signer)?;
-        let key = signer.key.as_ref().map(|k| k.to_pkcs8_pem().expose().to_owned()).unwrap_or_default();
-        let signer = garrison_policy::BundleSigner::from_pem(&key, &certificates_to_pem(&signer.chain))?;
+        let key = signer
+            .key
+            .as_ref()
+            .map(|k| k.to_pkcs8_pem().expose().to_owned())
+            .unwrap_or_default();
+        let signer =
+            garrison_policy::BundleSigner::from_pem(&key, &certificates_to_pem(&signer.chain))?;
         let log = EventLog::parse(GOOD_LOG)?;
         let (claims, replayed) = garrison_policy::golden::trusted_claims(&log);
         let mut data = garrison_policy::golden::draft_strict_data(&claims, &replayed);
-        data["strict"]["trusted_ek_manufacturers"] = serde_json::json!({ SWTPM_MANUFACTURER: "swtpm (testbed TPMs)" });
+        if let Some(strict) = data.get_mut("strict").and_then(|v| v.as_object_mut()) {
+            strict.insert(
+                "trusted_ek_manufacturers".into(),
+                serde_json::json!({ SWTPM_MANUFACTURER: "swtpm (testbed TPMs)" }),
+            );
+        }
         let mut files = garrison_policy::BundleFiles::new();
         files.insert("admission.rego".into(), STRICT_POLICY.as_bytes().to_vec());
-        files.insert("data.json".into(), serde_json::to_vec_pretty(&data).unwrap_or_default());
+        files.insert(
+            "data.json".into(),
+            serde_json::to_vec_pretty(&data).unwrap_or_default(),
+        );
         let signed = signer.sign(&files, "testbed-strict", 1, now, rng)?;
-        write(&self.dir.join("policy/data.json"), serde_json::to_vec_pretty(&data).unwrap_or_default())?;
-        write(&self.policy_bundle(), garrison_policy::encode_archive(&signed))
+        write(
+            &self.dir.join("policy/data.json"),
+            serde_json::to_vec_pretty(&data).unwrap_or_default(),
+        )?;
+        write(
+            &self.policy_bundle(),
+            garrison_policy::encode_archive(&signed),
+        )
     }
 
     /// The signed policy bundle.
@@ -157,7 +187,13 @@ impl Site {
 
     /// Write `site.toml` for an attestor on `listen` with `database`, trusting the EK CAs of
     /// `trusted` nodes, and load it.
-    pub fn write_config(&self, listen: SocketAddr, database: &str, trusted: &[&Node], extra: &str) -> Result<garrison_attestor::SiteConfig, TestbedError> {
+    pub fn write_config(
+        &self,
+        listen: SocketAddr,
+        database: &str,
+        trusted: &[&Node],
+        extra: &str,
+    ) -> Result<garrison_attestor::SiteConfig, TestbedError> {
         let mut roots = Vec::new();
         for node in trusted {
             let name = format!("ek-roots/{}-manufacturer-ca.pem", node.name);
@@ -195,7 +231,11 @@ impl Node {
         let tpm = Swtpm::start(&SwtpmOptions::keep_dir(dir.join("tpm")))?;
         replay_into(&tpm, log)?;
         write(&dir.join("binary_bios_measurements"), log)?;
-        Ok(Node { name: name.to_owned(), tpm, dir })
+        Ok(Node {
+            name: name.to_owned(),
+            tpm,
+            dir,
+        })
     }
 
     /// Write this node's `agent.toml` for an attestor at `attestor` (`https://host:port`).
@@ -226,7 +266,10 @@ pub fn replay_into(tpm: &Swtpm, log: &[u8]) -> Result<usize, TestbedError> {
         .events()
         .iter()
         .filter(|e| e.is_extended())
-        .filter_map(|e| e.digest(HashAlg::Sha256).map(|d| format!("{}:sha256={}", e.pcr, hex::encode(d))))
+        .filter_map(|e| {
+            e.digest(HashAlg::Sha256)
+                .map(|d| format!("{}:sha256={}", e.pcr, hex::encode(d)))
+        })
         .collect();
     for chunk in specs.chunks(16) {
         let out = Command::new("tpm2_pcrextend")
@@ -236,7 +279,9 @@ pub fn replay_into(tpm: &Swtpm, log: &[u8]) -> Result<usize, TestbedError> {
             .output()
             .map_err(io("running tpm2_pcrextend (tpm2-tools)"))?;
         if !out.status.success() {
-            return Err(TestbedError::Extend(String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(TestbedError::Extend(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
     }
     Ok(specs.len())
@@ -245,12 +290,25 @@ pub fn replay_into(tpm: &Swtpm, log: &[u8]) -> Result<usize, TestbedError> {
 /// A free TCP address on loopback (bound, then released).
 pub fn free_local_address() -> Result<SocketAddr, TestbedError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
-    listener.local_addr().map_err(io("reading the bound address"))
+    listener
+        .local_addr()
+        .map_err(io("reading the bound address"))
 }
 
-fn issue_ca(issuer: &Authority, name: &str, ttl: Duration, now: OffsetDateTime, rng: &SystemRandom) -> Result<Issued, TestbedError> {
+fn issue_ca(
+    issuer: &Authority,
+    name: &str,
+    ttl: Duration,
+    now: OffsetDateTime,
+    rng: &SystemRandom,
+) -> Result<Issued, TestbedError> {
     Ok(issuer.issue_intermediate(
-        IntermediateParams { name: name.into(), ttl, path_len: PathLen::OneBelowIssuer, subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256) },
+        IntermediateParams {
+            name: name.into(),
+            ttl,
+            path_len: PathLen::OneBelowIssuer,
+            subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+        },
         now,
         rng,
     )?)
@@ -258,7 +316,10 @@ fn issue_ca(issuer: &Authority, name: &str, ttl: Duration, now: OffsetDateTime, 
 
 /// Write cert.pem, chain.pem, bundle.pem and (0600) key.pem.
 fn write_issued(dir: &Path, issued: &Issued) -> Result<(), TestbedError> {
-    write(&dir.join("cert.pem"), certificates_to_pem(std::slice::from_ref(&issued.certificate)))?;
+    write(
+        &dir.join("cert.pem"),
+        certificates_to_pem(std::slice::from_ref(&issued.certificate)),
+    )?;
     write(&dir.join("chain.pem"), certificates_to_pem(&issued.chain))?;
     write(&dir.join("bundle.pem"), certificates_to_pem(&issued.roots))?;
     if let Some(key) = &issued.key {

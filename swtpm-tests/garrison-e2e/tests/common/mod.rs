@@ -1,6 +1,12 @@
 //! A running site for end-to-end tests: CAs, signed policy, swtpm nodes, and the attestor
 //! serving in this process with a clock the test can move.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +43,11 @@ pub struct NodeSpec {
 }
 
 pub fn good(name: &'static str) -> NodeSpec {
-    NodeSpec { name, log: garrison_testbed::GOOD_LOG, ek_trusted: true }
+    NodeSpec {
+        name,
+        log: garrison_testbed::GOOD_LOG,
+        ek_trusted: true,
+    }
 }
 
 pub struct Running {
@@ -57,27 +67,56 @@ impl Running {
         garrison_spiffe_tls::install_ring_provider();
         let tmp = tempfile::tempdir().unwrap();
         let site = Site::create(tmp.path(), OffsetDateTime::now_utc()).unwrap();
-        let nodes: Vec<Node> = specs.iter().map(|s| Node::start(tmp.path(), s.name, s.log).unwrap()).collect();
-        let trusted: Vec<&Node> = nodes.iter().zip(specs).filter(|(_, s)| s.ek_trusted).map(|(n, _)| n).collect();
+        let nodes: Vec<Node> = specs
+            .iter()
+            .map(|s| Node::start(tmp.path(), s.name, s.log).unwrap())
+            .collect();
+        let trusted: Vec<&Node> = nodes
+            .iter()
+            .zip(specs)
+            .filter(|(_, s)| s.ek_trusted)
+            .map(|(n, _)| n)
+            .collect();
         let addr = free_local_address().unwrap();
-        let database = std::env::var("GARRISON_E2E_DATABASE").unwrap_or_else(|_| "sqlite://log.db".to_owned());
-        let config = site.write_config(addr, &database, &trusted, extra_config).unwrap();
+        let database =
+            std::env::var("GARRISON_E2E_DATABASE").unwrap_or_else(|_| "sqlite://log.db".to_owned());
+        let config = site
+            .write_config(addr, &database, &trusted, extra_config)
+            .unwrap();
         let clock = Arc::new(ShiftedClock::default());
-        let mut running = Running { tmp, site, nodes, addr, clock, database: config.database.clone(), stop: None, server: None };
+        let mut running = Running {
+            tmp,
+            site,
+            nodes,
+            addr,
+            clock,
+            database: config.database.clone(),
+            stop: None,
+            server: None,
+        };
         running.serve(config).await;
         running
     }
 
     async fn serve(&mut self, config: garrison_attestor::SiteConfig) {
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let attestor = garrison_attestor::server::build(&config, Arc::clone(&clock)).await.unwrap();
+        let attestor = garrison_attestor::server::build(&config, Arc::clone(&clock))
+            .await
+            .unwrap();
         let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
-        let (identity, bundle) = garrison_attestor::server::attestor_identity(&config, &ca, clock.now()).unwrap();
+        let (identity, bundle) =
+            garrison_attestor::server::attestor_identity(&config, &ca, clock.now()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            garrison_attestor::server::serve(&config, Arc::new(attestor), identity, bundle, async {
-                let _ = rx.await;
-            })
+            garrison_attestor::server::serve(
+                &config,
+                Arc::new(attestor),
+                identity,
+                bundle,
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .unwrap();
         });
@@ -95,13 +134,22 @@ impl Running {
     }
 
     pub fn agent_config(&self, name: &str) -> AgentConfig {
-        let path = self.node(name).write_agent_config(&self.site, &self.url()).unwrap();
+        let path = self
+            .node(name)
+            .write_agent_config(&self.site, &self.url())
+            .unwrap();
         AgentConfig::load(&path).unwrap()
     }
 
     /// A second handle on the attestation log (what an operator's `garrison log` opens).
     pub async fn log(&self) -> AttestationLog {
-        AttestationLog::open(&LogConfig { url: self.database.clone(), max_batch: 1, max_connections: 2 }).await.unwrap()
+        AttestationLog::open(&LogConfig {
+            url: self.database.clone(),
+            max_batch: 1,
+            max_connections: 2,
+        })
+        .await
+        .unwrap()
     }
 
     pub async fn records(&self) -> Vec<StoredRecord> {
@@ -134,13 +182,21 @@ pub async fn wait_for_port(addr: SocketAddr) {
 /// The serial (hex) and SPIFFE ID of the leaf in an svid.pem.
 pub fn leaf_of(svid_pem: &Path) -> (String, String, Vec<Vec<u8>>) {
     use x509_parser::prelude::{FromDer, X509Certificate};
-    let chain: Vec<Vec<u8>> = pem::parse_many(std::fs::read(svid_pem).unwrap()).unwrap().into_iter().map(|p| p.into_contents()).collect();
+    let chain: Vec<Vec<u8>> = pem::parse_many(std::fs::read(svid_pem).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect();
     let (_, cert) = X509Certificate::from_der(&chain[0]).unwrap();
-    let id = garrison_spiffe_tls::spiffe_id_of(&chain[0]).unwrap().to_string();
+    let id = garrison_spiffe_tls::spiffe_id_of(&chain[0])
+        .unwrap()
+        .to_string();
     (hex::encode(cert.raw_serial()), id, chain)
 }
 
 /// The refusal reason code in an agent error's chain, e.g. "policy-deny".
 pub fn reason(err: &garrison_agent::AgentError) -> String {
-    err.reason_code().map(str::to_owned).unwrap_or_else(|| format!("<no reason code: {}>", garrison_agent::error_chain(err)))
+    err.reason_code()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("<no reason code: {}>", garrison_agent::error_chain(err)))
 }
