@@ -1,0 +1,4 @@
+//! `garrison-loadgen`: see the library docs.
+#![forbid(unsafe_code)]
+
+fn main() {}
