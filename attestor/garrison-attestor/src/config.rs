@@ -154,12 +154,18 @@ impl SiteConfig {
     }
 
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
-        garrison_ca::SpiffeId::parse(&format!("spiffe://x/site/{}", raw.site)).map_err(|e| {
-            ConfigError::Invalid {
+        // The site name is one SPIFFE path segment: `spiffe://<td>/site/<site>/...`.
+        let one_segment = !raw.site.contains('/')
+            && garrison_ca::SpiffeId::parse(&format!("spiffe://x/site/{}", raw.site)).is_ok();
+        if !one_segment {
+            return Err(ConfigError::Invalid {
                 field: "site",
-                problem: e.to_string(),
-            }
-        })?;
+                problem: format!(
+                    "{:?} is not one SPIFFE path segment of [a-zA-Z0-9.-_]",
+                    raw.site
+                ),
+            });
+        }
         if let Some(bad) = raw.pcrs.iter().find(|p| **p > 23) {
             return Err(ConfigError::Invalid {
                 field: "pcrs",

@@ -186,7 +186,8 @@ impl Site {
     }
 
     /// Write `site.toml` for an attestor on `listen` with `database`, trusting the EK CAs of
-    /// `trusted` nodes, and load it.
+    /// `trusted` nodes, with `extra` TOML lines appended (an `extra` `max_svid_ttl` replaces
+    /// the default of 1h), and load it.
     pub fn write_config(
         &self,
         listen: SocketAddr,
@@ -204,8 +205,13 @@ impl Site {
             "# Site attestor configuration written by garrison-testbed.\n\
              site = \"{SITE}\"\nlisten = \"{listen}\"\nca_dir = \"ca/site\"\n\
              database = \"{database}\"\nek_roots = [{}]\n\
-             policy_bundle = \"policy/strict.bundle\"\nmax_svid_ttl = \"1h\"\n{extra}",
-            roots.join(", ")
+             policy_bundle = \"policy/strict.bundle\"\n{ttl}{extra}",
+            roots.join(", "),
+            ttl = if extra.contains("max_svid_ttl") {
+                ""
+            } else {
+                "max_svid_ttl = \"1h\"\n"
+            },
         );
         let path = self.dir.join("site.toml");
         write(&path, toml)?;

@@ -1,0 +1,174 @@
+//! Attacks on renewal: another node's SVID, a revoked SVID or node, an expired SVID. Each is
+//! refused (or never gets past TLS), and nothing is issued.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
+
+mod common;
+
+use std::time::Duration as StdDuration;
+
+use common::*;
+use garrison_agent::client::{Attestor, RenewalCalls};
+use garrison_agent::evidence::{self, MissingAk};
+use garrison_ca::SpiffeId;
+use garrison_log::{Decision, RecordKind, Revocation, RevocationTarget};
+use garrison_spiffe_tls::Identity;
+use garrison_tpm::{EkSource, Tpm, TpmConfig};
+
+/// A renewal channel presenting `svid_of`'s SVID as client certificate.
+fn renewal_calls(site: &Running, svid_of: &str) -> RenewalCalls {
+    let svid_dir = site.node(svid_of).dir.join("svid");
+    let identity = Identity::from_pem(
+        &std::fs::read(svid_dir.join("svid.pem")).unwrap(),
+        &std::fs::read(svid_dir.join("svid.key")).unwrap(),
+    )
+    .unwrap();
+    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
+    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
+    let url = site.url();
+    let attestor = Attestor {
+        address: &url,
+        spiffe_id: &id,
+        bundle_pem: &bundle,
+        timeout: StdDuration::from_secs(20),
+    };
+    RenewalCalls::new(
+        attestor.channel(Some(identity)).unwrap(),
+        StdDuration::from_secs(20),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_with_another_nodes_svid_is_refused() {
+    let site = Running::start(&[good("node-1"), good("node-2")], "").await;
+    garrison_agent::enroll_once(&site.agent_config("node-1"))
+        .await
+        .unwrap();
+    garrison_agent::enroll_once(&site.agent_config("node-2"))
+        .await
+        .unwrap();
+
+    // node-2's TPM and AK, but node-1's SVID (stolen key) on the connection.
+    let mut calls = renewal_calls(&site, "node-1");
+    let challenge = calls.begin().await.unwrap();
+    let mut tpm = Tpm::open(&TpmConfig {
+        tcti: site.node("node-2").tpm.tcti(),
+    })
+    .unwrap();
+    let blob = site.agent_config("node-2").ak_blob_path();
+    let keys = evidence::load_keys(
+        &mut tpm,
+        EkSource::Persistent {
+            handle: 0x8101_0001,
+        },
+        &blob,
+        MissingAk::Refuse,
+    )
+    .unwrap();
+    let log = std::fs::read(site.node("node-2").dir.join("binary_bios_measurements")).unwrap();
+    let csr = garrison_agent::node_key::NodeKey::generate(&ring::rand::SystemRandom::new())
+        .unwrap()
+        .csr_der()
+        .unwrap();
+    let request = evidence::renewal_request(&mut tpm, &keys.ak, &challenge, log, csr).unwrap();
+    let err = calls.complete(request).await.unwrap_err();
+    assert_eq!(reason(&err), "ak-mismatch");
+    let records = site.records().await;
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.record.kind, last.record.decision),
+        (RecordKind::Reject, Decision::Deny)
+    );
+    assert_eq!(last.record.reasons[0], "ak-mismatch");
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificates_and_nodes_are_refused() {
+    let site = Running::start(&[good("node-1")], "").await;
+    let config = site.agent_config("node-1");
+    garrison_agent::enroll_once(&config).await.unwrap();
+    let (serial, _, _) = leaf_of(&config.svid_dir.join("svid.pem"));
+    let node_id = site.records().await[0].record.node_id.clone().unwrap();
+
+    let log = site.log().await;
+    let revocation = |target| Revocation {
+        time: time::OffsetDateTime::now_utc(),
+        site: "site-a".into(),
+        target,
+        reasons: vec!["key compromise (test)".into()],
+        policy_digest: None,
+    };
+    log.revoke(revocation(RevocationTarget::Serial(serial)))
+        .await
+        .unwrap();
+    let err = garrison_agent::renew_once(&config).await.unwrap_err();
+    assert_eq!(reason(&err), "revoked");
+
+    // A fresh enrollment is possible after a certificate revocation (the TPM proves itself
+    // again), but not once the node itself is revoked.
+    garrison_agent::enroll_once(&config).await.unwrap();
+    log.revoke(revocation(RevocationTarget::Node(node_id)))
+        .await
+        .unwrap();
+    let err = garrison_agent::enroll_once(&config).await.unwrap_err();
+    assert_eq!(reason(&err), "revoked");
+    let err = garrison_agent::renew_once(&config).await.unwrap_err();
+    assert_eq!(reason(&err), "revoked");
+    log.close().await;
+
+    let records = site.records().await;
+    let kinds: Vec<_> = records.iter().map(|r| r.record.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == RecordKind::Revoke).count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == RecordKind::Enroll).count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.record.kind == RecordKind::Reject)
+            .all(|r| r.record.reasons[0] == "revoked")
+    );
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_svid_does_not_get_past_tls() {
+    // Policy asks for 15 minutes; this site caps SVIDs at 2 seconds.
+    let site = Running::start(&[good("node-1")], "max_svid_ttl = \"2s\"\n").await;
+    let config = site.agent_config("node-1");
+    let enrolled = garrison_agent::enroll_once(&config).await.unwrap();
+    let lifetime = enrolled
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        lifetime <= StdDuration::from_secs(2),
+        "SVID lives {lifetime:?}"
+    );
+    tokio::time::sleep(lifetime + StdDuration::from_millis(1500)).await;
+    let mut calls = renewal_calls(&site, "node-1");
+    let err = calls.begin().await.unwrap_err();
+    assert!(
+        err.reason_code().is_none(),
+        "refused in the TLS handshake, before any RPC: {err:?}"
+    );
+    let records = site.records().await;
+    assert_eq!(
+        records.len(),
+        1,
+        "only the enrollment: {:?}",
+        records.iter().map(|r| r.record.kind).collect::<Vec<_>>()
+    );
+    site.stop().await;
+}
