@@ -7,8 +7,15 @@
 #![forbid(unsafe_code)]
 
 /// Generated code for package `garrison.v1`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, clippy::expect_used,
-    clippy::indexing_slicing, clippy::panic)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 pub mod v1 {
     tonic::include_proto!("garrison.v1");
 }
