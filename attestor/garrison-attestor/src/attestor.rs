@@ -981,3 +981,51 @@ fn ca_refusal(err: CaError) -> Refusal {
         other => Refusal::new(Reason::CaUnavailable, other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use garrison_evidence::PcrSelection;
+
+    fn node(reset: u32, restart: u32, clock: u64) -> NodeState {
+        NodeState {
+            node_id: "n".into(),
+            ak_name: vec![],
+            spiffe_id: "spiffe://example.org/site/a/node/n".into(),
+            identity: "{}".into(),
+            reset_count: reset,
+            restart_count: restart,
+            clock,
+            current_serial: None,
+            updated: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn quote(reset: u32, restart: u32, clock: u64) -> QuoteVerdict {
+        QuoteVerdict {
+            clock,
+            reset_count: reset,
+            restart_count: restart,
+            safe: true,
+            firmware_version: 0,
+            qualified_signer: vec![],
+            selection: PcrSelection::new(&[]).unwrap(),
+            pcr_digest_alg: HashAlg::Sha256,
+        }
+    }
+
+    #[test]
+    fn counters_and_clock_may_only_move_forward() {
+        let before = node(5, 2, 1_000);
+        // Same boot, later: fine. A TPM restart or reset may restart the clock.
+        assert!(check_monotonic(&before, &quote(5, 2, 1_000)).is_ok());
+        assert!(check_monotonic(&before, &quote(5, 2, 9_000)).is_ok());
+        assert!(check_monotonic(&before, &quote(5, 3, 10)).is_ok());
+        assert!(check_monotonic(&before, &quote(6, 0, 10)).is_ok());
+        // Anything that goes backwards is a replayed or forged quote, or a rolled-back TPM.
+        for (reset, restart, clock) in [(5, 2, 999), (5, 1, 5_000), (4, 9, 99_999)] {
+            let refusal = check_monotonic(&before, &quote(reset, restart, clock)).unwrap_err();
+            assert_eq!(refusal.reason, Reason::ClockRollback, "{reset} {restart} {clock}");
+        }
+    }
+}
