@@ -128,6 +128,67 @@ impl Attestor {
         }
     }
 
+    /// Verify a new signed policy bundle (archive bytes) and put it in force without dropping
+    /// requests in flight. Rollbacks, unverifiable and uncompilable bundles are refused and the
+    /// bundle in force keeps serving. Either way the outcome is a `policy-update` record.
+    /// Returns a one-line description of what happened.
+    pub async fn reload_policy(&self, archive: &[u8]) -> Result<String, String> {
+        let now = self.parts.clock.now();
+        let in_force = self.parts.policy.current().info().clone();
+        let outcome =
+            garrison_policy::decode_archive(archive, &garrison_policy::BundleLimits::default())
+                .and_then(|files| self.parts.policy.reload(&files, now));
+        let (decision, digest, result) = match outcome {
+            Ok(garrison_policy::ReloadOutcome::Replaced { previous, current }) => (
+                Decision::Allow,
+                current.digest.clone(),
+                Ok(format!(
+                    "policy {} #{} replaced {} #{}",
+                    current.name, current.sequence, previous.name, previous.sequence
+                )),
+            ),
+            Ok(_unchanged) => {
+                return Ok(format!(
+                    "policy {} #{} unchanged",
+                    in_force.name, in_force.sequence
+                ));
+            }
+            Err(e) => (
+                Decision::Deny,
+                in_force.digest.clone(),
+                Err(format!(
+                    "new policy bundle refused, {} #{} stays in force: {e}",
+                    in_force.name, in_force.sequence
+                )),
+            ),
+        };
+        let reasons = vec![match &result {
+            Ok(text) | Err(text) => text.clone(),
+        }];
+        let record = Record {
+            time: now,
+            site: self.parts.site.clone(),
+            kind: RecordKind::PolicyUpdate,
+            node_id: None,
+            spiffe_id: None,
+            decision,
+            reasons,
+            policy_digest: Some(digest),
+            evidence_digest: None,
+            cert_serial: None,
+            cert_not_after: None,
+        };
+        let entry = NewEntry {
+            record,
+            evidence: Some(archive.to_vec()),
+            node_update: None,
+        };
+        if let Err(e) = self.parts.log.append(entry).await {
+            tracing::error!(error = %e, "could not record the policy update");
+        }
+        result
+    }
+
     /// Drop challenges that can no longer be answered; returns how many remain outstanding.
     pub fn purge_expired_challenges(&self) -> usize {
         let now = self.parts.clock.now();
@@ -1025,7 +1086,11 @@ mod tests {
         // Anything that goes backwards is a replayed or forged quote, or a rolled-back TPM.
         for (reset, restart, clock) in [(5, 2, 999), (5, 1, 5_000), (4, 9, 99_999)] {
             let refusal = check_monotonic(&before, &quote(reset, restart, clock)).unwrap_err();
-            assert_eq!(refusal.reason, Reason::ClockRollback, "{reset} {restart} {clock}");
+            assert_eq!(
+                refusal.reason,
+                Reason::ClockRollback,
+                "{reset} {restart} {clock}"
+            );
         }
     }
 }

@@ -220,6 +220,7 @@ pub async fn serve(
         .client_ca_root(Certificate::from_pem(bundle_pem))
         .client_auth_optional(true);
     spawn_challenge_purge(Arc::clone(&attestor));
+    spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
     let services = Services::new(attestor);
     let enrollment = EnrollmentServer::new(services.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
@@ -251,6 +252,28 @@ fn spawn_challenge_purge(attestor: Arc<Attestor>) {
             tick.tick().await;
             let outstanding = attestor.purge_expired_challenges();
             tracing::debug!(outstanding, "expired challenges purged");
+        }
+    });
+}
+
+/// `kill -HUP <attestor>` re-reads the policy bundle file and puts it in force if it verifies
+/// and is not older than the one in force.
+fn spawn_policy_reload_on_sighup(attestor: Arc<Attestor>, bundle: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: policy reload by signal is off");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let outcome = match std::fs::read(&bundle) {
+                Ok(bytes) => attestor.reload_policy(&bytes).await,
+                Err(e) => Err(format!("reading {}: {e}", bundle.display())),
+            };
+            match outcome {
+                Ok(text) => tracing::info!("{text}"),
+                Err(text) => tracing::error!("{text}"),
+            }
         }
     });
 }
