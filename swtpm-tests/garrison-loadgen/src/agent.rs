@@ -1,0 +1,262 @@
+//! One simulated agent: enrollment (Begin → ActivateCredential → quote → Complete) and
+//! renewal (mTLS with its SVID, BeginRenewal → quote → CompleteRenewal), each over a fresh
+//! TLS connection as a real agent makes one per exchange.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use garrison_ca::SpiffeId;
+use garrison_evidence::{HashAlg, PcrSelection, PcrValues};
+use garrison_proto::v1;
+use garrison_proto::v1::enrollment_client::EnrollmentClient;
+use garrison_proto::v1::renewal_client::RenewalClient;
+use garrison_spiffe_tls::{Identity, client_config, connect};
+use ring::rand::SystemRandom;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::identity::AgentIdentity;
+
+/// What every agent shares: where the attestor is and what a booted node looks like.
+#[derive(Debug)]
+pub struct AgentContext {
+    /// `https://host:port`.
+    pub address: String,
+    /// The trust domain's roots, PEM (the bootstrap bundle).
+    pub bundle_pem: Vec<u8>,
+    /// The attestor's SPIFFE ID.
+    pub attestor_id: SpiffeId,
+    /// The measured-boot log every node sends.
+    pub event_log: Vec<u8>,
+    /// The PCR values that log leaves behind (SHA-256, 0..=23).
+    pub pcrs: PcrValues,
+    /// Randomness for signatures.
+    pub rng: SystemRandom,
+}
+
+/// Why one exchange did not end with an SVID.
+#[derive(Debug)]
+pub enum OpError {
+    /// The attestor shed the request; retry after this many milliseconds.
+    Shed(u64),
+    /// Anything else: a refusal, a transport error, a malformed answer.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for OpError {
+    fn from(err: anyhow::Error) -> Self {
+        OpError::Failed(err)
+    }
+}
+
+/// Default wait when a shed response carries no usable hint.
+const DEFAULT_RETRY_AFTER_MS: u64 = 1000;
+
+fn status_error(stage: &str, status: tonic::Status) -> OpError {
+    let reason = status
+        .metadata()
+        .get(garrison_attestor::REASON_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if status.code() == Code::ResourceExhausted || reason == "overloaded" {
+        let hint = status
+            .metadata()
+            .get(garrison_attestor::RETRY_AFTER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_RETRY_AFTER_MS);
+        return OpError::Shed(hint);
+    }
+    OpError::Failed(anyhow!(
+        "{stage}: {:?} reason={reason:?} {}",
+        status.code(),
+        status.message()
+    ))
+}
+
+/// A simulated node.
+#[derive(Debug)]
+pub struct Agent {
+    /// Its number (used in its asserted hostname).
+    pub index: usize,
+    identity: AgentIdentity,
+    /// Its current SVID chain (leaf first), once enrolled.
+    svid: Option<Vec<Vec<u8>>>,
+}
+
+impl Agent {
+    /// An agent that has not enrolled yet.
+    pub fn new(index: usize, identity: AgentIdentity) -> Self {
+        Self {
+            index,
+            identity,
+            svid: None,
+        }
+    }
+
+    /// Whether it holds an SVID to renew with.
+    pub fn is_enrolled(&self) -> bool {
+        self.svid.is_some()
+    }
+
+    /// The identity (for the in-process crypto floor).
+    pub fn identity(&self) -> &AgentIdentity {
+        &self.identity
+    }
+
+    /// One full enrollment over a new connection.
+    pub async fn enroll(&mut self, ctx: &AgentContext) -> Result<(), OpError> {
+        let config = client_config(&ctx.bundle_pem, ctx.attestor_id.clone(), None)
+            .context("TLS client config")?;
+        let mut client = EnrollmentClient::new(channel(ctx, config)?);
+        let request = v1::BeginRequest {
+            ek_public: self.identity.tpm.ek_public().to_vec(),
+            ek_certificate: self.identity.ek_certificate.clone(),
+            ek_chain: Vec::new(),
+            ak_public: self.identity.tpm.ak_public().to_vec(),
+            asserted: HashMap::from([("hostname".to_owned(), format!("loadgen-{}", self.index))]),
+        };
+        let begin = client
+            .begin(request)
+            .await
+            .map_err(|s| status_error("Begin", s))?
+            .into_inner();
+        let challenge = begin
+            .challenge
+            .context("BeginResponse without a challenge")?;
+        let activated_secret = self
+            .identity
+            .tpm
+            .activate_credential(&begin.id_object, &begin.encrypted_secret)?;
+        let quote = self.quote(ctx, &challenge)?;
+        let request = v1::CompleteRequest {
+            challenge_id: challenge.challenge_id,
+            activated_secret,
+            quote: Some(quote),
+            event_log: ctx.event_log.clone(),
+            csr: self.identity.csr.clone(),
+        };
+        let svid = client
+            .complete(request)
+            .await
+            .map_err(|s| status_error("Complete", s))?
+            .into_inner();
+        self.svid = Some(svid.certificate_chain);
+        Ok(())
+    }
+
+    /// One renewal over a new mTLS connection with the current SVID.
+    pub async fn renew(&mut self, ctx: &AgentContext) -> Result<(), OpError> {
+        let chain = self.svid.clone().context("renewal before enrollment")?;
+        let identity = Identity {
+            chain: chain.into_iter().map(CertificateDer::from).collect(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.identity.svid_key.clone())),
+        };
+        let config = client_config(&ctx.bundle_pem, ctx.attestor_id.clone(), Some(identity))
+            .context("TLS client config")?;
+        let mut client = RenewalClient::new(channel(ctx, config)?);
+        let challenge = client
+            .begin_renewal(v1::BeginRenewalRequest {})
+            .await
+            .map_err(|s| status_error("BeginRenewal", s))?
+            .into_inner();
+        let quote = self.quote(ctx, &challenge)?;
+        let request = v1::CompleteRenewalRequest {
+            challenge_id: challenge.challenge_id,
+            quote: Some(quote),
+            event_log: ctx.event_log.clone(),
+            csr: self.identity.csr.clone(),
+            ak_public: self.identity.tpm.ak_public().to_vec(),
+        };
+        let svid = client
+            .complete_renewal(request)
+            .await
+            .map_err(|s| status_error("CompleteRenewal", s))?
+            .into_inner();
+        self.svid = Some(svid.certificate_chain);
+        Ok(())
+    }
+
+    /// Quote exactly the PCRs the challenge names, with its nonce.
+    fn quote(&mut self, ctx: &AgentContext, challenge: &v1::Challenge) -> Result<v1::Quote> {
+        let (selection, values) = selected_pcrs(&ctx.pcrs, &challenge.pcr_selection)?;
+        let (attest, signature) =
+            self.identity
+                .tpm
+                .quote(&challenge.nonce, &selection, &values, unix_ms(), &ctx.rng)?;
+        let pcrs = values
+            .iter()
+            .map(|(bank, index, digest)| v1::PcrValue {
+                hash_alg: u32::from(bank.tpm_alg_id()),
+                index,
+                digest: digest.to_vec(),
+            })
+            .collect();
+        Ok(v1::Quote {
+            attest,
+            signature,
+            pcrs,
+        })
+    }
+}
+
+fn channel(ctx: &AgentContext, config: rustls::ClientConfig) -> Result<Channel> {
+    connect(&ctx.address, config).context("gRPC channel")
+}
+
+/// The selection the challenge asks for and the values of exactly those PCRs.
+fn selected_pcrs(all: &PcrValues, asked: &[v1::PcrSelection]) -> Result<(PcrSelection, PcrValues)> {
+    let mut banks: Vec<(HashAlg, Vec<u32>)> = Vec::with_capacity(asked.len());
+    for bank in asked {
+        let alg = u16::try_from(bank.hash_alg)
+            .ok()
+            .and_then(HashAlg::from_tpm_alg_id)
+            .with_context(|| format!("unknown PCR bank {:#x}", bank.hash_alg))?;
+        banks.push((alg, bank.pcrs.clone()));
+    }
+    let refs: Vec<(HashAlg, &[u32])> = banks.iter().map(|(a, p)| (*a, p.as_slice())).collect();
+    let selection = PcrSelection::new(&refs)?;
+    let mut values = PcrValues::new();
+    for (bank, index) in selection.iter() {
+        let value = all
+            .value(bank, index)
+            .with_context(|| format!("no value for PCR {bank}:{index}"))?;
+        values.insert(bank, index, value.to_vec())?;
+    }
+    Ok((selection, values))
+}
+
+/// Milliseconds since the Unix epoch (the simulated TPM clock follows it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A small xorshift generator for jitter and the operation mix (not for cryptography).
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded; a zero seed is replaced.
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `base` scaled by a uniform factor in [0.5, 1.5).
+    pub fn around(&mut self, base: Duration) -> Duration {
+        base.mul_f64(0.5 + self.unit())
+    }
+}

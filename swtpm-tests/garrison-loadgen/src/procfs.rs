@@ -1,0 +1,67 @@
+//! CPU time and peak memory from /proc (Linux).
+
+/// Clock ticks per second in /proc/*/stat (USER_HZ, 100 on every Linux ABI we run on).
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// utime + stime of a process, in ticks.
+pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&stat).map(|(_, ticks)| ticks)
+}
+
+/// Sum of utime + stime over this process's threads whose name matches.
+pub fn own_threads_cpu_ticks(matches: impl Fn(&str) -> bool) -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        if let Some((name, ticks)) = stat_cpu_ticks(&stat)
+            && matches(name)
+        {
+            total = total.saturating_add(ticks);
+        }
+    }
+    Some(total)
+}
+
+/// (comm, utime + stime) from a /proc stat line. comm is in parentheses and may contain
+/// spaces, so fields are counted from the last ')'.
+fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open.saturating_add(1)..close)?;
+    let mut fields = stat.get(close.saturating_add(1)..)?.split_whitespace();
+    // After comm: state(3) ... utime(14) stime(15); `nth(11)` is field 14.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((name, utime.saturating_add(stime)))
+}
+
+/// VmHWM of `/proc/<pid>/status` (`pid` may be "self"), in KiB.
+pub fn peak_rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = "42 (tokio (rt) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 9 0";
+        assert_eq!(stat_cpu_ticks(line), Some(("tokio (rt) x", 287)));
+    }
+
+    #[test]
+    fn own_process_has_cpu_time_and_a_peak_rss() {
+        assert!(own_threads_cpu_ticks(|_| true).is_some());
+        assert!(peak_rss_kib("self").unwrap() > 0);
+    }
+}

@@ -1,0 +1,402 @@
+//! A load run: pre-generate identities, time the crypto floor, start the attestor, enroll
+//! every agent once, then drive clean enroll-only and renew-only phases (and a mixed one if
+//! asked), reading the attestor's CPU time around each phase.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use garrison_ca::SpiffeId;
+use ring::rand::{SecureRandom, SystemRandom};
+use time::OffsetDateTime;
+
+use crate::agent::{Agent, AgentContext, Jitter, OpError};
+use crate::floor::CryptoFloor;
+use crate::identity::{AgentIdentity, EkCa};
+use crate::procfs::TICKS_PER_SECOND;
+use crate::server::{Attestor, SiteFiles};
+
+/// Where the attestor comes from.
+#[derive(Debug, Clone)]
+pub enum AttestorMode {
+    /// `garrison attestor serve` as a child process (this binary, or found next to us).
+    Child(Option<PathBuf>),
+    /// Inside this process (smoke tests; CPU is summed over the attestor's threads).
+    InProcess,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Simulated agents, each with one operation in flight at most.
+    pub agents: usize,
+    /// Length of each measured phase.
+    pub seconds: f64,
+    /// If set, a third, mixed phase where each operation is a renewal with this probability.
+    pub renew_ratio: Option<f64>,
+    /// Total operations per second to offer (paced, latency from the scheduled start);
+    /// `None` is closed-loop: each agent starts its next operation as soon as one ends.
+    pub rate: Option<f64>,
+    /// How the attestor runs.
+    pub attestor: AttestorMode,
+    /// Attestation log URL (default: SQLite in the site directory).
+    pub database: Option<String>,
+    /// Extra `site.toml` lines (e.g. `max_pending_challenges = 100`).
+    pub site_extra: String,
+    /// Keep the site here instead of a temporary directory.
+    pub site_dir: Option<PathBuf>,
+    /// Enrollments timed in-process for the crypto floor.
+    pub floor_iterations: usize,
+}
+
+/// The outcome of one phase.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseStats {
+    /// Completed enrollments.
+    pub enrolls: u64,
+    /// Completed renewals.
+    pub renews: u64,
+    /// Failed operations (anything but shedding).
+    pub errors: u64,
+    /// Requests shed by the attestor (each retried after its hint, with jitter).
+    pub shed: u64,
+    /// Latencies of completed operations, microseconds.
+    pub enroll_latency_us: Vec<u64>,
+    /// Latencies of completed renewals, microseconds.
+    pub renew_latency_us: Vec<u64>,
+    /// Wall time of the phase.
+    pub elapsed: Duration,
+    /// Attestor CPU ticks used during the phase, if measurable.
+    pub server_ticks: Option<u64>,
+    /// The first few error messages.
+    pub error_samples: Vec<String>,
+}
+
+impl PhaseStats {
+    fn merge(&mut self, other: PhaseStats) {
+        self.enrolls += other.enrolls;
+        self.renews += other.renews;
+        self.errors += other.errors;
+        self.shed += other.shed;
+        self.enroll_latency_us.extend(other.enroll_latency_us);
+        self.renew_latency_us.extend(other.renew_latency_us);
+        for sample in other.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(sample);
+            }
+        }
+    }
+
+    /// CPU microseconds the attestor spent per completed operation of this phase.
+    pub fn server_cpu_us_per_op(&self) -> Option<f64> {
+        let ops = self.enrolls + self.renews;
+        let ticks = self.server_ticks?;
+        (ops > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / ops as f64)
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug)]
+pub struct Report {
+    /// Agents simulated.
+    pub agents: usize,
+    /// The initial enrollment of every agent (not in the rates).
+    pub prime: PhaseStats,
+    /// Enroll-only phase.
+    pub enroll: PhaseStats,
+    /// Renew-only phase.
+    pub renew: PhaseStats,
+    /// Mixed phase, if asked for.
+    pub mixed: Option<PhaseStats>,
+    /// The in-process crypto floor of one enrollment.
+    pub floor: CryptoFloor,
+    /// Attestor VmHWM, KiB, if measurable.
+    pub server_peak_rss_kib: Option<u64>,
+    /// Seconds spent pre-generating identities.
+    pub pregen_seconds: f64,
+}
+
+/// What kind of operation an agent runs next.
+#[derive(Debug, Clone, Copy)]
+enum Mix {
+    EnrollOnly,
+    RenewOnly,
+    Ratio(f64),
+}
+
+/// Run the whole measurement.
+pub fn run(config: &Config) -> Result<Report> {
+    if config.agents == 0 || config.seconds <= 0.0 {
+        bail!("--agents and --seconds must be positive");
+    }
+    garrison_spiffe_tls::install_ring_provider();
+    let now = OffsetDateTime::now_utc();
+    let temp = tempfile::Builder::new()
+        .prefix("garrison-loadgen-")
+        .tempdir()?;
+    let dir = config
+        .site_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_owned());
+    let started = Instant::now();
+    let ek_ca = EkCa::generate(now)?;
+    let mut identities = pregenerate(&ek_ca, config.agents, now)?;
+    let pregen_seconds = started.elapsed().as_secs_f64();
+    let site = crate::server::create_site(
+        &dir,
+        &ek_ca,
+        config.database.as_deref(),
+        &config.site_extra,
+        now,
+    )?;
+    let event_log = garrison_testbed::GOOD_LOG.to_vec();
+    let pcrs = crate::soft_tpm::pcrs_from_event_log(&event_log)?;
+    let ca = garrison_attestor::server::load_authority(&site.site_ca_dir)?;
+    let floor = crate::floor::measure(
+        &mut identities,
+        ek_ca.certificate_pem(),
+        &ca,
+        &pcrs,
+        config.floor_iterations,
+    )?;
+    let mut attestor = start_attestor(config, &site, &dir)?;
+    let ctx = Arc::new(AgentContext {
+        address: format!("https://{}", site.listen),
+        bundle_pem: site.bundle_pem.clone(),
+        attestor_id: SpiffeId::parse(&site.attestor_id)?,
+        event_log,
+        pcrs,
+        rng: SystemRandom::new(),
+    });
+    let agents = identities
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| Agent::new(i, id))
+        .collect();
+    let result = drive(config, &attestor, ctx, agents);
+    let server_peak_rss_kib = attestor.peak_rss_kib();
+    attestor.stop();
+    let (prime, enroll, renew, mixed) = result?;
+    Ok(Report {
+        agents: config.agents,
+        prime,
+        enroll,
+        renew,
+        mixed,
+        floor,
+        server_peak_rss_kib,
+        pregen_seconds,
+    })
+}
+
+fn pregenerate(ca: &EkCa, count: usize, now: OffsetDateTime) -> Result<Vec<AgentIdentity>> {
+    let rng = SystemRandom::new();
+    (0..count)
+        .map(|i| AgentIdentity::generate(ca, u64::try_from(i).unwrap_or(u64::MAX), now, &rng))
+        .collect()
+}
+
+fn start_attestor(config: &Config, site: &SiteFiles, dir: &std::path::Path) -> Result<Attestor> {
+    let mut attestor = match &config.attestor {
+        AttestorMode::InProcess => Attestor::spawn_in_process(&site.config)?,
+        AttestorMode::Child(bin) => {
+            let bin = match bin {
+                Some(bin) => bin.clone(),
+                None => crate::server::locate_garrison()?,
+            };
+            Attestor::spawn_child(&bin, &site.config, &dir.join("attestor.log"))?
+        }
+    };
+    attestor.wait_ready(site.listen, Duration::from_secs(60))?;
+    Ok(attestor)
+}
+
+type Phases = (PhaseStats, PhaseStats, PhaseStats, Option<PhaseStats>);
+
+fn drive(
+    config: &Config,
+    attestor: &Attestor,
+    ctx: Arc<AgentContext>,
+    agents: Vec<Agent>,
+) -> Result<Phases> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .context("load generator runtime")?;
+    runtime.block_on(async {
+        let seconds = Duration::from_secs_f64(config.seconds);
+        let (agents, prime) = phase(attestor, &ctx, agents, Mix::EnrollOnly, None, None).await?;
+        if prime.enrolls == 0 {
+            bail!(
+                "no agent could enroll; first errors: {:?}",
+                prime.error_samples
+            );
+        }
+        let (agents, enroll) = phase(
+            attestor,
+            &ctx,
+            agents,
+            Mix::EnrollOnly,
+            Some(seconds),
+            config.rate,
+        )
+        .await?;
+        let (agents, renew) = phase(
+            attestor,
+            &ctx,
+            agents,
+            Mix::RenewOnly,
+            Some(seconds),
+            config.rate,
+        )
+        .await?;
+        let mixed = match config.renew_ratio {
+            Some(ratio) => {
+                let mix = Mix::Ratio(ratio.clamp(0.0, 1.0));
+                Some(
+                    phase(attestor, &ctx, agents, mix, Some(seconds), config.rate)
+                        .await?
+                        .1,
+                )
+            }
+            None => None,
+        };
+        Ok((prime, enroll, renew, mixed))
+    })
+}
+
+/// Run every agent until `length` has passed (or, without a length, for exactly one
+/// operation each), reading the attestor's CPU time before and after.
+async fn phase(
+    attestor: &Attestor,
+    ctx: &Arc<AgentContext>,
+    agents: Vec<Agent>,
+    mix: Mix,
+    length: Option<Duration>,
+    rate: Option<f64>,
+) -> Result<(Vec<Agent>, PhaseStats)> {
+    let count = agents.len();
+    let ticks_before = attestor.cpu_ticks();
+    let start = Instant::now();
+    let mut seeds = vec![0u8; count.saturating_mul(8)];
+    SystemRandom::new()
+        .fill(&mut seeds)
+        .map_err(|_| anyhow::anyhow!("RNG"))?;
+    let mut tasks = Vec::with_capacity(count);
+    for (agent, seed) in agents.into_iter().zip(seeds.chunks_exact(8)) {
+        let plan = Plan {
+            mix,
+            deadline: length.map(|l| start + l),
+            interval: rate.map(|r| Duration::from_secs_f64(count as f64 / r.max(1e-3))),
+            jitter: Jitter::new(u64::from_le_bytes(seed.try_into().unwrap_or([1; 8]))),
+        };
+        tasks.push(tokio::spawn(agent_loop(agent, Arc::clone(ctx), plan)));
+    }
+    let mut stats = PhaseStats::default();
+    let mut agents = Vec::with_capacity(count);
+    for task in tasks {
+        let (agent, agent_stats) = task.await.context("agent task")?;
+        agents.push(agent);
+        stats.merge(agent_stats);
+    }
+    stats.elapsed = start.elapsed();
+    stats.server_ticks = match (ticks_before, attestor.cpu_ticks()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    agents.sort_by_key(|a| a.index);
+    Ok((agents, stats))
+}
+
+/// How one agent runs within a phase.
+struct Plan {
+    mix: Mix,
+    deadline: Option<Instant>,
+    interval: Option<Duration>,
+    jitter: Jitter,
+}
+
+/// Most shed-and-retry rounds for one operation before it counts as an error.
+const MAX_SHED_RETRIES: u32 = 50;
+
+async fn agent_loop(
+    mut agent: Agent,
+    ctx: Arc<AgentContext>,
+    mut plan: Plan,
+) -> (Agent, PhaseStats) {
+    let mut stats = PhaseStats::default();
+    // Spread the first operations over one interval so paced agents do not start in lock-step.
+    let mut next = Instant::now()
+        + plan
+            .interval
+            .map(|i| i.mul_f64(plan.jitter.unit()))
+            .unwrap_or_default();
+    loop {
+        if plan.deadline.is_some_and(|d| next >= d) {
+            break;
+        }
+        tokio::time::sleep_until(next.into()).await;
+        let renew = match plan.mix {
+            Mix::EnrollOnly => false,
+            Mix::RenewOnly => agent.is_enrolled(),
+            Mix::Ratio(r) => agent.is_enrolled() && plan.jitter.unit() < r,
+        };
+        let scheduled = next;
+        let outcome = one_operation(&mut agent, &ctx, renew, &mut plan.jitter, &mut stats).await;
+        let latency = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match (outcome, renew) {
+            (Ok(()), false) => {
+                stats.enrolls += 1;
+                stats.enroll_latency_us.push(latency);
+            }
+            (Ok(()), true) => {
+                stats.renews += 1;
+                stats.renew_latency_us.push(latency);
+            }
+            (Err(e), _) => {
+                stats.errors += 1;
+                if stats.error_samples.len() < 5 {
+                    stats.error_samples.push(format!("{e:#}"));
+                }
+            }
+        }
+        if plan.deadline.is_none() {
+            break;
+        }
+        next = match plan.interval {
+            // A fixed schedule: when behind, the next operation starts at once and its latency
+            // still counts from when it was due (no coordinated omission).
+            Some(interval) => scheduled + interval,
+            None => Instant::now(),
+        };
+    }
+    (agent, stats)
+}
+
+/// One enrollment or renewal, retried after the attestor's hint (with jitter) while it sheds.
+async fn one_operation(
+    agent: &mut Agent,
+    ctx: &AgentContext,
+    renew: bool,
+    jitter: &mut Jitter,
+    stats: &mut PhaseStats,
+) -> Result<()> {
+    for _ in 0..MAX_SHED_RETRIES {
+        let result = if renew {
+            agent.renew(ctx).await
+        } else {
+            agent.enroll(ctx).await
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(OpError::Shed(hint_ms)) => {
+                stats.shed += 1;
+                tokio::time::sleep(jitter.around(Duration::from_millis(hint_ms))).await;
+            }
+            Err(OpError::Failed(e)) => return Err(e),
+        }
+    }
+    bail!("still shed after {MAX_SHED_RETRIES} retries")
+}
