@@ -11,7 +11,7 @@ use garrison_eventlog::{BootClaims, EventLog, ReplayReport};
 use garrison_evidence::{
     AkIdentity, AkPolicy, EkEvidence, EkIdentity, EkTrust, HashAlg, PcrValues, QuoteVerdict,
 };
-use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Query, Record, RecordKind};
+use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, RecordKind};
 use garrison_policy::PolicyService;
 use garrison_proto::limits;
 use garrison_proto::v1;
@@ -789,36 +789,25 @@ impl Attestor {
                 format!("certificate {serial} is revoked"),
             ));
         }
-        let query = Query {
-            spiffe_id: Some(spiffe_id.clone()),
-            decision: Some(Decision::Allow),
-            ..Query::default()
-        };
-        let records = self
+        let node = self
             .parts
             .log
-            .query(&query)
+            .node_by_current_serial(&serial)
             .await
-            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
-        let node_id = records
-            .iter()
-            .rev()
-            .find(|r| r.record.cert_serial.as_deref() == Some(serial.as_str()))
-            .and_then(|r| r.record.node_id.clone())
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?
             .ok_or_else(|| {
                 Refusal::new(
                     Reason::UnknownSvid,
-                    format!("{spiffe_id} serial {serial} was not issued here"),
+                    format!("{spiffe_id} serial {serial} is not the current SVID of any node here"),
                 )
             })?;
-        let node = self
-            .node_state(&node_id)
-            .await?
-            .ok_or_else(|| Refusal::new(Reason::UnknownSvid, "node state missing"))?;
-        if node.current_serial.as_deref() != Some(serial.as_str()) {
+        if node.spiffe_id != spiffe_id {
             return Err(Refusal::new(
                 Reason::UnknownSvid,
-                format!("serial {serial} was superseded; enroll again"),
+                format!(
+                    "certificate says {spiffe_id}, its node holds {}",
+                    node.spiffe_id
+                ),
             ));
         }
         Ok((node, serial))

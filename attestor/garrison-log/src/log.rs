@@ -198,6 +198,15 @@ impl AttestationLog {
         read::node(&self.inner.pool, node_id).await
     }
 
+    /// The node whose current certificate has this serial (hex, any case), if any. A serial
+    /// that was superseded by a later issuance no longer finds its node.
+    pub async fn node_by_current_serial(
+        &self,
+        serial_hex: &str,
+    ) -> Result<Option<NodeState>, LogError> {
+        read::node_by_current_serial(&self.inner.pool, &serial_hex.to_ascii_lowercase()).await
+    }
+
     /// Evidence bytes by SHA-256 digest (hex, any case).
     pub async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
         read::evidence(&self.inner.pool, digest).await

@@ -75,15 +75,31 @@ pub(crate) async fn records(pool: &AnyPool, filter: &Query) -> Result<Vec<Stored
     rows.iter().map(stored_record).collect()
 }
 
+const NODE_COLUMNS: &str = "node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, current_serial, updated_us";
+
 pub(crate) async fn node(pool: &AnyPool, node_id: &str) -> Result<Option<NodeState>, LogError> {
-    let row = sqlx::query(
-        "SELECT node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, current_serial, updated_us \
-         FROM nodes WHERE node_id = $1",
-    )
-    .bind(node_id.to_owned())
-    .fetch_optional(pool)
-    .await
-    .map_err(|source| LogError::Query { source })?;
+    node_where(pool, "node_id", node_id).await
+}
+
+pub(crate) async fn node_by_current_serial(
+    pool: &AnyPool,
+    serial: &str,
+) -> Result<Option<NodeState>, LogError> {
+    node_where(pool, "current_serial", serial).await
+}
+
+/// One node row by an indexed column (`column` is one of ours, never input).
+async fn node_where(
+    pool: &AnyPool,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<NodeState>, LogError> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value.to_owned())
+        .fetch_optional(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
     row.as_ref().map(node_state).transpose()
 }
 
