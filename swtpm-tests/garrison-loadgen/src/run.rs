@@ -209,6 +209,10 @@ fn start_attestor(config: &Config, site: &SiteFiles, dir: &std::path::Path) -> R
         }
     };
     attestor.wait_ready(site.listen, Duration::from_secs(60))?;
+    if let Attestor::Child(child) = &attestor {
+        // For profilers: `perf record -p <pid>` during the phases.
+        eprintln!("attestor pid={} listen={}", child.id(), site.listen);
+    }
     Ok(attestor)
 }
 
@@ -278,6 +282,7 @@ async fn phase(
     rate: Option<f64>,
 ) -> Result<(Vec<Agent>, PhaseStats)> {
     let count = agents.len();
+    eprintln!("phase {mix:?} for {length:?}: {count} agents");
     let ticks_before = attestor.cpu_ticks();
     let start = Instant::now();
     let mut seeds = vec![0u8; count.saturating_mul(8)];
