@@ -90,6 +90,8 @@ struct RawConfig {
     pcrs: Vec<u32>,
     #[serde(default = "default_max_pending")]
     max_pending_challenges: usize,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
     #[serde(default = "default_attestor_svid_ttl")]
     attestor_svid_ttl: String,
     #[serde(default)]
@@ -104,6 +106,9 @@ fn default_pcrs() -> Vec<u32> {
 }
 fn default_max_pending() -> usize {
     10_000
+}
+fn default_max_in_flight() -> usize {
+    128
 }
 fn default_attestor_svid_ttl() -> String {
     "24h".to_owned()
@@ -132,6 +137,8 @@ pub struct SiteConfig {
     pub pcrs: Vec<u32>,
     /// Most challenges outstanding at once; beyond it Begin requests are shed.
     pub max_pending_challenges: usize,
+    /// Most requests worked on at once; beyond it requests are shed with `overloaded`.
+    pub max_in_flight: usize,
     /// Lifetime of the attestor's own server SVID, issued from the site CA at start.
     pub attestor_svid_ttl: Duration,
     /// Security-weakening switches (all off by default).
@@ -191,6 +198,7 @@ impl SiteConfig {
             policy_bundle: resolve(raw.policy_bundle),
             pcrs: raw.pcrs,
             max_pending_challenges: raw.max_pending_challenges.max(1),
+            max_in_flight: raw.max_in_flight.max(1),
             insecure: raw.insecure,
         })
     }

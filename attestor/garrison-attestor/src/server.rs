@@ -221,7 +221,7 @@ pub async fn serve(
         .client_auth_optional(true);
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
-    let services = Services::new(attestor);
+    let services = Services::new(attestor, config.max_in_flight);
     let enrollment = EnrollmentServer::new(services.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     let renewal = RenewalServer::new(services).max_decoding_message_size(limits::MAX_REQUEST_BYTES);

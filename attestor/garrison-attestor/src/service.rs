@@ -7,18 +7,56 @@ use garrison_proto::v1::enrollment_server::Enrollment;
 use garrison_proto::v1::renewal_server::Renewal;
 use tonic::{Request, Response, Status};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::attestor::Attestor;
+use crate::refusal::{Reason, Refusal};
+
+/// A bound on requests being worked on at once. Beyond it requests are shed at once with
+/// `overloaded` (RESOURCE_EXHAUSTED and a retry hint) instead of queueing without limit, so
+/// that a herd of reconnecting agents cannot exhaust the site's memory.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl InFlight {
+    /// At most `limit` requests at once (at least one).
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.max(1);
+        InFlight {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A permit for one request, held until the response is ready, or the refusal to send.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+            Refusal::new(
+                Reason::Overloaded,
+                format!("{} requests in flight", self.limit),
+            )
+            .to_status()
+        })
+    }
+}
 
 /// The Enrollment and Renewal services over one attestor.
 #[derive(Debug, Clone)]
 pub struct Services {
     attestor: Arc<Attestor>,
+    in_flight: InFlight,
 }
 
 impl Services {
-    /// Services backed by `attestor`.
-    pub fn new(attestor: Arc<Attestor>) -> Self {
-        Services { attestor }
+    /// Services backed by `attestor`, working on at most `max_in_flight` requests at once.
+    pub fn new(attestor: Arc<Attestor>, max_in_flight: usize) -> Self {
+        Services {
+            attestor,
+            in_flight: InFlight::new(max_in_flight),
+        }
     }
 }
 
@@ -34,6 +72,7 @@ impl Enrollment for Services {
         &self,
         request: Request<v1::BeginRequest>,
     ) -> Result<Response<v1::BeginResponse>, Status> {
+        let _permit = self.in_flight.admit()?;
         self.attestor
             .begin(request.into_inner())
             .await
@@ -45,6 +84,7 @@ impl Enrollment for Services {
         &self,
         request: Request<v1::CompleteRequest>,
     ) -> Result<Response<v1::SvidResponse>, Status> {
+        let _permit = self.in_flight.admit()?;
         self.attestor
             .complete(request.into_inner())
             .await
@@ -59,6 +99,7 @@ impl Renewal for Services {
         &self,
         request: Request<v1::BeginRenewalRequest>,
     ) -> Result<Response<v1::Challenge>, Status> {
+        let _permit = self.in_flight.admit()?;
         let chain = peer_chain(&request);
         self.attestor
             .begin_renewal(chain.as_deref())
@@ -71,11 +112,40 @@ impl Renewal for Services {
         &self,
         request: Request<v1::CompleteRenewalRequest>,
     ) -> Result<Response<v1::SvidResponse>, Status> {
+        let _permit = self.in_flight.admit()?;
         let chain = peer_chain(&request);
         self.attestor
             .complete_renewal(chain.as_deref(), request.into_inner())
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_beyond_the_limit_are_shed_with_a_retry_hint() {
+        let in_flight = InFlight::new(2);
+        let first = in_flight.admit().unwrap();
+        let _second = in_flight.admit().unwrap();
+        let shed = in_flight.admit().unwrap_err();
+        assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            shed.metadata().get(crate::REASON_METADATA_KEY).unwrap(),
+            "overloaded"
+        );
+        assert!(
+            shed.metadata()
+                .get(crate::RETRY_AFTER_METADATA_KEY)
+                .is_some()
+        );
+        drop(first);
+        assert!(
+            in_flight.admit().is_ok(),
+            "a finished request frees its place"
+        );
     }
 }
