@@ -230,7 +230,10 @@ async fn node_state_is_written_with_its_record(db: TestDb) {
     .await
     .unwrap();
     assert_eq!(log.node(&node).await.unwrap(), Some(enrolled.clone()));
-    assert_eq!(log.node_by_current_serial("01").await.unwrap(), Some(enrolled.clone()));
+    assert_eq!(
+        log.node_by_current_serial("01").await.unwrap(),
+        Some(enrolled.clone())
+    );
     assert_eq!(log.node_by_current_serial("02").await.unwrap(), None);
 
     // A renewal whose batch fails must not move the node's counters.
