@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use garrison_policy::{BundleFiles, EvalLimits, PolicyEngine, golden};
 
 fn strict() -> PolicyEngine {
@@ -40,11 +40,18 @@ fn decisions(c: &mut Criterion) {
     assert!(engine.evaluate(allow.clone()).unwrap().allow);
     assert!(!engine.evaluate(deny.clone()).unwrap().allow);
     let allow_bytes = serde_json::to_vec(&allow).unwrap();
-    c.bench_function("strict/allow (value in)", |b| {
-        b.iter(|| engine.evaluate(allow.clone()).unwrap())
+    c.bench_function("strict/allow (value by reference)", |b| {
+        b.iter(|| engine.evaluate_ref(&allow).unwrap())
     });
-    c.bench_function("strict/deny gce-ubuntu (value in)", |b| {
-        b.iter(|| engine.evaluate(deny.clone()).unwrap())
+    c.bench_function("strict/allow (owned value, incl. its drop)", |b| {
+        b.iter_batched(
+            || allow.clone(),
+            |input| engine.evaluate(input).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("strict/deny gce-ubuntu (value by reference)", |b| {
+        b.iter(|| engine.evaluate_ref(&deny).unwrap())
     });
     c.bench_function("strict/allow (JSON bytes in)", |b| {
         b.iter(|| engine.evaluate_json(&allow_bytes).unwrap())

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use crate::bundle::{BundleFiles, DATA_FILE, policy_files, sha256_hex};
 use crate::decision::{DECISION_RULES, Decision};
-use crate::input::check_input;
+use crate::input::{check_shape, to_rego};
 use crate::signature::VerifiedBundle;
 use crate::{PolicyError, source_check};
 
@@ -157,36 +157,46 @@ impl PolicyEngine {
 
     /// Decide on a JSON input document (bytes as received).
     pub fn evaluate_json(&self, input: &[u8]) -> Result<Decision, PolicyError> {
-        self.evaluate(parse_input(input, &self.limits)?)
+        self.evaluate_ref(&parse_input(input, &self.limits)?)
     }
 
     /// Decide on an input document.
     pub fn evaluate(&self, input: Json) -> Result<Decision, PolicyError> {
-        let input = check_input(input)?;
+        self.evaluate_ref(&input)
+    }
+
+    /// Decide on an input document the caller keeps (nothing is cloned).
+    pub fn evaluate_ref(&self, input: &Json) -> Result<Decision, PolicyError> {
+        let input = self.input_value(input)?;
         let mut vm = self.take_vm()?;
-        vm.set_input(Value::from(input));
+        vm.set_input(input);
         let output = vm.execute().map_err(|e| self.vm_error(e))?;
-        // Only a VM that finished cleanly goes back to the pool.
+        // Only a VM that finished cleanly goes back to the pool, without this request's input.
+        vm.set_input(Value::Undefined);
         self.return_vm(vm);
+        // Measure before converting, so an oversized decision is never copied.
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &output).map_err(|e| PolicyError::Evaluation {
+            message: e.to_string(),
+        })?;
+        if size.0 > self.limits.max_decision_bytes {
+            return Err(PolicyError::DecisionTooLarge {
+                limit: self.limits.max_decision_bytes,
+                got: size.0,
+            });
+        }
         let json = serde_json::to_value(&output).map_err(|e| PolicyError::Evaluation {
             message: e.to_string(),
         })?;
-        let size = json.to_string().len();
-        if size > self.limits.max_decision_bytes {
-            return Err(PolicyError::DecisionTooLarge {
-                limit: self.limits.max_decision_bytes,
-                got: size,
-            });
-        }
         Ok(Decision::from_output(&json, &self.info.digest))
     }
 
     /// Every rule of `data.garrison.admission` for this input (tree-walking interpreter,
     /// same time limit): what `policy eval --explain` prints.
     pub fn explain(&self, input: Json) -> Result<Json, PolicyError> {
-        let input = check_input(input)?;
+        let input = self.input_value(&input)?;
         let mut engine = self.interpreter.clone();
-        engine.set_input(Value::from(input));
+        engine.set_input(input);
         let results = engine
             .eval_query(format!("data.{ADMISSION_PACKAGE}"), false)
             .map_err(|e| self.eval_error(e.to_string()))?;
@@ -199,6 +209,12 @@ impl PolicyEngine {
         serde_json::to_value(&value).map_err(|e| PolicyError::Evaluation {
             message: e.to_string(),
         })
+    }
+
+    /// Check the input contract and build the VM's input value.
+    fn input_value(&self, input: &Json) -> Result<Value, PolicyError> {
+        let time_unix = check_shape(input)?;
+        to_rego(input, time_unix, self.limits.max_input_bytes)
     }
 
     fn new_vm(&self) -> Result<RegoVM, PolicyError> {
@@ -248,6 +264,19 @@ impl PolicyEngine {
             };
         }
         PolicyError::Evaluation { message }
+    }
+}
+
+/// Counts the bytes of JSON written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -1,5 +1,15 @@
 //! The bundle in force, replaced atomically: evaluations clone an `Arc` and never wait for a
 //! reload, and a refused bundle leaves the last good one serving.
+//!
+//! # Rollback across restarts
+//! The sequence in force lives in memory, so a restarted host would accept any older
+//! bundle. A host that must not roll back across restarts persists the sequence in force
+//! (after [`PolicyService::new_with_floor`] and after every [`ReloadOutcome::Replaced`], i.e.
+//! [`PolicyService::floor`]) and passes it back as `min_sequence` at start:
+//! [`PolicyService::new_with_floor`] refuses a start bundle below it with
+//! [`PolicyError::Rollback`], and reloads then refuse anything below the sequence in force as
+//! before. A bundle *at* the floor is accepted at start (the floor is a number, not a digest:
+//! it cannot tell the bundle that set it from another one signed with the same sequence).
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -33,10 +43,13 @@ pub struct PolicyService {
     bundle_limits: BundleLimits,
     current: RwLock<Arc<PolicyEngine>>,
     reloading: Mutex<()>,
+    /// Lowest sequence ever accepted, as restored by the host at start.
+    min_sequence: u64,
 }
 
 impl PolicyService {
-    /// Start with a signed bundle, verified at `now`.
+    /// Start with a signed bundle, verified at `now`, with no rollback floor (any sequence is
+    /// accepted at start). Same as [`Self::new_with_floor`] with `min_sequence` 0.
     pub fn new(
         trust: PolicyTrust,
         files: &BundleFiles,
@@ -44,7 +57,29 @@ impl PolicyService {
         eval_limits: EvalLimits,
         bundle_limits: BundleLimits,
     ) -> Result<Self, PolicyError> {
+        Self::new_with_floor(trust, files, now, eval_limits, bundle_limits, 0)
+    }
+
+    /// Start with a signed bundle, verified at `now`, refusing it with
+    /// [`PolicyError::Rollback`] if its sequence is below `min_sequence` (the sequence the
+    /// host persisted from its previous run; see the module docs). Reloads refuse anything
+    /// below the sequence in force, which is never below the floor.
+    pub fn new_with_floor(
+        trust: PolicyTrust,
+        files: &BundleFiles,
+        now: OffsetDateTime,
+        eval_limits: EvalLimits,
+        bundle_limits: BundleLimits,
+        min_sequence: u64,
+    ) -> Result<Self, PolicyError> {
         let verified = verify_bundle(files, &trust, now, &bundle_limits)?;
+        let sequence = verified.manifest.sequence;
+        if sequence < min_sequence {
+            return Err(PolicyError::Rollback {
+                in_force: min_sequence,
+                got: sequence,
+            });
+        }
         let engine = PolicyEngine::from_verified(&verified, eval_limits)?;
         Ok(Self {
             trust,
@@ -52,7 +87,14 @@ impl PolicyService {
             bundle_limits,
             current: RwLock::new(Arc::new(engine)),
             reloading: Mutex::new(()),
+            min_sequence,
         })
+    }
+
+    /// The sequence to persist as the next start's `min_sequence`: that of the bundle in force
+    /// (never below the floor given at start).
+    pub fn floor(&self) -> u64 {
+        self.current().info().sequence.max(self.min_sequence)
     }
 
     /// The engine in force (keep the `Arc` for as long as one request needs it).
@@ -84,9 +126,10 @@ impl PolicyService {
         let verified = verify_bundle(files, &self.trust, now, &self.bundle_limits)?;
         let previous = self.current().info().clone();
         let sequence = verified.manifest.sequence;
-        if sequence < previous.sequence {
+        let floor = previous.sequence.max(self.min_sequence);
+        if sequence < floor {
             return Err(PolicyError::Rollback {
-                in_force: previous.sequence,
+                in_force: floor,
                 got: sequence,
             });
         }

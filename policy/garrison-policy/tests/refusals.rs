@@ -234,6 +234,73 @@ fn rollback_and_reused_sequence_are_refused_and_newer_bundles_hot_reload() {
 }
 
 #[test]
+fn a_restarted_service_refuses_bundles_below_the_persisted_floor() {
+    let pki = make_pki("/policy/signer/ops");
+    let start = |files: &BundleFiles, floor: u64| {
+        PolicyService::new_with_floor(
+            trust(&pki),
+            files,
+            pki.now,
+            EvalLimits::default(),
+            BundleLimits::default(),
+            floor,
+        )
+    };
+    // First run: starts at 5, reloads 7; the host persists floor() = 7.
+    let first = start(&sign(&pki, &lab_files(), 5), 0).unwrap();
+    assert_eq!(first.floor(), 5);
+    first.reload(&sign(&pki, &lab_files(), 7), pki.now).unwrap();
+    let floor = first.floor();
+    assert_eq!(floor, 7);
+    drop(first);
+
+    // Restart with an older bundle on disk: refused, as a rollback.
+    let old = sign(&pki, &lab_files(), 5);
+    let err = start(&old, floor).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PolicyError::Rollback {
+                in_force: 7,
+                got: 5
+            }
+        ),
+        "{err}"
+    );
+    // Without a floor (`new`), the same bundle starts: what the floor is for.
+    let unfloored = PolicyService::new(
+        trust(&pki),
+        &old,
+        pki.now,
+        EvalLimits::default(),
+        BundleLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(unfloored.floor(), 5);
+
+    // The bundle at the floor starts, and reloads below it are still refused.
+    let restarted = start(&sign(&pki, &lab_files(), 7), floor).unwrap();
+    assert_still_serving(&restarted, 7);
+    let err = restarted
+        .reload(&sign(&pki, &lab_files(), 6), pki.now)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PolicyError::Rollback {
+                in_force: 7,
+                got: 6
+            }
+        ),
+        "{err}"
+    );
+    assert_still_serving(&restarted, 7);
+    // A newer bundle than the floor starts, and becomes the next floor.
+    let newer = start(&sign(&pki, &lab_files(), 9), floor).unwrap();
+    assert_eq!(newer.floor(), 9);
+}
+
+#[test]
 fn policies_using_clock_random_or_network_builtins_are_refused() {
     for (call, name) in [
         ("rand.intn(\"x\", 10)", "rand."),
@@ -390,6 +457,39 @@ fn malformed_input_is_an_error_not_a_decision() {
         matches!(err, PolicyError::InputTooLarge { limit: 16, .. }),
         "{err}"
     );
+    // A value handed in directly meets the same limit (as a lower bound of its JSON size).
+    let err = small.evaluate(input()).unwrap_err();
+    assert!(
+        matches!(err, PolicyError::InputTooLarge { limit: 16, .. }),
+        "{err}"
+    );
+    let mut padded = input();
+    padded["node"] = json!({"asserted": {"pad": "x".repeat(2 * 1024 * 1024)}});
+    let err = engine.evaluate_ref(&padded).unwrap_err();
+    assert!(matches!(err, PolicyError::InputTooLarge { .. }), "{err}");
+    // Nesting beyond serde_json's own limit is refused for values too.
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let mut nested = input();
+    nested["boot"]["deep"] = deep;
+    let err = engine.evaluate(nested).unwrap_err();
+    assert!(matches!(err, PolicyError::InputMalformed { .. }), "{err}");
+}
+
+#[test]
+fn evaluate_ref_owned_and_bytes_decide_alike() {
+    let engine = PolicyEngine::from_source("lab", &lab_files(), EvalLimits::default()).unwrap();
+    let value = input();
+    let by_ref = engine.evaluate_ref(&value).unwrap();
+    assert_eq!(by_ref, engine.evaluate(value.clone()).unwrap());
+    assert_eq!(
+        by_ref,
+        engine.evaluate_json(value.to_string().as_bytes()).unwrap()
+    );
+    // The caller's document is left as it was (no time_unix added to it).
+    assert_eq!(value, input());
 }
 
 #[test]
