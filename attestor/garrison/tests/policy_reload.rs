@@ -1,6 +1,7 @@
 //! Hot policy reload on a running attestor process: `kill -HUP` puts a newer signed bundle
 //! in force without a restart, an older one is refused (no rollback) while the newer keeps
-//! serving, and both outcomes are `policy-update` records in the attestation log.
+//! serving, both outcomes are `policy-update` records in the attestation log, and a restart
+//! with the old bundle file is refused too (the floor comes from the log).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -94,16 +95,17 @@ async fn sighup_reloads_newer_bundles_and_refuses_rollback() {
         )
         .unwrap();
     // Spawned before this process opens any TPM connection (see crash.rs for why).
-    let attestor = Killed(
+    let serve = || {
         Command::new(env!("CARGO_BIN_EXE_garrison"))
             .args(["attestor", "serve", "--config"])
             .arg(tmp.path().join("site.toml"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
-    );
+            .unwrap()
+    };
+    let attestor = Killed(serve());
     for _ in 0..250 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
@@ -146,6 +148,19 @@ async fn sighup_reloads_newer_bundles_and_refuses_rollback() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     garrison_agent::enroll_once(&agent).await.unwrap();
 
+    // A restart does not roll back either: with the old bundle file the attestor refuses to
+    // start, because the log says #2 was in force.
+    drop(attestor);
+    let mut stale = serve();
+    let status = stale.wait().unwrap();
+    assert!(
+        !status.success(),
+        "started with a bundle older than the one in force"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(stale.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.to_lowercase().contains("roll"), "{stderr}");
+
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
         max_batch: 1,
@@ -160,18 +175,23 @@ async fn sighup_reloads_newer_bundles_and_refuses_rollback() {
         })
         .await
         .unwrap();
-    assert_eq!(updates.len(), 2, "{updates:?}");
-    assert_eq!(updates[0].record.decision, Decision::Allow);
+    assert_eq!(updates.len(), 3, "{updates:?}");
     assert!(
-        updates[0].record.reasons[0].contains("lab #2 replaced"),
+        updates[0].record.reasons[0].contains("#1 in force at start"),
         "{:?}",
         updates[0].record.reasons
     );
-    assert_eq!(updates[1].record.decision, Decision::Deny);
+    assert_eq!(updates[1].record.decision, Decision::Allow);
     assert!(
-        updates[1].record.reasons[0].to_lowercase().contains("roll"),
+        updates[1].record.reasons[0].contains("lab #2 replaced"),
         "{:?}",
         updates[1].record.reasons
+    );
+    assert_eq!(updates[2].record.decision, Decision::Deny);
+    assert!(
+        updates[2].record.reasons[0].to_lowercase().contains("roll"),
+        "{:?}",
+        updates[2].record.reasons
     );
     let enrolls = log
         .query(&Query {
@@ -184,7 +204,7 @@ async fn sighup_reloads_newer_bundles_and_refuses_rollback() {
     assert!(
         enrolls
             .iter()
-            .all(|r| r.record.policy_digest == updates[0].record.policy_digest),
+            .all(|r| r.record.policy_digest == updates[1].record.policy_digest),
         "both admitted under the lab bundle"
     );
     log.close().await;

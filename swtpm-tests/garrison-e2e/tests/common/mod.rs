@@ -152,11 +152,15 @@ impl Running {
         .unwrap()
     }
 
+    /// Every record about nodes (the attestor's own `policy-update` records left out).
     pub async fn records(&self) -> Vec<StoredRecord> {
         let log = self.log().await;
         let records = log.query(&Query::default()).await.unwrap();
         log.close().await;
         records
+            .into_iter()
+            .filter(|r| r.record.kind != garrison_log::RecordKind::PolicyUpdate)
+            .collect()
     }
 
     pub async fn stop(mut self) {
