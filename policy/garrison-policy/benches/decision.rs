@@ -1,6 +1,9 @@
 //! Decisions per second of the strict policy on realistic inputs built from real event logs:
 //! the RHEL shim machine it admits (every rule runs to an allow) and the GCE Ubuntu VM it
-//! denies (five reasons). Compare with one quote verification (≈ 60–70 µs on the dev VM).
+//! denies (five reasons). `reference/ring ECDSA P-256 verify` is the signature check at the
+//! heart of one quote verification, measured in the same run (`cargo bench -p
+//! garrison-evidence --bench quote` puts a whole quote verification a few µs above it).
+//! Run: `taskset -c 0 cargo bench -p garrison-policy --bench decision -- --quick`
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,8 +13,15 @@
 
 use std::path::Path;
 
+use std::hint::black_box;
+
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use garrison_policy::{BundleFiles, EvalLimits, PolicyEngine, golden};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
+    UnparsedPublicKey,
+};
 
 fn strict() -> PolicyEngine {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/strict");
@@ -31,6 +41,24 @@ fn input(log: &str) -> serde_json::Value {
     let mut input = golden::sample_input(&claims, &pcrs, "site-a", "2025-06-01T12:00:00Z");
     input["tpm"]["manufacturer"] = "id:53544D20".into();
     input
+}
+
+fn reference(c: &mut Criterion) {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    // About the size of a TPMS_ATTEST quote.
+    let message = [0x5a_u8; 145];
+    let signature = pair.sign(&rng, &message).unwrap();
+    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, pair.public_key().as_ref().to_vec());
+    key.verify(&message, signature.as_ref()).unwrap();
+    c.bench_function("reference/ring ECDSA P-256 verify", |b| {
+        b.iter(|| {
+            key.verify(black_box(&message), black_box(signature.as_ref()))
+                .is_ok()
+        })
+    });
 }
 
 fn decisions(c: &mut Criterion) {
@@ -58,16 +86,24 @@ fn decisions(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decisions);
+criterion_group!(benches, reference, decisions);
 
-/// Where the time goes: converting the input document into regorus values.
+/// For comparison: what regorus' own conversion of a `serde_json::Value` costs (the path
+/// this crate used before converting by reference), and dropping an input document.
 fn parts(c: &mut Criterion) {
     let allow = input("tpm2tools-event-moklisttrusted.bin");
-    c.bench_function("part/clone input (bench overhead)", |b| {
-        b.iter(|| allow.clone())
-    });
-    c.bench_function("part/input into regorus value", |b| {
-        b.iter(|| regorus::Value::from(allow.clone()))
+    c.bench_function(
+        "part/regorus Value::from(serde_json) (old path, owned)",
+        |b| {
+            b.iter_batched(
+                || allow.clone(),
+                regorus::Value::from,
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    c.bench_function("part/drop the serde_json input", |b| {
+        b.iter_batched(|| allow.clone(), drop, BatchSize::SmallInput)
     });
 }
 
