@@ -16,7 +16,7 @@ use std::path::Path;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use garrison_policy::{BundleFiles, EvalLimits, PolicyEngine, golden};
+use garrison_policy::{BundleFiles, EvalLimits, InputSection, PolicyEngine, golden};
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
@@ -77,6 +77,17 @@ fn decisions(c: &mut Criterion) {
             |input| engine.evaluate(input).unwrap(),
             BatchSize::SmallInput,
         )
+    });
+    // How the attestor decides: boot claims and PCRs converted once per distinct event log
+    // (shared by every node that sends it), the small per-request rest converted each time.
+    let mut base = allow.clone();
+    let top = base.as_object_mut().unwrap();
+    let boot = InputSection::from_json(&top.remove("boot").unwrap(), 1 << 20).unwrap();
+    let pcrs = InputSection::from_json(&top.remove("pcrs").unwrap(), 1 << 20).unwrap();
+    let sections = [("boot", &boot), ("pcrs", &pcrs)];
+    assert!(engine.evaluate_sections(&base, &sections).unwrap().allow);
+    c.bench_function("strict/allow (boot and pcrs as shared sections)", |b| {
+        b.iter(|| engine.evaluate_sections(&base, &sections).unwrap())
     });
     c.bench_function("strict/deny gce-ubuntu (value by reference)", |b| {
         b.iter(|| engine.evaluate_ref(&deny).unwrap())

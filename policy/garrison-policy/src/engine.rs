@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use crate::bundle::{BundleFiles, DATA_FILE, policy_files, sha256_hex};
 use crate::decision::{DECISION_RULES, Decision};
-use crate::input::{check_shape, to_rego};
+use crate::input::{InputSection, check_shape_with, to_rego_with};
 use crate::signature::VerifiedBundle;
 use crate::{PolicyError, source_check};
 
@@ -167,7 +167,20 @@ impl PolicyEngine {
 
     /// Decide on an input document the caller keeps (nothing is cloned).
     pub fn evaluate_ref(&self, input: &Json) -> Result<Decision, PolicyError> {
-        let input = self.input_value(input)?;
+        self.evaluate_sections(input, &[])
+    }
+
+    /// Decide on an input made of `base` (a JSON object) and top-level `sections` converted
+    /// beforehand ([`InputSection`]), e.g. `("boot", &claims)`. The whole input meets the
+    /// same contract and limits as one given in a piece; a section also present in `base` is
+    /// refused.
+    pub fn evaluate_sections(
+        &self,
+        base: &Json,
+        sections: &[(&str, &InputSection)],
+    ) -> Result<Decision, PolicyError> {
+        let time_unix = check_shape_with(base, sections)?;
+        let input = to_rego_with(base, sections, time_unix, self.limits.max_input_bytes)?;
         let mut vm = self.take_vm()?;
         vm.set_input(input);
         let output = vm.execute().map_err(|e| self.vm_error(e))?;
@@ -213,8 +226,8 @@ impl PolicyEngine {
 
     /// Check the input contract and build the VM's input value.
     fn input_value(&self, input: &Json) -> Result<Value, PolicyError> {
-        let time_unix = check_shape(input)?;
-        to_rego(input, time_unix, self.limits.max_input_bytes)
+        let time_unix = check_shape_with(input, &[])?;
+        to_rego_with(input, &[], time_unix, self.limits.max_input_bytes)
     }
 
     fn new_vm(&self) -> Result<RegoVM, PolicyError> {

@@ -42,14 +42,40 @@ pub fn check_input(mut input: Json) -> Result<Json, PolicyError> {
 
 /// Check the input's shape; returns the `request.time_unix` to add.
 pub(crate) fn check_shape(input: &Json) -> Result<i64, PolicyError> {
+    check_shape_with(input, &[])
+}
+
+/// [`check_shape`] for an input whose `sections` are given apart from `input` (already
+/// converted). A section may not also appear in `input`.
+pub(crate) fn check_shape_with(
+    input: &Json,
+    sections: &[(&str, &InputSection)],
+) -> Result<i64, PolicyError> {
     let Json::Object(top) = input else {
         return Err(PolicyError::InputContract {
             field: "input",
             expected: "an object",
         });
     };
+    for (name, _) in sections {
+        if top.contains_key(*name) || !is_section_name(name) {
+            return Err(PolicyError::InputMalformed {
+                reason: format!(
+                    "section {name:?} is given twice, or is not a section that may be given apart"
+                ),
+            });
+        }
+    }
+    // Whether a top-level field is an object, wherever it was given.
+    let object = |field: &str| -> Option<bool> {
+        sections
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, section)| section.is_object())
+            .or_else(|| top.get(field).map(Json::is_object))
+    };
     for field in REQUIRED_OBJECTS {
-        if !top.get(field).is_some_and(Json::is_object) {
+        if object(field) != Some(true) {
             return Err(PolicyError::InputContract {
                 field,
                 expected: "an object",
@@ -57,7 +83,7 @@ pub(crate) fn check_shape(input: &Json) -> Result<i64, PolicyError> {
         }
     }
     for field in OPTIONAL_OBJECTS {
-        if top.get(field).is_some_and(|v| !v.is_object()) {
+        if object(field) == Some(false) {
             return Err(PolicyError::InputContract {
                 field,
                 expected: "an object when present",
@@ -87,8 +113,20 @@ pub(crate) fn check_shape(input: &Json) -> Result<i64, PolicyError> {
 
 /// The checked input as the VM's value, with `request.time_unix` set (replacing any given).
 /// `input` must have passed [`check_shape`]; `max_bytes` bounds its JSON size.
+#[cfg(test)]
 pub(crate) fn to_rego(
     input: &Json,
+    time_unix: i64,
+    max_bytes: usize,
+) -> Result<Value, PolicyError> {
+    to_rego_with(input, &[], time_unix, max_bytes)
+}
+
+/// [`to_rego`] with converted `sections` added at the top level (their sizes count towards
+/// `max_bytes` too). `input` and `sections` must have passed [`check_shape_with`].
+pub(crate) fn to_rego_with(
+    input: &Json,
+    sections: &[(&str, &InputSection)],
     time_unix: i64,
     max_bytes: usize,
 ) -> Result<Value, PolicyError> {
@@ -101,6 +139,14 @@ pub(crate) fn to_rego(
     };
     converter.charge(2)?;
     let mut out = BTreeMap::new();
+    for (name, section) in sections {
+        converter.charge(
+            name.len()
+                .saturating_add(3)
+                .saturating_add(section.json_bytes),
+        )?;
+        out.insert(Value::from(*name), section.value.clone());
+    }
     for (key, value) in top {
         converter.charge(key.len().saturating_add(3))?;
         let converted = match value {
@@ -112,6 +158,57 @@ pub(crate) fn to_rego(
         out.insert(Value::from(key.as_str()), converted);
     }
     Ok(Value::from(out))
+}
+
+/// Top-level fields that may be given as an [`InputSection`]: any section but `request`,
+/// which the host reads (`kind`, `time`) and extends (`time_unix`) for every decision.
+fn is_section_name(name: &str) -> bool {
+    name != "request" && (REQUIRED_OBJECTS.contains(&name) || OPTIONAL_OBJECTS.contains(&name))
+}
+
+/// One top-level section of a policy input (`boot`, `pcrs`, ...), converted once into the
+/// VM's representation so that many decisions can share it: a fleet sends the same event
+/// log, so the attestor converts its boot claims and PCRs once per distinct log instead of
+/// once per request. Cloning is a reference-count increment. It meets the same depth limit
+/// as any input, and its JSON size counts towards the input size limit of every decision it
+/// is part of.
+#[derive(Clone)]
+pub struct InputSection {
+    value: Value,
+    json_bytes: usize,
+}
+
+impl InputSection {
+    /// Convert `json`; refused when deeper than [`MAX_INPUT_DEPTH`] or larger than
+    /// `max_bytes` of JSON.
+    pub fn from_json(json: &Json, max_bytes: usize) -> Result<Self, PolicyError> {
+        let mut converter = Converter {
+            used: 0,
+            limit: max_bytes,
+        };
+        let value = converter.value(json, 1)?;
+        Ok(Self {
+            value,
+            json_bytes: converter.used,
+        })
+    }
+
+    /// A lower bound of the section's size as compact JSON.
+    pub fn json_bytes(&self) -> usize {
+        self.json_bytes
+    }
+
+    fn is_object(&self) -> bool {
+        matches!(self.value, Value::Object(_))
+    }
+}
+
+impl std::fmt::Debug for InputSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputSection")
+            .field("json_bytes", &self.json_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds regorus values from JSON, counting a lower bound of the JSON's size: string

@@ -56,7 +56,7 @@ pub use bundle::{
 pub use decision::{DECISION_RULES, Decision, MAX_REASONS, valid_spiffe_path};
 pub use engine::{ADMISSION_PACKAGE, BundleInfo, EvalLimits, PolicyEngine};
 pub use error::PolicyError;
-pub use input::check_input;
+pub use input::{InputSection, check_input};
 pub use service::{PolicyService, ReloadOutcome};
 pub use signature::{
     BundleSigner, POLICY_SIGNER_PATH_PREFIX, PolicyTrust, SIGNED_CONTEXT, SignatureAlgorithm,
