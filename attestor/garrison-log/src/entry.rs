@@ -14,6 +14,8 @@ pub(crate) struct PreparedEntry {
     pub reasons_json: String,
     /// (digest, bytes)
     pub evidence: Option<(String, Vec<u8>)>,
+    /// More evidence stored by digest, referred to from inside `evidence`: (digest, bytes).
+    pub blobs: Vec<(String, Vec<u8>)>,
     pub node: Option<PreparedNode>,
     pub revocation: Option<RevocationTarget>,
 }
@@ -95,6 +97,7 @@ fn prepare_any(
         record,
         reasons_json,
         evidence,
+        blobs: Vec::new(),
         node,
         revocation,
     })

@@ -60,6 +60,6 @@ pub use error::LogError;
 pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
 pub use log::{AttestationLog, Backend, LogConfig};
 pub use record::{
-    Appended, Decision, LogStats, NewEntry, NodeState, Query, Record, RecordKind, Revocation,
-    RevocationTarget, StoredRecord,
+    Appended, Decision, LogStats, NewEntry, NodeState, NodeStatus, Query, Record, RecordKind,
+    Revocation, RevocationTarget, StoredRecord,
 };

@@ -9,10 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_revocation};
+use crate::leaf::evidence_digest;
 use crate::writer::{self, Command, Counters, Job, Writer};
 use crate::{
-    Appended, Decision, LogError, LogStats, NewEntry, NodeState, Query, Record, RecordKind,
-    Revocation, RevocationTarget, StoredRecord, read,
+    Appended, Decision, LogError, LogStats, NewEntry, NodeState, NodeStatus, Query, Record,
+    RecordKind, Revocation, RevocationTarget, StoredRecord, read,
 };
 
 /// SQLite waits this long for a lock held by another connection or process.
@@ -147,6 +148,23 @@ impl AttestationLog {
         self.submit(prepare(entry)?).await
     }
 
+    /// [`append`](Self::append), also storing `blobs` as evidence (each under its SHA-256, once)
+    /// in the same transaction. For evidence that the entry's own evidence refers to by digest
+    /// (the attestor stores a node's event log this way, so that a fleet's identical logs are
+    /// kept once): when the record is committed, so is everything it refers to.
+    pub async fn append_with_blobs(
+        &self,
+        entry: NewEntry,
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<Appended, LogError> {
+        let mut prepared = prepare(entry)?;
+        prepared.blobs = blobs
+            .into_iter()
+            .map(|bytes| (evidence_digest(&bytes), bytes))
+            .collect();
+        self.submit(prepared).await
+    }
+
     /// Logs a revocation (a [`RecordKind::Revoke`] record, decision deny) and makes it
     /// effective for [`is_revoked`](Self::is_revoked) in the same transaction.
     pub async fn revoke(&self, revocation: Revocation) -> Result<Appended, LogError> {
@@ -205,6 +223,18 @@ impl AttestationLog {
         serial_hex: &str,
     ) -> Result<Option<NodeState>, LogError> {
         read::node_by_current_serial(&self.inner.pool, &serial_hex.to_ascii_lowercase()).await
+    }
+
+    /// The node's state and whether the node is revoked, in one query.
+    pub async fn node_status(&self, node_id: &str) -> Result<NodeStatus, LogError> {
+        read::node_status(&self.inner.pool, node_id).await
+    }
+
+    /// The node whose current certificate has this serial (hex, any case) and whether that
+    /// serial is revoked (as [`is_revoked`](Self::is_revoked) answers), in one query.
+    pub async fn node_status_by_serial(&self, serial_hex: &str) -> Result<NodeStatus, LogError> {
+        let serial = normalise_hex(serial_hex, "serial_hex")?;
+        read::node_status_by_serial(&self.inner.pool, &serial).await
     }
 
     /// Evidence bytes by SHA-256 digest (hex, any case).

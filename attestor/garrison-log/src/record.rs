@@ -180,6 +180,16 @@ pub struct NodeState {
     pub updated: OffsetDateTime,
 }
 
+/// A node's state and whether it may be issued to, read in one query: what the attestor needs
+/// before every decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's state, if it has enrolled.
+    pub node: Option<NodeState>,
+    /// True if the node is revoked (or, when looked up by serial, that certificate is).
+    pub revoked: bool,
+}
+
 /// A filter over records. Every set field must match; results are in sequence order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {

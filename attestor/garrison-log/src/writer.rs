@@ -242,7 +242,7 @@ async fn insert_rows<T>(
 async fn insert_evidence(conn: &mut AnyConnection, rows: &[Row<'_>]) -> Result<(), sqlx::Error> {
     let distinct: BTreeMap<&str, &[u8]> = rows
         .iter()
-        .filter_map(|row| row.entry.evidence.as_ref())
+        .flat_map(|row| row.entry.evidence.iter().chain(&row.entry.blobs))
         .map(|(digest, bytes)| (digest.as_str(), bytes.as_slice()))
         .collect();
     let evidence: Vec<_> = distinct.into_iter().collect();
