@@ -7,7 +7,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use garrison_ca::{Authority, CaError, SpiffeId, SubjectKey, SvidParams, VerifiedCsr};
-use garrison_eventlog::{BootClaims, EventLog, ReplayReport};
 use garrison_evidence::{
     AkIdentity, AkPolicy, EkEvidence, EkIdentity, EkTrust, HashAlg, PcrValues, QuoteVerdict,
 };
@@ -20,6 +19,7 @@ use serde_json::{Value as Json, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
+use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
 use crate::challenge::{ChallengeStore, Pending};
 use crate::evidence_record::EvidenceRecord;
 use crate::refusal::{Reason, Refusal};
@@ -86,14 +86,18 @@ pub struct Attestor {
     parts: AttestorParts,
     enrollments: ChallengeStore<PendingEnrollment>,
     renewals: ChallengeStore<PendingRenewal>,
+    boot_cache: BootCache,
     rng: SystemRandom,
 }
+
+/// Distinct (event log, quoted PCRs) appraisals kept: a site's fleet boots a handful of
+/// images; each entry is tens of KiB at most.
+const BOOT_CACHE_ENTRIES: usize = 256;
 
 /// What a verified answer to a challenge established.
 struct Appraised {
     verdict: QuoteVerdict,
-    pcrs: PcrValues,
-    claims: BootClaims,
+    boot: Arc<AppraisedBoot>,
     csr: VerifiedCsr,
 }
 
@@ -104,6 +108,10 @@ struct Outcome {
     spiffe_id: Option<String>,
     policy_digest: Option<String>,
     evidence: EvidenceRecord,
+    /// The event log's bytes, stored by digest with the record unless already stored.
+    event_log: Vec<u8>,
+    /// The appraisal of the event log, once it was appraised.
+    boot: Option<Arc<AppraisedBoot>>,
     /// False only for load shedding, which leaves no record (nothing was decided).
     logged: bool,
 }
@@ -124,6 +132,7 @@ impl Attestor {
             parts,
             enrollments: ChallengeStore::new(capacity),
             renewals: ChallengeStore::new(capacity),
+            boot_cache: BootCache::new(BOOT_CACHE_ENTRIES),
             rng: SystemRandom::new(),
         }
     }
@@ -294,7 +303,7 @@ impl Attestor {
     /// Enrollment step 2: verify the answer, decide, issue, log.
     pub async fn complete(
         &self,
-        request: v1::CompleteRequest,
+        mut request: v1::CompleteRequest,
     ) -> Result<v1::SvidResponse, Refusal> {
         let now = self.parts.clock.now();
         let pending = match self.enrollments.take(&request.challenge_id, now) {
@@ -308,9 +317,11 @@ impl Attestor {
         let node_id = pending.ek.ek_hash.clone();
         let mut evidence = pending.evidence;
         evidence.stage = "enroll-complete";
+        let log_digest = sha256(&request.event_log);
         fill_answer(
             &mut evidence,
             request.quote.as_ref(),
+            &log_digest,
             &request.event_log,
             &request.csr,
         );
@@ -324,10 +335,12 @@ impl Attestor {
                 &pending.secret,
                 &pending.nonce,
                 &pending.asserted,
+                log_digest,
                 &mut outcome,
                 now,
             )
             .await;
+        outcome.event_log = std::mem::take(&mut request.event_log);
         self.finish(result, outcome).await
     }
 
@@ -340,6 +353,7 @@ impl Attestor {
         secret: &[u8],
         nonce: &[u8],
         asserted: &BTreeMap<String, String>,
+        log_digest: [u8; 32],
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
@@ -350,19 +364,31 @@ impl Attestor {
             ));
         }
         garrison_evidence::verify_activation(secret, &request.activated_secret)?;
-        let previous = self.node_state(&ek.ek_hash).await?;
+        let status = self
+            .parts
+            .log
+            .node_status(&ek.ek_hash)
+            .await
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
+        if status.revoked {
+            return Err(Refusal::new(
+                Reason::Revoked,
+                format!("node {} is revoked", ek.ek_hash),
+            ));
+        }
+        let previous = status.node;
         let appraised = self.appraise(
             ak,
             nonce,
             request.quote.as_ref(),
-            &request.event_log,
+            (&request.event_log, log_digest),
             &request.csr,
             previous.as_ref(),
         )?;
-        self.check_not_revoked(&ek.ek_hash, None).await?;
+        outcome.boot = Some(Arc::clone(&appraised.boot));
         let identity = identity_facts(ek);
         let input = self.policy_input("enroll", &identity, ak, &appraised, asserted, None, now);
-        let (spiffe_id, ttl) = self.decide(input, outcome)?;
+        let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
         self.issue(
             &ek.ek_hash,
             &identity.to_string(),
@@ -412,9 +438,10 @@ impl Attestor {
     pub async fn complete_renewal(
         &self,
         peer_chain: Option<&[Vec<u8>]>,
-        request: v1::CompleteRenewalRequest,
+        mut request: v1::CompleteRenewalRequest,
     ) -> Result<v1::SvidResponse, Refusal> {
         let now = self.parts.clock.now();
+        let log_digest = sha256(&request.event_log);
         let mut evidence = EvidenceRecord {
             stage: "renew-complete",
             ak_public: request.ak_public.clone(),
@@ -423,23 +450,32 @@ impl Attestor {
         fill_answer(
             &mut evidence,
             request.quote.as_ref(),
+            &log_digest,
             &request.event_log,
             &request.csr,
         );
         let pending = match self.renewals.take(&request.challenge_id, now) {
             Ok(p) => p,
             Err(refusal) => {
-                return Err(self
-                    .record_refusal(refusal, Outcome::reject(None, evidence))
-                    .await);
+                let mut outcome = Outcome::reject(None, evidence);
+                outcome.event_log = std::mem::take(&mut request.event_log);
+                return Err(self.record_refusal(refusal, outcome).await);
             }
         };
         evidence.nonce = pending.nonce.clone();
         let mut outcome = Outcome::reject(Some(pending.node.node_id.clone()), evidence);
         outcome.kind = RecordKind::Renew;
         let result = self
-            .renewal_checked(peer_chain, &request, &pending, &mut outcome, now)
+            .renewal_checked(
+                peer_chain,
+                &request,
+                &pending,
+                log_digest,
+                &mut outcome,
+                now,
+            )
             .await;
+        outcome.event_log = std::mem::take(&mut request.event_log);
         self.finish(result, outcome).await
     }
 
@@ -448,6 +484,7 @@ impl Attestor {
         peer_chain: Option<&[Vec<u8>]>,
         request: &v1::CompleteRenewalRequest,
         pending: &PendingRenewal,
+        log_digest: [u8; 32],
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
@@ -474,11 +511,13 @@ impl Attestor {
             &ak,
             &pending.nonce,
             request.quote.as_ref(),
-            &request.event_log,
+            (&request.event_log, log_digest),
             &request.csr,
             Some(node),
         )?;
-        self.check_not_revoked(&node.node_id, Some(&serial)).await?;
+        outcome.boot = Some(Arc::clone(&appraised.boot));
+        // Revocation of the serial and of the node was checked by `identify_peer` above, in
+        // this same request.
         let previous = json!({"allow": true, "spiffe_id": node.spiffe_id});
         let identity: Json = serde_json::from_str(&node.identity).unwrap_or_else(|_| json!({}));
         let input = self.policy_input(
@@ -490,7 +529,7 @@ impl Attestor {
             Some(previous),
             now,
         );
-        let (spiffe_id, ttl) = self.decide(input, outcome)?;
+        let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
         self.issue(
             &node.node_id,
             &node.identity,
@@ -509,7 +548,7 @@ impl Attestor {
         ak: &AkIdentity,
         nonce: &[u8],
         quote: Option<&v1::Quote>,
-        event_log: &[u8],
+        (event_log, log_digest): (&[u8], [u8; 32]),
         csr: &[u8],
         previous: Option<&NodeState>,
     ) -> Result<Appraised, Refusal> {
@@ -522,15 +561,10 @@ impl Attestor {
         if let Some(previous) = previous {
             check_monotonic(previous, &verdict)?;
         }
-        let claims = boot_claims(event_log, &pcrs)?;
+        let boot = self.boot_cache.appraise(event_log, log_digest, &pcrs)?;
         let csr =
             VerifiedCsr::from_der(csr).map_err(|e| Refusal::new(Reason::Csr, e.to_string()))?;
-        Ok(Appraised {
-            verdict,
-            pcrs,
-            claims,
-            csr,
-        })
+        Ok(Appraised { verdict, boot, csr })
     }
 
     fn check_selection(&self, verdict: &QuoteVerdict) -> Result<(), Refusal> {
@@ -579,19 +613,24 @@ impl Attestor {
                 "reset_count": v.reset_count,
                 "restart_count": v.restart_count,
             },
-            "pcrs": pcrs_json(&appraised.pcrs),
-            "boot": appraised.claims,
             "node": {"asserted": asserted},
             "site": {"id": self.parts.site, "connected": false, "bundle_sequence": self.parts.policy.current().info().sequence},
             "request": request,
         })
     }
 
-    fn decide(&self, input: Json, outcome: &mut Outcome) -> Result<(SpiffeId, Duration), Refusal> {
+    /// Admission policy over `input` (everything but `boot` and `pcrs`, which come converted
+    /// from the boot cache).
+    fn decide(
+        &self,
+        input: &Json,
+        boot: &AppraisedBoot,
+        outcome: &mut Outcome,
+    ) -> Result<(SpiffeId, Duration), Refusal> {
         let engine = self.parts.policy.current();
         outcome.policy_digest = Some(engine.info().digest.clone());
         let decision = engine
-            .evaluate(input)
+            .evaluate_sections(input, &[("boot", &boot.boot), ("pcrs", &boot.pcrs)])
             .map_err(|e| Refusal::new(Reason::PolicyError, e.to_string()))?;
         if !decision.allow {
             return Err(Refusal::new(
@@ -689,7 +728,7 @@ impl Attestor {
             evidence: Some(outcome.evidence.to_bytes()),
             node_update: Some(issuance.node),
         };
-        let appended = self.parts.log.append(entry).await.map_err(|e| {
+        let appended = self.append(entry, outcome).await.map_err(|e| {
             tracing::error!(error = %e, "attestation log append failed; certificate withheld");
             Refusal::new(Reason::LogUnavailable, e.to_string())
         })?;
@@ -703,7 +742,7 @@ impl Attestor {
     }
 
     /// Record a refusal (reason code first, then detail) and return it for the client.
-    async fn record_refusal(&self, refusal: Refusal, outcome: Outcome) -> Refusal {
+    async fn record_refusal(&self, refusal: Refusal, mut outcome: Outcome) -> Refusal {
         tracing::info!(reason = refusal.reason.code(), detail = %refusal.detail, node = ?outcome.node_id, "refused");
         if !outcome.logged {
             return refusal;
@@ -712,21 +751,22 @@ impl Attestor {
             time: self.parts.clock.now(),
             site: self.parts.site.clone(),
             kind: RecordKind::Reject,
-            node_id: outcome.node_id,
-            spiffe_id: outcome.spiffe_id,
+            node_id: outcome.node_id.take(),
+            spiffe_id: outcome.spiffe_id.take(),
             decision: Decision::Deny,
             reasons: vec![refusal.reason.code().to_owned(), refusal.detail.clone()],
-            policy_digest: outcome.policy_digest,
+            policy_digest: outcome.policy_digest.take(),
             evidence_digest: None,
             cert_serial: None,
             cert_not_after: None,
         };
+        let evidence = Some(outcome.evidence.to_bytes());
         let entry = NewEntry {
             record,
-            evidence: Some(outcome.evidence.to_bytes()),
+            evidence,
             node_update: None,
         };
-        match self.parts.log.append(entry).await {
+        match self.append(entry, outcome).await {
             Ok(_) => refusal,
             Err(e) => {
                 tracing::error!(error = %e, "attestation log append failed for a refusal");
@@ -735,34 +775,26 @@ impl Attestor {
         }
     }
 
-    async fn node_state(&self, node_id: &str) -> Result<Option<NodeState>, Refusal> {
-        self.parts
-            .log
-            .node(node_id)
-            .await
-            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))
-    }
-
-    async fn check_not_revoked(&self, node_id: &str, serial: Option<&str>) -> Result<(), Refusal> {
-        let log_err =
-            |e: garrison_log::LogError| Refusal::new(Reason::LogUnavailable, e.to_string());
-        let node_revoked = self
+    /// Append `entry` with the event log's bytes, unless a committed record already holds
+    /// them (then the digest in the evidence suffices).
+    async fn append(
+        &self,
+        entry: NewEntry,
+        outcome: Outcome,
+    ) -> Result<garrison_log::Appended, garrison_log::LogError> {
+        let stored = outcome.boot.as_ref().is_some_and(|b| b.log_stored());
+        if stored || outcome.event_log.is_empty() {
+            return self.parts.log.append(entry).await;
+        }
+        let appended = self
             .parts
             .log
-            .is_node_revoked(node_id)
-            .await
-            .map_err(log_err)?;
-        let serial_revoked = match serial {
-            Some(s) => self.parts.log.is_revoked(s).await.map_err(log_err)?,
-            None => false,
-        };
-        if node_revoked || serial_revoked {
-            return Err(Refusal::new(
-                Reason::Revoked,
-                format!("node {node_id} or its certificate is revoked"),
-            ));
+            .append_with_blobs(entry, vec![outcome.event_log])
+            .await?;
+        if let Some(boot) = &outcome.boot {
+            boot.mark_log_stored();
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// The node behind a verified client certificate, which must be its current SVID.
@@ -777,30 +809,26 @@ impl Attestor {
             )
         })?;
         let (serial, spiffe_id) = serial_and_id(leaf)?;
-        if self
+        // One query: the node holding this serial now, and whether the serial or its node is
+        // revoked.
+        let status = self
             .parts
             .log
-            .is_revoked(&serial)
+            .node_status_by_serial(&serial)
             .await
-            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?
-        {
+            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
+        if status.revoked {
             return Err(Refusal::new(
                 Reason::Revoked,
-                format!("certificate {serial} is revoked"),
+                format!("certificate {serial} or its node is revoked"),
             ));
         }
-        let node = self
-            .parts
-            .log
-            .node_by_current_serial(&serial)
-            .await
-            .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?
-            .ok_or_else(|| {
-                Refusal::new(
-                    Reason::UnknownSvid,
-                    format!("{spiffe_id} serial {serial} is not the current SVID of any node here"),
-                )
-            })?;
+        let node = status.node.ok_or_else(|| {
+            Refusal::new(
+                Reason::UnknownSvid,
+                format!("{spiffe_id} serial {serial} is not the current SVID of any node here"),
+            )
+        })?;
         if node.spiffe_id != spiffe_id {
             return Err(Refusal::new(
                 Reason::UnknownSvid,
@@ -862,6 +890,8 @@ impl Outcome {
             spiffe_id: None,
             policy_digest: None,
             evidence,
+            event_log: Vec::new(),
+            boot: None,
             logged: true,
         }
     }
@@ -889,6 +919,7 @@ fn identity_facts(ek: &EkIdentity) -> Json {
 fn fill_answer(
     evidence: &mut EvidenceRecord,
     quote: Option<&v1::Quote>,
+    log_digest: &[u8; 32],
     event_log: &[u8],
     csr: &[u8],
 ) {
@@ -901,7 +932,9 @@ fn fill_answer(
             .map(|p| (p.hash_alg, p.index, hex::encode(&p.digest)))
             .collect();
     }
-    evidence.event_log = event_log.to_vec();
+    if !event_log.is_empty() {
+        evidence.event_log_sha256 = hex::encode(log_digest);
+    }
     evidence.csr = csr.to_vec();
 }
 
@@ -979,39 +1012,6 @@ fn check_monotonic(previous: &NodeState, v: &QuoteVerdict) -> Result<(), Refusal
         ));
     }
     Ok(())
-}
-
-/// Replay the log against the quoted PCRs; claims only from PCRs that replay. An empty log
-/// (a node without one) gives no claims, which policy sees as unknown boot state.
-fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal> {
-    if event_log.is_empty() {
-        return Ok(BootClaims::default());
-    }
-    let log = EventLog::parse(event_log)
-        .map_err(|e| Refusal::new(Reason::MalformedEvidence, format!("event log: {e}")))?;
-    let mut quoted = garrison_eventlog::PcrValues::new();
-    for (alg, index, value) in pcrs.iter() {
-        quoted
-            .insert(alg, index, value.to_vec())
-            .map_err(|e| Refusal::new(Reason::MalformedEvidence, e.to_string()))?;
-    }
-    let report = ReplayReport::compare(&log, &quoted);
-    // PCRs the log never touches replay to their reset value; only a PCR the log extends and
-    // the quote disagrees with is a lie.
-    if !report.all_match() {
-        return Err(Refusal::new(Reason::EventLogReplay, report.to_string()));
-    }
-    Ok(BootClaims::extract(&log, &report.verified))
-}
-
-fn pcrs_json(pcrs: &PcrValues) -> Json {
-    let mut banks = serde_json::Map::new();
-    for (alg, index, value) in pcrs.iter() {
-        if let Json::Object(bank) = banks.entry(alg.name()).or_insert_with(|| json!({})) {
-            bank.insert(index.to_string(), Json::String(hex::encode(value)));
-        }
-    }
-    Json::Object(banks)
 }
 
 fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {

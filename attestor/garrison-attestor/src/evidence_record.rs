@@ -2,7 +2,8 @@
 //! auditor can re-run the verifier over exactly what the attestor saw.
 //!
 //! Encoding: a JSON object, binary fields in standard base64, keys as below. Field order is
-//! fixed by the struct, so the same evidence always encodes to the same bytes.
+//! fixed by the struct, so the same evidence always encodes to the same bytes. The event log
+//! is referred to by digest: `AttestationLog::evidence(event_log_sha256)` returns its bytes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -33,9 +34,10 @@ pub struct EvidenceRecord {
     pub signature: Vec<u8>,
     /// Quoted PCR values as `(TPM_ALG_ID, index, digest)`.
     pub pcrs: Vec<(u32, u32, String)>,
-    /// Measured-boot event log.
-    #[serde(serialize_with = "b64")]
-    pub event_log: Vec<u8>,
+    /// Lowercase hex SHA-256 of the measured-boot event log (empty when none was sent). The
+    /// log's bytes are evidence of their own under that digest, stored with the first record
+    /// that refers to them, so a fleet's identical logs are kept once.
+    pub event_log_sha256: String,
     /// PKCS#10 CSR, DER.
     #[serde(serialize_with = "b64")]
     pub csr: Vec<u8>,

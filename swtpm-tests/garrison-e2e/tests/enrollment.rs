@@ -87,9 +87,16 @@ async fn enroll_renew_and_refuse_with_every_decision_logged() {
         .evidence(record.record.evidence_digest.as_deref().unwrap())
         .await
         .unwrap();
-    assert!(
-        evidence.is_some_and(|e| e.len() > 1000),
-        "raw evidence is stored beside the record"
+    let evidence: serde_json::Value = serde_json::from_slice(&evidence.unwrap()).unwrap();
+    assert_eq!(evidence["stage"], "enroll-complete");
+    assert!(evidence["attest"].as_str().is_some_and(|a| a.len() > 100));
+    // The event log is stored once, by digest, and is exactly what the node sent.
+    let log_digest = evidence["event_log_sha256"].as_str().unwrap();
+    let stored_log = site.log().await.evidence(log_digest).await.unwrap();
+    assert_eq!(
+        stored_log.as_deref(),
+        Some(std::fs::read(&config.event_log).unwrap().as_slice()),
+        "the node's event log is stored under the digest its evidence names"
     );
 
     // node-1 renews over mTLS with a fresh quote: a new certificate, same identity.
