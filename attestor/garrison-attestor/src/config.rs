@@ -92,6 +92,8 @@ struct RawConfig {
     max_pending_challenges: usize,
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default = "default_attestor_svid_ttl")]
     attestor_svid_ttl: String,
     #[serde(default)]
@@ -109,6 +111,9 @@ fn default_max_pending() -> usize {
 }
 fn default_max_in_flight() -> usize {
     128
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_attestor_svid_ttl() -> String {
     "24h".to_owned()
@@ -139,6 +144,9 @@ pub struct SiteConfig {
     pub max_pending_challenges: usize,
     /// Most requests worked on at once; beyond it requests are shed with `overloaded`.
     pub max_in_flight: usize,
+    /// Most client connections open (or in their TLS handshake) at once; beyond it the
+    /// attestor stops accepting and new connections wait in the listen backlog.
+    pub max_connections: usize,
     /// Lifetime of the attestor's own server SVID, issued from the site CA at start.
     pub attestor_svid_ttl: Duration,
     /// Security-weakening switches (all off by default).
@@ -199,6 +207,7 @@ impl SiteConfig {
             pcrs: raw.pcrs,
             max_pending_challenges: raw.max_pending_challenges.max(1),
             max_in_flight: raw.max_in_flight.max(1),
+            max_connections: raw.max_connections.max(1),
             insecure: raw.insecure,
         })
     }

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 mod attestor;
+mod boot_cache;
 mod challenge;
 pub mod config;
 mod evidence_record;
+mod listener;
 mod refusal;
 pub mod server;
 pub mod service;

@@ -61,6 +61,15 @@ pub enum StartError {
     /// The attestation log could not be opened.
     #[error("attestation log")]
     Log(#[source] garrison_log::LogError),
+    /// The listen address could not be bound.
+    #[error("listening on {address}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server")]
     Serve(#[source] tonic::transport::Error),
@@ -286,6 +295,11 @@ pub fn attestor_identity(
     Ok((identity, certificates_to_pem(ca.roots())))
 }
 
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections are closed (gracefully) after this long: an agent needs seconds per exchange.
+const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     config: &SiteConfig,
@@ -297,20 +311,28 @@ pub async fn serve(
     let tls = ServerTlsConfig::new()
         .identity(identity)
         .client_ca_root(Certificate::from_pem(bundle_pem))
-        .client_auth_optional(true);
+        .client_auth_optional(true)
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
+        address: config.listen,
+        source,
+    })?;
+    let incoming = crate::listener::bounded(listener, config.max_connections);
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
     let services = Services::new(attestor, config.max_in_flight);
     let enrollment = EnrollmentServer::new(services.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     let renewal = RenewalServer::new(services).max_decoding_message_size(limits::MAX_REQUEST_BYTES);
-    tracing::info!(listen = %config.listen, site = %config.site, "attestor serving");
+    tracing::info!(listen = %config.listen, site = %config.site, max_connections = config.max_connections, "attestor serving");
     Server::builder()
         .tls_config(tls)
         .map_err(StartError::Serve)?
+        // A connection holds one of `max_connections` places: none may keep it forever.
+        .max_connection_age(MAX_CONNECTION_AGE)
         .add_service(enrollment)
         .add_service(renewal)
-        .serve_with_shutdown(config.listen, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(StartError::Serve)
 }

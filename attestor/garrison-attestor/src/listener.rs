@@ -1,0 +1,163 @@
+//! The attestor's TCP listener: at most `max_connections` connections open at once.
+//!
+//! Every accepted connection holds a permit until it closes, from before its TLS handshake
+//! to its last byte. While all permits are taken the attestor does not accept: newcomers wait
+//! in the kernel's listen backlog (and, past it, in their own SYN retries) instead of each
+//! costing a TLS session, HTTP/2 buffers and a task in the attestor's memory. So memory stays
+//! bounded however many agents connect at once; a storm is served at the rate the attestor
+//! can sustain. Requests on admitted connections are still bounded by `max_in_flight` and shed
+//! with an explicit `overloaded` beyond it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Requested listen backlog; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Pause after an accept error (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Bind `address` for the attestor.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections from `listener`, never more than `max_connections` open at once.
+pub fn bounded(
+    listener: TcpListener,
+    max_connections: usize,
+) -> impl Stream<Item = Result<AdmittedConnection, io::Error>> {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let permit = Arc::clone(&permits).acquire_owned().await.ok()?;
+        let stream = accept(&listener).await;
+        Some((
+            Ok(AdmittedConnection {
+                stream,
+                _permit: permit,
+            }),
+            (listener, permits),
+        ))
+    })
+}
+
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+                return stream;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// An accepted TCP connection and its place under the connection limit, given back when the
+/// connection is dropped.
+#[derive(Debug)]
+pub struct AdmittedConnection {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for AdmittedConnection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for AdmittedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AdmittedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use futures_util::StreamExt as _;
+
+    #[tokio::test]
+    async fn no_more_than_the_limit_are_admitted_until_one_closes() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut admitted = Box::pin(bounded(listener, 2));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(address).await.unwrap());
+        }
+        let first = admitted.next().await.unwrap().unwrap();
+        let _second = admitted.next().await.unwrap().unwrap();
+        // The third client is connected at the TCP level (backlog) but not admitted...
+        let third = tokio::time::timeout(Duration::from_millis(200), admitted.next()).await;
+        assert!(
+            third.is_err(),
+            "a third connection was admitted over a limit of 2"
+        );
+        // ...until an admitted connection closes.
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), admitted.next()).await;
+        assert!(matches!(third, Ok(Some(Ok(_)))));
+    }
+}
