@@ -41,6 +41,10 @@ pub struct AgentContext {
 pub enum OpError {
     /// The attestor shed the request; retry after this many milliseconds.
     Shed(u64),
+    /// No answer from the attestor at all (connection refused, or not admitted before the
+    /// connect timeout while the attestor is at its connection limit): retry with backoff,
+    /// as a real agent does while its attestor is unreachable.
+    Unreachable(anyhow::Error),
     /// Anything else: a refusal, a transport error, a malformed answer.
     Failed(anyhow::Error),
 }
@@ -69,6 +73,14 @@ fn status_error(stage: &str, status: tonic::Status) -> OpError {
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_RETRY_AFTER_MS);
         return OpError::Shed(hint);
+    }
+    // tonic reports a connection that never got to HTTP/2 as a transport error, with no
+    // reason from the attestor: nothing was decided.
+    let transport = matches!(status.code(), Code::Unavailable | Code::Unknown)
+        && reason.is_empty()
+        && status.message().contains("transport error");
+    if transport {
+        return OpError::Unreachable(anyhow!("{stage}: {}", status.message()));
     }
     OpError::Failed(anyhow!(
         "{stage}: {:?} reason={reason:?} {}",

@@ -41,6 +41,10 @@ struct Args {
     /// Enrollments timed in-process for the crypto floor.
     #[arg(long, default_value_t = 300)]
     floor_iterations: usize,
+    /// Only the storm: every agent enrolls once, all starting at the same moment; the timed
+    /// phases are skipped (their figures print as 0 or nan).
+    #[arg(long)]
+    storm_only: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         site_extra: args.site_extra,
         site_dir: args.site_dir,
         floor_iterations: args.floor_iterations,
+        storm_only: args.storm_only,
     };
     match garrison_loadgen::run::run(&config) {
         Ok(report) => {

@@ -30,6 +30,7 @@ pub fn render(report: &Report) -> String {
         ),
         ("errors", total(report, |p| p.errors) as f64),
         ("shed", total(report, |p| p.shed) as f64),
+        ("unreachable", total(report, |p| p.unreachable) as f64),
         ("agents", report.agents as f64),
         (
             "enroll_cpu_over_floor",
@@ -54,6 +55,19 @@ pub fn render(report: &Report) -> String {
         ("enrolls", report.enroll.enrolls as f64),
         ("renews", report.renew.renews as f64),
         ("prime_enrolls", report.prime.enrolls as f64),
+        // The first enrollment of every agent, all started at once: the storm.
+        ("prime_seconds", report.prime.elapsed.as_secs_f64()),
+        ("prime_errors", report.prime.errors as f64),
+        ("prime_shed", report.prime.shed as f64),
+        ("prime_unreachable", report.prime.unreachable as f64),
+        (
+            "prime_p99_ms",
+            percentile_ms(&report.prime.enroll_latency_us, 0.99),
+        ),
+        (
+            "prime_server_cpu_us_per_enroll",
+            report.prime.server_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
         ("floor_verify_ek_us", report.floor.verify_ek_us),
         ("floor_check_ak_us", report.floor.check_ak_us),
         ("floor_make_credential_us", report.floor.make_credential_us),

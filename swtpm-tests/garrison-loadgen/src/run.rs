@@ -48,6 +48,8 @@ pub struct Config {
     pub site_dir: Option<PathBuf>,
     /// Enrollments timed in-process for the crypto floor.
     pub floor_iterations: usize,
+    /// Stop after the first enrollment of every agent (a storm: all start at once).
+    pub storm_only: bool,
 }
 
 /// The outcome of one phase.
@@ -61,6 +63,9 @@ pub struct PhaseStats {
     pub errors: u64,
     /// Requests shed by the attestor (each retried after its hint, with jitter).
     pub shed: u64,
+    /// Exchanges that could not reach the attestor (connection not admitted in time), each
+    /// retried after a jittered backoff.
+    pub unreachable: u64,
     /// Latencies of completed operations, microseconds.
     pub enroll_latency_us: Vec<u64>,
     /// Latencies of completed renewals, microseconds.
@@ -79,6 +84,7 @@ impl PhaseStats {
         self.renews += other.renews;
         self.errors += other.errors;
         self.shed += other.shed;
+        self.unreachable += other.unreachable;
         self.enroll_latency_us.extend(other.enroll_latency_us);
         self.renew_latency_us.extend(other.renew_latency_us);
         for sample in other.error_samples {
@@ -238,6 +244,9 @@ fn drive(
                 prime.error_samples
             );
         }
+        if config.storm_only {
+            return Ok((prime, PhaseStats::default(), PhaseStats::default(), None));
+        }
         let (agents, enroll) = phase(
             attestor,
             &ctx,
@@ -325,6 +334,8 @@ struct Plan {
 
 /// Most shed-and-retry rounds for one operation before it counts as an error.
 const MAX_SHED_RETRIES: u32 = 50;
+/// Wait (jittered ±50 %) before trying again an attestor that did not admit the connection.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(2);
 
 async fn agent_loop(
     mut agent: Agent,
@@ -400,8 +411,15 @@ async fn one_operation(
                 stats.shed += 1;
                 tokio::time::sleep(jitter.around(Duration::from_millis(hint_ms))).await;
             }
+            Err(OpError::Unreachable(e)) => {
+                stats.unreachable += 1;
+                if stats.error_samples.len() < 5 && stats.unreachable == 1 {
+                    stats.error_samples.push(format!("retried: {e:#}"));
+                }
+                tokio::time::sleep(jitter.around(UNREACHABLE_BACKOFF)).await;
+            }
             Err(OpError::Failed(e)) => return Err(e),
         }
     }
-    bail!("still shed after {MAX_SHED_RETRIES} retries")
+    bail!("still shed or unreachable after {MAX_SHED_RETRIES} retries")
 }
