@@ -15,7 +15,8 @@
 //!   [`encode_archive`] / [`decode_archive`]: the one-file form.
 //! * [`PolicyEngine`]: [`PolicyEngine::from_verified`] compiles to an RVM program once;
 //!   [`PolicyEngine::evaluate`] / [`PolicyEngine::evaluate_ref`] /
-//!   [`PolicyEngine::evaluate_json`] → [`Decision`];
+//!   [`PolicyEngine::evaluate_json`] / [`PolicyEngine::evaluate_sections`] (with
+//!   [`InputSection`]s converted once and shared) → [`Decision`];
 //!   [`PolicyEngine::explain`] gives every rule of `data.garrison.admission`.
 //! * [`PolicyService`]: the bundle in force behind `RwLock<Arc<_>>`; [`PolicyService::reload`]
 //!   refuses rollback and keeps the last good bundle on any error;
@@ -25,17 +26,15 @@
 //!
 //! # Performance
 //! One decision of the strict policy on a realistic input (built from the real
-//! `tpm2tools-event-moklisttrusted.bin` log, 5.9 KB of JSON, 194 values) costs about 43 µs
-//! through [`PolicyEngine::evaluate_ref`] and 50 µs through [`PolicyEngine::evaluate`] (which
-//! also drops the caller's JSON, ≈ 7 µs), against 59 µs for the ring ECDSA P-256 verification
-//! at the heart of one quote verification, measured in the same process: ≈ 0.7× (0.85×
-//! owned), not the "small fraction" wanted. Of the 43 µs: RVM run ≈ 18 µs, input conversion
-//! ≈ 17 µs, dropping the converted input ≈ 4 µs, reading the decision ≈ 3 µs. Both big parts
-//! are allocation-bound (one allocation per string and three per object in regorus' value
-//! tree). Figures are the fastest of 400 batches of 20 on one core of the shared 2-core dev
-//! VM; criterion's means on that VM swing by ±40 % with other load. Run
-//! `taskset -c 0 cargo bench -p garrison-policy --bench decision -- --quick` (it includes the
-//! ring reference; `cargo bench -p garrison-evidence --bench quote` for a whole quote).
+//! `tpm2tools-event-moklisttrusted.bin` log, 5.9 KB of JSON, 194 values) costs 17 µs when its
+//! `boot` and `pcrs` sections come pre-converted as shared [`InputSection`]s (what the
+//! attestor does: they depend only on the event log and the quoted PCRs), and 34 µs with the
+//! whole input converted per call ([`PolicyEngine::evaluate_ref`]), against 52 µs for the
+//! ring ECDSA P-256 verification at the heart of one quote verification, measured in the same
+//! process: 0.33× and 0.66×. Figures are the fastest of 400 batches of 20 on one core of the
+//! shared 2-core dev VM; run
+//! `taskset -c 0 cargo run --release -p garrison-policy --example decision_cost`
+//! (or `cargo bench -p garrison-policy --bench decision -- --quick` for criterion's view).
 #![forbid(unsafe_code)]
 
 mod bundle;
