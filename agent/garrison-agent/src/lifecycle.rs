@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use garrison_proto::v1::SvidResponse;
 use garrison_spiffe_tls::Identity;
@@ -119,6 +119,7 @@ impl Agent {
 
     /// One full enrollment (Begin, ActivateCredential, quote, Complete), then the files.
     pub async fn enroll_once(&self) -> Result<Enrolled, AgentError> {
+        let started = Instant::now();
         let bundle_pem = read_pem_file("trust bundle", &self.config.trust_bundle)?;
         let ek_chain = self.ek_chain()?;
         let channel = self.attestor(&bundle_pem).channel(None)?;
@@ -136,13 +137,17 @@ impl Agent {
         let complete = tpm
             .run(move |tpm, keys| evidence::complete_request(tpm, keys, &response, event_log, csr))
             .await?;
+        let tpm_time = tpm.tpm_time();
         drop(tpm);
         let svid = calls.complete(complete).await?;
-        self.install(&svid, &key, &bundle_pem)
+        let enrolled = self.install(&svid, &key, &bundle_pem)?;
+        log_timing(Exchange::Enroll, started.elapsed(), tpm_time);
+        Ok(enrolled)
     }
 
     /// One renewal over mTLS with the current SVID and a fresh quote by the enrolled AK.
     pub async fn renew_once(&self) -> Result<Enrolled, AgentError> {
+        let started = Instant::now();
         let current = self.current_svid()?;
         let bundle_pem = read_pem_file("trust bundle", &self.config.trust_bundle)?;
         let identity = Identity::from_pem(&current.chain_pem, &current.key_pem)
@@ -159,9 +164,11 @@ impl Agent {
                 evidence::renewal_request(tpm, &keys.ak, &challenge, event_log, csr)
             })
             .await?;
+        let tpm_time = tpm.tpm_time();
         drop(tpm);
         let svid = calls.complete(request).await?;
         let renewed = self.install(&svid, &key, &bundle_pem)?;
+        log_timing(Exchange::Renew, started.elapsed(), tpm_time);
         if renewed.spiffe_id != current.spiffe_id {
             tracing::warn!(old = %current.spiffe_id, new = %renewed.spiffe_id, "renewal changed the SPIFFE ID");
         }
@@ -534,6 +541,25 @@ fn log_enrolled(what: &str, enrolled: &Enrolled) {
         svid = %enrolled.files.svid.display(),
         "{what}"
     );
+}
+
+/// One line per successful exchange: its wall time, the part spent in the TPM (opening it,
+/// loading the keys, the commands), and the rest (files, key generation, TLS, the round
+/// trips to the attestor and the attestor's own work).
+fn log_timing(exchange: Exchange, total: Duration, tpm: Duration) {
+    let other = total.saturating_sub(tpm);
+    tracing::info!(
+        ?exchange,
+        total_ms = millis(total),
+        tpm_ms = millis(tpm),
+        other_ms = millis(other),
+        "exchange timing"
+    );
+}
+
+/// Milliseconds, to the microsecond.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn log_failure(exchange: Exchange, error: &AgentError, disposition: Disposition, failures: u32) {

@@ -4,9 +4,16 @@
 //! async runtime. One thread keeps the TPM open with the EK and AK loaded across the
 //! attestor round trip, so the keys are loaded once per attempt. Dropping the worker closes
 //! its job queue; the thread then flushes the keys and closes the TPM.
+//!
+//! The worker also adds up the wall time spent in the TPM (opening it and loading the keys
+//! in [`TpmWorker::start`], then each job passed to [`TpmWorker::run`]), so an exchange can
+//! report how much of its time was the TPM's. Flushing the keys and closing the TPM after
+//! the worker is dropped are not counted.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use garrison_tpm::{EkSource, Tpm, TpmConfig};
 use tokio::sync::oneshot;
@@ -33,6 +40,29 @@ pub struct TpmSettings {
 #[derive(Debug)]
 pub struct TpmWorker {
     jobs: mpsc::Sender<Job>,
+    tpm_time: TpmTime,
+}
+
+/// Wall time spent in the TPM, in nanoseconds, shared with the TPM thread.
+///
+/// Each addition happens on the TPM thread before the result it belongs to is sent back
+/// over a oneshot channel, which orders it before the receiver's next read.
+#[derive(Debug, Clone, Default)]
+struct TpmTime(Arc<AtomicU64>);
+
+impl TpmTime {
+    fn add(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |total| {
+                Some(total.saturating_add(nanos))
+            });
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
 }
 
 impl TpmWorker {
@@ -40,9 +70,17 @@ impl TpmWorker {
     pub async fn start(settings: TpmSettings) -> Result<Self, AgentError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, loaded) = oneshot::channel();
-        tokio::task::spawn_blocking(move || serve(&settings, &queue, ready));
+        let tpm_time = TpmTime::default();
+        let counted = tpm_time.clone();
+        tokio::task::spawn_blocking(move || serve(&settings, &queue, ready, &counted));
         loaded.await.map_err(|_| AgentError::TpmWorkerStopped)??;
-        Ok(Self { jobs })
+        Ok(Self { jobs, tpm_time })
+    }
+
+    /// Wall time spent in the TPM so far: opening it and loading (or creating) the keys in
+    /// [`TpmWorker::start`], plus every job that [`TpmWorker::run`] has finished.
+    pub fn tpm_time(&self) -> Duration {
+        self.tpm_time.get()
     }
 
     /// Runs `work` on the TPM thread and returns its result.
@@ -52,8 +90,12 @@ impl TpmWorker {
         F: FnOnce(&mut Tpm, &TpmKeys) -> Result<T, AgentError> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
+        let tpm_time = self.tpm_time.clone();
         let job: Job = Box::new(move |tpm, keys| {
-            let _ = answer.send(work(tpm, keys));
+            let started = Instant::now();
+            let result = work(tpm, keys);
+            tpm_time.add(started.elapsed());
+            let _ = answer.send(result);
         });
         self.jobs
             .send(job)
@@ -67,7 +109,9 @@ fn serve(
     settings: &TpmSettings,
     queue: &mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<(), AgentError>>,
+    tpm_time: &TpmTime,
 ) {
+    let started = Instant::now();
     let opened = Tpm::open(&TpmConfig {
         tcti: settings.tcti.clone(),
     })
@@ -79,12 +123,14 @@ fn serve(
             return;
         }
     };
-    let keys = match evidence::load_keys(
+    let loaded = evidence::load_keys(
         &mut tpm,
         settings.ek,
         &settings.ak_blob,
         settings.missing_ak,
-    ) {
+    );
+    tpm_time.add(started.elapsed());
+    let keys = match loaded {
         Ok(keys) => keys,
         Err(error) => {
             let _ = ready.send(Err(error));

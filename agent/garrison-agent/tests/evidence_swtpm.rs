@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use garrison_agent::evidence::{
     self, MissingAk, TpmKeys, begin_request, complete_request, load_keys, renewal_request,
@@ -187,8 +188,9 @@ fn renewal_refuses_to_create_an_ak() {
     assert_eq!(error.disposition(), garrison_agent::Disposition::Fatal);
 }
 
-/// Template EKs (recreated from the TCG template) work too, and the worker thread keeps the
-/// keys loaded across calls.
+/// Template EKs (recreated from the TCG template) work too, the worker thread keeps the
+/// keys loaded across calls, and it adds up the time spent in the TPM: opening it and
+/// loading the keys, then each job, never more than the wall time around them.
 #[tokio::test]
 async fn worker_runs_jobs_with_a_template_ek() {
     let swtpm = Swtpm::start(&SwtpmOptions::default()).unwrap();
@@ -201,11 +203,17 @@ async fn worker_runs_jobs_with_a_template_ek() {
         ak_blob: state.path().join("ak.blob"),
         missing_ak: MissingAk::Create(KeyAlgorithm::EccP256),
     };
+    let started = Instant::now();
     let worker = TpmWorker::start(settings.clone()).await.unwrap();
+    let after_start = worker.tpm_time();
+    assert!(after_start > Duration::ZERO);
+    assert!(after_start <= started.elapsed());
     let begin = worker
         .run(|tpm, keys| begin_request(tpm, keys, ek_nv_index::RSA_2048, vec![], &BTreeMap::new()))
         .await
         .unwrap();
+    let after_begin = worker.tpm_time();
+    assert!(after_begin > after_start);
     let ek_public = TpmPublic::from_tpm2b(&begin.ek_public).unwrap();
     let ak = check_ak(&begin.ak_public, &AkPolicy::default()).unwrap();
     let secret = random::<16>();
@@ -222,6 +230,9 @@ async fn worker_runs_jobs_with_a_template_ek() {
         .unwrap();
     verify_activation(&secret, &complete.activated_secret).unwrap();
     verify(&ak, complete.quote.as_ref().unwrap(), &nonce);
+    let after_complete = worker.tpm_time();
+    assert!(after_complete > after_begin);
+    assert!(after_complete <= started.elapsed());
     drop(worker);
 
     // A second worker reloads the same AK under the recreated template EK (swtpm serves one
