@@ -50,6 +50,38 @@ impl EkCa {
         })
     }
 
+    /// Keep the CA in `dir` (`cert.pem`, `key.pem` mode 0600), so that a later run against
+    /// an attestor started separately (`--attestor`) issues EK certificates it trusts.
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("cert.pem"), &self.certificate_pem).context("EK CA cert.pem")?;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join("key.pem"))
+            .context("EK CA key.pem")?;
+        key.write_all(self.issuer.key().serialize_pem().as_bytes())
+            .context("EK CA key.pem")
+    }
+
+    /// A CA kept by [`EkCa::save`].
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .with_context(|| format!("reading {}", dir.join(name).display()))
+        };
+        let certificate_pem = read("cert.pem")?;
+        let key = KeyPair::from_pem(&read("key.pem")?).context("EK CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(&certificate_pem, key).context("EK CA")?;
+        Ok(Self {
+            issuer,
+            certificate_pem,
+        })
+    }
+
     /// The CA certificate, PEM: the site's `ek_roots` entry.
     pub fn certificate_pem(&self) -> &str {
         &self.certificate_pem

@@ -29,6 +29,14 @@ struct Args {
     /// whole process's).
     #[arg(long, conflicts_with = "garrison_bin")]
     in_process: bool,
+    /// Drive an attestor that is already running at HOST:PORT, serving the site prepared in
+    /// --site-dir by an earlier `--prepare-only` run (server CPU and memory print as nan).
+    #[arg(long, conflicts_with_all = ["garrison_bin", "in_process"], requires = "site_dir")]
+    attestor: Option<std::net::SocketAddr>,
+    /// Only create the site in --site-dir (CAs, strict policy, EK CA, site.toml) and print the
+    /// path of its site.toml, for `garrison attestor serve --config` and a later `--attestor`.
+    #[arg(long, requires = "site_dir")]
+    prepare_only: bool,
     /// Attestation log URL (default: SQLite in the site directory).
     #[arg(long)]
     database: Option<String>,
@@ -54,10 +62,10 @@ fn main() -> std::process::ExitCode {
         seconds: args.seconds,
         renew_ratio: args.renew_ratio,
         rate: args.rate,
-        attestor: if args.in_process {
-            AttestorMode::InProcess
-        } else {
-            AttestorMode::Child(args.garrison_bin)
+        attestor: match (args.attestor, args.in_process) {
+            (Some(address), _) => AttestorMode::External(address),
+            (None, true) => AttestorMode::InProcess,
+            (None, false) => AttestorMode::Child(args.garrison_bin),
         },
         database: args.database,
         site_extra: args.site_extra,
@@ -65,6 +73,19 @@ fn main() -> std::process::ExitCode {
         floor_iterations: args.floor_iterations,
         storm_only: args.storm_only,
     };
+    if args.prepare_only {
+        return match garrison_loadgen::run::prepare_only(&config) {
+            Ok((site_toml, listen)) => {
+                println!("site_toml={}", site_toml.display());
+                println!("listen={listen}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("garrison-loadgen: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match garrison_loadgen::run::run(&config) {
         Ok(report) => {
             for sample in report

@@ -24,6 +24,9 @@ pub enum AttestorMode {
     Child(Option<PathBuf>),
     /// Inside this process (smoke tests; CPU is summed over the attestor's threads).
     InProcess,
+    /// Already running at this address, serving a site prepared with `--prepare-only`
+    /// (given as `site_dir`); its CPU and memory are not measured.
+    External(std::net::SocketAddr),
 }
 
 /// What to run.
@@ -145,17 +148,19 @@ pub fn run(config: &Config) -> Result<Report> {
         .site_dir
         .clone()
         .unwrap_or_else(|| temp.path().to_owned());
+    let (site, ek_ca) = match &config.attestor {
+        AttestorMode::External(listen) => {
+            if config.site_dir.is_none() {
+                bail!("--attestor needs --site-dir: the site prepared for that attestor");
+            }
+            let site = crate::server::open_site(&dir, *listen)?;
+            (site, EkCa::load(&dir.join(EK_CA_DIR))?)
+        }
+        _ => prepare_site(config, &dir, now)?,
+    };
     let started = Instant::now();
-    let ek_ca = EkCa::generate(now)?;
     let mut identities = pregenerate(&ek_ca, config.agents, now)?;
     let pregen_seconds = started.elapsed().as_secs_f64();
-    let site = crate::server::create_site(
-        &dir,
-        &ek_ca,
-        config.database.as_deref(),
-        &config.site_extra,
-        now,
-    )?;
     let event_log = garrison_testbed::GOOD_LOG.to_vec();
     let pcrs = crate::soft_tpm::pcrs_from_event_log(&event_log)?;
     let ca = garrison_attestor::server::load_authority(&site.site_ca_dir)?;
@@ -196,6 +201,40 @@ pub fn run(config: &Config) -> Result<Report> {
     })
 }
 
+/// Where a site directory keeps the load generator's EK CA.
+const EK_CA_DIR: &str = "ek-ca";
+
+/// A new site under `dir` whose only EK root is a new EK CA, kept in `dir/ek-ca`.
+fn prepare_site(
+    config: &Config,
+    dir: &std::path::Path,
+    now: OffsetDateTime,
+) -> Result<(crate::server::SiteFiles, EkCa)> {
+    let ek_ca = EkCa::generate(now)?;
+    let site = crate::server::create_site(
+        dir,
+        &ek_ca,
+        config.database.as_deref(),
+        &config.site_extra,
+        now,
+    )?;
+    ek_ca.save(&dir.join(EK_CA_DIR))?;
+    Ok((site, ek_ca))
+}
+
+/// Create a site in `config.site_dir` for an attestor started separately (`garrison
+/// attestor serve --config <dir>/site.toml`, on this machine or another), then stop; a later
+/// run with `--attestor ADDR --site-dir <dir>` drives it. Returns the `site.toml` path and
+/// the address it configures the attestor to listen on.
+pub fn prepare_only(config: &Config) -> Result<(std::path::PathBuf, std::net::SocketAddr)> {
+    let dir = config
+        .site_dir
+        .clone()
+        .context("--prepare-only needs --site-dir")?;
+    let (site, _) = prepare_site(config, &dir, OffsetDateTime::now_utc())?;
+    Ok((site.config, site.listen))
+}
+
 fn pregenerate(ca: &EkCa, count: usize, now: OffsetDateTime) -> Result<Vec<AgentIdentity>> {
     let rng = SystemRandom::new();
     (0..count)
@@ -206,6 +245,7 @@ fn pregenerate(ca: &EkCa, count: usize, now: OffsetDateTime) -> Result<Vec<Agent
 fn start_attestor(config: &Config, site: &SiteFiles, dir: &std::path::Path) -> Result<Attestor> {
     let mut attestor = match &config.attestor {
         AttestorMode::InProcess => Attestor::spawn_in_process(&site.config)?,
+        AttestorMode::External(_) => Attestor::External,
         AttestorMode::Child(bin) => {
             let bin = match bin {
                 Some(bin) => bin.clone(),

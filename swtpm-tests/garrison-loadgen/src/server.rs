@@ -68,6 +68,32 @@ pub fn create_site(
     })
 }
 
+/// A site made earlier by [`create_site`] (with `--site-dir`), served by an attestor this
+/// process did not start, listening on `listen`.
+pub fn open_site(dir: &Path, listen: SocketAddr) -> Result<SiteFiles> {
+    let config = dir.join("site.toml");
+    if !config.is_file() {
+        bail!(
+            "{} is not a prepared site (no site.toml): run `garrison-loadgen --prepare-only --site-dir {}` first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let bundle_pem =
+        std::fs::read(dir.join("ca/root/cert.pem")).context("reading the trust bundle")?;
+    Ok(SiteFiles {
+        config,
+        listen,
+        bundle_pem,
+        attestor_id: format!(
+            "spiffe://{}/site/{}/attestor",
+            garrison_testbed::TRUST_DOMAIN,
+            garrison_testbed::SITE
+        ),
+        site_ca_dir: dir.join("ca/site"),
+    })
+}
+
 fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)

@@ -67,3 +67,68 @@ fn a_short_in_process_run_enrolls_renews_and_prints_parseable_figures() {
     assert!(figures["crypto_floor_us_per_enroll"] > 0.0);
     assert!(figures["server_peak_rss_mib"] > 0.0);
 }
+
+fn figures(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_prepared_site_is_driven_through_attestor_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_dir = dir.path().join("site");
+    let bin = env!("CARGO_BIN_EXE_garrison-loadgen");
+    let prepared = Command::new(bin)
+        .args(["--prepare-only", "--site-dir"])
+        .arg(&site_dir)
+        .output()
+        .unwrap();
+    assert!(prepared.status.success(), "{prepared:?}");
+    let prepared = figures(&String::from_utf8(prepared.stdout).unwrap());
+    let site_toml = std::path::PathBuf::from(&prepared["site_toml"]);
+    let listen: std::net::SocketAddr = prepared["listen"].parse().unwrap();
+    assert!(site_dir.join("ek-ca/key.pem").is_file());
+
+    // The attestor is started apart from the generator (here in this test process).
+    let mut attestor = garrison_loadgen::server::Attestor::spawn_in_process(&site_toml).unwrap();
+    attestor
+        .wait_ready(listen, std::time::Duration::from_secs(60))
+        .unwrap();
+    let output = Command::new(bin)
+        .args(["--attestor", &listen.to_string(), "--site-dir"])
+        .arg(&site_dir)
+        .args(["--agents", "2", "--seconds", "1", "--floor-iterations", "5"])
+        .output()
+        .unwrap();
+    attestor.stop();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got = figures(&stdout);
+    assert_eq!(got["errors"], "0", "{stdout}");
+    assert!(got["enrolls"].parse::<f64>().unwrap() > 0.0, "{stdout}");
+    assert!(got["renews"].parse::<f64>().unwrap() > 0.0, "{stdout}");
+    // Nothing of somebody else's attestor is measured.
+    assert_eq!(got["server_cpu_us_per_enroll"], "nan", "{stdout}");
+    assert_eq!(got["server_peak_rss_mib"], "nan", "{stdout}");
+}
+
+#[test]
+fn attestor_addr_without_a_prepared_site_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_garrison-loadgen"))
+        .args(["--attestor", "127.0.0.1:9", "--site-dir"])
+        .arg(dir.path())
+        .args(["--agents", "1", "--seconds", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a prepared site"), "{stderr}");
+}
