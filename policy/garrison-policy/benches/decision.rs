@@ -11,51 +11,19 @@
     clippy::panic
 )]
 
-use std::path::Path;
-
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use garrison_policy::{BundleFiles, EvalLimits, InputSection, PolicyEngine, golden};
-use ring::rand::SystemRandom;
-use ring::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
-    UnparsedPublicKey,
-};
 
-fn strict() -> PolicyEngine {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/strict");
-    let files: BundleFiles = ["admission.rego", "data.json"]
-        .iter()
-        .map(|n| ((*n).to_owned(), std::fs::read(dir.join(n)).unwrap()))
-        .collect();
-    PolicyEngine::from_source("strict", &files, EvalLimits::default()).unwrap()
-}
-
-fn input(log: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/eventlogs")
-        .join(log);
-    let log = garrison_eventlog::EventLog::parse(&std::fs::read(path).unwrap()).unwrap();
-    let (claims, pcrs) = golden::trusted_claims(&log);
-    let mut input = golden::sample_input(&claims, &pcrs, "site-a", "2025-06-01T12:00:00Z");
-    input["tpm"]["manufacturer"] = "id:53544D20".into();
-    input
-}
+#[path = "fixtures/mod.rs"]
+mod fixtures;
+use fixtures::{input, signed_message, split, strict};
 
 fn reference(c: &mut Criterion) {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    // About the size of a TPMS_ATTEST quote.
-    let message = [0x5a_u8; 145];
-    let signature = pair.sign(&rng, &message).unwrap();
-    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, pair.public_key().as_ref().to_vec());
-    key.verify(&message, signature.as_ref()).unwrap();
+    let (key, message, signature) = signed_message();
     c.bench_function("reference/ring ECDSA P-256 verify", |b| {
         b.iter(|| {
-            key.verify(black_box(&message), black_box(signature.as_ref()))
+            key.verify(black_box(&message), black_box(signature.as_slice()))
                 .is_ok()
         })
     });
@@ -80,10 +48,7 @@ fn decisions(c: &mut Criterion) {
     });
     // How the attestor decides: boot claims and PCRs converted once per distinct event log
     // (shared by every node that sends it), the small per-request rest converted each time.
-    let mut base = allow.clone();
-    let top = base.as_object_mut().unwrap();
-    let boot = InputSection::from_json(&top.remove("boot").unwrap(), 1 << 20).unwrap();
-    let pcrs = InputSection::from_json(&top.remove("pcrs").unwrap(), 1 << 20).unwrap();
+    let (base, boot, pcrs) = split(&allow);
     let sections = [("boot", &boot), ("pcrs", &pcrs)];
     assert!(engine.evaluate_sections(&base, &sections).unwrap().allow);
     c.bench_function("strict/allow (boot and pcrs as shared sections)", |b| {

@@ -12,15 +12,11 @@
 )]
 
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
-use garrison_policy::{BundleFiles, EvalLimits, InputSection, PolicyEngine, golden};
-use ring::rand::SystemRandom;
-use ring::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
-    UnparsedPublicKey,
-};
+#[path = "../benches/fixtures/mod.rs"]
+mod fixtures;
+use fixtures::{input, signed_message, split, strict};
 
 const BATCHES: usize = 400;
 const CALLS: usize = 20;
@@ -38,50 +34,21 @@ fn fastest(mut call: impl FnMut()) -> f64 {
     best
 }
 
-fn strict() -> PolicyEngine {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/strict");
-    let files: BundleFiles = ["admission.rego", "data.json"]
-        .iter()
-        .map(|n| ((*n).to_owned(), std::fs::read(dir.join(n)).unwrap()))
-        .collect();
-    PolicyEngine::from_source("strict", &files, EvalLimits::default()).unwrap()
-}
-
-fn input(log: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/eventlogs")
-        .join(log);
-    let log = garrison_eventlog::EventLog::parse(&std::fs::read(path).unwrap()).unwrap();
-    let (claims, pcrs) = golden::trusted_claims(&log);
-    let mut input = golden::sample_input(&claims, &pcrs, "site-a", "2025-06-01T12:00:00Z");
-    input["tpm"]["manufacturer"] = "id:53544D20".into();
-    input
-}
-
 fn main() {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let message = [0x5a_u8; 145];
-    let signature = pair.sign(&rng, &message).unwrap();
-    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, pair.public_key().as_ref().to_vec());
+    let (key, message, signature) = signed_message();
 
     let engine = strict();
     let allow = input("tpm2tools-event-moklisttrusted.bin");
     let deny = input("tpm2tools-event-gce-ubuntu-2104-log.bin");
     assert!(engine.evaluate_ref(&allow).unwrap().allow);
     assert!(!engine.evaluate_ref(&deny).unwrap().allow);
-    let mut base = allow.clone();
-    let top = base.as_object_mut().unwrap();
-    let boot = InputSection::from_json(&top.remove("boot").unwrap(), 1 << 20).unwrap();
-    let pcrs = InputSection::from_json(&top.remove("pcrs").unwrap(), 1 << 20).unwrap();
+    let (base, boot, pcrs) = split(&allow);
     let sections = [("boot", &boot), ("pcrs", &pcrs)];
     assert!(engine.evaluate_sections(&base, &sections).unwrap().allow);
 
     let verify = fastest(|| {
         black_box(
-            key.verify(black_box(&message), black_box(signature.as_ref()))
+            key.verify(black_box(&message), black_box(signature.as_slice()))
                 .is_ok(),
         );
     });
@@ -96,7 +63,7 @@ fn main() {
     });
     let verify_after = fastest(|| {
         black_box(
-            key.verify(black_box(&message), black_box(signature.as_ref()))
+            key.verify(black_box(&message), black_box(signature.as_slice()))
                 .is_ok(),
         );
     });
