@@ -132,3 +132,25 @@ fn attestor_addr_without_a_prepared_site_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a prepared site"), "{stderr}");
 }
+
+#[test]
+fn an_attestor_admitting_one_connection_at_a_time_serves_every_agent() {
+    // Six agents start at once against an attestor that admits one connection at a time:
+    // the others wait in the listen backlog (no refusal, no error) and are served in turn.
+    let output = Command::new(env!("CARGO_BIN_EXE_garrison-loadgen"))
+        .args(["--agents", "6", "--seconds", "1", "--storm-only"])
+        .args(["--in-process", "--floor-iterations", "5"])
+        .args(["--site-extra", "max_connections = 1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got = figures(&stdout);
+    assert_eq!(got["prime_enrolls"], "6", "{stdout}");
+    assert_eq!(got["prime_errors"], "0", "{stdout}");
+    assert_eq!(got["prime_unreachable"], "0", "{stdout}");
+}
