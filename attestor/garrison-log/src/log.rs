@@ -321,6 +321,14 @@ async fn sqlite_connection_settings(conn: &mut AnyConnection) -> Result<(), sqlx
     sqlx::query("PRAGMA foreign_keys = ON")
         .execute(&mut *conn)
         .await?;
+    // Checkpoint the WAL into the database every 16,000 pages (≈ 62 MiB) instead of SQLite's
+    // 1,000: the pages every batch touches (log head, index leaves, node rows) are copied back
+    // once per checkpoint rather than sixteen times. 64 concurrent appenders on one core:
+    // 5,295 → 6,812 appends/s over 10 s (`examples/append_bench.rs`). Durability is the WAL's
+    // with synchronous=FULL either way; a restart after a crash replays at most that much WAL.
+    sqlx::query("PRAGMA wal_autocheckpoint = 16000")
+        .execute(&mut *conn)
+        .await?;
     let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
     sqlx::query(sqlx::AssertSqlSafe(busy))
         .execute(&mut *conn)

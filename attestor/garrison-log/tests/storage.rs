@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{TestDb, at, count, entry, hold_writer_lock, install_poison_trigger, record};
 use garrison_log::{
-    Backend, Decision, LogError, NewEntry, NodeState, Query, Record, RecordKind, Revocation,
-    RevocationTarget, evidence_digest, leaf_hash,
+    AttestationLog, Backend, Decision, LogError, NewEntry, NodeState, NodeStatus, Query, Record,
+    RecordKind, Revocation, RevocationTarget, evidence_digest, leaf_hash,
 };
 use sha2::{Digest, Sha256};
 
@@ -31,6 +31,8 @@ both_backends!(
     stored_leaf_hashes_match_the_documented_encoding,
     records_are_append_only,
     invalid_entries_are_refused_alone,
+    node_status_answers_like_the_separate_lookups,
+    blobs_are_stored_with_their_record_once,
 );
 
 fn full_record() -> Record {
@@ -732,4 +734,99 @@ async fn open_rejects_bad_configs() {
         !debug.contains("s3cret") && debug.contains("garrison:***@db"),
         "{debug}"
     );
+}
+
+/// `node_status` / `node_status_by_serial` (one query each) give the same answers as
+/// `node` + `is_node_revoked` and `node_by_current_serial` + `is_revoked`, before and after
+/// revocations.
+async fn node_status_answers_like_the_separate_lookups(db: TestDb) {
+    let log = db.open(8).await;
+    async fn check(log: &AttestationLog, step: &str) {
+        for node in ["n1", "n2", "unknown"] {
+            let status = log.node_status(node).await.unwrap();
+            let expected = NodeStatus {
+                node: log.node(node).await.unwrap(),
+                revoked: log.is_node_revoked(node).await.unwrap(),
+            };
+            assert_eq!(status, expected, "{step}: node {node}");
+        }
+        for serial in ["aa01", "AA02", "bb01", "cc01"] {
+            let status = log.node_status_by_serial(serial).await.unwrap();
+            let expected = NodeStatus {
+                node: log.node_by_current_serial(serial).await.unwrap(),
+                revoked: log.is_revoked(serial).await.unwrap(),
+            };
+            assert_eq!(status, expected, "{step}: serial {serial}");
+        }
+    }
+    // n1 enrolled with aa01 and renewed to aa02; n2 holds bb01.
+    for (node, serial, second) in [("n1", "aa01", 1), ("n1", "aa02", 2), ("n2", "bb01", 3)] {
+        let mut issued = record("site-1", node, at(second, 0));
+        issued.cert_serial = Some(serial.into());
+        log.append(NewEntry {
+            record: issued,
+            evidence: None,
+            node_update: Some(node_state(node, Some(serial), second.unsigned_abs())),
+        })
+        .await
+        .unwrap();
+    }
+    check(&log, "before revocations").await;
+    let n1 = log.node_status_by_serial("aa02").await.unwrap();
+    assert_eq!(n1.node.map(|n| n.node_id).as_deref(), Some("n1"));
+    assert!(!n1.revoked);
+    let superseded = log.node_status_by_serial("aa01").await.unwrap();
+    assert_eq!(
+        superseded.node, None,
+        "aa01 is no longer n1's current serial"
+    );
+    let revoke = |target| Revocation {
+        time: at(4, 0),
+        site: "site-1".into(),
+        target,
+        reasons: vec!["test".into()],
+        policy_digest: None,
+    };
+    log.revoke(revoke(RevocationTarget::Serial("bb01".into())))
+        .await
+        .unwrap();
+    check(&log, "after revoking bb01").await;
+    assert!(log.node_status_by_serial("bb01").await.unwrap().revoked);
+    assert!(!log.node_status("n2").await.unwrap().revoked);
+    log.revoke(revoke(RevocationTarget::Node("n1".into())))
+        .await
+        .unwrap();
+    check(&log, "after revoking n1").await;
+    assert!(log.node_status("n1").await.unwrap().revoked);
+    assert!(log.node_status_by_serial("aa02").await.unwrap().revoked);
+    assert!(matches!(
+        log.node_status_by_serial("not hex").await,
+        Err(LogError::InvalidEntry { .. })
+    ));
+    log.close().await;
+}
+
+/// Blobs appended with a record are stored in its transaction, once per digest, and are
+/// readable by their SHA-256 like any evidence.
+async fn blobs_are_stored_with_their_record_once(db: TestDb) {
+    let log = db.open(8).await;
+    let blob = vec![0x42; 19 * 1024];
+    let blob_digest = evidence_digest(&blob);
+    for i in 0..3 {
+        let new = NewEntry {
+            record: record("site-1", "n", at(30, i)),
+            evidence: Some(
+                format!("{{\"event_log_sha256\":\"{blob_digest}\",\"i\":{i}}}").into_bytes(),
+            ),
+            node_update: None,
+        };
+        log.append_with_blobs(new, vec![blob.clone()])
+            .await
+            .unwrap();
+    }
+    let mut side = db.side_connection().await;
+    // Three distinct evidence documents and the one blob they all name.
+    assert_eq!(count(&mut side, "SELECT COUNT(*) FROM evidence").await, 4);
+    assert_eq!(log.evidence(&blob_digest).await.unwrap(), Some(blob));
+    log.close().await;
 }
