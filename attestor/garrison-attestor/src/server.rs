@@ -261,7 +261,13 @@ async fn record_policy_at_start(
 }
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued
-/// from the site CA at start, with a key that never leaves memory.
+/// from the site CA at start, with a key that never leaves memory; and the PEM of the one CA
+/// whose client certificates the TLS layer accepts: the site CA itself. Renewal only ever
+/// accepts this site's own SVIDs (the serial must be a node's current one in this site's
+/// log), so anchoring client verification at the site CA refuses nothing that could succeed,
+/// and verifies one signature per handshake instead of the whole chain to the root (three, for
+/// leaf → site → hub → root). The site CA is the attestor's own configuration: it holds its
+/// key and issues every SVID it would accept.
 pub fn attestor_identity(
     config: &SiteConfig,
     ca: &Authority,
@@ -292,7 +298,7 @@ pub fn attestor_identity(
         .unwrap_or_default();
     let identity = Identity::from_pem(certificates_to_pem(&issued.chain), key);
     tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
-    Ok((identity, certificates_to_pem(ca.roots())))
+    Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
 }
 
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -305,12 +311,12 @@ pub async fn serve(
     config: &SiteConfig,
     attestor: Arc<Attestor>,
     identity: Identity,
-    bundle_pem: String,
+    client_issuer_pem: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let tls = ServerTlsConfig::new()
         .identity(identity)
-        .client_ca_root(Certificate::from_pem(bundle_pem))
+        .client_ca_root(Certificate::from_pem(client_issuer_pem))
         .client_auth_optional(true)
         .timeout(TLS_HANDSHAKE_TIMEOUT);
     let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
@@ -387,6 +393,13 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let attestor = build(&config, Arc::clone(&clock)).await?;
     let ca = load_authority(&config.ca_dir)?;
-    let (identity, bundle) = attestor_identity(&config, &ca, clock.now())?;
-    serve(&config, Arc::new(attestor), identity, bundle, shutdown).await
+    let (identity, client_issuer) = attestor_identity(&config, &ca, clock.now())?;
+    serve(
+        &config,
+        Arc::new(attestor),
+        identity,
+        client_issuer,
+        shutdown,
+    )
+    .await
 }

@@ -172,3 +172,74 @@ async fn an_expired_svid_does_not_get_past_tls() {
     );
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_svid_from_another_site_ca_does_not_get_past_tls() {
+    // A second site CA under the same hub (so the same root) issues an SVID with this site's
+    // node path. The attestor only accepts client certificates from its own site CA.
+    let site = Running::start(&[good("node-1")], "").await;
+    let now = time::OffsetDateTime::now_utc();
+    let rng = ring::rand::SystemRandom::new();
+    let hub = garrison_attestor::server::load_authority(&site.site.dir.join("ca/hub")).unwrap();
+    let other_site = garrison_ca::Authority::from_issued(
+        hub.issue_intermediate(
+            garrison_ca::IntermediateParams {
+                name: "site-b".into(),
+                ttl: time::Duration::days(7),
+                path_len: garrison_ca::PathLen::OneBelowIssuer,
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
+            },
+            now,
+            &rng,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let forged = other_site
+        .issue_svid(
+            garrison_ca::SvidParams {
+                spiffe_id: SpiffeId::parse("spiffe://example.org/site/site-a/node/forged").unwrap(),
+                ttl: time::Duration::hours(1),
+                max_ttl: time::Duration::hours(1),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
+            },
+            now,
+            &rng,
+        )
+        .unwrap();
+    let identity = Identity::from_pem(
+        garrison_ca::certificates_to_pem(&forged.chain).as_bytes(),
+        forged
+            .key
+            .as_ref()
+            .unwrap()
+            .to_pkcs8_pem()
+            .expose()
+            .as_bytes(),
+    )
+    .unwrap();
+    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
+    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
+    let url = site.url();
+    let attestor = Attestor {
+        address: &url,
+        spiffe_id: &id,
+        bundle_pem: &bundle,
+        timeout: StdDuration::from_secs(20),
+    };
+    let mut calls = RenewalCalls::new(
+        attestor.channel(Some(identity)).unwrap(),
+        StdDuration::from_secs(20),
+    );
+    let err = calls.begin().await.unwrap_err();
+    assert!(
+        err.reason_code().is_none(),
+        "refused in the TLS handshake, before any RPC: {err:?}"
+    );
+    assert!(site.records().await.is_empty(), "nothing was decided");
+    site.stop().await;
+}
