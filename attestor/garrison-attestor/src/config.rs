@@ -92,8 +92,9 @@ struct RawConfig {
     max_pending_challenges: usize,
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
-    #[serde(default = "default_max_connections")]
-    max_connections: usize,
+    /// Absent: as many as `max_in_flight`.
+    #[serde(default)]
+    max_connections: Option<usize>,
     #[serde(default = "default_attestor_svid_ttl")]
     attestor_svid_ttl: String,
     #[serde(default)]
@@ -111,13 +112,6 @@ fn default_max_pending() -> usize {
 }
 fn default_max_in_flight() -> usize {
     128
-}
-/// As many connections as requests in flight: an agent has one request in flight on its
-/// connection, so a connection admitted beyond that would only be shed after costing a TLS
-/// handshake (measured in a 10,000-agent storm: 128 → 0 shed in 12 s, 512 → 615–2,308 shed in
-/// 14–17 s and 25 % more CPU per enrollment; docs/performance.md).
-fn default_max_connections() -> usize {
-    default_max_in_flight()
 }
 fn default_attestor_svid_ttl() -> String {
     "24h".to_owned()
@@ -149,7 +143,11 @@ pub struct SiteConfig {
     /// Most requests worked on at once; beyond it requests are shed with `overloaded`.
     pub max_in_flight: usize,
     /// Most client connections open (or in their TLS handshake) at once; beyond it the
-    /// attestor stops accepting and new connections wait in the listen backlog.
+    /// attestor stops accepting and new connections wait in the listen backlog. Defaults to
+    /// `max_in_flight`: an agent has one request in flight on its connection, so a connection
+    /// admitted beyond that would only be shed after costing a TLS handshake (measured in a
+    /// 10,000-agent storm: 128 → none shed in 12 s, 512 → 615–2,308 shed in 14–17 s and 25 %
+    /// more CPU per enrollment; docs/performance.md).
     pub max_connections: usize,
     /// Lifetime of the attestor's own server SVID, issued from the site CA at start.
     pub attestor_svid_ttl: Duration,
@@ -211,7 +209,7 @@ impl SiteConfig {
             pcrs: raw.pcrs,
             max_pending_challenges: raw.max_pending_challenges.max(1),
             max_in_flight: raw.max_in_flight.max(1),
-            max_connections: raw.max_connections.max(1),
+            max_connections: raw.max_connections.unwrap_or(raw.max_in_flight).max(1),
             insecure: raw.insecure,
         })
     }
@@ -281,6 +279,31 @@ max_svid_ttl = "24h"
             c.insecure.enabled().is_empty(),
             "insecure switches default off"
         );
+    }
+
+    #[test]
+    fn connections_follow_requests_in_flight_unless_set() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!((c.max_in_flight, c.max_connections), (128, 128));
+        let c = parse(&format!(
+            "{MINIMAL}
+max_in_flight = 300"
+        ))
+        .unwrap();
+        assert_eq!((c.max_in_flight, c.max_connections), (300, 300));
+        let c = parse(&format!(
+            "{MINIMAL}
+max_in_flight = 300
+max_connections = 40"
+        ))
+        .unwrap();
+        assert_eq!((c.max_in_flight, c.max_connections), (300, 40));
+        let c = parse(&format!(
+            "{MINIMAL}
+max_connections = 0"
+        ))
+        .unwrap();
+        assert_eq!(c.max_connections, 1, "never zero: the attestor must accept");
     }
 
     #[test]
