@@ -108,34 +108,35 @@ const NODE_COLUMNS_N: &str = "n.node_id, n.ak_name, n.spiffe_id, n.identity_json
                               n.clock, n.current_serial, n.updated_us";
 
 /// The node with this id and whether it is revoked, in one statement (one hop to the
-/// database instead of two on every enrollment).
+/// database instead of two on every enrollment): the answers of [`node`] and [`node_revoked`].
 pub(crate) async fn node_status(pool: &AnyPool, node_id: &str) -> Result<NodeStatus, LogError> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS_N}, \
-         (SELECT COUNT(*) FROM revocations WHERE node_id = $1) AS revoked_count \
-         FROM (SELECT 1 AS one) AS q LEFT JOIN nodes AS n ON n.node_id = $1"
-    );
-    status_query(pool, sql, node_id.to_owned()).await
+    status_query(pool, "n.node_id", NODE_REVOKED_WHERE, node_id.to_owned()).await
 }
 
 /// The node whose current certificate has `serial` and whether the serial (or the node it was
-/// issued to) is revoked, in one statement: the same answers as [`node_by_current_serial`]
-/// and [`serial_revoked`].
+/// issued to) is revoked, in one statement: the answers of [`node_by_current_serial`] and
+/// [`serial_revoked`].
 pub(crate) async fn node_status_by_serial(
     pool: &AnyPool,
     serial: &str,
 ) -> Result<NodeStatus, LogError> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS_N}, \
-         (SELECT COUNT(*) FROM revocations WHERE {SERIAL_REVOKED_WHERE}) AS revoked_count \
-         FROM (SELECT 1 AS one) AS q LEFT JOIN nodes AS n ON n.current_serial = $1"
-    );
-    status_query(pool, sql, serial.to_ascii_lowercase()).await
+    let serial = serial.to_ascii_lowercase();
+    status_query(pool, "n.current_serial", SERIAL_REVOKED_WHERE, serial).await
 }
 
-/// A query of one row: `NODE_COLUMNS_N` (all NULL without a node) and `revoked_count`.
-async fn status_query(pool: &AnyPool, sql: String, key: String) -> Result<NodeStatus, LogError> {
-    // Only fixed names are interpolated; the key is bound.
+/// One row: the node whose `node_column` is `$1` (all NULL without one) and the number of
+/// revocations matching `revoked_where`. Both are fixed names from this module; the key is
+/// bound.
+async fn status_query(
+    pool: &AnyPool,
+    node_column: &'static str,
+    revoked_where: &'static str,
+    key: String,
+) -> Result<NodeStatus, LogError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS_N}, (SELECT COUNT(*) FROM revocations WHERE {revoked_where}) AS revoked_count \
+         FROM (SELECT 1 AS one) AS q LEFT JOIN nodes AS n ON {node_column} = $1"
+    );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
         .fetch_one(pool)
@@ -152,6 +153,9 @@ async fn status_query(pool: &AnyPool, sql: String, key: String) -> Result<NodeSt
         revoked: revoked > 0,
     })
 }
+
+/// Revocations that cover node `$1`.
+const NODE_REVOKED_WHERE: &str = "node_id = $1";
 
 /// Revocations that cover serial `$1`: the serial itself, or the node it was issued to (by
 /// any enroll/renew record, or as the node's current serial).
@@ -182,7 +186,7 @@ pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool,
 pub(crate) async fn node_revoked(pool: &AnyPool, node_id: &str) -> Result<bool, LogError> {
     count_is_positive(
         pool,
-        "SELECT COUNT(*) FROM revocations WHERE node_id = $1".to_owned(),
+        format!("SELECT COUNT(*) FROM revocations WHERE {NODE_REVOKED_WHERE}"),
         node_id.to_owned(),
     )
     .await

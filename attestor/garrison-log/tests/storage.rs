@@ -51,6 +51,17 @@ fn full_record() -> Record {
     }
 }
 
+/// A revocation at site-1, time 4 s.
+fn revoke(target: RevocationTarget) -> Revocation {
+    Revocation {
+        time: at(4, 0),
+        site: "site-1".into(),
+        target,
+        reasons: vec!["key compromise".into()],
+        policy_digest: None,
+    }
+}
+
 fn node_state(node: &str, serial: Option<&str>, clock: u64) -> NodeState {
     NodeState {
         node_id: node.to_owned(),
@@ -462,13 +473,6 @@ async fn revocation_by_serial_and_by_node(db: TestDb) {
             "{serial} revoked too early"
         );
     }
-    let revoke = |target| Revocation {
-        time: at(4, 0),
-        site: "site-1".into(),
-        target,
-        reasons: vec!["key compromise".into()],
-        policy_digest: None,
-    };
     let by_serial = log
         .revoke(revoke(RevocationTarget::Serial("CC01".into())))
         .await
@@ -780,13 +784,6 @@ async fn node_status_answers_like_the_separate_lookups(db: TestDb) {
         superseded.node, None,
         "aa01 is no longer n1's current serial"
     );
-    let revoke = |target| Revocation {
-        time: at(4, 0),
-        site: "site-1".into(),
-        target,
-        reasons: vec!["test".into()],
-        policy_digest: None,
-    };
     log.revoke(revoke(RevocationTarget::Serial("bb01".into())))
         .await
         .unwrap();
