@@ -9,10 +9,8 @@
 
 mod common;
 
-use std::time::Duration as StdDuration;
-
 use common::*;
-use garrison_agent::client::{Attestor, EnrollmentCalls};
+use garrison_agent::client::EnrollmentCalls;
 use garrison_agent::evidence::{self, MissingAk, TpmKeys};
 use garrison_agent::node_key::NodeKey;
 use garrison_ca::SpiffeId;
@@ -45,16 +43,7 @@ fn open(site: &Running, node: &str, ak_blob: &str) -> Session {
 }
 
 async fn calls(site: &Running) -> EnrollmentCalls {
-    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
-    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
-    let url = site.url();
-    let attestor = Attestor {
-        address: &url,
-        spiffe_id: &id,
-        bundle_pem: &bundle,
-        timeout: StdDuration::from_secs(20),
-    };
-    EnrollmentCalls::new(attestor.channel(None).unwrap(), StdDuration::from_secs(20))
+    EnrollmentCalls::new(site.channel(None), RPC_TIMEOUT)
 }
 
 fn csr() -> Vec<u8> {

@@ -81,21 +81,12 @@ async fn enroll_renew_and_refuse_with_every_decision_logged() {
     assert_eq!(record.record.spiffe_id.as_deref(), Some(id.as_str()));
     assert_eq!(record.record.cert_serial.as_deref(), Some(serial.as_str()));
     assert!(record.record.policy_digest.is_some() && record.record.evidence_digest.is_some());
-    let evidence = site
-        .log()
-        .await
-        .evidence(record.record.evidence_digest.as_deref().unwrap())
-        .await
-        .unwrap();
-    let evidence: serde_json::Value = serde_json::from_slice(&evidence.unwrap()).unwrap();
+    let (evidence, stored_log) = evidence_and_log(&site, record).await;
     assert_eq!(evidence["stage"], "enroll-complete");
     assert!(evidence["attest"].as_str().is_some_and(|a| a.len() > 100));
-    // The event log is stored once, by digest, and is exactly what the node sent.
-    let log_digest = evidence["event_log_sha256"].as_str().unwrap();
-    let stored_log = site.log().await.evidence(log_digest).await.unwrap();
     assert_eq!(
-        stored_log.as_deref(),
-        Some(std::fs::read(&config.event_log).unwrap().as_slice()),
+        stored_log,
+        std::fs::read(&config.event_log).unwrap(),
         "the node's event log is stored under the digest its evidence names"
     );
 
@@ -144,7 +135,25 @@ async fn enroll_renew_and_refuse_with_every_decision_logged() {
         reject.record.reasons
     );
     assert!(reject.record.node_id.is_some() && reject.record.cert_serial.is_none());
+    // A refusal keeps its evidence too, the (other) event log included.
+    let (evidence, stored_log) = evidence_and_log(&site, reject).await;
+    assert_eq!(evidence["stage"], "enroll-complete");
+    assert_eq!(stored_log, std::fs::read(&config2.event_log).unwrap());
     site.stop().await;
+}
+
+/// A record's evidence (JSON) and the event log it names by digest, both from the log.
+async fn evidence_and_log(
+    site: &Running,
+    record: &garrison_log::StoredRecord,
+) -> (serde_json::Value, Vec<u8>) {
+    let log = site.log().await;
+    let digest = record.record.evidence_digest.as_deref().unwrap();
+    let evidence = log.evidence(digest).await.unwrap().unwrap();
+    let evidence: serde_json::Value = serde_json::from_slice(&evidence).unwrap();
+    let log_digest = evidence["event_log_sha256"].as_str().unwrap();
+    let stored_log = log.evidence(log_digest).await.unwrap().unwrap();
+    (evidence, stored_log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

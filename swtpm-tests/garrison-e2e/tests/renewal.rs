@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration as StdDuration;
 
 use common::*;
-use garrison_agent::client::{Attestor, RenewalCalls};
+use garrison_agent::client::RenewalCalls;
 use garrison_agent::evidence::{self, MissingAk};
 use garrison_ca::SpiffeId;
 use garrison_log::{Decision, RecordKind, Revocation, RevocationTarget};
@@ -27,19 +27,7 @@ fn renewal_calls(site: &Running, svid_of: &str) -> RenewalCalls {
         &std::fs::read(svid_dir.join("svid.key")).unwrap(),
     )
     .unwrap();
-    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
-    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
-    let url = site.url();
-    let attestor = Attestor {
-        address: &url,
-        spiffe_id: &id,
-        bundle_pem: &bundle,
-        timeout: StdDuration::from_secs(20),
-    };
-    RenewalCalls::new(
-        attestor.channel(Some(identity)).unwrap(),
-        StdDuration::from_secs(20),
-    )
+    RenewalCalls::new(site.channel(Some(identity)), RPC_TIMEOUT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,19 +210,7 @@ async fn an_svid_from_another_site_ca_does_not_get_past_tls() {
             .as_bytes(),
     )
     .unwrap();
-    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
-    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
-    let url = site.url();
-    let attestor = Attestor {
-        address: &url,
-        spiffe_id: &id,
-        bundle_pem: &bundle,
-        timeout: StdDuration::from_secs(20),
-    };
-    let mut calls = RenewalCalls::new(
-        attestor.channel(Some(identity)).unwrap(),
-        StdDuration::from_secs(20),
-    );
+    let mut calls = RenewalCalls::new(site.channel(Some(identity)), RPC_TIMEOUT);
     let err = calls.begin().await.unwrap_err();
     assert!(
         err.reason_code().is_none(),

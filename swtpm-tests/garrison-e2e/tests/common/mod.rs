@@ -61,6 +61,9 @@ pub struct Running {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Timeout of every RPC the tests make by hand.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl Running {
     /// Start a site with these nodes and an attestor on SQLite (or `database`).
     pub async fn start(specs: &[NodeSpec], extra_config: &str) -> Running {
@@ -127,6 +130,24 @@ impl Running {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// A gRPC channel to the attestor, checked against the site's bundle and the attestor's
+    /// SPIFFE ID, presenting `identity` as client certificate when given.
+    pub fn channel(
+        &self,
+        identity: Option<garrison_spiffe_tls::Identity>,
+    ) -> tonic::transport::Channel {
+        let bundle = std::fs::read(self.site.bundle_pem()).unwrap();
+        let id = garrison_ca::SpiffeId::parse(&self.site.attestor_id()).unwrap();
+        let url = self.url();
+        let attestor = garrison_agent::client::Attestor {
+            address: &url,
+            spiffe_id: &id,
+            bundle_pem: &bundle,
+            timeout: RPC_TIMEOUT,
+        };
+        attestor.channel(identity).unwrap()
     }
 
     pub fn node(&self, name: &str) -> &Node {
