@@ -76,6 +76,19 @@ fn figures(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Runs the generator, which must succeed, and returns its figures (and its stdout, for
+/// assertion messages).
+fn run_ok(command: &mut Command) -> (BTreeMap<String, String>, String) {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (figures(&stdout), stdout)
+}
+
 #[test]
 fn a_prepared_site_is_driven_through_attestor_addr() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,20 +110,13 @@ fn a_prepared_site_is_driven_through_attestor_addr() {
     attestor
         .wait_ready(listen, std::time::Duration::from_secs(60))
         .unwrap();
-    let output = Command::new(bin)
-        .args(["--attestor", &listen.to_string(), "--site-dir"])
-        .arg(&site_dir)
-        .args(["--agents", "2", "--seconds", "1", "--floor-iterations", "5"])
-        .output()
-        .unwrap();
-    attestor.stop();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (got, stdout) = run_ok(
+        Command::new(bin)
+            .args(["--attestor", &listen.to_string(), "--site-dir"])
+            .arg(&site_dir)
+            .args(["--agents", "2", "--seconds", "1", "--floor-iterations", "5"]),
     );
-    let got = figures(&stdout);
+    attestor.stop();
     assert_eq!(got["errors"], "0", "{stdout}");
     assert!(got["enrolls"].parse::<f64>().unwrap() > 0.0, "{stdout}");
     assert!(got["renews"].parse::<f64>().unwrap() > 0.0, "{stdout}");
@@ -137,19 +143,12 @@ fn attestor_addr_without_a_prepared_site_is_refused() {
 fn an_attestor_admitting_one_connection_at_a_time_serves_every_agent() {
     // Six agents start at once against an attestor that admits one connection at a time:
     // the others wait in the listen backlog (no refusal, no error) and are served in turn.
-    let output = Command::new(env!("CARGO_BIN_EXE_garrison-loadgen"))
-        .args(["--agents", "6", "--seconds", "1", "--storm-only"])
-        .args(["--in-process", "--floor-iterations", "5"])
-        .args(["--site-extra", "max_connections = 1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (got, stdout) = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_garrison-loadgen"))
+            .args(["--agents", "6", "--seconds", "1", "--storm-only"])
+            .args(["--in-process", "--floor-iterations", "5"])
+            .args(["--site-extra", "max_connections = 1"]),
     );
-    let got = figures(&stdout);
     assert_eq!(got["prime_enrolls"], "6", "{stdout}");
     assert_eq!(got["prime_errors"], "0", "{stdout}");
     assert_eq!(got["prime_unreachable"], "0", "{stdout}");
