@@ -57,8 +57,9 @@ pub(crate) fn check_shape_with(
             expected: "an object",
         });
     };
-    for (name, _) in sections {
-        if top.contains_key(*name) || !is_section_name(name) {
+    for (i, (name, _)) in sections.iter().enumerate() {
+        let repeated = sections.iter().take(i).any(|(earlier, _)| earlier == name);
+        if repeated || top.contains_key(*name) || !is_section_name(name) {
             return Err(PolicyError::InputMalformed {
                 reason: format!(
                     "section {name:?} is given twice, or is not a section that may be given apart"

@@ -92,6 +92,13 @@ fn a_section_given_twice_or_under_another_name_is_refused() {
         matches!(stray, Err(PolicyError::InputMalformed { .. })),
         "{stray:?}"
     );
+    // The same section twice, both apart from the base.
+    let (base, _) = split(&input, &["boot"]);
+    let doubled = engine.evaluate_sections(&base, &[("boot", &boot), ("boot", &boot)]);
+    assert!(
+        matches!(doubled, Err(PolicyError::InputMalformed { .. })),
+        "{doubled:?}"
+    );
     // `request` is read and extended by the host: never given apart.
     let (base, _) = split(&input, &["request", "boot"]);
     let request = InputSection::from_json(&input["request"], 1 << 20).unwrap();
