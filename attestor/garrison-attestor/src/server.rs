@@ -303,8 +303,10 @@ pub fn attestor_identity(
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Connections are closed (gracefully) after this long: an agent needs seconds per exchange.
-const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Connections are closed (gracefully: requests in flight finish) after this long. An agent
+/// needs well under a second per exchange; a client that connects and then idles holds one of
+/// `max_connections` places for at most this long.
+const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serve until `shutdown` resolves.
 pub async fn serve(
