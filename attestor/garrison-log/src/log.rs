@@ -329,6 +329,18 @@ async fn sqlite_connection_settings(conn: &mut AnyConnection) -> Result<(), sqlx
     sqlx::query("PRAGMA wal_autocheckpoint = 16000")
         .execute(&mut *conn)
         .await?;
+    // Statement journals (a multi-row insert inside the batch transaction needs one) in
+    // memory instead of a temporary file: they never outlive the statement.
+    sqlx::query("PRAGMA temp_store = MEMORY")
+        .execute(&mut *conn)
+        .await?;
+    // 8 MiB of page cache per connection instead of SQLite's 2 MB: the leaves of the indexes
+    // keyed by random values (node ids, serials, digests) that every batch touches stay in
+    // memory instead of being read back from the file. 64 appenders in `append_bench`:
+    // 104-113 -> 96-97 µs CPU per append.
+    sqlx::query("PRAGMA cache_size = -8192")
+        .execute(&mut *conn)
+        .await?;
     let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
     sqlx::query(sqlx::AssertSqlSafe(busy))
         .execute(&mut *conn)
