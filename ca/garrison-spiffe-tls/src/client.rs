@@ -127,6 +127,16 @@ pub fn client_config(
     identity: Option<Identity>,
 ) -> Result<ClientConfig, TlsError> {
     let verifier = Arc::new(SpiffeServerVerifier::new(bundle_pem, expected)?);
+    client_config_with_verifier(verifier, identity)
+}
+
+/// [`client_config`] with the server authenticated by `verifier` instead: for a caller that
+/// wraps a [`SpiffeServerVerifier`] (the load generator memoizes its chain checks). Same
+/// provider, protocol versions, client certificate and ALPN.
+pub fn client_config_with_verifier(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<Identity>,
+) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
         .with_safe_default_protocol_versions()
@@ -146,14 +156,17 @@ pub fn client_config(
 /// A lazily connecting gRPC channel to `address` (`https://host[:port]`, default port 443)
 /// over TLS with `config`. The TLS server name sent is the URI's host; identity is checked by
 /// the config.
-pub fn connect(address: &str, config: ClientConfig) -> Result<Channel, tonic::transport::Error> {
+pub fn connect(
+    address: &str,
+    config: impl Into<Arc<ClientConfig>>,
+) -> Result<Channel, tonic::transport::Error> {
     // TLS is done by the connector below, so tonic must see a plain-HTTP/2 endpoint: it
     // refuses https URIs unless its own TLS stack is configured.
     let endpoint = Endpoint::from_shared(plain_endpoint(address))?
         // Long enough to wait out an attestor at its connection limit during a storm (it
         // admits newcomers as earlier connections close); the agent backs off after it.
         .connect_timeout(std::time::Duration::from_secs(30));
-    let connector = TlsConnector::from(Arc::new(config));
+    let connector = TlsConnector::from(config.into());
     let service = tower::service_fn(move |uri: Uri| {
         let connector = connector.clone();
         async move {

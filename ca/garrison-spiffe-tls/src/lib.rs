@@ -13,7 +13,7 @@
 mod client;
 mod identity;
 
-pub use client::{SpiffeServerVerifier, client_config, connect};
+pub use client::{SpiffeServerVerifier, client_config, client_config_with_verifier, connect};
 pub use identity::{Identity, TlsError, peer_spiffe_id, spiffe_id_of};
 
 /// Install ring as rustls's process-wide crypto provider (idempotent). Binaries call this at

@@ -3,6 +3,7 @@
 //! TLS connection as a real agent makes one per exchange.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -11,29 +12,70 @@ use garrison_evidence::{HashAlg, PcrSelection, PcrValues};
 use garrison_proto::v1;
 use garrison_proto::v1::enrollment_client::EnrollmentClient;
 use garrison_proto::v1::renewal_client::RenewalClient;
-use garrison_spiffe_tls::{Identity, client_config, connect};
+use garrison_spiffe_tls::{Identity, SpiffeServerVerifier, client_config_with_verifier, connect};
 use ring::rand::SystemRandom;
+use rustls::ClientConfig;
+use rustls::client::Resumption;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::identity::AgentIdentity;
+use crate::tls::MemoizingVerifier;
 
-/// What every agent shares: where the attestor is and what a booted node looks like.
+/// What every agent shares: where the attestor is, how it is authenticated, and what a booted
+/// node looks like.
 #[derive(Debug)]
 pub struct AgentContext {
     /// `https://host:port`.
     pub address: String,
-    /// The trust domain's roots, PEM (the bootstrap bundle).
-    pub bundle_pem: Vec<u8>,
-    /// The attestor's SPIFFE ID.
-    pub attestor_id: SpiffeId,
+    /// Authenticates the attestor as its SPIFFE ID under the bootstrap bundle.
+    pub verifier: Arc<MemoizingVerifier>,
+    /// The TLS client configuration of every enrollment (no client certificate).
+    enroll_tls: Arc<ClientConfig>,
     /// The measured-boot log every node sends.
     pub event_log: Vec<u8>,
     /// The PCR values that log leaves behind (SHA-256, 0..=23).
     pub pcrs: PcrValues,
     /// Randomness for signatures.
     pub rng: SystemRandom,
+}
+
+impl AgentContext {
+    /// Agents of the attestor at `address` (`https://host:port`) known as `attestor_id` under
+    /// the PEM `bundle_pem`, booted with `event_log`, which leaves `pcrs` behind.
+    pub fn new(
+        address: String,
+        bundle_pem: &[u8],
+        attestor_id: SpiffeId,
+        event_log: Vec<u8>,
+        pcrs: PcrValues,
+    ) -> Result<Self> {
+        let verifier = MemoizingVerifier::new(
+            SpiffeServerVerifier::new(bundle_pem, attestor_id).context("trust bundle")?,
+        );
+        let enroll_tls = Arc::new(tls_config(&verifier, None)?);
+        Ok(Self {
+            address,
+            verifier,
+            enroll_tls,
+            event_log,
+            pcrs,
+            rng: SystemRandom::new(),
+        })
+    }
+}
+
+/// A real agent's TLS client configuration with the memoizing verifier, and without session
+/// resumption: every handshake the attestor sees is a full one, as from a real agent.
+fn tls_config(
+    verifier: &Arc<MemoizingVerifier>,
+    identity: Option<Identity>,
+) -> Result<ClientConfig> {
+    let mut config = client_config_with_verifier(Arc::clone(verifier) as Arc<_>, identity)
+        .context("TLS client config")?;
+    config.resumption = Resumption::disabled();
+    Ok(config)
 }
 
 /// Why one exchange did not end with an SVID.
@@ -121,9 +163,7 @@ impl Agent {
 
     /// One full enrollment over a new connection.
     pub async fn enroll(&mut self, ctx: &AgentContext) -> Result<(), OpError> {
-        let config = client_config(&ctx.bundle_pem, ctx.attestor_id.clone(), None)
-            .context("TLS client config")?;
-        let mut client = EnrollmentClient::new(channel(ctx, config)?);
+        let mut client = EnrollmentClient::new(channel(ctx, Arc::clone(&ctx.enroll_tls))?);
         let request = v1::BeginRequest {
             ek_public: self.identity.tpm.ek_public().to_vec(),
             ek_certificate: self.identity.ek_certificate.clone(),
@@ -167,9 +207,8 @@ impl Agent {
             chain: chain.into_iter().map(CertificateDer::from).collect(),
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.identity.svid_key.clone())),
         };
-        let config = client_config(&ctx.bundle_pem, ctx.attestor_id.clone(), Some(identity))
-            .context("TLS client config")?;
-        let mut client = RenewalClient::new(channel(ctx, config)?);
+        let config = tls_config(&ctx.verifier, Some(identity))?;
+        let mut client = RenewalClient::new(channel(ctx, Arc::new(config))?);
         let challenge = client
             .begin_renewal(v1::BeginRenewalRequest {})
             .await
@@ -215,7 +254,7 @@ impl Agent {
     }
 }
 
-fn channel(ctx: &AgentContext, config: rustls::ClientConfig) -> Result<Channel> {
+fn channel(ctx: &AgentContext, config: Arc<ClientConfig>) -> Result<Channel> {
     connect(&ctx.address, config).context("gRPC channel")
 }
 

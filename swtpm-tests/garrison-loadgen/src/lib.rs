@@ -22,3 +22,4 @@ pub mod report;
 pub mod run;
 pub mod server;
 pub mod soft_tpm;
+pub mod tls;

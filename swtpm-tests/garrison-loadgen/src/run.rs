@@ -172,14 +172,13 @@ pub fn run(config: &Config) -> Result<Report> {
         config.floor_iterations,
     )?;
     let mut attestor = start_attestor(config, &site, &dir)?;
-    let ctx = Arc::new(AgentContext {
-        address: format!("https://{}", site.listen),
-        bundle_pem: site.bundle_pem.clone(),
-        attestor_id: SpiffeId::parse(&site.attestor_id)?,
+    let ctx = Arc::new(AgentContext::new(
+        format!("https://{}", site.listen),
+        &site.bundle_pem,
+        SpiffeId::parse(&site.attestor_id)?,
         event_log,
         pcrs,
-        rng: SystemRandom::new(),
-    });
+    )?);
     let agents = identities
         .into_iter()
         .enumerate()
