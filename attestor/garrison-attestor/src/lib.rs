@@ -16,6 +16,7 @@ mod listener;
 mod refusal;
 pub mod server;
 pub mod service;
+pub mod tls;
 
 pub use attestor::{Attestor, AttestorParts, Clock, SystemClock};
 pub use config::{ConfigError, InsecureOptions, SiteConfig};

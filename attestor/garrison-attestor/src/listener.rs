@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Requested listen backlog; the kernel caps it at `net.core.somaxconn`.
@@ -56,6 +58,69 @@ pub fn bounded(
             (listener, permits),
         ))
     })
+}
+
+/// TLS over `admitted`: every connection's handshake runs in a task of its own, bounded by
+/// `handshake_timeout`; sessions are handed on in the order their handshakes finish. A
+/// handshake that fails or times out closes the connection (and frees its place) without
+/// reaching HTTP/2. Stops accepting once the returned stream is dropped.
+pub fn tls(
+    admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+) -> impl Stream<Item = Result<TlsStream<AdmittedConnection>, io::Error>> {
+    let (ready, sessions) = mpsc::channel(HANDED_ON_QUEUE);
+    tokio::spawn(handshakes(
+        admitted,
+        TlsAcceptor::from(config),
+        handshake_timeout,
+        ready,
+    ));
+    futures_util::stream::unfold(sessions, |mut sessions| async move {
+        let session = sessions.recv().await?;
+        Some((Ok(session), sessions))
+    })
+}
+
+/// Finished sessions waiting for the HTTP/2 server to take them (it takes them as they come;
+/// the connection limit bounds how many handshakes run at all).
+const HANDED_ON_QUEUE: usize = 64;
+
+async fn handshakes(
+    admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    ready: mpsc::Sender<TlsStream<AdmittedConnection>>,
+) {
+    let mut admitted = std::pin::pin!(admitted);
+    loop {
+        let next = tokio::select! {
+            next = admitted.next() => next,
+            () = ready.closed() => return,
+        };
+        let connection = match next {
+            Some(Ok(connection)) => connection,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+            None => return,
+        };
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(connection)).await {
+                Ok(Ok(session)) => {
+                    // Fails only when the server stopped: the session is dropped, closed.
+                    let _ = ready.send(session).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(
+                    timeout_s = handshake_timeout.as_secs(),
+                    "TLS handshake timed out"
+                ),
+            }
+        });
+    }
 }
 
 async fn accept(listener: &TcpListener) -> TcpStream {
@@ -136,7 +201,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use futures_util::StreamExt as _;
 
     #[tokio::test]
     async fn no_more_than_the_limit_are_admitted_until_one_closes() {

@@ -18,11 +18,14 @@ use garrison_proto::limits;
 use garrison_proto::v1::enrollment_server::EnrollmentServer;
 use garrison_proto::v1::renewal_server::RenewalServer;
 use ring::rand::SystemRandom;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::Server;
 
 use crate::attestor::{Attestor, AttestorParts, Clock};
 use crate::config::SiteConfig;
 use crate::service::Services;
+use crate::tls::ServerIdentity;
 
 /// Why the attestor could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The attestor's TLS identity or configuration is unusable.
+    #[error("attestor TLS: {0}")]
+    Tls(String),
     /// The gRPC server failed.
     #[error("gRPC server")]
     Serve(#[source] tonic::transport::Error),
@@ -272,7 +278,7 @@ pub fn attestor_identity(
     config: &SiteConfig,
     ca: &Authority,
     now: time::OffsetDateTime,
-) -> Result<(Identity, String), StartError> {
+) -> Result<(ServerIdentity, String), StartError> {
     let ca_err = |source| StartError::Ca {
         dir: config.ca_dir.clone(),
         source,
@@ -294,9 +300,17 @@ pub fn attestor_identity(
     let key = issued
         .key
         .as_ref()
-        .map(|k| k.to_pkcs8_pem().expose().to_owned())
-        .unwrap_or_default();
-    let identity = Identity::from_pem(certificates_to_pem(&issued.chain), key);
+        .ok_or_else(|| StartError::Tls("the attestor SVID was issued without its key".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(key.to_pkcs8_pem().expose().as_bytes())
+        .map_err(|e| StartError::Tls(format!("the attestor SVID key: {e}")))?;
+    let identity = ServerIdentity {
+        chain: issued
+            .chain
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect(),
+        key,
+    };
     tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
     Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
 }
@@ -312,20 +326,21 @@ const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn serve(
     config: &SiteConfig,
     attestor: Arc<Attestor>,
-    identity: Identity,
+    identity: ServerIdentity,
     client_issuer_pem: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(client_issuer_pem))
-        .client_auth_optional(true)
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    let tls = crate::tls::server_config(identity, &client_issuer_pem)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
         address: config.listen,
         source,
     })?;
-    let incoming = crate::listener::bounded(listener, config.max_connections);
+    let incoming = crate::listener::tls(
+        crate::listener::bounded(listener, config.max_connections),
+        tls,
+        TLS_HANDSHAKE_TIMEOUT,
+    );
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
     let services = Services::new(attestor, config.max_in_flight);
@@ -334,8 +349,6 @@ pub async fn serve(
     let renewal = RenewalServer::new(services).max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     tracing::info!(listen = %config.listen, site = %config.site, max_connections = config.max_connections, "attestor serving");
     Server::builder()
-        .tls_config(tls)
-        .map_err(StartError::Serve)?
         // A connection holds one of `max_connections` places: none may keep it forever.
         .max_connection_age(MAX_CONNECTION_AGE)
         .add_service(enrollment)

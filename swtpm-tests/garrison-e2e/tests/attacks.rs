@@ -334,3 +334,39 @@ async fn an_attestor_impostor_is_not_trusted_by_the_agent() {
     assert!(site.records().await.is_empty());
     site.stop().await;
 }
+
+/// The attestor keeps no TLS sessions and sends no tickets: a client that would resume (the
+/// rustls default) gets a full handshake every time, so every connection is authenticated by
+/// the certificate it presents now, never by a session remembered from an earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_session_is_never_resumed() {
+    use tokio::io::AsyncReadExt as _;
+
+    let site = Running::start(&[good("node-1")], "").await;
+    let bundle = std::fs::read(site.site.bundle_pem()).unwrap();
+    let id = SpiffeId::parse(&site.site.attestor_id()).unwrap();
+    // Resumption is left at rustls's default: an in-memory cache that resumes when it can.
+    let config = garrison_spiffe_tls::client_config(&bundle, id, None).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    for attempt in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(site.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "handshake {attempt} was not a full one"
+        );
+        // Read the server's first HTTP/2 bytes: tickets, if any were sent, come before them
+        // and would now be stored in the client's session cache.
+        let mut first = [0u8; 9];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tls.read_exact(&mut first),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    site.stop().await;
+}

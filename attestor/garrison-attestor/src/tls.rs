@@ -1,0 +1,84 @@
+//! The attestor's TLS server configuration, owned here rather than left to tonic's defaults.
+//!
+//! What differs from tonic's `ServerTlsConfig`:
+//! * **No session resumption.** No tickets are sent and no sessions are kept: agents open one
+//!   connection per exchange and never resume, so the two TLS 1.3 tickets rustls sends by
+//!   default after every handshake were CPU, a write and a record on every connection for
+//!   nothing, and a session cache the size of the fleet would be memory for nothing. It also
+//!   means every connection is authenticated in full by its own certificate, never by a
+//!   remembered session.
+//! * **ring, explicitly**, not whichever rustls provider the process installed.
+//!
+//! Unchanged: the attestor's SVID chain and key, client certificates optional (enrollment has
+//! none, renewal presents its SVID) and verified against the site CA (see
+//! [`crate::server::attestor_identity`]), ALPN `h2` only.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::server::{NoServerSessionStorage, ServerConfig, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The attestor's own certificate chain (leaf first) and its private key.
+pub struct ServerIdentity {
+    /// Leaf first, then the site CA.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key (PKCS#8).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("chain_len", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The client issuer PEM held no certificate, or an unreadable one.
+    #[error("client certificate issuer: {0}")]
+    ClientIssuer(String),
+    /// rustls refused the identity or the verifier.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+/// A rustls server configuration presenting `identity`, accepting (but not requiring) client
+/// certificates issued by the CA in `client_issuer_pem`.
+pub fn server_config(
+    identity: ServerIdentity,
+    client_issuer_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_issuer_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsConfigError::ClientIssuer("no certificate in PEM".into()));
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    Ok(Arc::new(config))
+}
