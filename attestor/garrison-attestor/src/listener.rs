@@ -200,7 +200,111 @@ impl AsyncWrite for AdmittedConnection {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use garrison_ca::{
+        Authority, KeyAlgorithm, RootParams, SpiffeId, SubjectKey, SvidParams, TrustDomain,
+        certificates_to_pem,
+    };
+    use ring::rand::SystemRandom;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
+    use crate::tls::{ServerIdentity, server_config};
+
+    const ATTESTOR: &str = "spiffe://example.org/site/a/attestor";
+
+    /// A server config for an attestor SVID issued by a throwaway root, and that root's PEM.
+    fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
+        let (rng, now) = (SystemRandom::new(), time::OffsetDateTime::now_utc());
+        let root = RootParams {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            name: "listener test root".into(),
+            ttl: time::Duration::hours(1),
+            path_len: 1,
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+        };
+        let ca = Authority::from_issued(Authority::new_root(&root, now, &rng).unwrap()).unwrap();
+        let svid = SvidParams {
+            spiffe_id: SpiffeId::parse(ATTESTOR).unwrap(),
+            ttl: time::Duration::minutes(10),
+            max_ttl: time::Duration::hours(1),
+            subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+        };
+        let issued = ca.issue_svid(svid, now, &rng).unwrap();
+        let root_pem = certificates_to_pem(&[ca.certificate().to_vec()]);
+        let identity = ServerIdentity::from_issued(&issued).unwrap();
+        (server_config(identity, &root_pem).unwrap(), root_pem)
+    }
+
+    /// A real client handshake against `address`, in the background.
+    fn tls_client(address: SocketAddr, root_pem: &str) -> tokio::task::JoinHandle<bool> {
+        let expected = SpiffeId::parse(ATTESTOR).unwrap();
+        let config =
+            garrison_spiffe_tls::client_config(root_pem.as_bytes(), expected, None).unwrap();
+        tokio::spawn(async move {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .is_ok()
+        })
+    }
+
+    /// Reads until the server closes the connection; false if it is still open after 5 s.
+    async fn closed_by_server(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_handshake_closes_the_connection_and_frees_its_place() {
+        let (config, root_pem) = tls_config();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, Duration::from_secs(10)));
+        let mut garbage = TcpStream::connect(address).await.unwrap();
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(
+            closed_by_server(&mut garbage).await,
+            "a client that is not speaking TLS was not dropped"
+        );
+        // The only place is free again: a real client gets through.
+        let client = tls_client(address, &root_pem);
+        let session = tokio::time::timeout(Duration::from_secs(5), sessions.next()).await;
+        assert!(matches!(session, Ok(Some(Ok(_)))));
+        assert!(client.await.unwrap(), "the client's handshake failed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+        let (config, root_pem) = tls_config();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, timeout));
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        // Make sure the silent client holds the only place before the real one arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let client = tls_client(address, &root_pem);
+        let session = tokio::time::timeout(Duration::from_secs(5), sessions.next()).await;
+        assert!(matches!(session, Ok(Some(Ok(_)))));
+        assert!(
+            started.elapsed() >= timeout - Duration::from_millis(60),
+            "the second client got the place while the silent one still held it"
+        );
+        assert!(client.await.unwrap(), "the client's handshake failed");
+        assert!(
+            closed_by_server(&mut silent).await,
+            "the silent client was not dropped"
+        );
+    }
 
     #[tokio::test]
     async fn no_more_than_the_limit_are_admitted_until_one_closes() {

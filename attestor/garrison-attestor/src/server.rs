@@ -18,8 +18,6 @@ use garrison_proto::limits;
 use garrison_proto::v1::enrollment_server::EnrollmentServer;
 use garrison_proto::v1::renewal_server::RenewalServer;
 use ring::rand::SystemRandom;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::Server;
 
 use crate::attestor::{Attestor, AttestorParts, Clock};
@@ -297,20 +295,8 @@ pub fn attestor_identity(
     let issued = ca
         .issue_svid(params, now, &SystemRandom::new())
         .map_err(ca_err)?;
-    let key = issued
-        .key
-        .as_ref()
-        .ok_or_else(|| StartError::Tls("the attestor SVID was issued without its key".into()))?;
-    let key = PrivateKeyDer::from_pem_slice(key.to_pkcs8_pem().expose().as_bytes())
-        .map_err(|e| StartError::Tls(format!("the attestor SVID key: {e}")))?;
-    let identity = ServerIdentity {
-        chain: issued
-            .chain
-            .iter()
-            .map(|der| CertificateDer::from(der.clone()))
-            .collect(),
-        key,
-    };
+    let identity =
+        ServerIdentity::from_issued(&issued).map_err(|e| StartError::Tls(e.to_string()))?;
     tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
     Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
 }

@@ -38,9 +38,31 @@ impl fmt::Debug for ServerIdentity {
     }
 }
 
+impl ServerIdentity {
+    /// The chain and key of a freshly issued SVID (its key is generated with it).
+    pub fn from_issued(issued: &garrison_ca::Issued) -> Result<Self, TlsConfigError> {
+        let key = issued.key.as_ref().ok_or_else(|| {
+            TlsConfigError::Identity("the SVID was issued without its key".into())
+        })?;
+        let key = PrivateKeyDer::from_pem_slice(key.to_pkcs8_pem().expose().as_bytes())
+            .map_err(|e| TlsConfigError::Identity(format!("the SVID key: {e}")))?;
+        Ok(Self {
+            chain: issued
+                .chain
+                .iter()
+                .map(|der| CertificateDer::from(der.clone()))
+                .collect(),
+            key,
+        })
+    }
+}
+
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
+    /// The attestor's own certificate or key is unusable.
+    #[error("attestor identity: {0}")]
+    Identity(String),
     /// The client issuer PEM held no certificate, or an unreadable one.
     #[error("client certificate issuer: {0}")]
     ClientIssuer(String),
