@@ -312,35 +312,33 @@ async fn connect(config: &LogConfig, backend: Backend) -> Result<AnyPool, LogErr
     Ok(pool)
 }
 
-/// Per-connection SQLite settings. `synchronous=FULL`: in WAL mode NORMAL would lose the
-/// last commits on power failure, and a commit is a promise to the caller.
-async fn sqlite_connection_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA synchronous = FULL")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("PRAGMA foreign_keys = ON")
-        .execute(&mut *conn)
-        .await?;
+/// Per-connection SQLite settings, in order.
+const SQLITE_SETTINGS: &[&str] = &[
+    // In WAL mode NORMAL would lose the last commits on power failure, and a commit is a
+    // promise to the caller.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
     // Checkpoint the WAL into the database every 16,000 pages (≈ 62 MiB) instead of SQLite's
     // 1,000: the pages every batch touches (log head, index leaves, node rows) are copied back
     // once per checkpoint rather than sixteen times. 64 concurrent appenders on one core:
     // 5,295 → 6,812 appends/s over 10 s (`examples/append_bench.rs`). Durability is the WAL's
     // with synchronous=FULL either way; a restart after a crash replays at most that much WAL.
-    sqlx::query("PRAGMA wal_autocheckpoint = 16000")
-        .execute(&mut *conn)
-        .await?;
+    "PRAGMA wal_autocheckpoint = 16000",
     // Statement journals (a multi-row insert inside the batch transaction needs one) in
     // memory instead of a temporary file: they never outlive the statement.
-    sqlx::query("PRAGMA temp_store = MEMORY")
-        .execute(&mut *conn)
-        .await?;
+    "PRAGMA temp_store = MEMORY",
     // 8 MiB of page cache per connection instead of SQLite's 2 MB: the leaves of the indexes
     // keyed by random values (node ids, serials, digests) that every batch touches stay in
     // memory instead of being read back from the file. 64 appenders in `append_bench`:
     // 104-113 -> 96-97 µs CPU per append.
-    sqlx::query("PRAGMA cache_size = -8192")
-        .execute(&mut *conn)
-        .await?;
+    "PRAGMA cache_size = -8192",
+];
+
+/// Applies [`SQLITE_SETTINGS`] and the busy timeout to a new connection.
+async fn sqlite_connection_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    for setting in SQLITE_SETTINGS {
+        sqlx::query(*setting).execute(&mut *conn).await?;
+    }
     let busy = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
     sqlx::query(sqlx::AssertSqlSafe(busy))
         .execute(&mut *conn)
