@@ -60,20 +60,31 @@ pub fn bounded(
     })
 }
 
+/// How long a client may take over its TLS handshake once admitted.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// Until its first bytes (the ClientHello) arrive. A real client sends them as soon as its
+    /// TCP connection is up, usually before the attestor admits it; a client that connects and
+    /// says nothing holds a connection place for at most this long.
+    pub first_bytes: Duration,
+    /// For the whole handshake.
+    pub whole: Duration,
+}
+
 /// TLS over `admitted`: every connection's handshake runs in a task of its own, bounded by
-/// `handshake_timeout`; sessions are handed on in the order their handshakes finish. A
-/// handshake that fails or times out closes the connection (and frees its place) without
-/// reaching HTTP/2. Stops accepting once the returned stream is dropped.
+/// `limits`; sessions are handed on in the order their handshakes finish. A handshake that
+/// fails or times out closes the connection (and frees its place) without reaching HTTP/2.
+/// Stops accepting once the returned stream is dropped.
 pub fn tls(
     admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
     config: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
 ) -> impl Stream<Item = Result<TlsStream<AdmittedConnection>, io::Error>> {
     let (ready, sessions) = mpsc::channel(HANDED_ON_QUEUE);
     tokio::spawn(handshakes(
         admitted,
         TlsAcceptor::from(config),
-        handshake_timeout,
+        limits,
         ready,
     ));
     futures_util::stream::unfold(sessions, |mut sessions| async move {
@@ -89,7 +100,7 @@ const HANDED_ON_QUEUE: usize = 64;
 async fn handshakes(
     admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
     ready: mpsc::Sender<TlsStream<AdmittedConnection>>,
 ) {
     let mut admitted = std::pin::pin!(admitted);
@@ -108,18 +119,49 @@ async fn handshakes(
         };
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(connection)).await {
-                Ok(Ok(session)) => {
-                    // Fails only when the server stopped: the session is dropped, closed.
-                    let _ = ready.send(session).await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(
-                    timeout_s = handshake_timeout.as_secs(),
-                    "TLS handshake timed out"
-                ),
+            if let Some(session) = handshake(&acceptor, connection, limits).await {
+                // Fails only when the server stopped: the session is dropped, closed.
+                let _ = ready.send(session).await;
             }
         });
+    }
+}
+
+/// The handshake of one connection within `limits`; `None` (and the connection closed) if
+/// it failed or took too long.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    connection: AdmittedConnection,
+    limits: HandshakeLimits,
+) -> Option<TlsStream<AdmittedConnection>> {
+    let started = tokio::time::Instant::now();
+    // Peeked, not read: the bytes stay for the handshake. A closed or failed connection
+    // ends the wait too, and its handshake then fails at once.
+    let mut first = [0u8; 1];
+    if tokio::time::timeout(limits.first_bytes, connection.stream.peek(&mut first))
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            timeout_ms = limits.first_bytes.as_millis(),
+            "client sent nothing; connection closed"
+        );
+        return None;
+    }
+    let rest = limits.whole.saturating_sub(started.elapsed());
+    match tokio::time::timeout(rest, acceptor.accept(connection)).await {
+        Ok(Ok(session)) => Some(session),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                timeout_ms = limits.whole.as_millis(),
+                "TLS handshake timed out"
+            );
+            None
+        }
     }
 }
 
@@ -267,7 +309,11 @@ mod tests {
         let (config, root_pem) = tls_config();
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = listener.local_addr().unwrap();
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, Duration::from_secs(10)));
+        let limits = HandshakeLimits {
+            first_bytes: Duration::from_secs(10),
+            whole: Duration::from_secs(10),
+        };
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits));
         let mut garbage = TcpStream::connect(address).await.unwrap();
         garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(
@@ -281,29 +327,63 @@ mod tests {
         assert!(client.await.unwrap(), "the client's handshake failed");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    /// Holds the only place with `client`, then checks that a real client gets it only after
+    /// `held_for` at least, and that `client` was closed by the server.
+    async fn place_is_freed_after(
+        limits: HandshakeLimits,
+        held_for: Duration,
+        client: impl AsyncFnOnce(SocketAddr) -> TcpStream,
+    ) {
         let (config, root_pem) = tls_config();
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = listener.local_addr().unwrap();
-        let timeout = Duration::from_millis(300);
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, timeout));
-        let mut silent = TcpStream::connect(address).await.unwrap();
-        // Make sure the silent client holds the only place before the real one arrives.
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits));
+        let mut holder = client(address).await;
+        // Make sure the holder has the only place before the real client arrives.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = std::time::Instant::now();
-        let client = tls_client(address, &root_pem);
+        let real = tls_client(address, &root_pem);
         let session = tokio::time::timeout(Duration::from_secs(5), sessions.next()).await;
         assert!(matches!(session, Ok(Some(Ok(_)))));
         assert!(
-            started.elapsed() >= timeout - Duration::from_millis(60),
-            "the second client got the place while the silent one still held it"
+            started.elapsed() >= held_for.saturating_sub(Duration::from_millis(60)),
+            "the real client got the place after {:?}, while the holder still held it",
+            started.elapsed()
         );
-        assert!(client.await.unwrap(), "the client's handshake failed");
+        assert!(real.await.unwrap(), "the real client's handshake failed");
         assert!(
-            closed_by_server(&mut silent).await,
-            "the silent client was not dropped"
+            closed_by_server(&mut holder).await,
+            "the holder was not dropped"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_sends_nothing_is_dropped_after_the_first_bytes_limit() {
+        let limits = HandshakeLimits {
+            first_bytes: Duration::from_millis(300),
+            whole: Duration::from_secs(30),
+        };
+        let silent = async |address| TcpStream::connect(address).await.unwrap();
+        place_is_freed_after(limits, limits.first_bytes, silent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stalls_mid_handshake_is_dropped_after_the_whole_limit() {
+        let limits = HandshakeLimits {
+            first_bytes: Duration::from_millis(100),
+            whole: Duration::from_millis(500),
+        };
+        // The first 5 bytes of a TLS record header (handshake, TLS 1.0 record version,
+        // a 512-byte body), and then nothing.
+        let stalling = async |address| {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+                .await
+                .unwrap();
+            stream
+        };
+        place_is_freed_after(limits, limits.whole, stalling).await;
     }
 
     #[tokio::test]

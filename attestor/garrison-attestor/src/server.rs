@@ -301,8 +301,14 @@ pub fn attestor_identity(
     Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
 }
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A client that has not sent its ClientHello 3 s after it was admitted, or not finished
+/// its TLS handshake 10 s after, is dropped. Real clients send the ClientHello as soon as
+/// their TCP connection is up (3 s leaves room for one retransmission over a slow link), so
+/// a client that connects and says nothing holds a connection place for 3 s, not 10.
+const TLS_HANDSHAKE_LIMITS: crate::listener::HandshakeLimits = crate::listener::HandshakeLimits {
+    first_bytes: std::time::Duration::from_secs(3),
+    whole: std::time::Duration::from_secs(10),
+};
 /// Connections are closed (gracefully: requests in flight finish) after this long. An agent
 /// needs well under a second per exchange; a client that connects and then idles holds one of
 /// `max_connections` places for at most this long.
@@ -325,7 +331,7 @@ pub async fn serve(
     let incoming = crate::listener::tls(
         crate::listener::bounded(listener, config.max_connections),
         tls,
-        TLS_HANDSHAKE_TIMEOUT,
+        TLS_HANDSHAKE_LIMITS,
     );
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
