@@ -52,6 +52,15 @@ pub fn render(report: &Report) -> String {
             "renew_p99_ms",
             percentile_ms(&report.renew.renew_latency_us, 0.99),
         ),
+        // The generator's own CPU: with the attestor's, what the machine spends per operation.
+        (
+            "generator_cpu_us_per_enroll",
+            report.enroll.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
+        (
+            "generator_cpu_us_per_renew",
+            report.renew.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
         ("enrolls", report.enroll.enrolls as f64),
         ("renews", report.renew.renews as f64),
         ("prime_enrolls", report.prime.enrolls as f64),

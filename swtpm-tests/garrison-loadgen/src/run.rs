@@ -77,6 +77,9 @@ pub struct PhaseStats {
     pub elapsed: Duration,
     /// Attestor CPU ticks used during the phase, if measurable.
     pub server_ticks: Option<u64>,
+    /// The generator's own CPU ticks during the phase (the attestor's threads excluded when
+    /// it runs in-process).
+    pub generator_ticks: Option<u64>,
     /// The first few error messages.
     pub error_samples: Vec<String>,
 }
@@ -99,8 +102,16 @@ impl PhaseStats {
 
     /// CPU microseconds the attestor spent per completed operation of this phase.
     pub fn server_cpu_us_per_op(&self) -> Option<f64> {
+        self.cpu_us_per_op(self.server_ticks?)
+    }
+
+    /// CPU microseconds the generator itself spent per completed operation of this phase.
+    pub fn generator_cpu_us_per_op(&self) -> Option<f64> {
+        self.cpu_us_per_op(self.generator_ticks?)
+    }
+
+    fn cpu_us_per_op(&self, ticks: u64) -> Option<f64> {
         let ops = self.enrolls + self.renews;
-        let ticks = self.server_ticks?;
         (ops > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / ops as f64)
     }
 }
@@ -332,6 +343,7 @@ async fn phase(
     let count = agents.len();
     eprintln!("phase {mix:?} for {length:?}: {count} agents");
     let ticks_before = attestor.cpu_ticks();
+    let generator_before = attestor.generator_cpu_ticks();
     let start = Instant::now();
     let mut seeds = vec![0u8; count.saturating_mul(8)];
     SystemRandom::new()
@@ -355,10 +367,12 @@ async fn phase(
         stats.merge(agent_stats);
     }
     stats.elapsed = start.elapsed();
-    stats.server_ticks = match (ticks_before, attestor.cpu_ticks()) {
+    let difference = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
+    stats.server_ticks = difference(ticks_before, attestor.cpu_ticks());
+    stats.generator_ticks = difference(generator_before, attestor.generator_cpu_ticks());
     agents.sort_by_key(|a| a.index);
     Ok((agents, stats))
 }

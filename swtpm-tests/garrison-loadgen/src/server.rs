@@ -197,6 +197,16 @@ impl Attestor {
         }
     }
 
+    /// CPU time (user + system) this process has used so far apart from the attestor's
+    /// threads when it runs in-process: the generator's own cost, in clock ticks.
+    pub fn generator_cpu_ticks(&self) -> Option<u64> {
+        let own = crate::procfs::process_cpu_ticks(std::process::id())?;
+        match self {
+            Attestor::InProcess { .. } => Some(own.saturating_sub(self.cpu_ticks()?)),
+            Attestor::Child(_) | Attestor::External => Some(own),
+        }
+    }
+
     /// Peak resident set size (VmHWM) in KiB, if known. In-process it is the whole
     /// process's (load generator included).
     pub fn peak_rss_kib(&self) -> Option<u64> {
