@@ -7,6 +7,9 @@
 //! bounded however many agents connect at once; a storm is served at the rate the attestor
 //! can sustain. Requests on admitted connections are still bounded by `max_in_flight` and shed
 //! with an explicit `overloaded` beyond it.
+//!
+//! [`tls`] then runs each admitted connection's TLS handshake in a task of its own, within
+//! [`HandshakeLimits`], and hands finished sessions to the HTTP/2 server.
 
 use std::io;
 use std::net::SocketAddr;
