@@ -116,11 +116,13 @@ fn status_error(stage: &str, status: tonic::Status) -> OpError {
             .unwrap_or(DEFAULT_RETRY_AFTER_MS);
         return OpError::Shed(hint);
     }
-    // tonic reports a connection that never got to HTTP/2 as a transport error, with no
-    // reason from the attestor: nothing was decided.
-    let transport = matches!(status.code(), Code::Unavailable | Code::Unknown)
-        && reason.is_empty()
-        && status.message().contains("transport error");
+    // No reason from the attestor: nothing was decided, the exchange never reached it or its
+    // connection broke (tonic reports a connection that never got to HTTP/2 as a transport
+    // error; a connection the kernel reset because the listen queue overflowed in a storm is
+    // `Unavailable`). A real agent retries both with backoff; so does the generator.
+    let transport = reason.is_empty()
+        && (status.code() == Code::Unavailable
+            || (status.code() == Code::Unknown && status.message().contains("transport error")));
     if transport {
         return OpError::Unreachable(anyhow!("{stage}: {}", status.message()));
     }
@@ -309,5 +311,55 @@ impl Jitter {
     /// `base` scaled by a uniform factor in [0.5, 1.5).
     pub fn around(&mut self, base: Duration) -> Duration {
         base.mul_f64(0.5 + self.unit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tonic::Status;
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    fn with_reason(code: Code, reason: &str) -> Status {
+        let mut status = Status::new(code, "refused");
+        status.metadata_mut().insert(
+            garrison_attestor::REASON_METADATA_KEY,
+            MetadataValue::try_from(reason).unwrap(),
+        );
+        status
+    }
+
+    #[test]
+    fn a_broken_connection_without_an_answer_is_unreachable_and_retried() {
+        let reset = Status::unavailable("Connection reset by peer (os error 104)");
+        assert!(matches!(
+            status_error("Begin", reset),
+            OpError::Unreachable(_)
+        ));
+        let never_connected = Status::unknown("transport error");
+        assert!(matches!(
+            status_error("Begin", never_connected),
+            OpError::Unreachable(_)
+        ));
+    }
+
+    #[test]
+    fn an_answer_from_the_attestor_is_never_unreachable() {
+        // The attestor's own "log unavailable" is a failure to count, not a network blip.
+        let refused = with_reason(Code::Unavailable, "log-unavailable");
+        assert!(matches!(
+            status_error("Complete", refused),
+            OpError::Failed(_)
+        ));
+        let overloaded = with_reason(Code::ResourceExhausted, "overloaded");
+        assert!(matches!(
+            status_error("Begin", overloaded),
+            OpError::Shed(_)
+        ));
+        let other = Status::unknown("something else");
+        assert!(matches!(status_error("Begin", other), OpError::Failed(_)));
     }
 }

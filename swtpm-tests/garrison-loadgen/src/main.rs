@@ -89,9 +89,10 @@ fn main() -> std::process::ExitCode {
     match garrison_loadgen::run::run(&config) {
         Ok(report) => {
             for sample in report
-                .enroll
+                .prime
                 .error_samples
                 .iter()
+                .chain(&report.enroll.error_samples)
                 .chain(&report.renew.error_samples)
             {
                 eprintln!("error: {sample}");
