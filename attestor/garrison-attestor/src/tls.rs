@@ -79,10 +79,11 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(client_issuer_pem.as_bytes()) {
-        let cert = cert.map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+    let issuers = garrison_ca::certificates_from_pem(client_issuer_pem)
+        .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+    for der in issuers {
         roots
-            .add(cert)
+            .add(CertificateDer::from(der))
             .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
     }
     if roots.is_empty() {
