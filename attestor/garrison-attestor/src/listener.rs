@@ -259,6 +259,12 @@ mod tests {
 
     /// A server config for an attestor SVID issued by a throwaway root, and that root's PEM.
     fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
+        let (identity, root_pem) = identity();
+        (server_config(identity, &root_pem).unwrap(), root_pem)
+    }
+
+    /// An attestor SVID issued by a throwaway root, and that root's PEM.
+    fn identity() -> (ServerIdentity, String) {
         let (rng, now) = (SystemRandom::new(), time::OffsetDateTime::now_utc());
         let root = RootParams {
             trust_domain: TrustDomain::new("example.org").unwrap(),
@@ -276,8 +282,25 @@ mod tests {
         };
         let issued = ca.issue_svid(svid, now, &rng).unwrap();
         let root_pem = certificates_to_pem(&[ca.certificate().to_vec()]);
-        let identity = ServerIdentity::from_issued(&issued).unwrap();
-        (server_config(identity, &root_pem).unwrap(), root_pem)
+        (ServerIdentity::from_issued(&issued).unwrap(), root_pem)
+    }
+
+    #[test]
+    fn a_client_issuer_that_is_not_a_certificate_is_refused_at_start() {
+        for bad in [
+            "",
+            "not PEM at all",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let (identity, _) = identity();
+            assert!(
+                matches!(
+                    server_config(identity, bad),
+                    Err(crate::tls::TlsConfigError::ClientIssuer(_))
+                ),
+                "{bad:?} was accepted as client issuer"
+            );
+        }
     }
 
     /// A real client handshake against `address`, in the background.
