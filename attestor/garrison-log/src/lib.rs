@@ -28,6 +28,13 @@
 //! (An earlier session's figures. On 2026-11-29, pinned, 10 s runs: 64 appenders 5,295/s with
 //! SQLite's default WAL auto-checkpoint, 6,812/s with the 16,000-page one set in `log.rs`.)
 //!
+//! # Checkpoints
+//!
+//! On SQLite the WAL is copied back into the database file by a task of its own, on a
+//! connection of its own, not inside the writer's commits: see `checkpoint.rs`. Under load
+//! this removed a ≈ 25 ms stall of every append every couple of seconds, and keeps the WAL
+//! file near 20 MiB instead of 64 MiB. [`LogStats::checkpoints`] counts its passes.
+//!
 //! A lone appender pays a full durable commit (fsync) each time, ~1–1.8 ms here; 64
 //! concurrent appenders share it, ~0.23–0.28 ms per record. Writing each batch with a few
 //! multi-row statements instead of three statements per entry doubled the 64-appender figure
@@ -51,6 +58,7 @@
 
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod entry;
 mod error;
 mod leaf;

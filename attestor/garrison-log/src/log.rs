@@ -4,10 +4,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint;
 use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_revocation};
 use crate::leaf::evidence_digest;
 use crate::writer::{self, Command, Counters, Job, Writer};
@@ -92,6 +93,8 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// SQLite: the background checkpointer's stop signal and task.
+    checkpointer: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl fmt::Debug for AttestationLog {
@@ -116,9 +119,25 @@ impl AttestationLog {
             });
         }
         let backend = Backend::from_url(&config.url)?;
-        let pool = connect(config, backend).await?;
+        let url = database_url(config, backend);
+        let pool = connect(&url, config, backend).await?;
         migrate(&pool, backend).await?;
         let counters = Arc::new(Counters::default());
+        let (checkpoints, checkpointer) = match backend {
+            Backend::Sqlite => {
+                let conn = checkpoint_connection(&url).await?;
+                let link = Arc::new(checkpoint::Link::default());
+                let (stop, stopped) = oneshot::channel();
+                let task = tokio::spawn(checkpoint::run(
+                    conn,
+                    Arc::clone(&link),
+                    stopped,
+                    Arc::clone(&counters),
+                ));
+                (Some(link), Some((stop, task)))
+            }
+            Backend::Postgres => (None, None),
+        };
         // Room for the batch being committed plus one full batch waiting: beyond that,
         // `append` waits (backpressure).
         let (commands, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
@@ -127,6 +146,7 @@ impl AttestationLog {
             backend,
             max_batch: config.max_batch,
             counters: Arc::clone(&counters),
+            checkpoints,
         };
         let writer = tokio::spawn(writer::run(task, receiver));
         let inner = Inner {
@@ -135,6 +155,7 @@ impl AttestationLog {
             commands,
             counters,
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(checkpointer),
         };
         Ok(AttestationLog {
             inner: Arc::new(inner),
@@ -280,19 +301,33 @@ impl AttestationLog {
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some((stop, task)) = checkpointer {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         self.inner.pool.close().await;
     }
 }
 
-async fn connect(config: &LogConfig, backend: Backend) -> Result<AnyPool, LogError> {
-    sqlx::any::install_default_drivers();
-    let url = match backend {
+/// The URL to connect with: SQLite files are created if missing.
+fn database_url(config: &LogConfig, backend: Backend) -> String {
+    match backend {
         Backend::Sqlite if !config.url.contains("mode=") => {
             let separator = if config.url.contains('?') { '&' } else { '?' };
             format!("{}{separator}mode=rwc", config.url)
         }
         _ => config.url.clone(),
-    };
+    }
+}
+
+async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyPool, LogError> {
+    sqlx::any::install_default_drivers();
     let pool = AnyPoolOptions::new()
         .max_connections(config.max_connections)
         .after_connect(move |conn, _meta| {
@@ -303,7 +338,7 @@ async fn connect(config: &LogConfig, backend: Backend) -> Result<AnyPool, LogErr
                 Ok(())
             })
         })
-        .connect(&url)
+        .connect(url)
         .await
         .map_err(|source| LogError::Open { source })?;
     if backend == Backend::Sqlite {
@@ -312,17 +347,32 @@ async fn connect(config: &LogConfig, backend: Backend) -> Result<AnyPool, LogErr
     Ok(pool)
 }
 
+/// The background checkpointer's own connection (outside the pool, so that it never waits
+/// for, or holds up, the writer and the readers).
+async fn checkpoint_connection(url: &str) -> Result<AnyConnection, LogError> {
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .map_err(|source| LogError::Open { source })?;
+    sqlite_connection_settings(&mut conn)
+        .await
+        .map_err(|source| LogError::Open { source })?;
+    Ok(conn)
+}
+
 /// Per-connection SQLite settings, in order.
 const SQLITE_SETTINGS: &[&str] = &[
     // In WAL mode NORMAL would lose the last commits on power failure, and a commit is a
     // promise to the caller.
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
-    // Checkpoint the WAL into the database every 16,000 pages (≈ 62 MiB) instead of SQLite's
-    // 1,000: the pages every batch touches (log head, index leaves, node rows) are copied back
-    // once per checkpoint rather than sixteen times. 64 concurrent appenders on one core:
-    // 5,295 → 6,812 appends/s over 10 s (`examples/append_bench.rs`). Durability is the WAL's
-    // with synchronous=FULL either way; a restart after a crash replays at most that much WAL.
+    // Checkpoints normally run in the background, off the writer's path (`checkpoint.rs`),
+    // and keep the WAL far below this. This is the backstop, run by the committing writer
+    // itself if the background falls behind: every 16,000 pages (≈ 62 MiB) instead of
+    // SQLite's 1,000, so that the pages every batch touches (log head, index leaves, node
+    // rows) are copied back once per checkpoint rather than sixteen times (64 concurrent
+    // appenders on one core: 5,295 → 6,812 appends/s, `examples/append_bench.rs`, when this
+    // was the only checkpoint). Durability is the WAL's with synchronous=FULL either way; a
+    // restart after a crash replays at most that much WAL.
     "PRAGMA wal_autocheckpoint = 16000",
     // Statement journals (a multi-row insert inside the batch transaction needs one) in
     // memory instead of a temporary file: they never outlive the statement.

@@ -239,6 +239,11 @@ pub struct LogStats {
     pub failed_records: u64,
     /// Size of the largest batch attempted.
     pub largest_batch: u64,
+    /// Background WAL checkpoints run (SQLite only; see `checkpoint.rs`).
+    pub checkpoints: u64,
+    /// Background WAL checkpoints that failed (logged; the writer's own checkpoint is the
+    /// backstop).
+    pub failed_checkpoints: u64,
 }
 
 /// Serde for byte strings as lowercase hex.

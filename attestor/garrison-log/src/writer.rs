@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::Link;
 use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
 use crate::{Appended, Backend, LogError, LogStats, RevocationTarget};
@@ -48,6 +49,8 @@ pub(crate) struct Counters {
     failed_batches: AtomicU64,
     failed_records: AtomicU64,
     largest_batch: AtomicU64,
+    checkpoints: AtomicU64,
+    failed_checkpoints: AtomicU64,
 }
 
 impl Counters {
@@ -58,7 +61,18 @@ impl Counters {
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             failed_records: self.failed_records.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            failed_checkpoints: self.failed_checkpoints.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn count_checkpoint(&self, ok: bool) {
+        let counter = if ok {
+            &self.checkpoints
+        } else {
+            &self.failed_checkpoints
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count(&self, size: usize, ok: bool) {
@@ -80,6 +94,8 @@ pub(crate) struct Writer {
     pub backend: Backend,
     pub max_batch: usize,
     pub counters: Arc<Counters>,
+    /// SQLite: shared with the background checkpointer (`checkpoint.rs`).
+    pub checkpoints: Option<Arc<Link>>,
 }
 
 /// Runs until every sender is gone or a [`Command::Close`] arrives.
@@ -114,9 +130,18 @@ pub(crate) async fn run(writer: Writer, mut commands: mpsc::Receiver<Command>) {
 async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
     let size = jobs.len();
     let counters = &writer.counters;
-    match write_batch(writer, jobs).await {
+    let gate = match &writer.checkpoints {
+        Some(link) => Some(link.gate.lock().await),
+        None => None,
+    };
+    let written = write_batch(writer, jobs).await;
+    drop(gate);
+    match written {
         Ok(appended) => {
             counters.count(size, true);
+            if let Some(link) = &writer.checkpoints {
+                link.committed.notify_one();
+            }
             for (job, done) in jobs.drain(..).zip(appended) {
                 // A caller that stopped waiting still has its record committed.
                 let _ = job.reply.send(Ok(done));

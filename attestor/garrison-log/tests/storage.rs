@@ -827,3 +827,60 @@ async fn blobs_are_stored_with_their_record_once(db: TestDb) {
     assert_eq!(log.evidence(&blob_digest).await.unwrap(), Some(blob));
     log.close().await;
 }
+
+/// SQLite: the WAL is copied into the database file and started over in the background,
+/// long before the writer's own checkpoint (16,000 pages) would run.
+///
+/// About 12,000 pages of records go in, in 12 paced rounds (a 16 KiB blob per record, so each
+/// takes a few pages of its own). Without the background checkpointer nothing would be copied
+/// (12,000 < 16,000): the database file would stay at its empty size and the WAL file would
+/// hold every page. With it, the database file holds the records and the WAL file stays
+/// below what was written, which it can only do if the WAL was started over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_checkpointed_and_restarted_in_the_background() {
+    common::run(Backend::Sqlite, |db| async move {
+        let path = db.url.strip_prefix("sqlite://").unwrap().to_owned();
+        let log = db.open(64).await;
+        let empty_db_bytes = std::fs::metadata(&path).unwrap().len();
+        const PAGE: u64 = 4096;
+        const ROUNDS: u64 = 12;
+        const PER_ROUND: u64 = 250; // × ≥ 4 pages each ≈ 1,000 pages a round
+        for round in 0..ROUNDS {
+            let tasks: Vec<_> = (0..PER_ROUND)
+                .map(|i| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let n = round * PER_ROUND + i;
+                        // Distinct per record, so that none is stored only once.
+                        let blob: Vec<u8> = n.to_le_bytes().iter().cycle().take(16 * 1024).copied().collect();
+                        let time = at(1, i64::try_from(n).unwrap());
+                        log.append_with_blobs(entry(record("wal", &format!("n{n}"), time)), vec![blob])
+                            .await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Long enough for a last pass after the final commit.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let written = ROUNDS * PER_ROUND * 4 * PAGE;
+        let db_bytes = std::fs::metadata(&path).unwrap().len();
+        let wal_bytes = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+        let stats = log.stats();
+        assert!(stats.checkpoints > 0, "{stats:?}");
+        assert_eq!(stats.failed_checkpoints, 0, "{stats:?}");
+        assert!(
+            db_bytes > empty_db_bytes + written / 2,
+            "the records were copied into the database file: {db_bytes} bytes (empty: {empty_db_bytes}, written ≥ {written})"
+        );
+        assert!(
+            wal_bytes < written / 2,
+            "the WAL was started over: {wal_bytes} bytes after ≥ {written} written"
+        );
+        log.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,119 @@
+//! WAL checkpoints in the background (SQLite only).
+//!
+//! In WAL mode every commit appends pages to the `-wal` file; a checkpoint copies them back
+//! into the database file (and syncs it) so that the WAL can start over. By default SQLite
+//! runs the checkpoint inside the commit that crosses `wal_autocheckpoint` pages, on the
+//! writer's own connection: that commit, and every append queued behind it, waits for the
+//! whole copy. Under load this was the attestor's largest latency stall (≈ 25 ms every two
+//! seconds or so at 1,000 appends/s; `docs/performance.md`).
+//!
+//! So the log checkpoints from a connection of its own, off the writer's path. The writer
+//! wakes this task after each commit; at most once per [`CHECKPOINT_INTERVAL`] it runs
+//! `PRAGMA wal_checkpoint(PASSIVE)`, which copies what is committed without waiting for, or
+//! blocking, the writer or any reader.
+//!
+//! Passive checkpoints alone leave the WAL to grow under steady load: SQLite starts the WAL
+//! over only if, when the writer begins its next transaction, a checkpoint has copied every
+//! frame, and with a commit every few milliseconds the writer has nearly always added frames
+//! while the checkpoint ran. So once the WAL is longer than [`RESTART_FRAMES`], the task
+//! takes the [`Link::gate`] that the writer holds around each batch, copies the few frames
+//! committed since its last pass, and lets go: the writer waits that long between two
+//! batches (a millisecond or two, against ≈ 25 ms for SQLite's own checkpoint at the same
+//! rate) and its next transaction starts the WAL over.
+//!
+//! The writer keeps SQLite's own checkpoint as a backstop (`wal_autocheckpoint`, see
+//! `SQLITE_SETTINGS`): should this task fall behind, or fail, the WAL is still bounded, at the
+//! old cost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row as _};
+use tokio::sync::{Mutex, Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::writer::Counters;
+
+/// At most one checkpoint pass per interval: a few MiB of WAL at the log's top rate, and at
+/// low rates no more than a few syncs of the database file a second.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A WAL longer than this after a pass gets a gated checkpoint (4,096 pages: 16 MiB at
+/// SQLite's default page size), so that the next transaction starts it over.
+pub(crate) const RESTART_FRAMES: i64 = 4_096;
+
+/// What the writer and the checkpointer share.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    /// Notified after every commit.
+    pub committed: Notify,
+    /// Held by the writer for each batch, and by the checkpointer for a checkpoint that must
+    /// not be overtaken by a commit.
+    pub gate: Mutex<()>,
+}
+
+/// What one `PRAGMA wal_checkpoint` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// SQLite could not finish because another connection held a lock it needed.
+    pub busy: bool,
+    /// Frames in the WAL.
+    pub frames: i64,
+    /// Frames of those copied into the database file.
+    pub copied: i64,
+}
+
+/// One passive checkpoint on `conn`.
+pub(crate) async fn checkpoint(conn: &mut AnyConnection) -> Result<Progress, sqlx::Error> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Progress {
+        busy: row.try_get::<i64, _>(0)? != 0,
+        frames: row.try_get(1)?,
+        copied: row.try_get(2)?,
+    })
+}
+
+/// Runs until `stop` is sent or dropped; then closes its connection.
+pub(crate) async fn run(
+    mut conn: AnyConnection,
+    link: Arc<Link>,
+    mut stop: oneshot::Receiver<()>,
+    counters: Arc<Counters>,
+) {
+    let mut last: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = link.committed.notified() => {}
+            _ = &mut stop => break,
+        }
+        if let Some(last) = last {
+            tokio::select! {
+                () = tokio::time::sleep_until(last + CHECKPOINT_INTERVAL) => {}
+                _ = &mut stop => break,
+            }
+        }
+        let pass = counted(&counters, checkpoint(&mut conn).await);
+        if pass.is_some_and(|progress| progress.frames >= RESTART_FRAMES) {
+            let _no_commit_meanwhile = link.gate.lock().await;
+            counted(&counters, checkpoint(&mut conn).await);
+        }
+        last = Some(Instant::now());
+    }
+    let _ = sqlx::Connection::close(conn).await;
+}
+
+fn counted(counters: &Counters, pass: Result<Progress, sqlx::Error>) -> Option<Progress> {
+    match pass {
+        Ok(progress) => {
+            counters.count_checkpoint(true);
+            Some(progress)
+        }
+        Err(error) => {
+            counters.count_checkpoint(false);
+            tracing::warn!(%error, "background WAL checkpoint failed; the writer's own checkpoint still bounds the WAL");
+            None
+        }
+    }
+}
