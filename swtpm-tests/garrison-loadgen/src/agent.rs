@@ -18,6 +18,7 @@ use rustls::ClientConfig;
 use rustls::client::Resumption;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tonic::Code;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 use crate::identity::AgentIdentity;
@@ -204,12 +205,7 @@ impl Agent {
 
     /// One renewal over a new mTLS connection with the current SVID.
     pub async fn renew(&mut self, ctx: &AgentContext) -> Result<(), OpError> {
-        let chain = self.svid.clone().context("renewal before enrollment")?;
-        let identity = Identity {
-            chain: chain.into_iter().map(CertificateDer::from).collect(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.identity.svid_key.clone())),
-        };
-        let config = tls_config(&ctx.verifier, Some(identity))?;
+        let config = tls_config(&ctx.verifier, Some(self.svid_identity()?))?;
         let mut client = RenewalClient::new(channel(ctx, Arc::new(config))?);
         let challenge = client
             .begin_renewal(v1::BeginRenewalRequest {})
@@ -231,6 +227,40 @@ impl Agent {
             .into_inner();
         self.svid = Some(svid.certificate_chain);
         Ok(())
+    }
+
+    /// The cost of a connection alone: a fresh TLS connection (mTLS with the current SVID if
+    /// `mtls`), the HTTP/2 set-up, and one gRPC call to a method the attestor does not have,
+    /// which its router answers `UNIMPLEMENTED` without reaching a handler, the database or
+    /// any cryptography beyond the handshake.
+    pub async fn bare_exchange(&mut self, ctx: &AgentContext, mtls: bool) -> Result<(), OpError> {
+        let config = if mtls {
+            Arc::new(tls_config(&ctx.verifier, Some(self.svid_identity()?))?)
+        } else {
+            Arc::clone(&ctx.enroll_tls)
+        };
+        let mut grpc = tonic::client::Grpc::new(channel(ctx, config)?);
+        grpc.ready()
+            .await
+            .map_err(|e| OpError::Unreachable(anyhow!("connecting: {e}")))?;
+        let path = PathAndQuery::from_static(BARE_METHOD);
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        match grpc.unary(tonic::Request::new(()), path, codec).await {
+            Err(status) if status.code() == Code::Unimplemented => Ok(()),
+            Err(status) => Err(status_error("bare exchange", status)),
+            Ok(_) => Err(OpError::Failed(anyhow!(
+                "{BARE_METHOD} answered; it must not exist"
+            ))),
+        }
+    }
+
+    /// The TLS client identity of the SVID it holds.
+    fn svid_identity(&self) -> Result<Identity> {
+        let chain = self.svid.clone().context("no SVID yet: not enrolled")?;
+        Ok(Identity {
+            chain: chain.into_iter().map(CertificateDer::from).collect(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.identity.svid_key.clone())),
+        })
     }
 
     /// Quote exactly the PCRs the challenge names, with its nonce.
@@ -259,6 +289,9 @@ impl Agent {
 fn channel(ctx: &AgentContext, config: Arc<ClientConfig>) -> Result<Channel> {
     connect(&ctx.address, config).context("gRPC channel")
 }
+
+/// A method of no service the attestor serves.
+const BARE_METHOD: &str = "/garrison.v1.Enrollment/NoSuchMethod";
 
 /// The selection the challenge asks for and the values of exactly those PCRs.
 fn selected_pcrs(all: &PcrValues, asked: &[v1::PcrSelection]) -> Result<(PcrSelection, PcrValues)> {

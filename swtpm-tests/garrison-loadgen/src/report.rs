@@ -84,6 +84,32 @@ pub fn render(report: &Report) -> String {
         ("floor_verify_csr_us", report.floor.verify_csr_us),
         ("floor_issue_svid_us", report.floor.issue_svid_us),
         ("pregen_s", report.pregen_seconds),
+        // A connection alone (TLS or mTLS handshake, HTTP/2 set-up and teardown, one call
+        // the router answers UNIMPLEMENTED): what an exchange costs before any work.
+        ("bare_per_s", rate(report.bare.bare, &report.bare)),
+        (
+            "server_cpu_us_per_connection",
+            report.bare.server_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
+        (
+            "server_cpu_us_per_mtls_connection",
+            report.bare_mtls.server_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
+        (
+            "generator_cpu_us_per_connection",
+            report.bare.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+        ),
+        (
+            "bare_mtls_per_s",
+            rate(report.bare_mtls.bare, &report.bare_mtls),
+        ),
+        (
+            "generator_cpu_us_per_mtls_connection",
+            report
+                .bare_mtls
+                .generator_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
+        ),
     ];
     for (key, value) in lines {
         let _ = writeln!(out, "{key}={}", number(value));
@@ -127,7 +153,8 @@ fn rate(ops: u64, phase: &PhaseStats) -> f64 {
 
 fn total(report: &Report, field: impl Fn(&PhaseStats) -> u64) -> u64 {
     let mixed = report.mixed.as_ref().map_or(0, &field);
-    field(&report.prime) + field(&report.enroll) + field(&report.renew) + mixed
+    let bare = field(&report.bare) + field(&report.bare_mtls);
+    field(&report.prime) + field(&report.enroll) + field(&report.renew) + mixed + bare
 }
 
 fn combined(phases: &[&PhaseStats]) -> Vec<u64> {

@@ -62,6 +62,8 @@ pub struct PhaseStats {
     pub enrolls: u64,
     /// Completed renewals.
     pub renews: u64,
+    /// Completed bare exchanges (a connection and an `UNIMPLEMENTED` call, nothing else).
+    pub bare: u64,
     /// Failed operations (anything but shedding).
     pub errors: u64,
     /// Requests shed by the attestor (each retried after its hint, with jitter).
@@ -88,6 +90,7 @@ impl PhaseStats {
     fn merge(&mut self, other: PhaseStats) {
         self.enrolls += other.enrolls;
         self.renews += other.renews;
+        self.bare += other.bare;
         self.errors += other.errors;
         self.shed += other.shed;
         self.unreachable += other.unreachable;
@@ -111,7 +114,7 @@ impl PhaseStats {
     }
 
     fn cpu_us_per_op(&self, ticks: u64) -> Option<f64> {
-        let ops = self.enrolls + self.renews;
+        let ops = self.enrolls + self.renews + self.bare;
         (ops > 0).then(|| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / ops as f64)
     }
 }
@@ -129,6 +132,10 @@ pub struct Report {
     pub renew: PhaseStats,
     /// Mixed phase, if asked for.
     pub mixed: Option<PhaseStats>,
+    /// Bare exchanges over TLS (no client certificate), as enrollments connect.
+    pub bare: PhaseStats,
+    /// Bare exchanges over mTLS with the agent's SVID, as renewals connect.
+    pub bare_mtls: PhaseStats,
     /// The in-process crypto floor of one enrollment.
     pub floor: CryptoFloor,
     /// Attestor VmHWM, KiB, if measurable.
@@ -143,6 +150,18 @@ enum Mix {
     EnrollOnly,
     RenewOnly,
     Ratio(f64),
+    /// Bare exchanges: a connection and one call the attestor does not serve.
+    Bare {
+        mtls: bool,
+    },
+}
+
+/// The operation an agent runs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Enroll,
+    Renew,
+    Bare { mtls: bool },
 }
 
 /// Run the whole measurement.
@@ -198,13 +217,22 @@ pub fn run(config: &Config) -> Result<Report> {
     let result = drive(config, &attestor, ctx, agents);
     let server_peak_rss_kib = attestor.peak_rss_kib();
     attestor.stop();
-    let (prime, enroll, renew, mixed) = result?;
+    let Phases {
+        prime,
+        enroll,
+        renew,
+        mixed,
+        bare,
+        bare_mtls,
+    } = result?;
     Ok(Report {
         agents: config.agents,
         prime,
         enroll,
         renew,
         mixed,
+        bare,
+        bare_mtls,
         floor,
         server_peak_rss_kib,
         pregen_seconds,
@@ -272,7 +300,19 @@ fn start_attestor(config: &Config, site: &SiteFiles, dir: &std::path::Path) -> R
     Ok(attestor)
 }
 
-type Phases = (PhaseStats, PhaseStats, PhaseStats, Option<PhaseStats>);
+/// Every phase's outcome.
+#[derive(Debug, Default)]
+struct Phases {
+    prime: PhaseStats,
+    enroll: PhaseStats,
+    renew: PhaseStats,
+    mixed: Option<PhaseStats>,
+    bare: PhaseStats,
+    bare_mtls: PhaseStats,
+}
+
+/// The bare-exchange phases last at most this long: they only price a connection.
+const BARE_PHASE_MAX: Duration = Duration::from_secs(5);
 
 fn drive(
     config: &Config,
@@ -295,7 +335,10 @@ fn drive(
             );
         }
         if config.storm_only {
-            return Ok((prime, PhaseStats::default(), PhaseStats::default(), None));
+            return Ok(Phases {
+                prime,
+                ..Phases::default()
+            });
         }
         let (agents, enroll) = phase(
             attestor,
@@ -315,18 +358,37 @@ fn drive(
             config.rate,
         )
         .await?;
-        let mixed = match config.renew_ratio {
+        let (agents, mixed) = match config.renew_ratio {
             Some(ratio) => {
                 let mix = Mix::Ratio(ratio.clamp(0.0, 1.0));
-                Some(
-                    phase(attestor, &ctx, agents, mix, Some(seconds), config.rate)
-                        .await?
-                        .1,
-                )
+                let (agents, mixed) =
+                    phase(attestor, &ctx, agents, mix, Some(seconds), config.rate).await?;
+                (agents, Some(mixed))
             }
-            None => None,
+            None => (agents, None),
         };
-        Ok((prime, enroll, renew, mixed))
+        // Closed loop, whatever --rate says: these price a connection at full load.
+        let bare_length = Some(seconds.min(BARE_PHASE_MAX));
+        let bare_phase = |agents, mtls| {
+            phase(
+                attestor,
+                &ctx,
+                agents,
+                Mix::Bare { mtls },
+                bare_length,
+                None,
+            )
+        };
+        let (agents, bare) = bare_phase(agents, false).await?;
+        let (_, bare_mtls) = bare_phase(agents, true).await?;
+        Ok(Phases {
+            prime,
+            enroll,
+            renew,
+            mixed,
+            bare,
+            bare_mtls,
+        })
     })
 }
 
@@ -407,23 +469,28 @@ async fn agent_loop(
             break;
         }
         tokio::time::sleep_until(next.into()).await;
-        let renew = match plan.mix {
-            Mix::EnrollOnly => false,
-            Mix::RenewOnly => agent.is_enrolled(),
-            Mix::Ratio(r) => agent.is_enrolled() && plan.jitter.unit() < r,
+        let op = match plan.mix {
+            Mix::EnrollOnly => Op::Enroll,
+            Mix::RenewOnly if agent.is_enrolled() => Op::Renew,
+            Mix::Ratio(r) if agent.is_enrolled() && plan.jitter.unit() < r => Op::Renew,
+            Mix::RenewOnly | Mix::Ratio(_) => Op::Enroll,
+            Mix::Bare { mtls } => Op::Bare {
+                mtls: mtls && agent.is_enrolled(),
+            },
         };
         let scheduled = next;
-        let outcome = one_operation(&mut agent, &ctx, renew, &mut plan.jitter, &mut stats).await;
+        let outcome = one_operation(&mut agent, &ctx, op, &mut plan.jitter, &mut stats).await;
         let latency = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
-        match (outcome, renew) {
-            (Ok(()), false) => {
+        match (outcome, op) {
+            (Ok(()), Op::Enroll) => {
                 stats.enrolls += 1;
                 stats.enroll_latency_us.push(latency);
             }
-            (Ok(()), true) => {
+            (Ok(()), Op::Renew) => {
                 stats.renews += 1;
                 stats.renew_latency_us.push(latency);
             }
+            (Ok(()), Op::Bare { .. }) => stats.bare += 1,
             (Err(e), _) => {
                 stats.errors += 1;
                 if stats.error_samples.len() < 5 {
@@ -444,19 +511,19 @@ async fn agent_loop(
     (agent, stats)
 }
 
-/// One enrollment or renewal, retried after the attestor's hint (with jitter) while it sheds.
+/// One operation, retried after the attestor's hint (with jitter) while it sheds.
 async fn one_operation(
     agent: &mut Agent,
     ctx: &AgentContext,
-    renew: bool,
+    op: Op,
     jitter: &mut Jitter,
     stats: &mut PhaseStats,
 ) -> Result<()> {
     for _ in 0..MAX_SHED_RETRIES {
-        let result = if renew {
-            agent.renew(ctx).await
-        } else {
-            agent.enroll(ctx).await
+        let result = match op {
+            Op::Enroll => agent.enroll(ctx).await,
+            Op::Renew => agent.renew(ctx).await,
+            Op::Bare { mtls } => agent.bare_exchange(ctx, mtls).await,
         };
         match result {
             Ok(()) => return Ok(()),

@@ -66,6 +66,17 @@ fn a_short_in_process_run_enrolls_renews_and_prints_parseable_figures() {
     );
     assert!(figures["crypto_floor_us_per_enroll"] > 0.0);
     assert!(figures["server_peak_rss_mib"] > 0.0);
+    // The bare exchanges (a connection and an UNIMPLEMENTED call) ran over TLS and mTLS, and
+    // every one got exactly that answer (anything else would count in `errors`).
+    assert!(figures["bare_per_s"] > 0.0, "{stdout}");
+    assert!(figures["bare_mtls_per_s"] > 0.0, "{stdout}");
+    for key in [
+        "server_cpu_us_per_connection",
+        "server_cpu_us_per_mtls_connection",
+    ] {
+        let value = figures[key];
+        assert!(value.is_finite() && value >= 0.0, "{key}={value}");
+    }
     // The generator's own CPU, with the attestor's threads taken out (10 ms ticks: may be 0).
     for key in ["generator_cpu_us_per_enroll", "generator_cpu_us_per_renew"] {
         let value = figures[key];
