@@ -9,12 +9,17 @@
 //! with an explicit `overloaded` beyond it.
 //!
 //! [`tls`] then runs each admitted connection's TLS handshake in a task of its own, within
-//! [`HandshakeLimits`], and hands finished sessions to the HTTP/2 server.
+//! [`HandshakeLimits`], and hands finished sessions to the HTTP/2 server. Handshakes that do
+//! not finish are counted in [`HandshakeFailures`], which the server reports once a minute:
+//! one line, however many (a scanner must not be able to flood the log), with the last
+//! failure's peer and reason, so that an operator sees a misconfigured agent without turning
+//! on debug logging.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -74,20 +79,72 @@ pub struct HandshakeLimits {
     pub whole: Duration,
 }
 
+/// Handshakes that did not finish, by how they ended, since the last [`take`](Self::take).
+#[derive(Debug, Default)]
+pub struct HandshakeFailures {
+    /// The client sent nothing within [`HandshakeLimits::first_bytes`].
+    silent: AtomicU64,
+    /// The handshake failed (not TLS, no shared version or suite, a client certificate that
+    /// does not verify against the site CA, ...).
+    failed: AtomicU64,
+    /// The handshake did not finish within [`HandshakeLimits::whole`].
+    timed_out: AtomicU64,
+    /// The last failure: who, and why.
+    last: Mutex<Option<String>>,
+}
+
+/// What [`HandshakeFailures::take`] hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeFailureCounts {
+    pub silent: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    /// `peer: reason` of the last one counted.
+    pub last: String,
+}
+
+impl HandshakeFailures {
+    fn count(&self, counter: &AtomicU64, peer: Option<SocketAddr>, reason: &str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let peer = peer.map_or_else(|| "unknown peer".to_owned(), |p| p.to_string());
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(format!("{peer}: {reason}"));
+        }
+    }
+
+    /// The counts since the last call, reset to zero; `None` if there were none.
+    pub fn take(&self) -> Option<HandshakeFailureCounts> {
+        let counts = HandshakeFailureCounts {
+            silent: self.silent.swap(0, Ordering::Relaxed),
+            failed: self.failed.swap(0, Ordering::Relaxed),
+            timed_out: self.timed_out.swap(0, Ordering::Relaxed),
+            last: self
+                .last
+                .lock()
+                .ok()
+                .and_then(|mut last| last.take())
+                .unwrap_or_default(),
+        };
+        (counts.silent + counts.failed + counts.timed_out > 0).then_some(counts)
+    }
+}
+
 /// TLS over `admitted`: every connection's handshake runs in a task of its own, bounded by
 /// `limits`; sessions are handed on in the order their handshakes finish. A handshake that
-/// fails or times out closes the connection (and frees its place) without reaching HTTP/2.
-/// Stops accepting once the returned stream is dropped.
+/// fails or times out closes the connection (and frees its place) without reaching HTTP/2,
+/// and is counted in `failures`. Stops accepting once the returned stream is dropped.
 pub fn tls(
     admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
     config: Arc<rustls::ServerConfig>,
     limits: HandshakeLimits,
+    failures: Arc<HandshakeFailures>,
 ) -> impl Stream<Item = Result<TlsStream<AdmittedConnection>, io::Error>> {
     let (ready, sessions) = mpsc::channel(HANDED_ON_QUEUE);
     tokio::spawn(handshakes(
         admitted,
         TlsAcceptor::from(config),
         limits,
+        failures,
         ready,
     ));
     futures_util::stream::unfold(sessions, |mut sessions| async move {
@@ -104,6 +161,7 @@ async fn handshakes(
     admitted: impl Stream<Item = Result<AdmittedConnection, io::Error>> + Send + 'static,
     acceptor: TlsAcceptor,
     limits: HandshakeLimits,
+    failures: Arc<HandshakeFailures>,
     ready: mpsc::Sender<TlsStream<AdmittedConnection>>,
 ) {
     let mut admitted = std::pin::pin!(admitted);
@@ -120,9 +178,9 @@ async fn handshakes(
             }
             None => return,
         };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        let (acceptor, ready, failures) = (acceptor.clone(), ready.clone(), Arc::clone(&failures));
         tokio::spawn(async move {
-            if let Some(session) = handshake(&acceptor, connection, limits).await {
+            if let Some(session) = handshake(&acceptor, connection, limits, &failures).await {
                 // Fails only when the server stopped: the session is dropped, closed.
                 let _ = ready.send(session).await;
             }
@@ -130,14 +188,16 @@ async fn handshakes(
     }
 }
 
-/// The handshake of one connection within `limits`; `None` (and the connection closed) if
-/// it failed or took too long.
+/// The handshake of one connection within `limits`; `None` (and the connection closed,
+/// and counted in `failures`) if it failed or took too long.
 async fn handshake(
     acceptor: &TlsAcceptor,
     connection: AdmittedConnection,
     limits: HandshakeLimits,
+    failures: &HandshakeFailures,
 ) -> Option<TlsStream<AdmittedConnection>> {
     let started = tokio::time::Instant::now();
+    let peer = connection.stream.peer_addr().ok();
     // Peeked, not read: the bytes stay for the handshake. A closed or failed connection
     // ends the wait too, and its handshake then fails at once.
     let mut first = [0u8; 1];
@@ -149,6 +209,7 @@ async fn handshake(
             timeout_ms = limits.first_bytes.as_millis(),
             "client sent nothing; connection closed"
         );
+        failures.count(&failures.silent, peer, "sent nothing");
         return None;
     }
     let rest = limits.whole.saturating_sub(started.elapsed());
@@ -156,6 +217,7 @@ async fn handshake(
         Ok(Ok(session)) => Some(session),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
+            failures.count(&failures.failed, peer, &e.to_string());
             None
         }
         Err(_) => {
@@ -163,6 +225,7 @@ async fn handshake(
                 timeout_ms = limits.whole.as_millis(),
                 "TLS handshake timed out"
             );
+            failures.count(&failures.timed_out, peer, "handshake timed out");
             None
         }
     }
@@ -339,7 +402,7 @@ mod tests {
             first_bytes: Duration::from_secs(10),
             whole: Duration::from_secs(10),
         };
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits));
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits, Arc::default()));
         let mut garbage = TcpStream::connect(address).await.unwrap();
         garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(
@@ -353,6 +416,55 @@ mod tests {
         assert!(client.await.unwrap(), "the client's handshake failed");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handshakes_that_do_not_finish_are_counted_with_the_last_peer_and_reason() {
+        let (config, root_pem) = tls_config();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = HandshakeLimits {
+            first_bytes: Duration::from_millis(200),
+            whole: Duration::from_secs(10),
+        };
+        let failures = Arc::new(HandshakeFailures::default());
+        let mut sessions = Box::pin(tls(
+            bounded(listener, 4),
+            config,
+            limits,
+            Arc::clone(&failures),
+        ));
+        assert_eq!(failures.take(), None, "nothing failed yet");
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        assert!(closed_by_server(&mut silent).await);
+        let mut garbage = TcpStream::connect(address).await.unwrap();
+        let garbage_port = garbage.local_addr().unwrap().port();
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(closed_by_server(&mut garbage).await);
+        // A handshake that finishes is not counted.
+        let client = tls_client(address, &root_pem);
+        let session = tokio::time::timeout(Duration::from_secs(5), sessions.next()).await;
+        assert!(matches!(session, Ok(Some(Ok(_)))));
+        assert!(client.await.unwrap());
+
+        // The socket closes as the handshake task fails, just before it counts.
+        for _ in 0..200 {
+            if failures.silent.load(Ordering::Relaxed) + failures.failed.load(Ordering::Relaxed)
+                == 2
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let counts = failures.take().expect("two failures counted");
+        assert_eq!((counts.silent, counts.failed, counts.timed_out), (1, 1, 0));
+        assert!(
+            counts
+                .last
+                .starts_with(&format!("127.0.0.1:{garbage_port}: ")),
+            "{counts:?}"
+        );
+        assert_eq!(failures.take(), None, "taking resets the counts");
+    }
+
     /// Holds the only place with `client`, then checks that a real client gets it only after
     /// `held_for` at least, and that `client` was closed by the server.
     async fn place_is_freed_after(
@@ -363,7 +475,7 @@ mod tests {
         let (config, root_pem) = tls_config();
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let address = listener.local_addr().unwrap();
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits));
+        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits, Arc::default()));
         let mut holder = client(address).await;
         // Make sure the holder has the only place before the real client arrives.
         tokio::time::sleep(Duration::from_millis(50)).await;

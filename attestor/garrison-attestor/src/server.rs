@@ -328,11 +328,14 @@ pub async fn serve(
         address: config.listen,
         source,
     })?;
+    let failures = Arc::new(crate::listener::HandshakeFailures::default());
     let incoming = crate::listener::tls(
         crate::listener::bounded(listener, config.max_connections),
         tls,
         TLS_HANDSHAKE_LIMITS,
+        Arc::clone(&failures),
     );
+    spawn_handshake_failure_report(failures);
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
     let services = Services::new(attestor, config.max_in_flight);
@@ -352,6 +355,34 @@ pub async fn serve(
 
 /// Expired challenges are also dropped when the store fills up; this keeps memory flat
 /// between bursts too.
+/// How often TLS handshakes that did not finish are reported (one line, if there were any).
+const HANDSHAKE_FAILURE_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn spawn_handshake_failure_report(failures: Arc<crate::listener::HandshakeFailures>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HANDSHAKE_FAILURE_REPORT);
+        tick.tick().await; // the first tick is immediate
+        loop {
+            tick.tick().await;
+            // The listener has stopped: nothing more will be counted.
+            let stopped = Arc::strong_count(&failures) == 1;
+            if let Some(counts) = failures.take() {
+                tracing::info!(
+                    failed = counts.failed,
+                    sent_nothing = counts.silent,
+                    timed_out = counts.timed_out,
+                    last = %counts.last,
+                    period_s = HANDSHAKE_FAILURE_REPORT.as_secs(),
+                    "TLS handshakes that did not finish (run with RUST_LOG=debug to see each one)"
+                );
+            }
+            if stopped {
+                return;
+            }
+        }
+    });
+}
+
 fn spawn_challenge_purge(attestor: Arc<Attestor>) {
     let period = std::time::Duration::from_secs(
         attestor
