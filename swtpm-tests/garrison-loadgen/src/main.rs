@@ -88,13 +88,7 @@ fn main() -> std::process::ExitCode {
     }
     match garrison_loadgen::run::run(&config) {
         Ok(report) => {
-            for sample in report
-                .prime
-                .error_samples
-                .iter()
-                .chain(&report.enroll.error_samples)
-                .chain(&report.renew.error_samples)
-            {
+            for sample in report.phases.all().flat_map(|p| &p.error_samples) {
                 eprintln!("error: {sample}");
             }
             print!("{}", garrison_loadgen::report::render(&report));

@@ -8,18 +8,28 @@ use crate::run::{PhaseStats, Report};
 /// them down. Unknown values (e.g. server figures for an external attestor) print as `nan`.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let measured = combined(&[&report.enroll, &report.renew]);
+    let measured = combined(&[&report.phases.enroll, &report.phases.renew]);
     let floor = report.floor.total_us();
-    let enroll_cpu = report.enroll.server_cpu_us_per_op();
+    let enroll_cpu = report.phases.enroll.server_cpu_us_per_op();
     let lines: Vec<(&str, f64)> = vec![
-        ("enroll_per_s", rate(report.enroll.enrolls, &report.enroll)),
-        ("renew_per_s", rate(report.renew.renews, &report.renew)),
+        (
+            "enroll_per_s",
+            rate(report.phases.enroll.enrolls, &report.phases.enroll),
+        ),
+        (
+            "renew_per_s",
+            rate(report.phases.renew.renews, &report.phases.renew),
+        ),
         ("p50_ms", percentile_ms(&measured, 0.50)),
         ("p99_ms", percentile_ms(&measured, 0.99)),
         ("server_cpu_us_per_enroll", enroll_cpu.unwrap_or(f64::NAN)),
         (
             "server_cpu_us_per_renew",
-            report.renew.server_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .renew
+                .server_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         ("crypto_floor_us_per_enroll", floor),
         (
@@ -38,44 +48,56 @@ pub fn render(report: &Report) -> String {
         ),
         (
             "enroll_p50_ms",
-            percentile_ms(&report.enroll.enroll_latency_us, 0.50),
+            percentile_ms(&report.phases.enroll.enroll_latency_us, 0.50),
         ),
         (
             "enroll_p99_ms",
-            percentile_ms(&report.enroll.enroll_latency_us, 0.99),
+            percentile_ms(&report.phases.enroll.enroll_latency_us, 0.99),
         ),
         (
             "renew_p50_ms",
-            percentile_ms(&report.renew.renew_latency_us, 0.50),
+            percentile_ms(&report.phases.renew.renew_latency_us, 0.50),
         ),
         (
             "renew_p99_ms",
-            percentile_ms(&report.renew.renew_latency_us, 0.99),
+            percentile_ms(&report.phases.renew.renew_latency_us, 0.99),
         ),
         // The generator's own CPU: with the attestor's, what the machine spends per operation.
         (
             "generator_cpu_us_per_enroll",
-            report.enroll.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .enroll
+                .generator_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         (
             "generator_cpu_us_per_renew",
-            report.renew.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .renew
+                .generator_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
-        ("enrolls", report.enroll.enrolls as f64),
-        ("renews", report.renew.renews as f64),
-        ("prime_enrolls", report.prime.enrolls as f64),
+        ("enrolls", report.phases.enroll.enrolls as f64),
+        ("renews", report.phases.renew.renews as f64),
+        ("prime_enrolls", report.phases.prime.enrolls as f64),
         // The first enrollment of every agent, all started at once: the storm.
-        ("prime_seconds", report.prime.elapsed.as_secs_f64()),
-        ("prime_errors", report.prime.errors as f64),
-        ("prime_shed", report.prime.shed as f64),
-        ("prime_unreachable", report.prime.unreachable as f64),
+        ("prime_seconds", report.phases.prime.elapsed.as_secs_f64()),
+        ("prime_errors", report.phases.prime.errors as f64),
+        ("prime_shed", report.phases.prime.shed as f64),
+        ("prime_unreachable", report.phases.prime.unreachable as f64),
         (
             "prime_p99_ms",
-            percentile_ms(&report.prime.enroll_latency_us, 0.99),
+            percentile_ms(&report.phases.prime.enroll_latency_us, 0.99),
         ),
         (
             "prime_server_cpu_us_per_enroll",
-            report.prime.server_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .prime
+                .server_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         ("floor_verify_ek_us", report.floor.verify_ek_us),
         ("floor_check_ak_us", report.floor.check_ak_us),
@@ -86,26 +108,42 @@ pub fn render(report: &Report) -> String {
         ("pregen_s", report.pregen_seconds),
         // A connection alone (TLS or mTLS handshake, HTTP/2 set-up and teardown, one call
         // the router answers UNIMPLEMENTED): what an exchange costs before any work.
-        ("bare_per_s", rate(report.bare.bare, &report.bare)),
+        (
+            "bare_per_s",
+            rate(report.phases.bare.bare, &report.phases.bare),
+        ),
         (
             "server_cpu_us_per_connection",
-            report.bare.server_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .bare
+                .server_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         (
             "server_cpu_us_per_mtls_connection",
-            report.bare_mtls.server_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .bare_mtls
+                .server_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         (
             "generator_cpu_us_per_connection",
-            report.bare.generator_cpu_us_per_op().unwrap_or(f64::NAN),
+            report
+                .phases
+                .bare
+                .generator_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
         ),
         (
             "bare_mtls_per_s",
-            rate(report.bare_mtls.bare, &report.bare_mtls),
+            rate(report.phases.bare_mtls.bare, &report.phases.bare_mtls),
         ),
         (
             "generator_cpu_us_per_mtls_connection",
             report
+                .phases
                 .bare_mtls
                 .generator_cpu_us_per_op()
                 .unwrap_or(f64::NAN),
@@ -114,7 +152,7 @@ pub fn render(report: &Report) -> String {
     for (key, value) in lines {
         let _ = writeln!(out, "{key}={}", number(value));
     }
-    if let Some(mixed) = &report.mixed {
+    if let Some(mixed) = &report.phases.mixed {
         let all = combined(&[mixed]);
         for (key, value) in [
             ("mixed_enroll_per_s", rate(mixed.enrolls, mixed)),
@@ -152,9 +190,7 @@ fn rate(ops: u64, phase: &PhaseStats) -> f64 {
 }
 
 fn total(report: &Report, field: impl Fn(&PhaseStats) -> u64) -> u64 {
-    let mixed = report.mixed.as_ref().map_or(0, &field);
-    let bare = field(&report.bare) + field(&report.bare_mtls);
-    field(&report.prime) + field(&report.enroll) + field(&report.renew) + mixed + bare
+    report.phases.all().map(field).sum()
 }
 
 fn combined(phases: &[&PhaseStats]) -> Vec<u64> {

@@ -124,18 +124,8 @@ impl PhaseStats {
 pub struct Report {
     /// Agents simulated.
     pub agents: usize,
-    /// The initial enrollment of every agent (not in the rates).
-    pub prime: PhaseStats,
-    /// Enroll-only phase.
-    pub enroll: PhaseStats,
-    /// Renew-only phase.
-    pub renew: PhaseStats,
-    /// Mixed phase, if asked for.
-    pub mixed: Option<PhaseStats>,
-    /// Bare exchanges over TLS (no client certificate), as enrollments connect.
-    pub bare: PhaseStats,
-    /// Bare exchanges over mTLS with the agent's SVID, as renewals connect.
-    pub bare_mtls: PhaseStats,
+    /// Every phase's outcome.
+    pub phases: Phases,
     /// The in-process crypto floor of one enrollment.
     pub floor: CryptoFloor,
     /// Attestor VmHWM, KiB, if measurable.
@@ -217,22 +207,9 @@ pub fn run(config: &Config) -> Result<Report> {
     let result = drive(config, &attestor, ctx, agents);
     let server_peak_rss_kib = attestor.peak_rss_kib();
     attestor.stop();
-    let Phases {
-        prime,
-        enroll,
-        renew,
-        mixed,
-        bare,
-        bare_mtls,
-    } = result?;
     Ok(Report {
         agents: config.agents,
-        prime,
-        enroll,
-        renew,
-        mixed,
-        bare,
-        bare_mtls,
+        phases: result?,
         floor,
         server_peak_rss_kib,
         pregen_seconds,
@@ -302,13 +279,29 @@ fn start_attestor(config: &Config, site: &SiteFiles, dir: &std::path::Path) -> R
 
 /// Every phase's outcome.
 #[derive(Debug, Default)]
-struct Phases {
-    prime: PhaseStats,
-    enroll: PhaseStats,
-    renew: PhaseStats,
-    mixed: Option<PhaseStats>,
-    bare: PhaseStats,
-    bare_mtls: PhaseStats,
+pub struct Phases {
+    /// The initial enrollment of every agent (not in the rates).
+    pub prime: PhaseStats,
+    /// Enroll-only phase.
+    pub enroll: PhaseStats,
+    /// Renew-only phase.
+    pub renew: PhaseStats,
+    /// Mixed phase, if asked for.
+    pub mixed: Option<PhaseStats>,
+    /// Bare exchanges over TLS (no client certificate), as enrollments connect.
+    pub bare: PhaseStats,
+    /// Bare exchanges over mTLS with the agent's SVID, as renewals connect.
+    pub bare_mtls: PhaseStats,
+}
+
+impl Phases {
+    /// Every phase that ran, in order.
+    pub fn all(&self) -> impl Iterator<Item = &PhaseStats> {
+        [&self.prime, &self.enroll, &self.renew]
+            .into_iter()
+            .chain(&self.mixed)
+            .chain([&self.bare, &self.bare_mtls])
+    }
 }
 
 /// The bare-exchange phases last at most this long: they only price a connection.
