@@ -83,6 +83,7 @@ pub(crate) async fn run(
     counters: Arc<Counters>,
 ) {
     let mut last: Option<Instant> = None;
+    let mut failing = false;
     loop {
         tokio::select! {
             () = link.committed.notified() => {}
@@ -94,26 +95,65 @@ pub(crate) async fn run(
                 _ = &mut stop => break,
             }
         }
-        let pass = counted(&counters, checkpoint(&mut conn).await);
+        let pass = counted(&counters, &mut failing, checkpoint(&mut conn).await);
         if pass.is_some_and(|progress| progress.frames >= RESTART_FRAMES) {
             let _no_commit_meanwhile = link.gate.lock().await;
-            counted(&counters, checkpoint(&mut conn).await);
+            counted(&counters, &mut failing, checkpoint(&mut conn).await);
         }
         last = Some(Instant::now());
     }
     let _ = sqlx::Connection::close(conn).await;
 }
 
-fn counted(counters: &Counters, pass: Result<Progress, sqlx::Error>) -> Option<Progress> {
+/// Counts `pass`; logs when checkpoints start failing and when they work again (not every
+/// failed pass: up to five a second).
+fn counted(
+    counters: &Counters,
+    failing: &mut bool,
+    pass: Result<Progress, sqlx::Error>,
+) -> Option<Progress> {
     match pass {
         Ok(progress) => {
             counters.count_checkpoint(true);
+            if std::mem::take(failing) {
+                tracing::info!("background WAL checkpoints work again");
+            }
             Some(progress)
         }
         Err(error) => {
             counters.count_checkpoint(false);
-            tracing::warn!(%error, "background WAL checkpoint failed; the writer's own checkpoint still bounds the WAL");
+            if !std::mem::replace(failing, true) {
+                tracing::warn!(%error, "background WAL checkpoints fail (counted in the log's stats; the writer's own checkpoint still bounds the WAL)");
+            }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_each_time_and_flagged_until_a_pass_works() {
+        let counters = Counters::default();
+        let mut failing = false;
+        let progress = Progress {
+            busy: false,
+            frames: 10,
+            copied: 10,
+        };
+        let fail = || Err(sqlx::Error::Protocol("disk I/O error".into()));
+        assert_eq!(counted(&counters, &mut failing, fail()), None);
+        assert!(failing);
+        assert_eq!(counted(&counters, &mut failing, fail()), None);
+        assert!(failing, "still failing");
+        assert_eq!(
+            counted(&counters, &mut failing, Ok(progress)),
+            Some(progress)
+        );
+        assert!(!failing, "a pass that works clears the flag");
+        let stats = counters.snapshot();
+        assert_eq!((stats.checkpoints, stats.failed_checkpoints), (1, 2));
     }
 }
