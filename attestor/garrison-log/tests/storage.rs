@@ -884,3 +884,53 @@ async fn sqlite_wal_is_checkpointed_and_restarted_in_the_background() {
     })
     .await;
 }
+
+/// SQLite: under continuous appends (no pause in which a passive checkpoint could catch up
+/// by chance) the WAL is still started over, because the checkpointer takes the writer's gate
+/// for a last short pass once the WAL is long. Without that, it grows to the writer's own
+/// checkpoint at 16,000 pages (≈ 64 MiB) before anything starts it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_started_over_under_continuous_appends() {
+    common::run(Backend::Sqlite, |db| async move {
+        let path = db.url.strip_prefix("sqlite://").unwrap().to_owned();
+        let log = db.open(64).await;
+        const APPENDERS: u64 = 16;
+        const EACH: u64 = 320; // 5,120 records × ≥ 4 pages: beyond 20,000 pages in all
+        let tasks: Vec<_> = (0..APPENDERS)
+            .map(|a| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..EACH {
+                        let n = a * EACH + i;
+                        let blob: Vec<u8> = n
+                            .to_le_bytes()
+                            .iter()
+                            .cycle()
+                            .take(16 * 1024)
+                            .copied()
+                            .collect();
+                        let time = at(2, i64::try_from(n).unwrap());
+                        log.append_with_blobs(
+                            entry(record("wal", &format!("c{n}"), time)),
+                            vec![blob],
+                        )
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let wal_bytes = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+        let stats = log.stats();
+        assert_eq!(stats.records, APPENDERS * EACH);
+        assert!(
+            wal_bytes < 10_000 * 4096,
+            "the WAL grew to {wal_bytes} bytes under continuous appends: {stats:?}"
+        );
+        log.close().await;
+    })
+    .await;
+}
