@@ -316,7 +316,7 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::tls::{ServerIdentity, server_config};
+    use crate::tls::{identity_from_issued, server_config};
 
     const ATTESTOR: &str = "spiffe://example.org/site/a/attestor";
 
@@ -327,7 +327,7 @@ mod tests {
     }
 
     /// An attestor SVID issued by a throwaway root, and that root's PEM.
-    fn identity() -> (ServerIdentity, String) {
+    fn identity() -> (garrison_spiffe_tls::Identity, String) {
         let (rng, now) = (SystemRandom::new(), time::OffsetDateTime::now_utc());
         let root = RootParams {
             trust_domain: TrustDomain::new("example.org").unwrap(),
@@ -345,7 +345,7 @@ mod tests {
         };
         let issued = ca.issue_svid(svid, now, &rng).unwrap();
         let root_pem = certificates_to_pem(&[ca.certificate().to_vec()]);
-        (ServerIdentity::from_issued(&issued).unwrap(), root_pem)
+        (identity_from_issued(&issued).unwrap(), root_pem)
     }
 
     #[test]

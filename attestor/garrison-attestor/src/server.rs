@@ -23,7 +23,6 @@ use tonic::transport::Server;
 use crate::attestor::{Attestor, AttestorParts, Clock};
 use crate::config::SiteConfig;
 use crate::service::Services;
-use crate::tls::ServerIdentity;
 
 /// Why the attestor could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +275,7 @@ pub fn attestor_identity(
     config: &SiteConfig,
     ca: &Authority,
     now: time::OffsetDateTime,
-) -> Result<(ServerIdentity, String), StartError> {
+) -> Result<(garrison_spiffe_tls::Identity, String), StartError> {
     let ca_err = |source| StartError::Ca {
         dir: config.ca_dir.clone(),
         source,
@@ -296,7 +295,7 @@ pub fn attestor_identity(
         .issue_svid(params, now, &SystemRandom::new())
         .map_err(ca_err)?;
     let identity =
-        ServerIdentity::from_issued(&issued).map_err(|e| StartError::Tls(e.to_string()))?;
+        crate::tls::identity_from_issued(&issued).map_err(|e| StartError::Tls(e.to_string()))?;
     tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
     Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
 }
@@ -318,7 +317,7 @@ const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn serve(
     config: &SiteConfig,
     attestor: Arc<Attestor>,
-    identity: ServerIdentity,
+    identity: garrison_spiffe_tls::Identity,
     client_issuer_pem: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
@@ -353,8 +352,6 @@ pub async fn serve(
         .map_err(StartError::Serve)
 }
 
-/// Expired challenges are also dropped when the store fills up; this keeps memory flat
-/// between bursts too.
 /// How often TLS handshakes that did not finish are reported (one line, if there were any).
 const HANDSHAKE_FAILURE_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -383,6 +380,8 @@ fn spawn_handshake_failure_report(failures: Arc<crate::listener::HandshakeFailur
     });
 }
 
+/// Expired challenges are also dropped when the store fills up; this keeps memory flat
+/// between bursts too.
 fn spawn_challenge_purge(attestor: Arc<Attestor>) {
     let period = std::time::Duration::from_secs(
         attestor

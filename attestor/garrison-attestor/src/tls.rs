@@ -13,48 +13,23 @@
 //! none, renewal presents its SVID) and verified against the site CA (see
 //! [`crate::server::attestor_identity`]), ALPN `h2` only.
 
-use std::fmt;
 use std::sync::Arc;
 
+use garrison_spiffe_tls::Identity;
 use rustls::RootCertStore;
 use rustls::server::{NoServerSessionStorage, ServerConfig, WebPkiClientVerifier};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 
-/// The attestor's own certificate chain (leaf first) and its private key.
-pub struct ServerIdentity {
-    /// Leaf first, then the site CA.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's key (PKCS#8).
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl fmt::Debug for ServerIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerIdentity")
-            .field("chain_len", &self.chain.len())
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
-
-impl ServerIdentity {
-    /// The chain and key of a freshly issued SVID (its key is generated with it).
-    pub fn from_issued(issued: &garrison_ca::Issued) -> Result<Self, TlsConfigError> {
-        let key = issued.key.as_ref().ok_or_else(|| {
-            TlsConfigError::Identity("the SVID was issued without its key".into())
-        })?;
-        let key = PrivateKeyDer::from_pem_slice(key.to_pkcs8_pem().expose().as_bytes())
-            .map_err(|e| TlsConfigError::Identity(format!("the SVID key: {e}")))?;
-        Ok(Self {
-            chain: issued
-                .chain
-                .iter()
-                .map(|der| CertificateDer::from(der.clone()))
-                .collect(),
-            key,
-        })
-    }
+/// The TLS identity (chain leaf first, PKCS#8 key) of a freshly issued SVID, whose key was
+/// generated with it.
+pub fn identity_from_issued(issued: &garrison_ca::Issued) -> Result<Identity, TlsConfigError> {
+    let key = issued
+        .key
+        .as_ref()
+        .ok_or_else(|| TlsConfigError::Identity("the SVID was issued without its key".into()))?;
+    let chain = garrison_ca::certificates_to_pem(&issued.chain);
+    Identity::from_pem(chain.as_bytes(), key.to_pkcs8_pem().expose().as_bytes())
+        .map_err(|e| TlsConfigError::Identity(e.to_string()))
 }
 
 /// Why the TLS configuration could not be built.
@@ -74,7 +49,7 @@ pub enum TlsConfigError {
 /// A rustls server configuration presenting `identity`, accepting (but not requiring) client
 /// certificates issued by the CA in `client_issuer_pem`.
 pub fn server_config(
-    identity: ServerIdentity,
+    identity: Identity,
     client_issuer_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
