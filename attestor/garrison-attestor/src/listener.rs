@@ -57,10 +57,11 @@ pub fn bounded(
     futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
         // The semaphore is never closed, so acquiring only fails if it were.
         let permit = Arc::clone(&permits).acquire_owned().await.ok()?;
-        let stream = accept(&listener).await;
+        let (stream, peer) = accept(&listener).await;
         Some((
             Ok(AdmittedConnection {
                 stream,
+                peer,
                 _permit: permit,
             }),
             (listener, permits),
@@ -103,10 +104,22 @@ pub struct HandshakeFailureCounts {
     pub last: String,
 }
 
+/// How a handshake ended without a session.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Silent,
+    Failed,
+    TimedOut,
+}
+
 impl HandshakeFailures {
-    fn count(&self, counter: &AtomicU64, peer: Option<SocketAddr>, reason: &str) {
+    fn count(&self, failure: Failure, peer: SocketAddr, reason: &str) {
+        let counter = match failure {
+            Failure::Silent => &self.silent,
+            Failure::Failed => &self.failed,
+            Failure::TimedOut => &self.timed_out,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
-        let peer = peer.map_or_else(|| "unknown peer".to_owned(), |p| p.to_string());
         if let Ok(mut last) = self.last.lock() {
             *last = Some(format!("{peer}: {reason}"));
         }
@@ -197,7 +210,7 @@ async fn handshake(
     failures: &HandshakeFailures,
 ) -> Option<TlsStream<AdmittedConnection>> {
     let started = tokio::time::Instant::now();
-    let peer = connection.stream.peer_addr().ok();
+    let peer = connection.peer;
     // Peeked, not read: the bytes stay for the handshake. A closed or failed connection
     // ends the wait too, and its handshake then fails at once.
     let mut first = [0u8; 1];
@@ -209,7 +222,7 @@ async fn handshake(
             timeout_ms = limits.first_bytes.as_millis(),
             "client sent nothing; connection closed"
         );
-        failures.count(&failures.silent, peer, "sent nothing");
+        failures.count(Failure::Silent, peer, "sent nothing");
         return None;
     }
     let rest = limits.whole.saturating_sub(started.elapsed());
@@ -217,7 +230,7 @@ async fn handshake(
         Ok(Ok(session)) => Some(session),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
-            failures.count(&failures.failed, peer, &e.to_string());
+            failures.count(Failure::Failed, peer, &e.to_string());
             None
         }
         Err(_) => {
@@ -225,20 +238,20 @@ async fn handshake(
                 timeout_ms = limits.whole.as_millis(),
                 "TLS handshake timed out"
             );
-            failures.count(&failures.timed_out, peer, "handshake timed out");
+            failures.count(Failure::TimedOut, peer, "handshake timed out");
             None
         }
     }
 }
 
-async fn accept(listener: &TcpListener) -> TcpStream {
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
-                return stream;
+                return (stream, peer);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
@@ -253,6 +266,8 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 #[derive(Debug)]
 pub struct AdmittedConnection {
     stream: TcpStream,
+    /// The client's address, as `accept` gave it.
+    peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 }
 
