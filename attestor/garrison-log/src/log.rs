@@ -292,27 +292,20 @@ impl AttestationLog {
         if self.inner.commands.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
         }
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
-        if let Some(writer) = writer {
+        if let Some(writer) = take(&self.inner.writer) {
             let _ = writer.await;
         }
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
-        if let Some((stop, task)) = checkpointer {
+        if let Some((stop, task)) = take(&self.inner.checkpointer) {
             let _ = stop.send(());
             let _ = task.await;
         }
         self.inner.pool.close().await;
     }
+}
+
+/// What `slot` holds, leaving it empty (the first `close` of any clone gets it).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().ok().and_then(|mut slot| slot.take())
 }
 
 /// The URL to connect with: SQLite files are created if missing.
