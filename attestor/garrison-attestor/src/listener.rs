@@ -381,6 +381,23 @@ mod tests {
         }
     }
 
+    /// What [`tls`] hands on, boxed.
+    type Sessions = Pin<Box<dyn Stream<Item = Result<TlsStream<AdmittedConnection>, io::Error>>>>;
+
+    /// A TLS listener on a free local port admitting `places` connections at once, its
+    /// address, its sessions, and the PEM of the root its client config must trust.
+    fn tls_listener(
+        places: usize,
+        limits: HandshakeLimits,
+        failures: Arc<HandshakeFailures>,
+    ) -> (SocketAddr, Sessions, String) {
+        let (config, root_pem) = tls_config();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let sessions = Box::pin(tls(bounded(listener, places), config, limits, failures));
+        (address, sessions, root_pem)
+    }
+
     /// A real client handshake against `address`, in the background.
     fn tls_client(address: SocketAddr, root_pem: &str) -> tokio::task::JoinHandle<bool> {
         let expected = SpiffeId::parse(ATTESTOR).unwrap();
@@ -410,14 +427,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_handshake_closes_the_connection_and_frees_its_place() {
-        let (config, root_pem) = tls_config();
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let address = listener.local_addr().unwrap();
         let limits = HandshakeLimits {
             first_bytes: Duration::from_secs(10),
             whole: Duration::from_secs(10),
         };
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits, Arc::default()));
+        let (address, mut sessions, root_pem) = tls_listener(1, limits, Arc::default());
         let mut garbage = TcpStream::connect(address).await.unwrap();
         garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(
@@ -433,20 +447,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn handshakes_that_do_not_finish_are_counted_with_the_last_peer_and_reason() {
-        let (config, root_pem) = tls_config();
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let address = listener.local_addr().unwrap();
         let limits = HandshakeLimits {
             first_bytes: Duration::from_millis(200),
             whole: Duration::from_secs(10),
         };
         let failures = Arc::new(HandshakeFailures::default());
-        let mut sessions = Box::pin(tls(
-            bounded(listener, 4),
-            config,
-            limits,
-            Arc::clone(&failures),
-        ));
+        let (address, mut sessions, root_pem) = tls_listener(4, limits, Arc::clone(&failures));
         assert_eq!(failures.take(), None, "nothing failed yet");
         let mut silent = TcpStream::connect(address).await.unwrap();
         assert!(closed_by_server(&mut silent).await);
@@ -487,10 +493,7 @@ mod tests {
         held_for: Duration,
         client: impl AsyncFnOnce(SocketAddr) -> TcpStream,
     ) {
-        let (config, root_pem) = tls_config();
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut sessions = Box::pin(tls(bounded(listener, 1), config, limits, Arc::default()));
+        let (address, mut sessions, root_pem) = tls_listener(1, limits, Arc::default());
         let mut holder = client(address).await;
         // Make sure the holder has the only place before the real client arrives.
         tokio::time::sleep(Duration::from_millis(50)).await;
