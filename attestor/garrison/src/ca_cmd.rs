@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use garrison_ca::{
-    Authority, BundleMetadata, CertificateSummary, IntermediateParams, Issued, KeyAlgorithm,
+    Authority, CaRole, BundleMetadata, CertificateSummary, IntermediateParams, Issued, KeyAlgorithm,
     PathLen, PrivateKey, RootParams, SpiffeId, SubjectKey, SvidParams, TrustBundle, TrustDomain,
     VerifiedCsr, certificates_from_pem, certificates_to_pem,
 };
@@ -70,6 +70,10 @@ pub struct IssueIntermediate {
     /// Subject common name of the new CA, e.g. hub or site-a.
     #[arg(long)]
     name: String,
+    /// What the new CA may vouch for: `hub`, `policy` or `site/<name>` (a site CA issues only
+    /// `spiffe://<td>/site/<name>/…`; a policy CA only policy signers). Written into its subject.
+    #[arg(long)]
+    role: String,
     /// Certify the key in this PKCS#10 CSR (PEM) instead of generating one.
     #[arg(long)]
     csr: Option<PathBuf>,
@@ -186,6 +190,7 @@ fn issue_intermediate(
     let issuer = load_authority(&args.issuer)?;
     let params = IntermediateParams {
         name: args.name,
+        role: CaRole::parse(&args.role).context("--role")?,
         ttl: parse_duration(&args.ttl).context("--ttl")?,
         path_len: args
             .path_len

@@ -36,6 +36,7 @@ fn site_authority(now: OffsetDateTime, rng: &SystemRandom) -> Authority {
         .issue_intermediate(
             IntermediateParams {
                 name: "site".into(),
+                role: CaRole::Site("a".into()),
                 ttl: Duration::days(30),
                 path_len: PathLen::OneBelowIssuer,
                 subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),

@@ -13,6 +13,7 @@ use x509_parser::prelude::FromDer;
 use crate::csr::VerifiedCsr;
 use crate::error::CaError;
 use crate::key::{KeyAlgorithm, PrivateKey};
+use crate::scope::{self, CaRole, ROLE_ATTRIBUTE_OID, SiteRole};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// How far notBefore is backdated to tolerate clock skew between issuer and relying parties.
@@ -56,11 +57,13 @@ pub struct RootParams {
     pub key_algorithm: KeyAlgorithm,
 }
 
-/// What a new intermediate (hub or site) CA should be.
+/// What a new intermediate (hub, site or policy) CA should be.
 #[derive(Debug)]
 pub struct IntermediateParams {
     /// Subject common name, e.g. `site-a`.
     pub name: String,
+    /// What the new CA may vouch for (see [`crate::scope`]); written into its subject.
+    pub role: CaRole,
     /// Lifetime from now; refused, not truncated, if it would outlive the issuer.
     pub ttl: Duration,
     /// pathLenConstraint of the new CA.
@@ -121,6 +124,9 @@ pub struct Authority {
     chain: Vec<Vec<u8>>,
     roots: Vec<Vec<u8>>,
     facts: CaFacts,
+    /// The roles of this CA and of each CA above it, up to but excluding the root (empty for
+    /// a root).
+    chain_roles: Vec<Option<CaRole>>,
 }
 
 impl Authority {
@@ -163,12 +169,17 @@ impl Authority {
         roots: Vec<Vec<u8>>,
     ) -> Result<Self, CaError> {
         let facts = ca_facts(&certificate, &key)?;
+        let chain_roles = chain
+            .iter()
+            .map(|der| CaRole::of_der(der))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Authority {
             certificate,
             key,
             chain,
             roots,
             facts,
+            chain_roles,
         })
     }
 
@@ -188,6 +199,13 @@ impl Authority {
         self.check_valid_at(now)?;
         check_ttl(params.ttl)?;
         let path_len = self.child_path_len(params.path_len)?;
+        let issuer_role = self.role()?;
+        if !params.role.may_be_issued_by(issuer_role) {
+            return Err(CaError::RoleNotIssuable {
+                requested: params.role.to_string(),
+                issuer: issuer_role.map_or_else(|| "root".to_owned(), ToString::to_string),
+            });
+        }
         let requested_not_after = now + params.ttl;
         if requested_not_after > self.facts.not_after {
             return Err(CaError::TtlExceedsIssuer {
@@ -196,6 +214,10 @@ impl Authority {
             });
         }
         let mut cert = ca_params(&params.name, &self.facts.trust_domain, path_len)?;
+        cert.distinguished_name.push(
+            DnType::CustomDnType(ROLE_ATTRIBUTE_OID.to_vec()),
+            params.role.to_string(),
+        );
         cert.not_before = self.backdated(now);
         cert.not_after = requested_not_after;
         self.sign(cert, params.subject_key, rng, false)
@@ -204,8 +226,55 @@ impl Authority {
     /// Issue a leaf X.509-SVID for `params.spiffe_id`.
     ///
     /// notAfter is the earlier of now + TTL and the issuer's notAfter; [`Issued`] says when
-    /// the issuer's expiry was the limit.
+    /// the issuer's expiry was the limit. The ID must be one this CA may vouch for
+    /// ([`scope::check_leaf_scope`]) and must not be a site's role identity
+    /// ([`scope::reserved_site_role`]): those come from [`Authority::issue_site_role_svid`].
     pub fn issue_svid(
+        &self,
+        params: SvidParams,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        if let Some(role) = scope::reserved_site_role(&params.spiffe_id) {
+            return Err(CaError::ReservedIdentity {
+                id: params.spiffe_id.to_string(),
+                role,
+            });
+        }
+        self.issue_leaf(params, now, rng)
+    }
+
+    /// Issue the SVID of one of this site's own services (`/site/<site>/<role>`). Only a site
+    /// CA can, and only for its own site; node SVIDs never take this path.
+    pub fn issue_site_role_svid(
+        &self,
+        role: SiteRole,
+        ttl: Duration,
+        subject_key: SubjectKey,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        let site = self
+            .role()?
+            .and_then(CaRole::site)
+            .ok_or_else(|| CaError::RoleNotIssuable {
+                requested: role.segment().to_owned(),
+                issuer: self.role_text(),
+            })?;
+        let id = SpiffeId::from_path(
+            &self.facts.trust_domain,
+            &format!("/site/{site}/{}", role.segment()),
+        )?;
+        let params = SvidParams {
+            spiffe_id: id,
+            ttl,
+            max_ttl: ttl,
+            subject_key,
+        };
+        self.issue_leaf(params, now, rng)
+    }
+
+    fn issue_leaf(
         &self,
         params: SvidParams,
         now: OffsetDateTime,
@@ -263,6 +332,26 @@ impl Authority {
         self.facts.path_len
     }
 
+    /// This CA's role: `None` for a root. An intermediate without a role is an error: it
+    /// vouches for nothing, so it may not issue.
+    pub fn role(&self) -> Result<Option<&CaRole>, CaError> {
+        match self.chain_roles.first() {
+            None => Ok(None),
+            Some(Some(role)) => Ok(Some(role)),
+            Some(None) => Err(CaError::IssuerWithoutRole {
+                subject: self.facts.subject.clone(),
+            }),
+        }
+    }
+
+    fn role_text(&self) -> String {
+        match self.chain_roles.first() {
+            None => "root".to_owned(),
+            Some(None) => "no role".to_owned(),
+            Some(Some(role)) => role.to_string(),
+        }
+    }
+
     fn check_valid_at(&self, now: OffsetDateTime) -> Result<(), CaError> {
         if now > self.facts.not_after {
             return Err(CaError::IssuerExpired {
@@ -304,7 +393,7 @@ impl Authority {
                 issuer: self.facts.trust_domain.to_string(),
             });
         }
-        Ok(())
+        scope::check_leaf_scope(id, &self.chain_roles)
     }
 
     fn backdated(&self, now: OffsetDateTime) -> OffsetDateTime {

@@ -114,6 +114,44 @@ pub enum CaError {
         /// The issuer's trust domain.
         issuer: String,
     },
+    /// A CA role that is not `hub`, `policy` or `site/<name>`, or more than one role.
+    #[error("CA role {role:?} is not hub, policy or site/<name>")]
+    BadCaRole {
+        /// What was found (cut to 80 characters).
+        role: String,
+    },
+    /// An intermediate CA without a role: it vouches for nothing, so it may not issue.
+    #[error("issuer {subject:?} states no role (hub, policy or site/<name>); reissue it")]
+    IssuerWithoutRole {
+        /// The issuer's subject.
+        subject: String,
+    },
+    /// This issuer may not issue a CA (or a role SVID) of the requested role.
+    #[error("a {issuer} CA may not issue a {requested} certificate")]
+    RoleNotIssuable {
+        /// The requested role.
+        requested: String,
+        /// The issuer's role (`root` for the trust anchor).
+        issuer: String,
+    },
+    /// The leaf's SPIFFE ID is outside what the CAs above it may vouch for.
+    #[error("{id} is outside the scope of its issuing CAs ({chain}): {why}")]
+    OutOfScope {
+        /// The leaf's SPIFFE ID.
+        id: String,
+        /// The issuing CAs' roles, issuer first.
+        chain: String,
+        /// The rule that failed.
+        why: &'static str,
+    },
+    /// The SPIFFE ID is a site's role identity, which no node SVID may carry.
+    #[error("{id} is reserved for the site's {role}; node SVIDs may not use it")]
+    ReservedIdentity {
+        /// The requested ID.
+        id: String,
+        /// The role it is reserved for.
+        role: &'static str,
+    },
     /// A CA name (subject common name) that is empty or too long.
     #[error("CA name must be 1 to 64 characters (got {len})")]
     BadCaName {

@@ -15,7 +15,10 @@
 //!   domain), cA=false, critical digitalSignature, serverAuth+clientAuth, notBefore backdated
 //!   by [`CLOCK_SKEW_ALLOWANCE`], notAfter = min(now + TTL, issuer notAfter), a random
 //!   128-bit serial, and only the public key of a signature-verified CSR;
-//! * SPIFFE IDs follow the SPIFFE-ID specification ([`SpiffeId::parse`]).
+//! * SPIFFE IDs follow the SPIFFE-ID specification ([`SpiffeId::parse`]);
+//! * every intermediate states its role (hub, policy or `site/<name>`) and a CA issues only
+//!   what its role allows; role identities (`/site/<s>/attestor`) are never issued as node
+//!   SVIDs ([`scope`] has the whole containment rule, which verifiers enforce too).
 //!
 //! Performance (`taskset -c 0 cargo bench -p garrison-ca --bench issue_svid`, one run on the
 //! shared 2-core VM while other builds ran): verify CSR + issue a P-256 SVID 113 µs
@@ -32,6 +35,7 @@ mod csr;
 mod error;
 mod inspect;
 mod key;
+pub mod scope;
 mod spiffe_id;
 
 pub use authority::{
@@ -43,6 +47,7 @@ pub use csr::{MIN_RSA_BITS, VerifiedCsr};
 pub use error::CaError;
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
+pub use scope::{CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der};
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,
 };

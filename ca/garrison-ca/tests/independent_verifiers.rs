@@ -135,6 +135,7 @@ fn spiffe_crate_refuses_a_ca_certificate_as_svid() {
         .issue_intermediate(
             garrison_ca::IntermediateParams {
                 name: "site-b".into(),
+                role: garrison_ca::CaRole::Site("b".into()),
                 ttl: Duration::days(1),
                 path_len: garrison_ca::PathLen::OneBelowIssuer,
                 subject_key: garrison_ca::SubjectKey::Generate(
@@ -242,7 +243,7 @@ fn ca_fields_path_lengths_decrease_and_uri_san_is_the_trust_domain() {
 #[test]
 fn leaf_lifetime_is_capped_at_the_issuer_expiry_and_says_so() {
     let h = hierarchy();
-    let short_site = intermediate(&h.hub, "short", Duration::minutes(30), h.now);
+    let short_site = intermediate(&h.hub, "a", Duration::minutes(30), h.now);
     let leaf = svid(&short_site, LEAF_ID, Duration::hours(1), h.now);
     assert!(leaf.capped_at_issuer_expiry);
     assert_eq!(leaf.not_after, short_site.not_after());

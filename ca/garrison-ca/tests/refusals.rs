@@ -16,6 +16,7 @@ use time::Duration;
 fn intermediate_params(ttl: Duration, path_len: PathLen) -> IntermediateParams {
     IntermediateParams {
         name: "x".into(),
+        role: CaRole::Site("x".into()),
         ttl,
         path_len,
         subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
@@ -35,7 +36,7 @@ fn issued_leaf_as_authority(h: &Hierarchy) -> Result<Authority, CaError> {
     let issued = h
         .site
         .issue_svid(
-            svid_params("spiffe://example.org/n", Duration::hours(1)),
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(1)),
             h.now,
             &SystemRandom::new(),
         )
@@ -140,7 +141,7 @@ fn an_svid_longer_than_the_maximum_is_refused() {
     let err = h
         .site
         .issue_svid(
-            svid_params("spiffe://example.org/n", Duration::hours(25)),
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(25)),
             h.now,
             &SystemRandom::new(),
         )
@@ -164,7 +165,7 @@ fn zero_and_negative_ttls_are_refused() {
         let err = h
             .site
             .issue_svid(
-                svid_params("spiffe://example.org/n", ttl),
+                svid_params("spiffe://example.org/site/a/n", ttl),
                 h.now,
                 &SystemRandom::new(),
             )
@@ -180,7 +181,7 @@ fn an_expired_issuer_issues_nothing() {
     let err = h
         .site
         .issue_svid(
-            svid_params("spiffe://example.org/n", Duration::hours(1)),
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(1)),
             later,
             &SystemRandom::new(),
         )
@@ -204,7 +205,7 @@ fn an_issuer_not_yet_valid_issues_nothing() {
     let err = h
         .site
         .issue_svid(
-            svid_params("spiffe://example.org/n", Duration::hours(1)),
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(1)),
             before,
             &SystemRandom::new(),
         )
@@ -227,7 +228,7 @@ fn an_svid_without_a_path_or_in_another_trust_domain_is_refused() {
     let err = h
         .site
         .issue_svid(
-            svid_params("spiffe://other.org/n", Duration::hours(1)),
+            svid_params("spiffe://other.org/site/a/n", Duration::hours(1)),
             h.now,
             &SystemRandom::new(),
         )
@@ -308,4 +309,170 @@ impl SiteParent for Hierarchy {
     fn site_parent(&self) -> &Authority {
         &self.hub
     }
+}
+
+#[test]
+fn a_site_ca_issues_only_inside_its_own_site() {
+    let h = hierarchy();
+    for outside in [
+        "spiffe://example.org/site/b/node/n1",
+        "spiffe://example.org/site/ab/node/n1",
+        "spiffe://example.org/policy/ops",
+        "spiffe://example.org/auditor/alice",
+        "spiffe://example.org/n",
+    ] {
+        let err = h
+            .site
+            .issue_svid(
+                svid_params(outside, Duration::hours(1)),
+                h.now,
+                &SystemRandom::new(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, CaError::OutOfScope { .. }),
+            "{outside}: {err}"
+        );
+    }
+}
+
+#[test]
+fn role_identities_are_never_issued_as_node_svids() {
+    let h = hierarchy();
+    for reserved in [
+        "spiffe://example.org/site/a/attestor",
+        "spiffe://example.org/site/a/attestor/x",
+        "spiffe://example.org/site/a/log",
+    ] {
+        let err = h
+            .site
+            .issue_svid(
+                svid_params(reserved, Duration::hours(1)),
+                h.now,
+                &SystemRandom::new(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, CaError::ReservedIdentity { .. }),
+            "{reserved}: {err}"
+        );
+    }
+    // The site's own attestor certificate comes from the role path, for its own site only.
+    let issued = h
+        .site
+        .issue_site_role_svid(
+            SiteRole::Attestor,
+            Duration::hours(1),
+            SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let summary = CertificateSummary::from_der(&issued.certificate).unwrap();
+    assert!(
+        summary
+            .to_text()
+            .contains("spiffe://example.org/site/a/attestor"),
+        "{}",
+        summary.to_text()
+    );
+    let err = h
+        .hub
+        .issue_site_role_svid(
+            SiteRole::Attestor,
+            Duration::hours(1),
+            SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, CaError::RoleNotIssuable { .. }), "{err}");
+}
+
+#[test]
+fn a_ca_issues_only_the_roles_its_place_allows() {
+    let h = hierarchy();
+    let issue = |issuer: &Authority, role: CaRole, path_len: PathLen| {
+        let mut params = intermediate_params(Duration::days(1), path_len);
+        params.role = role;
+        issuer.issue_intermediate(params, h.now, &SystemRandom::new())
+    };
+    // A hub may not make a policy CA (policy signers never chain through an online hub).
+    let err = issue(&h.hub, CaRole::Policy, PathLen::OneBelowIssuer).unwrap_err();
+    assert!(matches!(err, CaError::RoleNotIssuable { .. }), "{err}");
+    // The root may.
+    let policy_ca = issue(&h.root, CaRole::Policy, PathLen::Exactly(0)).unwrap();
+    let policy_ca = Authority::from_issued(policy_ca).unwrap();
+    assert_eq!(policy_ca.role().unwrap(), Some(&CaRole::Policy));
+    // A policy CA makes policy signers and nothing under /site/.
+    let site_leaf = policy_ca
+        .issue_svid(
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(1)),
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(site_leaf, CaError::OutOfScope { .. }),
+        "{site_leaf}"
+    );
+    policy_ca
+        .issue_svid(
+            svid_params("spiffe://example.org/policy/ops", Duration::hours(1)),
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    // The role is in the subject, where openssl shows it and SPIFFE verifiers ignore it.
+    assert_eq!(h.site.role().unwrap(), Some(&CaRole::Site("a".into())));
+    assert!(h.site.subject().contains("site/a"), "{}", h.site.subject());
+}
+
+#[test]
+fn an_intermediate_without_a_role_issues_nothing() {
+    // A CA certificate made outside Garrison (rcgen directly), as before roles existed.
+    let now = now();
+    let root = Authority::new_root(
+        &RootParams {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            name: "root".into(),
+            ttl: Duration::days(10),
+            path_len: 1,
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+        },
+        now,
+        &SystemRandom::new(),
+    )
+    .unwrap();
+    let root_key =
+        rcgen::KeyPair::from_pem(root.key.as_ref().unwrap().to_pkcs8_pem().expose()).unwrap();
+    let issuer =
+        rcgen::Issuer::from_ca_cert_der(&root.certificate.as_slice().into(), &root_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://example.org".to_owned().try_into().unwrap(),
+    )];
+    let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+    let authority = Authority::new(
+        der.clone(),
+        PrivateKey::from_pkcs8_pem(&key.serialize_pem()).unwrap(),
+        vec![der],
+        vec![root.certificate.clone()],
+    )
+    .unwrap();
+    assert!(matches!(
+        authority.role(),
+        Err(CaError::IssuerWithoutRole { .. })
+    ));
+    let err = authority
+        .issue_svid(
+            svid_params("spiffe://example.org/site/a/n", Duration::hours(1)),
+            now,
+            &SystemRandom::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, CaError::OutOfScope { .. }), "{err}");
 }

@@ -46,6 +46,11 @@ pub fn intermediate(
         .issue_intermediate(
             IntermediateParams {
                 name: name.into(),
+                role: if name == "hub" {
+                    CaRole::Hub
+                } else {
+                    CaRole::Site(name.into())
+                },
                 ttl,
                 path_len: PathLen::OneBelowIssuer,
                 subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
@@ -61,7 +66,7 @@ pub fn hierarchy() -> Hierarchy {
     let now = now();
     let root = root(now);
     let hub = intermediate(&root, "hub", Duration::days(365), now);
-    let site = intermediate(&hub, "site-a", Duration::days(30), now);
+    let site = intermediate(&hub, "a", Duration::days(30), now);
     Hierarchy {
         now,
         root,
