@@ -53,16 +53,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::InvalidCertificate(webpki_error(e)))?;
-        cert.verify_for_usage(
-            self.algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| rustls::Error::InvalidCertificate(webpki_error(e)))?;
+        let path = cert
+            .verify_for_usage(
+                self.algorithms.all,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| rustls::Error::InvalidCertificate(webpki_error(e)))?;
         let id = spiffe_id_of(end_entity).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
         })?;
@@ -71,6 +72,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
                 rustls::CertificateError::NotValidForName,
             ));
         }
+        check_path_scope(&id, &path)
+            .map_err(|e| rustls::Error::InvalidCertificate(scope_error(e)))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -95,6 +98,22 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The containment rule of [`garrison_ca::scope`] over the intermediates webpki actually
+/// used (never the list the peer sent): a site CA vouches only for its own site, so a
+/// stolen site-a CA cannot present itself as site-b's attestor.
+pub fn check_path_scope(
+    id: &SpiffeId,
+    path: &webpki::VerifiedPath<'_>,
+) -> Result<(), garrison_ca::CaError> {
+    let issuers: Vec<CertificateDer<'_>> =
+        path.intermediate_certificates().map(|c| c.der()).collect();
+    garrison_ca::check_leaf_scope_der(id, issuers.iter().map(|c| c.as_ref()))
+}
+
+fn scope_error(error: garrison_ca::CaError) -> rustls::CertificateError {
+    rustls::CertificateError::Other(rustls::OtherError(Arc::new(error)))
 }
 
 fn webpki_error(error: webpki::Error) -> rustls::CertificateError {

@@ -6,14 +6,18 @@
 //! client certificate. This crate builds rustls configurations that check exactly that, and a
 //! tonic channel that uses them.
 //!
-//! It must never accept a peer whose chain does not verify to the bundle, and never accept
-//! a server whose SPIFFE ID differs from the expected one. It makes no other trust decision.
+//! It must never accept a peer whose chain does not verify to the bundle, never accept a
+//! server whose SPIFFE ID differs from the expected one, and never accept a server whose
+//! issuing CAs may not vouch for that ID (a site CA speaks only for its own site:
+//! [`garrison_ca::scope`]). It makes no other trust decision.
 #![forbid(unsafe_code)]
 
 mod client;
 mod identity;
 
-pub use client::{SpiffeServerVerifier, client_config, client_config_with_verifier, connect};
+pub use client::{
+    SpiffeServerVerifier, check_path_scope, client_config, client_config_with_verifier, connect,
+};
 pub use identity::{Identity, TlsError, peer_spiffe_id, spiffe_id_of};
 
 /// Install ring as rustls's process-wide crypto provider (idempotent). Binaries call this at
