@@ -35,6 +35,8 @@ pub enum PolicyError {
     SignatureMalformed { reason: String },
     #[error("signer certificate does not chain to the bundle root: {reason}")]
     SignerNotTrusted { reason: String },
+    #[error("policy signer is not issued through the root or a policy CA: {reason}")]
+    SignerOutOfScope { reason: String },
     #[error(
         "signer certificate is not a policy signer (SPIFFE ID {got:?}, expected spiffe://{trust_domain}/policy/...)"
     )]

@@ -260,11 +260,12 @@ pub fn verify_bundle(
     let leaf = chain.first().ok_or(PolicyError::SignatureMalformed {
         reason: "no signer certificate".to_owned(),
     })?;
-    verify_chain(leaf, chain.get(1..).unwrap_or_default(), trust, now)?;
+    let path = verify_chain(leaf, chain.get(1..).unwrap_or_default(), trust, now)?;
     let cert = parse_certificate(leaf).map_err(|reason| PolicyError::SignerNotTrusted {
         reason: reason.to_owned(),
     })?;
     let signer = check_signer_id(&cert, trust)?;
+    check_signer_scope(&signer, &path)?;
     let key_id = sha256_hex(cert.public_key().raw);
     if manifest.signing_key_id != key_id {
         return Err(PolicyError::SigningKeyIdMismatch {
@@ -312,12 +313,14 @@ fn decode_chain(signature: &SignatureFile) -> Result<Vec<Vec<u8>>, PolicyError> 
         .collect()
 }
 
+/// Verify the signer's chain to the roots; returns the intermediates of the path webpki
+/// built (the signer's issuer first), which may differ from the list the bundle carries.
 fn verify_chain(
     leaf: &[u8],
     intermediates: &[Vec<u8>],
     trust: &PolicyTrust,
     now: OffsetDateTime,
-) -> Result<(), PolicyError> {
+) -> Result<Vec<Vec<u8>>, PolicyError> {
     let untrusted = |e: webpki::Error| PolicyError::SignerNotTrusted {
         reason: format!("{e:?}"),
     };
@@ -351,8 +354,25 @@ fn verify_chain(
             None,
             None,
         )
-        .map(|_| ())
+        .map(|path| {
+            path.intermediate_certificates()
+                .map(|c| c.der().to_vec())
+                .collect()
+        })
         .map_err(untrusted)
+}
+
+/// A policy signer chains to the root directly or through policy CAs only: never through
+/// a site CA (online at an exposed site) or the hub ([`garrison_ca::scope`]).
+fn check_signer_scope(signer: &str, path: &[Vec<u8>]) -> Result<(), PolicyError> {
+    let id = garrison_ca::SpiffeId::parse(signer).map_err(|e| PolicyError::SignerNotTrusted {
+        reason: e.to_string(),
+    })?;
+    garrison_ca::check_leaf_scope_der(&id, path.iter().map(Vec::as_slice)).map_err(|e| {
+        PolicyError::SignerOutOfScope {
+            reason: e.to_string(),
+        }
+    })
 }
 
 fn check_signer_id(cert: &X509Certificate<'_>, trust: &PolicyTrust) -> Result<String, PolicyError> {

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration as StdDuration;
 
 use garrison_ca::{
-    Authority, KeyAlgorithm, RootParams, SpiffeId, SubjectKey, SvidParams, TrustDomain,
-    certificates_to_pem,
+    Authority, CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
+    SvidParams, TrustDomain, certificates_to_pem,
 };
 use garrison_policy::{
     BundleFiles, BundleLimits, BundleSigner, EvalLimits, PolicyEngine, PolicyError, PolicyService,
@@ -178,7 +178,7 @@ fn bundle_signed_by_a_key_from_another_root_is_refused() {
 
 #[test]
 fn signer_without_a_policy_spiffe_id_is_refused() {
-    let pki = make_pki("/site/a/node/n1");
+    let pki = make_pki("/auditor/alice");
     let signed = sign(&pki, &lab_files(), 1);
     let err = verify_bundle(&signed, &trust(&pki), pki.now, &BundleLimits::default()).unwrap_err();
     assert!(
@@ -537,4 +537,82 @@ fn oversized_and_oddly_named_bundles_are_refused_before_parsing() {
     let err =
         verify_bundle(&sign(&pki, &lab_files(), 1), &trust(&pki), pki.now, &tiny).unwrap_err();
     assert!(matches!(err, PolicyError::BundleTooLarge { .. }), "{err}");
+}
+
+/// A stolen site CA key signs a `/policy/...` certificate (with rcgen directly, as a thief
+/// would: `garrison-ca` refuses to issue it) and signs a bundle with it. Its chain verifies
+/// to the root, its ID is a policy ID, and it is still refused: policy signers never chain
+/// through a site CA.
+#[test]
+fn a_policy_signer_issued_by_a_site_ca_is_refused() {
+    let rng = SystemRandom::new();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let root = Authority::from_issued(
+        Authority::new_root(
+            &RootParams {
+                trust_domain: TrustDomain::new("example.org").unwrap(),
+                name: "Test Root".to_owned(),
+                ttl: Duration::days(30),
+                path_len: 2,
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
+            now,
+            &rng,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let intermediate = |issuer: &Authority, role: CaRole, ttl: Duration| {
+        issuer
+            .issue_intermediate(
+                IntermediateParams {
+                    name: role.to_string().replace('/', "-"),
+                    role,
+                    ttl,
+                    path_len: PathLen::OneBelowIssuer,
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                now,
+                &rng,
+            )
+            .unwrap()
+    };
+    let hub = Authority::from_issued(intermediate(&root, CaRole::Hub, Duration::days(20))).unwrap();
+    let site = intermediate(&hub, CaRole::Site("site-a".into()), Duration::days(10));
+    let site_key =
+        rcgen::KeyPair::from_pem(site.key.as_ref().unwrap().to_pkcs8_pem().expose()).unwrap();
+    let site_issuer =
+        rcgen::Issuer::from_ca_cert_der(&site.certificate.as_slice().into(), &site_key).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://example.org/policy/signer/evil"
+            .to_owned()
+            .try_into()
+            .unwrap(),
+    )];
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(1);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = params
+        .signed_by(&leaf_key, &site_issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    let chain = [leaf, site.certificate.clone(), hub.certificate().to_vec()];
+    let signer =
+        BundleSigner::from_pem(&leaf_key.serialize_pem(), &certificates_to_pem(&chain)).unwrap();
+    let pki = Pki {
+        root_pem: certificates_to_pem(root.roots()),
+        signer,
+        now,
+    };
+    let signed = sign(&pki, &lab_files(), 1);
+    let err = verify_bundle(&signed, &trust(&pki), now, &BundleLimits::default()).unwrap_err();
+    assert!(matches!(err, PolicyError::SignerOutOfScope { .. }), "{err}");
 }
