@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use garrison_agent::schedule::{Backoff, Clock, SeededEntropy};
 use garrison_agent::{Agent, AgentConfig, AgentError, Disposition};
 use garrison_ca::{
-    Authority, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
-    SvidParams, TrustDomain, VerifiedCsr,
+    Authority, CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SiteRole, SpiffeId,
+    SubjectKey, SvidParams, TrustDomain, VerifiedCsr,
 };
 use garrison_evidence::{
     AkPolicy, HashAlg, PcrValues, TpmPublic, check_ak, make_credential, verify_activation,
@@ -85,6 +85,7 @@ impl Pki {
             .issue_intermediate(
                 IntermediateParams {
                     name: "site-a".into(),
+                    role: CaRole::Site("site-a".into()),
                     ttl: time::Duration::days(1),
                     path_len: PathLen::OneBelowIssuer,
                     subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
@@ -95,13 +96,10 @@ impl Pki {
             .unwrap();
         let site = Authority::from_issued(site).unwrap();
         let server = site
-            .issue_svid(
-                SvidParams {
-                    spiffe_id: SpiffeId::parse(ATTESTOR_ID).unwrap(),
-                    ttl: time::Duration::hours(1),
-                    max_ttl: time::Duration::hours(1),
-                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
-                },
+            .issue_site_role_svid(
+                SiteRole::Attestor,
+                time::Duration::hours(1),
+                SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
                 now,
                 &rng,
             )

@@ -204,6 +204,11 @@ impl Attestor {
         self.enrollments.purge_expired(now) + self.renewals.purge_expired(now)
     }
 
+    /// The attestor's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.parts.clock)
+    }
+
     /// How long a challenge may be answered.
     pub fn challenge_ttl(&self) -> Duration {
         self.parts.challenge_ttl
@@ -648,6 +653,12 @@ impl Attestor {
         }
         let id = SpiffeId::from_path(self.parts.ca.trust_domain(), &path)
             .map_err(|e| Refusal::new(Reason::PolicyScope, e.to_string()))?;
+        if let Some(role) = garrison_ca::scope::reserved_site_role(&id) {
+            return Err(Refusal::new(
+                Reason::PolicyScope,
+                format!("policy asked for {id}, which is reserved for the site's {role}"),
+            ));
+        }
         let ttl =
             Duration::seconds(i64::try_from(decision.ttl_seconds.unwrap_or(0)).unwrap_or(i64::MAX));
         outcome.spiffe_id = Some(id.to_string());
@@ -1028,6 +1039,9 @@ fn ca_refusal(err: CaError) -> Refusal {
         CaError::CsrKeyUnacceptable { .. }
         | CaError::CsrSignatureInvalid
         | CaError::CsrUnparseable => Refusal::new(Reason::Csr, err.to_string()),
+        CaError::OutOfScope { .. } | CaError::ReservedIdentity { .. } => {
+            Refusal::new(Reason::PolicyScope, err.to_string())
+        }
         other => Refusal::new(Reason::CaUnavailable, other.to_string()),
     }
 }

@@ -324,25 +324,29 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use garrison_ca::{
-        Authority, KeyAlgorithm, RootParams, SpiffeId, SubjectKey, SvidParams, TrustDomain,
-        certificates_to_pem,
+        Authority, CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SiteRole,
+        SpiffeId, SubjectKey, TrustDomain, certificates_to_pem,
     };
     use ring::rand::SystemRandom;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::tls::{identity_from_issued, server_config};
+    use crate::tls::{RotatingServerCert, server_config};
 
     const ATTESTOR: &str = "spiffe://example.org/site/a/attestor";
 
     /// A server config for an attestor SVID issued by a throwaway root, and that root's PEM.
     fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
         let (identity, root_pem) = identity();
-        (server_config(identity, &root_pem).unwrap(), root_pem)
+        (
+            server_config(identity, &root_pem, Arc::new(crate::attestor::SystemClock)).unwrap(),
+            root_pem,
+        )
     }
 
-    /// An attestor SVID issued by a throwaway root, and that root's PEM.
-    fn identity() -> (garrison_spiffe_tls::Identity, String) {
+    /// An attestor SVID issued by a throwaway site CA under a throwaway root, and that root's
+    /// PEM.
+    fn identity() -> (Arc<RotatingServerCert>, String) {
         let (rng, now) = (SystemRandom::new(), time::OffsetDateTime::now_utc());
         let root = RootParams {
             trust_domain: TrustDomain::new("example.org").unwrap(),
@@ -351,16 +355,30 @@ mod tests {
             path_len: 1,
             key_algorithm: KeyAlgorithm::EcdsaP256,
         };
-        let ca = Authority::from_issued(Authority::new_root(&root, now, &rng).unwrap()).unwrap();
-        let svid = SvidParams {
-            spiffe_id: SpiffeId::parse(ATTESTOR).unwrap(),
-            ttl: time::Duration::minutes(10),
-            max_ttl: time::Duration::hours(1),
+        let root = Authority::from_issued(Authority::new_root(&root, now, &rng).unwrap()).unwrap();
+        let site = IntermediateParams {
+            name: "a".into(),
+            role: CaRole::Site("a".into()),
+            ttl: time::Duration::minutes(50),
+            path_len: PathLen::OneBelowIssuer,
             subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
         };
-        let issued = ca.issue_svid(svid, now, &rng).unwrap();
-        let root_pem = certificates_to_pem(&[ca.certificate().to_vec()]);
-        (identity_from_issued(&issued).unwrap(), root_pem)
+        let site =
+            Authority::from_issued(root.issue_intermediate(site, now, &rng).unwrap()).unwrap();
+        let issue = move |now| {
+            site.issue_site_role_svid(
+                SiteRole::Attestor,
+                time::Duration::minutes(10),
+                SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                now,
+                &SystemRandom::new(),
+            )
+        };
+        let rotating =
+            RotatingServerCert::new(Box::new(issue), Arc::new(crate::attestor::SystemClock))
+                .unwrap();
+        let root_pem = certificates_to_pem(&[root.certificate().to_vec()]);
+        (Arc::new(rotating), root_pem)
     }
 
     #[test]
@@ -373,7 +391,7 @@ mod tests {
             let (identity, _) = identity();
             assert!(
                 matches!(
-                    server_config(identity, bad),
+                    server_config(identity, bad, Arc::new(crate::attestor::SystemClock)),
                     Err(crate::tls::TlsConfigError::ClientIssuer(_))
                 ),
                 "{bad:?} was accepted as client issuer"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use garrison_ca::{
-    Authority, KeyAlgorithm, PrivateKey, SpiffeId, SubjectKey, SvidParams, certificates_from_pem,
+    Authority, KeyAlgorithm, PrivateKey, SiteRole, SubjectKey, certificates_from_pem,
     certificates_to_pem,
 };
 use garrison_evidence::{AkPolicy, EkTrust, ManufacturerRoots};
@@ -45,6 +45,16 @@ pub enum StartError {
         /// Why.
         #[source]
         source: garrison_ca::CaError,
+    },
+    /// The CA directory holds a CA that is not this site's CA.
+    #[error("the CA in {dir} is a {role} CA, not the CA of site {site:?}")]
+    WrongSiteCa {
+        /// The directory.
+        dir: PathBuf,
+        /// The configured site.
+        site: String,
+        /// The role the CA states.
+        role: String,
     },
     /// The EK roots are unusable.
     #[error("EK roots")]
@@ -110,6 +120,23 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, StartError> {
     })
 }
 
+/// The site CA must be this site's: a CA of another site (or a hub or policy CA) cannot make
+/// this attestor speak for the configured site, and agents would refuse it anyway.
+pub fn check_site_ca(config: &SiteConfig, ca: &Authority) -> Result<(), StartError> {
+    let role = ca.role().map_err(|source| StartError::Ca {
+        dir: config.ca_dir.clone(),
+        source,
+    })?;
+    if role.and_then(garrison_ca::CaRole::site) == Some(config.site.as_str()) {
+        return Ok(());
+    }
+    Err(StartError::WrongSiteCa {
+        dir: config.ca_dir.clone(),
+        site: config.site.clone(),
+        role: role.map_or_else(|| "root".to_owned(), ToString::to_string),
+    })
+}
+
 /// Build the attestor from its configuration.
 pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attestor, StartError> {
     for switch in config.insecure.enabled() {
@@ -120,6 +147,7 @@ pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attesto
     }
     let now = clock.now();
     let ca = load_authority(&config.ca_dir)?;
+    check_site_ca(config, &ca)?;
     let ek_trust = ek_trust(config)?;
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
@@ -264,40 +292,37 @@ async fn record_policy_at_start(
 }
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued
-/// from the site CA at start, with a key that never leaves memory; and the PEM of the one CA
-/// whose client certificates the TLS layer accepts: the site CA itself. Renewal only ever
-/// accepts this site's own SVIDs (the serial must be a node's current one in this site's
+/// from the site CA (through the role path, [`Authority::issue_site_role_svid`], which node
+/// SVIDs never take), with a key that never leaves memory, re-issued while the attestor runs
+/// once half its lifetime has passed ([`crate::tls::RotatingServerCert`]); and the PEM of the
+/// one CA whose client certificates the TLS layer accepts: the site CA itself. Renewal only
+/// ever accepts this site's own SVIDs (the serial must be a node's current one in this site's
 /// log), so anchoring client verification at the site CA refuses nothing that could succeed,
 /// and verifies one signature per handshake instead of the whole chain to the root (three, for
 /// leaf → site → hub → root). The site CA is the attestor's own configuration: it holds its
 /// key and issues every SVID it would accept.
 pub fn attestor_identity(
     config: &SiteConfig,
-    ca: &Authority,
-    now: time::OffsetDateTime,
-) -> Result<(garrison_spiffe_tls::Identity, String), StartError> {
-    let ca_err = |source| StartError::Ca {
-        dir: config.ca_dir.clone(),
-        source,
+    ca: Authority,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<crate::tls::RotatingServerCert>, String), StartError> {
+    check_site_ca(config, &ca)?;
+    let client_issuer = certificates_to_pem(&[ca.certificate().to_vec()]);
+    let ttl = config.attestor_svid_ttl;
+    let rng = SystemRandom::new();
+    let issue = move |now| {
+        ca.issue_site_role_svid(
+            SiteRole::Attestor,
+            ttl,
+            SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            now,
+            &rng,
+        )
     };
-    let id = SpiffeId::from_path(
-        ca.trust_domain(),
-        &format!("/site/{}/attestor", config.site),
-    )
-    .map_err(|e| ca_err(garrison_ca::CaError::SpiffeId(e)))?;
-    let params = SvidParams {
-        spiffe_id: id.clone(),
-        ttl: config.attestor_svid_ttl,
-        max_ttl: config.attestor_svid_ttl,
-        subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
-    };
-    let issued = ca
-        .issue_svid(params, now, &SystemRandom::new())
-        .map_err(ca_err)?;
-    let identity =
-        crate::tls::identity_from_issued(&issued).map_err(|e| StartError::Tls(e.to_string()))?;
-    tracing::info!(spiffe_id = %id, not_after = %issued.not_after, "attestor server SVID issued");
-    Ok((identity, certificates_to_pem(&[ca.certificate().to_vec()])))
+    let rotating = crate::tls::RotatingServerCert::new(Box::new(issue), clock)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    tracing::info!(site = %config.site, "attestor server SVID issued");
+    Ok((Arc::new(rotating), client_issuer))
 }
 
 /// A client that has not sent its ClientHello 3 s after it was admitted, or not finished
@@ -317,11 +342,11 @@ const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn serve(
     config: &SiteConfig,
     attestor: Arc<Attestor>,
-    identity: garrison_spiffe_tls::Identity,
+    identity: Arc<crate::tls::RotatingServerCert>,
     client_issuer_pem: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let tls = crate::tls::server_config(identity, &client_issuer_pem)
+    let tls = crate::tls::server_config(identity, &client_issuer_pem, attestor.clock())
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
         address: config.listen,
@@ -430,7 +455,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let attestor = build(&config, Arc::clone(&clock)).await?;
     let ca = load_authority(&config.ca_dir)?;
-    let (identity, client_issuer) = attestor_identity(&config, &ca, clock.now())?;
+    let (identity, client_issuer) = attestor_identity(&config, ca, clock)?;
     serve(
         &config,
         Arc::new(attestor),

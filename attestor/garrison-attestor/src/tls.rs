@@ -9,16 +9,156 @@
 //!   remembered session.
 //! * **ring, explicitly**, not whichever rustls provider the process installed.
 //!
-//! Unchanged: the attestor's SVID chain and key, client certificates optional (enrollment has
-//! none, renewal presents its SVID) and verified against the site CA (see
-//! [`crate::server::attestor_identity`]), ALPN `h2` only.
+//! * **The attestor's own SVID is re-issued while it runs** ([`RotatingServerCert`]): once
+//!   half its lifetime has passed, the next handshake issues a fresh one from the site CA and
+//!   later handshakes present it. Connections already open are untouched.
+//!
+//! Unchanged: client certificates optional (enrollment has none, renewal presents its SVID)
+//! and verified against the site CA (see [`crate::server::attestor_identity`]), ALPN `h2` only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
+use garrison_ca::{CaError, Issued};
 use garrison_spiffe_tls::Identity;
 use rustls::RootCertStore;
-use rustls::server::{NoServerSessionStorage, ServerConfig, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+use crate::attestor::Clock;
+
+/// After a failed re-issue, how long handshakes keep the current certificate before the next
+/// attempt (so a CA that cannot issue is not asked on every handshake).
+const RETRY_AFTER_FAILURE: Duration = Duration::minutes(1);
+
+/// Issues the attestor's SVID at a given time (the site CA, held by the closure).
+pub type IssueServerSvid = dyn Fn(OffsetDateTime) -> Result<Issued, CaError> + Send + Sync;
+
+/// The attestor's server certificate, re-issued from the site CA once half its lifetime has
+/// passed. Time comes from the attestor's [`Clock`], so tests can run the attestor past its
+/// SVID's lifetime without sleeping.
+pub struct RotatingServerCert {
+    issue: Box<IssueServerSvid>,
+    clock: Arc<dyn Clock>,
+    current: RwLock<Served>,
+    refreshing: Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    not_after: OffsetDateTime,
+    /// When the next handshake should issue a new certificate.
+    refresh_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for RotatingServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let not_after = self.current.read().map(|c| c.not_after).ok();
+        f.debug_struct("RotatingServerCert")
+            .field("not_after", &not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RotatingServerCert {
+    /// Issue the first certificate now; fails if the CA cannot issue.
+    pub fn new(issue: Box<IssueServerSvid>, clock: Arc<dyn Clock>) -> Result<Self, TlsConfigError> {
+        let first = issue(clock.now()).map_err(|e| TlsConfigError::Identity(e.to_string()))?;
+        let current = served_from(&first)?;
+        Ok(RotatingServerCert {
+            issue,
+            clock,
+            current: RwLock::new(current),
+            refreshing: Mutex::new(()),
+        })
+    }
+
+    /// The certificate chain presented now (leaf first).
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.served().key.cert.clone()
+    }
+
+    fn served(&self) -> Served {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The certificate for a handshake at `now`, re-issued first if it is due. A failed
+    /// re-issue is logged and the current certificate kept (it may still be valid; if it is
+    /// not, clients refuse it, which is the right outcome for a site CA that cannot issue).
+    fn certificate_at(&self, now: OffsetDateTime) -> Arc<CertifiedKey> {
+        let served = self.served();
+        if now < served.refresh_at {
+            return served.key;
+        }
+        // One handshake re-issues; the others present the current certificate meanwhile.
+        let Ok(_guard) = self.refreshing.try_lock() else {
+            return served.key;
+        };
+        let next = (self.issue)(now)
+            .map_err(|e| TlsConfigError::Identity(e.to_string()))
+            .and_then(|issued| served_from(&issued));
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match next {
+            Ok(next) => {
+                tracing::info!(not_after = %next.not_after, "attestor server SVID re-issued");
+                *current = next;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    not_after = %current.not_after,
+                    "attestor server SVID could not be re-issued; keeping the current one"
+                );
+                current.refresh_at = now + RETRY_AFTER_FAILURE;
+            }
+        }
+        Arc::clone(&current.key)
+    }
+}
+
+impl ResolvesServerCert for RotatingServerCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certificate_at(self.clock.now()))
+    }
+}
+
+/// The attestor's clock as rustls's time source.
+#[derive(Debug)]
+struct ClockTime(Arc<dyn Clock>);
+
+impl rustls::time_provider::TimeProvider for ClockTime {
+    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
+        let seconds = u64::try_from(self.0.now().unix_timestamp()).ok()?;
+        Some(rustls_pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(seconds),
+        ))
+    }
+}
+
+fn served_from(issued: &Issued) -> Result<Served, TlsConfigError> {
+    let identity = identity_from_issued(issued)?;
+    let provider = rustls::crypto::ring::default_provider();
+    let key = provider
+        .key_provider
+        .load_private_key(identity.key)
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let lifetime = issued.not_after - issued.not_before;
+    Ok(Served {
+        key: Arc::new(CertifiedKey::new(identity.chain, key)),
+        not_after: issued.not_after,
+        refresh_at: issued.not_before + lifetime / 2,
+    })
+}
 
 /// The TLS identity (chain leaf first, PKCS#8 key) of a freshly issued SVID, whose key was
 /// generated with it.
@@ -46,11 +186,14 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
-/// A rustls server configuration presenting `identity`, accepting (but not requiring) client
-/// certificates issued by the CA in `client_issuer_pem`.
+/// A rustls server configuration presenting the certificate of `identity`, accepting (but not
+/// requiring) client certificates issued by the CA in `client_issuer_pem`.
+/// Certificate validity (client certificates here) is judged at `clock`'s time: the attestor's
+/// one clock, so that issuance and verification agree (and tests can move both).
 pub fn server_config(
-    identity: Identity,
+    identity: Arc<dyn ResolvesServerCert>,
     client_issuer_pem: &str,
+    clock: Arc<dyn Clock>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -69,14 +212,114 @@ pub fn server_config(
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain, identity.key)
-        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+        .with_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use garrison_ca::{
+        Authority, CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SiteRole,
+        SubjectKey, TrustDomain,
+    };
+    use ring::rand::SystemRandom;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct TestClock(AtomicI64);
+
+    impl Clock for TestClock {
+        fn now(&self) -> OffsetDateTime {
+            OffsetDateTime::from_unix_timestamp(self.0.load(Ordering::SeqCst)).unwrap()
+        }
+    }
+
+    fn site_ca(now: OffsetDateTime, site_ttl: Duration) -> Authority {
+        let rng = SystemRandom::new();
+        let root = RootParams {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            name: "root".into(),
+            ttl: Duration::days(30),
+            path_len: 1,
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+        };
+        let root = Authority::from_issued(Authority::new_root(&root, now, &rng).unwrap()).unwrap();
+        let site = IntermediateParams {
+            name: "a".into(),
+            role: CaRole::Site("a".into()),
+            ttl: site_ttl,
+            path_len: PathLen::OneBelowIssuer,
+            subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+        };
+        Authority::from_issued(root.issue_intermediate(site, now, &rng).unwrap()).unwrap()
+    }
+
+    fn rotating(ca: Authority, clock: Arc<TestClock>) -> RotatingServerCert {
+        let issue = move |now| {
+            ca.issue_site_role_svid(
+                SiteRole::Attestor,
+                Duration::hours(24),
+                SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                now,
+                &SystemRandom::new(),
+            )
+        };
+        RotatingServerCert::new(Box::new(issue), clock).unwrap()
+    }
+
+    fn validity(cert: &Arc<CertifiedKey>) -> (i64, i64) {
+        let (_, x509) = X509Certificate::from_der(cert.cert[0].as_ref()).unwrap();
+        (
+            x509.validity().not_before.timestamp(),
+            x509.validity().not_after.timestamp(),
+        )
+    }
+
+    #[test]
+    fn the_server_svid_is_reissued_after_half_its_life_and_never_served_expired() {
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(start.unix_timestamp())));
+        let cert = rotating(site_ca(start, Duration::days(20)), Arc::clone(&clock));
+        let first = cert.certificate_at(clock.now());
+        // Before half-life: the same certificate.
+        clock.0.fetch_add(11 * 3600, Ordering::SeqCst);
+        assert!(Arc::ptr_eq(&first, &cert.certificate_at(clock.now())));
+        // The attestor runs for ten days: every handshake gets a certificate valid then.
+        for _ in 0..(10 * 24) {
+            clock.0.fetch_add(3600, Ordering::SeqCst);
+            let now = clock.now().unix_timestamp();
+            let (not_before, not_after) = validity(&cert.certificate_at(clock.now()));
+            assert!(
+                not_before <= now && now < not_after,
+                "served an invalid SVID"
+            );
+        }
+        assert!(!Arc::ptr_eq(&first, &cert.certificate_at(clock.now())));
+    }
+
+    #[test]
+    fn a_failed_reissue_keeps_the_current_certificate_and_retries_later() {
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(start.unix_timestamp())));
+        // The site CA expires 13 h from now: the first re-issue (at 12 h) works, capped at
+        // the CA's expiry; after the CA has expired, re-issue fails.
+        let cert = rotating(site_ca(start, Duration::hours(13)), Arc::clone(&clock));
+        clock.0.fetch_add(14 * 3600, Ordering::SeqCst);
+        let kept = cert.certificate_at(clock.now());
+        assert_eq!(cert.served().refresh_at, clock.now() + RETRY_AFTER_FAILURE);
+        clock.0.fetch_add(30, Ordering::SeqCst);
+        assert!(Arc::ptr_eq(&kept, &cert.certificate_at(clock.now())));
+    }
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use garrison_ca::{
-    Authority, CaRole, BundleMetadata, CertificateSummary, IntermediateParams, Issued, KeyAlgorithm,
-    PathLen, PrivateKey, RootParams, SpiffeId, SubjectKey, SvidParams, TrustBundle, TrustDomain,
-    VerifiedCsr, certificates_from_pem, certificates_to_pem,
+    Authority, BundleMetadata, CaRole, CertificateSummary, IntermediateParams, Issued,
+    KeyAlgorithm, PathLen, PrivateKey, RootParams, SpiffeId, SubjectKey, SvidParams, TrustBundle,
+    TrustDomain, VerifiedCsr, certificates_from_pem, certificates_to_pem,
 };
 use ring::rand::SystemRandom;
 use time::OffsetDateTime;

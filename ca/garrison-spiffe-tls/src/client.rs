@@ -156,12 +156,27 @@ pub fn client_config_with_verifier(
     verifier: Arc<dyn ServerCertVerifier>,
     identity: Option<Identity>,
 ) -> Result<ClientConfig, TlsError> {
+    client_config_at(
+        verifier,
+        identity,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// [`client_config_with_verifier`] judging certificate validity at `time`'s time instead of
+/// the system clock: for a client whose clock is injected (tests that move time).
+pub fn client_config_at(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<Identity>,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .dangerous() // not dangerous: the custom verifier is stricter than name checks
-        .with_custom_certificate_verifier(verifier);
+    let builder =
+        ClientConfig::builder_with_details(Arc::clone(&provider) as Arc<CryptoProvider>, time)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .dangerous() // not dangerous: the custom verifier is stricter than name checks
+            .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain, id.key)

@@ -16,7 +16,8 @@ mod client;
 mod identity;
 
 pub use client::{
-    SpiffeServerVerifier, check_path_scope, client_config, client_config_with_verifier, connect,
+    SpiffeServerVerifier, check_path_scope, client_config, client_config_at,
+    client_config_with_verifier, connect,
 };
 pub use identity::{Identity, TlsError, peer_spiffe_id, spiffe_id_of};
 

@@ -163,8 +163,10 @@ async fn an_expired_svid_does_not_get_past_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_svid_from_another_site_ca_does_not_get_past_tls() {
-    // A second site CA under the same hub (so the same root) issues an SVID with this site's
-    // node path. The attestor only accepts client certificates from its own site CA.
+    // A second site CA under the same hub (so the same root) issues an SVID of its own site
+    // (it cannot issue one under this site's path: garrison-ca refuses, and a forged one would
+    // fail the containment rule too). The attestor only accepts client certificates from its
+    // own site CA.
     let site = Running::start(&[good("node-1")], "").await;
     let now = time::OffsetDateTime::now_utc();
     let rng = ring::rand::SystemRandom::new();
@@ -173,6 +175,7 @@ async fn an_svid_from_another_site_ca_does_not_get_past_tls() {
         hub.issue_intermediate(
             garrison_ca::IntermediateParams {
                 name: "site-b".into(),
+                role: garrison_ca::CaRole::Site("site-b".into()),
                 ttl: time::Duration::days(7),
                 path_len: garrison_ca::PathLen::OneBelowIssuer,
                 subject_key: garrison_ca::SubjectKey::Generate(
@@ -188,7 +191,7 @@ async fn an_svid_from_another_site_ca_does_not_get_past_tls() {
     let forged = other_site
         .issue_svid(
             garrison_ca::SvidParams {
-                spiffe_id: SpiffeId::parse("spiffe://example.org/site/site-a/node/forged").unwrap(),
+                spiffe_id: SpiffeId::parse("spiffe://example.org/site/site-b/node/forged").unwrap(),
                 ttl: time::Duration::hours(1),
                 max_ttl: time::Duration::hours(1),
                 subject_key: garrison_ca::SubjectKey::Generate(

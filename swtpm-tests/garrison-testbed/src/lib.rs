@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use garrison_ca::{
-    Authority, IntermediateParams, Issued, KeyAlgorithm, PathLen, RootParams, SpiffeId, SubjectKey,
-    SvidParams, TrustDomain, certificates_to_pem,
+    Authority, CaRole, IntermediateParams, Issued, KeyAlgorithm, PathLen, RootParams, SpiffeId,
+    SubjectKey, SvidParams, TrustDomain, certificates_to_pem,
 };
 use garrison_eventlog::{EventLog, HashAlg};
 use garrison_swtpm::{Swtpm, SwtpmOptions};
@@ -109,10 +109,17 @@ impl Site {
         )?;
         write_issued(&dir.join("ca/root"), &root)?;
         let root = Authority::from_issued(root)?;
-        let hub = issue_ca(&root, "hub", Duration::days(365), now, &rng)?;
+        let hub = issue_ca(&root, "hub", CaRole::Hub, Duration::days(365), now, &rng)?;
         write_issued(&dir.join("ca/hub"), &hub)?;
         let hub = Authority::from_issued(hub)?;
-        let site = issue_ca(&hub, SITE, Duration::days(30), now, &rng)?;
+        let site = issue_ca(
+            &hub,
+            SITE,
+            CaRole::Site(SITE.into()),
+            Duration::days(30),
+            now,
+            &rng,
+        )?;
         write_issued(&dir.join("ca/site"), &site)?;
         let site = Site {
             dir: dir.to_owned(),
@@ -304,6 +311,7 @@ pub fn free_local_address() -> Result<SocketAddr, TestbedError> {
 fn issue_ca(
     issuer: &Authority,
     name: &str,
+    role: CaRole,
     ttl: Duration,
     now: OffsetDateTime,
     rng: &SystemRandom,
@@ -311,6 +319,7 @@ fn issue_ca(
     Ok(issuer.issue_intermediate(
         IntermediateParams {
             name: name.into(),
+            role,
             ttl,
             path_len: PathLen::OneBelowIssuer,
             subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),

@@ -108,7 +108,7 @@ impl Running {
             .unwrap();
         let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
         let (identity, bundle) =
-            garrison_attestor::server::attestor_identity(&config, &ca, clock.now()).unwrap();
+            garrison_attestor::server::attestor_identity(&config, ca, Arc::clone(&clock)).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             garrison_attestor::server::serve(
@@ -182,6 +182,19 @@ impl Running {
             .into_iter()
             .filter(|r| r.record.kind != garrison_log::RecordKind::PolicyUpdate)
             .collect()
+    }
+
+    /// Stop the attestor and start it again on the same configuration and log (what an
+    /// operator's restart does), e.g. to pick up a new policy bundle file.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let config = garrison_attestor::SiteConfig::load(&self.site.dir.join("site.toml")).unwrap();
+        self.serve(config).await;
     }
 
     pub async fn stop(mut self) {
