@@ -110,36 +110,41 @@ impl ServerCertVerifier for MemoizingVerifier {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
     use garrison_ca::SpiffeId;
     use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
-        KeyPair, SanType,
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, SanType,
     };
 
     use super::*;
 
     const ATTESTOR: &str = "spiffe://example.org/site/a/attestor";
 
-    /// A root (PEM) and an attestor leaf it signed.
-    fn root_and_leaf() -> (String, CertificateDer<'static>) {
+    /// A root (PEM), and an attestor leaf signed by a site CA under it (leaf first).
+    fn root_and_leaf() -> (String, Vec<CertificateDer<'static>>) {
         let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
         root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let root = CertifiedIssuer::self_signed(root, KeyPair::generate().unwrap()).unwrap();
+        let mut site = CertificateParams::new(Vec::<String>::new()).unwrap();
+        site.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        site.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 72]), "site/a");
+        let site = CertifiedIssuer::signed_by(site, KeyPair::generate().unwrap(), &root).unwrap();
         let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf.subject_alt_names = vec![SanType::URI(ATTESTOR.try_into().unwrap())];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let leaf = leaf
-            .signed_by(&KeyPair::generate().unwrap(), &root)
+            .signed_by(&KeyPair::generate().unwrap(), &site)
             .unwrap();
-        (root.pem(), leaf.der().clone())
+        (root.pem(), vec![leaf.der().clone(), site.der().clone()])
     }
 
-    fn verify(verifier: &MemoizingVerifier, leaf: &CertificateDer<'_>) -> bool {
+    fn verify(verifier: &MemoizingVerifier, chain: &[CertificateDer<'_>]) -> bool {
         let name = ServerName::try_from("localhost").unwrap();
         verifier
-            .verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
             .is_ok()
     }
 
