@@ -19,7 +19,9 @@
 //!   events that extended it and whether the quote matches an earlier replay state.
 //! * [`BootClaims::extract`]`(&EventLog, &VerifiedPcrs)`: Secure Boot state, PK/KEK/db/dbx,
 //!   authorities, separators, boot applications, drivers, kernel command line, actions;
-//!   only from verified PCRs and digest-checked data (see [`claims`]).
+//!   only from verified PCRs and digest-checked data. The event type is in no digest, so in
+//!   the PCRs claims come from (2, 4, 7, 8, 12) every event counts whatever it is labelled:
+//!   it lands in a claim or in `unverifiable`. The rule per PCR is written down in [`claims`].
 //!
 //! # Performance
 //! Parsing and replaying the 112-event `tpm2tools-event-gce-ubuntu-2104-log.bin` in all

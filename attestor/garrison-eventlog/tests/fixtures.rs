@@ -527,15 +527,23 @@ fn claims_coreos_without_secure_boot() {
             .iter()
             .all(|v| v.bank == HashAlg::Sha256 && v.digest.len() == 64)
     );
+    // The `linux` command (event 69) and GRUB's `kernel_cmdline` (event 71) state the same
+    // command line.
+    let sources: Vec<(usize, u32, CommandLineSource)> = claims
+        .kernel_command_lines
+        .iter()
+        .map(|c| (c.event_index, c.pcr, c.source))
+        .collect();
     assert_eq!(
-        claims.kernel_command_lines.len(),
-        1,
-        "{:?}",
-        claims.kernel_command_lines
+        sources,
+        [
+            (69, 8, CommandLineSource::GrubLoaderCommand),
+            (71, 8, CommandLineSource::Grub)
+        ]
     );
-    let cmdline = &claims.kernel_command_lines[0];
-    assert_eq!((cmdline.pcr, cmdline.source), (8, CommandLineSource::Grub));
+    let cmdline = &claims.kernel_command_lines[1];
     assert!(cmdline.text.contains("ostree="), "{}", cmdline.text);
+    assert_eq!(claims.kernel_command_lines[0].text, cmdline.text);
     assert!(
         claims.separators_missing.is_empty(),
         "{:?}",

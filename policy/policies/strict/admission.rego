@@ -2,8 +2,10 @@
 #
 # Admits a node only when its EK comes from a trusted manufacturer, Secure Boot was on, every
 # boot application and kernel command line is on the allow-lists in data.json, no measured
-# event failed its digest check, firmware was not in debug mode, and every golden PCR value
-# listed in data.json matches. Renewals also need the previous decision to have been an allow.
+# event is unverifiable (its digest does not prove its data, or the rule for its PCR cannot
+# read it: see garrison_eventlog::claims), firmware was not in debug mode, and every golden
+# PCR value listed in data.json matches. Renewals also need the previous decision to have
+# been an allow.
 package garrison.admission
 
 default allow := false
@@ -32,7 +34,7 @@ reasons contains "boot: Secure Boot is off" if {
 	input.boot.secure_boot == false
 }
 
-reasons contains "boot: Secure Boot state is unknown (PCR 7 not verified)" if {
+reasons contains "boot: Secure Boot state is unknown (PCR 7 not verified, or SecureBoot not measured exactly once)" if {
 	cfg.require_secure_boot
 	not is_boolean(input.boot.secure_boot)
 }
@@ -64,7 +66,7 @@ reasons contains msg if {
 
 reasons contains msg if {
 	some event in input.boot.unverifiable
-	msg := sprintf("boot: event %d in PCR %d failed its digest check: %s", [event.event_index, event.pcr, event.reason])
+	msg := sprintf("boot: event %d in PCR %d (%s) is unverifiable: %s", [event.event_index, event.pcr, event.event_type, event.reason])
 }
 
 reasons contains msg if {

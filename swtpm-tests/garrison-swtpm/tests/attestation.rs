@@ -572,10 +572,23 @@ fn replayed_real_boot_log_verifies_and_extra_measurement_diverges() {
             .iter()
             .all(|a| a.pcr == 4 && a.bank == HashAlg::Sha256)
     );
-    assert_eq!(claims.kernel_command_lines.len(), 1, "{claims:?}");
-    let cmdline = &claims.kernel_command_lines[0];
-    assert_eq!((cmdline.pcr, cmdline.source), (8, CommandLineSource::Grub));
+    // GRUB's `linux` command and its kernel_cmdline both state the command line.
+    let sources: Vec<(u32, CommandLineSource)> = claims
+        .kernel_command_lines
+        .iter()
+        .map(|c| (c.pcr, c.source))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (8, CommandLineSource::GrubLoaderCommand),
+            (8, CommandLineSource::Grub)
+        ],
+        "{claims:?}"
+    );
+    let cmdline = &claims.kernel_command_lines[1];
     assert!(cmdline.text.contains("root="), "{}", cmdline.text);
+    assert_eq!(claims.kernel_command_lines[0].text, cmdline.text);
     assert!(claims.separators_missing.is_empty(), "{claims:?}");
     assert!(claims.unverifiable.is_empty(), "{:?}", claims.unverifiable);
 
@@ -616,5 +629,5 @@ fn replayed_real_boot_log_verifies_and_extra_measurement_diverges() {
     // Nothing measured into PCR 4 is believed any more; the rest still is.
     let claims = BootClaims::extract(&log, &report.verified);
     assert!(claims.boot_applications.is_empty(), "{claims:?}");
-    assert_eq!(claims.kernel_command_lines.len(), 1);
+    assert_eq!(claims.kernel_command_lines.len(), 2);
 }
