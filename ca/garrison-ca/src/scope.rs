@@ -119,11 +119,11 @@ impl CaRole {
 
     /// May a CA of role `issuer` (`None`: the root) issue a CA of role `self`?
     pub fn may_be_issued_by(&self, issuer: Option<&CaRole>) -> bool {
-        match (self, issuer) {
-            (CaRole::Hub | CaRole::Site(_), None | Some(CaRole::Hub)) => true,
-            (CaRole::Policy, None | Some(CaRole::Policy)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, issuer),
+            (CaRole::Hub | CaRole::Site(_), None | Some(CaRole::Hub))
+                | (CaRole::Policy, None | Some(CaRole::Policy))
+        )
     }
 }
 
