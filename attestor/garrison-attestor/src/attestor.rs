@@ -138,64 +138,15 @@ impl Attestor {
     }
 
     /// Verify a new signed policy bundle (archive bytes) and put it in force without dropping
-    /// requests in flight. Rollbacks, unverifiable and uncompilable bundles are refused and the
-    /// bundle in force keeps serving. Either way the outcome is a `policy-update` record.
-    /// Returns a one-line description of what happened.
+    /// requests in flight. Rollbacks (against the floor in the log and the bundle in force),
+    /// reused sequences, unverifiable and uncompilable bundles are refused and the bundle in
+    /// force keeps serving. Either way the outcome is a `policy-update` record (see
+    /// `policy_update.rs`). Returns a one-line description of what happened; a refusal starts
+    /// with its stable code.
     pub async fn reload_policy(&self, archive: &[u8]) -> Result<String, String> {
         let now = self.parts.clock.now();
-        let in_force = self.parts.policy.current().info().clone();
-        let outcome =
-            garrison_policy::decode_archive(archive, &garrison_policy::BundleLimits::default())
-                .and_then(|files| self.parts.policy.reload(&files, now));
-        let (decision, digest, result) = match outcome {
-            Ok(garrison_policy::ReloadOutcome::Replaced { previous, current }) => (
-                Decision::Allow,
-                current.digest.clone(),
-                Ok(format!(
-                    "policy {} #{} replaced {} #{}",
-                    current.name, current.sequence, previous.name, previous.sequence
-                )),
-            ),
-            Ok(_unchanged) => {
-                return Ok(format!(
-                    "policy {} #{} unchanged",
-                    in_force.name, in_force.sequence
-                ));
-            }
-            Err(e) => (
-                Decision::Deny,
-                in_force.digest.clone(),
-                Err(format!(
-                    "new policy bundle refused, {} #{} stays in force: {e}",
-                    in_force.name, in_force.sequence
-                )),
-            ),
-        };
-        let reasons = vec![match &result {
-            Ok(text) | Err(text) => text.clone(),
-        }];
-        let record = Record {
-            time: now,
-            site: self.parts.site.clone(),
-            kind: RecordKind::PolicyUpdate,
-            node_id: None,
-            spiffe_id: None,
-            decision,
-            reasons,
-            policy_digest: Some(digest),
-            evidence_digest: None,
-            cert_serial: None,
-            cert_not_after: None,
-        };
-        let entry = NewEntry {
-            record,
-            evidence: Some(archive.to_vec()),
-            node_update: None,
-        };
-        if let Err(e) = self.parts.log.append(entry).await {
-            tracing::error!(error = %e, "could not record the policy update");
-        }
-        result
+        let parts = &self.parts;
+        crate::policy_update::reload(&parts.policy, &parts.log, &parts.site, archive, now).await
     }
 
     /// Drop challenges that can no longer be answered; returns how many remain outstanding.

@@ -10,10 +10,8 @@ use garrison_ca::{
     certificates_to_pem,
 };
 use garrison_evidence::{AkPolicy, EkTrust, ManufacturerRoots};
-use garrison_log::{AttestationLog, Decision, LogConfig, NewEntry, Query, Record, RecordKind};
-use garrison_policy::{
-    BundleLimits, EvalLimits, MANIFEST_FILE, Manifest, PolicyService, PolicyTrust, decode_archive,
-};
+use garrison_log::{AttestationLog, LogConfig};
+use garrison_policy::{BundleLimits, EvalLimits, PolicyService, PolicyTrust, decode_archive};
 use garrison_proto::limits;
 use garrison_proto::v1::enrollment_server::EnrollmentServer;
 use garrison_proto::v1::renewal_server::RenewalServer;
@@ -22,6 +20,7 @@ use tonic::transport::Server;
 
 use crate::attestor::{Attestor, AttestorParts, Clock};
 use crate::config::SiteConfig;
+use crate::policy_update::StartRefusal;
 use crate::service::Services;
 
 /// Why the attestor could not start or stopped serving.
@@ -68,9 +67,13 @@ pub enum StartError {
         #[source]
         source: garrison_policy::PolicyError,
     },
-    /// The attestation log could not be opened.
+    /// The attestation log could not be opened or written.
     #[error("attestation log")]
     Log(#[source] garrison_log::LogError),
+    /// The log's record of the newest bundle put in force cannot be read back: without it
+    /// no bundle can be checked for rollback, so the attestor does not start.
+    #[error("policy rollback floor")]
+    PolicyFloor(#[source] crate::policy_update::PolicyFloorError),
     /// The listen address could not be bound.
     #[error("listening on {address}")]
     Listen {
@@ -156,9 +159,7 @@ pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attesto
     })
     .await
     .map_err(StartError::Log)?;
-    let floor = policy_floor(&log).await?;
-    let (policy, archive) = load_policy(config, &ca, now, floor)?;
-    record_policy_at_start(&log, &config.site, &policy, archive, floor, now).await?;
+    let policy = start_policy(config, &ca, &log, now).await?;
     Ok(Attestor::new(AttestorParts {
         site: config.site.clone(),
         ca,
@@ -201,42 +202,15 @@ fn ek_trust(config: &SiteConfig) -> Result<EkTrust, StartError> {
         .map_err(StartError::EkRoots)
 }
 
-/// The sequence of the newest policy bundle this site ever put in force, from the log: the
-/// bundle archive is the evidence of each accepted `policy-update` record. A restarted
-/// attestor never goes back below it (no rollback by restarting with an old file).
-async fn policy_floor(log: &AttestationLog) -> Result<u64, StartError> {
-    let query = Query {
-        kind: Some(RecordKind::PolicyUpdate),
-        decision: Some(Decision::Allow),
-        ..Query::default()
-    };
-    let records = log.query(&query).await.map_err(StartError::Log)?;
-    let Some(digest) = records
-        .last()
-        .and_then(|r| r.record.evidence_digest.clone())
-    else {
-        return Ok(0);
-    };
-    let Some(archive) = log.evidence(&digest).await.map_err(StartError::Log)? else {
-        return Ok(0);
-    };
-    let sequence = decode_archive(&archive, &BundleLimits::default())
-        .ok()
-        .and_then(|files| {
-            files
-                .get(MANIFEST_FILE)
-                .and_then(|m| Manifest::parse(m).ok())
-        })
-        .map_or(0, |manifest| manifest.sequence);
-    Ok(sequence)
-}
-
-fn load_policy(
+/// The bundle file given in the configuration, verified and checked against the rollback
+/// floor in the log (see `policy_update.rs`): refused below the floor or at the floor's
+/// sequence with another digest (both recorded), recorded when newer.
+async fn start_policy(
     config: &SiteConfig,
     ca: &Authority,
+    log: &AttestationLog,
     now: time::OffsetDateTime,
-    floor: u64,
-) -> Result<(PolicyService, Vec<u8>), StartError> {
+) -> Result<PolicyService, StartError> {
     let policy_err = |source| StartError::Policy {
         path: config.policy_bundle.clone(),
         source,
@@ -245,50 +219,16 @@ fn load_policy(
     let archive = read_bytes(&config.policy_bundle)?;
     let files = decode_archive(&archive, &limits).map_err(policy_err)?;
     let trust = PolicyTrust::from_pem(&certificates_to_pem(ca.roots())).map_err(policy_err)?;
-    let service =
+    let build = |floor| {
         PolicyService::new_with_floor(trust, &files, now, EvalLimits::default(), limits, floor)
-            .map_err(policy_err)?;
-    Ok((service, archive))
-}
-
-/// Record the bundle in force at start (with the archive as evidence) when it is newer than
-/// the floor the log knows, so the floor survives the next restart.
-async fn record_policy_at_start(
-    log: &AttestationLog,
-    site: &str,
-    policy: &PolicyService,
-    archive: Vec<u8>,
-    floor: u64,
-    now: time::OffsetDateTime,
-) -> Result<(), StartError> {
-    let info = policy.current().info().clone();
-    if info.sequence == floor {
-        return Ok(());
-    }
-    let record = Record {
-        time: now,
-        site: site.to_owned(),
-        kind: RecordKind::PolicyUpdate,
-        node_id: None,
-        spiffe_id: None,
-        decision: Decision::Allow,
-        reasons: vec![format!(
-            "policy {} #{} in force at start (previous floor #{floor})",
-            info.name, info.sequence
-        )],
-        policy_digest: Some(info.digest),
-        evidence_digest: None,
-        cert_serial: None,
-        cert_not_after: None,
     };
-    log.append(NewEntry {
-        record,
-        evidence: Some(archive),
-        node_update: None,
-    })
-    .await
-    .map(|_| ())
-    .map_err(StartError::Log)
+    crate::policy_update::start(log, &config.site, build, archive, now)
+        .await
+        .map_err(|refusal| match refusal {
+            StartRefusal::Floor(source) => StartError::PolicyFloor(source),
+            StartRefusal::Bundle(source) => policy_err(source),
+            StartRefusal::Log(source) => StartError::Log(source),
+        })
 }
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued
