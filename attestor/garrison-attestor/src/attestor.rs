@@ -14,14 +14,15 @@ use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, Record
 use garrison_policy::PolicyService;
 use garrison_proto::limits;
 use garrison_proto::v1;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use serde_json::{Value as Json, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
-use crate::challenge::{ChallengeStore, Pending};
+use crate::challenge::{ChallengeId, ChallengeStore, Pending};
 use crate::evidence_record::EvidenceRecord;
+use crate::random::RandomSource;
 use crate::refusal::{Reason, Refusal};
 
 /// Where the attestor gets the time. Tests substitute a fixed or stepping clock.
@@ -64,6 +65,8 @@ pub struct AttestorParts {
     pub max_pending_challenges: usize,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where nonces, credential secrets and challenge ids come from (see `random.rs`).
+    pub random: Arc<dyn RandomSource>,
 }
 
 struct PendingEnrollment {
@@ -87,6 +90,8 @@ pub struct Attestor {
     enrollments: ChallengeStore<PendingEnrollment>,
     renewals: ChallengeStore<PendingRenewal>,
     boot_cache: BootCache,
+    /// For the libraries that take a ring generator (MakeCredential, SVID issuance), which
+    /// report its failures as errors; the attestor's own draws use `parts.random`.
     rng: SystemRandom,
 }
 
@@ -196,7 +201,10 @@ impl Attestor {
             Ok(ids) => ids,
             Err(refusal) => return Err(fail(refusal, evidence)),
         };
-        let secret = self.random(32);
+        let (secret, nonce, id) = match self.draw_enrollment() {
+            Ok(drawn) => drawn,
+            Err(refusal) => return Err(fail(refusal, evidence)),
+        };
         let credential =
             garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng).map_err(
                 |e| {
@@ -206,15 +214,13 @@ impl Attestor {
                     )
                 },
             )?;
-        let nonce = self.random(32);
-        evidence.nonce = nonce.clone();
-        let id = self.challenge_id();
+        evidence.nonce = nonce.to_vec();
         let challenge = self.challenge(&id, &nonce, now);
         let pending = PendingEnrollment {
             ek,
             ak,
-            secret,
-            nonce,
+            secret: secret.to_vec(),
+            nonce: nonce.to_vec(),
             asserted: request.asserted.into_iter().collect(),
             evidence,
         };
@@ -371,13 +377,19 @@ impl Attestor {
                     .await);
             }
         };
-        let nonce = self.random(32);
-        let id = self.challenge_id();
+        let (nonce, id) = match self.draw_renewal() {
+            Ok(drawn) => drawn,
+            Err(refusal) => {
+                let outcome =
+                    Outcome::reject(Some(node.node_id.clone()), EvidenceRecord::default());
+                return Err(self.record_refusal(refusal, outcome).await);
+            }
+        };
         let challenge = self.challenge(&id, &nonce, now);
         let pending = PendingRenewal {
             node,
             peer_serial: serial,
-            nonce,
+            nonce: nonce.to_vec(),
         };
         self.renewals.insert(
             id,
@@ -816,21 +828,32 @@ impl Attestor {
         }
     }
 
-    fn random(&self, len: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; len];
-        // SystemRandom reads the OS RNG; failing that, the process cannot work safely.
-        if self.rng.fill(&mut bytes).is_err() {
-            tracing::error!("system RNG failed");
-        }
-        bytes
+    /// A credential secret, a nonce and a challenge id.
+    fn draw_enrollment(&self) -> Result<([u8; 32], [u8; 32], ChallengeId), Refusal> {
+        Ok((
+            self.random("credential secret")?,
+            self.random("nonce")?,
+            self.random("challenge id")?,
+        ))
     }
 
-    fn challenge_id(&self) -> [u8; 16] {
-        let mut id = [0u8; 16];
-        if self.rng.fill(&mut id).is_err() {
-            tracing::error!("system RNG failed");
-        }
-        id
+    /// A nonce and a challenge id.
+    fn draw_renewal(&self) -> Result<([u8; 32], ChallengeId), Refusal> {
+        Ok((self.random("nonce")?, self.random("challenge id")?))
+    }
+
+    /// `N` random bytes for `what`, or the refusal that stops the request: a nonce, secret or
+    /// challenge id that was not drawn must never be used.
+    fn random<const N: usize>(&self, what: &str) -> Result<[u8; N], Refusal> {
+        let mut bytes = [0u8; N];
+        self.parts.random.fill(&mut bytes).map_err(|e| {
+            tracing::error!(what, "random draw failed; request refused");
+            Refusal::new(
+                Reason::RandomUnavailable,
+                format!("drawing the {what}: {e}"),
+            )
+        })?;
+        Ok(bytes)
     }
 }
 
@@ -993,6 +1016,7 @@ fn ca_refusal(err: CaError) -> Refusal {
         CaError::OutOfScope { .. } | CaError::ReservedIdentity { .. } => {
             Refusal::new(Reason::PolicyScope, err.to_string())
         }
+        CaError::Random => Refusal::new(Reason::RandomUnavailable, err.to_string()),
         other => Refusal::new(Reason::CaUnavailable, other.to_string()),
     }
 }

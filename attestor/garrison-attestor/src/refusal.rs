@@ -79,6 +79,9 @@ pub enum Reason {
     CaUnavailable,
     /// The attestation log could not record the decision, so nothing was issued.
     LogUnavailable,
+    /// The random number generator failed, so no nonce, secret, challenge or certificate
+    /// could be made: nothing was issued.
+    RandomUnavailable,
     /// Too many requests in flight: retry later.
     Overloaded,
 }
@@ -114,6 +117,7 @@ impl Reason {
             Reason::PolicyError => "policy-error",
             Reason::CaUnavailable => "ca-unavailable",
             Reason::LogUnavailable => "log-unavailable",
+            Reason::RandomUnavailable => "random-unavailable",
             Reason::Overloaded => "overloaded",
         }
     }
@@ -146,7 +150,9 @@ impl Reason {
             | Reason::PolicyDeny
             | Reason::PolicyScope
             | Reason::PolicyError => Code::PermissionDenied,
-            Reason::CaUnavailable | Reason::LogUnavailable => Code::Unavailable,
+            Reason::CaUnavailable | Reason::LogUnavailable | Reason::RandomUnavailable => {
+                Code::Unavailable
+            }
             Reason::Overloaded => Code::ResourceExhausted,
         }
     }
@@ -199,7 +205,13 @@ impl Refusal {
 
 impl From<garrison_evidence::EvidenceError> for Refusal {
     fn from(err: garrison_evidence::EvidenceError) -> Self {
-        Refusal::new(Reason::from_evidence_check(err.check()), err.to_string())
+        // A failed random draw is the attestor's fault, not the evidence's: its check name
+        // (`make-credential`) would otherwise read as malformed evidence.
+        let reason = match err {
+            garrison_evidence::EvidenceError::Randomness => Reason::RandomUnavailable,
+            _ => Reason::from_evidence_check(err.check()),
+        };
+        Refusal::new(reason, err.to_string())
     }
 }
 
@@ -223,6 +235,96 @@ mod tests {
             status.metadata().get(RETRY_AFTER_METADATA_KEY).unwrap(),
             "1000"
         );
+    }
+
+    /// Every reason with its code and gRPC status. This matches without a wildcard, so a new
+    /// variant does not compile until it is added here (and then to `ALL`).
+    fn expected(reason: Reason) -> (&'static str, Code) {
+        match reason {
+            Reason::MalformedRequest => ("malformed-request", Code::InvalidArgument),
+            Reason::MalformedEvidence => ("malformed-evidence", Code::InvalidArgument),
+            Reason::EkTrust => ("ek-trust", Code::PermissionDenied),
+            Reason::EkCertificateMismatch => ("ek-certificate-mismatch", Code::PermissionDenied),
+            Reason::EkAttributes => ("ek-attributes", Code::PermissionDenied),
+            Reason::AkAttributes => ("ak-attributes", Code::PermissionDenied),
+            Reason::ChallengeUnknown => ("challenge-unknown", Code::FailedPrecondition),
+            Reason::ChallengeExpired => ("challenge-expired", Code::FailedPrecondition),
+            Reason::ChallengePeerMismatch => ("challenge-peer-mismatch", Code::FailedPrecondition),
+            Reason::CredentialActivation => ("credential-activation", Code::PermissionDenied),
+            Reason::QuoteSignature => ("quote-signature", Code::PermissionDenied),
+            Reason::AttestStructure => ("attest-structure", Code::PermissionDenied),
+            Reason::Nonce => ("nonce", Code::PermissionDenied),
+            Reason::PcrSelection => ("pcr-selection", Code::PermissionDenied),
+            Reason::PcrDigest => ("pcr-digest", Code::PermissionDenied),
+            Reason::ClockRollback => ("clock-rollback", Code::PermissionDenied),
+            Reason::EventLogReplay => ("eventlog-replay", Code::PermissionDenied),
+            Reason::AkMismatch => ("ak-mismatch", Code::PermissionDenied),
+            Reason::Revoked => ("revoked", Code::Unauthenticated),
+            Reason::UnknownSvid => ("unknown-svid", Code::Unauthenticated),
+            Reason::ClientCertificateRequired => {
+                ("client-certificate-required", Code::Unauthenticated)
+            }
+            Reason::Csr => ("csr", Code::InvalidArgument),
+            Reason::PolicyDeny => ("policy-deny", Code::PermissionDenied),
+            Reason::PolicyScope => ("policy-scope", Code::PermissionDenied),
+            Reason::PolicyError => ("policy-error", Code::PermissionDenied),
+            Reason::CaUnavailable => ("ca-unavailable", Code::Unavailable),
+            Reason::LogUnavailable => ("log-unavailable", Code::Unavailable),
+            Reason::RandomUnavailable => ("random-unavailable", Code::Unavailable),
+            Reason::Overloaded => ("overloaded", Code::ResourceExhausted),
+        }
+    }
+
+    const ALL: [Reason; 29] = [
+        Reason::MalformedRequest,
+        Reason::MalformedEvidence,
+        Reason::EkTrust,
+        Reason::EkCertificateMismatch,
+        Reason::EkAttributes,
+        Reason::AkAttributes,
+        Reason::ChallengeUnknown,
+        Reason::ChallengeExpired,
+        Reason::ChallengePeerMismatch,
+        Reason::CredentialActivation,
+        Reason::QuoteSignature,
+        Reason::AttestStructure,
+        Reason::Nonce,
+        Reason::PcrSelection,
+        Reason::PcrDigest,
+        Reason::ClockRollback,
+        Reason::EventLogReplay,
+        Reason::AkMismatch,
+        Reason::Revoked,
+        Reason::UnknownSvid,
+        Reason::ClientCertificateRequired,
+        Reason::Csr,
+        Reason::PolicyDeny,
+        Reason::PolicyScope,
+        Reason::PolicyError,
+        Reason::CaUnavailable,
+        Reason::LogUnavailable,
+        Reason::RandomUnavailable,
+        Reason::Overloaded,
+    ];
+
+    #[test]
+    fn every_reason_has_its_code_and_status() {
+        let mut codes = std::collections::BTreeSet::new();
+        for reason in ALL {
+            let (code, grpc) = expected(reason);
+            assert_eq!(reason.code(), code);
+            assert!(codes.insert(code), "{code} used twice");
+            let status = Refusal::new(reason, "detail").to_status();
+            assert_eq!(status.code(), grpc, "{code}");
+            assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn a_failed_random_draw_is_unavailable_not_malformed_evidence() {
+        let refusal = Refusal::from(garrison_evidence::EvidenceError::Randomness);
+        assert_eq!(refusal.reason, Reason::RandomUnavailable);
+        assert_eq!(refusal.to_status().code(), Code::Unavailable);
     }
 
     #[test]

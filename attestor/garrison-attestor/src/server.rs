@@ -21,6 +21,7 @@ use tonic::transport::Server;
 use crate::attestor::{Attestor, AttestorParts, Clock};
 use crate::config::SiteConfig;
 use crate::policy_update::StartRefusal;
+use crate::random::RandomSource;
 use crate::service::Services;
 
 /// Why the attestor could not start or stopped serving.
@@ -140,8 +141,17 @@ pub fn check_site_ca(config: &SiteConfig, ca: &Authority) -> Result<(), StartErr
     })
 }
 
-/// Build the attestor from its configuration.
+/// Build the attestor from its configuration, drawing from the system's random generator.
 pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attestor, StartError> {
+    build_with_random(config, clock, Arc::new(SystemRandom::new())).await
+}
+
+/// [`build`] with the attestor's nonces, secrets and challenge ids drawn from `random`.
+pub async fn build_with_random(
+    config: &SiteConfig,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn RandomSource>,
+) -> Result<Attestor, StartError> {
     for switch in config.insecure.enabled() {
         tracing::warn!(
             switch,
@@ -174,6 +184,7 @@ pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attesto
         max_svid_ttl: config.max_svid_ttl,
         max_pending_challenges: config.max_pending_challenges,
         clock,
+        random,
     }))
 }
 

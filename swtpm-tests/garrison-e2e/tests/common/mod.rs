@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use garrison_agent::AgentConfig;
-use garrison_attestor::Clock;
+use garrison_attestor::{Clock, RandomSource};
 use garrison_log::{AttestationLog, LogConfig, Query, StoredRecord};
 use garrison_testbed::{Node, Site, free_local_address};
 use time::{Duration, OffsetDateTime};
@@ -67,6 +67,21 @@ pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 impl Running {
     /// Start a site with these nodes and an attestor on SQLite (or `database`).
     pub async fn start(specs: &[NodeSpec], extra_config: &str) -> Running {
+        Self::start_with_random(
+            specs,
+            extra_config,
+            Arc::new(ring::rand::SystemRandom::new()),
+        )
+        .await
+    }
+
+    /// [`Running::start`] with the attestor drawing nonces, secrets and challenge ids from
+    /// `random`.
+    pub async fn start_with_random(
+        specs: &[NodeSpec],
+        extra_config: &str,
+        random: Arc<dyn RandomSource>,
+    ) -> Running {
         garrison_spiffe_tls::install_ring_provider();
         let tmp = tempfile::tempdir().unwrap();
         let site = Site::create(tmp.path(), OffsetDateTime::now_utc()).unwrap();
@@ -97,15 +112,20 @@ impl Running {
             stop: None,
             server: None,
         };
-        running.serve(config).await;
+        running.serve(config, random).await;
         running
     }
 
-    async fn serve(&mut self, config: garrison_attestor::SiteConfig) {
+    async fn serve(
+        &mut self,
+        config: garrison_attestor::SiteConfig,
+        random: Arc<dyn RandomSource>,
+    ) {
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let attestor = garrison_attestor::server::build(&config, Arc::clone(&clock))
-            .await
-            .unwrap();
+        let attestor =
+            garrison_attestor::server::build_with_random(&config, Arc::clone(&clock), random)
+                .await
+                .unwrap();
         let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
         let (identity, bundle) =
             garrison_attestor::server::attestor_identity(&config, ca, Arc::clone(&clock)).unwrap();
