@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use garrison_ca::{Authority, CaError, SpiffeId, SubjectKey, SvidParams, VerifiedCsr};
@@ -21,8 +22,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
 use crate::challenge::{ChallengeId, ChallengeStore, Pending};
-use crate::evidence_record::EvidenceRecord;
+use crate::evidence_record::{EvidenceRecord, UnprovenRequest};
 use crate::random::RandomSource;
+use crate::record_budget::{BudgetLimits, RecordBudget, UNRECORDED_REFUSALS};
 use crate::refusal::{Reason, Refusal};
 
 /// Where the attestor gets the time. Tests substitute a fixed or stepping clock.
@@ -90,6 +92,8 @@ pub struct Attestor {
     enrollments: ChallengeStore<PendingEnrollment>,
     renewals: ChallengeStore<PendingRenewal>,
     boot_cache: BootCache,
+    /// Records of refusals before the sender proved anything, per peer and for the site.
+    unproven: RecordBudget,
     /// For the libraries that take a ring generator (MakeCredential, SVID issuance), which
     /// report its failures as errors; the attestor's own draws use `parts.random`.
     rng: SystemRandom,
@@ -119,6 +123,70 @@ struct Outcome {
     boot: Option<Arc<AppraisedBoot>>,
     /// False only for load shedding, which leaves no record (nothing was decided).
     logged: bool,
+    /// What the sender has proven so far.
+    proof: Proof,
+}
+
+/// How much a request's sender has proven: decides what the record of a refusal keeps, and
+/// whether it counts against the sender's record budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// Nothing: anyone who can open a TLS connection can send this. The record keeps the
+    /// request's digest and size (never its bytes) and is subject to the budget.
+    Nothing,
+    /// The evidence is a real TPM's (its EK certificate chain verified) and within the field
+    /// limits, but the sender has not shown it holds that TPM (an EK certificate is public):
+    /// the record keeps the evidence and is subject to the budget.
+    TpmEvidence,
+    /// The sender holds the TPM (its credential was activated) or a current SVID of this
+    /// site (renewal): the record keeps all evidence, event log included, and is never
+    /// dropped.
+    Holder,
+}
+
+/// Who sent a request and the request, for the record of a refusal that may not keep it.
+struct Sender<'a, M> {
+    peer: Option<SocketAddr>,
+    stage: &'static str,
+    request: &'a M,
+}
+
+impl<'a, M: prost::Message> Sender<'a, M> {
+    fn new(peer: Option<SocketAddr>, stage: &'static str, request: &'a M) -> Self {
+        Sender {
+            peer,
+            stage,
+            request,
+        }
+    }
+
+    /// The request's digest and size: what an unproven request leaves in the log.
+    fn unproven(&self) -> UnprovenRequest {
+        let bytes = self.request.encode_to_vec();
+        UnprovenRequest {
+            stage: self.stage,
+            peer: self
+                .peer
+                .map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            request_bytes: bytes.len(),
+            request_sha256: hex::encode(sha256(&bytes)),
+        }
+    }
+}
+
+/// Longest refusal detail kept for an unproven request (the rest is cut at a character
+/// boundary): details quote parts of what was received.
+const MAX_UNPROVEN_DETAIL: usize = 512;
+
+fn bounded(detail: &str) -> String {
+    let mut end = detail.len().min(MAX_UNPROVEN_DETAIL);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    match detail.get(..end) {
+        Some(kept) if end < detail.len() => format!("{kept}… ({} bytes)", detail.len()),
+        _ => detail.to_owned(),
+    }
 }
 
 impl fmt::Debug for Attestor {
@@ -133,11 +201,13 @@ impl Attestor {
     /// An attestor over `parts`.
     pub fn new(parts: AttestorParts) -> Self {
         let capacity = parts.max_pending_challenges;
+        let now = parts.clock.now();
         Attestor {
             parts,
             enrollments: ChallengeStore::new(capacity),
             renewals: ChallengeStore::new(capacity),
             boot_cache: BootCache::new(BOOT_CACHE_ENTRIES),
+            unproven: RecordBudget::new(BudgetLimits::default(), now),
             rng: SystemRandom::new(),
         }
     }
@@ -175,45 +245,56 @@ impl Attestor {
         self.parts.ca.roots()
     }
 
-    /// Enrollment step 1.
-    pub async fn begin(&self, request: v1::BeginRequest) -> Result<v1::BeginResponse, Refusal> {
-        let evidence = EvidenceRecord {
+    /// Enrollment step 1. `peer` is the client's address, for the record of a refusal.
+    pub async fn begin(
+        &self,
+        request: v1::BeginRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<v1::BeginResponse, Refusal> {
+        match self.begin_checked(&request).await {
+            Ok(response) => Ok(response),
+            Err((refusal, outcome)) => {
+                let sender = Sender::new(peer, "enroll-begin", &request);
+                Err(self.record_refusal(refusal, outcome, sender).await)
+            }
+        }
+    }
+
+    async fn begin_checked(
+        &self,
+        request: &v1::BeginRequest,
+    ) -> Result<v1::BeginResponse, (Refusal, Outcome)> {
+        let now = self.parts.clock.now();
+        let unproven = |refusal| (refusal, Outcome::reject(None, EvidenceRecord::default()));
+        check_begin_sizes(request).map_err(unproven)?;
+        let ek = self.verify_ek(request, now).map_err(unproven)?;
+        // From here on the evidence is a real TPM's (and within the field limits), though
+        // nobody has shown to hold that TPM yet.
+        let mut evidence = EvidenceRecord {
             stage: "enroll-begin",
             ek_public: request.ek_public.clone(),
             ek_certificate: request.ek_certificate.clone(),
             ak_public: request.ak_public.clone(),
             ..EvidenceRecord::default()
         };
-        match self.begin_checked(request, evidence).await {
-            Ok(response) => Ok(response),
-            Err((refusal, outcome)) => Err(self.record_refusal(refusal, outcome).await),
-        }
-    }
-
-    async fn begin_checked(
-        &self,
-        request: v1::BeginRequest,
-        mut evidence: EvidenceRecord,
-    ) -> Result<v1::BeginResponse, (Refusal, Outcome)> {
-        let fail = |refusal: Refusal, ev: EvidenceRecord| (refusal, Outcome::reject(None, ev));
-        let now = self.parts.clock.now();
-        let (ek, ak) = match self.check_identity(&request, now) {
-            Ok(ids) => ids,
-            Err(refusal) => return Err(fail(refusal, evidence)),
+        let tpm = |refusal, evidence| {
+            let mut outcome = Outcome::reject(None, evidence);
+            outcome.proof = Proof::TpmEvidence;
+            (refusal, outcome)
+        };
+        let ak = match garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy) {
+            Ok(ak) => ak,
+            Err(e) => return Err(tpm(Refusal::from(e), evidence)),
         };
         let (secret, nonce, id) = match self.draw_enrollment() {
             Ok(drawn) => drawn,
-            Err(refusal) => return Err(fail(refusal, evidence)),
+            Err(refusal) => return Err(tpm(refusal, evidence)),
         };
         let credential =
-            garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng).map_err(
-                |e| {
-                    (
-                        Refusal::from(e),
-                        Outcome::reject(None, EvidenceRecord::default()),
-                    )
-                },
-            )?;
+            match garrison_evidence::make_credential(&ek.public, ak.name(), &secret, &self.rng) {
+                Ok(credential) => credential,
+                Err(e) => return Err(tpm(Refusal::from(e), evidence)),
+            };
         evidence.nonce = nonce.to_vec();
         let challenge = self.challenge(&id, &nonce, now);
         let pending = PendingEnrollment {
@@ -221,7 +302,7 @@ impl Attestor {
             ak,
             secret: secret.to_vec(),
             nonce: nonce.to_vec(),
-            asserted: request.asserted.into_iter().collect(),
+            asserted: request.asserted.clone().into_iter().collect(),
             evidence,
         };
         let expires_at = now + self.parts.challenge_ttl;
@@ -243,12 +324,13 @@ impl Attestor {
         })
     }
 
-    fn check_identity(
+    /// The EK certificate chain to a trusted manufacturer and its key against the EK public
+    /// area.
+    fn verify_ek(
         &self,
         request: &v1::BeginRequest,
         now: OffsetDateTime,
-    ) -> Result<(EkIdentity, AkIdentity), Refusal> {
-        check_begin_sizes(request)?;
+    ) -> Result<EkIdentity, Refusal> {
         let intermediates: Vec<&[u8]> = request.ek_chain.iter().map(Vec::as_slice).collect();
         let certificate =
             (!request.ek_certificate.is_empty()).then_some(request.ek_certificate.as_slice());
@@ -257,28 +339,34 @@ impl Attestor {
             certificate,
             intermediates: &intermediates,
         };
-        let ek = garrison_evidence::verify_ek(&ek_evidence, &self.parts.ek_trust, now)?;
-        let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
-        Ok((ek, ak))
+        Ok(garrison_evidence::verify_ek(
+            &ek_evidence,
+            &self.parts.ek_trust,
+            now,
+        )?)
     }
 
     /// Enrollment step 2: verify the answer, decide, issue, log.
     pub async fn complete(
         &self,
         mut request: v1::CompleteRequest,
+        peer: Option<SocketAddr>,
     ) -> Result<v1::SvidResponse, Refusal> {
+        const STAGE: &str = "enroll-complete";
         let now = self.parts.clock.now();
-        let pending = match self.enrollments.take(&request.challenge_id, now) {
+        let pending = match check_complete_sizes(&request)
+            .and_then(|()| self.enrollments.take(&request.challenge_id, now))
+        {
             Ok(p) => p,
             Err(refusal) => {
-                return Err(self
-                    .record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default()))
-                    .await);
+                let outcome = Outcome::reject(None, EvidenceRecord::default());
+                let sender = Sender::new(peer, STAGE, &request);
+                return Err(self.record_refusal(refusal, outcome, sender).await);
             }
         };
         let node_id = pending.ek.ek_hash.clone();
         let mut evidence = pending.evidence;
-        evidence.stage = "enroll-complete";
+        evidence.stage = STAGE;
         let log_digest = sha256(&request.event_log);
         fill_answer(
             &mut evidence,
@@ -302,8 +390,11 @@ impl Attestor {
                 now,
             )
             .await;
-        outcome.event_log = std::mem::take(&mut request.event_log);
-        self.finish(result, outcome).await
+        if outcome.proof == Proof::Holder {
+            outcome.event_log = std::mem::take(&mut request.event_log);
+        }
+        self.finish(result, outcome, Sender::new(peer, STAGE, &request))
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -319,13 +410,9 @@ impl Attestor {
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
-        if request.activated_secret.len() > limits::MAX_SECRET {
-            return Err(Refusal::new(
-                Reason::MalformedRequest,
-                "activated secret too long",
-            ));
-        }
         garrison_evidence::verify_activation(secret, &request.activated_secret)?;
+        // The sender holds the TPM of this EK, with this AK in it.
+        outcome.proof = Proof::Holder;
         let status = self
             .parts
             .log
@@ -367,22 +454,27 @@ impl Attestor {
     pub async fn begin_renewal(
         &self,
         peer_chain: Option<&[Vec<u8>]>,
+        peer: Option<SocketAddr>,
     ) -> Result<v1::Challenge, Refusal> {
+        const STAGE: &str = "renew-begin";
         let now = self.parts.clock.now();
+        let request = v1::BeginRenewalRequest {};
         let (node, serial) = match self.identify_peer(peer_chain).await {
             Ok(found) => found,
             Err(refusal) => {
-                return Err(self
-                    .record_refusal(refusal, Outcome::reject(None, EvidenceRecord::default()))
-                    .await);
+                let outcome = Outcome::reject(None, EvidenceRecord::default());
+                let sender = Sender::new(peer, STAGE, &request);
+                return Err(self.record_refusal(refusal, outcome, sender).await);
             }
         };
         let (nonce, id) = match self.draw_renewal() {
             Ok(drawn) => drawn,
             Err(refusal) => {
-                let outcome =
+                let mut outcome =
                     Outcome::reject(Some(node.node_id.clone()), EvidenceRecord::default());
-                return Err(self.record_refusal(refusal, outcome).await);
+                outcome.proof = Proof::Holder;
+                let sender = Sender::new(peer, STAGE, &request);
+                return Err(self.record_refusal(refusal, outcome, sender).await);
             }
         };
         let challenge = self.challenge(&id, &nonce, now);
@@ -407,12 +499,25 @@ impl Attestor {
         &self,
         peer_chain: Option<&[Vec<u8>]>,
         mut request: v1::CompleteRenewalRequest,
+        peer: Option<SocketAddr>,
     ) -> Result<v1::SvidResponse, Refusal> {
+        const STAGE: &str = "renew-complete";
         let now = self.parts.clock.now();
+        let pending = match check_renewal_sizes(&request)
+            .and_then(|()| self.renewals.take(&request.challenge_id, now))
+        {
+            Ok(p) => p,
+            Err(refusal) => {
+                let outcome = Outcome::reject(None, EvidenceRecord::default());
+                let sender = Sender::new(peer, STAGE, &request);
+                return Err(self.record_refusal(refusal, outcome, sender).await);
+            }
+        };
         let log_digest = sha256(&request.event_log);
         let mut evidence = EvidenceRecord {
-            stage: "renew-complete",
+            stage: STAGE,
             ak_public: request.ak_public.clone(),
+            nonce: pending.nonce.clone(),
             ..EvidenceRecord::default()
         };
         fill_answer(
@@ -422,15 +527,6 @@ impl Attestor {
             &request.event_log,
             &request.csr,
         );
-        let pending = match self.renewals.take(&request.challenge_id, now) {
-            Ok(p) => p,
-            Err(refusal) => {
-                let mut outcome = Outcome::reject(None, evidence);
-                outcome.event_log = std::mem::take(&mut request.event_log);
-                return Err(self.record_refusal(refusal, outcome).await);
-            }
-        };
-        evidence.nonce = pending.nonce.clone();
         let mut outcome = Outcome::reject(Some(pending.node.node_id.clone()), evidence);
         outcome.kind = RecordKind::Renew;
         let result = self
@@ -443,8 +539,11 @@ impl Attestor {
                 now,
             )
             .await;
-        outcome.event_log = std::mem::take(&mut request.event_log);
-        self.finish(result, outcome).await
+        if outcome.proof == Proof::Holder {
+            outcome.event_log = std::mem::take(&mut request.event_log);
+        }
+        self.finish(result, outcome, Sender::new(peer, STAGE, &request))
+            .await
     }
 
     async fn renewal_checked(
@@ -457,6 +556,8 @@ impl Attestor {
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
         let (_, serial) = self.identify_peer(peer_chain).await?;
+        // The sender holds a current SVID of this site.
+        outcome.proof = Proof::Holder;
         if serial != pending.peer_serial {
             return Err(Refusal::new(
                 Reason::ChallengePeerMismatch,
@@ -521,7 +622,7 @@ impl Attestor {
         previous: Option<&NodeState>,
     ) -> Result<Appraised, Refusal> {
         let quote = quote.ok_or_else(|| Refusal::new(Reason::MalformedRequest, "no quote"))?;
-        check_answer_sizes(quote, event_log, csr)?;
+        check_answer_sizes(Some(quote), event_log, csr)?;
         let pcrs = pcr_values(quote)?;
         let verdict =
             garrison_evidence::verify_quote(ak, &quote.attest, &quote.signature, nonce, &pcrs)?;
@@ -688,14 +789,15 @@ impl Attestor {
     }
 
     /// Log the result, durably, then (and only then) release the certificate.
-    async fn finish(
+    async fn finish<M: prost::Message>(
         &self,
         result: Result<Issuance, Refusal>,
         outcome: Outcome,
+        sender: Sender<'_, M>,
     ) -> Result<v1::SvidResponse, Refusal> {
         let issuance = match result {
             Ok(issuance) => issuance,
-            Err(refusal) => return Err(self.record_refusal(refusal, outcome).await),
+            Err(refusal) => return Err(self.record_refusal(refusal, outcome, sender).await),
         };
         let entry = NewEntry {
             record: issuance.record,
@@ -715,29 +817,50 @@ impl Attestor {
         })
     }
 
-    /// Record a refusal (reason code first, then detail) and return it for the client.
-    async fn record_refusal(&self, refusal: Refusal, mut outcome: Outcome) -> Refusal {
-        tracing::info!(reason = refusal.reason.code(), detail = %refusal.detail, node = ?outcome.node_id, "refused");
+    /// Record a refusal (reason code first, then detail) and return it for the client. What
+    /// the record keeps depends on what the sender proved ([`Proof`]): the request's evidence
+    /// only once it is bound to a real TPM, otherwise its digest and size; and refusals that
+    /// came before the sender proved to be a TPM's holder or a current node are recorded
+    /// within their peer's budget, beyond it only counted (`record_budget.rs`).
+    async fn record_refusal<M: prost::Message>(
+        &self,
+        refusal: Refusal,
+        mut outcome: Outcome,
+        sender: Sender<'_, M>,
+    ) -> Refusal {
+        tracing::info!(reason = refusal.reason.code(), detail = %refusal.detail, node = ?outcome.node_id, peer = ?sender.peer, "refused");
         if !outcome.logged {
             return refusal;
         }
+        let now = self.parts.clock.now();
+        if outcome.proof != Proof::Holder && !self.unproven.admit(sender.peer, now) {
+            return refusal;
+        }
+        let (detail, evidence) = match outcome.proof {
+            Proof::Holder => (refusal.detail.clone(), outcome.evidence.to_bytes()),
+            Proof::TpmEvidence => (bounded(&refusal.detail), outcome.evidence.to_bytes()),
+            Proof::Nothing => (bounded(&refusal.detail), sender.unproven().to_bytes()),
+        };
+        if outcome.proof != Proof::Holder {
+            // Only a proven sender's event log is ever stored.
+            outcome.event_log = Vec::new();
+        }
         let record = Record {
-            time: self.parts.clock.now(),
+            time: now,
             site: self.parts.site.clone(),
             kind: RecordKind::Reject,
             node_id: outcome.node_id.take(),
             spiffe_id: outcome.spiffe_id.take(),
             decision: Decision::Deny,
-            reasons: vec![refusal.reason.code().to_owned(), refusal.detail.clone()],
+            reasons: vec![refusal.reason.code().to_owned(), detail],
             policy_digest: outcome.policy_digest.take(),
             evidence_digest: None,
             cert_serial: None,
             cert_not_after: None,
         };
-        let evidence = Some(outcome.evidence.to_bytes());
         let entry = NewEntry {
             record,
-            evidence,
+            evidence: Some(evidence),
             node_update: None,
         };
         match self.append(entry, outcome).await {
@@ -747,6 +870,47 @@ impl Attestor {
                 Refusal::new(Reason::LogUnavailable, e.to_string())
             }
         }
+    }
+
+    /// Write one record summing up the refusals that were not recorded one by one (their
+    /// record budget was spent) since the last call, if there were any. Returns how many it
+    /// covers. The server calls this once a minute.
+    pub async fn record_unrecorded_refusals(&self) -> Result<u64, garrison_log::LogError> {
+        let now = self.parts.clock.now();
+        let Some(unrecorded) = self.unproven.take_unrecorded(now) else {
+            return Ok(0);
+        };
+        tracing::warn!(
+            refusals = unrecorded.refusals,
+            peers = unrecorded.peers,
+            "{unrecorded}"
+        );
+        let record = Record {
+            time: now,
+            site: self.parts.site.clone(),
+            kind: RecordKind::Reject,
+            node_id: None,
+            spiffe_id: None,
+            decision: Decision::Deny,
+            reasons: vec![UNRECORDED_REFUSALS.to_owned(), unrecorded.to_string()],
+            policy_digest: None,
+            evidence_digest: None,
+            cert_serial: None,
+            cert_not_after: None,
+        };
+        let entry = NewEntry {
+            record,
+            evidence: None,
+            node_update: None,
+        };
+        self.parts.log.append(entry).await?;
+        Ok(unrecorded.refusals)
+    }
+
+    /// Refusals that were not recorded one by one since the start (each is counted in a
+    /// summary record, see [`Self::record_unrecorded_refusals`]).
+    pub fn unrecorded_refusals(&self) -> u64 {
+        self.unproven.unrecorded_total()
     }
 
     /// Append `entry` with the event log's bytes, unless a committed record already holds
@@ -878,6 +1042,7 @@ impl Outcome {
             event_log: Vec::new(),
             boot: None,
             logged: true,
+            proof: Proof::Nothing,
         }
     }
 
@@ -960,13 +1125,41 @@ fn check_begin_sizes(r: &v1::BeginRequest) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_answer_sizes(quote: &v1::Quote, event_log: &[u8], csr: &[u8]) -> Result<(), Refusal> {
-    too_big("quote attest", quote.attest.len(), limits::MAX_ATTEST)?;
-    too_big("quote signature", quote.signature.len(), limits::MAX_ATTEST)?;
-    too_big("quote PCR values", quote.pcrs.len(), limits::MAX_PCR_VALUES)?;
+/// Every field of a Complete, before anything else is done with it (or stored).
+fn check_complete_sizes(r: &v1::CompleteRequest) -> Result<(), Refusal> {
+    too_big(
+        "activated secret",
+        r.activated_secret.len(),
+        limits::MAX_SECRET,
+    )?;
+    check_answer_sizes(r.quote.as_ref(), &r.event_log, &r.csr)
+}
+
+/// Every field of a CompleteRenewal, before anything else is done with it (or stored).
+fn check_renewal_sizes(r: &v1::CompleteRenewalRequest) -> Result<(), Refusal> {
+    too_big("ak_public", r.ak_public.len(), limits::MAX_PUBLIC_AREA)?;
+    check_answer_sizes(r.quote.as_ref(), &r.event_log, &r.csr)
+}
+
+fn check_answer_sizes(
+    quote: Option<&v1::Quote>,
+    event_log: &[u8],
+    csr: &[u8],
+) -> Result<(), Refusal> {
+    if let Some(quote) = quote {
+        too_big("quote attest", quote.attest.len(), limits::MAX_ATTEST)?;
+        too_big("quote signature", quote.signature.len(), limits::MAX_ATTEST)?;
+        too_big("quote PCR values", quote.pcrs.len(), limits::MAX_PCR_VALUES)?;
+        for pcr in &quote.pcrs {
+            too_big("quote PCR value", pcr.digest.len(), MAX_PCR_DIGEST)?;
+        }
+    }
     too_big("event log", event_log.len(), limits::MAX_EVENT_LOG)?;
     too_big("CSR", csr.len(), limits::MAX_CSR)
 }
+
+/// The longest digest of any PCR bank (SHA-512, SM3 and SHA3-512 included).
+const MAX_PCR_DIGEST: usize = 64;
 
 fn pcr_values(quote: &v1::Quote) -> Result<PcrValues, Refusal> {
     let mut values = PcrValues::new();

@@ -4,6 +4,10 @@
 //! Encoding: a JSON object, binary fields in standard base64, keys as below. Field order is
 //! fixed by the struct, so the same evidence always encodes to the same bytes. The event log
 //! is referred to by digest: `AttestationLog::evidence(event_log_sha256)` returns its bytes.
+//!
+//! A request refused before its sender proved anything (no EK certificate chain verified, no
+//! credential activated, no current SVID) is the sender's choice of bytes, up to the 1 MiB the
+//! transport accepts: its record keeps an [`UnprovenRequest`] instead, a digest and a size.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -41,6 +45,28 @@ pub struct EvidenceRecord {
     /// PKCS#10 CSR, DER.
     #[serde(serialize_with = "b64")]
     pub csr: Vec<u8>,
+}
+
+/// What the log keeps of a request refused before its sender proved anything: never its
+/// bytes. JSON like [`EvidenceRecord`].
+#[derive(Debug, Serialize)]
+pub struct UnprovenRequest {
+    /// `enroll-begin`, `enroll-complete`, `renew-begin`, `renew-complete`.
+    pub stage: &'static str,
+    /// The client's address (`ip:port`), or `unknown`.
+    pub peer: String,
+    /// Size of the request message as decoded and encoded again (protobuf; fields this
+    /// version does not know are dropped by the decoder and never reach the attestor).
+    pub request_bytes: usize,
+    /// Lowercase hex SHA-256 of those bytes.
+    pub request_sha256: String,
+}
+
+impl UnprovenRequest {
+    /// The bytes stored in the log's evidence table (a few hundred at most).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 fn b64<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -4,7 +4,9 @@
 //! The decision logic lives in [`Attestor`] (no gRPC types beyond the generated messages);
 //! [`service`] is the gRPC edge and [`server`] the start-up. It must never release a
 //! certificate before its log record is durable, never tell a client more than a stable
-//! reason code about a refusal, and never enable an insecure option by default.
+//! reason code about a refusal, never enable an insecure option by default, never store the
+//! bytes of a request whose sender proved nothing nor let such senders grow the log without
+//! bound (`record_budget.rs`), and never use randomness it failed to draw (`random.rs`).
 #![forbid(unsafe_code)]
 
 mod attestor;
@@ -15,6 +17,7 @@ mod evidence_record;
 mod listener;
 mod policy_update;
 mod random;
+mod record_budget;
 mod refusal;
 pub mod server;
 pub mod service;
@@ -22,7 +25,8 @@ pub mod tls;
 
 pub use attestor::{Attestor, AttestorParts, Clock, SystemClock};
 pub use config::{ConfigError, InsecureOptions, SiteConfig};
-pub use evidence_record::EvidenceRecord;
+pub use evidence_record::{EvidenceRecord, UnprovenRequest};
 pub use policy_update::{PolicyFloorError, PolicyRefusal};
 pub use random::{RandomFailed, RandomSource};
+pub use record_budget::UNRECORDED_REFUSALS;
 pub use refusal::{REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Reason, Refusal};

@@ -312,6 +312,7 @@ pub async fn serve(
     );
     spawn_handshake_failure_report(failures);
     spawn_challenge_purge(Arc::clone(&attestor));
+    spawn_unrecorded_refusal_summary(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
     let services = Services::new(attestor, config.max_in_flight);
     let enrollment = EnrollmentServer::new(services.clone())
@@ -372,6 +373,24 @@ fn spawn_challenge_purge(attestor: Arc<Attestor>) {
             tick.tick().await;
             let outstanding = attestor.purge_expired_challenges();
             tracing::debug!(outstanding, "expired challenges purged");
+        }
+    });
+}
+
+/// How often refusals that were not recorded one by one are summed up in one record.
+const UNRECORDED_REFUSAL_SUMMARY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Refusals of unproven requests beyond their record budget (`record_budget.rs`) are counted;
+/// once a minute, if there were any, one record says how many and from where.
+fn spawn_unrecorded_refusal_summary(attestor: Arc<Attestor>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UNRECORDED_REFUSAL_SUMMARY);
+        tick.tick().await; // the first tick is immediate
+        loop {
+            tick.tick().await;
+            if let Err(e) = attestor.record_unrecorded_refusals().await {
+                tracing::error!(error = %e, "could not record the summary of unrecorded refusals");
+            }
         }
     });
 }

@@ -73,8 +73,9 @@ impl Enrollment for Services {
         request: Request<v1::BeginRequest>,
     ) -> Result<Response<v1::BeginResponse>, Status> {
         let _permit = self.in_flight.admit()?;
+        let peer = request.remote_addr();
         self.attestor
-            .begin(request.into_inner())
+            .begin(request.into_inner(), peer)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -85,8 +86,9 @@ impl Enrollment for Services {
         request: Request<v1::CompleteRequest>,
     ) -> Result<Response<v1::SvidResponse>, Status> {
         let _permit = self.in_flight.admit()?;
+        let peer = request.remote_addr();
         self.attestor
-            .complete(request.into_inner())
+            .complete(request.into_inner(), peer)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -102,7 +104,7 @@ impl Renewal for Services {
         let _permit = self.in_flight.admit()?;
         let chain = peer_chain(&request);
         self.attestor
-            .begin_renewal(chain.as_deref())
+            .begin_renewal(chain.as_deref(), request.remote_addr())
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -114,8 +116,9 @@ impl Renewal for Services {
     ) -> Result<Response<v1::SvidResponse>, Status> {
         let _permit = self.in_flight.admit()?;
         let chain = peer_chain(&request);
+        let peer = request.remote_addr();
         self.attestor
-            .complete_renewal(chain.as_deref(), request.into_inner())
+            .complete_renewal(chain.as_deref(), request.into_inner(), peer)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())

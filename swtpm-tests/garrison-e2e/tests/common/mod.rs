@@ -57,6 +57,10 @@ pub struct Running {
     pub addr: SocketAddr,
     pub clock: Arc<ShiftedClock>,
     pub database: String,
+    /// The attestor being served (set once serving).
+    pub attestor: Option<Arc<garrison_attestor::Attestor>>,
+    /// Where the attestor draws its random bytes (kept across restarts).
+    random: Arc<dyn RandomSource>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -109,19 +113,18 @@ impl Running {
             addr,
             clock,
             database: config.database.clone(),
+            attestor: None,
+            random,
             stop: None,
             server: None,
         };
-        running.serve(config, random).await;
+        running.serve(config).await;
         running
     }
 
-    async fn serve(
-        &mut self,
-        config: garrison_attestor::SiteConfig,
-        random: Arc<dyn RandomSource>,
-    ) {
+    async fn serve(&mut self, config: garrison_attestor::SiteConfig) {
         let clock: Arc<dyn Clock> = self.clock.clone();
+        let random = Arc::clone(&self.random);
         let attestor =
             garrison_attestor::server::build_with_random(&config, Arc::clone(&clock), random)
                 .await
@@ -129,17 +132,13 @@ impl Running {
         let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
         let (identity, bundle) =
             garrison_attestor::server::attestor_identity(&config, ca, Arc::clone(&clock)).unwrap();
+        let attestor = Arc::new(attestor);
+        self.attestor = Some(Arc::clone(&attestor));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            garrison_attestor::server::serve(
-                &config,
-                Arc::new(attestor),
-                identity,
-                bundle,
-                async {
-                    let _ = rx.await;
-                },
-            )
+            garrison_attestor::server::serve(&config, attestor, identity, bundle, async {
+                let _ = rx.await;
+            })
             .await
             .unwrap();
         });
