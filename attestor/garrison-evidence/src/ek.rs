@@ -7,8 +7,22 @@
 //! TCG EKU 2.23.133.8.1, and keyUsage keyAgreement/keyEncipherment only — webpki (built for
 //! TLS server/client certificates) rejects several of these. What we check instead, per
 //! link: issuer DN == subject DN of the candidate issuer, the signature verifies under the
-//! issuer's key (ring, via x509-parser), the issuer is a CA (basicConstraints cA), and
-//! every certificate is inside its validity period at the given time.
+//! issuer's key (ring, via x509-parser), and every certificate is inside its validity period
+//! at the given time.
+//!
+//! Every issuing certificate (each intermediate and the root reached) must also meet the CA
+//! constraints of RFC 5280, as `openssl verify` enforces them:
+//!
+//! * basicConstraints with cA = TRUE (§4.2.1.9);
+//! * keyUsage with keyCertSign (§4.2.1.3). An intermediate must carry keyUsage: the RFC
+//!   requires it of every CA whose key verifies certificate signatures and every TPM vendor's
+//!   manufacturing CA has it, so its absence is refused (stricter than openssl, which
+//!   tolerates it). A configured root may omit keyUsage: it is a trust anchor the operator
+//!   chose, whose constraints §6.1 takes as optional inputs; if present it must allow
+//!   keyCertSign, checked when the roots are loaded;
+//! * pathLenConstraint, when present, bounds the number of intermediate CAs between the
+//!   issuer and the EK certificate, self-issued intermediates not counted (§4.2.1.9,
+//!   §6.1.4 (l)–(m)).
 
 use std::collections::BTreeSet;
 
@@ -59,7 +73,8 @@ impl ManufacturerRoots {
         for (name, bytes) in files {
             for der in certificates_in_file(name, bytes)? {
                 let cert = parse_certificate(&der, name)?;
-                check_is_ca(&cert)?;
+                ca_path_len(&cert)?;
+                check_key_cert_sign(&cert, IssuerRole::Root)?;
                 roots.push(der);
             }
         }
@@ -237,13 +252,105 @@ fn parse_certificate<'a>(der: &'a [u8], which: &str) -> Result<X509Certificate<'
         })
 }
 
-fn check_is_ca(cert: &X509Certificate<'_>) -> Result<(), EvidenceError> {
-    if cert.is_ca() {
-        return Ok(());
+/// Where an issuing certificate sits in the chain: it decides whether keyUsage is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IssuerRole {
+    /// A configured manufacturer root (trust anchor): keyUsage optional, keyCertSign if present.
+    Root,
+    /// An intermediate the node supplied: keyUsage with keyCertSign required.
+    Intermediate,
+}
+
+/// The RFC 5280 names of the keyUsage bits, in bit order.
+const KEY_USAGE_NAMES: [&str; 9] = [
+    "digitalSignature",
+    "nonRepudiation",
+    "keyEncipherment",
+    "dataEncipherment",
+    "keyAgreement",
+    "keyCertSign",
+    "cRLSign",
+    "encipherOnly",
+    "decipherOnly",
+];
+
+/// The CA constraints an issuer of `below` intermediate CAs (non-self-issued, between it and
+/// the EK certificate) must meet: cA, keyCertSign, pathLenConstraint.
+fn check_issuer(
+    cert: &X509Certificate<'_>,
+    role: IssuerRole,
+    below: usize,
+) -> Result<(), EvidenceError> {
+    let path_len = ca_path_len(cert)?;
+    check_key_cert_sign(cert, role)?;
+    match path_len {
+        Some(max) if usize::try_from(max).is_ok_and(|max| below > max) => {
+            Err(EvidenceError::IssuerPathLength {
+                subject: cert.subject().to_string(),
+                max,
+                got: below,
+            })
+        }
+        _ => Ok(()),
     }
-    Err(EvidenceError::IssuerNotCa {
-        subject: cert.subject().to_string(),
+}
+
+/// Checks basicConstraints cA = TRUE; returns its pathLenConstraint.
+fn ca_path_len(cert: &X509Certificate<'_>) -> Result<Option<u32>, EvidenceError> {
+    let constraints =
+        cert.basic_constraints()
+            .map_err(|source| EvidenceError::IssuerExtension {
+                subject: cert.subject().to_string(),
+                extension: "basicConstraints",
+                source,
+            })?;
+    match constraints {
+        Some(bc) if bc.value.ca => Ok(bc.value.path_len_constraint),
+        _ => Err(EvidenceError::IssuerNotCa {
+            subject: cert.subject().to_string(),
+        }),
+    }
+}
+
+fn check_key_cert_sign(cert: &X509Certificate<'_>, role: IssuerRole) -> Result<(), EvidenceError> {
+    let subject = || cert.subject().to_string();
+    let key_usage = cert
+        .key_usage()
+        .map_err(|source| EvidenceError::IssuerExtension {
+            subject: subject(),
+            extension: "keyUsage",
+            source,
+        })?;
+    let got = match key_usage {
+        Some(ku) if ku.value.key_cert_sign() => return Ok(()),
+        Some(ku) => key_usage_names(ku.value.flags),
+        None if role == IssuerRole::Root => return Ok(()),
+        None => "no keyUsage extension".to_owned(),
+    };
+    Err(EvidenceError::IssuerKeyUsage {
+        subject: subject(),
+        expected: "keyCertSign",
+        got,
     })
+}
+
+fn key_usage_names(flags: u16) -> String {
+    let names: Vec<&str> = KEY_USAGE_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| flags >> bit & 1 == 1)
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        return "no bits set".to_owned();
+    }
+    names.join(",")
+}
+
+/// Whether `cert` is self-issued (issuer DN == subject DN): such intermediates do not count
+/// towards a pathLenConstraint (key rollover certificates).
+fn is_self_issued(cert: &X509Certificate<'_>) -> bool {
+    cert.issuer().as_raw() == cert.subject().as_raw()
 }
 
 fn check_valid_at(cert: &X509Certificate<'_>, at: i64) -> Result<(), EvidenceError> {
@@ -283,15 +390,21 @@ fn check_chain(
         .map(|der| parse_certificate(der, "intermediate"))
         .collect::<Result<_, _>>()?;
     let mut current = leaf;
+    // Non-self-issued intermediates between the next issuer and the leaf.
+    let mut below = 0usize;
     for _ in 0..MAX_CHAIN_DEPTH {
         if let Some(root) = roots.iter().find(|root| issued_by(current, root)) {
+            check_issuer(root, IssuerRole::Root, below)?;
             return check_valid_at(root, at);
         }
         let Some(next) = intermediates.iter().find(|ca| issued_by(current, ca)) else {
             break;
         };
-        check_is_ca(next)?;
+        check_issuer(next, IssuerRole::Intermediate, below)?;
         check_valid_at(next, at)?;
+        if !is_self_issued(next) {
+            below = below.saturating_add(1);
+        }
         current = next;
     }
     Err(EvidenceError::EkChainUntrusted {

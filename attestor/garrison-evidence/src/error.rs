@@ -196,6 +196,41 @@ pub enum EvidenceError {
         /// Subject of the would-be issuer.
         subject: String,
     },
+    /// A root or intermediate used as an issuer lacks the keyUsage bit that lets its key
+    /// verify certificate signatures (RFC 5280 §4.2.1.3).
+    #[error("{subject}: keyUsage must include {expected}, got {got}")]
+    IssuerKeyUsage {
+        /// Subject of the would-be issuer.
+        subject: String,
+        /// The bit required (`keyCertSign`).
+        expected: &'static str,
+        /// The bits present, comma-separated, or `no keyUsage extension`.
+        got: String,
+    },
+    /// An issuer's pathLenConstraint allows fewer intermediate CAs below it than the chain
+    /// has (RFC 5280 §4.2.1.9; self-issued intermediates do not count).
+    #[error(
+        "{subject}: pathLenConstraint allows {max} intermediate CAs below it, the chain has {got}"
+    )]
+    IssuerPathLength {
+        /// Subject of the constrained issuer.
+        subject: String,
+        /// Its pathLenConstraint.
+        max: u32,
+        /// Non-self-issued intermediates between it and the EK certificate.
+        got: usize,
+    },
+    /// A CA certificate's basicConstraints or keyUsage extension is malformed or repeated.
+    #[error("{subject}: {extension} extension is malformed or repeated")]
+    IssuerExtension {
+        /// Subject of the would-be issuer.
+        subject: String,
+        /// Which extension.
+        extension: &'static str,
+        /// Parser error.
+        #[source]
+        source: x509_parser::error::X509Error,
+    },
     /// A certificate in the chain is outside its validity period at the given time.
     #[error("{subject}: not valid at {at} (valid {not_before} .. {not_after})")]
     CertificateNotValidAt {
@@ -328,6 +363,9 @@ impl EvidenceError {
             E::CertificateParse { .. }
             | E::CertificatePem { .. }
             | E::IssuerNotCa { .. }
+            | E::IssuerKeyUsage { .. }
+            | E::IssuerPathLength { .. }
+            | E::IssuerExtension { .. }
             | E::CertificateNotValidAt { .. }
             | E::EkChainUntrusted { .. }
             | E::EkCertificateMissing

@@ -7,8 +7,9 @@
 //!   (TPMS_ATTEST / TPM2B_ATTEST of a quote), [`TpmSignature`] (TPMT_SIGNATURE),
 //!   [`PcrSelection`] (TPML_PCR_SELECTION), and tpm2-tools' PCR file
 //!   ([`Tpm2ToolsPcrFile`]).
-//! * [`verify_ek`]: EK certificate → manufacturer root chain, validity at a given time, key
-//!   match with the EK public area, EK template attributes → [`EkIdentity`].
+//! * [`verify_ek`]: EK certificate → manufacturer root chain (each issuer a CA with
+//!   keyCertSign, within its pathLenConstraint), validity at a given time, key match with the
+//!   EK public area, EK template attributes → [`EkIdentity`].
 //! * [`check_ak`]: restricted, TPM-bound signing key with an accepted algorithm →
 //!   [`AkIdentity`].
 //! * [`make_credential`] / [`verify_activation`]: software TPM2_MakeCredential for RSA and
