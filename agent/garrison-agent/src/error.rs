@@ -10,6 +10,10 @@ use tonic::{Code, Status};
 pub const REASON_METADATA_KEY: &str = "garrison-reason";
 /// gRPC metadata key holding the attestor's retry hint in milliseconds (load shedding).
 pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after-ms";
+/// The longest retry hint the agent honours: a shed attestor wants clients spread over
+/// seconds, not hours, and a huge hint (from a bug or a hostile attestor) must not park the
+/// node. Longer hints are cut to this, with a warning.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// Reason codes that mean "your SVID is no good for renewal": the agent enrolls from
 /// scratch instead of renewing.
@@ -265,14 +269,23 @@ pub fn reason_code(status: &Status) -> Option<&str> {
         .and_then(|value| value.to_str().ok())
 }
 
-/// The attestor's retry hint on a RESOURCE_EXHAUSTED answer, if it sent one.
+/// The attestor's retry hint on a RESOURCE_EXHAUSTED answer, if it sent one, at most
+/// [`MAX_RETRY_AFTER`].
 pub fn retry_after(status: &Status) -> Option<Duration> {
-    status
+    let hint = status
         .metadata()
         .get(RETRY_AFTER_METADATA_KEY)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.trim().parse::<u64>().ok())
-        .map(Duration::from_millis)
+        .map(Duration::from_millis)?;
+    if hint > MAX_RETRY_AFTER {
+        tracing::warn!(
+            hint_ms = hint.as_millis(),
+            max_ms = MAX_RETRY_AFTER.as_millis(),
+            "the attestor's retry hint is too long; waiting at most the maximum"
+        );
+    }
+    Some(hint.min(MAX_RETRY_AFTER))
 }
 
 /// What the agent does after a failure.
@@ -389,6 +402,31 @@ mod tests {
             s
         };
         assert_eq!(retry_after(&garbage), None);
+    }
+
+    #[test]
+    fn retry_hint_is_capped() {
+        for (hint, want) in [
+            ("300000", MAX_RETRY_AFTER),
+            ("300001", MAX_RETRY_AFTER),
+            ("86400000", MAX_RETRY_AFTER),
+            ("18446744073709551615", MAX_RETRY_AFTER),
+            ("299999", Duration::from_millis(299_999)),
+        ] {
+            let mut status = refusal(Code::ResourceExhausted, "overloaded");
+            status
+                .metadata_mut()
+                .insert(RETRY_AFTER_METADATA_KEY, hint.parse().unwrap());
+            assert_eq!(retry_after(&status), Some(want), "{hint}");
+            assert_eq!(
+                status_disposition(&status),
+                Disposition::Retry {
+                    not_before: Some(want)
+                },
+                "{hint}"
+            );
+        }
+        assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(300));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::files::{self, SVID_DIR_MODE, SvidPaths};
 use crate::node_key::NodeKey;
 use crate::schedule::{Clock, Entropy, SystemClock, SystemEntropy, renewal_time, until};
 use crate::tpm_worker::{TpmSettings, TpmWorker};
+use crate::trust_bundle;
 
 /// Longest single sleep while waiting for renewal: the wall clock is re-read after it, so
 /// a suspended machine or a clock step does not push renewal past expiry.
@@ -319,12 +320,7 @@ impl Agent {
             &self.config.trust_bundle,
             self.clock.now(),
         )?;
-        let roots = if svid.trust_bundle.is_empty() {
-            tracing::warn!("the attestor sent no trust bundle; writing the bootstrap bundle");
-            String::from_utf8_lossy(bundle_pem).into_owned()
-        } else {
-            files::certificates_to_pem(&svid.trust_bundle)
-        };
+        let roots = self.trust_bundle_to_write(svid, bundle_pem)?;
         files::ensure_dir(&self.config.svid_dir, SVID_DIR_MODE)?;
         let paths = SvidPaths::in_dir(&self.config.svid_dir);
         let chain = files::certificates_to_pem(&svid.certificate_chain);
@@ -343,6 +339,32 @@ impl Agent {
             log_sequence: svid.log_sequence,
             files: paths,
         })
+    }
+
+    /// `bundle.pem`: the bootstrap anchors, plus what they vouch for from the attestor's
+    /// bundle (see [`trust_bundle`]); the rest is logged and left out.
+    fn trust_bundle_to_write(
+        &self,
+        svid: &SvidResponse,
+        bundle_pem: &[u8],
+    ) -> Result<String, AgentError> {
+        let bootstrap = files::certificates_from_pem(bundle_pem).map_err(|source| {
+            AgentError::DecodePemFile {
+                what: "trust bundle",
+                path: self.config.trust_bundle.clone(),
+                source: Some(source),
+            }
+        })?;
+        let merged = trust_bundle::merge(&bootstrap, &svid.trust_bundle, self.clock.now());
+        for ignored in &merged.ignored {
+            tracing::warn!(
+                subject = %ignored.subject,
+                reason = %ignored.reason,
+                "ignoring a certificate of the attestor's trust bundle: only the bootstrap \
+                 anchors and what they issued are written"
+            );
+        }
+        Ok(files::certificates_to_pem(&merged.anchors))
     }
 
     fn attestor<'a>(&'a self, bundle_pem: &'a [u8]) -> Attestor<'a> {

@@ -54,6 +54,7 @@ const PCRS: [u32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 /// A PKI: root → site intermediate; the attestor's server SVID.
 struct Pki {
     root_pem: String,
+    root: Authority,
     site: Authority,
     server_chain_pem: String,
     server_key_pem: String,
@@ -108,6 +109,7 @@ impl Pki {
         let server_key_pem = server.key.unwrap().to_pkcs8_pem().expose().to_owned();
         Self {
             root_pem,
+            root,
             site,
             server_chain_pem,
             server_key_pem,
@@ -140,6 +142,8 @@ struct State {
     forget_svids: bool,
     /// Asserted facts seen at the last Begin.
     asserted: BTreeMap<String, String>,
+    /// Send this as the trust bundle instead of the root.
+    trust_bundle: Option<Vec<Vec<u8>>>,
 }
 
 #[derive(Clone)]
@@ -237,7 +241,7 @@ impl Mock {
         state.log_sequence += 1;
         Ok(SvidResponse {
             certificate_chain: issued.chain,
-            trust_bundle: issued.roots,
+            trust_bundle: state.trust_bundle.clone().unwrap_or(issued.roots),
             spiffe_id: NODE_ID.to_owned(),
             expires_at_unix: issued.not_after.unix_timestamp().try_into().unwrap(),
             log_sequence: state.log_sequence,
@@ -535,6 +539,95 @@ async fn load_shedding_hint_is_waited_out() {
     );
     assert_eq!(enrolled.spiffe_id, NODE_ID);
     assert_eq!(site.state().begins, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_load_shedding_hint_is_capped() {
+    let site = Site::start().await;
+    let mut overloaded = refusal(Code::ResourceExhausted, "overloaded");
+    overloaded
+        .metadata_mut()
+        .insert("retry-after-ms", u64::MAX.to_string().parse().unwrap());
+    site.state().refuse_begin = Some((1, overloaded));
+    let mut agent = Agent::system(site.config());
+    // One attempt: the agent gives up without waiting, and says how long it would have.
+    let error = agent.enroll_with_retry(Some(1)).await.unwrap_err();
+    assert!(
+        matches!(error, AgentError::RetriesExhausted { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.disposition(),
+        Disposition::Retry {
+            not_before: Some(garrison_agent::MAX_RETRY_AFTER)
+        }
+    );
+}
+
+/// A CA certificate for a new key named `name`, issued by `issuer`.
+fn ca_issued_by(issuer: &Authority, name: &str) -> Vec<u8> {
+    issuer
+        .issue_intermediate(
+            IntermediateParams {
+                name: name.into(),
+                ttl: time::Duration::hours(12),
+                path_len: PathLen::OneBelowIssuer,
+                subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            },
+            OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap()
+        .certificate
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_attestor_cannot_replace_the_bootstrap_trust_anchors() {
+    let site = Site::start().await;
+    let config = site.config();
+    let bootstrap =
+        garrison_agent::files::certificates_from_pem(&std::fs::read(&config.trust_bundle).unwrap())
+            .unwrap();
+    // An attacker's root, a CA under it, and a new root cross-signed by the real root.
+    let attacker = Authority::from_issued(
+        Authority::new_root(
+            &RootParams {
+                trust_domain: TrustDomain::new("example.org").unwrap(),
+                name: "root".into(),
+                ttl: time::Duration::days(2),
+                path_len: 2,
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
+            OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let attacker_root = attacker.certificate().to_vec();
+    let attacker_ca = ca_issued_by(&attacker, "attacker-ca");
+    let cross_signed = ca_issued_by(&site.mock.pki.root, "root-2");
+
+    // Only foreign roots sent: the bootstrap anchors are written, nothing else.
+    site.state().trust_bundle = Some(vec![attacker_root.clone(), attacker_ca.clone()]);
+    let enrolled = garrison_agent::enroll_once(&config).await.unwrap();
+    let written = |path: &Path| {
+        garrison_agent::files::certificates_from_pem(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(written(&enrolled.files.bundle), bootstrap);
+
+    // A renewal that also announces a root cross-signed by the bootstrap root: added.
+    site.state().trust_bundle = Some(vec![
+        attacker_root,
+        bootstrap[0].clone(),
+        cross_signed.clone(),
+        attacker_ca,
+    ]);
+    let renewed = garrison_agent::renew_once(&config).await.unwrap();
+    assert_eq!(
+        written(&renewed.files.bundle),
+        [bootstrap[0].clone(), cross_signed]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
