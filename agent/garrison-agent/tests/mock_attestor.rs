@@ -573,6 +573,7 @@ fn ca_issued_by(issuer: &Authority, name: &str) -> Vec<u8> {
                 ttl: time::Duration::hours(12),
                 path_len: PathLen::OneBelowIssuer,
                 subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                role: CaRole::Hub,
             },
             OffsetDateTime::now_utc(),
             &SystemRandom::new(),
