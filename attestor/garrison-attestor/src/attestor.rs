@@ -12,17 +12,17 @@ use garrison_evidence::{
     AkIdentity, AkPolicy, EkEvidence, EkIdentity, EkTrust, HashAlg, PcrValues, QuoteVerdict,
 };
 use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, RecordKind};
-use garrison_policy::PolicyService;
+use garrison_policy::{EkFacts, PolicyService, RequestFacts, SiteFacts};
 use garrison_proto::limits;
 use garrison_proto::v1;
 use ring::rand::SystemRandom;
 use serde_json::{Value as Json, json};
-use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
 use crate::challenge::{ChallengeId, ChallengeStore, Pending};
 use crate::evidence_record::{EvidenceRecord, UnprovenRequest};
+use crate::policy_input;
 use crate::random::RandomSource;
 use crate::record_budget::{BudgetLimits, RecordBudget, UNRECORDED_REFUSALS};
 use crate::refusal::{Reason, Refusal};
@@ -436,7 +436,8 @@ impl Attestor {
         )?;
         outcome.boot = Some(Arc::clone(&appraised.boot));
         let identity = identity_facts(ek);
-        let input = self.policy_input("enroll", &identity, ak, &appraised, asserted, None, now);
+        let request = RequestFacts::enroll(now);
+        let input = self.policy_input(request, EkFacts::from(ek), ak, &appraised, asserted)?;
         let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
         self.issue(
             &ek.ek_hash,
@@ -587,17 +588,9 @@ impl Attestor {
         outcome.boot = Some(Arc::clone(&appraised.boot));
         // Revocation of the serial and of the node was checked by `identify_peer` above, in
         // this same request.
-        let previous = json!({"allow": true, "spiffe_id": node.spiffe_id});
-        let identity: Json = serde_json::from_str(&node.identity).unwrap_or_else(|_| json!({}));
-        let input = self.policy_input(
-            "renew",
-            &identity,
-            &ak,
-            &appraised,
-            &BTreeMap::new(),
-            Some(previous),
-            now,
-        );
+        let request = RequestFacts::renew(now, policy_input::previous_decision(node)?);
+        let ek = policy_input::stored_ek_facts(node)?;
+        let input = self.policy_input(request, ek, &ak, &appraised, &BTreeMap::new())?;
         let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
         self.issue(
             &node.node_id,
@@ -653,39 +646,19 @@ impl Attestor {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The policy input (without `boot` and `pcrs`) from garrison-policy's one producer:
+    /// this site, which has no hub to reach yet (`site.connected` false).
     fn policy_input(
         &self,
-        kind: &str,
-        identity: &Json,
+        request: RequestFacts,
+        ek: EkFacts,
         ak: &AkIdentity,
         appraised: &Appraised,
         asserted: &BTreeMap<String, String>,
-        previous: Option<Json>,
-        now: OffsetDateTime,
-    ) -> Json {
-        let v = &appraised.verdict;
-        let time = now.format(&Rfc3339).unwrap_or_default();
-        let request = match previous {
-            Some(previous) => json!({"kind": kind, "time": time, "previous": previous}),
-            None => json!({"kind": kind, "time": time}),
-        };
-        json!({
-            "tpm": {
-                "ek_sha256": identity["ek_sha256"],
-                "ek_cert_issuer": identity["ek_cert_issuer"],
-                "ek_cert_serial": identity["ek_cert_serial"],
-                "manufacturer": identity["manufacturer"],
-                "firmware_version": format!("{:#x}", v.firmware_version),
-                "ak_algorithm": ak.scheme().to_string(),
-                "clock": v.clock,
-                "reset_count": v.reset_count,
-                "restart_count": v.restart_count,
-            },
-            "node": {"asserted": asserted},
-            "site": {"id": self.parts.site, "connected": false, "bundle_sequence": self.parts.policy.current().info().sequence},
-            "request": request,
-        })
+    ) -> Result<Json, Refusal> {
+        let sequence = self.parts.policy.current().info().sequence;
+        let site = SiteFacts::without_hub(&self.parts.site, sequence);
+        policy_input::build(site, request, ek, ak, &appraised.verdict, asserted)
     }
 
     /// Admission policy over `input` (everything but `boot` and `pcrs`, which come converted
@@ -1056,7 +1029,7 @@ impl Outcome {
 
 /// What enrollment established about the TPM's identity, kept with the node so that every
 /// renewal's policy input carries the same facts (the EK certificate is not sent again).
-fn identity_facts(ek: &EkIdentity) -> Json {
+pub(crate) fn identity_facts(ek: &EkIdentity) -> Json {
     json!({
         "ek_sha256": ek.ek_hash,
         "ek_cert_issuer": ek.issuer,

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use garrison_eventlog::{BootClaims, EventLog, ReplayReport};
 use garrison_evidence::PcrValues;
-use garrison_policy::InputSection;
+use garrison_policy::{InputSection, PcrsSection};
 use ring::digest::{Context, SHA256, digest};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::refusal::{Reason, Refusal};
 
@@ -165,7 +165,7 @@ fn section(json: &Json) -> Result<InputSection, Refusal> {
 
 /// Replay the log against the quoted PCRs; claims only from PCRs that replay. An empty log
 /// (a node without one) gives no claims, which policy sees as unknown boot state.
-fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal> {
+pub(crate) fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal> {
     if event_log.is_empty() {
         return Ok(BootClaims::default());
     }
@@ -186,14 +186,9 @@ fn boot_claims(event_log: &[u8], pcrs: &PcrValues) -> Result<BootClaims, Refusal
     Ok(BootClaims::extract(&log, &report.verified))
 }
 
-fn pcrs_json(pcrs: &PcrValues) -> Json {
-    let mut banks = serde_json::Map::new();
-    for (alg, index, value) in pcrs.iter() {
-        if let Json::Object(bank) = banks.entry(alg.name()).or_insert_with(|| json!({})) {
-            bank.insert(index.to_string(), Json::String(hex::encode(value)));
-        }
-    }
-    Json::Object(banks)
+/// `input.pcrs` of the quoted values, by the policy input's one producer.
+pub(crate) fn pcrs_json(pcrs: &PcrValues) -> Json {
+    PcrsSection::from_values(pcrs.iter()).to_json()
 }
 
 #[cfg(test)]

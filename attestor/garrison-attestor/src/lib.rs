@@ -15,6 +15,7 @@ mod challenge;
 pub mod config;
 mod evidence_record;
 mod listener;
+mod policy_input;
 mod policy_update;
 mod random;
 mod record_budget;

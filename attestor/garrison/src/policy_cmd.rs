@@ -15,6 +15,7 @@ use garrison_policy::{
 use ring::rand::SystemRandom;
 use serde_json::Value as Json;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Policy commands.
 #[derive(Debug, Subcommand)]
@@ -99,6 +100,10 @@ pub struct GoldenArgs {
     /// Site id for --input.
     #[arg(long, default_value = "site-a")]
     site: String,
+    /// Request time (RFC 3339) for --input; default now. A fixed time makes the output
+    /// reproducible (the shipped `policy/policies/inputs` use 2025-06-01T12:00:00Z).
+    #[arg(long)]
+    time: Option<String>,
 }
 
 /// Run a policy command.
@@ -270,10 +275,12 @@ fn golden_draft(args: &GoldenArgs) -> anyhow::Result<()> {
     let log = garrison_eventlog::EventLog::parse(&bytes).context("parsing the event log")?;
     let (claims, replayed) = golden::trusted_claims(&log);
     let out = if args.input {
-        let now = OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .context("formatting the time")?;
-        golden::sample_input(&claims, &replayed, &args.site, &now)
+        let time = match &args.time {
+            Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+                .with_context(|| format!("--time {text:?} is not an RFC 3339 time"))?,
+            None => OffsetDateTime::now_utc(),
+        };
+        golden::sample_input(&claims, &replayed, &args.site, time)?
     } else {
         eprintln!(
             "note: every replayed PCR is taken as verified; use only a log from a known-good machine"

@@ -78,6 +78,13 @@ pub enum PolicyError {
     InputTooLarge { limit: usize, got: usize },
     #[error("input is not valid JSON: {reason}")]
     InputMalformed { reason: String },
+    #[error("policy input could not be encoded: {reason}")]
+    InputEncoding { reason: String },
+    #[error("policy input field {field}: {problem}")]
+    InputFact {
+        field: &'static str,
+        problem: String,
+    },
     #[error("input field {field} is missing or invalid: expected {expected}")]
     InputContract {
         field: &'static str,

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 
 use garrison_eventlog::{BootClaims, EventLog, ReplayedPcrs, VerifiedPcrs};
 use serde_json::{Value as Json, json};
+use time::OffsetDateTime;
+
+use crate::{
+    AkAlgorithm, EkFacts, FirmwareVersion, NodeFacts, PcrsSection, PolicyError, PolicyInput,
+    RequestFacts, SiteFacts, TpmFacts,
+};
 
 /// Boot claims and PCRs of a trusted log, every replayed PCR taken as verified.
 pub fn trusted_claims(log: &EventLog) -> (BootClaims, ReplayedPcrs) {
@@ -19,16 +25,9 @@ pub fn trusted_claims(log: &EventLog) -> (BootClaims, ReplayedPcrs) {
     (BootClaims::extract(log, &verified), replayed)
 }
 
-/// `pcrs` input section: bank → PCR index (decimal string) → hex value.
-pub fn pcrs_section(replayed: &ReplayedPcrs) -> Json {
-    let mut banks: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (alg, index, value) in replayed.iter() {
-        banks
-            .entry(alg.name().to_owned())
-            .or_default()
-            .insert(index.to_string(), hex::encode(value));
-    }
-    json!(banks)
+/// `pcrs` input section of a trusted log: every replayed PCR.
+pub fn pcrs_section(replayed: &ReplayedPcrs) -> PcrsSection {
+    PcrsSection::from_values(replayed.iter())
 }
 
 /// A draft `data.json` for the strict policy: this machine's boot applications and kernel
@@ -86,26 +85,46 @@ fn pcrs_for(
     banks
 }
 
-/// A complete, realistic policy input for this log: its boot claims and PCRs, with the
-/// `tpm`, `node`, `site` and `request` sections filled with the placeholder values given.
-/// For case files and benchmarks; the attestor builds real inputs from verified evidence.
-pub fn sample_input(claims: &BootClaims, replayed: &ReplayedPcrs, site: &str, time: &str) -> Json {
-    json!({
-        "tpm": {
-            "ek_sha256": "5f1b1e2a4c3d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7",
-            "ek_cert_issuer": "CN=Example TPM Manufacturer CA",
-            "ek_cert_serial": "0a1b2c3d",
-            "manufacturer": "id:53544D20",
-            "firmware_version": "1.38",
-            "ak_algorithm": "ecc-nist-p256",
-            "clock": 123456789,
-            "reset_count": 4,
-            "restart_count": 0
+/// The facts of a sample input: placeholder TPM facts (an ECC P-256 AK, firmware 1.38, an
+/// EK certificate from `CN=Example TPM Manufacturer CA`, manufacturer `id:53544D20`), a node
+/// asserting `node-1` / `SN-0001`, `site` without a hub (not connected, as every site is
+/// until the hub exists), bundle sequence 1, an enrollment at `time`. Built with the same
+/// types and constructors as the attestor's inputs, so formats cannot drift.
+pub fn sample_facts(site: &str, time: OffsetDateTime) -> PolicyInput {
+    PolicyInput {
+        tpm: TpmFacts {
+            ek: EkFacts {
+                ek_sha256: "5f1b1e2a4c3d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
+                    .to_owned(),
+                ek_cert_issuer: Some("CN=Example TPM Manufacturer CA".to_owned()),
+                ek_cert_serial: Some("0a1b2c3d".to_owned()),
+                manufacturer: Some("id:53544D20".to_owned()),
+            },
+            firmware_version: FirmwareVersion(0x0001_0026_0000_0000),
+            ak_algorithm: AkAlgorithm::EccNistP256,
+            clock: 123_456_789,
+            reset_count: 4,
+            restart_count: 0,
         },
-        "pcrs": pcrs_section(replayed),
-        "boot": claims,
-        "node": { "asserted": { "hostname": "node-1", "serial": "SN-0001" } },
-        "site": { "id": site, "connected": true, "bundle_sequence": 1 },
-        "request": { "kind": "enroll", "time": time }
-    })
+        node: NodeFacts {
+            asserted: BTreeMap::from([
+                ("hostname".to_owned(), "node-1".to_owned()),
+                ("serial".to_owned(), "SN-0001".to_owned()),
+            ]),
+        },
+        site: SiteFacts::without_hub(site, 1),
+        request: RequestFacts::enroll(time),
+    }
+}
+
+/// A complete, realistic policy input for this log: its boot claims and PCRs with
+/// [`sample_facts`]. For case files and benchmarks; the attestor builds real inputs from
+/// verified evidence with the same types.
+pub fn sample_input(
+    claims: &BootClaims,
+    replayed: &ReplayedPcrs,
+    site: &str,
+    time: OffsetDateTime,
+) -> Result<Json, PolicyError> {
+    sample_facts(site, time).with_boot(claims, &pcrs_section(replayed))
 }

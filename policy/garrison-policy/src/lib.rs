@@ -22,6 +22,10 @@
 //!   refuses rollback and keeps the last good bundle on any error;
 //!   [`PolicyService::new_with_floor`] / [`PolicyService::floor`] carry the rollback floor
 //!   across restarts (the host persists it).
+//! * [`PolicyInput`]: the input as one typed value; [`TpmFacts::from_evidence`] is the one
+//!   producer of its TPM facts from verified evidence, [`SiteFacts::without_hub`] of its site
+//!   facts (`connected` false: there is no hub yet), [`PcrsSection`] of `input.pcrs`. The
+//!   attestor, the golden generator and the shipped case inputs all go through them.
 //! * [`golden`]: draft allow-lists and sample inputs from a known-good machine's log.
 //!
 //! # Performance
@@ -44,6 +48,7 @@ mod engine;
 mod error;
 pub mod golden;
 mod input;
+mod policy_input;
 mod service;
 mod signature;
 mod source_check;
@@ -56,6 +61,10 @@ pub use decision::{DECISION_RULES, Decision, MAX_REASONS, valid_spiffe_path};
 pub use engine::{ADMISSION_PACKAGE, BundleInfo, EvalLimits, PolicyEngine};
 pub use error::PolicyError;
 pub use input::{InputSection, check_input};
+pub use policy_input::{
+    AkAlgorithm, EkFacts, FirmwareVersion, NodeFacts, PcrsSection, PolicyInput, PreviousDecision,
+    RequestFacts, RequestKind, SiteFacts, TpmFacts,
+};
 pub use service::{PolicyService, ReloadOutcome};
 pub use signature::{
     BundleSigner, POLICY_SIGNER_PATH_PREFIX, PolicyTrust, SIGNED_CONTEXT, SignatureAlgorithm,
