@@ -33,7 +33,8 @@ pub struct TpmKeys {
     pub ak: Ak,
 }
 
-/// What to do when there is no AK blob yet.
+/// What to do when there is no AK blob yet, or the TPM refuses the stored one as not its own
+/// (TPM_RC_INTEGRITY: a cleared TPM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingAk {
     /// Create the AK under the EK (with this algorithm) and store its blob: enrollment.
@@ -84,8 +85,22 @@ fn load_or_create_ak(
                 path: path.to_path_buf(),
                 source,
             })?;
-            tpm.load_ak(ek, &blob)
-                .map_err(|source| AgentError::LoadAk { source })
+            match (tpm.load_ak(ek, &blob), missing) {
+                (Ok(ak), _) => Ok(ak),
+                // A cleared TPM (or an altered blob): the stored AK can never load again.
+                // Enrollment proves a fresh AK from scratch, so it may replace it; renewal,
+                // which must use the AK bound at enrollment, fails and the agent enrolls.
+                (Err(source), MissingAk::Create(algorithm)) if source.is_foreign_ak_blob() => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %source,
+                        "the TPM refuses the stored AK as not its own (was the TPM cleared?): \
+                         creating a new AK for this enrollment"
+                    );
+                    create_ak(tpm, ek, algorithm, path)
+                }
+                (Err(source), _) => Err(AgentError::LoadAk { source }),
+            }
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => match missing {
             MissingAk::Create(algorithm) => create_ak(tpm, ek, algorithm, path),

@@ -122,6 +122,14 @@ fn report(error: &AgentError) -> ExitCode {
         Some(code) => {
             eprintln!("garrison-agent: refused: {code}");
             eprintln!("garrison-agent: {}", error_chain(error));
+            if code == "clock-rollback" {
+                eprintln!(
+                    "garrison-agent: the TPM's counters went backwards since this node's last \
+                     attestation. If its TPM was cleared (TPM2_Clear), the site operator can \
+                     accept that with `garrison node reset --node <EK hash>`; the attestation \
+                     log's reject record names the node."
+                );
+            }
             ExitCode::from(EXIT_REFUSED)
         }
         None => {

@@ -201,3 +201,19 @@ pub enum TpmError {
     #[error("event log {path} is larger than {limit} bytes")]
     EventLogTooLarge { path: PathBuf, limit: u64 },
 }
+
+impl TpmError {
+    /// Whether the TPM refused a stored AK as not its own: TPM_RC_INTEGRITY when loading the
+    /// blob under the EK. The blob was made under an endorsement hierarchy this TPM no longer
+    /// has (TPM2_Clear renews its proof value, so every old blob fails) or was altered. No
+    /// retry will load it; only a new AK helps.
+    pub fn is_foreign_ak_blob(&self) -> bool {
+        use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+        matches!(
+            self,
+            TpmError::LoadAk {
+                source: tss_esapi::Error::Tss2Error(code),
+            } if code.kind() == Some(Tss2ResponseCodeKind::Integrity)
+        )
+    }
+}
