@@ -1152,14 +1152,23 @@ fn pcr_values(quote: &v1::Quote) -> Result<PcrValues, Refusal> {
 }
 
 /// Lexicographic (resetCount, restartCount, clock): a TPM reset may restart the clock, a
-/// restart within a reset may not lower the clock, and nothing may go backwards.
+/// restart within a reset may not lower the clock, and nothing may go backwards. A cleared
+/// TPM (TPM2_Clear zeroes the counters and the clock) looks exactly like a rollback; the
+/// refusal says how an operator accepts one (`garrison node reset`, a logged node-reset).
 fn check_monotonic(previous: &NodeState, v: &QuoteVerdict) -> Result<(), Refusal> {
     let before = (previous.reset_count, previous.restart_count, previous.clock);
     let now = (v.reset_count, v.restart_count, v.clock);
     if now < before {
         return Err(Refusal::new(
             Reason::ClockRollback,
-            format!("(resetCount, restartCount, clock) went from {before:?} to {now:?}"),
+            format!(
+                "(resetCount, restartCount, clock) went from {before:?} to {now:?}: a replayed \
+                 quote, a rolled-back TPM, or a TPM that was cleared. If an operator has \
+                 checked that this machine's TPM was cleared, accept it with `garrison node \
+                 reset --config <site.toml> --node {} --reason <why>` (logged as a \
+                 node-reset record); until then this node is refused.",
+                previous.node_id
+            ),
         ));
     }
     Ok(())
@@ -1234,6 +1243,13 @@ mod tests {
                 refusal.reason,
                 Reason::ClockRollback,
                 "{reset} {restart} {clock}"
+            );
+            assert!(
+                refusal
+                    .detail
+                    .contains("garrison node reset --config <site.toml> --node n "),
+                "the way out is named: {}",
+                refusal.detail
             );
         }
     }

@@ -15,6 +15,7 @@ mod challenge;
 pub mod config;
 mod evidence_record;
 mod listener;
+pub mod node_admin;
 mod policy_input;
 mod policy_update;
 mod random;

@@ -18,6 +18,8 @@ pub(crate) struct PreparedEntry {
     pub blobs: Vec<(String, Vec<u8>)>,
     pub node: Option<PreparedNode>,
     pub revocation: Option<RevocationTarget>,
+    /// The node whose state a node-reset record resets.
+    pub reset: Option<String>,
 }
 
 #[derive(Debug)]
@@ -27,15 +29,41 @@ pub(crate) struct PreparedNode {
     pub updated_us: i64,
 }
 
-/// Validates a caller's entry. Revoke records only come through [`prepare_revocation`].
+/// Validates a caller's entry. Revoke and node-reset records only come through
+/// [`prepare_revocation`] and [`prepare_node_reset`].
 pub(crate) fn prepare(entry: NewEntry) -> Result<PreparedEntry, LogError> {
-    if entry.record.kind == RecordKind::Revoke {
-        return Err(LogError::InvalidEntry {
+    match entry.record.kind {
+        RecordKind::Revoke => Err(LogError::InvalidEntry {
             field: "kind",
             problem: "revoke records are written by AttestationLog::revoke",
-        });
+        }),
+        RecordKind::NodeReset => Err(LogError::InvalidEntry {
+            field: "kind",
+            problem: "node-reset records are written by AttestationLog::reset_node",
+        }),
+        _ => prepare_any(entry, None),
     }
-    prepare_any(entry, None)
+}
+
+/// A node-reset record (its `node_id` is the node reset) and the reset of that node's state.
+pub(crate) fn prepare_node_reset(record: Record) -> Result<PreparedEntry, LogError> {
+    let node = match record.node_id.as_deref() {
+        Some(node) if !node.is_empty() => node.to_owned(),
+        _ => {
+            return Err(LogError::InvalidEntry {
+                field: "node_id",
+                problem: "a node reset names its node",
+            });
+        }
+    };
+    let entry = NewEntry {
+        record,
+        evidence: None,
+        node_update: None,
+    };
+    let mut prepared = prepare_any(entry, None)?;
+    prepared.reset = Some(node);
+    Ok(prepared)
 }
 
 /// A revoke record and its revocation row.
@@ -100,6 +128,7 @@ fn prepare_any(
         blobs: Vec::new(),
         node,
         revocation,
+        reset: None,
     })
 }
 

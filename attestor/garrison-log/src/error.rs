@@ -41,6 +41,10 @@ pub enum LogError {
     /// The writer task has stopped (the log was closed); the entry was not written.
     #[error("the log writer has stopped; the entry was not written")]
     WriterGone,
+    /// [`AttestationLog::reset_node`](crate::AttestationLog::reset_node) names a node that
+    /// never enrolled; nothing was written.
+    #[error("node {node_id} is not in the log (it never enrolled)")]
+    UnknownNode { node_id: String },
     /// A read query failed.
     #[error("querying the log failed")]
     Query {

@@ -1,6 +1,7 @@
 //! The durable attestation log and node-state store of a Garrison attestor.
 //!
-//! Every enrollment, renewal, rejection, revocation, rotation and policy update becomes a
+//! Every enrollment, renewal, rejection, revocation, rotation, policy update and node reset
+//! (an operator accepting a cleared TPM, [`NodeReset`]) becomes a
 //! [`Record`] with a dense sequence number and an RFC 6962 leaf hash ([`leaf_hash`]), stored
 //! beside its raw evidence (deduplicated by SHA-256) and, in the same transaction, the
 //! node's new [`NodeState`] (AK bound at enrollment, TPM reset/restart counters and clock,
@@ -71,6 +72,6 @@ pub use error::LogError;
 pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
 pub use log::{AttestationLog, Backend, LogConfig};
 pub use record::{
-    Appended, Decision, LogStats, NewEntry, NodeState, NodeStatus, Query, Record, RecordKind,
-    Revocation, RevocationTarget, StoredRecord,
+    Appended, Decision, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query, Record,
+    RecordKind, Revocation, RevocationTarget, StoredRecord,
 };

@@ -9,12 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::checkpoint;
-use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_revocation};
+use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_node_reset, prepare_revocation};
 use crate::leaf::evidence_digest;
 use crate::writer::{self, Command, Counters, Job, Writer};
 use crate::{
-    Appended, Decision, LogError, LogStats, NewEntry, NodeState, NodeStatus, Query, Record,
-    RecordKind, Revocation, RevocationTarget, StoredRecord, read,
+    Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query,
+    Record, RecordKind, Revocation, RevocationTarget, StoredRecord, read,
 };
 
 /// SQLite waits this long for a lock held by another connection or process.
@@ -214,6 +214,36 @@ impl AttestationLog {
             cert_not_after: None,
         };
         self.submit(prepare_revocation(record, target)?).await
+    }
+
+    /// Logs that an operator accepted a node's cleared TPM (a [`RecordKind::NodeReset`]
+    /// record, decision allow) and, in the same transaction, resets the node's state as
+    /// [`NodeReset`] describes. Refused with [`LogError::UnknownNode`] if the node never
+    /// enrolled (node states are never deleted, so it cannot disappear before the commit).
+    pub async fn reset_node(&self, reset: NodeReset) -> Result<Appended, LogError> {
+        let NodeReset {
+            time,
+            site,
+            node_id,
+            reasons,
+        } = reset;
+        if read::node(&self.inner.pool, &node_id).await?.is_none() {
+            return Err(LogError::UnknownNode { node_id });
+        }
+        let record = Record {
+            time,
+            site,
+            kind: RecordKind::NodeReset,
+            node_id: Some(node_id),
+            spiffe_id: None,
+            decision: Decision::Allow,
+            reasons,
+            policy_digest: None,
+            evidence_digest: None,
+            cert_serial: None,
+            cert_not_after: None,
+        };
+        self.submit(prepare_node_reset(record)?).await
     }
 
     async fn submit(&self, entry: PreparedEntry) -> Result<Appended, LogError> {

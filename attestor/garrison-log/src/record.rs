@@ -18,21 +18,24 @@ pub enum RecordKind {
     Revoke,
     Rotate,
     PolicyUpdate,
+    /// An operator accepted a node's cleared TPM: see [`NodeReset`].
+    NodeReset,
 }
 
 impl RecordKind {
     /// Every kind, in declaration order.
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::Enroll,
         RecordKind::Renew,
         RecordKind::Reject,
         RecordKind::Revoke,
         RecordKind::Rotate,
         RecordKind::PolicyUpdate,
+        RecordKind::NodeReset,
     ];
 
     /// The stable lowercase name: `enroll`, `renew`, `reject`, `revoke`, `rotate`,
-    /// `policy-update`.
+    /// `policy-update`, `node-reset`.
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::Enroll => "enroll",
@@ -41,6 +44,7 @@ impl RecordKind {
             RecordKind::Revoke => "revoke",
             RecordKind::Rotate => "rotate",
             RecordKind::PolicyUpdate => "policy-update",
+            RecordKind::NodeReset => "node-reset",
         }
     }
 }
@@ -224,6 +228,24 @@ pub struct Revocation {
     pub target: RevocationTarget,
     pub reasons: Vec<String>,
     pub policy_digest: Option<String>,
+}
+
+/// Input of [`AttestationLog::reset_node`](crate::AttestationLog::reset_node): an operator
+/// accepts that a node's TPM was cleared (TPM2_Clear sets its resetCount and restartCount to
+/// zero and restarts its clock, so every later quote looks like a rollback). It becomes a
+/// [`RecordKind::NodeReset`] record with decision [`Decision::Allow`], and in the same
+/// transaction the node's state forgets what the old TPM state reported: counters and clock
+/// restart at zero, and the AK binding and current certificate serial are dropped (a cleared
+/// TPM has lost its AK; the node's old SVID no longer renews). The node's next enrollment is
+/// then checked against nothing older, and binds whatever AK and counters it brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReset {
+    pub time: OffsetDateTime,
+    pub site: String,
+    /// The node (EK public key hash, hex), which must have enrolled.
+    pub node_id: String,
+    /// Why, for the record: who decided and on what grounds.
+    pub reasons: Vec<String>,
 }
 
 /// Counters of the group-commit writer since [`AttestationLog::open`](crate::AttestationLog::open).

@@ -10,7 +10,7 @@
 //!    back batch gives its sequences back: the log stays dense.
 //! 2. Leaf hashes are computed with the reserved sequences, then one multi-row statement
 //!    each: evidence insert-if-absent, the records, the node upserts (last per node wins),
-//!    the revocation rows.
+//!    the node resets (one statement each: an operator's rare act), the revocation rows.
 //! 3. Commit. Only then is any waiter answered: all with their sequence, or, if anything in
 //!    the transaction failed, all with the same error.
 //!
@@ -185,7 +185,9 @@ async fn write_batch(writer: &Writer, jobs: &[Job]) -> Result<Vec<Appended>, sql
     // driver every statement is a hop to the connection's worker thread.
     insert_evidence(&mut tx, writer.backend, &rows).await?;
     insert_records(&mut tx, writer.backend, &rows).await?;
-    upsert_nodes(&mut tx, writer.backend, &rows).await?;
+    let changes = NodeChanges::of(&rows);
+    upsert_nodes(&mut tx, writer.backend, &changes.states).await?;
+    reset_nodes(&mut tx, &changes.resets).await?;
     insert_revocations(&mut tx, writer.backend, &rows).await?;
     tx.commit().await?;
     Ok(rows
@@ -326,23 +328,51 @@ async fn insert_records(
     .await
 }
 
-/// The last update per node in the batch wins (PostgreSQL refuses to upsert one key twice in
-/// a statement, and the later record is the newer state anyway).
+/// What the batch does to node states: per node, its last change wins. A state replaces
+/// every column; a reset (node-reset record) zeroes the counters and clock and drops the AK
+/// binding and current serial of whatever state is there, including one written earlier in
+/// the same batch.
+#[derive(Debug, Default)]
+struct NodeChanges<'a> {
+    /// The last state per node, with its record's sequence.
+    states: Vec<(i64, &'a PreparedNode)>,
+    /// Nodes whose last change is a reset: (record sequence, time, node id).
+    resets: Vec<(i64, i64, &'a str)>,
+}
+
+impl<'a> NodeChanges<'a> {
+    fn of(rows: &[Row<'a>]) -> Self {
+        let mut states: BTreeMap<&str, (i64, &PreparedNode)> = BTreeMap::new();
+        let mut resets: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for row in rows {
+            let entry = row.entry;
+            if let Some(node) = &entry.node {
+                states.insert(node.state.node_id.as_str(), (row.sequence_db, node));
+            }
+            if let Some(node) = &entry.reset {
+                resets.insert(node.as_str(), (row.sequence_db, entry.time_us));
+            }
+        }
+        // A state written after a node's reset replaces it; one written before it is reset.
+        let resets = resets
+            .into_iter()
+            .filter(|(node, (sequence, _))| states.get(node).is_none_or(|(s, _)| s < sequence))
+            .map(|(node, (sequence, time))| (sequence, time, node))
+            .collect();
+        NodeChanges {
+            states: states.into_values().collect(),
+            resets,
+        }
+    }
+}
+
+/// One statement for all the batch's node states (PostgreSQL refuses to upsert one key twice
+/// in a statement; [`NodeChanges`] keeps the last per node).
 async fn upsert_nodes(
     conn: &mut AnyConnection,
     backend: Backend,
-    rows: &[Row<'_>],
+    nodes: &[(i64, &PreparedNode)],
 ) -> Result<(), sqlx::Error> {
-    let latest: BTreeMap<&str, (i64, &PreparedNode)> = rows
-        .iter()
-        .filter_map(|row| {
-            row.entry
-                .node
-                .as_ref()
-                .map(|node| (node.state.node_id.as_str(), (row.sequence_db, node)))
-        })
-        .collect();
-    let nodes: Vec<_> = latest.into_values().collect();
     let into = "nodes (node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, \
                 current_serial, updated_us, last_sequence)";
     let tail = "ON CONFLICT (node_id) DO UPDATE SET ak_name = excluded.ak_name, spiffe_id = excluded.spiffe_id, \
@@ -356,7 +386,7 @@ async fn upsert_nodes(
         into,
         10,
         tail,
-        &nodes,
+        nodes,
         |q, (sequence, node)| {
             let s = &node.state;
             q.bind(s.node_id.clone())
@@ -372,6 +402,33 @@ async fn upsert_nodes(
         },
     )
     .await
+}
+
+/// Reset each node: counters and clock to zero, no AK bound, no current serial. The node
+/// was checked to exist before its entry was queued, and node states are never deleted: a
+/// missing one fails the batch rather than leave a record of a reset that did not happen.
+async fn reset_nodes(
+    conn: &mut AnyConnection,
+    resets: &[(i64, i64, &str)],
+) -> Result<(), sqlx::Error> {
+    for (sequence, time_us, node) in resets {
+        let done = sqlx::query(
+            "UPDATE nodes SET reset_count = 0, restart_count = 0, clock = 0, ak_name = $1, \
+             current_serial = NULL, updated_us = $2, last_sequence = $3 WHERE node_id = $4",
+        )
+        .bind(Vec::<u8>::new())
+        .bind(*time_us)
+        .bind(*sequence)
+        .bind(node.to_string())
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(sqlx::Error::Protocol(format!(
+                "node-reset record #{sequence}: node {node} has no state to reset"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn insert_revocations(

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::{TestDb, at, count, entry, hold_writer_lock, install_poison_trigger, record};
 use garrison_log::{
-    AttestationLog, Backend, Decision, LogError, NewEntry, NodeState, NodeStatus, Query, Record,
-    RecordKind, Revocation, RevocationTarget, evidence_digest, leaf_hash,
+    AttestationLog, Backend, Decision, LogError, NewEntry, NodeReset, NodeState, NodeStatus, Query,
+    Record, RecordKind, Revocation, RevocationTarget, evidence_digest, leaf_hash,
 };
 use sha2::{Digest, Sha256};
 
@@ -33,6 +33,7 @@ both_backends!(
     invalid_entries_are_refused_alone,
     node_status_answers_like_the_separate_lookups,
     blobs_are_stored_with_their_record_once,
+    node_reset_forgets_the_cleared_tpms_state,
 );
 
 fn full_record() -> Record {
@@ -933,4 +934,93 @@ async fn sqlite_wal_is_started_over_under_continuous_appends() {
         log.close().await;
     })
     .await;
+}
+
+/// An operator's node reset: a node-reset record and, in its transaction, the node's state
+/// without the old TPM's counters, clock, AK and current serial. Only through `reset_node`,
+/// only for a node that enrolled.
+async fn node_reset_forgets_the_cleared_tpms_state(db: TestDb) {
+    let log = db.open(8).await;
+    let node = "ee".repeat(32);
+    let reset = |node: &str| NodeReset {
+        time: at(20, 0),
+        site: "site-1".into(),
+        node_id: node.to_owned(),
+        reasons: vec!["tpm-cleared".into(), "board swapped, ticket 42".into()],
+    };
+    let err = log.reset_node(reset(&node)).await.unwrap_err();
+    assert!(matches!(err, LogError::UnknownNode { .. }), "{err:?}");
+    assert!(
+        log.query(&Query::default()).await.unwrap().is_empty(),
+        "nothing written"
+    );
+
+    let enrolled = node_state(&node, Some("01"), 5_000);
+    let mut enroll = record("site-1", &node, at(10, 0));
+    enroll.cert_serial = Some("01".into());
+    log.append(NewEntry {
+        record: enroll,
+        evidence: None,
+        node_update: Some(enrolled.clone()),
+    })
+    .await
+    .unwrap();
+
+    // A node-reset record cannot be appended as an ordinary entry.
+    let mut forged = record("site-1", &node, at(11, 0));
+    forged.kind = RecordKind::NodeReset;
+    let err = log.append(entry(forged)).await.unwrap_err();
+    assert!(matches!(err, LogError::InvalidEntry { .. }), "{err:?}");
+
+    let appended = log.reset_node(reset(&node)).await.unwrap();
+    assert_eq!(appended.sequence, 1);
+    let after = log.node(&node).await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        NodeState {
+            ak_name: vec![],
+            reset_count: 0,
+            restart_count: 0,
+            clock: 0,
+            current_serial: None,
+            updated: at(20, 0),
+            ..enrolled
+        }
+    );
+    assert_eq!(log.node_by_current_serial("01").await.unwrap(), None);
+    let records = log
+        .query(&Query {
+            kind: Some(RecordKind::NodeReset),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    let record = &records[0].record;
+    assert_eq!(record.node_id.as_deref(), Some(node.as_str()));
+    assert_eq!(record.decision, Decision::Allow);
+    assert_eq!(record.reasons[0], "tpm-cleared");
+    assert_eq!(record.kind.as_str(), "node-reset");
+    assert_eq!(
+        "node-reset".parse::<RecordKind>().unwrap(),
+        RecordKind::NodeReset
+    );
+
+    // Enrolling again afterwards binds the new TPM state as usual.
+    let mut again = node_state(&node, Some("02"), 10);
+    again.reset_count = 0;
+    again.restart_count = 0;
+    log.append(NewEntry {
+        record: record_at(&node, at(30, 0)),
+        evidence: None,
+        node_update: Some(again.clone()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(log.node(&node).await.unwrap(), Some(again));
+    log.close().await;
+}
+
+fn record_at(node: &str, time: time::OffsetDateTime) -> Record {
+    record("site-1", node, time)
 }

@@ -26,7 +26,7 @@ pub struct QueryArgs {
     /// Only records at or after this time: RFC 3339, or an age such as 2h or 7d.
     #[arg(long)]
     since: Option<String>,
-    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update.
+    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update, node-reset.
     #[arg(long)]
     kind: Option<String>,
     /// Decision: allow or deny.

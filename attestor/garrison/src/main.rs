@@ -10,6 +10,7 @@ mod demo_cmd;
 mod duration;
 mod evidence_cmd;
 mod log_cmd;
+mod node_cmd;
 mod outdir;
 mod policy_cmd;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Attestation log: query records.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Nodes: an operator's logged acts on a node's stored state (reset after TPM2_Clear).
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
     /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy_cmd::run(command),
         Command::Attestor(command) => block_on(attestor_cmd::run(command)),
         Command::Log(command) => block_on(log_cmd::run(command)),
+        Command::Node(command) => block_on(node_cmd::run(command)),
         Command::Demo(args) => block_on(demo_cmd::run(args)),
     };
     match result {
