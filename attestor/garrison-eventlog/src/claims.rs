@@ -32,16 +32,22 @@
 //!   [`BootClaims::boot_applications`], whatever its label (EV_IPL boot code, a driver, an
 //!   EV_POST_CODE). An image's digest is the hash of its own bytes, so "digest = H(data)"
 //!   alone proves nothing here: only fixed contents do.
-//! * **PCR 7** (Secure Boot policy), by label, each kind digest-checked:
-//!   EV_EFI_VARIABLE_DRIVER_CONFIG before the first proven separator is configuration
-//!   (`SecureBoot` → [`BootClaims::secure_boot`], the rest →
-//!   [`BootClaims::secure_boot_variables`]); after it, it is not configuration (root can
-//!   extend PCR 7 on a running machine) and is unverifiable. EV_EFI_VARIABLE_AUTHORITY →
-//!   [`BootClaims::authorities`]; EV_EFI_ACTION → [`BootClaims::actions`] (and
-//!   `debug_mode`, `dma_protection_disabled`); a proven separator ends the configuration.
-//!   Anything else, including an EV_SEPARATOR that is not a proven one, is unverifiable.
-//!   `secure_boot` is known only when exactly one `SecureBoot` variable was measured
-//!   before the separator; a second one is unverifiable and leaves it unknown (`None`).
+//! * **PCR 7** (Secure Boot policy), content first, each kind digest-checked:
+//!   - a proven separator ends the configuration, whatever its label;
+//!   - a `SecureBoot` variable (EFI global GUID) whose digest proves it is a SecureBoot
+//!     measurement whatever its label: configuration ([`BootClaims::secure_boot`]) if
+//!     labelled EV_EFI_VARIABLE_DRIVER_CONFIG before the separator; unverifiable otherwise
+//!     (after the separator root can extend PCR 7 on a running machine; under another label
+//!     it was relabelled, and `secure_boot` becomes unknown);
+//!   - the rest by label: EV_EFI_VARIABLE_DRIVER_CONFIG before the separator →
+//!     [`BootClaims::secure_boot_variables`], after it unverifiable;
+//!     EV_EFI_VARIABLE_AUTHORITY → [`BootClaims::authorities`]; EV_EFI_ACTION →
+//!     [`BootClaims::actions`] (and `debug_mode`, `dma_protection_disabled`). Anything
+//!     else, including an EV_SEPARATOR that is not a proven one, is unverifiable.
+//!
+//!   `secure_boot` is known only when PCR 7 has a proven separator and exactly one
+//!   `SecureBoot` variable was measured before it; a second one is unverifiable and leaves
+//!   it unknown (`None`), as does a log whose PCR 7 never reaches a separator.
 //! * **PCR 8** (GRUB's strings; systemd-boot up to v250): each event is either a GRUB
 //!   string, a systemd-boot command line, a proven separator, or unverifiable:
 //!   - GRUB logs `grub_cmd: `, `kernel_cmdline: ` or `module_cmdline: ` and the text, with
@@ -279,7 +285,7 @@ struct Measured<'e> {
     digest: &'e [u8],
 }
 
-impl Measured<'_> {
+impl<'e> Measured<'e> {
     fn data_hashes_to_digest(&self) -> bool {
         hashes_to(self.bank, &self.event.data, self.digest)
     }
@@ -293,6 +299,19 @@ impl Measured<'_> {
             _ => return None,
         };
         self.data_hashes_to_digest().then_some(kind)
+    }
+
+    /// The value of the SecureBoot variable (EFI global variable GUID) this event's data
+    /// is, if its digest proves it (the hash of the UEFI_VARIABLE_DATA, or of the value as
+    /// some firmware measures it), whatever its type says.
+    fn secure_boot_variable(&self) -> Option<&'e [u8]> {
+        let variable = UefiVariable::parse(&self.event.data)?;
+        if variable.name != "SecureBoot" || variable.vendor_guid != uefi::EFI_GLOBAL_VARIABLE {
+            return None;
+        }
+        let proven =
+            self.data_hashes_to_digest() || hashes_to(self.bank, variable.data, self.digest);
+        proven.then_some(variable.data)
     }
 
     /// The boot-manager action this event is, if its data is one of
@@ -328,8 +347,11 @@ impl Extraction {
     }
 
     fn finish(mut self, verified: &VerifiedPcrs) -> BootClaims {
+        // Known only if the configuration ended with a proven separator (else anything
+        // after it could be configuration extended by root) and SecureBoot was measured
+        // exactly once in it.
         self.claims.secure_boot = match self.secure_boot_measurements.as_slice() {
-            [only] => *only,
+            [only] if self.pcr7_separated => *only,
             _ => None,
         };
         self.claims.separators_missing = (0..=7)
@@ -366,14 +388,35 @@ impl Extraction {
     /// PCR 7: configuration before the separator, authorities and actions anywhere.
     fn add_pcr7(&mut self, measured: Measured<'_>) {
         let event = measured.event;
+        // Content before label: no digest covers the label. A proven separator ends the
+        // configuration whatever it is labelled (else relabelling it would keep the
+        // configuration open for root to extend), and a SecureBoot variable counts as one
+        // whatever it is labelled (else relabelling the real one would hide it).
+        if let Some(kind) = measured.proven_separator() {
+            self.pcr7_separated = true;
+            return self.push_separator(event, kind);
+        }
+        if let Some(value) = measured.secure_boot_variable() {
+            if self.pcr7_separated {
+                return self.unverifiable(
+                    event,
+                    "SecureBoot variable measured after the PCR 7 separator",
+                );
+            }
+            if event.event_type != EventType::EFI_VARIABLE_DRIVER_CONFIG {
+                self.secure_boot_measurements.push(None);
+                return self.unverifiable(
+                    event,
+                    "SecureBoot variable measured under a type other than \
+                     EV_EFI_VARIABLE_DRIVER_CONFIG",
+                );
+            }
+            return self.add_secure_boot(event, value);
+        }
         match event.event_type {
-            EventType::SEPARATOR => match measured.proven_separator() {
-                Some(kind) => {
-                    self.pcr7_separated = true;
-                    self.push_separator(event, kind);
-                }
-                None => self.unverifiable(event, "PCR 7 separator is not a proven 0 or -1"),
-            },
+            EventType::SEPARATOR => {
+                self.unverifiable(event, "PCR 7 separator is not a proven 0 or -1");
+            }
             EventType::EFI_VARIABLE_DRIVER_CONFIG if self.pcr7_separated => self.unverifiable(
                 event,
                 "Secure Boot configuration measured after the PCR 7 separator",
@@ -443,9 +486,6 @@ impl Extraction {
             && !hashes_to(measured.bank, variable.data, measured.digest)
         {
             return self.unverifiable(event, "digest is not the hash of the variable");
-        }
-        if variable.name == "SecureBoot" && variable.vendor_guid == uefi::EFI_GLOBAL_VARIABLE {
-            return self.add_secure_boot(event, variable.data);
         }
         self.claims.secure_boot_variables.push(SecureBootVariable {
             event_index: event.index,

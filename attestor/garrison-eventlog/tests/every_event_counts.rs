@@ -533,3 +533,67 @@ fn an_unknown_event_in_pcr7_is_unverifiable() {
         claims.unverifiable
     );
 }
+
+/// Several PCR 7 events relabelled at once, on a Secure-Boot-off machine: the real separator
+/// as an EV_EFI_ACTION (so configuration would never end), the real `SecureBoot=0` as an
+/// authority (so it would not count), and a forged `SecureBoot=1` configuration event
+/// extended by root afterwards. Content decides, not labels: the separator still ends the
+/// configuration, the relabelled variable still counts, and Secure Boot is never reported on.
+#[test]
+fn relabelling_the_pcr7_separator_and_secure_boot_variable_together_hides_nothing() {
+    let original = fixture(SECURE_BOOT_OFF);
+    let log = EventLog::parse(&original).unwrap();
+    let real = index_of(&log, 7, &global_variable("SecureBoot", &[0])[..24]);
+    let separator = log
+        .events()
+        .iter()
+        .find(|e| e.pcr == 7 && e.event_type == EventType::SEPARATOR)
+        .unwrap()
+        .index;
+    let on = global_variable("SecureBoot", &[1]);
+    let presented = edited(&original, |events| {
+        events[real].event_type = EventType::EFI_VARIABLE_AUTHORITY;
+        events[separator].event_type = EventType::EFI_ACTION;
+        events.push(measured(
+            &log,
+            7,
+            EventType::EFI_VARIABLE_DRIVER_CONFIG,
+            &on,
+            &on,
+        ));
+    });
+    let forged = presented.events().len() - 1;
+    let claims = claims_against(&presented, &quote_of(&presented));
+    assert_ne!(claims.secure_boot, Some(true), "{claims:?}");
+    assert_eq!(claims.secure_boot, None, "a relabelled SecureBoot variable");
+    for index in [real, forged] {
+        assert!(
+            claims
+                .unverifiable
+                .iter()
+                .any(|u| u.event_index == index && u.pcr == 7),
+            "event {index}: {:?}",
+            claims.unverifiable
+        );
+    }
+    assert!(
+        claims
+            .separators
+            .iter()
+            .any(|s| s.event_index == separator && s.pcr == 7),
+        "the relabelled separator still ends the configuration: {:?}",
+        claims.separators
+    );
+}
+
+/// Without a proven PCR 7 separator the configuration never ended: Secure Boot is unknown.
+#[test]
+fn without_a_pcr7_separator_secure_boot_is_unknown() {
+    let original = fixture(SECURE_BOOT_OFF);
+    let presented = edited(&original, |events| {
+        events.retain(|e| !(e.pcr == 7 && e.event_type == EventType::SEPARATOR));
+    });
+    let claims = claims_against(&presented, &quote_of(&presented));
+    assert_eq!(claims.secure_boot, None, "{claims:?}");
+    assert!(claims.separators_missing.contains(&7));
+}

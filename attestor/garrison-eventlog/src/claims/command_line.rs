@@ -7,16 +7,27 @@ use crate::event::utf16_text;
 
 /// GRUB commands that hand a command line to what they load (`linux PATH ARGS...`); their
 /// arguments, as GRUB measured them, are a command line whatever the event is labelled.
-pub const GRUB_LOADER_COMMANDS: [&str; 9] = [
+/// `chainloader` is one too: on UEFI its arguments become the started image's LoadOptions,
+/// which an EFI-stub kernel takes as its command line.
+pub const GRUB_LOADER_COMMANDS: [&str; 18] = [
     "linux",
     "linux16",
     "linuxefi",
+    "chainloader",
     "multiboot",
     "multiboot2",
     "module",
     "module2",
     "xen_hypervisor",
     "xen_module",
+    "kfreebsd",
+    "knetbsd",
+    "kopenbsd",
+    "xnu_kernel",
+    "xnu_kernel64",
+    "legacy_kernel",
+    "appleloader",
+    "plan9",
 ];
 
 /// The label GRUB logs before a measured string (grub-core/commands/tpm.c).
@@ -168,6 +179,10 @@ mod tests {
         assert_eq!(loader_arguments("linux"), Some(""));
         assert_eq!(loader_arguments("linuxx /vmlinuz"), None);
         assert_eq!(loader_arguments("initrd /initrd.img"), None);
+        assert_eq!(
+            loader_arguments("chainloader /vmlinuz init=/bin/sh"),
+            Some("/vmlinuz init=/bin/sh")
+        );
         assert_eq!(loader_arguments(" linux /vmlinuz"), None);
     }
 }
