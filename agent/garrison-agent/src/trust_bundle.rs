@@ -10,6 +10,10 @@
 //!   issuer name is the anchor's subject and its signature verifies under the anchor's key),
 //!   it is a CA (basicConstraints cA) and it is valid now: a new root cross-signed by the
 //!   current one, which is how a root rotation is announced;
+//! * a certificate that states a CA role (`hub`, `policy`, `site/<name>`: see
+//!   `garrison_ca::scope`) is an intermediate, never an anchor, and is not added: as an
+//!   anchor it would answer for what only the path through it may (a hub CA could then
+//!   vouch for a policy signer directly);
 //! * nothing is added transitively: a CA issued by an added certificate is not added (an
 //!   intermediate turned anchor would shed the path-length limits above it, so a site CA could
 //!   mint anchors), and a self-signed certificate is never added on its own say-so, even with
@@ -55,6 +59,9 @@ pub enum IgnoredBecause {
     NotACa,
     /// A bootstrap anchor issued it, but it is not valid at the current time.
     NotValidNow,
+    /// A bootstrap anchor issued it, but it states a CA role (or one we cannot read): an
+    /// intermediate, not a root.
+    StatesARole,
 }
 
 impl std::fmt::Display for IgnoredBecause {
@@ -64,6 +71,9 @@ impl std::fmt::Display for IgnoredBecause {
             Self::NotIssuedByAnAnchor => "not issued by a bootstrap trust anchor",
             Self::NotACa => "issued by a bootstrap anchor but not a CA certificate",
             Self::NotValidNow => "issued by a bootstrap anchor but not valid now",
+            Self::StatesARole => {
+                "issued by a bootstrap anchor but states a CA role: an intermediate, not a root"
+            }
         })
     }
 }
@@ -91,7 +101,7 @@ pub fn merge(bootstrap: &[Vec<u8>], sent: &[Vec<u8>], now: SystemTime) -> Merged
     merged
 }
 
-/// Accepts `der` if an anchor issued it, it is a CA and valid at `now`.
+/// Accepts `der` if an anchor issued it, it is a CA, valid at `now`, and states no CA role.
 fn judge(
     der: &[u8],
     anchors: &[X509Certificate<'_>],
@@ -115,6 +125,9 @@ fn judge(
     }
     if !valid_at(&cert, now) {
         return Err(ignored(IgnoredBecause::NotValidNow));
+    }
+    if !matches!(garrison_ca::CaRole::of_certificate(&cert), Ok(None)) {
+        return Err(ignored(IgnoredBecause::StatesARole));
     }
     Ok(())
 }
@@ -255,6 +268,27 @@ mod tests {
                 ("CN=Old Root", IgnoredBecause::NotValidNow),
                 ("unparseable", IgnoredBecause::Unparseable),
             ]
+        );
+    }
+
+    #[test]
+    fn an_intermediate_with_a_role_is_never_added_as_an_anchor() {
+        let root = Ca::new("Root 1");
+        let bootstrap = vec![root.self_signed()];
+        let mut hub = Ca::new("Hub CA");
+        hub.params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 72]),
+            rcgen::DnValue::Utf8String("hub".into()),
+        );
+        let hub = root.sign(&hub);
+        let merged = merge(&bootstrap, &[hub], now());
+        assert_eq!(merged.anchors, bootstrap);
+        assert_eq!(
+            subjects(&merged.ignored)
+                .into_iter()
+                .map(|(_, why)| why)
+                .collect::<Vec<_>>(),
+            [IgnoredBecause::StatesARole]
         );
     }
 }

@@ -54,6 +54,8 @@ const PCRS: [u32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 /// A PKI: root → site intermediate; the attestor's server SVID.
 struct Pki {
     root_pem: String,
+    /// The root's private key (PKCS#8 PEM), to cross-sign a new root in a test.
+    root_key_pem: String,
     root: Authority,
     site: Authority,
     server_chain_pem: String,
@@ -81,6 +83,13 @@ impl Pki {
         )
         .unwrap();
         let root_pem = pem(&root.certificate);
+        let root_key_pem = root
+            .key
+            .as_ref()
+            .unwrap()
+            .to_pkcs8_pem()
+            .expose()
+            .to_owned();
         let root = Authority::from_issued(root).unwrap();
         let site = root
             .issue_intermediate(
@@ -109,6 +118,7 @@ impl Pki {
         let server_key_pem = server.key.unwrap().to_pkcs8_pem().expose().to_owned();
         Self {
             root_pem,
+            root_key_pem,
             root,
             site,
             server_chain_pem,
@@ -564,6 +574,27 @@ async fn a_huge_load_shedding_hint_is_capped() {
     );
 }
 
+/// A new root (no role, a key of its own) cross-signed by `pki`'s root, as a root rotation
+/// announces it.
+fn cross_signed_root(pki: &Pki, name: &str) -> Vec<u8> {
+    let root_key = rcgen::KeyPair::from_pem(&pki.root_key_pem).unwrap();
+    let root_cert = pki.root.certificate().to_vec();
+    let signer = rcgen::Issuer::from_ca_cert_der(&root_cert.as_slice().into(), &root_key).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(2));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.not_before = OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    params.not_after = OffsetDateTime::now_utc() + time::Duration::days(1);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    params.signed_by(&key, &signer).unwrap().der().to_vec()
+}
+
 /// A CA certificate for a new key named `name`, issued by `issuer`.
 fn ca_issued_by(issuer: &Authority, name: &str) -> Vec<u8> {
     issuer
@@ -589,7 +620,8 @@ async fn the_attestor_cannot_replace_the_bootstrap_trust_anchors() {
     let bootstrap =
         garrison_agent::files::certificates_from_pem(&std::fs::read(&config.trust_bundle).unwrap())
             .unwrap();
-    // An attacker's root, a CA under it, and a new root cross-signed by the real root.
+    // An attacker's root, a CA under it, a new root cross-signed by the real root, and a hub
+    // CA the real root issued (an intermediate: never an anchor).
     let attacker = Authority::from_issued(
         Authority::new_root(
             &RootParams {
@@ -607,7 +639,8 @@ async fn the_attestor_cannot_replace_the_bootstrap_trust_anchors() {
     .unwrap();
     let attacker_root = attacker.certificate().to_vec();
     let attacker_ca = ca_issued_by(&attacker, "attacker-ca");
-    let cross_signed = ca_issued_by(&site.mock.pki.root, "root-2");
+    let cross_signed = cross_signed_root(&site.mock.pki, "root-2");
+    let hub = ca_issued_by(&site.mock.pki.root, "hub");
 
     // Only foreign roots sent: the bootstrap anchors are written, nothing else.
     site.state().trust_bundle = Some(vec![attacker_root.clone(), attacker_ca.clone()]);
@@ -622,6 +655,7 @@ async fn the_attestor_cannot_replace_the_bootstrap_trust_anchors() {
         attacker_root,
         bootstrap[0].clone(),
         cross_signed.clone(),
+        hub,
         attacker_ca,
     ]);
     let renewed = garrison_agent::renew_once(&config).await.unwrap();

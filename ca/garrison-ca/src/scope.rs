@@ -92,8 +92,44 @@ impl CaRole {
     /// The role a certificate states, `None` when it states none (a root, or a CA made
     /// before roles existed). More than one role, or one we cannot read, is an error.
     pub fn of_certificate(cert: &X509Certificate<'_>) -> Result<Option<Self>, CaError> {
-        let mut roles = cert
-            .subject()
+        Self::of_name(cert.subject())
+    }
+
+    /// The role a trust anchor states, from its subject as webpki's `TrustAnchor` keeps it:
+    /// the contents of the Name, without its SEQUENCE tag and length.
+    pub fn of_anchor_subject(contents: &[u8]) -> Result<Option<Self>, CaError> {
+        let too_long = || CaError::BadCaRole {
+            role: "trust anchor subject too long".to_owned(),
+        };
+        let mut der = vec![0x30];
+        match u8::try_from(contents.len()) {
+            Ok(short) if short < 0x80 => der.push(short),
+            _ => {
+                let bytes: Vec<u8> = contents
+                    .len()
+                    .to_be_bytes()
+                    .into_iter()
+                    .skip_while(|b| *b == 0)
+                    .collect();
+                der.push(0x80 | u8::try_from(bytes.len()).map_err(|_| too_long())?);
+                der.extend(bytes);
+            }
+        }
+        der.extend_from_slice(contents);
+        let (rest, name) =
+            x509_parser::x509::X509Name::from_der(&der).map_err(|_| CaError::BadCaRole {
+                role: "trust anchor subject does not parse".to_owned(),
+            })?;
+        if !rest.is_empty() {
+            return Err(CaError::BadCaRole {
+                role: "trust anchor subject has trailing bytes".to_owned(),
+            });
+        }
+        Self::of_name(&name)
+    }
+
+    fn of_name(name: &x509_parser::x509::X509Name<'_>) -> Result<Option<Self>, CaError> {
+        let mut roles = name
             .iter_attributes()
             .filter(|attr| attr.attr_type().to_id_string() == ROLE_ATTRIBUTE_OID_TEXT);
         let Some(first) = roles.next() else {
@@ -232,10 +268,26 @@ pub fn check_leaf_scope_der<'a>(
     id: &SpiffeId,
     issuers: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(), CaError> {
-    let roles = issuers
+    check_path_scope_der(id, issuers, None)
+}
+
+/// [`check_leaf_scope_der`] for a path a verifier built, with the role of the trust anchor
+/// it ended at (`None` for a root, which states none). An anchor that states a role (a site
+/// CA as the anchor of the attestor's client verifier, or an intermediate someone put in a
+/// trust bundle) is held to it like an intermediate just below the root: a hub CA made an
+/// anchor still cannot vouch for a policy signer, nor a site CA for another site.
+pub fn check_path_scope_der<'a>(
+    id: &SpiffeId,
+    issuers: impl IntoIterator<Item = &'a [u8]>,
+    anchor: Option<CaRole>,
+) -> Result<(), CaError> {
+    let mut roles = issuers
         .into_iter()
         .map(CaRole::of_der)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(role) = anchor {
+        roles.push(Some(role));
+    }
     check_leaf_scope(id, &roles)
 }
 

@@ -101,15 +101,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 }
 
 /// The containment rule of [`garrison_ca::scope`] over the intermediates webpki actually
-/// used (never the list the peer sent): a site CA vouches only for its own site, so a
-/// stolen site-a CA cannot present itself as site-b's attestor.
+/// used (never the list the peer sent) and the anchor it ended at: a site CA vouches only
+/// for its own site, so a stolen site-a CA cannot present itself as site-b's attestor, and
+/// an anchor that states a role (an intermediate placed in a bundle) is held to that role.
 pub fn check_path_scope(
     id: &SpiffeId,
     path: &webpki::VerifiedPath<'_>,
 ) -> Result<(), garrison_ca::CaError> {
     let issuers: Vec<CertificateDer<'_>> =
         path.intermediate_certificates().map(|c| c.der()).collect();
-    garrison_ca::check_leaf_scope_der(id, issuers.iter().map(|c| c.as_ref()))
+    let anchor = garrison_ca::CaRole::of_anchor_subject(path.anchor().subject.as_ref())?;
+    garrison_ca::check_path_scope_der(id, issuers.iter().map(|c| c.as_ref()), anchor)
 }
 
 fn scope_error(error: garrison_ca::CaError) -> rustls::CertificateError {

@@ -193,3 +193,52 @@ fn a_sub_ca_minted_under_a_stolen_site_ca_is_refused() {
         garrison_ca::check_leaf_scope(&SpiffeId::parse(SITE_B_ATTESTOR).unwrap(), &roles).is_err()
     );
 }
+
+/// `verify` with `anchors` as the bundle instead of the root (an intermediate someone put in
+/// a trust bundle, or the site CA the attestor's client verifier anchors at).
+fn verify_under(
+    w: &World,
+    anchors: &[&Ca],
+    leaf: &[u8],
+    expected: &str,
+) -> Result<(), rustls::Error> {
+    let certs: Vec<Vec<u8>> = anchors
+        .iter()
+        .map(|c| c.authority.certificate().to_vec())
+        .collect();
+    let bundle = certificates_to_pem(&certs);
+    let verifier =
+        SpiffeServerVerifier::new(bundle.as_bytes(), SpiffeId::parse(expected).unwrap()).unwrap();
+    verifier
+        .verify_server_cert(
+            &CertificateDer::from(leaf.to_vec()),
+            &[],
+            &ServerName::try_from("attestor").unwrap(),
+            &[],
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                u64::try_from(w.now.unix_timestamp()).unwrap(),
+            )),
+        )
+        .map(|_| ())
+}
+
+/// A CA that states a role is held to it when it is the trust anchor too: a site CA as
+/// anchor vouches for its own site only, a hub CA as anchor for no site leaf directly.
+#[test]
+fn an_anchor_that_states_a_role_is_held_to_it() {
+    let w = world();
+    let own = forged_leaf(&w.site_a, SITE_A_ATTESTOR, w.now);
+    verify_under(&w, &[&w.site_a], &own, SITE_A_ATTESTOR).unwrap();
+    let other = forged_leaf(&w.site_a, SITE_B_ATTESTOR, w.now);
+    let err = verify_under(&w, &[&w.site_a], &other, SITE_B_ATTESTOR).unwrap_err();
+    assert!(format!("{err:?}").contains("OutOfScope"), "{err}");
+    let from_hub = forged_leaf(&w.hub, SITE_A_ATTESTOR, w.now);
+    let err = verify_under(&w, &[&w.hub], &from_hub, SITE_A_ATTESTOR).unwrap_err();
+    assert!(format!("{err:?}").contains("OutOfScope"), "{err}");
+    // Without the anchor's role the path would be empty, which is what a root may issue: a
+    // hub CA in a bundle could then vouch for a policy signer.
+    let signer = "spiffe://example.org/policy/signer";
+    let from_hub = forged_leaf(&w.hub, signer, w.now);
+    let err = verify_under(&w, &[&w.hub], &from_hub, signer).unwrap_err();
+    assert!(format!("{err:?}").contains("OutOfScope"), "{err}");
+}

@@ -320,7 +320,7 @@ fn verify_chain(
     intermediates: &[Vec<u8>],
     trust: &PolicyTrust,
     now: OffsetDateTime,
-) -> Result<Vec<Vec<u8>>, PolicyError> {
+) -> Result<SignerPath, PolicyError> {
     let untrusted = |e: webpki::Error| PolicyError::SignerNotTrusted {
         reason: format!("{e:?}"),
     };
@@ -354,25 +354,36 @@ fn verify_chain(
             None,
             None,
         )
-        .map(|path| {
-            path.intermediate_certificates()
+        .map(|path| SignerPath {
+            intermediates: path
+                .intermediate_certificates()
                 .map(|c| c.der().to_vec())
-                .collect()
+                .collect(),
+            anchor_subject: path.anchor().subject.as_ref().to_vec(),
         })
         .map_err(untrusted)
 }
 
+/// The path webpki built for a signer: the intermediates it used (the signer's issuer
+/// first) and the subject of the anchor it ended at (as webpki keeps it).
+struct SignerPath {
+    intermediates: Vec<Vec<u8>>,
+    anchor_subject: Vec<u8>,
+}
+
 /// A policy signer chains to the root directly or through policy CAs only: never through
 /// a site CA (online at an exposed site) or the hub ([`garrison_ca::scope`]).
-fn check_signer_scope(signer: &str, path: &[Vec<u8>]) -> Result<(), PolicyError> {
+fn check_signer_scope(signer: &str, path: &SignerPath) -> Result<(), PolicyError> {
     let id = garrison_ca::SpiffeId::parse(signer).map_err(|e| PolicyError::SignerNotTrusted {
         reason: e.to_string(),
     })?;
-    garrison_ca::check_leaf_scope_der(&id, path.iter().map(Vec::as_slice)).map_err(|e| {
-        PolicyError::SignerOutOfScope {
-            reason: e.to_string(),
-        }
-    })
+    let out_of_scope = |e: garrison_ca::CaError| PolicyError::SignerOutOfScope {
+        reason: e.to_string(),
+    };
+    let anchor =
+        garrison_ca::CaRole::of_anchor_subject(&path.anchor_subject).map_err(out_of_scope)?;
+    garrison_ca::check_path_scope_der(&id, path.intermediates.iter().map(Vec::as_slice), anchor)
+        .map_err(out_of_scope)
 }
 
 fn check_signer_id(cert: &X509Certificate<'_>, trust: &PolicyTrust) -> Result<String, PolicyError> {
