@@ -24,7 +24,7 @@ use crate::challenge::{ChallengeId, ChallengeStore, Pending};
 use crate::evidence_record::{EvidenceRecord, UnprovenRequest};
 use crate::policy_input;
 use crate::random::RandomSource;
-use crate::record_budget::{BudgetLimits, RecordBudget, UNRECORDED_REFUSALS};
+use crate::record_budget::{BudgetLimits, PeerKey, RecordBudget, UNRECORDED_REFUSALS};
 use crate::refusal::{Reason, Refusal};
 
 /// Where the attestor gets the time. Tests substitute a fixed or stepping clock.
@@ -94,6 +94,9 @@ pub struct Attestor {
     boot_cache: BootCache,
     /// Records of refusals before the sender proved anything, per peer and for the site.
     unproven: RecordBudget,
+    /// Records of refusals of proven senders (TPM holders, current nodes), per node and for
+    /// the site: a TPM that is real but never admitted must not fill the log either.
+    holders: RecordBudget,
     /// For the libraries that take a ring generator (MakeCredential, SVID issuance), which
     /// report its failures as errors; the attestor's own draws use `parts.random`.
     rng: SystemRandom,
@@ -139,8 +142,10 @@ enum Proof {
     /// the record keeps the evidence and is subject to the budget.
     TpmEvidence,
     /// The sender holds the TPM (its credential was activated) or a current SVID of this
-    /// site (renewal): the record keeps all evidence, event log included, and is never
-    /// dropped.
+    /// site (renewal): the record keeps all evidence, event log included, within the node's
+    /// own budget (20 at once, then one every 10 minutes); beyond it the refusal is counted
+    /// in the summary record. The event log's bytes are kept only if it replayed to the
+    /// quote.
     Holder,
 }
 
@@ -208,6 +213,7 @@ impl Attestor {
             renewals: ChallengeStore::new(capacity),
             boot_cache: BootCache::new(BOOT_CACHE_ENTRIES),
             unproven: RecordBudget::new(BudgetLimits::default(), now),
+            holders: RecordBudget::for_holders(BudgetLimits::holders(), now),
             rng: SystemRandom::new(),
         }
     }
@@ -806,7 +812,15 @@ impl Attestor {
             return refusal;
         }
         let now = self.parts.clock.now();
-        if outcome.proof != Proof::Holder && !self.unproven.admit(sender.peer, now) {
+        let admitted = match (
+            outcome.proof,
+            outcome.node_id.as_deref().and_then(PeerKey::node),
+        ) {
+            (Proof::Holder, Some(node)) => self.holders.admit_key(node, now),
+            (Proof::Holder, None) => self.holders.admit(sender.peer, now),
+            _ => self.unproven.admit(sender.peer, now),
+        };
+        if !admitted {
             return refusal;
         }
         let (detail, evidence) = match outcome.proof {
@@ -814,8 +828,10 @@ impl Attestor {
             Proof::TpmEvidence => (bounded(&refusal.detail), outcome.evidence.to_bytes()),
             Proof::Nothing => (bounded(&refusal.detail), sender.unproven().to_bytes()),
         };
-        if outcome.proof != Proof::Holder {
-            // Only a proven sender's event log is ever stored.
+        if outcome.proof != Proof::Holder || outcome.boot.is_none() {
+            // Only a proven sender's event log, and only one that replayed to its quote, is
+            // ever stored: any other is bytes of the sender's choosing (its digest is in the
+            // evidence record).
             outcome.event_log = Vec::new();
         }
         let record = Record {
@@ -849,8 +865,19 @@ impl Attestor {
     /// record budget was spent) since the last call, if there were any. Returns how many it
     /// covers. The server calls this once a minute.
     pub async fn record_unrecorded_refusals(&self) -> Result<u64, garrison_log::LogError> {
+        let mut total = 0;
+        for budget in [&self.unproven, &self.holders] {
+            total += self.record_unrecorded_of(budget).await?;
+        }
+        Ok(total)
+    }
+
+    async fn record_unrecorded_of(
+        &self,
+        budget: &RecordBudget,
+    ) -> Result<u64, garrison_log::LogError> {
         let now = self.parts.clock.now();
-        let Some(unrecorded) = self.unproven.take_unrecorded(now) else {
+        let Some(unrecorded) = budget.take_unrecorded(now) else {
             return Ok(0);
         };
         tracing::warn!(
@@ -883,7 +910,9 @@ impl Attestor {
     /// Refusals that were not recorded one by one since the start (each is counted in a
     /// summary record, see [`Self::record_unrecorded_refusals`]).
     pub fn unrecorded_refusals(&self) -> u64 {
-        self.unproven.unrecorded_total()
+        self.unproven
+            .unrecorded_total()
+            .saturating_add(self.holders.unrecorded_total())
     }
 
     /// Append `entry` with the event log's bytes, unless a committed record already holds

@@ -8,6 +8,8 @@
 //! A request refused before its sender proved anything (no EK certificate chain verified, no
 //! credential activated, no current SVID) is the sender's choice of bytes, up to the 1 MiB the
 //! transport accepts: its record keeps an [`UnprovenRequest`] instead, a digest and a size.
+//! Likewise an event log that did not replay to its quote is kept as its digest only
+//! (`event_log_sha256`): its bytes are stored only once they matched a TPM's PCRs.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

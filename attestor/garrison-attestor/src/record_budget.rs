@@ -14,6 +14,13 @@
 //!
 //! The log's growth from unproven requests is therefore at most `site_burst` records plus one
 //! per `site_every`, each under about a kilobyte, however many peers send however much.
+//!
+//! Refusals of senders who *did* prove something (they hold a TPM whose EK chains to a
+//! trusted manufacturer, or a current SVID) keep their full evidence, event log included. A
+//! commodity machine's TPM can do that without ever being admitted, so those records have a
+//! budget of their own ([`RecordBudget::for_holders`]), keyed by the node (its EK) rather
+//! than its address: generous enough that every refusal of a node with a real problem is
+//! recorded, bounded so that one TPM cannot fill the log.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,6 +47,23 @@ pub struct BudgetLimits {
     pub max_peers: usize,
 }
 
+impl BudgetLimits {
+    /// Budgets for refusals of proven senders, per node: 20 records per node at once, then
+    /// one every 10 minutes (a node's records keep its event log, up to 768 KiB if it
+    /// replays: at most about 110 MB a day from one TPM bent on filling the log); 10,000 for
+    /// the site at once (every node of a large site refused by one policy change), then ten
+    /// a second.
+    pub fn holders() -> Self {
+        BudgetLimits {
+            per_peer_burst: 20,
+            per_peer_every: Duration::minutes(10),
+            site_burst: 10_000,
+            site_every: Duration::milliseconds(100),
+            max_peers: 4096,
+        }
+    }
+}
+
 impl Default for BudgetLimits {
     /// 10 records per peer at once, then one every 6 s (10 a minute); 100 for the site at
     /// once, then one a second (3,600 an hour, about 3 MB); 4,096 peers tracked (a few
@@ -64,6 +88,8 @@ pub enum PeerKey {
     V6([u8; 8]),
     /// The transport did not say.
     Unknown,
+    /// A node, by the first 16 bytes of its EK hash (holders' budgets).
+    Node([u8; 16]),
 }
 
 impl PeerKey {
@@ -77,6 +103,13 @@ impl PeerKey {
             }
             None => PeerKey::Unknown,
         }
+    }
+
+    /// The key of a node (its id: the EK public-key SHA-256, hex); `None` if it is not hex.
+    pub fn node(node_id: &str) -> Option<Self> {
+        let bytes = hex::decode(node_id).ok()?;
+        let prefix: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+        Some(PeerKey::Node(prefix))
     }
 }
 
@@ -92,6 +125,7 @@ impl fmt::Display for PeerKey {
                 write!(f, "{}/64", std::net::Ipv6Addr::from(octets))
             }
             PeerKey::Unknown => f.write_str("unknown"),
+            PeerKey::Node(prefix) => write!(f, "node {}", hex::encode(prefix)),
         }
     }
 }
@@ -142,6 +176,8 @@ pub struct Unrecorded {
     pub top_peers: Vec<(PeerKey, u64)>,
     /// How many distinct peers (those beyond the tracking table counted as one).
     pub peers: usize,
+    /// Whose refusals these are ("before authentication", "of proven senders").
+    pub senders: &'static str,
 }
 
 /// Peers named in a summary.
@@ -163,14 +199,25 @@ struct State {
 #[derive(Debug)]
 pub struct RecordBudget {
     limits: BudgetLimits,
+    senders: &'static str,
     state: Mutex<State>,
 }
 
 impl RecordBudget {
     /// Full budgets at `now`.
     pub fn new(limits: BudgetLimits, now: OffsetDateTime) -> Self {
+        Self::labelled(limits, "before authentication", now)
+    }
+
+    /// Full budgets at `now` for refusals of proven senders, keyed with [`PeerKey::node`].
+    pub fn for_holders(limits: BudgetLimits, now: OffsetDateTime) -> Self {
+        Self::labelled(limits, "of TPM holders or current nodes", now)
+    }
+
+    fn labelled(limits: BudgetLimits, senders: &'static str, now: OffsetDateTime) -> Self {
         RecordBudget {
             limits,
+            senders,
             state: Mutex::new(State {
                 peers: HashMap::new(),
                 overflow: Bucket::full(limits.per_peer_burst, now),
@@ -184,8 +231,12 @@ impl RecordBudget {
 
     /// May a refusal from `peer` be recorded now? If not, it is counted as unrecorded.
     pub fn admit(&self, peer: Option<SocketAddr>, now: OffsetDateTime) -> bool {
+        self.admit_key(PeerKey::of(peer), now)
+    }
+
+    /// May a refusal from the sender `key` be recorded now? If not, it is counted.
+    pub fn admit_key(&self, key: PeerKey, now: OffsetDateTime) -> bool {
         let l = self.limits;
-        let key = PeerKey::of(peer);
         let mut guard = self.lock();
         let state = &mut *guard;
         state.site.refill(l.site_burst, l.site_every, now);
@@ -237,6 +288,7 @@ impl RecordBudget {
             since,
             top_peers: named,
             peers,
+            senders: self.senders,
         })
     }
 
@@ -271,8 +323,8 @@ impl fmt::Display for Unrecorded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} refusal(s) before authentication from {} peer(s) not recorded one by one since {} (record budget spent)",
-            self.refusals, self.peers, self.since
+            "{} refusal(s) {} from {} peer(s) not recorded one by one since {} (record budget spent)",
+            self.refusals, self.senders, self.peers, self.since
         )?;
         for (i, (peer, n)) in self.top_peers.iter().enumerate() {
             write!(f, "{}{peer} {n}", if i == 0 { ": " } else { ", " })?;

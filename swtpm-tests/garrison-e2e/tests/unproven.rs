@@ -188,3 +188,42 @@ async fn refusals_beyond_the_budget_are_counted_in_a_summary_record() {
     assert_eq!(attestor.unrecorded_refusals(), 12);
     site.stop().await;
 }
+
+/// A real TPM from a trusted manufacturer that is never admitted (Secure Boot off) proves
+/// it holds its TPM on every attempt, so its refusals keep their full evidence: they have a
+/// budget of their own, per node, so that one such machine cannot fill the log either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_tpm_refused_again_and_again_is_recorded_within_its_nodes_budget() {
+    let node = NodeSpec {
+        name: "node-1",
+        log: garrison_testbed::INSECURE_BOOT_LOG,
+        ek_trusted: true,
+    };
+    let site = Running::start(&[node], "").await;
+    let attestor = site.attestor.clone().unwrap();
+    let config = site.agent_config("node-1");
+    for _ in 0..24 {
+        let err = garrison_agent::enroll_once(&config).await.unwrap_err();
+        assert_eq!(reason(&err), "policy-deny");
+    }
+    let records = site.records().await;
+    assert_eq!(records.len(), 20, "the node's burst");
+    assert!(records.iter().all(|r| r.record.reasons[0] == "policy-deny"));
+    assert_eq!(attestor.unrecorded_refusals(), 4);
+    assert_eq!(attestor.record_unrecorded_refusals().await.unwrap(), 4);
+    let records = site.records().await;
+    let summary = &records.last().unwrap().record;
+    assert_eq!(summary.reasons[0], garrison_attestor::UNRECORDED_REFUSALS);
+    let node_id = records[0].record.node_id.clone().unwrap();
+    assert!(
+        summary.reasons[1].contains("of TPM holders or current nodes from 1 peer(s)")
+            && summary.reasons[1].contains(&format!("node {} 4", &node_id[..32])),
+        "{:?}",
+        summary.reasons
+    );
+    // Ten minutes later (the injected clock) the node has room for one more record.
+    site.clock.advance(time::Duration::minutes(10));
+    garrison_agent::enroll_once(&config).await.unwrap_err();
+    assert_eq!(site.records().await.len(), 22);
+    site.stop().await;
+}
