@@ -333,7 +333,8 @@ pub(crate) async fn reload(
     archive: &[u8],
     now: OffsetDateTime,
 ) -> Result<String, String> {
-    let in_force = policy.current().info().clone();
+    let before = policy.current();
+    let in_force = before.info().clone();
     let (outcome, digest) = match reload_checked(policy, log, archive, now).await {
         Ok(ReloadOutcome::Replaced { previous, current }) => (
             Ok(format!(
@@ -359,12 +360,23 @@ pub(crate) async fn reload(
             in_force.digest,
         ),
     };
+    let replaced = outcome.is_ok();
     let result = outcome
         .clone()
         .map_err(|(refusal, detail)| format!("{}: {detail}", refusal.code()));
     let entry = update_entry(site, now, outcome, digest, archive.to_vec());
     if let Err(e) = log.append(entry).await {
         tracing::error!(error = %e, "could not record the policy update");
+        if replaced {
+            // A bundle in force must have its policy-update record (the floor a restart
+            // checks against): unrecorded, it does not take effect.
+            policy.reinstate(before);
+            return Err(format!(
+                "log-unavailable: the new bundle could not be recorded ({e}); {} #{} stays in \
+                 force",
+                in_force.name, in_force.sequence
+            ));
+        }
     }
     result
 }

@@ -257,3 +257,36 @@ async fn a_floor_record_that_does_not_decode_stops_the_start() {
     let updates = f.policy_updates().await;
     assert_refused(updates.last().unwrap(), "policy-floor-unreadable");
 }
+
+/// A reload whose policy-update record cannot be written does not take effect: the bundle in
+/// force is the one the log's floor names, so a restart cannot silently roll it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_be_recorded_does_not_take_effect() {
+    use sqlx::Connection as _;
+    let f = fixture();
+    let a = f.start().await.unwrap();
+    let before = f.policy_updates().await.len();
+    sqlx::any::install_default_drivers();
+    let mut side = sqlx::AnyConnection::connect(&f.config.database)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_policy_updates BEFORE INSERT ON records \
+         WHEN NEW.kind = 'policy-update' BEGIN SELECT RAISE(ABORT, 'test: log refuses'); END",
+    )
+    .execute(&mut side)
+    .await
+    .unwrap();
+    let err = a.reload_policy(&f.lab(2)).await.unwrap_err();
+    assert!(err.starts_with("log-unavailable"), "{err}");
+    sqlx::query("DROP TRIGGER refuse_policy_updates")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    side.close().await.unwrap();
+    assert_eq!(f.policy_updates().await.len(), before, "nothing recorded");
+    // Once the log takes it, the same bundle goes in force: "replaced", not "unchanged",
+    // so it was not in force before.
+    let text = a.reload_policy(&f.lab(2)).await.unwrap();
+    assert!(text.contains("lab #2 replaced"), "{text}");
+}

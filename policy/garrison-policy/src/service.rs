@@ -152,4 +152,15 @@ impl PolicyService {
         }
         Ok(ReloadOutcome::Replaced { previous, current })
     }
+
+    /// Put `engine`, taken from [`Self::current`] before a reload, back in force: for a
+    /// caller that could not record the reload it made, so that no bundle stays in force
+    /// unrecorded.
+    pub fn reinstate(&self, engine: Arc<PolicyEngine>) {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        match self.current.write() {
+            Ok(mut guard) => *guard = engine,
+            Err(poisoned) => *poisoned.into_inner() = engine,
+        }
+    }
 }
