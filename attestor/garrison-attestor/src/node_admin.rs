@@ -16,24 +16,29 @@ use time::OffsetDateTime;
 /// The first reason of every node-reset record (a stable code, like refusal codes).
 pub const TPM_CLEARED: &str = "tpm-cleared";
 
-/// Accept that `node_id`'s TPM was cleared: log a node-reset record at `site` and `now`,
-/// with `why` (who decided, on what grounds) and the state it discards, and reset the node's
-/// state. Refused with [`LogError::UnknownNode`] for a node that never enrolled, and with
-/// [`LogError::InvalidEntry`] for an empty `why`: an auditor must be able to read why.
+/// Accept that `node_id`'s TPM was cleared: log a node-reset record at `now`, with `why`
+/// (who decided, on what grounds; a record without one says so) and the state it discards,
+/// and reset the node's state. The record's site is `site`, or else the one in the node's
+/// SPIFFE ID. Refused with [`LogError::UnknownNode`] for a node that never enrolled, and with
+/// [`LogError::InvalidEntry`] for a `why` that is given but blank.
 pub async fn reset_node(
     log: &AttestationLog,
-    site: &str,
+    site: Option<&str>,
     node_id: &str,
-    why: &str,
+    why: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Appended, LogError> {
-    let why = why.trim();
-    if why.is_empty() {
-        return Err(LogError::InvalidEntry {
-            field: "reasons",
-            problem: "a node reset says why (who checked the machine, and what they found)",
-        });
-    }
+    let why = match why.map(str::trim) {
+        Some("") => {
+            return Err(LogError::InvalidEntry {
+                field: "reasons",
+                problem: "a node reset's reason, when given, says why (who checked the machine, \
+                          and what they found)",
+            });
+        }
+        Some(why) => why.to_owned(),
+        None => NO_REASON_GIVEN.to_owned(),
+    };
     let node_id = node_id.trim().to_ascii_lowercase();
     let before = log
         .node(&node_id)
@@ -41,6 +46,13 @@ pub async fn reset_node(
         .ok_or_else(|| LogError::UnknownNode {
             node_id: node_id.clone(),
         })?;
+    let site = match site {
+        Some(site) => site.to_owned(),
+        None => site_of(&before.spiffe_id).ok_or(LogError::InvalidEntry {
+            field: "site",
+            problem: "the node's SPIFFE ID names no site; give the site explicitly",
+        })?,
+    };
     let discarded = format!(
         "discarded: resetCount {}, restartCount {}, clock {} ms, AK name {}, current serial {}",
         before.reset_count,
@@ -51,9 +63,22 @@ pub async fn reset_node(
     );
     log.reset_node(NodeReset {
         time: now,
-        site: site.to_owned(),
+        site,
         node_id,
-        reasons: vec![TPM_CLEARED.to_owned(), why.to_owned(), discarded],
+        reasons: vec![TPM_CLEARED.to_owned(), why, discarded],
     })
     .await
+}
+
+/// What a node-reset record says when the operator gave no reason.
+pub const NO_REASON_GIVEN: &str = "no reason given by the operator";
+
+/// `<s>` of `spiffe://<td>/site/<s>/...`.
+fn site_of(spiffe_id: &str) -> Option<String> {
+    let id = garrison_ca::SpiffeId::parse(spiffe_id).ok()?;
+    let mut segments = id.path().trim_start_matches('/').split('/');
+    match (segments.next(), segments.next()) {
+        (Some("site"), Some(site)) if !site.is_empty() => Some(site.to_owned()),
+        _ => None,
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use garrison_attestor::SiteConfig;
 use garrison_log::{AttestationLog, LogConfig};
@@ -21,32 +21,52 @@ pub enum NodeCommand {
 pub struct ResetArgs {
     /// The site's attestor configuration (TOML): the site name and log database are read
     /// from it. The attestor may keep running.
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    config: Option<PathBuf>,
+    /// The log database instead of --config: sqlite:///path/to/log.db or postgres://...
     #[arg(long)]
-    config: PathBuf,
+    db: Option<String>,
+    /// The site named in the record (default: from --config, else the node's SPIFFE ID).
+    #[arg(long)]
+    site: Option<String>,
     /// Node id (EK public-key SHA-256, hex), as `garrison log query` shows it.
     #[arg(long)]
     node: String,
-    /// Why, for the record: who checked the machine and what they found.
+    /// Why, for the record: who checked the machine and what they found. Without it the
+    /// record says that no reason was given.
     #[arg(long)]
-    reason: String,
+    reason: Option<String>,
 }
 
 /// Run a node command.
 pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Reset(args) = command;
-    let config = SiteConfig::load(&args.config)?;
+    let (url, config_site) = match (&args.config, &args.db) {
+        (Some(path), _) => {
+            let config = SiteConfig::load(path)?;
+            (config.database, Some(config.site))
+        }
+        (None, Some(db)) => {
+            if !db.starts_with("sqlite://") && !db.starts_with("postgres") {
+                bail!("--db must be a sqlite:// or postgres:// URL");
+            }
+            (db.clone(), None)
+        }
+        (None, None) => bail!("give --config site.toml or --db URL"),
+    };
+    let site = args.site.clone().or(config_site);
     let log = AttestationLog::open(&LogConfig {
-        url: config.database.clone(),
+        url: url.clone(),
         max_batch: 1,
         max_connections: 2,
     })
     .await
-    .with_context(|| format!("opening the attestation log {}", config.database))?;
+    .with_context(|| format!("opening the attestation log {url}"))?;
     let result = garrison_attestor::node_admin::reset_node(
         &log,
-        &config.site,
+        site.as_deref(),
         &args.node,
-        &args.reason,
+        args.reason.as_deref(),
         OffsetDateTime::now_utc(),
     )
     .await;

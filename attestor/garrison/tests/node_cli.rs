@@ -161,8 +161,34 @@ async fn node_reset_logs_the_operators_reason_and_forgets_the_old_tpm_state() {
     );
     log.close().await;
 
-    // `garrison log query --kind node-reset` finds it.
+    // The literal form: the log URL and the node, no configuration, no reason. The site
+    // comes from the node's SPIFFE ID and the record says that no reason was given.
     let db = config.database.clone();
+    let bare = garrison(&["node", "reset", "--db", &db, "--node", &node]);
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+    let log = open(&config).await;
+    let records = log
+        .query(&Query {
+            kind: Some(RecordKind::NodeReset),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].record.site, config.site);
+    assert_eq!(
+        records[1].record.reasons[1],
+        garrison_attestor::node_admin::NO_REASON_GIVEN
+    );
+    log.close().await;
+    let neither = garrison(&["node", "reset", "--node", &node]);
+    assert!(!neither.status.success());
+
+    // `garrison log query --kind node-reset` finds it.
     let query = garrison(&["log", "query", "--db", &db, "--kind", "node-reset"]);
     assert!(query.status.success());
     let stdout = String::from_utf8_lossy(&query.stdout);

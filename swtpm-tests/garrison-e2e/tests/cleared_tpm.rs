@@ -94,9 +94,9 @@ async fn a_cleared_tpm_is_readmitted_only_after_the_operators_reset() {
     let log = site.log().await;
     let appended = garrison_attestor::node_admin::reset_node(
         &log,
-        garrison_testbed::SITE,
+        Some(garrison_testbed::SITE),
         &node_id,
-        "operator: TPM cleared during a BIOS update, checked on site",
+        Some("operator: TPM cleared during a BIOS update, checked on site"),
         site.clock.now(),
     )
     .await
