@@ -1213,16 +1213,7 @@ fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
 }
 
 fn ca_refusal(err: CaError) -> Refusal {
-    match err {
-        CaError::CsrKeyUnacceptable { .. }
-        | CaError::CsrSignatureInvalid
-        | CaError::CsrUnparseable => Refusal::new(Reason::Csr, err.to_string()),
-        CaError::OutOfScope { .. } | CaError::ReservedIdentity { .. } => {
-            Refusal::new(Reason::PolicyScope, err.to_string())
-        }
-        CaError::Random => Refusal::new(Reason::RandomUnavailable, err.to_string()),
-        other => Refusal::new(Reason::CaUnavailable, other.to_string()),
-    }
+    Refusal::new(Reason::of_ca_error(err.kind()), err.to_string())
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@
 
 use garrison_log::{AttestationLog, Decision, NewEntry, Query, Record, RecordKind};
 use garrison_policy::{
-    BundleFiles, BundleInfo, BundleLimits, MANIFEST_FILE, Manifest, PolicyError, PolicyService,
-    ReloadOutcome, decode_archive, sha256_hex,
+    BundleFiles, BundleInfo, BundleLimits, MANIFEST_FILE, Manifest, PolicyError, PolicyErrorKind,
+    PolicyService, ReloadOutcome, decode_archive, sha256_hex,
 };
 use time::OffsetDateTime;
 
@@ -49,14 +49,14 @@ impl PolicyRefusal {
         }
     }
 
-    /// The refusal for a policy error. The two floor checks have their own codes; every other
-    /// error (signature, chain, digests, compilation, limits) is a bundle that is not valid.
-    /// `PolicyError` is another crate's non-exhaustive enum, so that last arm cannot be a list.
+    /// The refusal for a policy error, by its kind: the two floor checks have their own
+    /// codes; a bundle that does not decode, verify or compile is invalid. (A decision error
+    /// cannot come out of a reload; should one, the bundle is not usable either.)
     pub fn of(err: &PolicyError) -> Self {
-        match err {
-            PolicyError::Rollback { .. } => PolicyRefusal::Rollback,
-            PolicyError::SequenceReused { .. } => PolicyRefusal::SequenceReused,
-            _ => PolicyRefusal::BundleInvalid,
+        match err.kind() {
+            PolicyErrorKind::Rollback => PolicyRefusal::Rollback,
+            PolicyErrorKind::SequenceReused => PolicyRefusal::SequenceReused,
+            PolicyErrorKind::Bundle | PolicyErrorKind::Decision => PolicyRefusal::BundleInvalid,
         }
     }
 }

@@ -157,20 +157,33 @@ impl Reason {
         }
     }
 
-    /// The reason for a verifier error, by its stable check name.
-    pub fn from_evidence_check(check: &str) -> Reason {
+    /// The reason for a failed evidence check: by type, every check named (a new check
+    /// does not compile until it is placed here).
+    pub fn of_check(check: garrison_evidence::Check) -> Reason {
+        use garrison_evidence::Check as C;
         match check {
-            "attest-structure" => Reason::AttestStructure,
-            "quote-signature" => Reason::QuoteSignature,
-            "ak-attributes" => Reason::AkAttributes,
-            "ek-attributes" => Reason::EkAttributes,
-            "ek-trust" => Reason::EkTrust,
-            "ek-certificate-mismatch" => Reason::EkCertificateMismatch,
-            "credential-activation" => Reason::CredentialActivation,
-            "nonce" => Reason::Nonce,
-            "pcr-selection" => Reason::PcrSelection,
-            "pcr-digest" => Reason::PcrDigest,
-            _ => Reason::MalformedEvidence,
+            C::MalformedEvidence | C::MakeCredential => Reason::MalformedEvidence,
+            C::AttestStructure => Reason::AttestStructure,
+            C::QuoteSignature => Reason::QuoteSignature,
+            C::AkAttributes => Reason::AkAttributes,
+            C::EkAttributes => Reason::EkAttributes,
+            C::EkTrust => Reason::EkTrust,
+            C::EkCertificateMismatch => Reason::EkCertificateMismatch,
+            C::CredentialActivation => Reason::CredentialActivation,
+            C::Nonce => Reason::Nonce,
+            C::PcrSelection => Reason::PcrSelection,
+            C::PcrDigest => Reason::PcrDigest,
+        }
+    }
+
+    /// The reason for a CA error, by whose fault it is ([`garrison_ca::CaErrorKind`]).
+    pub fn of_ca_error(kind: garrison_ca::CaErrorKind) -> Reason {
+        use garrison_ca::CaErrorKind as K;
+        match kind {
+            K::Csr => Reason::Csr,
+            K::Scope => Reason::PolicyScope,
+            K::Random => Reason::RandomUnavailable,
+            K::Issuer => Reason::CaUnavailable,
         }
     }
 }
@@ -209,7 +222,7 @@ impl From<garrison_evidence::EvidenceError> for Refusal {
         // (`make-credential`) would otherwise read as malformed evidence.
         let reason = match err {
             garrison_evidence::EvidenceError::Randomness => Reason::RandomUnavailable,
-            _ => Reason::from_evidence_check(err.check()),
+            _ => Reason::of_check(err.check_kind()),
         };
         Refusal::new(reason, err.to_string())
     }
@@ -329,15 +342,44 @@ mod tests {
 
     #[test]
     fn every_evidence_check_maps_to_its_reason() {
-        for (check, reason) in [
-            ("nonce", Reason::Nonce),
-            ("pcr-digest", Reason::PcrDigest),
-            ("quote-signature", Reason::QuoteSignature),
-            ("ek-trust", Reason::EkTrust),
-            ("malformed-evidence", Reason::MalformedEvidence),
-        ] {
-            assert_eq!(Reason::from_evidence_check(check), reason);
-            assert_eq!(reason.code(), check);
+        use garrison_evidence::Check;
+        for check in Check::ALL {
+            let reason = Reason::of_check(check);
+            match check {
+                // Making the credential fails on the EK the node sent (its key cannot take a
+                // seed); a failed random draw is mapped by variant, tested above.
+                Check::MakeCredential => assert_eq!(reason, Reason::MalformedEvidence),
+                // Every other check has a reason code of the same name.
+                _ => assert_eq!(reason.code(), check.as_str(), "{check:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn every_ca_error_kind_maps_to_its_reason() {
+        use garrison_ca::CaErrorKind;
+        let mapped: Vec<(CaErrorKind, &str)> = CaErrorKind::ALL
+            .into_iter()
+            .map(|kind| (kind, Reason::of_ca_error(kind).code()))
+            .collect();
+        assert_eq!(
+            mapped,
+            [
+                (CaErrorKind::Csr, "csr"),
+                (CaErrorKind::Scope, "policy-scope"),
+                (CaErrorKind::Random, "random-unavailable"),
+                (CaErrorKind::Issuer, "ca-unavailable"),
+            ]
+        );
+        // Examples of each kind, by variant.
+        let csr = garrison_ca::CaError::CsrSignatureInvalid;
+        assert_eq!(Reason::of_ca_error(csr.kind()), Reason::Csr);
+        let random = garrison_ca::CaError::Random;
+        assert_eq!(
+            Reason::of_ca_error(random.kind()),
+            Reason::RandomUnavailable
+        );
+        let issuer = garrison_ca::CaError::EmptyBundle;
+        assert_eq!(Reason::of_ca_error(issuer.kind()), Reason::CaUnavailable);
     }
 }

@@ -339,6 +339,12 @@ impl EvidenceError {
     /// `garrison evidence verify-quote` and what an agent receives as a refusal reason code.
     /// Names never change once published; new variants get new names.
     pub fn check(&self) -> &'static str {
+        self.check_kind().as_str()
+    }
+
+    /// The check that failed, as a type: what callers map to their own codes by an
+    /// exhaustive match, never by comparing names.
+    pub fn check_kind(&self) -> Check {
         use EvidenceError as E;
         match self {
             E::Truncated { .. }
@@ -351,15 +357,15 @@ impl EvidenceError {
             | E::InvalidBoolean { .. }
             | E::DuplicatePcrBank { .. }
             | E::InvalidPcrValue { .. }
-            | E::PcrFileCount { .. } => "malformed-evidence",
-            E::AttestMagic { .. } | E::AttestType { .. } => "attest-structure",
-            E::SignatureSchemeMismatch { .. } | E::SignatureInvalid { .. } => "quote-signature",
+            | E::PcrFileCount { .. } => Check::MalformedEvidence,
+            E::AttestMagic { .. } | E::AttestType { .. } => Check::AttestStructure,
+            E::SignatureSchemeMismatch { .. } | E::SignatureInvalid { .. } => Check::QuoteSignature,
             E::AkAttributeMissing { .. }
             | E::AkAttributeForbidden { .. }
-            | E::AkAlgorithmNotAllowed { .. } => "ak-attributes",
+            | E::AkAlgorithmNotAllowed { .. } => Check::AkAttributes,
             E::EkAttributeMissing { .. }
             | E::EkAttributeForbidden { .. }
-            | E::EkUnusableForCredential { .. } => "ek-attributes",
+            | E::EkUnusableForCredential { .. } => Check::EkAttributes,
             E::CertificateParse { .. }
             | E::CertificatePem { .. }
             | E::IssuerNotCa { .. }
@@ -369,16 +375,82 @@ impl EvidenceError {
             | E::CertificateNotValidAt { .. }
             | E::EkChainUntrusted { .. }
             | E::EkCertificateMissing
-            | E::EkNotAllowListed { .. } => "ek-trust",
-            E::EkKeyMismatch { .. } => "ek-certificate-mismatch",
+            | E::EkNotAllowListed { .. } => Check::EkTrust,
+            E::EkKeyMismatch { .. } => Check::EkCertificateMismatch,
             E::CredentialSecretSize { .. }
             | E::SeedEncryption { .. }
             | E::SeedAgreement
-            | E::Randomness => "make-credential",
-            E::ActivationSecretMismatch => "credential-activation",
-            E::NonceMismatch { .. } => "nonce",
-            E::PcrNotSelected { .. } | E::PcrMissing { .. } => "pcr-selection",
-            E::PcrDigestMismatch { .. } => "pcr-digest",
+            | E::Randomness => Check::MakeCredential,
+            E::ActivationSecretMismatch => Check::CredentialActivation,
+            E::NonceMismatch { .. } => Check::Nonce,
+            E::PcrNotSelected { .. } | E::PcrMissing { .. } => Check::PcrSelection,
+            E::PcrDigestMismatch { .. } => Check::PcrDigest,
+        }
+    }
+}
+
+/// The checks evidence verification makes; each [`EvidenceError`] belongs to one
+/// ([`EvidenceError::check_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// Structure, sizes, algorithms: the bytes are not well-formed evidence.
+    MalformedEvidence,
+    /// TPMS_ATTEST magic or type.
+    AttestStructure,
+    /// The quote's signature.
+    QuoteSignature,
+    /// The AK's attributes and algorithm.
+    AkAttributes,
+    /// The EK's attributes.
+    EkAttributes,
+    /// The EK certificate chain and its trust.
+    EkTrust,
+    /// The EK certificate names another key.
+    EkCertificateMismatch,
+    /// Making the credential for the EK (including a failed random draw).
+    MakeCredential,
+    /// The activated secret.
+    CredentialActivation,
+    /// The quote's nonce.
+    Nonce,
+    /// Which PCRs were quoted.
+    PcrSelection,
+    /// The quote's PCR digest against the supplied values.
+    PcrDigest,
+}
+
+impl Check {
+    /// Every check, in declaration order.
+    pub const ALL: [Check; 12] = [
+        Check::MalformedEvidence,
+        Check::AttestStructure,
+        Check::QuoteSignature,
+        Check::AkAttributes,
+        Check::EkAttributes,
+        Check::EkTrust,
+        Check::EkCertificateMismatch,
+        Check::MakeCredential,
+        Check::CredentialActivation,
+        Check::Nonce,
+        Check::PcrSelection,
+        Check::PcrDigest,
+    ];
+
+    /// The stable name ([`EvidenceError::check`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::MalformedEvidence => "malformed-evidence",
+            Check::AttestStructure => "attest-structure",
+            Check::QuoteSignature => "quote-signature",
+            Check::AkAttributes => "ak-attributes",
+            Check::EkAttributes => "ek-attributes",
+            Check::EkTrust => "ek-trust",
+            Check::EkCertificateMismatch => "ek-certificate-mismatch",
+            Check::MakeCredential => "make-credential",
+            Check::CredentialActivation => "credential-activation",
+            Check::Nonce => "nonce",
+            Check::PcrSelection => "pcr-selection",
+            Check::PcrDigest => "pcr-digest",
         }
     }
 }

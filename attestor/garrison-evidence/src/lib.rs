@@ -72,7 +72,7 @@ pub use credential::{MakeCredentialOutput, make_credential, verify_activation};
 pub use ek::{
     EkEvidence, EkIdentity, EkTrust, EkTrustBasis, ManufacturerRoots, TpmManufacturer, verify_ek,
 };
-pub use error::EvidenceError;
+pub use error::{Check, EvidenceError};
 pub use garrison_eventlog::HashAlg;
 pub use pcr::{MAX_PCR_INDEX, PcrBankSelection, PcrSelection, PcrValues};
 pub use public::{

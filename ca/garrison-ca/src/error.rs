@@ -209,3 +209,67 @@ pub enum CaError {
         reason: &'static str,
     },
 }
+
+/// Whose fault a [`CaError`] is, for callers that map errors to their own codes: an
+/// exhaustive match here, so a new variant must be placed before it compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CaErrorKind {
+    /// The certificate request itself (unparseable, bad signature, unacceptable key).
+    Csr,
+    /// The identity asked for is outside what the issuer may vouch for, or reserved.
+    Scope,
+    /// The random number generator failed.
+    Random,
+    /// The issuer, its configuration or its key: nothing the requester can fix.
+    Issuer,
+}
+
+impl CaErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [CaErrorKind; 4] = [
+        CaErrorKind::Csr,
+        CaErrorKind::Scope,
+        CaErrorKind::Random,
+        CaErrorKind::Issuer,
+    ];
+}
+
+impl CaError {
+    /// Whose fault this error is.
+    pub fn kind(&self) -> CaErrorKind {
+        match self {
+            CaError::CsrUnparseable
+            | CaError::CsrSignatureInvalid
+            | CaError::CsrKeyUnacceptable { .. } => CaErrorKind::Csr,
+            CaError::OutOfScope { .. } | CaError::ReservedIdentity { .. } => CaErrorKind::Scope,
+            CaError::Random => CaErrorKind::Random,
+            CaError::SpiffeId(_)
+            | CaError::IssuerUnparseable { .. }
+            | CaError::IssuerNotCa { .. }
+            | CaError::IssuerLacksKeyCertSign { .. }
+            | CaError::IssuerWithoutTrustDomain { .. }
+            | CaError::IssuerKeyMismatch
+            | CaError::IssuerExpired { .. }
+            | CaError::IssuerNotYetValid { .. }
+            | CaError::PathLengthExhausted { .. }
+            | CaError::PathLengthNotDecreasing { .. }
+            | CaError::PathLengthRequired
+            | CaError::TtlExceedsIssuer { .. }
+            | CaError::TtlTooLong { .. }
+            | CaError::TtlNotPositive { .. }
+            | CaError::SvidWithoutPath { .. }
+            | CaError::TrustDomainMismatch { .. }
+            | CaError::BadCaRole { .. }
+            | CaError::IssuerWithoutRole { .. }
+            | CaError::RoleNotIssuable { .. }
+            | CaError::BadCaName { .. }
+            | CaError::PemMissing { .. }
+            | CaError::PemMalformed { .. }
+            | CaError::KeyUnparseable
+            | CaError::KeyGeneration
+            | CaError::Signing { .. }
+            | CaError::EmptyBundle
+            | CaError::JwkUnsupportedKey { .. } => CaErrorKind::Issuer,
+        }
+    }
+}

@@ -44,7 +44,7 @@ pub use authority::{
 };
 pub use bundle::{BundleMetadata, TrustBundle, certificates_from_pem, certificates_to_pem};
 pub use csr::{MIN_RSA_BITS, VerifiedCsr};
-pub use error::CaError;
+pub use error::{CaError, CaErrorKind};
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
 pub use scope::{CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der};

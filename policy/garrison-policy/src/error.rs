@@ -99,3 +99,69 @@ pub enum PolicyError {
     #[error("decision output is {got} bytes, more than the limit of {limit}")]
     DecisionTooLarge { limit: usize, got: usize },
 }
+
+/// What a [`PolicyError`] is about, for callers that map errors to their own codes: an
+/// exhaustive match here, so a new variant must be placed before it compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyErrorKind {
+    /// A bundle below the rollback floor.
+    Rollback,
+    /// A different bundle at the floor's sequence.
+    SequenceReused,
+    /// A bundle that does not decode, verify (files, digests, signature, signer, chain,
+    /// scope) or compile.
+    Bundle,
+    /// A decision that could not be made: the input or the evaluation.
+    Decision,
+}
+
+impl PolicyErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [PolicyErrorKind; 4] = [
+        PolicyErrorKind::Rollback,
+        PolicyErrorKind::SequenceReused,
+        PolicyErrorKind::Bundle,
+        PolicyErrorKind::Decision,
+    ];
+}
+
+impl PolicyError {
+    /// What this error is about.
+    pub fn kind(&self) -> PolicyErrorKind {
+        match self {
+            PolicyError::Rollback { .. } => PolicyErrorKind::Rollback,
+            PolicyError::SequenceReused { .. } => PolicyErrorKind::SequenceReused,
+            PolicyError::BundleTooLarge { .. }
+            | PolicyError::BundleTooManyFiles { .. }
+            | PolicyError::BundleFileName { .. }
+            | PolicyError::ArchiveMalformed { .. }
+            | PolicyError::BundleFileMissing { .. }
+            | PolicyError::ManifestMalformed { .. }
+            | PolicyError::ListedFileMissing { .. }
+            | PolicyError::FileNotInManifest { .. }
+            | PolicyError::FileDigestMismatch { .. }
+            | PolicyError::SignatureMalformed { .. }
+            | PolicyError::SignerNotTrusted { .. }
+            | PolicyError::SignerOutOfScope { .. }
+            | PolicyError::SignerNotPolicyKey { .. }
+            | PolicyError::SigningKeyIdMismatch { .. }
+            | PolicyError::UnsupportedKeyAlgorithm
+            | PolicyError::SignatureInvalid
+            | PolicyError::SigningKey { .. }
+            | PolicyError::BundleRoot { .. }
+            | PolicyError::ForbiddenBuiltin { .. }
+            | PolicyError::ReservedPackage { .. }
+            | PolicyError::PolicyCompile { .. }
+            | PolicyError::DataMalformed { .. } => PolicyErrorKind::Bundle,
+            PolicyError::InputTooLarge { .. }
+            | PolicyError::InputMalformed { .. }
+            | PolicyError::InputEncoding { .. }
+            | PolicyError::InputFact { .. }
+            | PolicyError::InputContract { .. }
+            | PolicyError::EvaluationTimeLimit { .. }
+            | PolicyError::EvaluationInstructionLimit { .. }
+            | PolicyError::Evaluation { .. }
+            | PolicyError::DecisionTooLarge { .. } => PolicyErrorKind::Decision,
+        }
+    }
+}

@@ -59,7 +59,7 @@ pub use bundle::{
 };
 pub use decision::{DECISION_RULES, Decision, MAX_REASONS, valid_spiffe_path};
 pub use engine::{ADMISSION_PACKAGE, BundleInfo, EvalLimits, PolicyEngine};
-pub use error::PolicyError;
+pub use error::{PolicyError, PolicyErrorKind};
 pub use input::{InputSection, check_input};
 pub use policy_input::{
     AkAlgorithm, EkFacts, FirmwareVersion, NodeFacts, PcrsSection, PolicyInput, PreviousDecision,
