@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end: `garrison demo`. In a temporary directory (or DIR, kept for
+# The main job, end to end: `garrison-demo` (swtpm-tests/garrison-demo). In a temporary directory (or DIR, kept for
 # inspection) it creates an offline root -> hub -> site CA hierarchy and a signed strict
 # admission policy, starts a site attestor on embedded SQLite, starts one swtpm per node with a
 # real machine's measured-boot log replayed into its PCRs, and runs garrison-agent on each node:
@@ -12,10 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-cargo build --locked --quiet -p garrison -p garrison-agent
+cargo build --locked --quiet -p garrison-demo -p garrison-agent -p garrison
 export TSS2_LOG="${TSS2_LOG:-all+none}"
 if [[ $# -ge 1 ]]; then
-  exec target/debug/garrison demo --dir "$1"
+  exec target/debug/garrison-demo --dir "$1"
 else
-  exec target/debug/garrison demo
+  exec target/debug/garrison-demo
 fi

@@ -6,7 +6,6 @@
 
 mod attestor_cmd;
 mod ca_cmd;
-mod demo_cmd;
 mod duration;
 mod evidence_cmd;
 mod log_cmd;
@@ -37,8 +36,6 @@ enum Command {
     /// Site attestor: enrollment and renewal service.
     #[command(subcommand)]
     Attestor(attestor_cmd::AttestorCommand),
-    /// Run the whole job on this machine: CAs, attestor, TPM-backed agents, a log query.
-    Demo(demo_cmd::DemoArgs),
     /// Attestation log: query records.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -82,7 +79,6 @@ fn main() -> ExitCode {
         Command::Attestor(command) => block_on(attestor_cmd::run(command)),
         Command::Log(command) => block_on(log_cmd::run(command)),
         Command::Node(command) => block_on(node_cmd::run(command)),
-        Command::Demo(args) => block_on(demo_cmd::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! A whole Garrison site on one machine, for `garrison demo` and the end-to-end tests: a
+//! A whole Garrison site on one machine, for `garrison-demo` and the end-to-end tests: a
 //! root → hub → site CA hierarchy, a signed strict admission policy drafted from a
 //! known-good machine's log, a site configuration, and nodes whose swtpm PCRs carry real
 //! measured-boot logs (replayed with tpm2-tools).

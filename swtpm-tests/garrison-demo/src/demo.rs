@@ -1,4 +1,4 @@
-//! `garrison demo`: the whole job on one machine, on embedded defaults.
+//! The whole job on one machine, on embedded defaults.
 //!
 //! Builds a root → hub → site CA hierarchy, signs an admission-policy bundle, starts a site
 //! attestor on SQLite in this process, starts one swtpm per node with a real machine's
