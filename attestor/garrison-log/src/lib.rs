@@ -16,30 +16,18 @@
 //! reserved inside that transaction, so they are gap-free and in commit order. See
 //! `writer.rs` for the details.
 //!
-//! Measured with `examples/append_bench.rs` (release, SQLite, 2-vCPU VM, each record with
-//! 1 KiB of distinct evidence and a node update; 3 s per run, same run for both):
+//! Group commit is what makes many concurrent appends cheap: a lone appender pays a full
+//! durable commit (fsync) each time, concurrent appenders share one; each batch is written
+//! with a few multi-row statements rather than statements per entry (sqlx's SQLite driver
+//! hands every statement to a worker thread). `examples/append_bench.rs` measures it; the
+//! figures are in `docs/performance.md` ("The attestation log's group commit").
 //!
-//! | appenders | appends/s | records per batch | ratio |
-//! |---|---|---|---|
-//! | 1 (pinned to one core) | 980 | 1 | |
-//! | 64 (pinned to one core) | 4 322 | 32 | **4.4×** |
-//! | 1 | 559 | 1 | |
-//! | 64 | 3 530 | 39 | **6.3×** |
-//!
-//! (An earlier session's figures. On 2026-11-29, pinned, 10 s runs: 64 appenders 5,295/s with
-//! SQLite's default WAL auto-checkpoint, 6,812/s with the 16,000-page one set in `log.rs`.)
-//!
-//! # Checkpoints
+//! # WAL checkpoints
 //!
 //! On SQLite the WAL is copied back into the database file by a task of its own, on a
-//! connection of its own, not inside the writer's commits: see `checkpoint.rs`. Under load
-//! this removed a ≈ 25 ms stall of every append every couple of seconds, and keeps the WAL
-//! file near 20 MiB instead of 64 MiB. [`LogStats::checkpoints`] counts its passes.
-//!
-//! A lone appender pays a full durable commit (fsync) each time, ~1–1.8 ms here; 64
-//! concurrent appenders share it, ~0.23–0.28 ms per record. Writing each batch with a few
-//! multi-row statements instead of three statements per entry doubled the 64-appender figure
-//! (sqlx's SQLite driver hands every statement to a worker thread).
+//! connection of its own, not inside the writer's commits: see `wal_checkpoint.rs`.
+//! [`LogStats::wal_checkpoints`] counts its passes. (These are SQLite's WAL checkpoints,
+//! nothing to do with the signed checkpoints of a transparency log.)
 //!
 //! # What this crate must never do
 //!
@@ -59,13 +47,13 @@
 
 #![forbid(unsafe_code)]
 
-mod checkpoint;
 mod entry;
 mod error;
 mod leaf;
 mod log;
 mod read;
 mod record;
+mod wal_checkpoint;
 mod writer;
 
 pub use error::LogError;

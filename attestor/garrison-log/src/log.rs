@@ -8,9 +8,9 @@ use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint;
 use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_node_reset, prepare_revocation};
 use crate::leaf::evidence_digest;
+use crate::wal_checkpoint;
 use crate::writer::{self, Command, Counters, Job, Writer};
 use crate::{
     Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query,
@@ -93,8 +93,8 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// SQLite: the background checkpointer's stop signal and task.
-    checkpointer: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// SQLite: the background WAL checkpointer's stop signal and task.
+    wal_checkpointer: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl fmt::Debug for AttestationLog {
@@ -123,12 +123,12 @@ impl AttestationLog {
         let pool = connect(&url, config, backend).await?;
         migrate(&pool, backend).await?;
         let counters = Arc::new(Counters::default());
-        let (checkpoints, checkpointer) = match backend {
+        let (wal_checkpoints, wal_checkpointer) = match backend {
             Backend::Sqlite => {
-                let conn = checkpoint_connection(&url).await?;
-                let link = Arc::new(checkpoint::Link::default());
+                let conn = wal_checkpoint_connection(&url).await?;
+                let link = Arc::new(wal_checkpoint::Link::default());
                 let (stop, stopped) = oneshot::channel();
-                let task = tokio::spawn(checkpoint::run(
+                let task = tokio::spawn(wal_checkpoint::run(
                     conn,
                     Arc::clone(&link),
                     stopped,
@@ -146,7 +146,7 @@ impl AttestationLog {
             backend,
             max_batch: config.max_batch,
             counters: Arc::clone(&counters),
-            checkpoints,
+            wal_checkpoints,
         };
         let writer = tokio::spawn(writer::run(task, receiver));
         let inner = Inner {
@@ -155,7 +155,7 @@ impl AttestationLog {
             commands,
             counters,
             writer: Mutex::new(Some(writer)),
-            checkpointer: Mutex::new(checkpointer),
+            wal_checkpointer: Mutex::new(wal_checkpointer),
         };
         Ok(AttestationLog {
             inner: Arc::new(inner),
@@ -325,7 +325,7 @@ impl AttestationLog {
         if let Some(writer) = take(&self.inner.writer) {
             let _ = writer.await;
         }
-        if let Some((stop, task)) = take(&self.inner.checkpointer) {
+        if let Some((stop, task)) = take(&self.inner.wal_checkpointer) {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -370,9 +370,9 @@ async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyP
     Ok(pool)
 }
 
-/// The background checkpointer's own connection (outside the pool, so that it never waits
+/// The background WAL checkpointer's own connection (outside the pool, so that it never waits
 /// for, or holds up, the writer and the readers).
-async fn checkpoint_connection(url: &str) -> Result<AnyConnection, LogError> {
+async fn wal_checkpoint_connection(url: &str) -> Result<AnyConnection, LogError> {
     let mut conn = AnyConnection::connect(url)
         .await
         .map_err(|source| LogError::Open { source })?;
@@ -388,13 +388,12 @@ const SQLITE_SETTINGS: &[&str] = &[
     // promise to the caller.
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
-    // Checkpoints normally run in the background, off the writer's path (`checkpoint.rs`),
+    // Checkpoints normally run in the background, off the writer's path (`wal_checkpoint.rs`),
     // and keep the WAL far below this. This is the backstop, run by the committing writer
     // itself if the background falls behind: every 16,000 pages (≈ 62 MiB) instead of
     // SQLite's 1,000, so that the pages every batch touches (log head, index leaves, node
-    // rows) are copied back once per checkpoint rather than sixteen times (64 concurrent
-    // appenders on one core: 5,295 → 6,812 appends/s, `examples/append_bench.rs`, when this
-    // was the only checkpoint). Durability is the WAL's with synchronous=FULL either way; a
+    // rows) are copied back once per checkpoint rather than sixteen times (the measured
+    // gain is in `docs/performance.md`). Durability is the WAL's with synchronous=FULL either way; a
     // restart after a crash replays at most that much WAL.
     "PRAGMA wal_autocheckpoint = 16000",
     // Statement journals (a multi-row insert inside the batch transaction needs one) in

@@ -261,11 +261,12 @@ pub struct LogStats {
     pub failed_records: u64,
     /// Size of the largest batch attempted.
     pub largest_batch: u64,
-    /// Background WAL checkpoints run (SQLite only; see `checkpoint.rs`).
-    pub checkpoints: u64,
+    /// Background WAL checkpoints run (SQLite only; see `wal_checkpoint.rs`). Not to be
+    /// confused with the signed checkpoints of the log's Merkle tree.
+    pub wal_checkpoints: u64,
     /// Background WAL checkpoints that failed (logged; the writer's own checkpoint is the
     /// backstop).
-    pub failed_checkpoints: u64,
+    pub failed_wal_checkpoints: u64,
 }
 
 /// Serde for byte strings as lowercase hex.

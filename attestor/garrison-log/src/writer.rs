@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpoint::Link;
 use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
+use crate::wal_checkpoint::Link;
 use crate::{Appended, Backend, LogError, LogStats, RevocationTarget};
 
 /// One queued append and where its answer goes.
@@ -49,8 +49,8 @@ pub(crate) struct Counters {
     failed_batches: AtomicU64,
     failed_records: AtomicU64,
     largest_batch: AtomicU64,
-    checkpoints: AtomicU64,
-    failed_checkpoints: AtomicU64,
+    wal_checkpoints: AtomicU64,
+    failed_wal_checkpoints: AtomicU64,
 }
 
 impl Counters {
@@ -61,16 +61,16 @@ impl Counters {
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             failed_records: self.failed_records.load(Ordering::Relaxed),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
-            checkpoints: self.checkpoints.load(Ordering::Relaxed),
-            failed_checkpoints: self.failed_checkpoints.load(Ordering::Relaxed),
+            wal_checkpoints: self.wal_checkpoints.load(Ordering::Relaxed),
+            failed_wal_checkpoints: self.failed_wal_checkpoints.load(Ordering::Relaxed),
         }
     }
 
-    pub fn count_checkpoint(&self, ok: bool) {
+    pub fn count_wal_checkpoint(&self, ok: bool) {
         let counter = if ok {
-            &self.checkpoints
+            &self.wal_checkpoints
         } else {
-            &self.failed_checkpoints
+            &self.failed_wal_checkpoints
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -94,8 +94,8 @@ pub(crate) struct Writer {
     pub backend: Backend,
     pub max_batch: usize,
     pub counters: Arc<Counters>,
-    /// SQLite: shared with the background checkpointer (`checkpoint.rs`).
-    pub checkpoints: Option<Arc<Link>>,
+    /// SQLite: shared with the background checkpointer (`wal_checkpoint.rs`).
+    pub wal_checkpoints: Option<Arc<Link>>,
 }
 
 /// Runs until every sender is gone or a [`Command::Close`] arrives.
@@ -130,7 +130,7 @@ pub(crate) async fn run(writer: Writer, mut commands: mpsc::Receiver<Command>) {
 async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
     let size = jobs.len();
     let counters = &writer.counters;
-    let gate = match &writer.checkpoints {
+    let gate = match &writer.wal_checkpoints {
         Some(link) => Some(link.gate.lock().await),
         None => None,
     };
@@ -139,7 +139,7 @@ async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
     match written {
         Ok(appended) => {
             counters.count(size, true);
-            if let Some(link) = &writer.checkpoints {
+            if let Some(link) = &writer.wal_checkpoints {
                 link.committed.notify_one();
             }
             for (job, done) in jobs.drain(..).zip(appended) {

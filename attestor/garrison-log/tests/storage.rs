@@ -871,8 +871,8 @@ async fn sqlite_wal_is_checkpointed_and_restarted_in_the_background() {
         let db_bytes = std::fs::metadata(&path).unwrap().len();
         let wal_bytes = std::fs::metadata(format!("{path}-wal")).unwrap().len();
         let stats = log.stats();
-        assert!(stats.checkpoints > 0, "{stats:?}");
-        assert_eq!(stats.failed_checkpoints, 0, "{stats:?}");
+        assert!(stats.wal_checkpoints > 0, "{stats:?}");
+        assert_eq!(stats.failed_wal_checkpoints, 0, "{stats:?}");
         assert!(
             db_bytes > empty_db_bytes + written / 2,
             "the records were copied into the database file: {db_bytes} bytes (empty: {empty_db_bytes}, written ≥ {written})"

@@ -4,8 +4,8 @@
 //! into the database file (and syncs it) so that the WAL can start over. By default SQLite
 //! runs the checkpoint inside the commit that crosses `wal_autocheckpoint` pages, on the
 //! writer's own connection: that commit, and every append queued behind it, waits for the
-//! whole copy. Under load this was the attestor's largest latency stall (≈ 25 ms every two
-//! seconds or so at 1,000 appends/s; `docs/performance.md`).
+//! whole copy. Under load this was the attestor's largest latency stall (figures in
+//! `docs/performance.md`, "The latency tail").
 //!
 //! So the log checkpoints from a connection of its own, off the writer's path. The writer
 //! wakes this task after each commit; at most once per [`CHECKPOINT_INTERVAL`] (50 ms) it runs
@@ -18,8 +18,8 @@
 //! while the checkpoint ran. So once the WAL is longer than [`RESTART_FRAMES`], the task
 //! takes the [`Link::gate`] that the writer holds around each batch, copies the few frames
 //! committed since its last pass, and lets go: the writer waits that long between two
-//! batches (a millisecond or two, against ≈ 25 ms for SQLite's own checkpoint at the same
-//! rate) and its next transaction starts the WAL over.
+//! batches (far shorter than SQLite's own checkpoint would have held it) and its next
+//! transaction starts the WAL over.
 //!
 //! The writer keeps SQLite's own checkpoint as a backstop (`wal_autocheckpoint`, see
 //! `SQLITE_SETTINGS`): should this task fall behind, or fail, the WAL is still bounded, at the
@@ -119,14 +119,14 @@ fn counted(
 ) -> Option<Progress> {
     match pass {
         Ok(progress) => {
-            counters.count_checkpoint(true);
+            counters.count_wal_checkpoint(true);
             if std::mem::take(failing) {
                 tracing::info!("background WAL checkpoints work again");
             }
             Some(progress)
         }
         Err(error) => {
-            counters.count_checkpoint(false);
+            counters.count_wal_checkpoint(false);
             if !std::mem::replace(failing, true) {
                 tracing::warn!(%error, "background WAL checkpoints fail (counted in the log's stats; the writer's own checkpoint still bounds the WAL)");
             }
@@ -159,6 +159,6 @@ mod tests {
         );
         assert!(!failing, "a pass that works clears the flag");
         let stats = counters.snapshot();
-        assert_eq!((stats.checkpoints, stats.failed_checkpoints), (1, 2));
+        assert_eq!((stats.wal_checkpoints, stats.failed_wal_checkpoints), (1, 2));
     }
 }
