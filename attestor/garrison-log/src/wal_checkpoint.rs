@@ -159,6 +159,9 @@ mod tests {
         );
         assert!(!failing, "a pass that works clears the flag");
         let stats = counters.snapshot();
-        assert_eq!((stats.wal_checkpoints, stats.failed_wal_checkpoints), (1, 2));
+        assert_eq!(
+            (stats.wal_checkpoints, stats.failed_wal_checkpoints),
+            (1, 2)
+        );
     }
 }
