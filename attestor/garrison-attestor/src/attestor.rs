@@ -16,7 +16,7 @@ use garrison_policy::{EkFacts, PolicyService, RequestFacts, SiteFacts};
 use garrison_proto::limits;
 use garrison_proto::v1;
 use ring::rand::SystemRandom;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use time::{Duration, OffsetDateTime};
 
 use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
@@ -441,7 +441,7 @@ impl Attestor {
             previous.as_ref(),
         )?;
         outcome.boot = Some(Arc::clone(&appraised.boot));
-        let identity = identity_facts(ek);
+        let identity = identity_facts(ek)?;
         let request = RequestFacts::enroll(now);
         let input = self.policy_input(request, EkFacts::from(ek), ak, &appraised, asserted)?;
         let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
@@ -1058,14 +1058,19 @@ impl Outcome {
 
 /// What enrollment established about the TPM's identity, kept with the node so that every
 /// renewal's policy input carries the same facts (the EK certificate is not sent again).
-pub(crate) fn identity_facts(ek: &EkIdentity) -> Json {
-    json!({
-        "ek_sha256": ek.ek_hash,
-        "ek_cert_issuer": ek.issuer,
-        "ek_cert_serial": ek.serial,
-        "manufacturer": ek.manufacturer.as_ref().and_then(|m| m.manufacturer.clone()),
-        "trust_basis": format!("{:?}", ek.basis),
-    })
+/// It is `garrison_policy::EkFacts` (what renewals read back with `EkFacts::from_stored`)
+/// plus, for auditors, how the EK was trusted.
+/// A facts value that does not encode refuses the enrollment: nothing is stored in its place.
+pub(crate) fn identity_facts(ek: &EkIdentity) -> Result<Json, Refusal> {
+    let mut facts = serde_json::to_value(EkFacts::from(ek))
+        .map_err(|e| Refusal::new(Reason::PolicyError, format!("EK facts do not encode: {e}")))?;
+    if let Json::Object(fields) = &mut facts {
+        fields.insert(
+            "trust_basis".to_owned(),
+            Json::String(format!("{:?}", ek.basis)),
+        );
+    }
+    Ok(facts)
 }
 
 fn fill_answer(

@@ -161,7 +161,7 @@ mod tests {
 
     /// What `Attestor::complete_checked` stores with the node at enrollment.
     fn identity_facts_as_stored(ek: &garrison_evidence::EkIdentity) -> String {
-        crate::attestor::identity_facts(ek).to_string()
+        crate::attestor::identity_facts(ek).unwrap().to_string()
     }
 
     #[test]
