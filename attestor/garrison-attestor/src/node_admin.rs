@@ -76,9 +76,5 @@ pub const NO_REASON_GIVEN: &str = "no reason given by the operator";
 /// `<s>` of `spiffe://<td>/site/<s>/...`.
 fn site_of(spiffe_id: &str) -> Option<String> {
     let id = garrison_ca::SpiffeId::parse(spiffe_id).ok()?;
-    let mut segments = id.path().trim_start_matches('/').split('/');
-    match (segments.next(), segments.next()) {
-        (Some("site"), Some(site)) if !site.is_empty() => Some(site.to_owned()),
-        _ => None,
-    }
+    garrison_ca::site_of(&id).map(str::to_owned)
 }

@@ -47,7 +47,9 @@ pub use csr::{MIN_RSA_BITS, VerifiedCsr};
 pub use error::{CaError, CaErrorKind};
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
-pub use scope::{CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der};
+pub use scope::{
+    CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der, site_of,
+};
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,
 };

@@ -192,11 +192,19 @@ enum LeafClass<'a> {
     Other,
 }
 
+/// The site an identity belongs to: `<s>` of `/site/<s>/...`, `None` outside `/site/`.
+pub fn site_of(id: &SpiffeId) -> Option<&str> {
+    let rest = id.path().strip_prefix("/site/")?;
+    rest.split('/').next().filter(|site| !site.is_empty())
+}
+
 fn leaf_class(id: &SpiffeId) -> LeafClass<'_> {
-    let path = id.path();
-    if let Some(rest) = path.strip_prefix("/site/") {
-        let site = rest.split('/').next().unwrap_or_default();
+    if let Some(site) = site_of(id) {
         return LeafClass::Site(site);
+    }
+    let path = id.path();
+    if path.starts_with("/site/") {
+        return LeafClass::Site("");
     }
     if path.starts_with("/policy/") {
         return LeafClass::Policy;
