@@ -35,6 +35,7 @@ async fn measure(appenders: usize, run: Duration) -> f64 {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let log = AttestationLog::open(&LogConfig {
         url,
+        origin: None,
         max_batch: 256,
         max_connections: 4,
     })

@@ -64,4 +64,38 @@ pub enum LogError {
         #[source]
         source: serde_json::Error,
     },
+    /// A log origin is not usable as a signed-note key name (empty, over 255 bytes, or
+    /// containing whitespace, control characters or `+`).
+    #[error("log origin {origin:?} is not valid (non-empty, at most 255 bytes, no spaces or '+')")]
+    InvalidOrigin { origin: String },
+    /// The database holds several logs (or none) and no origin was given to choose one.
+    #[error("the database holds logs {origins:?}: name the origin to open")]
+    OriginRequired { origins: Vec<String> },
+    /// A signed checkpoint needs the log's origin, and this log has none yet.
+    #[error("this log has no origin yet; open it with one to sign or store checkpoints")]
+    NoOrigin,
+    /// The Merkle tree computation failed (an internal inconsistency of the stored tree).
+    #[error("Merkle tree: {problem}")]
+    Tree { problem: String },
+    /// Building the tree over a migrated log's existing records failed.
+    #[error("building the Merkle tree of log {log_id} over its existing records failed")]
+    TreeBuild {
+        log_id: i64,
+        #[source]
+        source: Box<LogError>,
+    },
+    /// A stored record's leaf hash does not match its contents.
+    #[error("record #{sequence}: the stored leaf hash does not match the record's contents")]
+    LeafMismatch { sequence: u64 },
+    /// A proof was asked for between sizes the tree cannot prove.
+    #[error("no {what} proof for {first} in/to {second}: out of range of the tree")]
+    ProofRange {
+        what: &'static str,
+        first: u64,
+        second: u64,
+    },
+    /// A checkpoint to store is for a tree size the log does not have, or its root differs
+    /// from the log's own root at that size.
+    #[error("checkpoint for size {size} does not match this log's tree")]
+    CheckpointMismatch { size: u64 },
 }

@@ -51,15 +51,19 @@ mod entry;
 mod error;
 mod leaf;
 mod log;
+mod origin;
 mod read;
 mod record;
+mod tree;
+mod tree_build;
 mod wal_checkpoint;
 mod writer;
 
 pub use error::LogError;
 pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
 pub use log::{AttestationLog, Backend, LogConfig};
+pub use origin::check_origin;
 pub use record::{
     Appended, Decision, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query, Record,
-    RecordKind, Revocation, RevocationTarget, StoredRecord,
+    RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord,
 };

@@ -9,13 +9,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_node_reset, prepare_revocation};
-use crate::leaf::evidence_digest;
+use crate::leaf::{evidence_digest, from_unix_micros, unix_micros};
+use crate::origin::{self, LogId};
 use crate::wal_checkpoint;
 use crate::writer::{self, Command, Counters, Job, Writer};
 use crate::{
     Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query,
-    Record, RecordKind, Revocation, RevocationTarget, StoredRecord, read,
+    Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord, read,
 };
+use crate::{tree, tree_build};
 
 /// SQLite waits this long for a lock held by another connection or process.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -26,6 +28,11 @@ pub struct LogConfig {
     /// `sqlite:///path/to/log.db` (created if missing, the directory must exist) or
     /// `postgres://user:password@host:port/database`.
     pub url: String,
+    /// The log to append to and read, by origin (`garrison.<trust-domain>/site/<site>`):
+    /// created if the database has no such log, or claimed if the database's only log has
+    /// no origin yet (a database from before origins). `None` opens the database's only
+    /// log, whatever its origin: for tools that read a site's own database.
+    pub origin: Option<String>,
     /// Most entries committed in one transaction (≥ 1). 64–256 is plenty.
     pub max_batch: usize,
     /// Pool size (≥ 1): the writer holds one connection while it commits; readers share the rest.
@@ -37,6 +44,7 @@ impl fmt::Debug for LogConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogConfig")
             .field("url", &redact_password(&self.url))
+            .field("origin", &self.origin)
             .field("max_batch", &self.max_batch)
             .field("max_connections", &self.max_connections)
             .finish()
@@ -90,6 +98,7 @@ pub struct AttestationLog {
 struct Inner {
     pool: AnyPool,
     backend: Backend,
+    log: LogId,
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -101,6 +110,7 @@ impl fmt::Debug for AttestationLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AttestationLog")
             .field("backend", &self.inner.backend)
+            .field("origin", &self.inner.log.origin)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +132,11 @@ impl AttestationLog {
         let url = database_url(config, backend);
         let pool = connect(&url, config, backend).await?;
         migrate(&pool, backend).await?;
+        let log = origin::resolve(&pool, config.origin.as_deref()).await?;
+        let built = tree_build::build(&pool, backend, log.id).await?;
+        if built > 0 {
+            tracing::info!(records = built, origin = ?log.origin, "Merkle tree built over the log's existing records");
+        }
         let counters = Arc::new(Counters::default());
         let (wal_checkpoints, wal_checkpointer) = match backend {
             Backend::Sqlite => {
@@ -144,6 +159,8 @@ impl AttestationLog {
         let task = Writer {
             pool: pool.clone(),
             backend,
+            log_id: log.id,
+            frontier: None,
             max_batch: config.max_batch,
             counters: Arc::clone(&counters),
             wal_checkpoints,
@@ -152,6 +169,7 @@ impl AttestationLog {
         let inner = Inner {
             pool,
             backend,
+            log,
             commands,
             counters,
             writer: Mutex::new(Some(writer)),
@@ -259,7 +277,7 @@ impl AttestationLog {
 
     /// Records matching `filter`, in sequence order.
     pub async fn query(&self, filter: &Query) -> Result<Vec<StoredRecord>, LogError> {
-        read::records(&self.inner.pool, filter).await
+        read::records(&self.inner.pool, self.inner.log.id, filter).await
     }
 
     /// The node's state as of its latest record with a node update.
@@ -278,14 +296,14 @@ impl AttestationLog {
 
     /// The node's state and whether the node is revoked, in one query.
     pub async fn node_status(&self, node_id: &str) -> Result<NodeStatus, LogError> {
-        read::node_status(&self.inner.pool, node_id).await
+        read::node_status(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
     /// The node whose current certificate has this serial (hex, any case) and whether that
     /// serial is revoked (as [`is_revoked`](Self::is_revoked) answers), in one query.
     pub async fn node_status_by_serial(&self, serial_hex: &str) -> Result<NodeStatus, LogError> {
         let serial = normalise_hex(serial_hex, "serial_hex")?;
-        read::node_status_by_serial(&self.inner.pool, &serial).await
+        read::node_status_by_serial(&self.inner.pool, self.inner.log.id, &serial).await
     }
 
     /// Evidence bytes by SHA-256 digest (hex, any case).
@@ -297,12 +315,180 @@ impl AttestationLog {
     /// to is.
     pub async fn is_revoked(&self, serial_hex: &str) -> Result<bool, LogError> {
         let serial = normalise_hex(serial_hex, "serial_hex")?;
-        read::serial_revoked(&self.inner.pool, &serial).await
+        read::serial_revoked(&self.inner.pool, self.inner.log.id, &serial).await
     }
 
     /// True if the node id itself is revoked.
     pub async fn is_node_revoked(&self, node_id: &str) -> Result<bool, LogError> {
-        read::node_revoked(&self.inner.pool, node_id).await
+        read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
+    }
+
+    /// This log's origin (`None` only for a log from before origins opened without one).
+    pub fn origin(&self) -> Option<&str> {
+        self.inner.log.origin.as_deref()
+    }
+
+    /// How many records the log (and its Merkle tree) holds.
+    pub async fn tree_size(&self) -> Result<u64, LogError> {
+        let row = sqlx::query("SELECT tree_size FROM logs WHERE id = $1")
+            .bind(self.inner.log.id)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|source| LogError::Query { source })?;
+        let size: i64 = row
+            .try_get(0)
+            .map_err(|source| LogError::Query { source })?;
+        u64::try_from(size).map_err(|_| LogError::Corrupt {
+            column: "tree_size",
+            found: size.to_string(),
+        })
+    }
+
+    /// The RFC 9162 root hash of the tree over the first `size` records.
+    pub async fn tree_root(&self, size: u64) -> Result<[u8; 32], LogError> {
+        self.check_size(size).await?;
+        tree::root(&self.inner.pool, self.inner.log.id, size).await
+    }
+
+    /// The RFC 9162 inclusion proof (audit path) of record `index` in the tree of `size`
+    /// records, leaf side first.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, LogError> {
+        self.check_size(size).await?;
+        tree::inclusion_proof(&self.inner.pool, self.inner.log.id, index, size).await
+    }
+
+    /// The RFC 9162 consistency proof from the tree of `old` records to the tree of `new`.
+    pub async fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, LogError> {
+        self.check_size(new).await?;
+        tree::consistency_proof(&self.inner.pool, self.inner.log.id, old, new).await
+    }
+
+    async fn check_size(&self, size: u64) -> Result<(), LogError> {
+        let have = self.tree_size().await?;
+        if size > have {
+            return Err(LogError::ProofRange {
+                what: "tree",
+                first: size,
+                second: have,
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps a signed checkpoint of this log. The root is checked against the log's own tree
+    /// at that size first; a second checkpoint of the same size is ignored (one signer
+    /// signs one size the same way every time). Returns whether it was new.
+    pub async fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<bool, LogError> {
+        if self.inner.log.origin.is_none() {
+            return Err(LogError::NoOrigin);
+        }
+        if self.tree_root(checkpoint.size).await? != checkpoint.root_hash {
+            return Err(LogError::CheckpointMismatch {
+                size: checkpoint.size,
+            });
+        }
+        let size = i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
+            size: checkpoint.size,
+        })?;
+        let done = sqlx::query(
+            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (log_id, size) DO NOTHING",
+        )
+        .bind(self.inner.log.id)
+        .bind(size)
+        .bind(checkpoint.root_hash.to_vec())
+        .bind(unix_micros(checkpoint.signed, "signed")?)
+        .bind(checkpoint.note.clone())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every checkpoint kept for this log, by size.
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LogError> {
+        self.checkpoints_where("", None).await
+    }
+
+    /// The checkpoint of the largest tree size kept, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
+        Ok(self
+            .checkpoints_where(" ORDER BY size DESC LIMIT 1", None)
+            .await?
+            .pop())
+    }
+
+    /// The checkpoint of exactly this tree size, if one was kept.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, LogError> {
+        let size = i64::try_from(size).map_err(|_| LogError::ProofRange {
+            what: "checkpoint",
+            first: size,
+            second: 0,
+        })?;
+        Ok(self.checkpoints_where("", Some(size)).await?.pop())
+    }
+
+    async fn checkpoints_where(
+        &self,
+        tail: &'static str,
+        size: Option<i64>,
+    ) -> Result<Vec<StoredCheckpoint>, LogError> {
+        let filter = if size.is_some() { " AND size = $2" } else { "" };
+        let order = if tail.is_empty() {
+            " ORDER BY size"
+        } else {
+            tail
+        };
+        let sql = format!(
+            "SELECT size, root_hash, signed_us, note FROM checkpoints WHERE log_id = $1{filter}{order}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.inner.log.id);
+        if let Some(size) = size {
+            query = query.bind(size);
+        }
+        let rows = query
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|source| LogError::Query { source })?;
+        rows.iter().map(stored_checkpoint).collect()
+    }
+
+    /// Keeps the certificate chain (PEM, the log key's certificate first) of a key that
+    /// signs this log's checkpoints. Returns whether it was new.
+    pub async fn add_log_key_certificate(
+        &self,
+        public_key: &[u8; 32],
+        chain_pem: &str,
+        added: time::OffsetDateTime,
+    ) -> Result<bool, LogError> {
+        let done = sqlx::query(
+            "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (log_id, digest) DO NOTHING",
+        )
+        .bind(self.inner.log.id)
+        .bind(evidence_digest(chain_pem.as_bytes()))
+        .bind(public_key.to_vec())
+        .bind(chain_pem.to_owned())
+        .bind(unix_micros(added, "added")?)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every log key certificate chain kept for this log (PEM), oldest first.
+    pub async fn log_key_certificates(&self) -> Result<Vec<String>, LogError> {
+        let rows = sqlx::query(
+            "SELECT chain_pem FROM log_key_certificates WHERE log_id = $1 ORDER BY added_us, digest",
+        )
+        .bind(self.inner.log.id)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|source| LogError::Query { source })
     }
 
     /// Group-commit counters, for metrics and tests.
@@ -331,6 +517,26 @@ impl AttestationLog {
         }
         self.inner.pool.close().await;
     }
+}
+
+fn stored_checkpoint(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint, LogError> {
+    let query = |source| LogError::Query { source };
+    let size: i64 = row.try_get(0).map_err(query)?;
+    let root: Vec<u8> = row.try_get(1).map_err(query)?;
+    let signed_us: i64 = row.try_get(2).map_err(query)?;
+    let note: String = row.try_get(3).map_err(query)?;
+    Ok(StoredCheckpoint {
+        size: u64::try_from(size).map_err(|_| LogError::Corrupt {
+            column: "checkpoints.size",
+            found: size.to_string(),
+        })?,
+        root_hash: <[u8; 32]>::try_from(root.as_slice()).map_err(|_| LogError::Corrupt {
+            column: "checkpoints.root_hash",
+            found: hex::encode(&root),
+        })?,
+        signed: from_unix_micros(signed_us, "checkpoints.signed_us")?,
+        note,
+    })
 }
 
 /// What `slot` holds, leaving it empty (the first `close` of any clone gets it).

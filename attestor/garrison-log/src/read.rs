@@ -1,7 +1,7 @@
 //! Read queries. They run on the pool, concurrently with the writer.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 
 use crate::leaf::{from_unix_micros, unix_micros};
 use crate::{Decision, LogError, NodeState, NodeStatus, Query, Record, RecordKind, StoredRecord};
@@ -17,13 +17,21 @@ enum Param {
 
 /// `SELECT ... FROM records WHERE <filter> ORDER BY sequence LIMIT n`, with `$n` placeholders
 /// (understood by both SQLite and PostgreSQL).
-fn records_sql(filter: &Query) -> Result<(String, Vec<Param>), LogError> {
+fn records_sql(log_id: i64, filter: &Query) -> Result<(String, Vec<Param>), LogError> {
     let mut conditions: Vec<String> = Vec::new();
     let mut params = Vec::new();
     let mut add = |column_test: &str, param: Param| {
         params.push(param);
         conditions.push(format!("{column_test} ${}", params.len()));
     };
+    add("log_id =", Param::Int(log_id));
+    if let Some(after) = filter.after_sequence {
+        let after = i64::try_from(after).map_err(|_| LogError::InvalidEntry {
+            field: "after_sequence",
+            problem: "out of range",
+        })?;
+        add("sequence >", Param::Int(after));
+    }
     if let Some(node) = &filter.node_id {
         add("node_id =", Param::Text(node.clone()));
     }
@@ -45,11 +53,11 @@ fn records_sql(filter: &Query) -> Result<(String, Vec<Param>), LogError> {
     if let Some(policy) = &filter.policy_digest {
         add("policy_digest =", Param::Text(policy.clone()));
     }
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
+    if let Some(serial) = &filter.cert_serial {
+        add("cert_serial =", Param::Text(serial.to_ascii_lowercase()));
     }
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE ");
+    sql.push_str(&conditions.join(" AND "));
     sql.push_str(" ORDER BY sequence");
     if let Some(limit) = filter.limit {
         params.push(Param::Int(i64::from(limit)));
@@ -58,8 +66,12 @@ fn records_sql(filter: &Query) -> Result<(String, Vec<Param>), LogError> {
     Ok((sql, params))
 }
 
-pub(crate) async fn records(pool: &AnyPool, filter: &Query) -> Result<Vec<StoredRecord>, LogError> {
-    let (sql, params) = records_sql(filter)?;
+pub(crate) async fn records(
+    pool: &AnyPool,
+    log_id: i64,
+    filter: &Query,
+) -> Result<Vec<StoredRecord>, LogError> {
+    let (sql, params) = records_sql(log_id, filter)?;
     // Only column names and `$n` placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for param in params {
@@ -70,6 +82,26 @@ pub(crate) async fn records(pool: &AnyPool, filter: &Query) -> Result<Vec<Stored
     }
     let rows = query
         .fetch_all(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    rows.iter().map(stored_record).collect()
+}
+
+/// Up to `limit` records of log `log_id` from sequence `from` on, in order, on `conn`.
+pub(crate) async fn records_from(
+    conn: &mut AnyConnection,
+    log_id: i64,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<StoredRecord>, LogError> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records WHERE log_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(log_id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|source| LogError::Query { source })?;
     rows.iter().map(stored_record).collect()
@@ -109,8 +141,19 @@ const NODE_COLUMNS_N: &str = "n.node_id, n.ak_name, n.spiffe_id, n.identity_json
 
 /// The node with this id and whether it is revoked, in one statement (one hop to the
 /// database instead of two on every enrollment): the answers of [`node`] and [`node_revoked`].
-pub(crate) async fn node_status(pool: &AnyPool, node_id: &str) -> Result<NodeStatus, LogError> {
-    status_query(pool, "n.node_id", NODE_REVOKED_WHERE, node_id.to_owned()).await
+pub(crate) async fn node_status(
+    pool: &AnyPool,
+    log_id: i64,
+    node_id: &str,
+) -> Result<NodeStatus, LogError> {
+    status_query(
+        pool,
+        log_id,
+        "n.node_id",
+        NODE_REVOKED_WHERE,
+        node_id.to_owned(),
+    )
+    .await
 }
 
 /// The node whose current certificate has `serial` and whether the serial (or the node it was
@@ -118,17 +161,26 @@ pub(crate) async fn node_status(pool: &AnyPool, node_id: &str) -> Result<NodeSta
 /// [`serial_revoked`].
 pub(crate) async fn node_status_by_serial(
     pool: &AnyPool,
+    log_id: i64,
     serial: &str,
 ) -> Result<NodeStatus, LogError> {
     let serial = serial.to_ascii_lowercase();
-    status_query(pool, "n.current_serial", SERIAL_REVOKED_WHERE, serial).await
+    status_query(
+        pool,
+        log_id,
+        "n.current_serial",
+        SERIAL_REVOKED_WHERE,
+        serial,
+    )
+    .await
 }
 
 /// One row: the node whose `node_column` is `$1` (all NULL without one) and the number of
-/// revocations matching `revoked_where`. Both are fixed names from this module; the key is
-/// bound.
+/// revocations of log `$2` matching `revoked_where`. Both are fixed names from this module;
+/// the key and the log id are bound.
 async fn status_query(
     pool: &AnyPool,
+    log_id: i64,
     node_column: &'static str,
     revoked_where: &'static str,
     key: String,
@@ -139,6 +191,7 @@ async fn status_query(
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
+        .bind(log_id)
         .fetch_one(pool)
         .await
         .map_err(|source| LogError::Query { source })?;
@@ -154,14 +207,14 @@ async fn status_query(
     })
 }
 
-/// Revocations that cover node `$1`.
-const NODE_REVOKED_WHERE: &str = "node_id = $1";
+/// Revocations of log `$2` that cover node `$1`.
+const NODE_REVOKED_WHERE: &str = "node_id = $1 AND log_id = $2";
 
-/// Revocations that cover serial `$1`: the serial itself, or the node it was issued to (by
-/// any enroll/renew record, or as the node's current serial).
-const SERIAL_REVOKED_WHERE: &str = "serial = $1 \
-     OR node_id IN (SELECT node_id FROM records WHERE cert_serial = $1 AND node_id IS NOT NULL) \
-     OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1)";
+/// Revocations of log `$2` that cover serial `$1`: the serial itself, or the node it was
+/// issued to (by any enroll/renew record of the log, or as the node's current serial).
+const SERIAL_REVOKED_WHERE: &str = "log_id = $2 AND (serial = $1 \
+     OR node_id IN (SELECT node_id FROM records WHERE log_id = $2 AND cert_serial = $1 AND node_id IS NOT NULL) \
+     OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1))";
 
 pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
     let row = sqlx::query("SELECT bytes FROM evidence WHERE digest = $1")
@@ -174,28 +227,44 @@ pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<
 
 /// True if `serial` is revoked, or the node it was issued to (by any enroll/renew record, or
 /// as the node's current serial) is.
-pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool, LogError> {
+pub(crate) async fn serial_revoked(
+    pool: &AnyPool,
+    log_id: i64,
+    serial: &str,
+) -> Result<bool, LogError> {
     count_is_positive(
         pool,
         format!("SELECT COUNT(*) FROM revocations WHERE {SERIAL_REVOKED_WHERE}"),
         serial.to_ascii_lowercase(),
+        log_id,
     )
     .await
 }
 
-pub(crate) async fn node_revoked(pool: &AnyPool, node_id: &str) -> Result<bool, LogError> {
+pub(crate) async fn node_revoked(
+    pool: &AnyPool,
+    log_id: i64,
+    node_id: &str,
+) -> Result<bool, LogError> {
     count_is_positive(
         pool,
         format!("SELECT COUNT(*) FROM revocations WHERE {NODE_REVOKED_WHERE}"),
         node_id.to_owned(),
+        log_id,
     )
     .await
 }
 
-async fn count_is_positive(pool: &AnyPool, sql: String, key: String) -> Result<bool, LogError> {
-    // Only fixed SQL is passed in; the key is bound.
+async fn count_is_positive(
+    pool: &AnyPool,
+    sql: String,
+    key: String,
+    log_id: i64,
+) -> Result<bool, LogError> {
+    // Only fixed SQL is passed in; the key and log id are bound.
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
+        .bind(log_id)
         .fetch_one(pool)
         .await
         .map_err(|source| LogError::Query { source })?;

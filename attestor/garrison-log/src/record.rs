@@ -206,6 +206,10 @@ pub struct Query {
     pub decision: Option<Decision>,
     pub spiffe_id: Option<String>,
     pub policy_digest: Option<String>,
+    /// Certificate serial (hex, any case).
+    pub cert_serial: Option<String>,
+    /// Only records after this sequence (paging: the last sequence of the previous page).
+    pub after_sequence: Option<u64>,
     /// At most this many records (the lowest sequences that match).
     pub limit: Option<u32>,
 }
@@ -286,4 +290,17 @@ mod hex_bytes {
         let bytes = hex::decode(text).map_err(D::Error::custom)?;
         T::try_from(bytes).map_err(|_| D::Error::custom("byte string has the wrong length"))
     }
+}
+
+/// A signed checkpoint as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size it commits to.
+    pub size: u64,
+    /// RFC 9162 root hash of the tree of that size.
+    pub root_hash: [u8; 32],
+    /// When it was signed (the signer's clock; not part of the signed text).
+    pub signed: OffsetDateTime,
+    /// The signed note: C2SP tlog-checkpoint body and signature lines.
+    pub note: String,
 }

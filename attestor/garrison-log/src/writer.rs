@@ -4,12 +4,13 @@
 //! for at least one entry, takes every entry already queued (up to `max_batch`), and writes
 //! them in ONE transaction:
 //!
-//! 1. `UPDATE log_head ... RETURNING next_sequence` reserves `n` sequences. Being the first
-//!    write of the transaction it takes the database's write lock (SQLite) or the head row's
-//!    lock (PostgreSQL) until commit, so sequences are handed out in commit order and a rolled
-//!    back batch gives its sequences back: the log stays dense.
-//! 2. Leaf hashes are computed with the reserved sequences, then one multi-row statement
-//!    each: evidence insert-if-absent, the records, the node upserts (last per node wins),
+//! 1. `UPDATE logs ... RETURNING next_sequence` reserves `n` sequences of this handle's log.
+//!    Being the first write of the transaction it takes the database's write lock (SQLite) or
+//!    the log row's lock (PostgreSQL) until commit, so sequences are handed out in commit
+//!    order and a rolled back batch gives its sequences back: the log stays dense.
+//! 2. Leaf hashes are computed with the reserved sequences, and from them the Merkle tree's
+//!    new stored hashes (`tree.rs`), then one multi-row statement each: evidence
+//!    insert-if-absent, the records, the tree hashes, the node upserts (last per node wins),
 //!    the node resets (one statement each: an operator's rare act), the revocation rows.
 //! 3. Commit. Only then is any waiter answered: all with their sequence, or, if anything in
 //!    the transaction failed, all with the same error.
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
+use crate::tree::{self, BatchTree, Frontier};
 use crate::wal_checkpoint::Link;
 use crate::{Appended, Backend, LogError, LogStats, RevocationTarget};
 
@@ -92,6 +94,11 @@ impl Counters {
 pub(crate) struct Writer {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The log this handle appends to (`logs.id`).
+    pub log_id: i64,
+    /// The tree's right edge as of the last batch this writer committed; reloaded when
+    /// another process appended since.
+    pub frontier: Option<Frontier>,
     pub max_batch: usize,
     pub counters: Arc<Counters>,
     /// SQLite: shared with the background checkpointer (`wal_checkpoint.rs`).
@@ -99,7 +106,7 @@ pub(crate) struct Writer {
 }
 
 /// Runs until every sender is gone or a [`Command::Close`] arrives.
-pub(crate) async fn run(writer: Writer, mut commands: mpsc::Receiver<Command>) {
+pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>) {
     let max_batch = writer.max_batch;
     let mut received = Vec::with_capacity(max_batch);
     let mut jobs = Vec::with_capacity(max_batch);
@@ -117,7 +124,7 @@ pub(crate) async fn run(writer: Writer, mut commands: mpsc::Receiver<Command>) {
             }
         }
         if !jobs.is_empty() {
-            commit_and_answer(&writer, &mut jobs).await;
+            commit_and_answer(&mut writer, &mut jobs).await;
         }
         if let Some(ack) = close {
             commands.close();
@@ -127,17 +134,22 @@ pub(crate) async fn run(writer: Writer, mut commands: mpsc::Receiver<Command>) {
     }
 }
 
-async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
+async fn commit_and_answer(writer: &mut Writer, jobs: &mut Vec<Job>) {
     let size = jobs.len();
-    let counters = &writer.counters;
     let gate = match &writer.wal_checkpoints {
+        Some(link) => Some(Arc::clone(link)),
+        None => None,
+    };
+    let gate = match &gate {
         Some(link) => Some(link.gate.lock().await),
         None => None,
     };
     let written = write_batch(writer, jobs).await;
     drop(gate);
+    let counters = &writer.counters;
     match written {
-        Ok(appended) => {
+        Ok((appended, frontier)) => {
+            writer.frontier = Some(frontier);
             counters.count(size, true);
             if let Some(link) = &writer.wal_checkpoints {
                 link.committed.notify_one();
@@ -148,6 +160,7 @@ async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
             }
         }
         Err(source) => {
+            writer.frontier = None;
             counters.count(size, false);
             tracing::warn!(batch_size = size, error = %source, "attestation log batch failed; nothing of it was recorded");
             let source = Arc::new(source);
@@ -161,18 +174,29 @@ async fn commit_and_answer(writer: &Writer, jobs: &mut Vec<Job>) {
     }
 }
 
-/// Writes and commits `jobs` in one transaction; the returned vector is in `jobs` order.
-async fn write_batch(writer: &Writer, jobs: &[Job]) -> Result<Vec<Appended>, sqlx::Error> {
+/// Writes and commits `jobs` in one transaction; the returned vector is in `jobs` order, with
+/// the tree's new right edge.
+async fn write_batch(
+    writer: &Writer,
+    jobs: &[Job],
+) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
     // SQLite: take the write lock at BEGIN (waiting out busy_timeout) instead of upgrading a
     // read snapshot later, which fails without waiting if another process committed between.
     let mut tx: Transaction<'static, Any> = match writer.backend {
         Backend::Sqlite => writer.pool.begin_with("BEGIN IMMEDIATE").await?,
         Backend::Postgres => writer.pool.begin().await?,
     };
-    let first = reserve_sequences(&mut tx, jobs.len()).await?;
+    let first = reserve_sequences(&mut tx, writer.log_id, jobs.len()).await?;
+    let frontier = match &writer.frontier {
+        Some(frontier) if frontier.size == first => frontier.clone(),
+        // First batch, or another process appended since our last one.
+        _ => tree::load_frontier(&mut tx, writer.log_id, first).await?,
+    };
+    let mut tree = BatchTree::new(frontier);
     let mut rows = Vec::with_capacity(jobs.len());
     for (sequence, job) in (first..).zip(jobs) {
         let leaf = leaf_hash(sequence, &job.entry.record).map_err(encode_error)?;
+        tree.push(leaf).map_err(encode_error)?;
         let sequence_db = i64::try_from(sequence).map_err(encode_error)?;
         rows.push(Row {
             sequence,
@@ -181,22 +205,26 @@ async fn write_batch(writer: &Writer, jobs: &[Job]) -> Result<Vec<Appended>, sql
             entry: &job.entry,
         });
     }
+    let log_id = writer.log_id;
     // A handful of multi-row statements per batch, not a few per entry: with sqlx's SQLite
     // driver every statement is a hop to the connection's worker thread.
     insert_evidence(&mut tx, writer.backend, &rows).await?;
-    insert_records(&mut tx, writer.backend, &rows).await?;
+    insert_records(&mut tx, writer.backend, log_id, &rows).await?;
+    insert_tree_hashes(&mut tx, writer.backend, log_id, &tree.rows).await?;
     let changes = NodeChanges::of(&rows);
-    upsert_nodes(&mut tx, writer.backend, &changes.states).await?;
-    reset_nodes(&mut tx, &changes.resets).await?;
-    insert_revocations(&mut tx, writer.backend, &rows).await?;
+    upsert_nodes(&mut tx, writer.backend, log_id, &changes.states).await?;
+    reset_nodes(&mut tx, log_id, &changes.resets).await?;
+    insert_revocations(&mut tx, writer.backend, log_id, &rows).await?;
+    let frontier = tree.frontier().map_err(encode_error)?;
     tx.commit().await?;
-    Ok(rows
+    let appended = rows
         .iter()
         .map(|row| Appended {
             sequence: row.sequence,
             leaf_hash: row.leaf,
         })
-        .collect())
+        .collect();
+    Ok((appended, frontier))
 }
 
 /// One entry of the batch with its assigned place in the log.
@@ -211,25 +239,42 @@ fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Erro
     sqlx::Error::Encode(Box::new(e))
 }
 
-/// Bumps the head by `count` and returns the first reserved sequence.
-async fn reserve_sequences(conn: &mut AnyConnection, count: usize) -> Result<u64, sqlx::Error> {
+/// Bumps the log's head (and its tree size: the batch's tree hashes commit with it) by
+/// `count` and returns the first reserved sequence. Refuses to append to a log whose tree
+/// has not been built yet (see `tree_build.rs`): the new hashes would have nothing to
+/// stand on.
+async fn reserve_sequences(
+    conn: &mut AnyConnection,
+    log_id: i64,
+    count: usize,
+) -> Result<u64, sqlx::Error> {
     let count = i64::try_from(count).map_err(encode_error)?;
-    let row = sqlx::query("UPDATE log_head SET next_sequence = next_sequence + $1 WHERE id = 1 RETURNING next_sequence")
-        .bind(count)
-        .fetch_one(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "UPDATE logs SET next_sequence = next_sequence + $1, tree_size = tree_size + $1 \
+         WHERE id = $2 RETURNING next_sequence, tree_size",
+    )
+    .bind(count)
+    .bind(log_id)
+    .fetch_one(&mut *conn)
+    .await?;
     let next: i64 = row.try_get(0)?;
+    let tree_size: i64 = row.try_get(1)?;
+    if tree_size != next {
+        return Err(sqlx::Error::Protocol(format!(
+            "log {log_id}: the tree covers {tree_size} of {next} records; it is built when the log is opened"
+        )));
+    }
     let first = next
         .checked_sub(count)
         .and_then(|first| u64::try_from(first).ok());
     first.ok_or_else(|| {
         sqlx::Error::Protocol(format!(
-            "log_head.next_sequence {next} is below the batch size {count}"
+            "logs.next_sequence {next} is below the batch size {count}"
         ))
     })
 }
 
-/// Rows per multi-row statement: 13 columns × 500 stays far below SQLite's 32766 and
+/// Rows per multi-row statement: 14 columns × 500 stays far below SQLite's 32766 and
 /// PostgreSQL's 65535 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -305,13 +350,15 @@ async fn insert_evidence(
 async fn insert_records(
     conn: &mut AnyConnection,
     backend: Backend,
+    log_id: i64,
     rows: &[Row<'_>],
 ) -> Result<(), sqlx::Error> {
-    let into = "records (sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
+    let into = "records (log_id, sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
                 policy_digest, evidence_digest, cert_serial, cert_not_after_us)";
-    insert_rows(conn, backend, into, 13, "", rows, |q, row| {
+    insert_rows(conn, backend, into, 14, "", rows, |q, row| {
         let (entry, r) = (row.entry, &row.entry.record);
-        q.bind(row.sequence_db)
+        q.bind(log_id)
+            .bind(row.sequence_db)
             .bind(hex::encode(row.leaf))
             .bind(entry.time_us)
             .bind(r.site.clone())
@@ -325,6 +372,25 @@ async fn insert_records(
             .bind(r.cert_serial.clone())
             .bind(entry.not_after_us)
     })
+    .await
+}
+
+/// The batch's new stored tree hashes.
+pub(crate) async fn insert_tree_hashes(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    log_id: i64,
+    hashes: &[(i64, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    insert_rows(
+        conn,
+        backend,
+        "tree_hashes (log_id, idx, hash)",
+        3,
+        "",
+        hashes,
+        |q, (index, hash)| q.bind(log_id).bind(*index).bind(hash.clone()),
+    )
     .await
 }
 
@@ -371,20 +437,21 @@ impl<'a> NodeChanges<'a> {
 async fn upsert_nodes(
     conn: &mut AnyConnection,
     backend: Backend,
+    log_id: i64,
     nodes: &[(i64, &PreparedNode)],
 ) -> Result<(), sqlx::Error> {
     let into = "nodes (node_id, ak_name, spiffe_id, identity_json, reset_count, restart_count, clock, \
-                current_serial, updated_us, last_sequence)";
+                current_serial, updated_us, log_id, last_sequence)";
     let tail = "ON CONFLICT (node_id) DO UPDATE SET ak_name = excluded.ak_name, spiffe_id = excluded.spiffe_id, \
                 identity_json = excluded.identity_json, \
                 reset_count = excluded.reset_count, restart_count = excluded.restart_count, clock = excluded.clock, \
                 current_serial = excluded.current_serial, updated_us = excluded.updated_us, \
-                last_sequence = excluded.last_sequence";
+                log_id = excluded.log_id, last_sequence = excluded.last_sequence";
     insert_rows(
         conn,
         backend,
         into,
-        10,
+        11,
         tail,
         nodes,
         |q, (sequence, node)| {
@@ -398,6 +465,7 @@ async fn upsert_nodes(
                 .bind(node.clock)
                 .bind(s.current_serial.clone())
                 .bind(node.updated_us)
+                .bind(log_id)
                 .bind(*sequence)
         },
     )
@@ -409,15 +477,17 @@ async fn upsert_nodes(
 /// missing one fails the batch rather than leave a record of a reset that did not happen.
 async fn reset_nodes(
     conn: &mut AnyConnection,
+    log_id: i64,
     resets: &[(i64, i64, &str)],
 ) -> Result<(), sqlx::Error> {
     for (sequence, time_us, node) in resets {
         let done = sqlx::query(
             "UPDATE nodes SET reset_count = 0, restart_count = 0, clock = 0, ak_name = $1, \
-             current_serial = NULL, updated_us = $2, last_sequence = $3 WHERE node_id = $4",
+             current_serial = NULL, updated_us = $2, log_id = $3, last_sequence = $4 WHERE node_id = $5",
         )
         .bind(Vec::<u8>::new())
         .bind(*time_us)
+        .bind(log_id)
         .bind(*sequence)
         .bind(node.to_string())
         .execute(&mut *conn)
@@ -434,6 +504,7 @@ async fn reset_nodes(
 async fn insert_revocations(
     conn: &mut AnyConnection,
     backend: Backend,
+    log_id: i64,
     rows: &[Row<'_>],
 ) -> Result<(), sqlx::Error> {
     let revocations: Vec<_> = rows
@@ -443,8 +514,8 @@ async fn insert_revocations(
     insert_rows(
         conn,
         backend,
-        "revocations (sequence, serial, node_id, time_us)",
-        4,
+        "revocations (log_id, sequence, serial, node_id, time_us)",
+        5,
         "",
         &revocations,
         |q, (row, target)| {
@@ -452,7 +523,8 @@ async fn insert_revocations(
                 RevocationTarget::Serial(serial) => (Some(serial.clone()), None),
                 RevocationTarget::Node(node) => (None, Some(node.clone())),
             };
-            q.bind(row.sequence_db)
+            q.bind(log_id)
+                .bind(row.sequence_db)
                 .bind(serial)
                 .bind(node_id)
                 .bind(row.entry.time_us)

@@ -713,6 +713,7 @@ async fn closed_log_refuses_appends() {
 async fn open_rejects_bad_configs() {
     let config = |url: &str, max_batch, max_connections| garrison_log::LogConfig {
         url: url.into(),
+        origin: None,
         max_batch,
         max_connections,
     };

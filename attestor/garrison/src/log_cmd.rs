@@ -70,6 +70,7 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     }
     let log = AttestationLog::open(&LogConfig {
         url: args.db.clone(),
+        origin: None,
         max_batch: 1,
         max_connections: 2,
     })

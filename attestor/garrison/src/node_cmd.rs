@@ -57,6 +57,7 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
     let site = args.site.clone().or(config_site);
     let log = AttestationLog::open(&LogConfig {
         url: url.clone(),
+        origin: None,
         max_batch: 1,
         max_connections: 2,
     })

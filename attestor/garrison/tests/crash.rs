@@ -141,6 +141,7 @@ async fn every_certificate_a_client_received_is_in_the_log_after_sigkill() {
 
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
+        origin: None,
         max_batch: 1,
         max_connections: 1,
     })

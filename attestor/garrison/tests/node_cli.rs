@@ -26,6 +26,7 @@ fn garrison(args: &[&str]) -> Output {
 async fn open(config: &garrison_attestor::SiteConfig) -> AttestationLog {
     AttestationLog::open(&LogConfig {
         url: config.database.clone(),
+        origin: None,
         max_batch: 1,
         max_connections: 2,
     })

@@ -94,6 +94,7 @@ impl Fixture {
     async fn log(&self) -> AttestationLog {
         AttestationLog::open(&LogConfig {
             url: self.config.database.clone(),
+            origin: None,
             max_batch: 1,
             max_connections: 2,
         })

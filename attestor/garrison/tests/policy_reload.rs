@@ -163,6 +163,7 @@ async fn sighup_reloads_newer_bundles_and_refuses_rollback() {
 
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
+        origin: None,
         max_batch: 1,
         max_connections: 1,
     })

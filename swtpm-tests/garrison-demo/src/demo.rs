@@ -223,6 +223,7 @@ async fn print_log(dir: &Path) -> anyhow::Result<()> {
     println!("$ garrison log query --db {url}");
     let log = AttestationLog::open(&LogConfig {
         url,
+        origin: None,
         max_batch: 1,
         max_connections: 1,
     })

@@ -26,6 +26,7 @@ impl TestDb {
     pub fn config(&self, max_batch: usize) -> LogConfig {
         LogConfig {
             url: self.url.clone(),
+            origin: None,
             max_batch,
             max_connections: 4,
         }
@@ -140,13 +141,13 @@ macro_rules! both_backends {
 }
 
 /// Holds the lock the writer needs for its first statement until the returned transaction is
-/// rolled back: SQLite's write lock, PostgreSQL's `log_head` row lock.
+/// rolled back: SQLite's write lock, PostgreSQL's `logs` row lock.
 pub async fn hold_writer_lock(conn: &mut AnyConnection) -> Transaction<'_, Any> {
     let mut tx = conn.begin().await.expect("begin");
-    sqlx::query("UPDATE log_head SET next_sequence = next_sequence WHERE id = 1")
+    sqlx::query("UPDATE logs SET next_sequence = next_sequence")
         .execute(&mut *tx)
         .await
-        .expect("lock log_head");
+        .expect("lock the log row");
     tx
 }
 

@@ -185,6 +185,7 @@ impl Running {
     pub async fn log(&self) -> AttestationLog {
         AttestationLog::open(&LogConfig {
             url: self.database.clone(),
+            origin: None,
             max_batch: 1,
             max_connections: 2,
         })

@@ -1,0 +1,236 @@
+//! The Merkle tree over each log's records (RFC 6962 §2.1 / RFC 9162 §2.1), kept as the tlog
+//! stored hashes (the `tlog_tiles` crate's layout: record `n` adds its leaf hash and the
+//! roots of the subtrees it completes, from index `stored_hash_index(0, n)` on).
+//!
+//! The writer adds a batch's hashes in the batch's own transaction ([`BatchTree`]), so that
+//! records and the tree over them commit together. It keeps the tree's right edge (the
+//! "frontier": at most one hash per level) between batches, so extending the tree reads
+//! nothing from the database unless another process appended in between.
+//!
+//! Reads ([`root`], [`inclusion_proof`], [`consistency_proof`]) fetch only the O(log n)
+//! hashes they need, in one query.
+
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row as _};
+use tlog_tiles::{Hash, HashReader};
+
+use crate::LogError;
+
+/// Stored hashes by index: the part of the tree a computation needs.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Hashes(HashMap<u64, Hash>);
+
+impl HashReader for Hashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.0
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+/// Answers every read with a zero hash and remembers which indexes were asked for: the tlog
+/// functions ask for their indexes before they look at any hash, so one dry run says what a
+/// real run will read.
+#[derive(Debug, Default)]
+struct Wanted(std::cell::RefCell<Vec<u64>>);
+
+impl HashReader for Wanted {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        self.0.borrow_mut().extend_from_slice(indexes);
+        Ok(vec![Hash::default(); indexes.len()])
+    }
+}
+
+/// The stored-hash indexes of the tree of `size` records' right edge: what [`root`] reads
+/// and what appending record `size` may read.
+pub(crate) fn frontier_indexes(size: u64) -> Vec<u64> {
+    if size == 0 {
+        return Vec::new();
+    }
+    tlog_tiles::sub_tree_index(0, size, Vec::new())
+}
+
+/// The tree's right edge after `size` records.
+#[derive(Debug, Clone)]
+pub(crate) struct Frontier {
+    pub size: u64,
+    pub hashes: Hashes,
+}
+
+/// The hashes a batch adds, computed from the frontier before it.
+pub(crate) struct BatchTree {
+    first: u64,
+    next: u64,
+    known: Hashes,
+    /// (index, hash) rows to insert, in index order.
+    pub rows: Vec<(i64, Vec<u8>)>,
+}
+
+impl BatchTree {
+    /// Starts a batch whose first record is `frontier.size`.
+    pub fn new(frontier: Frontier) -> Self {
+        BatchTree {
+            first: frontier.size,
+            next: frontier.size,
+            known: frontier.hashes,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds record `self.next` with this leaf hash.
+    pub fn push(&mut self, leaf: [u8; 32]) -> Result<(), LogError> {
+        let n = self.next;
+        let hashes = tlog_tiles::stored_hashes_for_record_hash(n, Hash(leaf), &self.known)
+            .map_err(|e| tree_error(format!("extending the tree with record {n}: {e}")))?;
+        let start = tlog_tiles::stored_hash_index(0, n);
+        for (index, hash) in (start..).zip(hashes) {
+            self.rows.push((db_index(index)?, hash.0.to_vec()));
+            self.known.0.insert(index, hash);
+        }
+        self.next = n + 1;
+        Ok(())
+    }
+
+    /// The frontier after the batch, to keep once it has committed.
+    pub fn frontier(&self) -> Result<Frontier, LogError> {
+        let mut hashes = Hashes::default();
+        for index in frontier_indexes(self.next) {
+            let hash = self.known.0.get(&index).copied().ok_or_else(|| {
+                tree_error(format!(
+                    "stored hash {index} missing after records {}..{}",
+                    self.first, self.next
+                ))
+            })?;
+            hashes.0.insert(index, hash);
+        }
+        Ok(Frontier {
+            size: self.next,
+            hashes,
+        })
+    }
+}
+
+/// Reads the frontier of the tree of `size` records.
+pub(crate) async fn load_frontier(
+    conn: &mut AnyConnection,
+    log_id: i64,
+    size: u64,
+) -> Result<Frontier, sqlx::Error> {
+    let hashes = read_hashes(conn, log_id, &frontier_indexes(size)).await?;
+    Ok(Frontier { size, hashes })
+}
+
+/// The stored hashes at `indexes`; fails if any is missing.
+pub(crate) async fn read_hashes(
+    conn: &mut AnyConnection,
+    log_id: i64,
+    indexes: &[u64],
+) -> Result<Hashes, sqlx::Error> {
+    let mut found = Hashes::default();
+    // 64 levels at most per computation; chunked anyway so no statement grows unbounded.
+    for chunk in indexes.chunks(256) {
+        let list = chunk
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Only decimal integers are interpolated; the log id is bound.
+        let sql =
+            format!("SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx IN ({list})");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(log_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let index: i64 = row.try_get(0)?;
+            let bytes: Vec<u8> = row.try_get(1)?;
+            let hash = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                sqlx::Error::Decode(format!("tree_hashes[{index}] is not 32 bytes").into())
+            })?;
+            found.0.insert(index.unsigned_abs(), Hash(hash));
+        }
+    }
+    if let Some(missing) = indexes.iter().find(|i| !found.0.contains_key(i)) {
+        return Err(sqlx::Error::Protocol(format!(
+            "log {log_id}: stored tree hash {missing} is missing"
+        )));
+    }
+    Ok(found)
+}
+
+/// The root hash of the tree of the first `size` records.
+pub(crate) async fn root(pool: &AnyPool, log_id: i64, size: u64) -> Result<[u8; 32], LogError> {
+    let hashes = fetch(pool, log_id, &frontier_indexes(size)).await?;
+    let root = tlog_tiles::tree_hash(size, &hashes)
+        .map_err(|e| tree_error(format!("root of size {size}: {e}")))?;
+    Ok(root.0)
+}
+
+/// The RFC 9162 inclusion proof of record `index` in the tree of `size` records.
+pub(crate) async fn inclusion_proof(
+    pool: &AnyPool,
+    log_id: i64,
+    index: u64,
+    size: u64,
+) -> Result<Vec<[u8; 32]>, LogError> {
+    if index >= size {
+        return Err(LogError::ProofRange {
+            what: "inclusion",
+            first: index,
+            second: size,
+        });
+    }
+    let wanted = Wanted::default();
+    let _ = tlog_tiles::prove_record(size, index, &wanted);
+    let hashes = fetch(pool, log_id, &wanted.0.into_inner()).await?;
+    let proof = tlog_tiles::prove_record(size, index, &hashes)
+        .map_err(|e| tree_error(format!("inclusion proof of {index} in {size}: {e}")))?;
+    Ok(proof.into_iter().map(|h| h.0).collect())
+}
+
+/// The RFC 9162 consistency proof from the tree of `old` records to the tree of `new`.
+pub(crate) async fn consistency_proof(
+    pool: &AnyPool,
+    log_id: i64,
+    old: u64,
+    new: u64,
+) -> Result<Vec<[u8; 32]>, LogError> {
+    if old == 0 || old > new {
+        return Err(LogError::ProofRange {
+            what: "consistency",
+            first: old,
+            second: new,
+        });
+    }
+    let wanted = Wanted::default();
+    let _ = tlog_tiles::prove_tree(new, old, &wanted);
+    let hashes = fetch(pool, log_id, &wanted.0.into_inner()).await?;
+    let proof = tlog_tiles::prove_tree(new, old, &hashes)
+        .map_err(|e| tree_error(format!("consistency proof {old} -> {new}: {e}")))?;
+    Ok(proof.into_iter().map(|h| h.0).collect())
+}
+
+async fn fetch(pool: &AnyPool, log_id: i64, indexes: &[u64]) -> Result<Hashes, LogError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    read_hashes(&mut conn, log_id, indexes)
+        .await
+        .map_err(|source| LogError::Query { source })
+}
+
+fn db_index(index: u64) -> Result<i64, LogError> {
+    i64::try_from(index).map_err(|_| tree_error(format!("stored hash index {index} too large")))
+}
+
+fn tree_error(problem: String) -> LogError {
+    LogError::Tree { problem }
+}
