@@ -30,6 +30,10 @@ pub enum SubjectKey {
     Generate(KeyAlgorithm),
     /// Certify the key of a verified CSR; no private key is returned.
     Csr(VerifiedCsr),
+    /// Certify this Ed25519 public key (32 bytes): the site's transparency-log key, which
+    /// signs checkpoints, not TLS. Only [`Authority::issue_site_role_svid`] with
+    /// [`SiteRole::Log`] takes it.
+    LogKey([u8; 32]),
 }
 
 /// Path length of a new intermediate.
@@ -200,7 +204,9 @@ impl Authority {
         check_ttl(params.ttl)?;
         let path_len = self.child_path_len(params.path_len)?;
         let issuer_role = self.role()?;
-        if !params.role.may_be_issued_by(issuer_role) {
+        if !params.role.may_be_issued_by(issuer_role)
+            || matches!(params.subject_key, SubjectKey::LogKey(_))
+        {
             return Err(CaError::RoleNotIssuable {
                 requested: params.role.to_string(),
                 issuer: issuer_role.map_or_else(|| "root".to_owned(), ToString::to_string),
@@ -235,6 +241,12 @@ impl Authority {
         now: OffsetDateTime,
         rng: &dyn SecureRandom,
     ) -> Result<Issued, CaError> {
+        if matches!(params.subject_key, SubjectKey::LogKey(_)) {
+            return Err(CaError::RoleNotIssuable {
+                requested: "SVID for a transparency-log key".to_owned(),
+                issuer: self.role_text(),
+            });
+        }
         if let Some(role) = scope::reserved_site_role(&params.spiffe_id) {
             return Err(CaError::ReservedIdentity {
                 id: params.spiffe_id.to_string(),
@@ -254,6 +266,12 @@ impl Authority {
         now: OffsetDateTime,
         rng: &dyn SecureRandom,
     ) -> Result<Issued, CaError> {
+        if matches!(subject_key, SubjectKey::LogKey(_)) != (role == SiteRole::Log) {
+            return Err(CaError::RoleNotIssuable {
+                requested: format!("{} with this kind of key", role.segment()),
+                issuer: self.role_text(),
+            });
+        }
         let site = self
             .role()?
             .and_then(CaRole::site)
@@ -426,6 +444,13 @@ impl Authority {
                         })?;
                     (cert.signed_by(&spki, &issuer), None)
                 }
+                SubjectKey::LogKey(public) => {
+                    let spki = rcgen::SubjectPublicKeyInfo::from_der(&ed25519_spki(&public))
+                        .map_err(|_| CaError::CsrKeyUnacceptable {
+                            reason: "Ed25519 public key not accepted for issuance",
+                        })?;
+                    (cert.signed_by(&spki, &issuer), None)
+                }
             };
         let der = der
             .map_err(|source| CaError::Signing { source })?
@@ -559,4 +584,15 @@ fn ca_trust_domain(cert: &X509Certificate<'_>) -> Option<TrustDomain> {
             .map(|id| id.trust_domain()),
         _ => None,
     })
+}
+
+/// DER SubjectPublicKeyInfo of an Ed25519 public key (RFC 8410 §4): the algorithm
+/// identifier 1.3.101.112 with no parameters, then the 32 key bytes.
+fn ed25519_spki(public: &[u8; 32]) -> Vec<u8> {
+    const PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(public);
+    der
 }

@@ -48,7 +48,8 @@ pub use error::{CaError, CaErrorKind};
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
 pub use scope::{
-    CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der, site_of,
+    CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der, is_site_name,
+    site_of,
 };
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,

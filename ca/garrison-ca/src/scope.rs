@@ -55,6 +55,8 @@ pub enum CaRole {
 pub enum SiteRole {
     /// The site attestor's server certificate: `/site/<name>/attestor`.
     Attestor,
+    /// The key that signs the site's attestation-log checkpoints: `/site/<name>/log`.
+    Log,
 }
 
 impl SiteRole {
@@ -62,6 +64,7 @@ impl SiteRole {
     pub fn segment(self) -> &'static str {
         match self {
             SiteRole::Attestor => "attestor",
+            SiteRole::Log => "log",
         }
     }
 }
