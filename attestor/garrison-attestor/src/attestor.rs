@@ -241,6 +241,11 @@ impl Attestor {
         Arc::clone(&self.parts.clock)
     }
 
+    /// The attestation log.
+    pub fn log(&self) -> &AttestationLog {
+        &self.parts.log
+    }
+
     /// How long a challenge may be answered.
     pub fn challenge_ttl(&self) -> Duration {
         self.parts.challenge_ttl

@@ -97,6 +97,10 @@ struct RawConfig {
     max_connections: Option<usize>,
     #[serde(default = "default_attestor_svid_ttl")]
     attestor_svid_ttl: String,
+    #[serde(default = "default_log_key")]
+    log_key: PathBuf,
+    #[serde(default = "default_checkpoint_interval")]
+    checkpoint_interval: String,
     #[serde(default)]
     insecure: InsecureOptions,
 }
@@ -115,6 +119,12 @@ fn default_max_in_flight() -> usize {
 }
 fn default_attestor_svid_ttl() -> String {
     "24h".to_owned()
+}
+fn default_log_key() -> PathBuf {
+    PathBuf::from("log-key.pem")
+}
+fn default_checkpoint_interval() -> String {
+    "60s".to_owned()
 }
 
 /// A site attestor's configuration, validated.
@@ -151,6 +161,11 @@ pub struct SiteConfig {
     pub max_connections: usize,
     /// Lifetime of the attestor's own server SVID, issued from the site CA at start.
     pub attestor_svid_ttl: Duration,
+    /// The Ed25519 key that signs the log's checkpoints (PKCS#8 PEM), created at first start
+    /// if missing. Default `log-key.pem` beside the configuration file.
+    pub log_key: PathBuf,
+    /// A checkpoint is signed at least this often while records arrive (default 60s).
+    pub checkpoint_interval: Duration,
     /// Security-weakening switches (all off by default).
     pub insecure: InsecureOptions,
 }
@@ -200,6 +215,8 @@ impl SiteConfig {
             max_svid_ttl: parse_duration("max_svid_ttl", &raw.max_svid_ttl)?,
             challenge_ttl: parse_duration("challenge_ttl", &raw.challenge_ttl)?,
             attestor_svid_ttl: parse_duration("attestor_svid_ttl", &raw.attestor_svid_ttl)?,
+            checkpoint_interval: parse_duration("checkpoint_interval", &raw.checkpoint_interval)?,
+            log_key: resolve(raw.log_key),
             site: raw.site,
             listen: raw.listen,
             ca_dir: resolve(raw.ca_dir),

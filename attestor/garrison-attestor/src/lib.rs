@@ -12,6 +12,7 @@
 mod attestor;
 mod boot_cache;
 mod challenge;
+pub mod checkpoint;
 pub mod config;
 mod evidence_record;
 mod listener;

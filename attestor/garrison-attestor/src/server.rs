@@ -84,6 +84,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The log key or the first signed checkpoint failed.
+    #[error("signed checkpoints")]
+    Checkpoint(#[source] crate::checkpoint::CheckpointError),
     /// The attestor's TLS identity or configuration is unusable.
     #[error("attestor TLS: {0}")]
     Tls(String),
@@ -162,8 +165,10 @@ pub async fn build_with_random(
     let ca = load_authority(&config.ca_dir)?;
     check_site_ca(config, &ca)?;
     let ek_trust = ek_trust(config)?;
+    let origin = garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
+        origin: Some(origin),
         max_batch: 256,
         max_connections: 8,
     })
@@ -314,19 +319,59 @@ pub async fn serve(
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_unrecorded_refusal_summary(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
+    let signer = start_checkpoints(config, &attestor).await?;
+    let clock = attestor.clock();
+    let periodic = crate::checkpoint::spawn_periodic(
+        Arc::clone(&signer),
+        Arc::clone(&clock),
+        std::time::Duration::from_secs(
+            config
+                .checkpoint_interval
+                .whole_seconds()
+                .max(1)
+                .unsigned_abs(),
+        ),
+    );
     let services = Services::new(attestor, config.max_in_flight);
     let enrollment = EnrollmentServer::new(services.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     let renewal = RenewalServer::new(services).max_decoding_message_size(limits::MAX_REQUEST_BYTES);
     tracing::info!(listen = %config.listen, site = %config.site, max_connections = config.max_connections, "attestor serving");
-    Server::builder()
+    let served = Server::builder()
         // A connection holds one of `max_connections` places: none may keep it forever.
         .max_connection_age(MAX_CONNECTION_AGE)
         .add_service(enrollment)
         .add_service(renewal)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(StartError::Serve)
+        .map_err(StartError::Serve);
+    periodic.abort();
+    // The last records get a checkpoint before the process goes.
+    if let Err(e) = signer.sign(clock.now()).await {
+        tracing::error!(error = %e, "signing the final checkpoint failed");
+    }
+    served
+}
+
+/// The log key, certified by the site CA, and a first checkpoint.
+async fn start_checkpoints(
+    config: &SiteConfig,
+    attestor: &Attestor,
+) -> Result<Arc<crate::checkpoint::CheckpointSigner>, StartError> {
+    let ca = load_authority(&config.ca_dir)?;
+    let now = attestor.clock().now();
+    let rng = SystemRandom::new();
+    let signer = crate::checkpoint::CheckpointSigner::start(
+        attestor.log().clone(),
+        &config.log_key,
+        &ca,
+        now,
+        &rng,
+    )
+    .await
+    .map_err(StartError::Checkpoint)?;
+    signer.sign(now).await.map_err(StartError::Checkpoint)?;
+    Ok(Arc::new(signer))
 }
 
 /// How often TLS handshakes that did not finish are reported (one line, if there were any).

@@ -1,0 +1,229 @@
+//! Signed checkpoints of the site's attestation log.
+//!
+//! The site's log key (Ed25519, `log_key` in the configuration, created at first start) signs
+//! a C2SP checkpoint of the log's Merkle tree: at start, every `checkpoint_interval` while
+//! records arrive, on demand (`garrison log checkpoint`), and when the attestor stops. Every
+//! checkpoint is kept in the log database. At each start the site CA certifies the key as
+//! `spiffe://<td>/site/<site>/log` and the certificate chain is kept beside the checkpoints,
+//! so that an auditor holding only the root can check any of them.
+//!
+//! Nothing here reads the clock: the time a checkpoint was signed comes from the caller.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use garrison_ca::{Authority, SiteRole, SubjectKey, certificates_to_pem};
+use garrison_log::{AttestationLog, LogError, StoredCheckpoint};
+use garrison_transparency::{LogKey, TransparencyError};
+use ring::rand::SecureRandom;
+use time::OffsetDateTime;
+
+use crate::Clock;
+
+/// What can go wrong setting up the log key or signing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing the log key file failed.
+    #[error("log key file {path}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is not a usable key, or signing failed.
+    #[error("log key {path}")]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: TransparencyError,
+    },
+    /// The site CA would not certify the key.
+    #[error("certifying the log key")]
+    Certify(#[source] garrison_ca::CaError),
+    /// The log has no origin (it was opened without one).
+    #[error("the attestation log has no origin")]
+    NoOrigin,
+    /// Reading the tree or keeping the checkpoint failed.
+    #[error("attestation log")]
+    Log(#[source] LogError),
+    /// Signing failed.
+    #[error("signing the checkpoint")]
+    Sign(#[source] TransparencyError),
+}
+
+/// Signs and keeps checkpoints of one log.
+#[derive(Debug)]
+pub struct CheckpointSigner {
+    log: AttestationLog,
+    key: LogKey,
+}
+
+impl CheckpointSigner {
+    /// Loads the log key from `key_path` (creating it, 0600, if the file does not exist),
+    /// has `ca` certify it, and keeps the certificate chain in the log.
+    pub async fn start(
+        log: AttestationLog,
+        key_path: &Path,
+        ca: &Authority,
+        now: OffsetDateTime,
+        rng: &(dyn SecureRandom + Sync),
+    ) -> Result<Self, CheckpointError> {
+        let origin = log.origin().ok_or(CheckpointError::NoOrigin)?.to_owned();
+        let key = load_or_create_key(key_path, &origin, rng)?;
+        let issued = ca
+            .issue_site_role_svid(
+                SiteRole::Log,
+                // Capped at the site CA's own expiry: the key is certified for as long as
+                // the CA that vouches for it.
+                time::Duration::days(3650),
+                SubjectKey::LogKey(key.public_key()),
+                now,
+                rng,
+            )
+            .map_err(CheckpointError::Certify)?;
+        let chain_pem = certificates_to_pem(&issued.chain);
+        log.add_log_key_certificate(&key.public_key(), &chain_pem, now)
+            .await
+            .map_err(CheckpointError::Log)?;
+        tracing::info!(origin, verifier_key = %key.verifier_key(), "log key certified by the site CA");
+        Ok(CheckpointSigner { log, key })
+    }
+
+    /// Signs and keeps a checkpoint of the whole tree, unless the latest kept one already
+    /// covers every record. Returns the new checkpoint, if any.
+    pub async fn sign(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredCheckpoint>, CheckpointError> {
+        let size = self.log.tree_size().await.map_err(CheckpointError::Log)?;
+        let latest = self
+            .log
+            .latest_checkpoint()
+            .await
+            .map_err(CheckpointError::Log)?;
+        if latest.is_some_and(|c| c.size >= size) {
+            return Ok(None);
+        }
+        let root = self
+            .log
+            .tree_root(size)
+            .await
+            .map_err(CheckpointError::Log)?;
+        let note = self
+            .key
+            .sign_checkpoint(size, &root)
+            .map_err(CheckpointError::Sign)?;
+        let checkpoint = StoredCheckpoint {
+            size,
+            root_hash: root,
+            signed: now,
+            note,
+        };
+        self.log
+            .store_checkpoint(&checkpoint)
+            .await
+            .map_err(CheckpointError::Log)?;
+        tracing::debug!(size, "checkpoint signed");
+        Ok(Some(checkpoint))
+    }
+
+    /// The log key's signed-note verifier key.
+    pub fn verifier_key(&self) -> String {
+        self.key.verifier_key()
+    }
+}
+
+/// Signs a checkpoint every `interval` (if there are new records) until the returned handle
+/// is aborted. A failure is logged and retried at the next tick: appends never wait on it.
+pub fn spawn_periodic(
+    signer: Arc<CheckpointSigner>,
+    clock: Arc<dyn Clock>,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = signer.sign(clock.now()).await {
+                tracing::error!(error = %error_chain(&e), "signing a checkpoint failed");
+            }
+        }
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+const KEY_LABEL: &str = "PRIVATE KEY";
+
+fn load_or_create_key(
+    path: &Path,
+    origin: &str,
+    rng: &dyn SecureRandom,
+) -> Result<LogKey, CheckpointError> {
+    let key_err = |source| CheckpointError::Key {
+        path: path.to_owned(),
+        source,
+    };
+    let file_err = |source| CheckpointError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let pkcs8 = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let block = pem::parse(text)
+                .map_err(|e| file_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            if block.tag() != KEY_LABEL {
+                return Err(file_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a PRIVATE KEY PEM block",
+                )));
+            }
+            block.into_contents()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pkcs8 = LogKey::generate_pkcs8(rng).map_err(key_err)?;
+            let text = pem::encode(&pem::Pem::new(KEY_LABEL, pkcs8.clone()));
+            write_new_secret(path, text.as_bytes()).map_err(file_err)?;
+            tracing::info!(path = %path.display(), "new log key created");
+            pkcs8
+        }
+        Err(e) => return Err(file_err(e)),
+    };
+    LogKey::from_pkcs8(origin, &pkcs8).map_err(key_err)
+}
+
+/// Writes a new file readable by its owner only, atomically (temporary file, fsync, rename),
+/// refusing to replace an existing one.
+fn write_new_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    // Hard link then unlink: fails, rather than replaces, if the key appeared meanwhile.
+    let linked = std::fs::hard_link(&tmp, path);
+    let removed = std::fs::remove_file(&tmp);
+    linked?;
+    removed?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
