@@ -14,4 +14,4 @@ cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-pg_virtualenv -- sh -c 'case "$PGHOST" in /*) h="localhost:$PGPORT/$PGDATABASE?host=$PGHOST" ;; *) h="$PGHOST:$PGPORT/$PGDATABASE" ;; esac; GARRISON_TEST_POSTGRES_URL="postgres://$PGUSER:$PGPASSWORD@$h" exec cargo test --workspace --locked'
+pg_virtualenv -t -- sh -c 'case "$PGHOST" in /*) h="localhost:$PGPORT/$PGDATABASE?host=$PGHOST" ;; *) h="$PGHOST:$PGPORT/$PGDATABASE" ;; esac; GARRISON_TEST_POSTGRES_URL="postgres://$PGUSER:$PGPASSWORD@$h" exec cargo test --workspace --locked'

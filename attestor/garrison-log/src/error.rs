@@ -98,4 +98,23 @@ pub enum LogError {
     /// from the log's own root at that size.
     #[error("checkpoint for size {size} does not match this log's tree")]
     CheckpointMismatch { size: u64 },
+    /// A stored record cannot be read back (a column holds what the log never writes).
+    #[error("record #{sequence} cannot be read")]
+    CorruptRecord {
+        sequence: u64,
+        #[source]
+        source: Box<LogError>,
+    },
+    /// The database's schema is not the one this version reads (read-only opens never
+    /// migrate).
+    #[error(
+        "the log database has schema versions {found:?}, this version reads {expected:?}: open it once with an attestor of this version to upgrade it"
+    )]
+    SchemaVersion { found: Vec<i64>, expected: Vec<i64> },
+    /// A read-only open named an origin the database has no log for.
+    #[error("the database holds no log with origin {origin:?}")]
+    UnknownOrigin { origin: String },
+    /// The export target already exists.
+    #[error("{path} already exists; an export never overwrites")]
+    ExportExists { path: String },
 }

@@ -49,6 +49,7 @@
 
 mod entry;
 mod error;
+mod export;
 mod leaf;
 mod log;
 mod origin;
@@ -60,6 +61,7 @@ mod wal_checkpoint;
 mod writer;
 
 pub use error::LogError;
+pub use export::ExportSummary;
 pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
 pub use log::{AttestationLog, Backend, LogConfig};
 pub use origin::check_origin;

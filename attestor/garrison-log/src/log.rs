@@ -180,6 +180,54 @@ impl AttestationLog {
         })
     }
 
+    /// Opens an existing log for reading only: no migration, no tree building, no writer
+    /// (appends fail with [`LogError::WriterGone`]). SQLite files are opened read-only (a
+    /// missing file is an error, never a new empty database); PostgreSQL sessions are
+    /// read-only. `origin` `None` opens the database's only log. The schema must be exactly
+    /// the one this version writes.
+    pub async fn open_read_only(url: &str, origin: Option<&str>) -> Result<Self, LogError> {
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => {
+                let base = url.split_once('?').map_or(url, |(base, _)| base);
+                format!("{base}?mode=ro")
+            }
+            Backend::Postgres => url.to_owned(),
+        };
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let setting = match backend {
+                        Backend::Sqlite => "PRAGMA query_only = ON",
+                        Backend::Postgres => "SET default_transaction_read_only = on",
+                    };
+                    sqlx::query(setting).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| LogError::Open { source })?;
+        check_schema(&pool, backend).await?;
+        let log = origin::lookup(&pool, origin).await?;
+        // No receiver: every append answers WriterGone at once.
+        let (commands, _) = mpsc::channel(1);
+        let inner = Inner {
+            pool,
+            backend,
+            log,
+            commands,
+            counters: Arc::new(Counters::default()),
+            writer: Mutex::new(None),
+            wal_checkpointer: Mutex::new(None),
+        };
+        Ok(AttestationLog {
+            inner: Arc::new(inner),
+        })
+    }
+
     /// Appends one record (with its evidence and node-state change) and returns once it is
     /// committed. Concurrent calls share transactions (group commit). Dropping the future
     /// after the entry was queued does not withdraw it.
@@ -321,6 +369,14 @@ impl AttestationLog {
     /// True if the node id itself is revoked.
     pub async fn is_node_revoked(&self, node_id: &str) -> Result<bool, LogError> {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn log_id(&self) -> i64 {
+        self.inner.log.id
     }
 
     /// This log's origin (`None` only for a log from before origins opened without one).
@@ -640,14 +696,35 @@ async fn enable_wal(pool: &AnyPool) -> Result<(), LogError> {
     Ok(())
 }
 
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    }
+}
+
+/// The applied migrations must be exactly the embedded ones.
+async fn check_schema(pool: &AnyPool, backend: Backend) -> Result<(), LogError> {
+    let expected: Vec<i64> = migrator(backend).iter().map(|m| m.version).collect();
+    let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .map_err(|source| LogError::Open { source })?;
+    let found = rows
+        .iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| LogError::Open { source })?;
+    if found != expected {
+        return Err(LogError::SchemaVersion { found, expected });
+    }
+    Ok(())
+}
+
 async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), LogError> {
     // Separate folders because the column types differ (INTEGER/BLOB vs BIGINT/BYTEA) and
     // PostgreSQL needs a plpgsql function for the append-only trigger.
-    let migrator = match backend {
-        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
-        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
-    };
-    migrator
+    migrator(backend)
         .run(pool)
         .await
         .map_err(|source| LogError::Migrate { source })

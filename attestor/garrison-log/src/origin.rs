@@ -42,6 +42,23 @@ pub fn check_origin(origin: &str) -> Result<(), LogError> {
     Ok(())
 }
 
+/// The log named `origin` (which must exist), or the database's only log: for read-only
+/// opens, which create and claim nothing.
+pub(crate) async fn lookup(pool: &AnyPool, origin: Option<&str>) -> Result<LogId, LogError> {
+    let Some(origin) = origin else {
+        return only(pool).await;
+    };
+    match id_of(pool, origin).await? {
+        Some(id) => Ok(LogId {
+            id,
+            origin: Some(origin.to_owned()),
+        }),
+        None => Err(LogError::UnknownOrigin {
+            origin: origin.to_owned(),
+        }),
+    }
+}
+
 async fn named(pool: &AnyPool, origin: &str) -> Result<LogId, LogError> {
     check_origin(origin)?;
     // Two rounds: a concurrent claim or insert by another process makes ours a no-op, and the

@@ -274,21 +274,28 @@ async fn count_is_positive(
 
 fn stored_record(row: &AnyRow) -> Result<StoredRecord, LogError> {
     let sequence: i64 = column(row, "sequence")?;
-    let leaf_hex: String = column(row, "leaf_hash")?;
-    let leaf_hash = hex::decode(&leaf_hex)
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or(LogError::Corrupt {
-            column: "leaf_hash",
-            found: leaf_hex,
-        })?;
-    Ok(StoredRecord {
-        sequence: u64::try_from(sequence).map_err(|_| LogError::Corrupt {
-            column: "sequence",
-            found: sequence.to_string(),
-        })?,
-        leaf_hash,
-        record: record(row)?,
+    let sequence = u64::try_from(sequence).map_err(|_| LogError::Corrupt {
+        column: "sequence",
+        found: sequence.to_string(),
+    })?;
+    let fields = || -> Result<StoredRecord, LogError> {
+        let leaf_hex: String = column(row, "leaf_hash")?;
+        let leaf_hash = hex::decode(&leaf_hex)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or(LogError::Corrupt {
+                column: "leaf_hash",
+                found: leaf_hex,
+            })?;
+        Ok(StoredRecord {
+            sequence,
+            leaf_hash,
+            record: record(row)?,
+        })
+    };
+    fields().map_err(|source| LogError::CorruptRecord {
+        sequence,
+        source: Box::new(source),
     })
 }
 

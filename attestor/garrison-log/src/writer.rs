@@ -278,11 +278,11 @@ async fn reserve_sequences(
 /// PostgreSQL's 65535 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
-type AnyQuery = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
+pub(crate) type AnyQuery = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
 
 /// `INSERT INTO <into> VALUES ($1, ..), (..) <tail>` over `items`, in chunks (`?` instead
 /// of `$n` on SQLite).
-async fn insert_rows<T>(
+pub(crate) async fn insert_rows<T>(
     conn: &mut AnyConnection,
     backend: Backend,
     into: &str,

@@ -13,6 +13,16 @@ use crate::duration::parse_duration;
 pub enum LogCommand {
     /// List records matching every given filter, oldest first.
     Query(QueryArgs),
+    /// Sign a checkpoint of the site's log now (the attestor also signs one every
+    /// checkpoint_interval and when it stops); prints the signed checkpoint.
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The site attestor's configuration (site.toml): its log, CA and log key.
+    #[arg(long)]
+    config: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -45,7 +55,10 @@ pub struct QueryArgs {
 
 /// Run a log command.
 pub async fn run(command: LogCommand) -> anyhow::Result<()> {
-    let LogCommand::Query(args) = command;
+    let args = match command {
+        LogCommand::Query(args) => args,
+        LogCommand::Checkpoint(args) => return checkpoint(args).await,
+    };
     let query = Query {
         node_id: args.node.clone(),
         since: args.since.as_deref().map(parse_since).transpose()?,
@@ -87,7 +100,48 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
+async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
+    let config = garrison_attestor::SiteConfig::load(&args.config)?;
+    let ca = garrison_attestor::server::load_authority(&config.ca_dir)?;
+    let origin = garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
+    let log = AttestationLog::open(&LogConfig {
+        url: config.database.clone(),
+        origin: Some(origin.clone()),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .with_context(|| format!("opening the attestation log {}", config.database))?;
+    let now = OffsetDateTime::now_utc();
+    let rng = ring::rand::SystemRandom::new();
+    let signed = async {
+        let signer = garrison_attestor::checkpoint::CheckpointSigner::start(
+            log.clone(),
+            &config.log_key,
+            &ca,
+            now,
+            &rng,
+        )
+        .await?;
+        signer.sign(now).await
+    }
+    .await;
+    let latest = log.latest_checkpoint().await;
+    log.close().await;
+    match signed.context("signing a checkpoint")? {
+        Some(checkpoint) => print!("{}", checkpoint.note),
+        None => match latest.context("reading the latest checkpoint")? {
+            Some(checkpoint) => {
+                eprintln!("the latest checkpoint already covers every record");
+                print!("{}", checkpoint.note);
+            }
+            None => bail!("no checkpoint"),
+        },
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(t);
     }
@@ -95,7 +149,7 @@ fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
     Ok(OffsetDateTime::now_utc() - age)
 }
 
-fn print_line(stored: &StoredRecord) {
+pub(crate) fn print_line(stored: &StoredRecord) {
     let r = &stored.record;
     let time = r.time.format(&Rfc3339).unwrap_or_default();
     let node = r

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod attestor_cmd;
+mod audit_cmd;
 mod ca_cmd;
 mod duration;
 mod evidence_cmd;
@@ -39,6 +40,9 @@ enum Command {
     /// Attestation log: query records.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// The auditor's view of an attestation log: query, verify, prove, export.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Nodes: an operator's logged acts on a node's stored state (reset after TPM2_Clear).
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
@@ -78,6 +82,16 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy_cmd::run(command),
         Command::Attestor(command) => block_on(attestor_cmd::run(command)),
         Command::Log(command) => block_on(log_cmd::run(command)),
+        Command::Audit(command) => {
+            let mut ok = true;
+            match block_on(async {
+                ok = audit_cmd::run(command).await?;
+                Ok(())
+            }) {
+                Ok(()) if !ok => return ExitCode::FAILURE,
+                other => other,
+            }
+        }
         Command::Node(command) => block_on(node_cmd::run(command)),
     };
     match result {

@@ -1,0 +1,64 @@
+//! `garrison audit prove`: a C2SP tlog-proof for one record.
+
+use garrison_log::{AttestationLog, LogError, Query};
+use garrison_transparency::InclusionProof;
+
+/// What stops an audit operation (as opposed to a [`Problem`](crate::Problem) it finds).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// Reading the log failed.
+    #[error("reading the attestation log")]
+    Log(#[source] LogError),
+    /// The log has no origin: it has never been opened by an attestor with one.
+    #[error("the log has no origin yet")]
+    NoOrigin,
+    /// The record asked for is not in the log.
+    #[error("record #{sequence} is not in the log")]
+    NoSuchRecord { sequence: u64 },
+    /// No kept checkpoint covers the record yet.
+    #[error(
+        "no signed checkpoint covers record #{sequence} yet (the latest covers {covered} records)"
+    )]
+    NotCheckpointed { sequence: u64, covered: u64 },
+    /// Recomputing the tree failed.
+    #[error("recomputing the Merkle tree: {0}")]
+    Tree(String),
+}
+
+/// The inclusion proof of record `sequence` in the latest signed checkpoint, with the
+/// record's canonical bytes as the proof's `extra` data.
+pub async fn prove(log: &AttestationLog, sequence: u64) -> Result<InclusionProof, AuditError> {
+    let record = log
+        .query(&Query {
+            after_sequence: sequence.checked_sub(1),
+            limit: Some(1),
+            ..Query::default()
+        })
+        .await
+        .map_err(AuditError::Log)?
+        .into_iter()
+        .find(|r| r.sequence == sequence)
+        .ok_or(AuditError::NoSuchRecord { sequence })?;
+    let checkpoint = log
+        .latest_checkpoint()
+        .await
+        .map_err(AuditError::Log)?
+        .filter(|c| c.size > sequence)
+        .ok_or(AuditError::NotCheckpointed {
+            sequence,
+            covered: 0,
+        })?;
+    let hashes = log
+        .inclusion_proof(sequence, checkpoint.size)
+        .await
+        .map_err(AuditError::Log)?;
+    let canonical =
+        garrison_log::canonical_bytes(sequence, &record.record).map_err(AuditError::Log)?;
+    Ok(InclusionProof {
+        index: sequence,
+        extra: Some(canonical),
+        hashes,
+        checkpoint: checkpoint.note,
+    })
+}

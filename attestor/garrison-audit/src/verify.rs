@@ -1,0 +1,361 @@
+//! `garrison audit verify`: recompute the log and check it against what was signed.
+
+use std::collections::HashMap;
+
+use garrison_log::{AttestationLog, Query, StoredCheckpoint};
+use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
+use serde::Serialize;
+use tlog_tiles::{Hash, HashReader};
+
+use crate::AuditError;
+
+/// Records read per query.
+const PAGE: u32 = 5_000;
+/// Problems kept in a report; beyond it they are counted only.
+const MAX_PROBLEMS: usize = 1_000;
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum Problem {
+    /// No record at this sequence (deleted), though later records exist.
+    MissingRecord { sequence: u64 },
+    /// The record's contents do not hash to its stored leaf hash (edited, or moved).
+    LeafMismatch { sequence: u64 },
+    /// The record names evidence the log does not hold.
+    EvidenceMissing { sequence: u64, digest: String },
+    /// The evidence stored under the record's digest has another digest (swapped bytes).
+    EvidenceMismatch { sequence: u64, digest: String },
+    /// A log key certificate does not verify against the roots.
+    KeyCertificate { reason: String },
+    /// A checkpoint's signature does not verify with any certified log key.
+    CheckpointSignature { size: u64, reason: String },
+    /// The records do not hash to a signed checkpoint's root: something in
+    /// `first_suspect..size` was changed, or the checkpoint is of a forked tree.
+    CheckpointRoot { size: u64, first_suspect: u64 },
+    /// A signed checkpoint covers more records than the log holds (records removed from
+    /// the end).
+    CheckpointBeyondLog { size: u64, records: u64 },
+}
+
+impl Problem {
+    /// The record this problem names exactly, if any.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            Problem::MissingRecord { sequence }
+            | Problem::LeafMismatch { sequence }
+            | Problem::EvidenceMissing { sequence, .. }
+            | Problem::EvidenceMismatch { sequence, .. } => Some(*sequence),
+            Problem::CheckpointBeyondLog { records, .. } => Some(*records),
+            Problem::CheckpointRoot { .. }
+            | Problem::KeyCertificate { .. }
+            | Problem::CheckpointSignature { .. } => None,
+        }
+    }
+
+    /// The first record of the range this problem puts in doubt, if it names a range.
+    fn suspect_from(&self) -> Option<u64> {
+        match self {
+            Problem::CheckpointRoot { first_suspect, .. } => Some(*first_suspect),
+            _ => None,
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub origin: String,
+    /// Records read.
+    pub records: u64,
+    /// Log key certificates that verified against the roots.
+    pub certified_keys: usize,
+    /// Checkpoints whose signature verified and whose root the records reproduce.
+    pub checkpoints_verified: usize,
+    /// The largest such checkpoint's size: records up to it are proven as signed.
+    pub verified_size: u64,
+    /// Records after the last signed checkpoint (not yet covered by a signature).
+    pub unsigned_tail: u64,
+    /// The first bad record: the lowest sequence a problem names exactly (an edited,
+    /// missing or moved record, swapped evidence); failing that, the start of the first
+    /// range a checkpoint puts in doubt (records changed together with their stored leaf
+    /// hashes are only caught by the checkpoint after them).
+    pub first_bad_sequence: Option<u64>,
+    pub problems: Vec<Problem>,
+    /// Problems beyond those listed.
+    pub problems_not_listed: u64,
+    #[serde(skip)]
+    first_exact: Option<u64>,
+    #[serde(skip)]
+    first_suspect: Option<u64>,
+}
+
+impl VerifyReport {
+    /// True when nothing was found wrong and at least one checkpoint verified.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && self.problems_not_listed == 0 && self.checkpoints_verified > 0
+    }
+
+    fn add(&mut self, problem: Problem) {
+        if let Some(sequence) = problem.sequence() {
+            self.first_exact = Some(self.first_exact.map_or(sequence, |s: u64| s.min(sequence)));
+        }
+        if let Some(sequence) = problem.suspect_from() {
+            self.first_suspect = Some(
+                self.first_suspect
+                    .map_or(sequence, |s: u64| s.min(sequence)),
+            );
+        }
+        self.first_bad_sequence = self.first_exact.or(self.first_suspect);
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.problems_not_listed += 1;
+        }
+    }
+}
+
+/// Verifies the log `log` holds against `roots` (DER root certificates): the log key
+/// certificates, every checkpoint's signature, every record's leaf and evidence, and every
+/// checkpoint's root against the tree recomputed from the records.
+pub async fn verify(log: &AttestationLog, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
+    let origin = log.origin().ok_or(AuditError::NoOrigin)?.to_owned();
+    let mut report = VerifyReport {
+        origin: origin.clone(),
+        ..VerifyReport::default()
+    };
+    let keys = certified_keys(log, roots, &origin, &mut report).await?;
+    report.certified_keys = keys.len();
+    let checkpoints = signed_checkpoints(log, &keys, &origin, &mut report).await?;
+    let mut tree = Frontier::default();
+    let mut pending = checkpoints.iter().peekable();
+    let mut last_good = 0u64;
+    let mut after = None;
+    loop {
+        let page = log
+            .query(&Query {
+                after_sequence: after,
+                limit: Some(PAGE),
+                ..Query::default()
+            })
+            .await
+            .map_err(AuditError::Log)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.sequence);
+        for stored in &page {
+            while tree.size < stored.sequence {
+                // A deleted record: its leaf is unknown, so every later root differs. Stand
+                // in the stored leaf of nothing (zeros) and carry on to find other problems.
+                report.add(Problem::MissingRecord {
+                    sequence: tree.size,
+                });
+                tree.push(Hash::default())?;
+                check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
+            }
+            let leaf = garrison_log::leaf_hash(stored.sequence, &stored.record)
+                .map_err(AuditError::Log)?;
+            if leaf != stored.leaf_hash {
+                report.add(Problem::LeafMismatch {
+                    sequence: stored.sequence,
+                });
+            }
+            check_evidence(
+                log,
+                stored.sequence,
+                stored.record.evidence_digest.as_deref(),
+                &mut report,
+            )
+            .await?;
+            tree.push(Hash(leaf))?;
+            check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
+        }
+    }
+    report.records = tree.size;
+    for checkpoint in pending {
+        report.add(Problem::CheckpointBeyondLog {
+            size: checkpoint.size,
+            records: tree.size,
+        });
+    }
+    report.unsigned_tail = tree.size.saturating_sub(report.verified_size);
+    Ok(report)
+}
+
+/// Compares the recomputed root with every checkpoint of the current size.
+fn check_roots<'a>(
+    tree: &mut Frontier,
+    pending: &mut std::iter::Peekable<std::slice::Iter<'a, Verified>>,
+    report: &mut VerifyReport,
+    last_good: &mut u64,
+) -> Result<(), AuditError> {
+    while let Some(checkpoint) = pending.next_if(|c| c.size <= tree.size) {
+        if checkpoint.size < tree.size {
+            continue;
+        }
+        if tree.root()? == checkpoint.root {
+            report.checkpoints_verified += 1;
+            report.verified_size = report.verified_size.max(checkpoint.size);
+            *last_good = checkpoint.size;
+        } else {
+            report.add(Problem::CheckpointRoot {
+                size: checkpoint.size,
+                first_suspect: *last_good,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn check_evidence(
+    log: &AttestationLog,
+    sequence: u64,
+    digest: Option<&str>,
+    report: &mut VerifyReport,
+) -> Result<(), AuditError> {
+    let Some(digest) = digest else {
+        return Ok(());
+    };
+    match log.evidence(digest).await.map_err(AuditError::Log)? {
+        None => report.add(Problem::EvidenceMissing {
+            sequence,
+            digest: digest.to_owned(),
+        }),
+        Some(bytes) if garrison_log::evidence_digest(&bytes) != digest.to_ascii_lowercase() => {
+            report.add(Problem::EvidenceMismatch {
+                sequence,
+                digest: digest.to_owned(),
+            })
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// The Ed25519 keys the log's key certificates certify under `roots`.
+async fn certified_keys(
+    log: &AttestationLog,
+    roots: &[Vec<u8>],
+    origin: &str,
+    report: &mut VerifyReport,
+) -> Result<Vec<[u8; 32]>, AuditError> {
+    let mut keys = Vec::new();
+    for chain_pem in log.log_key_certificates().await.map_err(AuditError::Log)? {
+        let checked = garrison_ca::certificates_from_pem(&chain_pem)
+            .map_err(|e| garrison_transparency::TransparencyError::Certificate {
+                reason: e.to_string(),
+            })
+            .and_then(|chain| {
+                let mut chain = chain.into_iter();
+                let certificate = chain.next().unwrap_or_default();
+                LogKeyCertificate {
+                    certificate,
+                    intermediates: chain.collect(),
+                }
+                .verify(roots, origin)
+            });
+        match checked {
+            Ok(key) if !keys.contains(&key) => keys.push(key),
+            Ok(_) => {}
+            Err(e) => report.add(Problem::KeyCertificate {
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(keys)
+}
+
+/// A checkpoint whose signature verified.
+struct Verified {
+    size: u64,
+    root: [u8; 32],
+}
+
+/// Every kept checkpoint whose signature verifies with one of `keys`, by size.
+async fn signed_checkpoints(
+    log: &AttestationLog,
+    keys: &[[u8; 32]],
+    origin: &str,
+    report: &mut VerifyReport,
+) -> Result<Vec<Verified>, AuditError> {
+    let mut verified = Vec::new();
+    for stored in log.checkpoints().await.map_err(AuditError::Log)? {
+        match check_signature(&stored, keys, origin) {
+            Ok(checkpoint) => verified.push(checkpoint),
+            Err(reason) => report.add(Problem::CheckpointSignature {
+                size: stored.size,
+                reason,
+            }),
+        }
+    }
+    verified.sort_by_key(|c| c.size);
+    Ok(verified)
+}
+
+fn check_signature(
+    stored: &StoredCheckpoint,
+    keys: &[[u8; 32]],
+    origin: &str,
+) -> Result<Verified, String> {
+    let mut last_error = "no certified log key".to_owned();
+    for key in keys {
+        match verify_checkpoint(&stored.note, origin, key) {
+            // The signed text, not the database's size and root columns, is what counts.
+            Ok(checkpoint) => {
+                return Ok(Verified {
+                    size: checkpoint.size,
+                    root: checkpoint.root,
+                });
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(last_error)
+}
+
+/// The right edge of the tree being recomputed: the stored hashes `tlog_tiles` needs to add
+/// the next leaf and to compute the root, and nothing else.
+#[derive(Default)]
+struct Frontier {
+    size: u64,
+    hashes: HashMap<u64, Hash>,
+}
+
+impl HashReader for Frontier {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.hashes
+                    .get(i)
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+impl Frontier {
+    fn push(&mut self, leaf: Hash) -> Result<(), AuditError> {
+        let n = self.size;
+        let new = tlog_tiles::stored_hashes_for_record_hash(n, leaf, self).map_err(tree_error)?;
+        let start = tlog_tiles::stored_hash_index(0, n);
+        self.hashes.extend((start..).zip(new));
+        self.size = n + 1;
+        let keep: std::collections::HashSet<u64> =
+            tlog_tiles::sub_tree_index(0, self.size, Vec::new())
+                .into_iter()
+                .collect();
+        self.hashes.retain(|i, _| keep.contains(i));
+        Ok(())
+    }
+
+    fn root(&self) -> Result<[u8; 32], AuditError> {
+        Ok(tlog_tiles::tree_hash(self.size, self)
+            .map_err(tree_error)?
+            .0)
+    }
+}
+
+fn tree_error(e: tlog_tiles::Error) -> AuditError {
+    AuditError::Tree(e.to_string())
+}

@@ -1,0 +1,406 @@
+//! `verify`, `prove` and export over real signed logs, on SQLite and PostgreSQL: a clean log
+//! verifies; every kind of tampering by someone with database access is found and named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "../../garrison-log/tests/common/mod.rs"]
+mod common;
+#[path = "../../garrison-log/tests/rfc9162/mod.rs"]
+mod rfc9162;
+mod support;
+
+use common::TestDb;
+use garrison_audit::{Problem, VerifyReport, prove, verify};
+use garrison_log::{AttestationLog, Backend};
+use garrison_transparency::{InclusionProof, LogKey, leaf_hash_of, verify_checkpoint};
+use ring::rand::SystemRandom;
+use support::fixture::{Site, origin};
+
+both_backends!(
+    a_clean_log_verifies,
+    an_edited_record_is_named,
+    an_edited_record_with_a_recomputed_leaf_breaks_the_checkpoint,
+    a_deleted_record_is_named,
+    records_removed_from_the_end_are_found,
+    reordered_records_are_named,
+    swapped_evidence_is_named,
+    a_checkpoint_of_a_forked_tree_is_found,
+    a_checkpoint_signed_by_an_uncertified_key_is_refused,
+    a_log_key_certified_by_another_sites_ca_is_refused,
+    proofs_verify_with_an_independent_rfc9162_verifier,
+    an_export_verifies_alone_and_keeps_tampering_visible,
+);
+
+const RECORDS: u64 = 37;
+
+async fn signed_log(db: &TestDb) -> (Site, AttestationLog) {
+    let site = Site::new();
+    let log = site.build_log(db.config(16), RECORDS).await;
+    (site, log)
+}
+
+async fn reopen_and_verify(db: &TestDb, site: &Site) -> VerifyReport {
+    let log = AttestationLog::open_read_only(&db.url, Some(&origin()))
+        .await
+        .expect("open read-only");
+    let report = verify(&log, &site.roots()).await.expect("verify");
+    log.close().await;
+    report
+}
+
+/// Runs statements with the append-only triggers out of the way, as someone with database
+/// access would.
+async fn tamper(db: &TestDb, statements: &[&str]) {
+    let mut conn = db.side_connection().await;
+    let drop: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER records_append_only_update",
+            "DROP TRIGGER records_append_only_delete",
+            "DROP TRIGGER checkpoints_append_only_update",
+        ],
+        Backend::Postgres => &[
+            "DROP TRIGGER records_append_only_rows ON records",
+            "DROP TRIGGER checkpoints_append_only_rows ON checkpoints",
+        ],
+    };
+    for statement in drop.iter().chain(statements) {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+fn has(report: &VerifyReport, wanted: impl Fn(&Problem) -> bool) -> bool {
+    report.problems.iter().any(wanted)
+}
+
+async fn a_clean_log_verifies(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.records, RECORDS);
+    assert_eq!(report.certified_keys, 1);
+    assert_eq!(report.checkpoints_verified, 4, "sizes 10, 20, 30, 37");
+    assert_eq!(report.verified_size, RECORDS);
+    assert_eq!(report.unsigned_tail, 0);
+    // Against another trust domain's root, nothing verifies.
+    let stranger = Site::new();
+    let log = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    let report = verify(&log, &stranger.roots()).await.unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.checkpoints_verified, 0);
+    assert!(has(&report, |p| matches!(
+        p,
+        Problem::KeyCertificate { .. }
+    )));
+}
+
+async fn an_edited_record_is_named(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    tamper(
+        &db,
+        &["UPDATE records SET decision = 'allow', reasons = '[]' WHERE sequence = 7"],
+    )
+    .await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(!report.ok());
+    assert_eq!(report.first_bad_sequence, Some(7), "{report:?}");
+    assert!(has(&report, |p| *p == Problem::LeafMismatch { sequence: 7 }));
+}
+
+async fn an_edited_record_with_a_recomputed_leaf_breaks_the_checkpoint(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let mut forged = log.query(&Default::default()).await.unwrap()[23]
+        .record
+        .clone();
+    log.close().await;
+    forged.decision = garrison_log::Decision::Allow;
+    forged.node_id = Some("f".repeat(64));
+    let leaf = hex::encode(garrison_log::leaf_hash(23, &forged).unwrap());
+    let edit = format!(
+        "UPDATE records SET decision = 'allow', node_id = '{}', leaf_hash = '{leaf}' WHERE sequence = 23",
+        "f".repeat(64)
+    );
+    tamper(&db, &[edit.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(!report.ok());
+    // The leaf matches its row now, but not what was signed: the first checkpoint after it
+    // fails, and the suspect range starts at the last checkpoint that held.
+    assert!(
+        has(&report, |p| *p
+            == Problem::CheckpointRoot {
+                size: 30,
+                first_suspect: 20
+            }),
+        "{report:?}"
+    );
+    assert_eq!(report.first_bad_sequence, Some(20));
+    assert_eq!(report.verified_size, 20);
+}
+
+async fn a_deleted_record_is_named(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    tamper(&db, &["DELETE FROM records WHERE sequence = 12"]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| *p == Problem::MissingRecord { sequence: 12 }),
+        "{report:?}"
+    );
+    assert_eq!(report.first_bad_sequence, Some(12));
+}
+
+async fn records_removed_from_the_end_are_found(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    tamper(&db, &["DELETE FROM records WHERE sequence >= 33"]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| *p
+            == Problem::CheckpointBeyondLog {
+                size: 37,
+                records: 33
+            }),
+        "{report:?}"
+    );
+    assert_eq!(report.first_bad_sequence, Some(33));
+}
+
+async fn reordered_records_are_named(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    // Swap records 4 and 5 (contents and stored leaves), keeping the sequences dense.
+    tamper(
+        &db,
+        &[
+            "UPDATE records SET sequence = 1000000 WHERE sequence = 4",
+            "UPDATE records SET sequence = 4 WHERE sequence = 5",
+            "UPDATE records SET sequence = 5 WHERE sequence = 1000000",
+        ],
+    )
+    .await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| *p == Problem::LeafMismatch { sequence: 4 }),
+        "{report:?}"
+    );
+    assert!(has(&report, |p| *p == Problem::LeafMismatch { sequence: 5 }));
+    assert_eq!(report.first_bad_sequence, Some(4));
+}
+
+async fn swapped_evidence_is_named(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let record = log.query(&Default::default()).await.unwrap()[9].clone();
+    log.close().await;
+    let digest = record
+        .record
+        .evidence_digest
+        .expect("record 9 has evidence");
+    let swap = format!(
+        "UPDATE evidence SET bytes = (SELECT bytes FROM evidence WHERE digest <> '{digest}' LIMIT 1) WHERE digest = '{digest}'"
+    );
+    tamper(&db, &[swap.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| *p
+            == Problem::EvidenceMismatch {
+                sequence: 9,
+                digest: digest.clone()
+            }),
+        "{report:?}"
+    );
+    assert_eq!(report.first_bad_sequence, Some(9));
+}
+
+async fn a_checkpoint_of_a_forked_tree_is_found(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    // The log key signs a tree of 15 records that is not this log's (a fork shown to
+    // someone else), and the forged checkpoint is slipped into the table.
+    let fork_root = [7u8; 32];
+    let note = site.key.sign_checkpoint(15, &fork_root).unwrap();
+    let insert = match db.backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, 15, X'{}', 0, '{note}')",
+            hex::encode(fork_root)
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, 15, '\\x{}', 0, '{note}')",
+            hex::encode(fork_root)
+        ),
+    };
+    tamper(&db, &[insert.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| *p
+            == Problem::CheckpointRoot {
+                size: 15,
+                first_suspect: 10
+            }),
+        "{report:?}"
+    );
+}
+
+async fn a_checkpoint_signed_by_an_uncertified_key_is_refused(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    // Someone with the database but not the log key: a key of their own, same origin.
+    let pkcs8 = LogKey::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let intruder = LogKey::from_pkcs8(&origin(), &pkcs8).unwrap();
+    log.close().await;
+    let size = 37u64;
+    let log = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    let root = log.tree_root(size).await.unwrap();
+    log.close().await;
+    let note = intruder.sign_checkpoint(size, &root).unwrap();
+    tamper(
+        &db,
+        &[format!("UPDATE checkpoints SET note = '{note}' WHERE size = 37").as_str()],
+    )
+    .await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&report, |p| matches!(
+            p,
+            Problem::CheckpointSignature { size: 37, .. }
+        )),
+        "{report:?}"
+    );
+    assert_eq!(report.verified_size, 30);
+}
+
+async fn a_log_key_certified_by_another_sites_ca_is_refused(db: TestDb) {
+    let site = Site::new();
+    let log = AttestationLog::open(&garrison_log::LogConfig {
+        origin: Some(origin()),
+        ..db.config(16)
+    })
+    .await
+    .unwrap();
+    // Site s2's CA, under the same hub and root, certifies this site's log key: it can only
+    // say /site/s2/log, which is not this log's identity.
+    let other = site.other_site_ca("s2");
+    site.certify(&log, &other, &site.key).await;
+    log.append(support::fixture::entry(0, site.now))
+        .await
+        .unwrap();
+    site.checkpoint(&log).await;
+    log.close().await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert_eq!(report.certified_keys, 0, "{report:?}");
+    assert_eq!(report.checkpoints_verified, 0);
+    assert!(has(
+        &report,
+        |p| matches!(p, Problem::KeyCertificate { reason } if reason.contains("/site/s2/log"))
+    ));
+    assert!(has(&report, |p| matches!(
+        p,
+        Problem::CheckpointSignature { .. }
+    )));
+    // The root cannot certify a log key at all (it states no site).
+    assert!(
+        site.root
+            .issue_site_role_svid(
+                garrison_ca::SiteRole::Log,
+                time::Duration::days(1),
+                garrison_ca::SubjectKey::LogKey(site.key.public_key()),
+                site.now,
+                &SystemRandom::new(),
+            )
+            .is_err()
+    );
+}
+
+async fn proofs_verify_with_an_independent_rfc9162_verifier(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    for sequence in [0, 1, 9, 10, 21, 36] {
+        let text = prove(&log, sequence).await.unwrap().to_text();
+        let proof = InclusionProof::parse(&text).unwrap();
+        assert_eq!(proof.index, sequence);
+        let checkpoint =
+            verify_checkpoint(&proof.checkpoint, &origin(), &site.key.public_key()).unwrap();
+        assert_eq!(checkpoint.size, RECORDS);
+        let leaf = leaf_hash_of(proof.extra.as_deref().unwrap());
+        assert!(rfc9162::verify_inclusion(
+            sequence,
+            checkpoint.size,
+            &leaf,
+            &proof.hashes,
+            &checkpoint.root
+        ));
+        // The record in the proof is the record in the log.
+        let stored = &log.query(&Default::default()).await.unwrap()[sequence as usize];
+        assert_eq!(leaf, stored.leaf_hash);
+        // One flipped bit anywhere and it fails.
+        let mut bad = proof.hashes.clone();
+        if let Some(first) = bad.first_mut() {
+            first[0] ^= 1;
+            assert!(!rfc9162::verify_inclusion(
+                sequence,
+                checkpoint.size,
+                &leaf,
+                &bad,
+                &checkpoint.root
+            ));
+        }
+    }
+    assert!(prove(&log, RECORDS).await.is_err(), "no such record");
+    // Consistency between every pair of signed checkpoints, by the independent verifier.
+    let checkpoints = log.checkpoints().await.unwrap();
+    for old in &checkpoints {
+        for new in checkpoints.iter().filter(|c| c.size >= old.size) {
+            let proof = log.consistency_proof(old.size, new.size).await.unwrap();
+            assert!(rfc9162::verify_consistency(
+                old.size,
+                new.size,
+                &old.root_hash,
+                &new.root_hash,
+                &proof
+            ));
+        }
+    }
+    log.close().await;
+}
+
+async fn an_export_verifies_alone_and_keeps_tampering_visible(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.db");
+    let summary = log.export_sqlite(&clean).await.unwrap();
+    assert_eq!(summary.records, RECORDS);
+    assert_eq!(summary.checkpoints, 4);
+    assert_eq!(summary.key_certificates, 1);
+    assert_eq!(summary.evidence, 13, "every third record has evidence");
+    assert!(log.export_sqlite(&clean).await.is_err(), "never overwrites");
+    log.close().await;
+    let archive = AttestationLog::open_read_only(&format!("sqlite://{}", clean.display()), None)
+        .await
+        .unwrap();
+    let report = verify(&archive, &site.roots()).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    let proof = prove(&archive, 5).await.unwrap();
+    assert_eq!(proof.index, 5);
+    archive.close().await;
+    // Tampered at the source, exported: the archive shows the same problem.
+    tamper(
+        &db,
+        &["UPDATE records SET site = 'elsewhere' WHERE sequence = 3"],
+    )
+    .await;
+    let log = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    let tampered = dir.path().join("tampered.db");
+    log.export_sqlite(&tampered).await.unwrap();
+    log.close().await;
+    let archive = AttestationLog::open_read_only(&format!("sqlite://{}", tampered.display()), None)
+        .await
+        .unwrap();
+    let report = verify(&archive, &site.roots()).await.unwrap();
+    assert_eq!(report.first_bad_sequence, Some(3), "{report:?}");
+    archive.close().await;
+}

@@ -1,0 +1,283 @@
+//! [`AttestationLog::export_sqlite`]: one log, as stored, in a new SQLite file an auditor
+//! can take away.
+//!
+//! The archive has this crate's schema, so every reader of a log (`garrison audit query`,
+//! `verify`, `prove`) opens it like a live database. It holds the log's records exactly as
+//! stored (a tampered row stays tampered, for `verify` to find), the evidence they refer to
+//! (with the event logs and policy bundles that evidence names), the stored tree hashes,
+//! every checkpoint and every log key certificate chain. Node state is not copied: it is
+//! derived from the records. The root certificate is not in it either: the auditor brings
+//! their own.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use sqlx::{AnyPool, Row as _};
+
+use crate::leaf::unix_micros;
+use crate::writer::insert_rows;
+use crate::{AttestationLog, Backend, LogConfig, LogError, Query, StoredRecord};
+
+/// Records copied per page.
+const PAGE: u32 = 2_000;
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportSummary {
+    pub records: u64,
+    pub evidence: u64,
+    pub tree_hashes: u64,
+    pub checkpoints: u64,
+    pub key_certificates: u64,
+}
+
+impl AttestationLog {
+    /// Writes this log into a new SQLite database at `path` (which must not exist).
+    pub async fn export_sqlite(&self, path: &Path) -> Result<ExportSummary, LogError> {
+        if path.exists() {
+            return Err(LogError::ExportExists {
+                path: path.display().to_string(),
+            });
+        }
+        let origin = self.origin().ok_or(LogError::NoOrigin)?.to_owned();
+        let url = format!("sqlite://{}", path.display());
+        // Creates the schema and a log with this origin (id 1), then steps aside.
+        let target = AttestationLog::open(&LogConfig {
+            url: url.clone(),
+            origin: Some(origin),
+            max_batch: 1,
+            max_connections: 1,
+        })
+        .await?;
+        let target_pool = target.pool().clone();
+        let mut summary = ExportSummary::default();
+        let copied = self.copy_into(&target_pool, &mut summary).await;
+        target.close().await;
+        copied?;
+        Ok(summary)
+    }
+
+    async fn copy_into(
+        &self,
+        target: &AnyPool,
+        summary: &mut ExportSummary,
+    ) -> Result<(), LogError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .query(&Query {
+                    after_sequence: after,
+                    limit: Some(PAGE),
+                    ..Query::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.sequence);
+            summary.evidence += self.copy_evidence(target, &page).await?;
+            copy_records(target, &page).await?;
+            summary.records += page.len() as u64;
+        }
+        summary.tree_hashes = self.copy_tree_hashes(target).await?;
+        for checkpoint in self.checkpoints().await? {
+            let size =
+                i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
+                    size: checkpoint.size,
+                })?;
+            execute(
+                sqlx::query("INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, $1, $2, $3, $4)")
+                    .bind(size)
+                    .bind(checkpoint.root_hash.to_vec())
+                    .bind(unix_micros(checkpoint.signed, "signed")?)
+                    .bind(checkpoint.note),
+                target,
+            )
+            .await?;
+            summary.checkpoints += 1;
+        }
+        let rows = sqlx::query(
+            "SELECT digest, public_key, chain_pem, added_us FROM log_key_certificates WHERE log_id = $1",
+        )
+        .bind(self.log_id())
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error)?;
+        for row in rows {
+            let digest: String = row.try_get(0).map_err(query_error)?;
+            let key: Vec<u8> = row.try_get(1).map_err(query_error)?;
+            let chain: String = row.try_get(2).map_err(query_error)?;
+            let added: i64 = row.try_get(3).map_err(query_error)?;
+            execute(
+                sqlx::query("INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) VALUES (1, $1, $2, $3, $4)")
+                    .bind(digest)
+                    .bind(key)
+                    .bind(chain)
+                    .bind(added),
+                target,
+            )
+            .await?;
+            summary.key_certificates += 1;
+        }
+        let head = sqlx::query("SELECT next_sequence, tree_size FROM logs WHERE id = $1")
+            .bind(self.log_id())
+            .fetch_one(self.pool())
+            .await
+            .map_err(query_error)?;
+        let next: i64 = head.try_get(0).map_err(query_error)?;
+        let tree: i64 = head.try_get(1).map_err(query_error)?;
+        execute(
+            sqlx::query("UPDATE logs SET next_sequence = $1, tree_size = $2 WHERE id = 1")
+                .bind(next)
+                .bind(tree),
+            target,
+        )
+        .await
+    }
+
+    /// The evidence the page's records name, and the blobs that evidence names in turn.
+    async fn copy_evidence(
+        &self,
+        target: &AnyPool,
+        page: &[StoredRecord],
+    ) -> Result<u64, LogError> {
+        let mut wanted: BTreeSet<String> = page
+            .iter()
+            .filter_map(|r| r.record.evidence_digest.clone())
+            .collect();
+        let mut rows = Vec::new();
+        let mut seen = BTreeSet::new();
+        while let Some(digest) = wanted.pop_first() {
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            let Some(bytes) = self.evidence(&digest).await? else {
+                continue; // `verify` reports it missing, in the archive as in the source.
+            };
+            wanted.extend(referenced_digests(&bytes));
+            rows.push((digest, bytes));
+        }
+        insert_rows(
+            &mut *target.acquire().await.map_err(query_error)?,
+            Backend::Sqlite,
+            "evidence (digest, bytes)",
+            2,
+            "ON CONFLICT (digest) DO NOTHING",
+            &rows,
+            |q, (digest, bytes)| q.bind(digest.clone()).bind(bytes.clone()),
+        )
+        .await
+        .map_err(query_error)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn copy_tree_hashes(&self, target: &AnyPool) -> Result<u64, LogError> {
+        let mut copied = 0u64;
+        let mut from = 0i64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx >= $2 ORDER BY idx LIMIT 10000",
+            )
+            .bind(self.log_id())
+            .bind(from)
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error)?;
+            let mut hashes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let index: i64 = row.try_get(0).map_err(query_error)?;
+                let hash: Vec<u8> = row.try_get(1).map_err(query_error)?;
+                hashes.push((index, hash));
+            }
+            let Some((last, _)) = hashes.last() else {
+                return Ok(copied);
+            };
+            from = last + 1;
+            crate::writer::insert_tree_hashes(
+                &mut *target.acquire().await.map_err(query_error)?,
+                Backend::Sqlite,
+                1,
+                &hashes,
+            )
+            .await
+            .map_err(query_error)?;
+            copied += hashes.len() as u64;
+        }
+    }
+}
+
+/// Digests named by an evidence record's `*_sha256` members (the event log it refers to),
+/// if the evidence is a JSON object. Other evidence (a policy bundle archive) names none.
+fn referenced_digests(bytes: &[u8]) -> Vec<String> {
+    let Ok(serde_json::Value::Object(members)) = serde_json::from_slice::<serde_json::Value>(bytes)
+    else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter(|(name, _)| name.ends_with("_sha256"))
+        .filter_map(|(_, value)| value.as_str())
+        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+async fn copy_records(target: &AnyPool, page: &[StoredRecord]) -> Result<(), LogError> {
+    let mut rows = Vec::with_capacity(page.len());
+    for stored in page {
+        let r = &stored.record;
+        rows.push((
+            i64::try_from(stored.sequence).map_err(|_| LogError::Corrupt {
+                column: "sequence",
+                found: stored.sequence.to_string(),
+            })?,
+            hex::encode(stored.leaf_hash),
+            unix_micros(r.time, "time")?,
+            r.cert_not_after
+                .map(|t| unix_micros(t, "cert_not_after"))
+                .transpose()?,
+            serde_json::to_string(&r.reasons).map_err(|source| LogError::Encode { source })?,
+            stored,
+        ));
+    }
+    let into = "records (log_id, sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
+                policy_digest, evidence_digest, cert_serial, cert_not_after_us)";
+    let mut conn = target.acquire().await.map_err(query_error)?;
+    insert_rows(
+        &mut conn,
+        Backend::Sqlite,
+        into,
+        14,
+        "",
+        &rows,
+        |q, (sequence, leaf, time, not_after, reasons, stored)| {
+            let r = &stored.record;
+            q.bind(1i64)
+                .bind(*sequence)
+                .bind(leaf.clone())
+                .bind(*time)
+                .bind(r.site.clone())
+                .bind(r.kind.as_str())
+                .bind(r.node_id.clone())
+                .bind(r.spiffe_id.clone())
+                .bind(r.decision.as_str())
+                .bind(reasons.clone())
+                .bind(r.policy_digest.clone())
+                .bind(r.evidence_digest.clone())
+                .bind(r.cert_serial.clone())
+                .bind(*not_after)
+        },
+    )
+    .await
+    .map_err(query_error)
+}
+
+async fn execute(
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    target: &AnyPool,
+) -> Result<(), LogError> {
+    query.execute(target).await.map_err(query_error)?;
+    Ok(())
+}
+
+fn query_error(source: sqlx::Error) -> LogError {
+    LogError::Query { source }
+}

@@ -1,0 +1,345 @@
+//! `garrison audit`: the auditor's commands. Each reads a log database directly (SQLite or
+//! PostgreSQL, opened read-only) or an archive written by `garrison audit export` (a SQLite
+//! file: give its path).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use garrison_log::{AttestationLog, Decision, Query, RecordKind};
+use garrison_transparency::{InclusionProof, LogKeyCertificate, leaf_hash_of, verify_checkpoint};
+
+use crate::log_cmd::{parse_since, print_line};
+
+/// Audit commands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List records matching every given filter, oldest first, a page at a time.
+    Query(QueryArgs),
+    /// Verify the whole log against the root certificate: every record's leaf and evidence,
+    /// every checkpoint's signature and root, the log key's certificate chain. Exits 1 and
+    /// names the first bad record if anything is wrong.
+    Verify(VerifyArgs),
+    /// Write the inclusion proof of one record in the latest signed checkpoint (C2SP
+    /// tlog-proof, with the record's canonical bytes as its extra data).
+    Prove(ProveArgs),
+    /// Check a tlog-proof offline: the checkpoint's signature with a log key certified under
+    /// the root, and the record's inclusion.
+    CheckProof(CheckProofArgs),
+    /// Write a self-contained archive of the log (a SQLite file) that every audit command
+    /// reads.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Source {
+    /// The log: sqlite:///path, postgres://..., or the path of an exported archive.
+    #[arg(long)]
+    db: String,
+    /// The log's origin (garrison.<td>/site/<site>), when the database holds several.
+    #[arg(long)]
+    origin: Option<String>,
+}
+
+impl Source {
+    async fn open(&self) -> anyhow::Result<AttestationLog> {
+        let url = if self.db.contains("://") {
+            self.db.clone()
+        } else {
+            if !std::path::Path::new(&self.db).is_file() {
+                bail!("{}: no such file", self.db);
+            }
+            format!("sqlite://{}", self.db)
+        };
+        AttestationLog::open_read_only(&url, self.origin.as_deref())
+            .await
+            .with_context(|| format!("opening {} read-only", self.db))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Node id (EK public-key SHA-256, hex).
+    #[arg(long)]
+    node: Option<String>,
+    /// SPIFFE ID.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// Records at or after this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Records before this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    until: Option<String>,
+    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update, node-reset.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Decision: allow or deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Policy digest.
+    #[arg(long)]
+    policy_digest: Option<String>,
+    /// Certificate serial (hex).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Only records after this sequence (the next page starts after the last one shown).
+    #[arg(long)]
+    after: Option<u64>,
+    /// Records per page (at most 10000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// JSON (an array of records) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The trust domain's root certificate(s), PEM: the only thing trusted.
+    #[arg(long)]
+    root: PathBuf,
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The record's sequence.
+    #[arg(long)]
+    sequence: u64,
+    /// Write the proof here instead of to standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckProofArgs {
+    /// The tlog-proof file.
+    proof: PathBuf,
+    /// The trust domain's root certificate(s), PEM.
+    #[arg(long)]
+    root: PathBuf,
+    /// Where the log key certificates come from: the log or an archive.
+    #[command(flatten)]
+    source: Source,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The archive to write (a new SQLite file; never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Most records one query returns.
+const MAX_PAGE: u32 = 10_000;
+
+/// Run an audit command. `Ok(false)`: the command ran and found the log (or proof) bad.
+pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
+    match command {
+        AuditCommand::Query(args) => query(args).await.map(|()| true),
+        AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Prove(args) => prove(args).await.map(|()| true),
+        AuditCommand::CheckProof(args) => check_proof(args).await,
+        AuditCommand::Export(args) => export(args).await.map(|()| true),
+    }
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    if args.limit == 0 || args.limit > MAX_PAGE {
+        bail!("--limit must be between 1 and {MAX_PAGE}");
+    }
+    let filter = Query {
+        node_id: args.node.clone(),
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        until: args.until.as_deref().map(parse_since).transpose()?,
+        kind: args
+            .kind
+            .as_deref()
+            .map(str::parse::<RecordKind>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
+        decision: args
+            .decision
+            .as_deref()
+            .map(str::parse::<Decision>)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
+        spiffe_id: args.spiffe_id.clone(),
+        policy_digest: args.policy_digest.clone(),
+        cert_serial: args.serial.clone(),
+        after_sequence: args.after,
+        limit: Some(args.limit),
+    };
+    let log = args.source.open().await?;
+    let records = log.query(&filter).await;
+    log.close().await;
+    let records = records.context("querying the log")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        records.iter().for_each(print_line);
+        match records.last() {
+            Some(last) if records.len() == args.limit as usize => {
+                println!(
+                    "{} record(s); more may follow: --after {}",
+                    records.len(),
+                    last.sequence
+                )
+            }
+            _ => println!("{} record(s)", records.len()),
+        }
+    }
+    Ok(())
+}
+
+fn read_roots(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let roots =
+        garrison_ca::certificates_from_pem(&text).with_context(|| format!("{}", path.display()))?;
+    if roots.is_empty() {
+        bail!("{}: no certificate", path.display());
+    }
+    Ok(roots)
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    let roots = read_roots(&args.root)?;
+    let log = args.source.open().await?;
+    let report = garrison_audit::verify(&log, &roots).await;
+    log.close().await;
+    let report = report.context("verifying the log")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(report.ok());
+    }
+    println!("log {}", report.origin);
+    println!("records: {}", report.records);
+    println!(
+        "log key certificates verified against the root: {}",
+        report.certified_keys
+    );
+    println!(
+        "signed checkpoints verified: {} (records 0..{} proven as signed; {} after the last checkpoint)",
+        report.checkpoints_verified, report.verified_size, report.unsigned_tail
+    );
+    for problem in &report.problems {
+        println!("PROBLEM: {}", serde_json::to_string(problem)?);
+    }
+    if report.problems_not_listed > 0 {
+        println!("... and {} more problems", report.problems_not_listed);
+    }
+    if let Some(sequence) = report.first_bad_sequence {
+        println!("FIRST BAD RECORD: #{sequence}");
+    }
+    if report.ok() {
+        println!("OK: every record matches the signed checkpoints");
+    } else if report.checkpoints_verified == 0 && report.problems.is_empty() {
+        println!("NOT VERIFIED: no signed checkpoint verified");
+    } else {
+        println!("TAMPERED: see the problems above");
+    }
+    Ok(report.ok())
+}
+
+async fn prove(args: ProveArgs) -> anyhow::Result<()> {
+    let log = args.source.open().await?;
+    let proof = garrison_audit::prove(&log, args.sequence).await;
+    log.close().await;
+    let text = proof
+        .with_context(|| format!("proving record #{}", args.sequence))?
+        .to_text();
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+async fn check_proof(args: CheckProofArgs) -> anyhow::Result<bool> {
+    let roots = read_roots(&args.root)?;
+    let text = std::fs::read_to_string(&args.proof)
+        .with_context(|| format!("reading {}", args.proof.display()))?;
+    let proof = InclusionProof::parse(&text).context("parsing the proof")?;
+    let log = args.source.open().await?;
+    let origin = log.origin().map(str::to_owned);
+    let chains = log.log_key_certificates().await;
+    log.close().await;
+    let origin = origin.context("the log has no origin")?;
+    let mut keys = Vec::new();
+    for chain in chains.context("reading the log key certificates")? {
+        let mut certs = garrison_ca::certificates_from_pem(&chain)?.into_iter();
+        let Some(certificate) = certs.next() else {
+            continue;
+        };
+        let cert = LogKeyCertificate {
+            certificate,
+            intermediates: certs.collect(),
+        };
+        match cert.verify(&roots, &origin) {
+            Ok(key) => keys.push(key),
+            Err(e) => eprintln!("a log key certificate is refused: {e}"),
+        }
+    }
+    let Some(checkpoint) = keys
+        .iter()
+        .find_map(|key| verify_checkpoint(&proof.checkpoint, &origin, key).ok())
+    else {
+        println!("BAD: the proof's checkpoint is not signed by a log key certified under the root");
+        return Ok(false);
+    };
+    let Some(extra) = &proof.extra else {
+        bail!("the proof carries no record (no extra line): nothing to check it against");
+    };
+    let leaf = leaf_hash_of(extra);
+    match garrison_transparency::verify_inclusion(
+        &leaf,
+        proof.index,
+        checkpoint.size,
+        &proof.hashes,
+        &checkpoint.root,
+    ) {
+        Ok(()) => {
+            println!(
+                "OK: record #{} is in {} at size {} (signed checkpoint verified against the root)",
+                proof.index, origin, checkpoint.size
+            );
+            println!("record: {}", String::from_utf8_lossy(extra));
+            Ok(true)
+        }
+        Err(e) => {
+            println!("BAD: {e}");
+            Ok(false)
+        }
+    }
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let log = args.source.open().await?;
+    let summary = log.export_sqlite(&args.out).await;
+    log.close().await;
+    let summary = summary.with_context(|| format!("exporting to {}", args.out.display()))?;
+    println!(
+        "wrote {}: {} records, {} evidence blobs, {} tree hashes, {} checkpoints, {} log key certificates",
+        args.out.display(),
+        summary.records,
+        summary.evidence,
+        summary.tree_hashes,
+        summary.checkpoints,
+        summary.key_certificates
+    );
+    Ok(())
+}
