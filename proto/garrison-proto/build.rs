@@ -6,6 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/garrison/v1/enrollment.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/garrison/v1/enrollment.proto",
+                "proto/garrison/v1/audit.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -99,6 +99,8 @@ struct RawConfig {
     attestor_svid_ttl: String,
     #[serde(default = "default_log_key")]
     log_key: PathBuf,
+    #[serde(default)]
+    audit_listen: Option<SocketAddr>,
     #[serde(default = "default_checkpoint_interval")]
     checkpoint_interval: String,
     #[serde(default)]
@@ -166,6 +168,9 @@ pub struct SiteConfig {
     pub log_key: PathBuf,
     /// A checkpoint is signed at least this often while records arrive (default 60s).
     pub checkpoint_interval: Duration,
+    /// Where to serve the read-only Audit service (mutual TLS, auditor SVIDs only); not
+    /// served when absent.
+    pub audit_listen: Option<SocketAddr>,
     /// Security-weakening switches (all off by default).
     pub insecure: InsecureOptions,
 }
@@ -217,6 +222,7 @@ impl SiteConfig {
             attestor_svid_ttl: parse_duration("attestor_svid_ttl", &raw.attestor_svid_ttl)?,
             checkpoint_interval: parse_duration("checkpoint_interval", &raw.checkpoint_interval)?,
             log_key: resolve(raw.log_key),
+            audit_listen: raw.audit_listen,
             site: raw.site,
             listen: raw.listen,
             ca_dir: resolve(raw.ca_dir),

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod attestor;
+pub mod audit_service;
 mod boot_cache;
 mod challenge;
 pub mod checkpoint;

@@ -13,6 +13,7 @@ use garrison_evidence::{AkPolicy, EkTrust, ManufacturerRoots};
 use garrison_log::{AttestationLog, LogConfig};
 use garrison_policy::{BundleLimits, EvalLimits, PolicyService, PolicyTrust, decode_archive};
 use garrison_proto::limits;
+use garrison_proto::v1::audit_server::AuditServer;
 use garrison_proto::v1::enrollment_server::EnrollmentServer;
 use garrison_proto::v1::renewal_server::RenewalServer;
 use ring::rand::SystemRandom;
@@ -302,6 +303,7 @@ pub async fn serve(
     client_issuer_pem: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let audit_identity = Arc::clone(&identity);
     let tls = crate::tls::server_config(identity, &client_issuer_pem, attestor.clock())
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
@@ -332,6 +334,21 @@ pub async fn serve(
                 .unsigned_abs(),
         ),
     );
+    let (stopping, stop_audit) = tokio::sync::watch::channel(false);
+    let audit = match config.audit_listen {
+        Some(address) => Some(spawn_audit(
+            config,
+            address,
+            &attestor,
+            audit_identity,
+            stop_audit,
+        )?),
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     let services = Services::new(attestor, config.max_in_flight);
     let enrollment = EnrollmentServer::new(services.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES);
@@ -346,12 +363,63 @@ pub async fn serve(
         .await
         .map_err(StartError::Serve);
     periodic.abort();
+    if let Some(audit) = audit {
+        let _ = audit.await;
+    }
     // The last records get a checkpoint before the process goes.
     if let Err(e) = signer.sign(clock.now()).await {
         tracing::error!(error = %e, "signing the final checkpoint failed");
     }
     served
 }
+
+/// Serves the Audit service on `address` until `stop` turns true.
+fn spawn_audit(
+    config: &SiteConfig,
+    address: std::net::SocketAddr,
+    attestor: &Attestor,
+    identity: Arc<crate::tls::RotatingServerCert>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let ca = load_authority(&config.ca_dir)?;
+    let tls = crate::tls::audit_server_config(
+        identity,
+        &certificates_to_pem(ca.roots()),
+        attestor.clock(),
+    )
+    .map_err(|e| StartError::Tls(e.to_string()))?;
+    let service = crate::audit_service::AuditService::new(
+        attestor.log().clone(),
+        ca.trust_domain().clone(),
+        ca.roots(),
+        attestor.clock(),
+    )
+    .map_err(StartError::Tls)?;
+    let listener =
+        crate::listener::bind(address).map_err(|source| StartError::Listen { address, source })?;
+    let incoming = crate::listener::tls(
+        crate::listener::bounded(listener, AUDIT_MAX_CONNECTIONS),
+        tls,
+        TLS_HANDSHAKE_LIMITS,
+        Arc::new(crate::listener::HandshakeFailures::default()),
+    );
+    tracing::info!(listen = %address, "Audit service serving (auditor SVIDs only)");
+    Ok(tokio::spawn(async move {
+        let served = Server::builder()
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .add_service(AuditServer::new(service).max_decoding_message_size(64 * 1024))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the Audit service stopped");
+        }
+    }))
+}
+
+/// Auditors are few: a handful of connections at once is plenty.
+const AUDIT_MAX_CONNECTIONS: usize = 16;
 
 /// The log key, certified by the site CA, and a first checkpoint.
 async fn start_checkpoints(

@@ -195,6 +195,32 @@ pub fn server_config(
     client_issuer_pem: &str,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    config_with_clients(identity, client_issuer_pem, clock, ClientAuth::Optional)
+}
+
+/// The Audit port's TLS: the attestor's SVID, and a client certificate chaining to one of
+/// `roots_pem` is required (the Audit service then checks that it is an auditor's).
+pub fn audit_server_config(
+    identity: Arc<dyn ResolvesServerCert>,
+    roots_pem: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    config_with_clients(identity, roots_pem, clock, ClientAuth::Required)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    /// Enrollment comes without a client certificate; renewal with one.
+    Optional,
+    Required,
+}
+
+fn config_with_clients(
+    identity: Arc<dyn ResolvesServerCert>,
+    client_issuer_pem: &str,
+    clock: Arc<dyn Clock>,
+    client_auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let issuers = garrison_ca::certificates_from_pem(client_issuer_pem)
@@ -207,11 +233,15 @@ pub fn server_config(
     if roots.is_empty() {
         return Err(TlsConfigError::ClientIssuer("no certificate in PEM".into()));
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    let builder = match client_auth {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        ClientAuth::Required => builder,
+    };
+    let verifier = builder
+        .build()
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
     let mut config = ServerConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?

@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 
 mod prove;
+mod source;
 mod verify;
 
 pub use prove::{AuditError, prove};
+pub use source::LogSource;
 pub use verify::{Problem, VerifyReport, verify};

@@ -24,6 +24,9 @@ pub enum AuditError {
     /// Recomputing the tree failed.
     #[error("recomputing the Merkle tree: {0}")]
     Tree(String),
+    /// The Audit service failed or refused.
+    #[error("the Audit service: {0}")]
+    Remote(String),
 }
 
 /// The inclusion proof of record `sequence` in the latest signed checkpoint, with the

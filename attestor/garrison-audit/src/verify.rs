@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use garrison_log::{AttestationLog, Query, StoredCheckpoint};
+use garrison_log::StoredCheckpoint;
 use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
 use serde::Serialize;
 use tlog_tiles::{Hash, HashReader};
 
-use crate::AuditError;
+use crate::{AuditError, LogSource};
 
 /// Records read per query.
 const PAGE: u32 = 5_000;
@@ -118,8 +118,8 @@ impl VerifyReport {
 /// Verifies the log `log` holds against `roots` (DER root certificates): the log key
 /// certificates, every checkpoint's signature, every record's leaf and evidence, and every
 /// checkpoint's root against the tree recomputed from the records.
-pub async fn verify(log: &AttestationLog, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
-    let origin = log.origin().ok_or(AuditError::NoOrigin)?.to_owned();
+pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
+    let origin = log.origin().ok_or(AuditError::NoOrigin)?;
     let mut report = VerifyReport {
         origin: origin.clone(),
         ..VerifyReport::default()
@@ -132,14 +132,7 @@ pub async fn verify(log: &AttestationLog, roots: &[Vec<u8>]) -> Result<VerifyRep
     let mut last_good = 0u64;
     let mut after = None;
     loop {
-        let page = log
-            .query(&Query {
-                after_sequence: after,
-                limit: Some(PAGE),
-                ..Query::default()
-            })
-            .await
-            .map_err(AuditError::Log)?;
+        let page = log.records_after(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.sequence);
         for stored in &page {
@@ -206,8 +199,8 @@ fn check_roots<'a>(
     Ok(())
 }
 
-async fn check_evidence(
-    log: &AttestationLog,
+async fn check_evidence<S: LogSource>(
+    log: &S,
     sequence: u64,
     digest: Option<&str>,
     report: &mut VerifyReport,
@@ -215,7 +208,7 @@ async fn check_evidence(
     let Some(digest) = digest else {
         return Ok(());
     };
-    match log.evidence(digest).await.map_err(AuditError::Log)? {
+    match log.evidence(digest).await? {
         None => report.add(Problem::EvidenceMissing {
             sequence,
             digest: digest.to_owned(),
@@ -232,14 +225,14 @@ async fn check_evidence(
 }
 
 /// The Ed25519 keys the log's key certificates certify under `roots`.
-async fn certified_keys(
-    log: &AttestationLog,
+async fn certified_keys<S: LogSource>(
+    log: &S,
     roots: &[Vec<u8>],
     origin: &str,
     report: &mut VerifyReport,
 ) -> Result<Vec<[u8; 32]>, AuditError> {
     let mut keys = Vec::new();
-    for chain_pem in log.log_key_certificates().await.map_err(AuditError::Log)? {
+    for chain_pem in log.log_key_certificates().await? {
         let checked = garrison_ca::certificates_from_pem(&chain_pem)
             .map_err(|e| garrison_transparency::TransparencyError::Certificate {
                 reason: e.to_string(),
@@ -271,14 +264,14 @@ struct Verified {
 }
 
 /// Every kept checkpoint whose signature verifies with one of `keys`, by size.
-async fn signed_checkpoints(
-    log: &AttestationLog,
+async fn signed_checkpoints<S: LogSource>(
+    log: &S,
     keys: &[[u8; 32]],
     origin: &str,
     report: &mut VerifyReport,
 ) -> Result<Vec<Verified>, AuditError> {
     let mut verified = Vec::new();
-    for stored in log.checkpoints().await.map_err(AuditError::Log)? {
+    for stored in log.checkpoints().await? {
         match check_signature(&stored, keys, origin) {
             Ok(checkpoint) => verified.push(checkpoint),
             Err(reason) => report.add(Problem::CheckpointSignature {

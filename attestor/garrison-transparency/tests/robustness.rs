@@ -1,7 +1,12 @@
 //! Every parser of untrusted text here over damaged inputs, in `cargo test` (the fuzz
 //! targets in `fuzz/` do the same at random): truncated and bit-flipped proofs and
 //! checkpoints are refused with an error, never a panic, and a good proof still verifies.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use garrison_transparency::{
     ConsistencyProof, InclusionProof, LogKey, LogKeyCertificate, leaf_hash_of, verify_checkpoint,
@@ -13,7 +18,8 @@ const ORIGIN: &str = "garrison.example.org/site/s1";
 /// A fixed Ed25519 key (PKCS#8 v2, as ring writes it), so that the texts below are the
 /// same on every run: the fuzz seeds in `testdata/` were written from them.
 fn key() -> LogKey {
-    let pkcs8 = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/log-key.pk8")).unwrap();
+    let pkcs8 =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/log-key.pk8")).unwrap();
     LogKey::from_pkcs8(ORIGIN, &pkcs8).unwrap()
 }
 
@@ -47,8 +53,15 @@ fn a_good_proof_round_trips_and_verifies() {
     let (proof, root) = proof();
     let text = proof.to_text();
     // The fuzz seed is exactly this text (Ed25519 signatures are deterministic).
-    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/seed.tlog-proof")).unwrap();
-    assert_eq!(seed, text, "testdata/seed.tlog-proof is stale: write this text there");
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/seed.tlog-proof"
+    ))
+    .unwrap();
+    assert_eq!(
+        seed, text,
+        "testdata/seed.tlog-proof is stale: write this text there"
+    );
     let parsed = InclusionProof::parse(&text).unwrap();
     assert_eq!(parsed, proof);
     let checkpoint = verify_checkpoint(&parsed.checkpoint, ORIGIN, &key().public_key()).unwrap();
@@ -56,7 +69,14 @@ fn a_good_proof_round_trips_and_verifies() {
     let leaf = leaf_hash_of(parsed.extra.as_deref().unwrap());
     verify_inclusion(&leaf, 2, 5, &parsed.hashes, &root).unwrap();
     assert!(verify_inclusion(&leaf, 3, 5, &parsed.hashes, &root).is_err());
-    assert!(verify_checkpoint(&parsed.checkpoint, "garrison.example.org/site/s2", &key().public_key()).is_err());
+    assert!(
+        verify_checkpoint(
+            &parsed.checkpoint,
+            "garrison.example.org/site/s2",
+            &key().public_key()
+        )
+        .is_err()
+    );
 }
 
 /// Feeds `text` with every prefix and every single-bit flip to `check`.
@@ -85,11 +105,21 @@ fn damaged_proofs_are_refused_without_panic() {
     let public = key().public_key();
     let mut accepted = Vec::new();
     damaged(&text, |candidate| {
-        let Ok(parsed) = InclusionProof::parse(candidate) else { return };
-        let Ok(checkpoint) = verify_checkpoint(&parsed.checkpoint, ORIGIN, &public) else { return };
+        let Ok(parsed) = InclusionProof::parse(candidate) else {
+            return;
+        };
+        let Ok(checkpoint) = verify_checkpoint(&parsed.checkpoint, ORIGIN, &public) else {
+            return;
+        };
         let Some(extra) = &parsed.extra else { return };
-        let ok = verify_inclusion(&leaf_hash_of(extra), parsed.index, checkpoint.size, &parsed.hashes, &checkpoint.root)
-            .is_ok();
+        let ok = verify_inclusion(
+            &leaf_hash_of(extra),
+            parsed.index,
+            checkpoint.size,
+            &parsed.hashes,
+            &checkpoint.root,
+        )
+        .is_ok();
         if ok {
             assert_eq!((parsed.index, checkpoint.root), (2, root), "{candidate}");
             accepted.push(candidate.to_owned());
@@ -109,7 +139,13 @@ fn damaged_consistency_proofs_and_checkpoints_are_refused_without_panic() {
     .to_text();
     damaged(&consistency, |candidate| {
         if let Ok(parsed) = ConsistencyProof::parse(candidate) {
-            let _ = verify_consistency(parsed.old_size, &[0; 32], parsed.new_size, &[0; 32], &parsed.hashes);
+            let _ = verify_consistency(
+                parsed.old_size,
+                &[0; 32],
+                parsed.new_size,
+                &[0; 32],
+                &parsed.hashes,
+            );
         }
     });
     let (proof, _) = proof();
@@ -127,7 +163,12 @@ fn damaged_consistency_proofs_and_checkpoints_are_refused_without_panic() {
 
 #[test]
 fn arbitrary_certificates_are_refused_without_panic() {
-    let garbage: Vec<Vec<u8>> = vec![vec![], vec![0x30], vec![0x30, 0x82, 0xff, 0xff], vec![0u8; 64]];
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x30],
+        vec![0x30, 0x82, 0xff, 0xff],
+        vec![0u8; 64],
+    ];
     for certificate in &garbage {
         let cert = LogKeyCertificate {
             certificate: certificate.clone(),

@@ -34,26 +34,136 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct Source {
     /// The log: sqlite:///path, postgres://..., or the path of an exported archive.
-    #[arg(long)]
-    db: String,
+    #[arg(
+        long,
+        required_unless_present = "attestor",
+        conflicts_with = "attestor"
+    )]
+    db: Option<String>,
     /// The log's origin (garrison.<td>/site/<site>), when the database holds several.
     #[arg(long)]
     origin: Option<String>,
+    /// Read through the attestor's Audit service instead: https://host:port.
+    #[arg(long, requires_all = ["attestor_id", "svid", "key", "bundle"])]
+    attestor: Option<String>,
+    /// The attestor's SPIFFE ID (spiffe://<td>/site/<site>/attestor).
+    #[arg(long)]
+    attestor_id: Option<String>,
+    /// The auditor's SVID chain (PEM, leaf first): spiffe://<td>/auditor/<name>.
+    #[arg(long)]
+    svid: Option<PathBuf>,
+    /// The auditor's private key (PKCS#8 PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The trust domain's root certificate(s), PEM, to authenticate the attestor.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
+/// A log opened for an audit command.
+pub enum Opened {
+    Local(AttestationLog),
+    Remote(crate::audit_remote::RemoteLog),
+}
+
+impl Opened {
+    async fn close(self) {
+        if let Opened::Local(log) = self {
+            log.close().await;
+        }
+    }
+}
+
+impl garrison_audit::LogSource for Opened {
+    fn origin(&self) -> Option<String> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::origin(log),
+            Opened::Remote(log) => log.origin(),
+        }
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<garrison_log::StoredRecord>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => log.records_after(after, limit).await,
+            Opened::Remote(log) => log.records_after(after, limit).await,
+        }
+    }
+
+    async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::evidence(log, digest).await,
+            Opened::Remote(log) => log.evidence(digest).await,
+        }
+    }
+
+    async fn checkpoints(
+        &self,
+    ) -> Result<Vec<garrison_log::StoredCheckpoint>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::checkpoints(log).await,
+            Opened::Remote(log) => log.checkpoints().await,
+        }
+    }
+
+    async fn log_key_certificates(&self) -> Result<Vec<String>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::log_key_certificates(log).await,
+            Opened::Remote(log) => log.log_key_certificates().await,
+        }
+    }
 }
 
 impl Source {
+    async fn open_any(&self) -> anyhow::Result<Opened> {
+        let Some(address) = &self.attestor else {
+            return Ok(Opened::Local(self.open().await?));
+        };
+        let read = |path: &Option<PathBuf>, what: &str| -> anyhow::Result<Vec<u8>> {
+            let path = path
+                .as_ref()
+                .with_context(|| format!("--{what} is required with --attestor"))?;
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let identity = garrison_spiffe_tls::Identity::from_pem(
+            &read(&self.svid, "svid")?,
+            &read(&self.key, "key")?,
+        )
+        .context("the auditor's SVID and key")?;
+        let attestor_id = self
+            .attestor_id
+            .as_deref()
+            .context("--attestor-id is required with --attestor")?;
+        let remote = crate::audit_remote::RemoteLog::connect(
+            address,
+            attestor_id,
+            &read(&self.bundle, "bundle")?,
+            identity,
+        )
+        .await
+        .with_context(|| format!("connecting to the Audit service at {address}"))?;
+        Ok(Opened::Remote(remote))
+    }
+
     async fn open(&self) -> anyhow::Result<AttestationLog> {
-        let url = if self.db.contains("://") {
-            self.db.clone()
+        let db = self
+            .db
+            .as_deref()
+            .context("this command reads a database or archive: give --db")?;
+        let url = if db.contains("://") {
+            db.to_owned()
         } else {
-            if !std::path::Path::new(&self.db).is_file() {
-                bail!("{}: no such file", self.db);
+            if !std::path::Path::new(db).is_file() {
+                bail!("{db}: no such file");
             }
-            format!("sqlite://{}", self.db)
+            format!("sqlite://{db}")
         };
         AttestationLog::open_read_only(&url, self.origin.as_deref())
             .await
-            .with_context(|| format!("opening {} read-only", self.db))
+            .with_context(|| format!("opening {db} read-only"))
     }
 }
 
@@ -181,10 +291,14 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         after_sequence: args.after,
         limit: Some(args.limit),
     };
-    let log = args.source.open().await?;
-    let records = log.query(&filter).await;
-    log.close().await;
-    let records = records.context("querying the log")?;
+    let records = match args.source.open_any().await? {
+        Opened::Local(log) => {
+            let records = log.query(&filter).await;
+            log.close().await;
+            records.context("querying the log")?
+        }
+        Opened::Remote(remote) => remote_query(&remote, &filter).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else {
@@ -216,7 +330,7 @@ fn read_roots(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let roots = read_roots(&args.root)?;
-    let log = args.source.open().await?;
+    let log = args.source.open_any().await?;
     let report = garrison_audit::verify(&log, &roots).await;
     log.close().await;
     let report = report.context("verifying the log")?;
@@ -254,12 +368,33 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
 }
 
 async fn prove(args: ProveArgs) -> anyhow::Result<()> {
-    let log = args.source.open().await?;
-    let proof = garrison_audit::prove(&log, args.sequence).await;
-    log.close().await;
-    let text = proof
-        .with_context(|| format!("proving record #{}", args.sequence))?
-        .to_text();
+    let text = match args.source.open_any().await? {
+        Opened::Local(log) => {
+            let proof = garrison_audit::prove(&log, args.sequence).await;
+            log.close().await;
+            proof
+                .with_context(|| format!("proving record #{}", args.sequence))?
+                .to_text()
+        }
+        Opened::Remote(remote) => {
+            remote
+                .client()
+                .inclusion_proof(garrison_proto::v1::InclusionProofRequest {
+                    sequence: args.sequence,
+                })
+                .await
+                .map_err(|s| {
+                    anyhow::anyhow!(
+                        "proving record #{}: {}: {}",
+                        args.sequence,
+                        s.code(),
+                        s.message()
+                    )
+                })?
+                .into_inner()
+                .tlog_proof
+        }
+    };
     match &args.out {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
@@ -274,9 +409,9 @@ async fn check_proof(args: CheckProofArgs) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.proof)
         .with_context(|| format!("reading {}", args.proof.display()))?;
     let proof = InclusionProof::parse(&text).context("parsing the proof")?;
-    let log = args.source.open().await?;
-    let origin = log.origin().map(str::to_owned);
-    let chains = log.log_key_certificates().await;
+    let log = args.source.open_any().await?;
+    let origin = garrison_audit::LogSource::origin(&log);
+    let chains = garrison_audit::LogSource::log_key_certificates(&log).await;
     log.close().await;
     let origin = origin.context("the log has no origin")?;
     let mut keys = Vec::new();
@@ -327,7 +462,42 @@ async fn check_proof(args: CheckProofArgs) -> anyhow::Result<bool> {
     }
 }
 
+/// A query through the Audit service (one page, like the local one).
+async fn remote_query(
+    remote: &crate::audit_remote::RemoteLog,
+    filter: &Query,
+) -> anyhow::Result<Vec<garrison_log::StoredRecord>> {
+    let micros = |t: time::OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1000).ok();
+    let response = remote
+        .client()
+        .query_records(garrison_proto::v1::QueryRecordsRequest {
+            node_id: filter.node_id.clone(),
+            spiffe_id: filter.spiffe_id.clone(),
+            since_us: filter.since.and_then(micros),
+            until_us: filter.until.and_then(micros),
+            kind: filter.kind.map(|k| k.as_str().to_owned()),
+            decision: filter.decision.map(|d| d.as_str().to_owned()),
+            policy_digest: filter.policy_digest.clone(),
+            cert_serial: filter.cert_serial.clone(),
+            after_sequence: filter.after_sequence,
+            limit: filter.limit.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("Audit service: {}: {}", s.code(), s.message()))?
+        .into_inner();
+    response
+        .records
+        .into_iter()
+        .map(|r| crate::audit_remote::stored_record(r).map_err(anyhow::Error::from))
+        .collect()
+}
+
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    if args.source.attestor.is_some() {
+        bail!(
+            "export reads the log database itself (--db); through the Audit service, use query, prove and verify"
+        );
+    }
     let log = args.source.open().await?;
     let summary = log.export_sqlite(&args.out).await;
     log.close().await;

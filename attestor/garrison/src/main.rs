@@ -6,6 +6,7 @@
 
 mod attestor_cmd;
 mod audit_cmd;
+mod audit_remote;
 mod ca_cmd;
 mod duration;
 mod evidence_cmd;
@@ -42,7 +43,7 @@ enum Command {
     Log(log_cmd::LogCommand),
     /// The auditor's view of an attestation log: query, verify, prove, export.
     #[command(subcommand)]
-    Audit(audit_cmd::AuditCommand),
+    Audit(Box<audit_cmd::AuditCommand>),
     /// Nodes: an operator's logged acts on a node's stored state (reset after TPM2_Clear).
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => {
             let mut ok = true;
             match block_on(async {
-                ok = audit_cmd::run(command).await?;
+                ok = audit_cmd::run(*command).await?;
                 Ok(())
             }) {
                 Ok(()) if !ok => return ExitCode::FAILURE,

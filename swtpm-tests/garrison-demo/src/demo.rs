@@ -8,8 +8,14 @@
 //! * node-2 (Ubuntu on GCE, Secure Boot off) is refused by the strict policy;
 //! * node-3 (a TPM whose EK certificate comes from an untrusted manufacturer CA) is refused.
 //!
-//! It ends by printing the SVIDs issued and a log query, and exits 0 only if every outcome
-//! was as expected. swtpm processes are killed and the attestor stopped on the way out.
+//! Then the auditor's view, with the `garrison` binary as an auditor would run it: an
+//! auditor SVID (spiffe://<td>/auditor/demo) queries the log through the attestor's Audit
+//! service, proves a record's inclusion in a signed checkpoint and checks that proof against
+//! the root certificate alone, verifies the whole log, and is shown that a node's SVID is
+//! refused; finally the log is exported to an archive that verifies offline.
+//!
+//! It exits 0 only if every outcome was as expected. swtpm processes are killed and the
+//! attestor stopped on the way out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +36,10 @@ pub struct DemoArgs {
     /// The agent binary (default: garrison-agent next to this executable).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
+    /// The garrison binary, for the auditor's commands (default: garrison next to this
+    /// executable).
+    #[arg(long)]
+    garrison_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,20 +64,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("garrison-agent"),
     };
+    let garrison_bin = match args.garrison_bin {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("garrison"),
+    };
+    ensure!(
+        garrison_bin.exists(),
+        "garrison binary {} not found (build it: cargo build -p garrison, or pass --garrison-bin)",
+        garrison_bin.display()
+    );
     ensure!(
         agent_bin.exists(),
         "agent binary {} not found (build it: cargo build -p garrison-agent)",
         agent_bin.display()
     );
     println!("demo directory: {}", dir.display());
-    let result = demo(&dir, &agent_bin).await;
+    let result = demo(&dir, &agent_bin, &garrison_bin).await;
     if args.dir.is_none() {
         println!("(temporary directory removed; use --dir DIR to keep it)");
     }
     result
 }
 
-async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
+async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     step("CA hierarchy: offline root -> hub -> site-a; strict admission policy, signed");
     let site = Site::create(dir, now).context("creating the site")?;
@@ -110,7 +129,13 @@ async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
         .filter(|(_, e)| *e != Expect::Refused("ek-trust"))
         .map(|(n, _)| n)
         .collect();
-    let config = site.write_config(addr, "sqlite://log.db", &trusted, "")?;
+    let audit_addr = free_local_address()?;
+    let config = site.write_config(
+        addr,
+        "sqlite://log.db",
+        &trusted,
+        &format!("audit_listen = \"{audit_addr}\"\n"),
+    )?;
     step(&format!(
         "site attestor on {addr}, SQLite log {}",
         config.database
@@ -123,15 +148,199 @@ async fn demo(dir: &Path, agent_bin: &Path) -> anyhow::Result<()> {
         .await
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let outcome = run_agents(&site, agent_bin, &nodes, &format!("https://{addr}")).await;
+    let mut outcome = run_agents(&site, agent_bin, &nodes, &format!("https://{addr}")).await;
+    if outcome.is_ok() {
+        step("attestation log");
+        outcome = print_log(dir).await;
+    }
+    if outcome.is_ok() {
+        let node_svid = nodes
+            .first()
+            .map(|(node, _)| node.dir.join("svid"))
+            .context("no node")?;
+        outcome = auditor_view(&site, dir, garrison_bin, audit_addr, &node_svid).await;
+    }
     let _ = stop_tx.send(());
     let served = server.await.context("attestor task")?;
     outcome?;
     served.context("attestor")?;
-    step("attestation log");
-    print_log(dir).await?;
+    offline_audit(&site, dir, garrison_bin).await?;
     println!("\ndemo complete: every outcome was as expected");
     Ok(())
+}
+
+/// An auditor's SVID (issued by the root here; in production by the hub or an offline
+/// ceremony), written where `garrison audit` reads it.
+fn auditor_identity(site: &Site, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let id = garrison_ca::SpiffeId::parse(&format!(
+        "spiffe://{}/auditor/demo",
+        garrison_testbed::TRUST_DOMAIN
+    ))?;
+    let issued = site.root_ca.issue_svid(
+        garrison_ca::SvidParams {
+            spiffe_id: id,
+            ttl: time::Duration::hours(1),
+            max_ttl: time::Duration::hours(1),
+            subject_key: garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+        },
+        OffsetDateTime::now_utc(),
+        &ring::rand::SystemRandom::new(),
+    )?;
+    let auditor = dir.join("auditor");
+    std::fs::create_dir_all(&auditor)?;
+    let svid = auditor.join("svid.pem");
+    let key = auditor.join("key.pem");
+    std::fs::write(&svid, certificates_from_pem_text(&issued.chain))?;
+    let key_pem = issued.key.context("the auditor key")?.to_pkcs8_pem();
+    std::fs::write(&key, key_pem.expose())?;
+    Ok((svid, key))
+}
+
+fn certificates_from_pem_text(chain: &[Vec<u8>]) -> String {
+    garrison_ca::certificates_to_pem(chain)
+}
+
+/// Runs `garrison` with `args`, prints what it says, and returns whether it succeeded and its
+/// standard output.
+async fn garrison(bin: &Path, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    println!("$ garrison {}", args.join(" "));
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .with_context(|| format!("running {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in stdout
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        println!("  | {line}");
+    }
+    Ok((out.status.success(), stdout))
+}
+
+async fn auditor_view(
+    site: &Site,
+    dir: &Path,
+    bin: &Path,
+    audit_addr: std::net::SocketAddr,
+    node_svid: &Path,
+) -> anyhow::Result<()> {
+    step("the auditor's view, through the attestor's Audit service (auditor SVIDs only)");
+    let (svid, key) = auditor_identity(site, dir)?;
+    let site_toml = dir.join("site.toml");
+    let (ok, _) = garrison(bin, &["log", "checkpoint", "--config", &path(&site_toml)]).await?;
+    ensure!(ok, "signing a checkpoint failed");
+    let root = path(&site.bundle_pem());
+    let url = format!("https://{audit_addr}");
+    let attestor_id = site.attestor_id();
+    let remote = |svid: &Path, key: &Path| {
+        vec![
+            "--attestor".to_owned(),
+            url.clone(),
+            "--attestor-id".to_owned(),
+            attestor_id.clone(),
+            "--svid".to_owned(),
+            path(svid),
+            "--key".to_owned(),
+            path(key),
+            "--bundle".to_owned(),
+            root.clone(),
+        ]
+    };
+    let with = |command: &[&str], extra: &[String]| -> Vec<String> {
+        command
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+    let auditor = remote(&svid, &key);
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        garrison(bin, &refs).await
+    };
+    let (ok, listed) = run(with(
+        &["audit", "query", "--kind", "enroll", "--decision", "allow"],
+        &auditor,
+    ))
+    .await?;
+    ensure!(
+        ok && listed.contains("enroll"),
+        "the auditor's query failed"
+    );
+    let sequence = listed
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix('#')
+                .and_then(|l| l.split_whitespace().next())
+        })
+        .context("no enroll record listed")?
+        .to_owned();
+    let proof = path(&dir.join("auditor/record.tlog-proof"));
+    let (ok, _) = run(with(
+        &["audit", "prove", "--sequence", &sequence, "--out", &proof],
+        &auditor,
+    ))
+    .await?;
+    ensure!(ok, "proving record #{sequence} failed");
+    println!("  (the proof, a C2SP tlog-proof, is in {proof})");
+    let (ok, checked) = run(with(
+        &["audit", "check-proof", &proof, "--root", &root],
+        &auditor,
+    ))
+    .await?;
+    ensure!(
+        ok && checked.contains("OK: record"),
+        "the inclusion proof did not verify against the root"
+    );
+    let (ok, verified) = run(with(&["audit", "verify", "--root", &root], &auditor)).await?;
+    ensure!(
+        ok && verified.contains("OK: every record"),
+        "the log did not verify"
+    );
+    step("a node's SVID is not an auditor's: the Audit service refuses it");
+    let (ok, _) = run(with(
+        &["audit", "query"],
+        &remote(&node_svid.join("svid.pem"), &node_svid.join("svid.key")),
+    ))
+    .await?;
+    ensure!(!ok, "a node's SVID was allowed to audit");
+    Ok(())
+}
+
+/// After the attestor stopped (its last checkpoint signed): an archive an auditor takes
+/// away, verified with nothing but the root certificate.
+async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    step("offline: export the log to an archive and verify it against the root alone");
+    let archive = path(&dir.join("auditor/log-archive.db"));
+    let _ = std::fs::remove_file(&archive);
+    let db = format!("sqlite://{}", dir.join("log.db").display());
+    let (ok, _) = garrison(bin, &["audit", "export", "--db", &db, "--out", &archive]).await?;
+    ensure!(ok, "export failed");
+    let (ok, verified) = garrison(
+        bin,
+        &[
+            "audit",
+            "verify",
+            "--db",
+            &archive,
+            "--root",
+            &path(&site.bundle_pem()),
+        ],
+    )
+    .await?;
+    ensure!(
+        ok && verified.contains("OK: every record"),
+        "the archive did not verify"
+    );
+    Ok(())
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
 }
 
 fn step(text: &str) {

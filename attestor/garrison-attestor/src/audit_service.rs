@@ -1,0 +1,442 @@
+//! The read-only `Audit` gRPC service: the auditor's view of this site's log.
+//!
+//! It is served on its own port (`audit_listen`), over TLS that requires a client
+//! certificate chaining to the trust domain's root. Each call then checks the caller itself:
+//! the chain again with webpki (the path it builds, not the list the client sent), the
+//! containment rule over that path, and the SPIFFE ID, which must be
+//! `spiffe://<td>/auditor/<name>`. Anyone else (a node, another site's attestor, a hub
+//! service) is refused with `PERMISSION_DENIED` before anything is read.
+//!
+//! Every answer is bounded: pages of at most [`MAX_PAGE`] records or checkpoints, evidence
+//! up to the size the log stores.
+
+use std::sync::Arc;
+
+use garrison_ca::{SpiffeId, TrustDomain};
+use garrison_log::{AttestationLog, LogError, Query, StoredCheckpoint, StoredRecord};
+use garrison_proto::v1;
+use garrison_proto::v1::audit_server::Audit;
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+
+use crate::Clock;
+
+/// Most records or checkpoints in one answer.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// The Audit service over one log.
+#[derive(Clone)]
+pub struct AuditService {
+    log: AttestationLog,
+    trust_domain: TrustDomain,
+    anchors: Arc<Vec<TrustAnchor<'static>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AuditService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditService")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditService {
+    /// The service for `log`, admitting auditors of `trust_domain` whose SVIDs chain to
+    /// `roots` (DER).
+    pub fn new(
+        log: AttestationLog,
+        trust_domain: TrustDomain,
+        roots: &[Vec<u8>],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let anchors = roots
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+                    .map(|a| a.to_owned())
+                    .map_err(|e| format!("root certificate: {e:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AuditService {
+            log,
+            trust_domain,
+            anchors: Arc::new(anchors),
+            clock,
+        })
+    }
+
+    /// The caller's auditor identity, or the refusal.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let chain: Vec<Vec<u8>> = request
+            .peer_certs()
+            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| Status::unauthenticated("the Audit service needs an auditor SVID"))?;
+        let id = self.check_chain(leaf, intermediates).map_err(|why| {
+            tracing::warn!(why = %why, "Audit call refused");
+            Status::permission_denied(format!(
+                "not an auditor of {}: {why}",
+                self.trust_domain.as_str()
+            ))
+        })?;
+        tracing::debug!(auditor = %id, "Audit call");
+        Ok(id)
+    }
+
+    fn check_chain(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<SpiffeId, String> {
+        let leaf_der = CertificateDer::from(leaf);
+        let end_entity =
+            webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("{e:?}"))?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let now = self.clock.now().unix_timestamp().max(0).unsigned_abs();
+        let path = end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                &intermediates,
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| format!("chain: {e:?}"))?;
+        let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
+        garrison_spiffe_tls::check_path_scope(&id, &path).map_err(|e| e.to_string())?;
+        let is_auditor = id.trust_domain_name() == self.trust_domain.as_str()
+            && id
+                .path()
+                .strip_prefix("/auditor/")
+                .is_some_and(|name| !name.is_empty());
+        if !is_auditor {
+            return Err(format!(
+                "{id} is not spiffe://{}/auditor/<name>",
+                self.trust_domain.as_str()
+            ));
+        }
+        Ok(id)
+    }
+}
+
+fn page(limit: u32) -> u32 {
+    if limit == 0 {
+        MAX_PAGE
+    } else {
+        limit.min(MAX_PAGE)
+    }
+}
+
+fn log_status(e: LogError) -> Status {
+    match e {
+        LogError::ProofRange { .. } | LogError::InvalidEntry { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "Audit: reading the log failed");
+            Status::unavailable("the attestation log cannot be read")
+        }
+    }
+}
+
+fn time_arg(us: Option<i64>, field: &str) -> Result<Option<OffsetDateTime>, Status> {
+    us.map(|us| {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+            .map_err(|_| Status::invalid_argument(format!("{field} out of range")))
+    })
+    .transpose()
+}
+
+fn to_message(stored: StoredRecord) -> v1::AuditRecord {
+    let r = stored.record;
+    v1::AuditRecord {
+        sequence: stored.sequence,
+        leaf_hash: stored.leaf_hash.to_vec(),
+        time_us: micros(r.time),
+        site: r.site,
+        kind: r.kind.as_str().to_owned(),
+        node_id: r.node_id,
+        spiffe_id: r.spiffe_id,
+        decision: r.decision.as_str().to_owned(),
+        reasons: r.reasons,
+        policy_digest: r.policy_digest,
+        evidence_digest: r.evidence_digest,
+        cert_serial: r.cert_serial,
+        cert_not_after_us: r.cert_not_after.map(micros),
+    }
+}
+
+fn checkpoint_message(c: StoredCheckpoint) -> v1::SignedCheckpoint {
+    v1::SignedCheckpoint {
+        size: c.size,
+        root_hash: c.root_hash.to_vec(),
+        signed_us: micros(c.signed),
+        note: c.note,
+    }
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn query_records(
+        &self,
+        request: Request<v1::QueryRecordsRequest>,
+    ) -> Result<Response<v1::QueryRecordsResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let limit = page(r.limit);
+        let filter = Query {
+            node_id: r.node_id,
+            since: time_arg(r.since_us, "since_us")?,
+            until: time_arg(r.until_us, "until_us")?,
+            kind: r
+                .kind
+                .map(|k| {
+                    k.parse()
+                        .map_err(|_| Status::invalid_argument(format!("unknown kind {k:?}")))
+                })
+                .transpose()?,
+            decision: r
+                .decision
+                .map(|d| {
+                    d.parse()
+                        .map_err(|_| Status::invalid_argument(format!("unknown decision {d:?}")))
+                })
+                .transpose()?,
+            spiffe_id: r.spiffe_id,
+            policy_digest: r.policy_digest,
+            cert_serial: r.cert_serial,
+            after_sequence: r.after_sequence,
+            limit: Some(limit),
+        };
+        let records = self.log.query(&filter).await.map_err(log_status)?;
+        let more = records.len() == limit as usize;
+        Ok(Response::new(v1::QueryRecordsResponse {
+            records: records.into_iter().map(to_message).collect(),
+            more,
+        }))
+    }
+
+    async fn get_evidence(
+        &self,
+        request: Request<v1::GetEvidenceRequest>,
+    ) -> Result<Response<v1::GetEvidenceResponse>, Status> {
+        self.authorize(&request)?;
+        let digest = request.into_inner().digest;
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument("digest must be 64 hex digits"));
+        }
+        let bytes = self.log.evidence(&digest).await.map_err(log_status)?;
+        Ok(Response::new(v1::GetEvidenceResponse {
+            found: bytes.is_some(),
+            bytes: bytes.unwrap_or_default(),
+        }))
+    }
+
+    async fn log_info(
+        &self,
+        request: Request<v1::LogInfoRequest>,
+    ) -> Result<Response<v1::LogInfoResponse>, Status> {
+        self.authorize(&request)?;
+        let size = self.log.tree_size().await.map_err(log_status)?;
+        let latest = self.log.latest_checkpoint().await.map_err(log_status)?;
+        let certificates = self.log.log_key_certificates().await.map_err(log_status)?;
+        Ok(Response::new(v1::LogInfoResponse {
+            origin: self.log.origin().unwrap_or_default().to_owned(),
+            size,
+            latest_checkpoint: latest.map(|c| c.note).unwrap_or_default(),
+            log_key_certificates: certificates,
+        }))
+    }
+
+    async fn checkpoints(
+        &self,
+        request: Request<v1::CheckpointsRequest>,
+    ) -> Result<Response<v1::CheckpointsResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let limit = page(r.limit) as usize;
+        let mut all: Vec<StoredCheckpoint> = self.log.checkpoints().await.map_err(log_status)?;
+        all.retain(|c| r.after_size.is_none_or(|after| c.size > after));
+        let more = all.len() > limit;
+        all.truncate(limit);
+        Ok(Response::new(v1::CheckpointsResponse {
+            checkpoints: all.into_iter().map(checkpoint_message).collect(),
+            more,
+        }))
+    }
+
+    async fn inclusion_proof(
+        &self,
+        request: Request<v1::InclusionProofRequest>,
+    ) -> Result<Response<v1::InclusionProofResponse>, Status> {
+        self.authorize(&request)?;
+        let sequence = request.into_inner().sequence;
+        let proof = garrison_audit::prove(&self.log, sequence)
+            .await
+            .map_err(|e| match e {
+                garrison_audit::AuditError::NoSuchRecord { .. }
+                | garrison_audit::AuditError::NotCheckpointed { .. } => {
+                    Status::not_found(e.to_string())
+                }
+                other => {
+                    tracing::error!(error = %other, "Audit: proof failed");
+                    Status::unavailable("the proof could not be made")
+                }
+            })?;
+        Ok(Response::new(v1::InclusionProofResponse {
+            tlog_proof: proof.to_text(),
+        }))
+    }
+
+    async fn consistency_proof(
+        &self,
+        request: Request<v1::ConsistencyProofRequest>,
+    ) -> Result<Response<v1::ConsistencyProofResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let hashes = self
+            .log
+            .consistency_proof(r.old_size, r.new_size)
+            .await
+            .map_err(log_status)?;
+        Ok(Response::new(v1::ConsistencyProofResponse {
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use garrison_ca::{
+        Authority, CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, SubjectKey,
+        SvidParams,
+    };
+    use ring::rand::SystemRandom;
+    use time::Duration;
+
+    use super::*;
+    use crate::SystemClock;
+
+    fn root(td: &str) -> Authority {
+        let issued = Authority::new_root(
+            &RootParams {
+                trust_domain: TrustDomain::new(td).unwrap(),
+                name: "root".into(),
+                ttl: Duration::days(10),
+                path_len: 2,
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
+            OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        Authority::from_issued(issued).unwrap()
+    }
+
+    fn below(issuer: &Authority, name: &str, role: CaRole) -> Authority {
+        let issued = issuer
+            .issue_intermediate(
+                IntermediateParams {
+                    name: name.into(),
+                    role,
+                    ttl: Duration::days(if name == "hub" { 5 } else { 2 }),
+                    path_len: PathLen::OneBelowIssuer,
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                OffsetDateTime::now_utc(),
+                &SystemRandom::new(),
+            )
+            .unwrap();
+        Authority::from_issued(issued).unwrap()
+    }
+
+    fn svid(issuer: &Authority, id: &str) -> Result<Vec<Vec<u8>>, garrison_ca::CaError> {
+        issuer
+            .issue_svid(
+                SvidParams {
+                    spiffe_id: SpiffeId::parse(id).unwrap(),
+                    ttl: Duration::hours(1),
+                    max_ttl: Duration::hours(1),
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                OffsetDateTime::now_utc(),
+                &SystemRandom::new(),
+            )
+            .map(|issued| issued.chain)
+    }
+
+    async fn service(root: &Authority) -> AuditService {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AttestationLog::open(&garrison_log::LogConfig {
+            url: format!("sqlite://{}", dir.path().join("log.db").display()),
+            origin: Some("garrison.example.org/site/s1".into()),
+            max_batch: 1,
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        std::mem::forget(dir); // the log outlives the test body
+        AuditService::new(
+            log,
+            TrustDomain::new("example.org").unwrap(),
+            &[root.certificate().to_vec()],
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+
+    fn check(service: &AuditService, chain: &[Vec<u8>]) -> Result<SpiffeId, String> {
+        let (leaf, rest) = chain.split_first().unwrap();
+        service.check_chain(leaf, rest)
+    }
+
+    #[tokio::test]
+    async fn only_auditors_of_this_trust_domain_are_admitted() {
+        let root = root("example.org");
+        let hub = below(&root, "hub", CaRole::Hub);
+        let site = below(&hub, "s1", CaRole::Site("s1".into()));
+        let service = service(&root).await;
+        // Auditors issued by the root or the hub.
+        for issuer in [&root, &hub] {
+            let chain = svid(issuer, "spiffe://example.org/auditor/alice").unwrap();
+            assert_eq!(
+                check(&service, &chain).unwrap().as_str(),
+                "spiffe://example.org/auditor/alice"
+            );
+        }
+        // A node of the site, the hub's own services, look-alike paths: refused.
+        let node = svid(&site, "spiffe://example.org/site/s1/node/abc").unwrap();
+        assert!(
+            check(&service, &node)
+                .unwrap_err()
+                .contains("is not spiffe://example.org/auditor/")
+        );
+        for id in [
+            "spiffe://example.org/auditors/alice",
+            "spiffe://example.org/hub/auditor/x",
+        ] {
+            let chain = svid(&hub, id).unwrap();
+            assert!(check(&service, &chain).is_err(), "{id}");
+        }
+        // A site CA cannot even issue an auditor identity (it vouches for its site only).
+        assert!(svid(&site, "spiffe://example.org/auditor/mallory").is_err());
+        // An auditor of another trust domain, under another root: the chain fails.
+        let other = root_other();
+        let stranger = svid(&other, "spiffe://other.org/auditor/eve").unwrap();
+        assert!(check(&service, &stranger).unwrap_err().contains("chain"));
+    }
+
+    fn root_other() -> Authority {
+        root("other.org")
+    }
+}

@@ -1,0 +1,65 @@
+//! Where an audit reads a log from: the database or an archive ([`AttestationLog`]), or the
+//! attestor's Audit service (a client in the `garrison` CLI).
+
+use std::future::Future;
+
+use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredRecord};
+
+use crate::AuditError;
+
+/// A log as the auditor reads it. Nothing read through it is trusted: [`verify`](crate::verify)
+/// recomputes and checks everything.
+pub trait LogSource {
+    /// The log's origin, if it has one.
+    fn origin(&self) -> Option<String>;
+    /// Up to `limit` records after sequence `after` (from the first without it), in order.
+    fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredRecord>, AuditError>>;
+    /// Evidence bytes by digest.
+    fn evidence(&self, digest: &str) -> impl Future<Output = Result<Option<Vec<u8>>, AuditError>>;
+    /// Every signed checkpoint kept.
+    fn checkpoints(&self) -> impl Future<Output = Result<Vec<StoredCheckpoint>, AuditError>>;
+    /// Every log key certificate chain kept (PEM).
+    fn log_key_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
+}
+
+impl LogSource for AttestationLog {
+    fn origin(&self) -> Option<String> {
+        AttestationLog::origin(self).map(str::to_owned)
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        self.query(&Query {
+            after_sequence: after,
+            limit: Some(limit),
+            ..Query::default()
+        })
+        .await
+        .map_err(AuditError::Log)
+    }
+
+    async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        AttestationLog::evidence(self, digest)
+            .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        AttestationLog::checkpoints(self)
+            .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
+        AttestationLog::log_key_certificates(self)
+            .await
+            .map_err(AuditError::Log)
+    }
+}

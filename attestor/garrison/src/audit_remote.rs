@@ -1,0 +1,158 @@
+//! The attestor's Audit service as a [`LogSource`]: what `garrison audit --attestor` reads.
+
+use garrison_audit::{AuditError, LogSource};
+use garrison_log::{Decision, Record, RecordKind, StoredCheckpoint, StoredRecord};
+use garrison_proto::v1;
+use garrison_proto::v1::audit_client::AuditClient;
+use time::OffsetDateTime;
+use tonic::transport::Channel;
+
+/// A connected Audit client and the origin the attestor reports.
+pub struct RemoteLog {
+    client: AuditClient<Channel>,
+    origin: String,
+}
+
+impl RemoteLog {
+    /// Connects to `address` (`https://host:port`), authenticating the attestor as
+    /// `attestor_id` under `bundle_pem` and presenting the auditor's SVID.
+    pub async fn connect(
+        address: &str,
+        attestor_id: &str,
+        bundle_pem: &[u8],
+        identity: garrison_spiffe_tls::Identity,
+    ) -> anyhow::Result<Self> {
+        let expected = garrison_ca::SpiffeId::parse(attestor_id)?;
+        let config = garrison_spiffe_tls::client_config(bundle_pem, expected, Some(identity))?;
+        let channel = garrison_spiffe_tls::connect(address, config)?;
+        let mut client = AuditClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let info = client
+            .log_info(v1::LogInfoRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("Audit service: {}: {}", s.code(), s.message()))?
+            .into_inner();
+        Ok(RemoteLog {
+            client,
+            origin: info.origin,
+        })
+    }
+
+    /// The client, for calls that are not part of [`LogSource`].
+    pub fn client(&self) -> AuditClient<Channel> {
+        self.client.clone()
+    }
+}
+
+fn remote(status: tonic::Status) -> AuditError {
+    AuditError::Remote(format!("{}: {}", status.code(), status.message()))
+}
+
+fn time(us: i64) -> Result<OffsetDateTime, AuditError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .map_err(|_| AuditError::Remote(format!("time {us} out of range")))
+}
+
+/// A record as the service sent it (parsed, not trusted: `verify` recomputes its leaf).
+pub fn stored_record(r: v1::AuditRecord) -> Result<StoredRecord, AuditError> {
+    let bad = |what: &str| AuditError::Remote(format!("record #{}: bad {what}", r.sequence));
+    Ok(StoredRecord {
+        sequence: r.sequence,
+        leaf_hash: <[u8; 32]>::try_from(r.leaf_hash.as_slice()).map_err(|_| bad("leaf hash"))?,
+        record: Record {
+            time: time(r.time_us)?,
+            site: r.site.clone(),
+            kind: r.kind.parse::<RecordKind>().map_err(|_| bad("kind"))?,
+            node_id: r.node_id.clone(),
+            spiffe_id: r.spiffe_id.clone(),
+            decision: r
+                .decision
+                .parse::<Decision>()
+                .map_err(|_| bad("decision"))?,
+            reasons: r.reasons.clone(),
+            policy_digest: r.policy_digest.clone(),
+            evidence_digest: r.evidence_digest.clone(),
+            cert_serial: r.cert_serial.clone(),
+            cert_not_after: r.cert_not_after_us.map(time).transpose()?,
+        },
+    })
+}
+
+impl LogSource for RemoteLog {
+    fn origin(&self) -> Option<String> {
+        (!self.origin.is_empty()).then(|| self.origin.clone())
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        let response = self
+            .client
+            .clone()
+            .query_records(v1::QueryRecordsRequest {
+                after_sequence: after,
+                limit,
+                ..Default::default()
+            })
+            .await
+            .map_err(remote)?
+            .into_inner();
+        response.records.into_iter().map(stored_record).collect()
+    }
+
+    async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        let response = self
+            .client
+            .clone()
+            .get_evidence(v1::GetEvidenceRequest {
+                digest: digest.to_owned(),
+            })
+            .await
+            .map_err(remote)?
+            .into_inner();
+        Ok(response.found.then_some(response.bytes))
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        let mut all = Vec::new();
+        let mut after_size = None;
+        loop {
+            let page = self
+                .client
+                .clone()
+                .checkpoints(v1::CheckpointsRequest {
+                    after_size,
+                    limit: 0,
+                })
+                .await
+                .map_err(remote)?
+                .into_inner();
+            for c in page.checkpoints {
+                after_size = Some(c.size);
+                all.push(StoredCheckpoint {
+                    size: c.size,
+                    root_hash: <[u8; 32]>::try_from(c.root_hash.as_slice()).map_err(|_| {
+                        AuditError::Remote("checkpoint root is not 32 bytes".into())
+                    })?,
+                    signed: time(c.signed_us)?,
+                    note: c.note,
+                });
+            }
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
+        let info = self
+            .client
+            .clone()
+            .log_info(v1::LogInfoRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner();
+        Ok(info.log_key_certificates)
+    }
+}
