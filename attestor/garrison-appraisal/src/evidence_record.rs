@@ -17,7 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::appraisal::{Quote, QuotedPcr};
+use crate::appraisal::{Answer, Quote, QuotedPcr};
+use crate::boot::sha256;
 
 /// Which step of which exchange a record's evidence comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +114,14 @@ pub enum DecodeError {
         /// Length of the bytes given.
         got: usize,
     },
+    /// The event log given is not the one the record names.
+    #[error("the record names event log {expected:?}, the log given has SHA-256 {got}")]
+    EventLogDigest {
+        /// The record's `event_log_sha256` (empty: no log was sent).
+        expected: String,
+        /// The digest of the bytes given.
+        got: String,
+    },
     /// A quoted PCR value is not hex.
     #[error("PCR {index} of bank {hash_alg:#x}: digest {digest:?} is not hex")]
     PcrDigest {
@@ -168,6 +177,37 @@ impl EvidenceRecord {
             signature: self.signature.clone(),
             pcrs,
         }))
+    }
+
+    /// The answer this record holds, as the appraisal takes it: `quote` is [`Self::quote`]'s,
+    /// `event_log` the bytes stored under [`Self::event_log_sha256`] (empty when it is
+    /// empty), checked against it.
+    ///
+    /// [`Self::event_log_sha256`]: EvidenceRecord::event_log_sha256
+    pub fn answer<'a>(
+        &'a self,
+        quote: Option<&'a Quote>,
+        event_log: &'a [u8],
+    ) -> Result<Answer<'a>, DecodeError> {
+        let digest = sha256(event_log);
+        let named = if event_log.is_empty() {
+            String::new()
+        } else {
+            hex::encode(digest)
+        };
+        if named != self.event_log_sha256 {
+            return Err(DecodeError::EventLogDigest {
+                expected: self.event_log_sha256.clone(),
+                got: hex::encode(digest),
+            });
+        }
+        Ok(Answer {
+            nonce: &self.nonce,
+            quote,
+            event_log,
+            event_log_sha256: digest,
+            csr: &self.csr,
+        })
     }
 
     /// Keep the answer to a challenge: the quote (if one came), the event log's digest (if a

@@ -151,6 +151,11 @@ fn csr() -> Vec<u8> {
 
 /// An enrollment of the fixture TPM with no event log, as the attestor would record it.
 fn enrollment_record() -> EvidenceRecord {
+    enrollment_record_with(b"")
+}
+
+/// An enrollment of the fixture TPM that sent `event_log`, as the attestor would record it.
+fn enrollment_record_with(event_log: &[u8]) -> EvidenceRecord {
     let mut record = EvidenceRecord {
         stage: Stage::EnrollComplete,
         ek_public: tpm2tools!("ek_rsa.pub").to_vec(),
@@ -159,7 +164,7 @@ fn enrollment_record() -> EvidenceRecord {
         nonce: NONCE.to_vec(),
         ..EvidenceRecord::default()
     };
-    record.fill_answer(Some(&quote()), &sha256(b""), b"", &csr());
+    record.fill_answer(Some(&quote()), &sha256(event_log), event_log, &csr());
     record
 }
 
@@ -182,13 +187,7 @@ fn enroll_from_stored(
         asserted: &asserted,
         previous,
     };
-    let answer = Answer {
-        nonce: &record.nonce,
-        quote: quote.as_ref(),
-        event_log,
-        event_log_sha256: sha256(event_log),
-        csr: &record.csr,
-    };
+    let answer = record.answer(quote.as_ref(), event_log).unwrap();
     appraise_enrollment(
         &site.rules(),
         policy,
@@ -287,7 +286,14 @@ fn a_policy_deny_is_refused_with_its_reasons_and_digest() {
 #[test]
 fn an_event_log_that_does_not_replay_is_refused_before_policy() {
     let log = include_bytes!("../../../testdata/eventlogs/tpm2tools-event-moklisttrusted.bin");
-    let appraisal = enroll_from_stored(&enrollment_record().to_bytes(), log, &lab_policy(), None);
+    let record = enrollment_record_with(log);
+    assert_eq!(record.event_log_sha256, hex::encode(sha256(log)));
+    // The stored record names its log: replay must be given exactly those bytes.
+    let bytes = record.to_bytes();
+    let decoded = EvidenceRecord::decode(&bytes).unwrap();
+    assert!(decoded.answer(None, b"").is_err());
+    assert!(decoded.answer(None, &log[1..]).is_err());
+    let appraisal = enroll_from_stored(&bytes, log, &lab_policy(), None);
     assert_eq!(appraisal.policy_digest, None);
     assert!(appraisal.boot.is_none());
     assert_eq!(
