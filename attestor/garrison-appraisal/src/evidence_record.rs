@@ -368,6 +368,35 @@ mod tests {
         assert!(UnprovenRequest::decode(GOLDEN.as_bytes()).is_err());
     }
 
+    /// The fuzz target's property over every truncation and single-byte change of the
+    /// golden record: no panic, and whatever decodes is canonical.
+    #[test]
+    fn damaged_records_are_refused_or_canonical() {
+        let golden = GOLDEN.as_bytes();
+        let mut cases: Vec<Vec<u8>> = (0..golden.len()).map(|n| golden[..n].to_vec()).collect();
+        for i in 0..golden.len() {
+            for byte in [b'"', b'A', b'0', b'\\', 0xff] {
+                let mut damaged = golden.to_vec();
+                damaged[i] = byte;
+                cases.push(damaged);
+            }
+        }
+        let mut decoded = 0;
+        for bytes in &cases {
+            if let Ok(record) = EvidenceRecord::decode(bytes) {
+                assert_eq!(&record.to_bytes(), bytes);
+                let _ = record.quote();
+                decoded += 1;
+            }
+        }
+        // Some changes keep a valid record (a base64 or hex character for another).
+        assert!(
+            decoded > 0 && decoded < cases.len(),
+            "{decoded} of {}",
+            cases.len()
+        );
+    }
+
     #[test]
     fn the_quote_comes_back_as_received() {
         let quote = sample().quote().unwrap().unwrap();
