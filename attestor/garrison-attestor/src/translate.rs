@@ -92,3 +92,54 @@ pub(crate) fn node_history(n: NodeState) -> NodeHistory {
         updated: n.updated,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn node_state_crosses_both_ways_unchanged() {
+        let node = NodeHistory {
+            node_id: "ab".into(),
+            ak_name: vec![0, 11, 1],
+            spiffe_id: "spiffe://example.org/site/a/node/ab".into(),
+            identity: r#"{"trust_basis":"ManufacturerRoots"}"#.into(),
+            reset_count: 3,
+            restart_count: 2,
+            clock: u64::from(u32::MAX) + 1,
+            current_serial: Some("0f".into()),
+            updated: datetime!(2026-12-01 08:00 UTC),
+        };
+        assert_eq!(node_history(node_state(node.clone())), node);
+    }
+
+    #[test]
+    fn records_keep_every_field_and_kind() {
+        let kinds = [
+            (RecordKind::Enroll, garrison_log::RecordKind::Enroll),
+            (RecordKind::Renew, garrison_log::RecordKind::Renew),
+            (RecordKind::Reject, garrison_log::RecordKind::Reject),
+        ];
+        for (kind, logged) in kinds {
+            let record = record(DecisionRecord {
+                time: datetime!(2026-12-01 08:00 UTC),
+                site: "a".into(),
+                kind,
+                node_id: Some("ab".into()),
+                spiffe_id: Some("spiffe://example.org/site/a/node/ab".into()),
+                decision: Decision::Deny,
+                reasons: vec!["policy-deny".into(), "no".into()],
+                policy_digest: Some("d".into()),
+                cert_serial: Some("0f".into()),
+                cert_not_after: Some(datetime!(2026-12-01 09:00 UTC)),
+            });
+            assert_eq!(record.kind, logged);
+            assert_eq!(record.decision, garrison_log::Decision::Deny);
+            assert_eq!(record.reasons, ["policy-deny", "no"]);
+            assert_eq!(record.policy_digest.as_deref(), Some("d"));
+            assert_eq!(record.cert_serial.as_deref(), Some("0f"));
+            assert_eq!(record.evidence_digest, None, "the log computes it");
+        }
+    }
+}
