@@ -1,31 +1,31 @@
-//! The site attestor's decisions: Begin/Complete enrollment and renewal, independent of
-//! gRPC. Every attempt ends in an attestation-log record; a certificate is returned only
-//! after its record is durable.
+//! The site attestor's exchanges: Begin/Complete enrollment and renewal, independent of
+//! gRPC. The decisions are `garrison-appraisal`'s; this is the I/O around them: challenges
+//! and the randomness they need, the node's history and revocation status from the log,
+//! issuance by the site CA, and the log record of every attempt, within the record budgets.
+//! A certificate is returned only after its record is durable.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use garrison_ca::{Authority, CaError, SpiffeId, SubjectKey, SvidParams, VerifiedCsr};
-use garrison_evidence::{
-    AkIdentity, AkPolicy, EkEvidence, EkIdentity, EkTrust, HashAlg, PcrValues, QuoteVerdict,
+use garrison_appraisal::{
+    Admission, Answer, Appraisal, AppraisedBoot, BeginEvidence, BootCache, DecisionRecord,
+    Enrollment, EvidenceRecord, NodeHistory, SiteRules, Stage, UnprovenRequest, sha256,
 };
+use garrison_ca::{Authority, CaError};
+use garrison_evidence::{AkIdentity, AkPolicy, EkIdentity, EkTrust, HashAlg};
 use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, RecordKind};
-use garrison_policy::{EkFacts, PolicyService, RequestFacts, SiteFacts};
-use garrison_proto::limits;
+use garrison_policy::PolicyService;
 use garrison_proto::v1;
 use ring::rand::SystemRandom;
-use serde_json::Value as Json;
 use time::{Duration, OffsetDateTime};
 
-use crate::boot_cache::{AppraisedBoot, BootCache, sha256};
 use crate::challenge::{ChallengeId, ChallengeStore, Pending};
-use crate::evidence_record::{EvidenceRecord, UnprovenRequest};
-use crate::policy_input;
 use crate::random::RandomSource;
 use crate::record_budget::{BudgetLimits, PeerKey, RecordBudget, UNRECORDED_REFUSALS};
 use crate::refusal::{Reason, Refusal};
+use crate::translate::{self, FIELD_LIMITS};
 
 /// Where the attestor gets the time. Tests substitute a fixed or stepping clock.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -81,7 +81,7 @@ struct PendingEnrollment {
 }
 
 struct PendingRenewal {
-    node: NodeState,
+    node: NodeHistory,
     peer_serial: String,
     nonce: Vec<u8>,
 }
@@ -105,13 +105,6 @@ pub struct Attestor {
 /// Distinct (event log, quoted PCRs) appraisals kept: a site's fleet boots a handful of
 /// images; each entry is tens of KiB at most.
 const BOOT_CACHE_ENTRIES: usize = 256;
-
-/// What a verified answer to a challenge established.
-struct Appraised {
-    verdict: QuoteVerdict,
-    boot: Arc<AppraisedBoot>,
-    csr: VerifiedCsr,
-}
 
 /// The outcome of one decision, before it is logged.
 struct Outcome {
@@ -152,12 +145,12 @@ enum Proof {
 /// Who sent a request and the request, for the record of a refusal that may not keep it.
 struct Sender<'a, M> {
     peer: Option<SocketAddr>,
-    stage: &'static str,
+    stage: Stage,
     request: &'a M,
 }
 
 impl<'a, M: prost::Message> Sender<'a, M> {
-    fn new(peer: Option<SocketAddr>, stage: &'static str, request: &'a M) -> Self {
+    fn new(peer: Option<SocketAddr>, stage: Stage, request: &'a M) -> Self {
         Sender {
             peer,
             stage,
@@ -265,7 +258,7 @@ impl Attestor {
         match self.begin_checked(&request).await {
             Ok(response) => Ok(response),
             Err((refusal, outcome)) => {
-                let sender = Sender::new(peer, "enroll-begin", &request);
+                let sender = Sender::new(peer, Stage::EnrollBegin, &request);
                 Err(self.record_refusal(refusal, outcome, sender).await)
             }
         }
@@ -277,12 +270,20 @@ impl Attestor {
     ) -> Result<v1::BeginResponse, (Refusal, Outcome)> {
         let now = self.parts.clock.now();
         let unproven = |refusal| (refusal, Outcome::reject(None, EvidenceRecord::default()));
-        check_begin_sizes(request).map_err(unproven)?;
-        let ek = self.verify_ek(request, now).map_err(unproven)?;
+        let begin = BeginEvidence {
+            ek_public: &request.ek_public,
+            ek_certificate: &request.ek_certificate,
+            ek_chain: &request.ek_chain,
+            ak_public: &request.ak_public,
+            asserted: &request.asserted,
+        };
+        garrison_appraisal::check_begin_sizes(&FIELD_LIMITS, &begin).map_err(unproven)?;
+        let ek =
+            garrison_appraisal::verify_ek(&begin, &self.parts.ek_trust, now).map_err(unproven)?;
         // From here on the evidence is a real TPM's (and within the field limits), though
         // nobody has shown to hold that TPM yet.
         let mut evidence = EvidenceRecord {
-            stage: "enroll-begin",
+            stage: Stage::EnrollBegin,
             ek_public: request.ek_public.clone(),
             ek_certificate: request.ek_certificate.clone(),
             ak_public: request.ak_public.clone(),
@@ -293,9 +294,9 @@ impl Attestor {
             outcome.proof = Proof::TpmEvidence;
             (refusal, outcome)
         };
-        let ak = match garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy) {
+        let ak = match garrison_appraisal::check_ak(&request.ak_public, &self.parts.ak_policy) {
             Ok(ak) => ak,
-            Err(e) => return Err(tpm(Refusal::from(e), evidence)),
+            Err(refusal) => return Err(tpm(refusal, evidence)),
         };
         let (secret, nonce, id) = match self.draw_enrollment() {
             Ok(drawn) => drawn,
@@ -335,35 +336,13 @@ impl Attestor {
         })
     }
 
-    /// The EK certificate chain to a trusted manufacturer and its key against the EK public
-    /// area.
-    fn verify_ek(
-        &self,
-        request: &v1::BeginRequest,
-        now: OffsetDateTime,
-    ) -> Result<EkIdentity, Refusal> {
-        let intermediates: Vec<&[u8]> = request.ek_chain.iter().map(Vec::as_slice).collect();
-        let certificate =
-            (!request.ek_certificate.is_empty()).then_some(request.ek_certificate.as_slice());
-        let ek_evidence = EkEvidence {
-            public_area: &request.ek_public,
-            certificate,
-            intermediates: &intermediates,
-        };
-        Ok(garrison_evidence::verify_ek(
-            &ek_evidence,
-            &self.parts.ek_trust,
-            now,
-        )?)
-    }
-
     /// Enrollment step 2: verify the answer, decide, issue, log.
     pub async fn complete(
         &self,
         mut request: v1::CompleteRequest,
         peer: Option<SocketAddr>,
     ) -> Result<v1::SvidResponse, Refusal> {
-        const STAGE: &str = "enroll-complete";
+        const STAGE: Stage = Stage::EnrollComplete;
         let now = self.parts.clock.now();
         let pending = match check_complete_sizes(&request)
             .and_then(|()| self.enrollments.take(&request.challenge_id, now))
@@ -378,25 +357,34 @@ impl Attestor {
         let node_id = pending.ek.ek_hash.clone();
         let mut evidence = pending.evidence;
         evidence.stage = STAGE;
-        let log_digest = sha256(&request.event_log);
-        fill_answer(
-            &mut evidence,
-            request.quote.as_ref(),
-            &log_digest,
-            &request.event_log,
-            &request.csr,
+        let quote = request.quote.as_ref().map(translate::quote);
+        let answer = Answer {
+            nonce: &pending.nonce,
+            quote: quote.as_ref(),
+            event_log: &request.event_log,
+            event_log_sha256: sha256(&request.event_log),
+            csr: &request.csr,
+        };
+        evidence.fill_answer(
+            answer.quote,
+            &answer.event_log_sha256,
+            answer.event_log,
+            answer.csr,
         );
         let mut outcome = Outcome::reject(Some(node_id.clone()), evidence);
         outcome.kind = RecordKind::Enroll;
+        let enrollment = Enrollment {
+            ek: &pending.ek,
+            ak: &pending.ak,
+            asserted: &pending.asserted,
+            previous: None,
+        };
         let result = self
             .complete_checked(
-                &request,
-                &pending.ek,
-                &pending.ak,
+                &request.activated_secret,
                 &pending.secret,
-                &pending.nonce,
-                &pending.asserted,
-                log_digest,
+                enrollment,
+                &answer,
                 &mut outcome,
                 now,
             )
@@ -408,58 +396,48 @@ impl Attestor {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The credential round trip, the node's history and revocation status, then the
+    /// appraisal and, on allow, issuance.
     async fn complete_checked(
         &self,
-        request: &v1::CompleteRequest,
-        ek: &EkIdentity,
-        ak: &AkIdentity,
+        activated_secret: &[u8],
         secret: &[u8],
-        nonce: &[u8],
-        asserted: &BTreeMap<String, String>,
-        log_digest: [u8; 32],
+        enrollment: Enrollment<'_>,
+        answer: &Answer<'_>,
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
-        garrison_evidence::verify_activation(secret, &request.activated_secret)?;
+        garrison_appraisal::verify_activation(secret, activated_secret)?;
         // The sender holds the TPM of this EK, with this AK in it.
         outcome.proof = Proof::Holder;
+        let ek_hash = &enrollment.ek.ek_hash;
         let status = self
             .parts
             .log
-            .node_status(&ek.ek_hash)
+            .node_status(ek_hash)
             .await
             .map_err(|e| Refusal::new(Reason::LogUnavailable, e.to_string()))?;
         if status.revoked {
             return Err(Refusal::new(
                 Reason::Revoked,
-                format!("node {} is revoked", ek.ek_hash),
+                format!("node {ek_hash} is revoked"),
             ));
         }
-        let previous = status.node;
-        let appraised = self.appraise(
-            ak,
-            nonce,
-            request.quote.as_ref(),
-            (&request.event_log, log_digest),
-            &request.csr,
-            previous.as_ref(),
-        )?;
-        outcome.boot = Some(Arc::clone(&appraised.boot));
-        let identity = identity_facts(ek)?;
-        let request = RequestFacts::enroll(now);
-        let input = self.policy_input(request, EkFacts::from(ek), ak, &appraised, asserted)?;
-        let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
-        self.issue(
-            &ek.ek_hash,
-            &identity.to_string(),
-            ak,
-            spiffe_id,
-            ttl,
-            appraised,
-            outcome,
+        let previous = status.node.map(translate::node_history);
+        let enrollment = Enrollment {
+            previous: previous.as_ref(),
+            ..enrollment
+        };
+        let policy = self.parts.policy.current();
+        let appraisal = garrison_appraisal::appraise_enrollment(
+            &self.rules(),
+            &policy,
+            &self.boot_cache,
+            &enrollment,
+            answer,
             now,
-        )
+        );
+        self.issue(appraisal, outcome)
     }
 
     /// Renewal step 1: a fresh challenge for the node behind the client certificate.
@@ -468,7 +446,7 @@ impl Attestor {
         peer_chain: Option<&[Vec<u8>]>,
         peer: Option<SocketAddr>,
     ) -> Result<v1::Challenge, Refusal> {
-        const STAGE: &str = "renew-begin";
+        const STAGE: Stage = Stage::RenewBegin;
         let now = self.parts.clock.now();
         let request = v1::BeginRenewalRequest {};
         let (node, serial) = match self.identify_peer(peer_chain).await {
@@ -491,7 +469,7 @@ impl Attestor {
         };
         let challenge = self.challenge(&id, &nonce, now);
         let pending = PendingRenewal {
-            node,
+            node: translate::node_history(node),
             peer_serial: serial,
             nonce: nonce.to_vec(),
         };
@@ -513,7 +491,7 @@ impl Attestor {
         mut request: v1::CompleteRenewalRequest,
         peer: Option<SocketAddr>,
     ) -> Result<v1::SvidResponse, Refusal> {
-        const STAGE: &str = "renew-complete";
+        const STAGE: Stage = Stage::RenewComplete;
         let now = self.parts.clock.now();
         let pending = match check_renewal_sizes(&request)
             .and_then(|()| self.renewals.take(&request.challenge_id, now))
@@ -525,28 +503,34 @@ impl Attestor {
                 return Err(self.record_refusal(refusal, outcome, sender).await);
             }
         };
-        let log_digest = sha256(&request.event_log);
         let mut evidence = EvidenceRecord {
             stage: STAGE,
             ak_public: request.ak_public.clone(),
             nonce: pending.nonce.clone(),
             ..EvidenceRecord::default()
         };
-        fill_answer(
-            &mut evidence,
-            request.quote.as_ref(),
-            &log_digest,
-            &request.event_log,
-            &request.csr,
+        let quote = request.quote.as_ref().map(translate::quote);
+        let answer = Answer {
+            nonce: &pending.nonce,
+            quote: quote.as_ref(),
+            event_log: &request.event_log,
+            event_log_sha256: sha256(&request.event_log),
+            csr: &request.csr,
+        };
+        evidence.fill_answer(
+            answer.quote,
+            &answer.event_log_sha256,
+            answer.event_log,
+            answer.csr,
         );
         let mut outcome = Outcome::reject(Some(pending.node.node_id.clone()), evidence);
         outcome.kind = RecordKind::Renew;
         let result = self
             .renewal_checked(
                 peer_chain,
-                &request,
+                &request.ak_public,
                 &pending,
-                log_digest,
+                &answer,
                 &mut outcome,
                 now,
             )
@@ -558,12 +542,13 @@ impl Attestor {
             .await
     }
 
+    /// The client certificate again, then the appraisal and, on allow, issuance.
     async fn renewal_checked(
         &self,
         peer_chain: Option<&[Vec<u8>]>,
-        request: &v1::CompleteRenewalRequest,
+        ak_public: &[u8],
         pending: &PendingRenewal,
-        log_digest: [u8; 32],
+        answer: &Answer<'_>,
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
@@ -576,198 +561,56 @@ impl Attestor {
                 "renewal answered by another client certificate",
             ));
         }
-        let ak = garrison_evidence::check_ak(&request.ak_public, &self.parts.ak_policy)?;
-        if ak.name().as_bytes() != pending.node.ak_name.as_slice() {
-            return Err(Refusal::new(
-                Reason::AkMismatch,
-                format!(
-                    "AK {} is not the AK {} bound at enrollment",
-                    ak.name().to_hex(),
-                    hex::encode(&pending.node.ak_name)
-                ),
-            ));
-        }
-        let node = &pending.node;
-        let appraised = self.appraise(
-            &ak,
-            &pending.nonce,
-            request.quote.as_ref(),
-            (&request.event_log, log_digest),
-            &request.csr,
-            Some(node),
-        )?;
-        outcome.boot = Some(Arc::clone(&appraised.boot));
         // Revocation of the serial and of the node was checked by `identify_peer` above, in
         // this same request.
-        let request = RequestFacts::renew(now, policy_input::previous_decision(node)?);
-        let ek = policy_input::stored_ek_facts(node)?;
-        let input = self.policy_input(request, ek, &ak, &appraised, &BTreeMap::new())?;
-        let (spiffe_id, ttl) = self.decide(&input, &appraised.boot, outcome)?;
-        self.issue(
-            &node.node_id,
-            &node.identity,
-            &ak,
-            spiffe_id,
-            ttl,
-            appraised,
-            outcome,
+        let policy = self.parts.policy.current();
+        let appraisal = garrison_appraisal::appraise_renewal(
+            &self.rules(),
+            &policy,
+            &self.boot_cache,
+            &pending.node,
+            ak_public,
+            answer,
             now,
-        )
+        );
+        self.issue(appraisal, outcome)
     }
 
-    /// Quote, PCR selection, monotonic counters, event-log replay, boot claims, CSR.
-    fn appraise(
-        &self,
-        ak: &AkIdentity,
-        nonce: &[u8],
-        quote: Option<&v1::Quote>,
-        (event_log, log_digest): (&[u8], [u8; 32]),
-        csr: &[u8],
-        previous: Option<&NodeState>,
-    ) -> Result<Appraised, Refusal> {
-        let quote = quote.ok_or_else(|| Refusal::new(Reason::MalformedRequest, "no quote"))?;
-        check_answer_sizes(Some(quote), event_log, csr)?;
-        let pcrs = pcr_values(quote)?;
-        let verdict =
-            garrison_evidence::verify_quote(ak, &quote.attest, &quote.signature, nonce, &pcrs)?;
-        self.check_selection(&verdict)?;
-        if let Some(previous) = previous {
-            check_monotonic(previous, &verdict)?;
+    /// What the site's configuration fixes for every decision.
+    fn rules(&self) -> SiteRules<'_> {
+        SiteRules {
+            site: &self.parts.site,
+            trust_domain: self.parts.ca.trust_domain(),
+            pcrs: &self.parts.pcrs,
+            max_svid_ttl: self.parts.max_svid_ttl,
+            ak_policy: &self.parts.ak_policy,
+            limits: &FIELD_LIMITS,
         }
-        let boot = self.boot_cache.appraise(event_log, log_digest, &pcrs)?;
-        let csr =
-            VerifiedCsr::from_der(csr).map_err(|e| Refusal::new(Reason::Csr, e.to_string()))?;
-        Ok(Appraised { verdict, boot, csr })
     }
 
-    fn check_selection(&self, verdict: &QuoteVerdict) -> Result<(), Refusal> {
-        let quoted: Vec<(HashAlg, u32)> = verdict.selection.iter().collect();
-        let wanted: Vec<(HashAlg, u32)> = self
-            .parts
-            .pcrs
-            .iter()
-            .map(|i| (HashAlg::Sha256, *i))
-            .collect();
-        if quoted != wanted {
-            return Err(Refusal::new(
-                Reason::PcrSelection,
-                format!("quote covers {quoted:?}, the challenge asked for {wanted:?}"),
-            ));
-        }
-        Ok(())
+    /// Keep what the appraisal established for the record, then, on allow, have the site CA
+    /// sign the certificate.
+    fn issue(&self, appraisal: Appraisal, outcome: &mut Outcome) -> Result<Issuance, Refusal> {
+        outcome.boot = appraisal.boot;
+        outcome.policy_digest = appraisal.policy_digest;
+        let admission = appraisal.verdict?;
+        outcome.spiffe_id = Some(admission.spiffe_id.to_string());
+        self.sign(&admission)
     }
 
-    /// The policy input (without `boot` and `pcrs`) from garrison-policy's one producer:
-    /// this site, which has no hub to reach yet (`site.connected` false).
-    fn policy_input(
-        &self,
-        request: RequestFacts,
-        ek: EkFacts,
-        ak: &AkIdentity,
-        appraised: &Appraised,
-        asserted: &BTreeMap<String, String>,
-    ) -> Result<Json, Refusal> {
-        let sequence = self.parts.policy.current().info().sequence;
-        let site = SiteFacts::without_hub(&self.parts.site, sequence);
-        policy_input::build(site, request, ek, ak, &appraised.verdict, asserted)
-    }
-
-    /// Admission policy over `input` (everything but `boot` and `pcrs`, which come converted
-    /// from the boot cache).
-    fn decide(
-        &self,
-        input: &Json,
-        boot: &AppraisedBoot,
-        outcome: &mut Outcome,
-    ) -> Result<(SpiffeId, Duration), Refusal> {
-        let engine = self.parts.policy.current();
-        outcome.policy_digest = Some(engine.info().digest.clone());
-        let decision = engine
-            .evaluate_sections(input, &[("boot", &boot.boot), ("pcrs", &boot.pcrs)])
-            .map_err(|e| Refusal::new(Reason::PolicyError, e.to_string()))?;
-        if !decision.allow {
-            return Err(Refusal::new(
-                Reason::PolicyDeny,
-                decision.reasons.join("; "),
-            ));
-        }
-        let path = decision.spiffe_path.unwrap_or_default();
-        let scope = format!("/site/{}/", self.parts.site);
-        if !path.starts_with(&scope) {
-            return Err(Refusal::new(
-                Reason::PolicyScope,
-                format!("policy asked for {path}, outside {scope}"),
-            ));
-        }
-        let id = SpiffeId::from_path(self.parts.ca.trust_domain(), &path)
-            .map_err(|e| Refusal::new(Reason::PolicyScope, e.to_string()))?;
-        if let Some(role) = garrison_ca::scope::reserved_site_role(&id) {
-            return Err(Refusal::new(
-                Reason::PolicyScope,
-                format!("policy asked for {id}, which is reserved for the site's {role}"),
-            ));
-        }
-        let ttl =
-            Duration::seconds(i64::try_from(decision.ttl_seconds.unwrap_or(0)).unwrap_or(i64::MAX));
-        outcome.spiffe_id = Some(id.to_string());
-        Ok((id, ttl.min(self.parts.max_svid_ttl)))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn issue(
-        &self,
-        node_id: &str,
-        identity: &str,
-        ak: &AkIdentity,
-        spiffe_id: SpiffeId,
-        ttl: Duration,
-        appraised: Appraised,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> Result<Issuance, Refusal> {
-        let params = SvidParams {
-            spiffe_id: spiffe_id.clone(),
-            ttl,
-            max_ttl: self.parts.max_svid_ttl,
-            subject_key: SubjectKey::Csr(appraised.csr),
-        };
+    fn sign(&self, admission: &Admission) -> Result<Issuance, Refusal> {
         let issued = self
             .parts
             .ca
-            .issue_svid(params, now, &self.rng)
+            .issue_svid(admission.svid_params(), admission.time, &self.rng)
             .map_err(ca_refusal)?;
-        let serial = hex::encode(&issued.serial);
-        let v = &appraised.verdict;
-        let node = NodeState {
-            node_id: node_id.to_owned(),
-            ak_name: ak.name().as_bytes().to_vec(),
-            spiffe_id: spiffe_id.to_string(),
-            identity: identity.to_owned(),
-            reset_count: v.reset_count,
-            restart_count: v.restart_count,
-            clock: v.clock,
-            current_serial: Some(serial.clone()),
-            updated: now,
-        };
-        let record = Record {
-            time: now,
-            site: self.parts.site.clone(),
-            kind: outcome.kind,
-            node_id: Some(node_id.to_owned()),
-            spiffe_id: Some(spiffe_id.to_string()),
-            decision: Decision::Allow,
-            reasons: Vec::new(),
-            policy_digest: outcome.policy_digest.clone(),
-            evidence_digest: None,
-            cert_serial: Some(serial),
-            cert_not_after: Some(issued.not_after),
-        };
+        let (record, node) = admission.issued(hex::encode(&issued.serial), issued.not_after);
         Ok(Issuance {
-            record,
-            node,
+            record: translate::record(record),
+            node: translate::node_state(node),
             chain: issued.chain,
             roots: issued.roots,
-            spiffe_id: spiffe_id.to_string(),
+            spiffe_id: admission.spiffe_id.to_string(),
             not_after: issued.not_after,
         })
     }
@@ -839,21 +682,14 @@ impl Attestor {
             // evidence record).
             outcome.event_log = Vec::new();
         }
-        let record = Record {
-            time: now,
-            site: self.parts.site.clone(),
-            kind: RecordKind::Reject,
+        let context = garrison_appraisal::RefusalContext {
             node_id: outcome.node_id.take(),
             spiffe_id: outcome.spiffe_id.take(),
-            decision: Decision::Deny,
-            reasons: vec![refusal.reason.code().to_owned(), detail],
             policy_digest: outcome.policy_digest.take(),
-            evidence_digest: None,
-            cert_serial: None,
-            cert_not_after: None,
         };
+        let record = DecisionRecord::refused(&self.parts.site, now, context, &refusal, detail);
         let entry = NewEntry {
-            record,
+            record: translate::record(record),
             evidence: Some(evidence),
             node_update: None,
         };
@@ -1061,95 +897,15 @@ impl Outcome {
     }
 }
 
-/// What enrollment established about the TPM's identity, kept with the node so that every
-/// renewal's policy input carries the same facts (the EK certificate is not sent again).
-/// It is `garrison_policy::EkFacts` (what renewals read back with `EkFacts::from_stored`)
-/// plus, for auditors, how the EK was trusted.
-/// A facts value that does not encode refuses the enrollment: nothing is stored in its place.
-pub(crate) fn identity_facts(ek: &EkIdentity) -> Result<Json, Refusal> {
-    let mut facts = serde_json::to_value(EkFacts::from(ek))
-        .map_err(|e| Refusal::new(Reason::PolicyError, format!("EK facts do not encode: {e}")))?;
-    if let Json::Object(fields) = &mut facts {
-        fields.insert(
-            "trust_basis".to_owned(),
-            Json::String(format!("{:?}", ek.basis)),
-        );
-    }
-    Ok(facts)
-}
-
-fn fill_answer(
-    evidence: &mut EvidenceRecord,
-    quote: Option<&v1::Quote>,
-    log_digest: &[u8; 32],
-    event_log: &[u8],
-    csr: &[u8],
-) {
-    if let Some(q) = quote {
-        evidence.attest = q.attest.clone();
-        evidence.signature = q.signature.clone();
-        evidence.pcrs = q
-            .pcrs
-            .iter()
-            .map(|p| (p.hash_alg, p.index, hex::encode(&p.digest)))
-            .collect();
-    }
-    if !event_log.is_empty() {
-        evidence.event_log_sha256 = hex::encode(log_digest);
-    }
-    evidence.csr = csr.to_vec();
-}
-
-fn too_big(what: &str, len: usize, max: usize) -> Result<(), Refusal> {
-    if len > max {
-        return Err(Refusal::new(
-            Reason::MalformedRequest,
-            format!("{what} is {len} bytes; at most {max}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_begin_sizes(r: &v1::BeginRequest) -> Result<(), Refusal> {
-    too_big("ek_public", r.ek_public.len(), limits::MAX_PUBLIC_AREA)?;
-    too_big("ak_public", r.ak_public.len(), limits::MAX_PUBLIC_AREA)?;
-    too_big(
-        "ek_certificate",
-        r.ek_certificate.len(),
-        limits::MAX_CERTIFICATE,
-    )?;
-    too_big("ek_chain", r.ek_chain.len(), limits::MAX_EK_CHAIN)?;
-    for cert in &r.ek_chain {
-        too_big("ek_chain certificate", cert.len(), limits::MAX_CERTIFICATE)?;
-    }
-    too_big(
-        "asserted facts",
-        r.asserted.len(),
-        limits::MAX_ASSERTED_FACTS,
-    )?;
-    for (k, v) in &r.asserted {
-        too_big(
-            "asserted fact",
-            k.len().max(v.len()),
-            limits::MAX_ASSERTED_LEN,
-        )?;
-    }
-    Ok(())
-}
-
 /// Every field of a Complete, before anything else is done with it (or stored).
 fn check_complete_sizes(r: &v1::CompleteRequest) -> Result<(), Refusal> {
-    too_big(
-        "activated secret",
-        r.activated_secret.len(),
-        limits::MAX_SECRET,
-    )?;
+    garrison_appraisal::check_secret_size(&FIELD_LIMITS, &r.activated_secret)?;
     check_answer_sizes(r.quote.as_ref(), &r.event_log, &r.csr)
 }
 
 /// Every field of a CompleteRenewal, before anything else is done with it (or stored).
 fn check_renewal_sizes(r: &v1::CompleteRenewalRequest) -> Result<(), Refusal> {
-    too_big("ak_public", r.ak_public.len(), limits::MAX_PUBLIC_AREA)?;
+    garrison_appraisal::check_ak_size(&FIELD_LIMITS, &r.ak_public)?;
     check_answer_sizes(r.quote.as_ref(), &r.event_log, &r.csr)
 }
 
@@ -1158,59 +914,8 @@ fn check_answer_sizes(
     event_log: &[u8],
     csr: &[u8],
 ) -> Result<(), Refusal> {
-    if let Some(quote) = quote {
-        too_big("quote attest", quote.attest.len(), limits::MAX_ATTEST)?;
-        too_big("quote signature", quote.signature.len(), limits::MAX_ATTEST)?;
-        too_big("quote PCR values", quote.pcrs.len(), limits::MAX_PCR_VALUES)?;
-        for pcr in &quote.pcrs {
-            too_big("quote PCR value", pcr.digest.len(), MAX_PCR_DIGEST)?;
-        }
-    }
-    too_big("event log", event_log.len(), limits::MAX_EVENT_LOG)?;
-    too_big("CSR", csr.len(), limits::MAX_CSR)
-}
-
-/// The longest digest of any PCR bank (SHA-512, SM3 and SHA3-512 included).
-const MAX_PCR_DIGEST: usize = 64;
-
-fn pcr_values(quote: &v1::Quote) -> Result<PcrValues, Refusal> {
-    let mut values = PcrValues::new();
-    for pcr in &quote.pcrs {
-        let alg = u16::try_from(pcr.hash_alg)
-            .ok()
-            .and_then(HashAlg::from_tpm_alg_id)
-            .ok_or_else(|| {
-                Refusal::new(
-                    Reason::MalformedEvidence,
-                    format!("unknown PCR bank {:#x}", pcr.hash_alg),
-                )
-            })?;
-        values.insert(alg, pcr.index, pcr.digest.clone())?;
-    }
-    Ok(values)
-}
-
-/// Lexicographic (resetCount, restartCount, clock): a TPM reset may restart the clock, a
-/// restart within a reset may not lower the clock, and nothing may go backwards. A cleared
-/// TPM (TPM2_Clear zeroes the counters and the clock) looks exactly like a rollback; the
-/// refusal says how an operator accepts one (`garrison node reset`, a logged node-reset).
-fn check_monotonic(previous: &NodeState, v: &QuoteVerdict) -> Result<(), Refusal> {
-    let before = (previous.reset_count, previous.restart_count, previous.clock);
-    let now = (v.reset_count, v.restart_count, v.clock);
-    if now < before {
-        return Err(Refusal::new(
-            Reason::ClockRollback,
-            format!(
-                "(resetCount, restartCount, clock) went from {before:?} to {now:?}: a replayed \
-                 quote, a rolled-back TPM, or a TPM that was cleared. If an operator has \
-                 checked that this machine's TPM was cleared, accept it with `garrison node \
-                 reset --config <site.toml> --node {} --reason <why>` (logged as a \
-                 node-reset record); until then this node is refused.",
-                previous.node_id
-            ),
-        ));
-    }
-    Ok(())
+    let quote = quote.map(translate::quote);
+    garrison_appraisal::check_answer_sizes(&FIELD_LIMITS, quote.as_ref(), event_log, csr)
 }
 
 fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
@@ -1224,63 +929,4 @@ fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
 
 fn ca_refusal(err: CaError) -> Refusal {
     Refusal::new(Reason::of_ca_error(err.kind()), err.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use garrison_evidence::PcrSelection;
-
-    fn node(reset: u32, restart: u32, clock: u64) -> NodeState {
-        NodeState {
-            node_id: "n".into(),
-            ak_name: vec![],
-            spiffe_id: "spiffe://example.org/site/a/node/n".into(),
-            identity: "{}".into(),
-            reset_count: reset,
-            restart_count: restart,
-            clock,
-            current_serial: None,
-            updated: OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
-    fn quote(reset: u32, restart: u32, clock: u64) -> QuoteVerdict {
-        QuoteVerdict {
-            clock,
-            reset_count: reset,
-            restart_count: restart,
-            safe: true,
-            firmware_version: 0,
-            qualified_signer: vec![],
-            selection: PcrSelection::new(&[]).unwrap(),
-            pcr_digest_alg: HashAlg::Sha256,
-        }
-    }
-
-    #[test]
-    fn counters_and_clock_may_only_move_forward() {
-        let before = node(5, 2, 1_000);
-        // Same boot, later: fine. A TPM restart or reset may restart the clock.
-        assert!(check_monotonic(&before, &quote(5, 2, 1_000)).is_ok());
-        assert!(check_monotonic(&before, &quote(5, 2, 9_000)).is_ok());
-        assert!(check_monotonic(&before, &quote(5, 3, 10)).is_ok());
-        assert!(check_monotonic(&before, &quote(6, 0, 10)).is_ok());
-        // Anything that goes backwards is a replayed or forged quote, or a rolled-back TPM.
-        for (reset, restart, clock) in [(5, 2, 999), (5, 1, 5_000), (4, 9, 99_999)] {
-            let refusal = check_monotonic(&before, &quote(reset, restart, clock)).unwrap_err();
-            assert_eq!(
-                refusal.reason,
-                Reason::ClockRollback,
-                "{reset} {restart} {clock}"
-            );
-            assert!(
-                refusal
-                    .detail
-                    .contains("garrison node reset --config <site.toml> --node n "),
-                "the way out is named: {}",
-                refusal.detail
-            );
-        }
-    }
 }

@@ -1,8 +1,9 @@
 //! The site attestor: verifies TPM evidence, evaluates admission policy, issues X.509-SVIDs
 //! from the site CA and records every decision in the attestation log.
 //!
-//! The decision logic lives in [`Attestor`] (no gRPC types beyond the generated messages);
-//! [`service`] is the gRPC edge and [`server`] the start-up. It must never release a
+//! The decisions are `garrison-appraisal`'s; [`Attestor`] is the I/O around them (no gRPC
+//! types beyond the generated messages), [`service`] the gRPC edge and [`server`] the
+//! start-up. It must never release a
 //! certificate before its log record is durable, never tell a client more than a stable
 //! reason code about a refusal, never enable an insecure option by default, never store the
 //! bytes of a request whose sender proved nothing nor let such senders grow the log without
@@ -11,14 +12,11 @@
 
 mod attestor;
 pub mod audit_service;
-mod boot_cache;
 mod challenge;
 pub mod checkpoint;
 pub mod config;
-mod evidence_record;
 mod listener;
 pub mod node_admin;
-mod policy_input;
 mod policy_update;
 mod random;
 mod record_budget;
@@ -26,11 +24,12 @@ mod refusal;
 pub mod server;
 pub mod service;
 pub mod tls;
+mod translate;
 
 pub use attestor::{Attestor, AttestorParts, Clock, SystemClock};
 pub use config::{ConfigError, InsecureOptions, SiteConfig};
-pub use evidence_record::{EvidenceRecord, UnprovenRequest};
+pub use garrison_appraisal::{EvidenceRecord, UnprovenRequest};
 pub use policy_update::{PolicyFloorError, PolicyRefusal};
 pub use random::{RandomFailed, RandomSource};
 pub use record_budget::UNRECORDED_REFUSALS;
-pub use refusal::{REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Reason, Refusal};
+pub use refusal::{REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Reason, Refusal, RefusalStatus};

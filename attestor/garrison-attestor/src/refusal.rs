@@ -1,7 +1,10 @@
-//! Why a request was refused, as a stable reason code for the client and a detail for the
-//! log. This is the one place where refusals become gRPC statuses.
+//! The one place where refusals become gRPC statuses. What a refusal is, its stable reason
+//! codes and the mapping of verifier errors to them live in `garrison-appraisal`, beside the
+//! decisions that make them.
 
 use tonic::{Code, Status};
+
+pub use garrison_appraisal::{Reason, Refusal};
 
 /// The metadata key that carries the reason code on every refusal.
 pub const REASON_METADATA_KEY: &str = "garrison-reason";
@@ -11,197 +14,17 @@ pub const RETRY_AFTER_METADATA_KEY: &str = "retry-after-ms";
 /// The retry hint sent with `overloaded` refusals, milliseconds.
 pub const OVERLOAD_RETRY_AFTER_MS: u64 = 1000;
 
-/// A refused request. `code()` goes to the client; `detail` only to the attestation log
-/// and the server's own logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// What class of refusal this is.
-    pub reason: Reason,
-    /// Human-readable detail for operators and auditors (never sent to the client).
-    pub detail: String,
-}
-
-/// Refusal reasons. Codes are stable: never renamed once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reason {
-    /// A message or field was larger than the protocol allows, or missing.
-    MalformedRequest,
-    /// A TPM structure, certificate or log could not be parsed.
-    MalformedEvidence,
-    /// The EK certificate does not chain to a trusted manufacturer (or is not allow-listed).
-    EkTrust,
-    /// The EK certificate does not belong to the EK presented.
-    EkCertificateMismatch,
-    /// The EK's attributes are not those of an endorsement key.
-    EkAttributes,
-    /// The AK is not a restricted, TPM-bound signing key of an accepted algorithm.
-    AkAttributes,
-    /// No such challenge: never issued, already used (replay) or from another session.
-    ChallengeUnknown,
-    /// The challenge expired before it was answered.
-    ChallengeExpired,
-    /// The challenge belongs to another peer.
-    ChallengePeerMismatch,
-    /// The activated credential secret is wrong: the AK is not in the TPM of that EK.
-    CredentialActivation,
-    /// The quote's signature does not verify with the AK.
-    QuoteSignature,
-    /// The quote is not a TPM-generated quote structure.
-    AttestStructure,
-    /// The quote does not carry the nonce of this challenge.
-    Nonce,
-    /// The quote does not cover exactly the PCRs asked for.
-    PcrSelection,
-    /// The supplied PCR values do not give the quoted digest.
-    PcrDigest,
-    /// The TPM's reset/restart counters or clock went backwards for this node.
-    ClockRollback,
-    /// The event log does not replay to the quoted PCRs.
-    EventLogReplay,
-    /// The AK is not the one bound to this node at enrollment.
-    AkMismatch,
-    /// The certificate or node is revoked.
-    Revoked,
-    /// The presented SVID is not known to this site.
-    UnknownSvid,
-    /// Renewal without a client certificate.
-    ClientCertificateRequired,
-    /// The CSR is malformed, its signature fails or its key is unacceptable.
-    Csr,
-    /// Admission policy denied the request.
-    PolicyDeny,
-    /// Admission policy asked for an identity outside this site's scope.
-    PolicyScope,
-    /// Admission policy could not be evaluated (treated as a deny).
-    PolicyError,
-    /// The site CA cannot issue (expired, not yet valid).
-    CaUnavailable,
-    /// The attestation log could not record the decision, so nothing was issued.
-    LogUnavailable,
-    /// The random number generator failed, so no nonce, secret, challenge or certificate
-    /// could be made: nothing was issued.
-    RandomUnavailable,
-    /// Too many requests in flight: retry later.
-    Overloaded,
-}
-
-impl Reason {
-    /// The stable code sent to clients.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::MalformedRequest => "malformed-request",
-            Reason::MalformedEvidence => "malformed-evidence",
-            Reason::EkTrust => "ek-trust",
-            Reason::EkCertificateMismatch => "ek-certificate-mismatch",
-            Reason::EkAttributes => "ek-attributes",
-            Reason::AkAttributes => "ak-attributes",
-            Reason::ChallengeUnknown => "challenge-unknown",
-            Reason::ChallengeExpired => "challenge-expired",
-            Reason::ChallengePeerMismatch => "challenge-peer-mismatch",
-            Reason::CredentialActivation => "credential-activation",
-            Reason::QuoteSignature => "quote-signature",
-            Reason::AttestStructure => "attest-structure",
-            Reason::Nonce => "nonce",
-            Reason::PcrSelection => "pcr-selection",
-            Reason::PcrDigest => "pcr-digest",
-            Reason::ClockRollback => "clock-rollback",
-            Reason::EventLogReplay => "eventlog-replay",
-            Reason::AkMismatch => "ak-mismatch",
-            Reason::Revoked => "revoked",
-            Reason::UnknownSvid => "unknown-svid",
-            Reason::ClientCertificateRequired => "client-certificate-required",
-            Reason::Csr => "csr",
-            Reason::PolicyDeny => "policy-deny",
-            Reason::PolicyScope => "policy-scope",
-            Reason::PolicyError => "policy-error",
-            Reason::CaUnavailable => "ca-unavailable",
-            Reason::LogUnavailable => "log-unavailable",
-            Reason::RandomUnavailable => "random-unavailable",
-            Reason::Overloaded => "overloaded",
-        }
-    }
-
-    /// The gRPC status code for this reason.
-    fn grpc_code(self) -> Code {
-        match self {
-            Reason::MalformedRequest | Reason::MalformedEvidence | Reason::Csr => {
-                Code::InvalidArgument
-            }
-            Reason::ChallengeUnknown | Reason::ChallengeExpired | Reason::ChallengePeerMismatch => {
-                Code::FailedPrecondition
-            }
-            Reason::ClientCertificateRequired | Reason::UnknownSvid | Reason::Revoked => {
-                Code::Unauthenticated
-            }
-            Reason::EkTrust
-            | Reason::EkCertificateMismatch
-            | Reason::EkAttributes
-            | Reason::AkAttributes
-            | Reason::CredentialActivation
-            | Reason::QuoteSignature
-            | Reason::AttestStructure
-            | Reason::Nonce
-            | Reason::PcrSelection
-            | Reason::PcrDigest
-            | Reason::ClockRollback
-            | Reason::EventLogReplay
-            | Reason::AkMismatch
-            | Reason::PolicyDeny
-            | Reason::PolicyScope
-            | Reason::PolicyError => Code::PermissionDenied,
-            Reason::CaUnavailable | Reason::LogUnavailable | Reason::RandomUnavailable => {
-                Code::Unavailable
-            }
-            Reason::Overloaded => Code::ResourceExhausted,
-        }
-    }
-
-    /// The reason for a failed evidence check: by type, every check named (a new check
-    /// does not compile until it is placed here).
-    pub fn of_check(check: garrison_evidence::Check) -> Reason {
-        use garrison_evidence::Check as C;
-        match check {
-            C::MalformedEvidence | C::MakeCredential => Reason::MalformedEvidence,
-            C::AttestStructure => Reason::AttestStructure,
-            C::QuoteSignature => Reason::QuoteSignature,
-            C::AkAttributes => Reason::AkAttributes,
-            C::EkAttributes => Reason::EkAttributes,
-            C::EkTrust => Reason::EkTrust,
-            C::EkCertificateMismatch => Reason::EkCertificateMismatch,
-            C::CredentialActivation => Reason::CredentialActivation,
-            C::Nonce => Reason::Nonce,
-            C::PcrSelection => Reason::PcrSelection,
-            C::PcrDigest => Reason::PcrDigest,
-        }
-    }
-
-    /// The reason for a CA error, by whose fault it is ([`garrison_ca::CaErrorKind`]).
-    pub fn of_ca_error(kind: garrison_ca::CaErrorKind) -> Reason {
-        use garrison_ca::CaErrorKind as K;
-        match kind {
-            K::Csr => Reason::Csr,
-            K::Scope => Reason::PolicyScope,
-            K::Random => Reason::RandomUnavailable,
-            K::Issuer => Reason::CaUnavailable,
-        }
-    }
-}
-
-impl Refusal {
-    /// A refusal with its detail.
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Refusal {
-            reason,
-            detail: detail.into(),
-        }
-    }
-
+/// A refusal as the client sees it.
+pub trait RefusalStatus {
     /// The gRPC status: reason code in the message and in `garrison-reason` metadata, no
     /// detail (which might help an attacker tune forged evidence).
-    pub fn to_status(&self) -> Status {
+    fn to_status(&self) -> Status;
+}
+
+impl RefusalStatus for Refusal {
+    fn to_status(&self) -> Status {
         let code = self.reason.code();
-        let mut status = Status::new(self.reason.grpc_code(), format!("refused: {code}"));
+        let mut status = Status::new(grpc_code(self.reason), format!("refused: {code}"));
         if let Ok(value) = code.parse() {
             status.metadata_mut().insert(REASON_METADATA_KEY, value);
         }
@@ -216,15 +39,37 @@ impl Refusal {
     }
 }
 
-impl From<garrison_evidence::EvidenceError> for Refusal {
-    fn from(err: garrison_evidence::EvidenceError) -> Self {
-        // A failed random draw is the attestor's fault, not the evidence's: its check name
-        // (`make-credential`) would otherwise read as malformed evidence.
-        let reason = match err {
-            garrison_evidence::EvidenceError::Randomness => Reason::RandomUnavailable,
-            _ => Reason::of_check(err.check_kind()),
-        };
-        Refusal::new(reason, err.to_string())
+/// The gRPC status code for a reason: every reason named (a new one does not compile until
+/// it is placed here).
+fn grpc_code(reason: Reason) -> Code {
+    match reason {
+        Reason::MalformedRequest | Reason::MalformedEvidence | Reason::Csr => Code::InvalidArgument,
+        Reason::ChallengeUnknown | Reason::ChallengeExpired | Reason::ChallengePeerMismatch => {
+            Code::FailedPrecondition
+        }
+        Reason::ClientCertificateRequired | Reason::UnknownSvid | Reason::Revoked => {
+            Code::Unauthenticated
+        }
+        Reason::EkTrust
+        | Reason::EkCertificateMismatch
+        | Reason::EkAttributes
+        | Reason::AkAttributes
+        | Reason::CredentialActivation
+        | Reason::QuoteSignature
+        | Reason::AttestStructure
+        | Reason::Nonce
+        | Reason::PcrSelection
+        | Reason::PcrDigest
+        | Reason::ClockRollback
+        | Reason::EventLogReplay
+        | Reason::AkMismatch
+        | Reason::PolicyDeny
+        | Reason::PolicyScope
+        | Reason::PolicyError => Code::PermissionDenied,
+        Reason::CaUnavailable | Reason::LogUnavailable | Reason::RandomUnavailable => {
+            Code::Unavailable
+        }
+        Reason::Overloaded => Code::ResourceExhausted,
     }
 }
 
@@ -250,136 +95,48 @@ mod tests {
         );
     }
 
-    /// Every reason with its code and gRPC status. This matches without a wildcard, so a new
-    /// variant does not compile until it is added here (and then to `ALL`).
-    fn expected(reason: Reason) -> (&'static str, Code) {
-        match reason {
-            Reason::MalformedRequest => ("malformed-request", Code::InvalidArgument),
-            Reason::MalformedEvidence => ("malformed-evidence", Code::InvalidArgument),
-            Reason::EkTrust => ("ek-trust", Code::PermissionDenied),
-            Reason::EkCertificateMismatch => ("ek-certificate-mismatch", Code::PermissionDenied),
-            Reason::EkAttributes => ("ek-attributes", Code::PermissionDenied),
-            Reason::AkAttributes => ("ak-attributes", Code::PermissionDenied),
-            Reason::ChallengeUnknown => ("challenge-unknown", Code::FailedPrecondition),
-            Reason::ChallengeExpired => ("challenge-expired", Code::FailedPrecondition),
-            Reason::ChallengePeerMismatch => ("challenge-peer-mismatch", Code::FailedPrecondition),
-            Reason::CredentialActivation => ("credential-activation", Code::PermissionDenied),
-            Reason::QuoteSignature => ("quote-signature", Code::PermissionDenied),
-            Reason::AttestStructure => ("attest-structure", Code::PermissionDenied),
-            Reason::Nonce => ("nonce", Code::PermissionDenied),
-            Reason::PcrSelection => ("pcr-selection", Code::PermissionDenied),
-            Reason::PcrDigest => ("pcr-digest", Code::PermissionDenied),
-            Reason::ClockRollback => ("clock-rollback", Code::PermissionDenied),
-            Reason::EventLogReplay => ("eventlog-replay", Code::PermissionDenied),
-            Reason::AkMismatch => ("ak-mismatch", Code::PermissionDenied),
-            Reason::Revoked => ("revoked", Code::Unauthenticated),
-            Reason::UnknownSvid => ("unknown-svid", Code::Unauthenticated),
-            Reason::ClientCertificateRequired => {
-                ("client-certificate-required", Code::Unauthenticated)
-            }
-            Reason::Csr => ("csr", Code::InvalidArgument),
-            Reason::PolicyDeny => ("policy-deny", Code::PermissionDenied),
-            Reason::PolicyScope => ("policy-scope", Code::PermissionDenied),
-            Reason::PolicyError => ("policy-error", Code::PermissionDenied),
-            Reason::CaUnavailable => ("ca-unavailable", Code::Unavailable),
-            Reason::LogUnavailable => ("log-unavailable", Code::Unavailable),
-            Reason::RandomUnavailable => ("random-unavailable", Code::Unavailable),
-            Reason::Overloaded => ("overloaded", Code::ResourceExhausted),
-        }
-    }
-
-    const ALL: [Reason; 29] = [
-        Reason::MalformedRequest,
-        Reason::MalformedEvidence,
-        Reason::EkTrust,
-        Reason::EkCertificateMismatch,
-        Reason::EkAttributes,
-        Reason::AkAttributes,
-        Reason::ChallengeUnknown,
-        Reason::ChallengeExpired,
-        Reason::ChallengePeerMismatch,
-        Reason::CredentialActivation,
-        Reason::QuoteSignature,
-        Reason::AttestStructure,
-        Reason::Nonce,
-        Reason::PcrSelection,
-        Reason::PcrDigest,
-        Reason::ClockRollback,
-        Reason::EventLogReplay,
-        Reason::AkMismatch,
-        Reason::Revoked,
-        Reason::UnknownSvid,
-        Reason::ClientCertificateRequired,
-        Reason::Csr,
-        Reason::PolicyDeny,
-        Reason::PolicyScope,
-        Reason::PolicyError,
-        Reason::CaUnavailable,
-        Reason::LogUnavailable,
-        Reason::RandomUnavailable,
-        Reason::Overloaded,
+    /// Every reason's gRPC status, by code: one entry per reason, in `Reason::ALL`'s order.
+    const EXPECTED: [(&str, Code); 29] = [
+        ("malformed-request", Code::InvalidArgument),
+        ("malformed-evidence", Code::InvalidArgument),
+        ("ek-trust", Code::PermissionDenied),
+        ("ek-certificate-mismatch", Code::PermissionDenied),
+        ("ek-attributes", Code::PermissionDenied),
+        ("ak-attributes", Code::PermissionDenied),
+        ("challenge-unknown", Code::FailedPrecondition),
+        ("challenge-expired", Code::FailedPrecondition),
+        ("challenge-peer-mismatch", Code::FailedPrecondition),
+        ("credential-activation", Code::PermissionDenied),
+        ("quote-signature", Code::PermissionDenied),
+        ("attest-structure", Code::PermissionDenied),
+        ("nonce", Code::PermissionDenied),
+        ("pcr-selection", Code::PermissionDenied),
+        ("pcr-digest", Code::PermissionDenied),
+        ("clock-rollback", Code::PermissionDenied),
+        ("eventlog-replay", Code::PermissionDenied),
+        ("ak-mismatch", Code::PermissionDenied),
+        ("revoked", Code::Unauthenticated),
+        ("unknown-svid", Code::Unauthenticated),
+        ("client-certificate-required", Code::Unauthenticated),
+        ("csr", Code::InvalidArgument),
+        ("policy-deny", Code::PermissionDenied),
+        ("policy-scope", Code::PermissionDenied),
+        ("policy-error", Code::PermissionDenied),
+        ("ca-unavailable", Code::Unavailable),
+        ("log-unavailable", Code::Unavailable),
+        ("random-unavailable", Code::Unavailable),
+        ("overloaded", Code::ResourceExhausted),
     ];
 
     #[test]
-    fn every_reason_has_its_code_and_status() {
-        let mut codes = std::collections::BTreeSet::new();
-        for reason in ALL {
-            let (code, grpc) = expected(reason);
-            assert_eq!(reason.code(), code);
-            assert!(codes.insert(code), "{code} used twice");
+    fn every_reason_has_its_status() {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        let expected: Vec<&str> = EXPECTED.iter().map(|(code, _)| *code).collect();
+        assert_eq!(codes, expected, "every reason, in order, and no other");
+        for (reason, (code, grpc)) in Reason::ALL.into_iter().zip(EXPECTED) {
             let status = Refusal::new(reason, "detail").to_status();
             assert_eq!(status.code(), grpc, "{code}");
             assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), code);
         }
-    }
-
-    #[test]
-    fn a_failed_random_draw_is_unavailable_not_malformed_evidence() {
-        let refusal = Refusal::from(garrison_evidence::EvidenceError::Randomness);
-        assert_eq!(refusal.reason, Reason::RandomUnavailable);
-        assert_eq!(refusal.to_status().code(), Code::Unavailable);
-    }
-
-    #[test]
-    fn every_evidence_check_maps_to_its_reason() {
-        use garrison_evidence::Check;
-        for check in Check::ALL {
-            let reason = Reason::of_check(check);
-            match check {
-                // Making the credential fails on the EK the node sent (its key cannot take a
-                // seed); a failed random draw is mapped by variant, tested above.
-                Check::MakeCredential => assert_eq!(reason, Reason::MalformedEvidence),
-                // Every other check has a reason code of the same name.
-                _ => assert_eq!(reason.code(), check.as_str(), "{check:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn every_ca_error_kind_maps_to_its_reason() {
-        use garrison_ca::CaErrorKind;
-        let mapped: Vec<(CaErrorKind, &str)> = CaErrorKind::ALL
-            .into_iter()
-            .map(|kind| (kind, Reason::of_ca_error(kind).code()))
-            .collect();
-        assert_eq!(
-            mapped,
-            [
-                (CaErrorKind::Csr, "csr"),
-                (CaErrorKind::Scope, "policy-scope"),
-                (CaErrorKind::Random, "random-unavailable"),
-                (CaErrorKind::Issuer, "ca-unavailable"),
-            ]
-        );
-        // Examples of each kind, by variant.
-        let csr = garrison_ca::CaError::CsrSignatureInvalid;
-        assert_eq!(Reason::of_ca_error(csr.kind()), Reason::Csr);
-        let random = garrison_ca::CaError::Random;
-        assert_eq!(
-            Reason::of_ca_error(random.kind()),
-            Reason::RandomUnavailable
-        );
-        let issuer = garrison_ca::CaError::EmptyBundle;
-        assert_eq!(Reason::of_ca_error(issuer.kind()), Reason::CaUnavailable);
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::attestor::Attestor;
-use crate::refusal::{Reason, Refusal};
+use crate::refusal::{Reason, Refusal, RefusalStatus};
 
 /// A bound on requests being worked on at once. Beyond it requests are shed at once with
 /// `overloaded` (RESOURCE_EXHAUSTED and a retry hint) instead of queueing without limit, so

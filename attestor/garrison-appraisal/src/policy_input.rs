@@ -1,4 +1,4 @@
-//! The attestor's policy input: the facts it verified, handed to `garrison-policy`'s one
+//! The policy input of an appraisal: the facts it verified, handed to `garrison-policy`'s one
 //! producer ([`PolicyInput`], [`TpmFacts::from_evidence`], [`SiteFacts::without_hub`]).
 //! Nothing is formatted here, so the attestor's inputs cannot drift from the golden
 //! generator's and the case files' (a test below holds them to the published schema).
@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use garrison_ca::SpiffeId;
-use garrison_evidence::{AkIdentity, QuoteVerdict};
-use garrison_log::NodeState;
+use garrison_evidence::{AkIdentity, EkIdentity, QuoteVerdict};
 use garrison_policy::{
     EkFacts, NodeFacts, PolicyError, PolicyInput, PreviousDecision, RequestFacts, SiteFacts,
     TpmFacts,
 };
 use serde_json::Value as Json;
 
+use crate::node::NodeHistory;
 use crate::refusal::{Reason, Refusal};
 
 /// `input` (without `boot` and `pcrs`, which come converted from the boot cache).
@@ -38,13 +38,13 @@ pub(crate) fn build(
 
 /// The EK facts kept with `node` at enrollment. Facts that do not decode stop the renewal:
 /// policy never decides on made-up facts.
-pub(crate) fn stored_ek_facts(node: &NodeState) -> Result<EkFacts, Refusal> {
+pub(crate) fn stored_ek_facts(node: &NodeHistory) -> Result<EkFacts, Refusal> {
     EkFacts::from_stored(&node.identity).map_err(policy_refusal)
 }
 
 /// The decision that admitted `node`'s current SVID: an allow (nothing else issues one),
 /// with the path it gave and when. Its bundle digest is in the log record, not the node.
-pub(crate) fn previous_decision(node: &NodeState) -> Result<PreviousDecision, Refusal> {
+pub(crate) fn previous_decision(node: &NodeHistory) -> Result<PreviousDecision, Refusal> {
     let id = SpiffeId::parse(&node.spiffe_id).map_err(|e| {
         Refusal::new(
             Reason::PolicyError,
@@ -57,6 +57,23 @@ pub(crate) fn previous_decision(node: &NodeState) -> Result<PreviousDecision, Re
         bundle_digest: None,
         time: Some(node.updated),
     })
+}
+
+/// What enrollment established about the TPM's identity, kept with the node so that every
+/// renewal's policy input carries the same facts (the EK certificate is not sent again).
+/// It is `garrison_policy::EkFacts` (what renewals read back with `EkFacts::from_stored`)
+/// plus, for auditors, how the EK was trusted.
+/// A facts value that does not encode refuses the enrollment: nothing is stored in its place.
+pub(crate) fn identity_facts(ek: &EkIdentity) -> Result<Json, Refusal> {
+    let mut facts = serde_json::to_value(EkFacts::from(ek))
+        .map_err(|e| Refusal::new(Reason::PolicyError, format!("EK facts do not encode: {e}")))?;
+    if let Json::Object(fields) = &mut facts {
+        fields.insert(
+            "trust_basis".to_owned(),
+            Json::String(format!("{:?}", ek.basis)),
+        );
+    }
+    Ok(facts)
 }
 
 /// The checker of `policy/input.schema.json` that garrison-policy's tests use: one checker
@@ -83,7 +100,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::boot_cache;
+    use crate::boot as boot_cache;
 
     macro_rules! tpm2tools {
         ($file:literal) => {
@@ -103,9 +120,9 @@ mod tests {
     /// Real evidence of one enrollment: swtpm's EK through its local CA, an ECC AK and its
     /// verified quote (attestor/garrison-evidence/testdata/tpm2tools).
     fn evidence() -> (garrison_evidence::EkIdentity, AkIdentity, QuoteVerdict) {
-        let (_, intermediate) =
-            x509_parser::pem::parse_x509_pem(tpm2tools!("swtpm-localca-intermediate.pem")).unwrap();
-        let intermediate = intermediate.contents;
+        let intermediate = pem::parse(tpm2tools!("swtpm-localca-intermediate.pem"))
+            .unwrap()
+            .into_contents();
         let roots = ManufacturerRoots::from_pem_or_der(&[(
             "root.pem",
             tpm2tools!("swtpm-localca-root.pem").as_slice(),
@@ -159,9 +176,9 @@ mod tests {
         input
     }
 
-    /// What `Attestor::complete_checked` stores with the node at enrollment.
+    /// What an enrollment stores with the node.
     fn identity_facts_as_stored(ek: &garrison_evidence::EkIdentity) -> String {
-        crate::attestor::identity_facts(ek).unwrap().to_string()
+        identity_facts(ek).unwrap().to_string()
     }
 
     #[test]
@@ -210,7 +227,7 @@ mod tests {
     #[test]
     fn renewal_facts_come_from_the_node_state_or_the_renewal_stops() {
         let (ek, _, _) = evidence();
-        let mut node = NodeState {
+        let mut node = NodeHistory {
             node_id: ek.ek_hash.clone(),
             ak_name: vec![],
             spiffe_id: "spiffe://example.org/site/site-a/node/2f0c".into(),

@@ -7,7 +7,9 @@
 //! PCR values), so after the first node the attestor only hashes the log. The key is a SHA-256
 //! over both inputs, so a cached result is only ever reused for exactly the bytes it was
 //! computed from. Refusals (a log that does not parse or does not replay) are never cached.
-//! The cache is bounded: at most `capacity` entries, oldest evicted first.
+//! The cache is bounded: at most `capacity` entries, oldest evicted first. It is memoisation
+//! only (a result is the same with or without it); a caller without one, such as an
+//! auditor's replay, passes [`BootCache::none`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,13 +29,14 @@ const MAX_SECTION_BYTES: usize = 1024 * 1024;
 
 /// The appraisal of one event log against one set of quoted PCR values.
 #[derive(Debug)]
-pub(crate) struct AppraisedBoot {
+pub struct AppraisedBoot {
     /// `input.boot`: the claims of the PCRs that replayed.
     pub boot: InputSection,
     /// `input.pcrs`: `{bank: {index: hex}}` of the quoted values.
     pub pcrs: InputSection,
     /// Set once a committed log record carried the log's bytes: later records need only
-    /// refer to them by digest.
+    /// refer to them by digest. The host's bookkeeping, kept here so that it lives exactly as
+    /// long as the cached appraisal; nothing in this crate reads it.
     log_stored: AtomicBool,
 }
 
@@ -50,7 +53,7 @@ impl AppraisedBoot {
 }
 
 /// Bounded map from (log digest, PCR values) to their appraisal.
-pub(crate) struct BootCache {
+pub struct BootCache {
     capacity: usize,
     inner: Mutex<Entries>,
 }
@@ -70,6 +73,11 @@ impl BootCache {
             capacity,
             inner: Mutex::new(Entries::default()),
         }
+    }
+
+    /// No cache: every appraisal is computed.
+    pub fn none() -> Self {
+        Self::new(0)
     }
 
     /// The appraisal of `event_log` against `pcrs`: from the cache, or computed (and cached
@@ -135,7 +143,7 @@ impl BootCache {
 }
 
 /// SHA-256 of `bytes` (an event log's digest: its cache key part and its evidence key).
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, bytes).as_ref());
     out
