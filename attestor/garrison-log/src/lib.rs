@@ -8,6 +8,22 @@
 //! current certificate serial). Storage is SQLite (WAL, `synchronous=FULL`) at sites and
 //! PostgreSQL at the hub, through one sqlx `Any` code path.
 //!
+//! # Origins and the Merkle tree
+//!
+//! A database holds one or more logs, each named by its origin
+//! (`garrison.<trust-domain>/site/<site>`, [`LogConfig::origin`]); a handle appends to and
+//! reads one of them (`origin.rs`). Over each log's records the writer keeps an RFC 6962 /
+//! RFC 9162 Merkle tree as the `tlog_tiles` crate's stored hashes, in the same transaction as
+//! the records (`tree.rs`): [`AttestationLog::tree_root`], [`AttestationLog::inclusion_proof`]
+//! and [`AttestationLog::consistency_proof`] read O(log n) hashes. Signed checkpoints of the
+//! tree and the certificates of the key that signs them are kept beside the records
+//! ([`AttestationLog::store_checkpoint`], [`AttestationLog::add_log_key_certificate`]); the
+//! signing itself is the attestor's (`garrison-transparency` holds the formats). A database
+//! from before origins upgrades in place: migration 0002, then the first open with an origin
+//! claims the old log and builds its tree from recomputed leaves (`tree_build.rs`).
+//! [`AttestationLog::open_read_only`] is the auditor's open (no migration, no writer), and
+//! [`AttestationLog::export_sqlite`] writes one log into a self-contained SQLite archive.
+//!
 //! # Group commit
 //!
 //! A single writer task owns all writes; [`AttestationLog::append`] queues its entry on a
@@ -34,7 +50,9 @@
 //! * Acknowledge an append before its transaction has committed, or acknowledge part of a
 //!   batch: a failed batch fails every one of its waiters.
 //! * Leave a gap or a reordering in the sequence numbers, or rewrite a stored record (the
-//!   schema rejects UPDATE and DELETE on `records`).
+//!   schema rejects UPDATE and DELETE on `records`, `tree_hashes` and `checkpoints`).
+//! * Commit records without the tree hashes that cover them, or keep a checkpoint whose
+//!   root is not the log's own root at its size.
 //! * Let node state run ahead of or behind the record that changed it.
 //! * Read the clock: every time comes from the caller.
 //!
