@@ -31,12 +31,12 @@ ALTER TABLE revocations ADD FOREIGN KEY (log_id, sequence) REFERENCES records (l
 
 DROP INDEX records_node_id, records_time, records_kind, records_spiffe_id, records_policy_digest,
     records_cert_serial;
-CREATE INDEX records_node_id ON records (log_id, node_id);
+CREATE INDEX records_node_id ON records (log_id, node_id, sequence);
 CREATE INDEX records_time ON records (log_id, time_us);
-CREATE INDEX records_kind ON records (log_id, kind);
-CREATE INDEX records_spiffe_id ON records (log_id, spiffe_id);
-CREATE INDEX records_policy_digest ON records (log_id, policy_digest);
-CREATE INDEX records_cert_serial ON records (log_id, cert_serial);
+CREATE INDEX records_kind ON records (log_id, kind, sequence);
+CREATE INDEX records_spiffe_id ON records (log_id, spiffe_id, sequence);
+CREATE INDEX records_policy_digest ON records (log_id, policy_digest, sequence);
+CREATE INDEX records_cert_serial ON records (log_id, cert_serial, sequence);
 
 CREATE TABLE tree_hashes (
     log_id BIGINT NOT NULL REFERENCES logs (id),

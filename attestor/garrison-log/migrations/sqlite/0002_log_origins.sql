@@ -86,12 +86,14 @@ ALTER TABLE records_v2 RENAME TO records;
 ALTER TABLE nodes_v2 RENAME TO nodes;
 ALTER TABLE revocations_v2 RENAME TO revocations;
 
-CREATE INDEX records_node_id ON records (log_id, node_id);
+-- (log, key, sequence): a query by key returns its records in sequence order straight from
+-- the index, so the planner never prefers walking the whole log in primary-key order.
+CREATE INDEX records_node_id ON records (log_id, node_id, sequence);
 CREATE INDEX records_time ON records (log_id, time_us);
-CREATE INDEX records_kind ON records (log_id, kind);
-CREATE INDEX records_spiffe_id ON records (log_id, spiffe_id);
-CREATE INDEX records_policy_digest ON records (log_id, policy_digest);
-CREATE INDEX records_cert_serial ON records (log_id, cert_serial);
+CREATE INDEX records_kind ON records (log_id, kind, sequence);
+CREATE INDEX records_spiffe_id ON records (log_id, spiffe_id, sequence);
+CREATE INDEX records_policy_digest ON records (log_id, policy_digest, sequence);
+CREATE INDEX records_cert_serial ON records (log_id, cert_serial, sequence);
 CREATE INDEX nodes_current_serial ON nodes (current_serial);
 CREATE INDEX revocations_serial ON revocations (serial);
 CREATE INDEX revocations_node_id ON revocations (node_id);
