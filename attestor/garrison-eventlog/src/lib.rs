@@ -24,12 +24,8 @@
 //!   it lands in a claim or in `unverifiable`. The rule per PCR is written down in [`claims`].
 //!
 //! # Performance
-//! Parsing and replaying the 112-event `tpm2tools-event-gce-ubuntu-2104-log.bin` in all
-//! three banks (SHA-1, SHA-256, SHA-384) takes about 131 µs on this project's 2-core VM
-//! (target ≤ 150 µs; 187 µs when measured while a fuzzer shared the core), measured with
-//! `taskset -c 0 cargo bench -p garrison-eventlog --bench replay -- --quick`.
-//! Parsing alone is 26 µs; the rest is hashing (≈1.4 µs per event for one extend in each of
-//! the three banks), so replay cost is bounded by the PCR extends themselves.
+//! `benches/replay.rs` measures parsing and replaying a real 112-event log in three banks;
+//! the figures are in `docs/performance.md` ("Per-crate benchmarks").
 #![forbid(unsafe_code)]
 
 pub mod alg;

@@ -27,17 +27,7 @@
 //! a full [`verify_quote`] (ECC P-256 AK, 8 SHA-256 PCRs, parsing included) with one bare
 //! ring ECDSA P-256/SHA-256 verification, in the same run: see the figures below.
 //!
-//! Measured 2026-11-21 on the shared 2-vCPU build VM (other jobs running, so absolute
-//! figures swing by ±50 % between runs; the ratio within one run is what counts):
-//!
-//! | run | bare ring ECDSA P-256 verify | `verify_quote` (P-256, 8 PCRs) | ratio |
-//! |---|---|---|---|
-//! | `--quick` | 63.6 µs | 62.1 µs | 0.98 |
-//! | `--warm-up-time 1 --measurement-time 5` | 67.5 µs | 74.4 µs | 1.10 |
-//!
-//! Target ≤ 1.3×: met. Everything besides the one ECDSA verification (TPMT_SIGNATURE and
-//! TPMS_ATTEST parsing, SHA-256 over 8 PCRs, comparisons) is a few µs; the AK's ring key
-//! material is prepared once by [`check_ak`].
+//! The figures are in `docs/performance.md` ("Per-crate benchmarks").
 //!
 //! # Wire formats at the agent boundary
 //!

@@ -20,13 +20,8 @@
 //!   what its role allows; role identities (`/site/<s>/attestor`) are never issued as node
 //!   SVIDs ([`scope`] has the whole containment rule, which verifiers enforce too).
 //!
-//! Performance (`taskset -c 0 cargo bench -p garrison-ca --bench issue_svid`, one run on the
-//! shared 2-core VM while other builds ran): verify CSR + issue a P-256 SVID 113 µs
-//! (≈ 8,900 leaves/s); in the same run one ring ECDSA P-256 verify took 84 µs and one sign
-//! 28 µs. Issuance is those two mandatory operations (112 µs) plus about 1 %: the CA adds
-//! almost nothing of its own. On an idle core ring's figures are 58 + 19 µs, which puts
-//! issuance near 78 µs (≈ 12,800/s), but that absolute figure was not measured here: the
-//! ≥ 10,000/s target is met only if the machine is that fast.
+//! Performance: `benches/issue_svid.rs`; the figures are in `docs/performance.md` ("Per-crate
+//! benchmarks").
 #![forbid(unsafe_code)]
 
 mod authority;
