@@ -233,3 +233,137 @@ fn write_new_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use garrison_ca::{CaRole, IntermediateParams, KeyAlgorithm, PathLen, RootParams, TrustDomain};
+    use garrison_log::{Decision, LogConfig, NewEntry, Record, RecordKind};
+    use ring::rand::SystemRandom;
+    use time::Duration;
+
+    use super::*;
+
+    fn site_ca(now: OffsetDateTime) -> Authority {
+        let rng = SystemRandom::new();
+        let root = Authority::from_issued(
+            Authority::new_root(
+                &RootParams {
+                    trust_domain: TrustDomain::new("example.org").unwrap(),
+                    name: "root".into(),
+                    ttl: Duration::days(10),
+                    path_len: 2,
+                    key_algorithm: KeyAlgorithm::EcdsaP256,
+                },
+                now,
+                &rng,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let site = root
+            .issue_intermediate(
+                IntermediateParams {
+                    name: "s1".into(),
+                    role: CaRole::Site("s1".into()),
+                    ttl: Duration::days(5),
+                    path_len: PathLen::OneBelowIssuer,
+                    subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                },
+                now,
+                &rng,
+            )
+            .unwrap();
+        Authority::from_issued(site).unwrap()
+    }
+
+    async fn log(dir: &Path) -> AttestationLog {
+        AttestationLog::open(&LogConfig {
+            url: format!("sqlite://{}", dir.join("log.db").display()),
+            origin: Some("garrison.example.org/site/s1".into()),
+            max_batch: 4,
+            max_connections: 2,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn record(now: OffsetDateTime) -> NewEntry {
+        NewEntry {
+            record: Record {
+                time: now,
+                site: "s1".into(),
+                kind: RecordKind::Reject,
+                node_id: None,
+                spiffe_id: None,
+                decision: Decision::Deny,
+                reasons: vec!["test".into()],
+                policy_digest: None,
+                evidence_digest: None,
+                cert_serial: None,
+                cert_not_after: None,
+            },
+            evidence: None,
+            node_update: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_is_created_private_kept_and_signs_only_new_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ca = site_ca(now);
+        let key_path = dir.path().join("log-key.pem");
+        let log = log(dir.path()).await;
+        let rng = SystemRandom::new();
+        let signer = CheckpointSigner::start(log.clone(), &key_path, &ca, now, &rng)
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let first = signer
+            .sign(now)
+            .await
+            .unwrap()
+            .expect("a checkpoint of the empty tree");
+        assert_eq!(first.size, 0);
+        assert!(
+            signer.sign(now).await.unwrap().is_none(),
+            "nothing new, nothing signed"
+        );
+        log.append(record(now)).await.unwrap();
+        let second = signer
+            .sign(now)
+            .await
+            .unwrap()
+            .expect("a checkpoint of the new record");
+        assert_eq!(second.size, 1);
+        // Restarted: the same key, certified again.
+        let again = CheckpointSigner::start(log.clone(), &key_path, &ca, now, &rng)
+            .await
+            .unwrap();
+        assert_eq!(again.verifier_key(), signer.verifier_key());
+        assert_eq!(log.log_key_certificates().await.unwrap().len(), 2);
+        assert_eq!(log.checkpoints().await.unwrap().len(), 2);
+        // A damaged key file stops the start; it is never replaced by a new key.
+        std::fs::write(
+            &key_path,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let refused = CheckpointSigner::start(log.clone(), &key_path, &ca, now, &rng).await;
+        assert!(
+            matches!(refused, Err(CheckpointError::Key { .. })),
+            "{refused:?}"
+        );
+        assert!(std::fs::read_to_string(&key_path).unwrap().contains("AAAA"));
+        log.close().await;
+    }
+}
