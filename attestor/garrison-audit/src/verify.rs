@@ -130,6 +130,8 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     let mut tree = Frontier::default();
     let mut pending = checkpoints.iter().peekable();
     let mut last_good = 0u64;
+    // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
+    check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
     let mut after = None;
     loop {
         let page = log.records_after(after, PAGE).await?;
@@ -181,10 +183,9 @@ fn check_roots<'a>(
     report: &mut VerifyReport,
     last_good: &mut u64,
 ) -> Result<(), AuditError> {
+    // Called after every record, so no checkpoint is ever passed over: the first one whose
+    // size is the tree's is compared now.
     while let Some(checkpoint) = pending.next_if(|c| c.size <= tree.size) {
-        if checkpoint.size < tree.size {
-            continue;
-        }
         if tree.root()? == checkpoint.root {
             report.checkpoints_verified += 1;
             report.verified_size = report.verified_size.max(checkpoint.size);
