@@ -552,8 +552,10 @@ impl<S: LogSource> Replay<'_, S> {
         &self,
         record: &Record,
     ) -> Result<Result<EvidenceRecord, (Unreplayable, String)>, AuditError> {
+        let refused = record.reasons.first().map(String::as_str).unwrap_or("-");
         let Some(digest) = &record.evidence_digest else {
-            return Ok(Err((Unreplayable::NoEvidence, String::new())));
+            let detail = format!("no evidence kept ({refused})");
+            return Ok(Err((Unreplayable::NoEvidence, detail)));
         };
         let Some(bytes) = self.source.evidence(digest).await? else {
             return Ok(Err((
@@ -563,9 +565,12 @@ impl<S: LogSource> Replay<'_, S> {
         };
         Ok(match EvidenceRecord::decode(&bytes) {
             Ok(evidence) => Ok(evidence),
-            Err(_) if UnprovenRequest::decode(&bytes).is_ok() => {
-                Err((Unreplayable::UnprovenRequest, String::new()))
-            }
+            Err(_) if UnprovenRequest::decode(&bytes).is_ok() => Err((
+                Unreplayable::UnprovenRequest,
+                format!(
+                    "refused ({refused}) before the sender proved anything: only a digest is kept"
+                ),
+            )),
             Err(e) => Err((Unreplayable::EvidenceUndecodable, e.to_string())),
         })
     }
