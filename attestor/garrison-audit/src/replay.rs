@@ -40,8 +40,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use garrison_appraisal::{
-    Appraisal, BootCache, Enrollment, EvidenceRecord, FieldLimits, NodeHistory, Reason, SiteRules,
-    Stage, UnprovenRequest, appraise_enrollment, appraise_renewal, check_ak, pcr_values,
+    Answer, Appraisal, BootCache, Enrollment, EvidenceRecord, FieldLimits, NodeHistory, Reason,
+    SiteRules, Stage, UnprovenRequest, appraise_enrollment, appraise_renewal, check_ak, pcr_values,
 };
 use garrison_ca::TrustDomain;
 use garrison_evidence::AkPolicy;
@@ -105,12 +105,17 @@ impl ReplayOptions {
     fn selects(&self, record: &Record) -> bool {
         self.since.is_none_or(|t| record.time >= t)
             && self.until.is_none_or(|t| record.time < t)
-            && self.node.as_ref().is_none_or(|n| {
-                record
-                    .node_id
-                    .as_ref()
-                    .is_some_and(|id| id.eq_ignore_ascii_case(n))
-            })
+            && self.names_node(record)
+    }
+
+    /// Whether the record is of the node asked for (any node if none was).
+    fn names_node(&self, record: &Record) -> bool {
+        self.node.as_ref().is_none_or(|n| {
+            record
+                .node_id
+                .as_ref()
+                .is_some_and(|id| id.eq_ignore_ascii_case(n))
+        })
     }
 }
 
@@ -525,13 +530,7 @@ impl<S: LogSource> Replay<'_, S> {
                 Ok(None)
             }
             RecordKind::Enroll | RecordKind::Renew | RecordKind::Reject => {
-                let wanted = self.options.node.as_ref().is_none_or(|n| {
-                    record
-                        .node_id
-                        .as_ref()
-                        .is_some_and(|id| id.eq_ignore_ascii_case(n))
-                });
-                if !wanted {
+                if !self.options.names_node(record) {
                     return Ok(None);
                 }
                 let evidence = self.evidence(record).await?;
@@ -646,6 +645,8 @@ impl<S: LogSource> Replay<'_, S> {
         }))
     }
 
+    /// The renewal or enrollment decision over the stored answer, with the node's rebuilt
+    /// history.
     fn appraise(
         &self,
         record: &Record,
@@ -691,6 +692,20 @@ impl<S: LogSource> Replay<'_, S> {
             );
             return Ok(appraisal);
         }
+        self.enrollment(&rules, policy, record, evidence, &answer, previous)
+    }
+
+    /// An enrollment again: the EK as recorded, the AK checked, no asserted facts (the
+    /// attestor does not store them: see the module docs).
+    fn enrollment(
+        &self,
+        rules: &SiteRules<'_>,
+        policy: &PolicyEngine,
+        record: &Record,
+        evidence: &EvidenceRecord,
+        answer: &Answer<'_>,
+        previous: Option<&NodeHistory>,
+    ) -> Result<Appraisal, (Unreplayable, String)> {
         let ek = recorded_ek(record, evidence)?;
         let ak = match check_ak(&evidence.ak_public, &self.options.ak_policy) {
             Ok(ak) => ak,
@@ -702,7 +717,6 @@ impl<S: LogSource> Replay<'_, S> {
                 });
             }
         };
-        // Not stored by the attestor: see the module docs.
         let asserted = std::collections::BTreeMap::new();
         let enrollment = Enrollment {
             ek: &ek,
@@ -711,11 +725,11 @@ impl<S: LogSource> Replay<'_, S> {
             previous,
         };
         Ok(appraise_enrollment(
-            &rules,
+            rules,
             policy,
             &self.boot_cache,
             &enrollment,
-            &answer,
+            answer,
             record.time,
         ))
     }
@@ -979,6 +993,43 @@ mod tests {
         assert_eq!(deny("policy-deny", "p").summary(), "deny(policy-deny)");
         let logged = Verdict::logged(&record(Decision::Deny, &[]));
         assert_eq!(logged.reason.as_deref(), Some(""));
+    }
+
+    /// swtpm's EK and its certificate (garrison-evidence's fixtures).
+    const EK_PUBLIC: &[u8] =
+        include_bytes!("../../garrison-evidence/testdata/tpm2tools/ek_rsa.pub");
+    const EK_CERTIFICATE: &[u8] =
+        include_bytes!("../../garrison-evidence/testdata/tpm2tools/ek_rsa_cert.der");
+    const EK_HASH: &str = "2f0c2c8291fd9b8a5e43ec0ad5eac634191e2a07e1957f5ae3a9aaa97cbf0aa2";
+
+    #[test]
+    fn the_recorded_ek_must_be_the_records_node() {
+        let evidence = EvidenceRecord {
+            stage: Stage::EnrollComplete,
+            ek_public: EK_PUBLIC.to_vec(),
+            ek_certificate: EK_CERTIFICATE.to_vec(),
+            ..EvidenceRecord::default()
+        };
+        let mut r = record(Decision::Allow, &[]);
+        r.node_id = Some(EK_HASH.into());
+        let ek = recorded_ek(&r, &evidence).unwrap();
+        assert!(
+            ek.manufacturer.is_some(),
+            "the certificate's facts are kept"
+        );
+        r.node_id = Some("0".repeat(64));
+        assert_eq!(
+            recorded_ek(&r, &evidence).unwrap_err().0,
+            Unreplayable::EkEvidence
+        );
+        // Not an EK at all.
+        let mut broken = evidence.clone();
+        broken.ek_public.truncate(10);
+        r.node_id = Some(EK_HASH.into());
+        assert_eq!(
+            recorded_ek(&r, &broken).unwrap_err().0,
+            Unreplayable::EkEvidence
+        );
     }
 
     #[test]
