@@ -2,7 +2,8 @@
 //! it ran: node-2 is refused under the strict bundle (#1), then admitted under the lab
 //! bundle (#2) after SIGHUP. Replay must pick the bundle in force at each record to
 //! reproduce both; a what-if with the strict bundle lists node-2's allow as a change; an
-//! edited decision in the database makes replay exit 1.
+//! edited decision in the database makes replay exit 1. Through the Audit service
+//! (`--attestor`, an auditor's SVID) replay gives the same verdicts.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -78,6 +79,34 @@ async fn enroll_until(config: &garrison_agent::AgentConfig) -> garrison_agent::E
     panic!("never admitted");
 }
 
+/// An auditor's SVID (spiffe://<td>/auditor/replay) from the root, and its key.
+fn auditor_identity(site: &Site, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let id = garrison_ca::SpiffeId::parse(&format!(
+        "spiffe://{}/auditor/replay",
+        garrison_testbed::TRUST_DOMAIN
+    ))
+    .unwrap();
+    let issued = site
+        .root_ca
+        .issue_svid(
+            garrison_ca::SvidParams {
+                spiffe_id: id,
+                ttl: time::Duration::hours(1),
+                max_ttl: time::Duration::hours(1),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
+            },
+            time::OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let (svid, key) = (dir.join("auditor-svid.pem"), dir.join("auditor-key.pem"));
+    std::fs::write(&svid, garrison_ca::certificates_to_pem(&issued.chain)).unwrap();
+    std::fs::write(&key, issued.key.unwrap().to_pkcs8_pem().expose()).unwrap();
+    (svid, key)
+}
+
 fn replay(db: &str, root: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "audit",
@@ -104,12 +133,13 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         Node::start(tmp.path(), "node-2", INSECURE_BOOT_LOG).unwrap(),
     ];
     let addr = free_local_address().unwrap();
+    let audit_addr = free_local_address().unwrap();
     let config = site
         .write_config(
             addr,
             "sqlite://log.db",
             &nodes.iter().collect::<Vec<_>>(),
-            "",
+            &format!("audit_listen = \"{audit_addr}\"\n"),
         )
         .unwrap();
     // Spawned before this process opens any TPM connection (see crash.rs for why).
@@ -148,10 +178,30 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         .unwrap();
     assert!(status.success());
     let admitted = enroll_until(&node_2).await;
+    let root = site.bundle_pem();
+
+    // Through the attestor's Audit service, with an auditor's SVID: the same verdicts.
+    let (svid, key) = auditor_identity(&site, tmp.path());
+    let remote = [
+        "--attestor".to_owned(),
+        format!("https://{audit_addr}"),
+        "--attestor-id".to_owned(),
+        site.attestor_id(),
+        "--svid".to_owned(),
+        svid.display().to_string(),
+        "--key".to_owned(),
+        key.display().to_string(),
+        "--bundle".to_owned(),
+        root.display().to_string(),
+    ];
+    let mut args: Vec<&str> = vec!["audit", "replay", "--root", root.to_str().unwrap()];
+    args.extend(remote.iter().map(String::as_str));
+    let out = garrison(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
     drop(attestor);
 
     let db = config.database.clone();
-    let root = site.bundle_pem();
     // Each record under its own bundle: all three reproduced.
     let out = replay(&db, &root, &[]);
     assert!(out.status.success(), "{}", text(&out));
