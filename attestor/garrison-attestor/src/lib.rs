@@ -33,3 +33,4 @@ pub use policy_update::{PolicyFloorError, PolicyRefusal};
 pub use random::{RandomFailed, RandomSource};
 pub use record_budget::UNRECORDED_REFUSALS;
 pub use refusal::{REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, Reason, Refusal, RefusalStatus};
+pub use translate::FIELD_LIMITS;

@@ -8,8 +8,9 @@ use garrison_appraisal::{
 use garrison_log::{NodeState, Record};
 use garrison_proto::{limits, v1};
 
-/// The protocol's field limits, for the appraisal's size checks.
-pub(crate) const FIELD_LIMITS: FieldLimits = FieldLimits {
+/// The protocol's field limits, for the appraisal's size checks (and for an auditor's
+/// replay of them: `garrison audit replay`).
+pub const FIELD_LIMITS: FieldLimits = FieldLimits {
     public_area: limits::MAX_PUBLIC_AREA,
     certificate: limits::MAX_CERTIFICATE,
     ek_chain: limits::MAX_EK_CHAIN,

@@ -1,8 +1,23 @@
 //! What an auditor runs over a site's attestation log, months later, trusting neither the
 //! site's operator nor its database: [`verify`] checks every record against the signed
 //! checkpoints and the signing key against the root certificate; [`prove`] writes a C2SP
-//! tlog-proof for one record; [`garrison_log::AttestationLog::export_sqlite`] writes the
-//! self-contained archive these also run on.
+//! tlog-proof for one record; [`replay`] re-runs each decision over its stored evidence;
+//! [`garrison_log::AttestationLog::export_sqlite`] writes the self-contained archive these
+//! also run on.
+//!
+//! # Replay
+//!
+//! [`replay`] (what Keylime calls durable attestation) runs `garrison-appraisal`, the code
+//! the attestor decides with, again over the evidence stored beside every `enroll`, `renew`
+//! and `reject` record, at the record's time, with the policy bundle that was in force then
+//! (the newest allowed `policy-update` before it, verified against the roots), and reports
+//! each record as matched, differs (both verdicts) or not replayable (a stable
+//! [`Unreplayable`] code). With a proposed bundle ([`ReplayOptions::policy`]) it answers
+//! "what would this policy have decided?": the records that differ are the decisions that
+//! would change. What it rebuilds and what it assumes (the site's PCR selection, AK policy
+//! and maximum lifetime; no asserted facts; the EK chain taken as the record says) is listed
+//! in the module's docs; records refused before any quote was appraised (EK trust,
+//! credential activation, unproven requests) are not replayable.
 //!
 //! # What this crate must never do
 //!
@@ -11,14 +26,20 @@
 //!   every checkpoint signature checked with a key certified under the given roots.
 //! * Stop at the first problem: the report lists every problem found (bounded), with the
 //!   first bad record's sequence.
-//! * Load a whole log into memory: records are read in pages.
+//! * Load a whole log into memory: records are read in pages (replay keeps one history per
+//!   node and one compiled engine per policy bundle).
+//! * Let a replay decide with a policy bundle it did not verify against the roots.
 
 #![forbid(unsafe_code)]
 
 mod prove;
+mod replay;
 mod source;
 mod verify;
 
 pub use prove::{AuditError, prove};
+pub use replay::{
+    Outcome, PolicySeen, RecordReplay, ReplayOptions, ReplaySummary, Unreplayable, Verdict, replay,
+};
 pub use source::LogSource;
 pub use verify::{Problem, VerifyReport, verify};

@@ -27,6 +27,12 @@ pub enum AuditError {
     /// The Audit service failed or refused.
     #[error("the Audit service: {0}")]
     Remote(String),
+    /// The roots given do not anchor policy bundles (no certificate, no trust domain).
+    #[error("the roots given cannot verify policy bundles")]
+    Roots(#[source] garrison_policy::PolicyError),
+    /// The proposed policy bundle does not decode, verify against the roots or compile.
+    #[error("the proposed policy bundle is refused")]
+    WhatIfPolicy(#[source] garrison_policy::PolicyError),
 }
 
 /// The inclusion proof of record `sequence` in the latest signed checkpoint, with the

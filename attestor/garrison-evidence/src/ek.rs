@@ -224,6 +224,45 @@ pub fn verify_ek(
     }
 }
 
+/// What an EK *certificate states*, for an auditor re-running a decision from the log
+/// (`garrison audit replay`): the public area's attributes and hash, and, when a certificate
+/// is given, that it certifies exactly this key and what it says (issuer, serial, TPM
+/// manufacturer). Its chain is **not** checked: the log keeps the EK certificate but not the
+/// intermediates the node sent, so whether the chain was trusted is taken from the record
+/// (the attestor only logs a completed exchange for an EK it verified). Never use it to admit
+/// a node: live decisions go through [`verify_ek`].
+pub fn ek_as_recorded(
+    public_area: &[u8],
+    certificate: Option<&[u8]>,
+) -> Result<EkIdentity, EvidenceError> {
+    let public = TpmPublic::from_tpm2b_or_tpmt(public_area)?;
+    check_ek_attributes(public.attributes)?;
+    let ek_hash = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &spki_der(&public.key),
+    ));
+    let Some(der) = certificate else {
+        return Ok(EkIdentity {
+            ek_hash,
+            public,
+            basis: EkTrustBasis::InsecureAllowList,
+            manufacturer: None,
+            issuer: None,
+            serial: None,
+        });
+    };
+    let cert = parse_certificate(der, "EK certificate")?;
+    check_key_matches(&cert, &public.key)?;
+    Ok(EkIdentity {
+        ek_hash,
+        basis: EkTrustBasis::ManufacturerCertificate,
+        manufacturer: tpm_manufacturer(&cert),
+        issuer: Some(cert.issuer().to_string()),
+        serial: Some(hex::encode(cert.raw_serial())),
+        public,
+    })
+}
+
 fn check_ek_attributes(attributes: ObjectAttributes) -> Result<(), EvidenceError> {
     if let Some((_, attribute)) = EK_REQUIRED
         .iter()

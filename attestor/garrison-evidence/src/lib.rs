@@ -60,7 +60,8 @@ pub use ak::{AkIdentity, AkPolicy, check_ak, check_ak_public};
 pub use attest::{ClockInfo, QuoteAttest, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE};
 pub use credential::{MakeCredentialOutput, make_credential, verify_activation};
 pub use ek::{
-    EkEvidence, EkIdentity, EkTrust, EkTrustBasis, ManufacturerRoots, TpmManufacturer, verify_ek,
+    EkEvidence, EkIdentity, EkTrust, EkTrustBasis, ManufacturerRoots, TpmManufacturer,
+    ek_as_recorded, verify_ek,
 };
 pub use error::{Check, EvidenceError};
 pub use garrison_eventlog::HashAlg;

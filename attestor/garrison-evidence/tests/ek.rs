@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use garrison_evidence::{
-    EkEvidence, EkTrust, EkTrustBasis, EvidenceError, ManufacturerRoots, verify_ek,
+    EkEvidence, EkTrust, EkTrustBasis, EvidenceError, ManufacturerRoots, ek_as_recorded, verify_ek,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -588,4 +588,35 @@ fn self_issued_intermediates_do_not_count_towards_path_length() {
         matches!(&err, EvidenceError::IssuerPathLength { max: 0, got: 1, .. }),
         "{err}"
     );
+}
+
+/// Replay's view of a logged EK: the same facts as the verified one, without the chain; the
+/// certificate must still certify this EK.
+#[test]
+fn a_recorded_ek_states_what_the_verified_one_did() {
+    let intermediate = intermediate_der();
+    let evidence = EkEvidence {
+        public_area: EK_RSA_PUB,
+        certificate: Some(EK_RSA_CERT),
+        intermediates: &[&intermediate],
+    };
+    let verified = verify_ek(&evidence, &roots(&[("root.pem", ROOT)]), AFTER).unwrap();
+    let recorded = ek_as_recorded(EK_RSA_PUB, Some(EK_RSA_CERT)).unwrap();
+    assert_eq!(recorded.ek_hash, EK_RSA_HASH);
+    assert_eq!(recorded.basis, verified.basis);
+    assert_eq!(recorded.issuer, verified.issuer);
+    assert_eq!(recorded.serial, verified.serial);
+    assert_eq!(recorded.manufacturer, verified.manufacturer);
+    assert!(recorded.manufacturer.is_some());
+    // Another EK's certificate is refused; no certificate states nothing.
+    assert!(matches!(
+        ek_as_recorded(EK_ECC_PUB, Some(EK_RSA_CERT)),
+        Err(EvidenceError::EkKeyMismatch { .. })
+    ));
+    let bare = ek_as_recorded(EK_RSA_PUB, None).unwrap();
+    assert_eq!(bare.ek_hash, EK_RSA_HASH);
+    assert_eq!(bare.basis, EkTrustBasis::InsecureAllowList);
+    assert_eq!((bare.issuer, bare.manufacturer), (None, None));
+    // An AK is not an EK.
+    assert!(ek_as_recorded(AK_ECC_PUB, None).is_err());
 }

@@ -9,6 +9,10 @@ use clap::{Args, Subcommand};
 use garrison_log::{AttestationLog, Decision, Query, RecordKind};
 use garrison_transparency::{InclusionProof, LogKeyCertificate, leaf_hash_of, verify_checkpoint};
 
+use garrison_attestor::FIELD_LIMITS;
+use garrison_audit::Outcome;
+use time::format_description::well_known::Rfc3339;
+
 use crate::log_cmd::{parse_since, print_line};
 
 /// Audit commands.
@@ -29,6 +33,10 @@ pub enum AuditCommand {
     /// Write a self-contained archive of the log (a SQLite file) that every audit command
     /// reads.
     Export(ExportArgs),
+    /// Re-run the appraisal over every decision record's stored evidence, with the policy
+    /// bundle then in force, and show that each verdict is reproduced (exits 1 if one is
+    /// not). With --policy, a what-if: the nodes whose decision that bundle would change.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +259,40 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The trust domain's root certificate(s), PEM: policy bundles are verified against it.
+    #[arg(long)]
+    root: PathBuf,
+    /// A proposed signed policy bundle: decide every record with it instead ("what would
+    /// this policy have decided?"), and list the decisions it would change.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Records at or after this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Records before this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this node's records (EK public-key SHA-256, hex).
+    #[arg(long)]
+    node: Option<String>,
+    /// The site's PCR selection (its site.toml `pcrs`), which the log does not hold.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7,8,9")]
+    pcrs: Vec<u32>,
+    /// The site's max_svid_ttl (caps lifetimes only; never changes a verdict).
+    #[arg(long, default_value = "24h")]
+    max_svid_ttl: String,
+    /// The site accepts SHA-1 AK signatures (its insecure.allow_sha1_ak).
+    #[arg(long)]
+    insecure_allow_sha1_ak: bool,
+    /// JSON ({"summary", "records"}) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Most records one query returns.
 const MAX_PAGE: u32 = 10_000;
 
@@ -262,6 +304,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
         AuditCommand::Prove(args) => prove(args).await.map(|()| true),
         AuditCommand::CheckProof(args) => check_proof(args).await,
         AuditCommand::Export(args) => export(args).await.map(|()| true),
+        AuditCommand::Replay(args) => replay(args).await,
     }
 }
 
@@ -512,4 +555,125 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         summary.key_certificates
     );
     Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<bool> {
+    let roots = read_roots(&args.root)?;
+    let mut options =
+        garrison_audit::ReplayOptions::new(time::OffsetDateTime::now_utc(), FIELD_LIMITS);
+    options.policy = match &args.policy {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    options.since = args.since.as_deref().map(parse_since).transpose()?;
+    options.until = args.until.as_deref().map(parse_since).transpose()?;
+    options.node = args.node.clone();
+    options.pcrs = args.pcrs.clone();
+    options.max_svid_ttl =
+        crate::duration::parse_duration(&args.max_svid_ttl).context("--max-svid-ttl")?;
+    options.ak_policy.insecure_allow_sha1_signatures = args.insecure_allow_sha1_ak;
+    let what_if = args.policy.is_some();
+    let log = args.source.open_any().await?;
+    let mut shown = Vec::new();
+    let mut sink = |done: garrison_audit::RecordReplay| {
+        let listed = !what_if || matches!(done.outcome, Outcome::Differs { .. });
+        if !listed {
+            return;
+        }
+        if args.json {
+            shown.push(done);
+        } else if what_if {
+            print_change(&done);
+        } else {
+            print_replayed(&done);
+        }
+    };
+    if !args.json && what_if {
+        println!(
+            "{:<16} {:<7} {:<20} {:<24} {:<24}",
+            "NODE", "RECORD", "TIME", "THEN", "NOW"
+        );
+    }
+    let summary = garrison_audit::replay(&log, &roots, &options, &mut sink).await;
+    log.close().await;
+    let summary = summary.context("replaying the log")?;
+    if args.json {
+        let out = serde_json::json!({ "summary": summary, "records": shown });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(what_if || summary.reproduced());
+    }
+    print_summary(&summary);
+    Ok(what_if || summary.reproduced())
+}
+
+fn short(node: Option<&str>) -> &str {
+    node.map(|n| n.get(..16).unwrap_or(n)).unwrap_or("-")
+}
+
+fn print_replayed(done: &garrison_audit::RecordReplay) {
+    let time = done.time.format(&Rfc3339).unwrap_or_default();
+    let (word, replayed, note) = match &done.outcome {
+        Outcome::Matched { replayed } => ("matched", replayed.summary(), String::new()),
+        Outcome::Differs {
+            replayed,
+            differences,
+            ..
+        } => ("DIFFERS", replayed.summary(), differences.join(",")),
+        Outcome::NotReplayable { why, detail } => (
+            "not-replayable",
+            "-".to_owned(),
+            format!("{}: {detail}", why.code()),
+        ),
+    };
+    println!(
+        "#{:<5} {time} {:<6} node {:<16} logged {:<28} replayed {:<28} {word} {note}",
+        done.sequence,
+        done.kind.as_str(),
+        short(done.node_id.as_deref()),
+        done.logged.summary(),
+        replayed,
+    );
+}
+
+fn print_change(done: &garrison_audit::RecordReplay) {
+    if let Outcome::Differs { replayed, .. } = &done.outcome {
+        let time = done.time.format(&Rfc3339).unwrap_or_default();
+        println!(
+            "{:<16} #{:<6} {time:<27} {:<24} {}",
+            short(done.node_id.as_deref()),
+            done.sequence,
+            done.logged.summary(),
+            replayed.summary()
+        );
+    }
+}
+
+fn print_summary(summary: &garrison_audit::ReplaySummary) {
+    for policy in summary.policies.iter().filter(|p| p.problem.is_some()) {
+        println!(
+            "policy-update #{}: {}",
+            policy.sequence,
+            policy.problem.as_deref().unwrap_or_default()
+        );
+    }
+    println!(
+        "{} decision record(s) of {} read: {} matched, {} differ, {} not replayable",
+        summary.decisions,
+        summary.records_read,
+        summary.matched,
+        summary.differs,
+        summary.not_replayable
+    );
+    match &summary.what_if {
+        Some(digest) => println!(
+            "what-if policy {digest}: {} decision(s) would change",
+            summary.differs
+        ),
+        None if summary.reproduced() => {
+            println!("OK: every replayable decision is reproduced by the policy then in force")
+        }
+        None => println!("DIFFERS: see the records marked DIFFERS above"),
+    }
 }

@@ -1,0 +1,273 @@
+//! `garrison audit replay` on the log of a real attestor process whose policy changed while
+//! it ran: node-2 is refused under the strict bundle (#1), then admitted under the lab
+//! bundle (#2) after SIGHUP. Replay must pick the bundle in force at each record to
+//! reproduce both; a what-if with the strict bundle lists node-2's allow as a change; an
+//! edited decision in the database makes replay exit 1. Through the Audit service
+//! (`--attestor`, an auditor's SVID) replay gives the same verdicts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use garrison_log::{AttestationLog, Query, RecordKind};
+use garrison_testbed::{GOOD_LOG, INSECURE_BOOT_LOG, Node, Site, free_local_address};
+use ring::rand::SystemRandom;
+use sqlx::Connection;
+
+const LAB_POLICY: &str =
+    include_str!("../../../policy/policies/lab-permissive-INSECURE/admission.rego");
+const LAB_DATA: &str = include_str!("../../../policy/policies/lab-permissive-INSECURE/data.json");
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sign_lab(site: &Site, sequence: u64) -> Vec<u8> {
+    let dir = site.dir.join("ca/policy-signer");
+    let signer = garrison_policy::BundleSigner::from_pem(
+        &std::fs::read_to_string(dir.join("key.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("chain.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut files = garrison_policy::BundleFiles::new();
+    files.insert("admission.rego".into(), LAB_POLICY.as_bytes().to_vec());
+    files.insert("data.json".into(), LAB_DATA.as_bytes().to_vec());
+    let signed = signer
+        .sign(
+            &files,
+            "lab",
+            sequence,
+            time::OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    garrison_policy::encode_archive(&signed)
+}
+
+fn garrison(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_garrison"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn enroll_until(config: &garrison_agent::AgentConfig) -> garrison_agent::Enrolled {
+    for _ in 0..50 {
+        if let Ok(enrolled) = garrison_agent::enroll_once(config).await {
+            return enrolled;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never admitted");
+}
+
+/// An auditor's SVID (spiffe://<td>/auditor/replay) from the root, and its key.
+fn auditor_identity(site: &Site, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let id = garrison_ca::SpiffeId::parse(&format!(
+        "spiffe://{}/auditor/replay",
+        garrison_testbed::TRUST_DOMAIN
+    ))
+    .unwrap();
+    let issued = site
+        .root_ca
+        .issue_svid(
+            garrison_ca::SvidParams {
+                spiffe_id: id,
+                ttl: time::Duration::hours(1),
+                max_ttl: time::Duration::hours(1),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
+            },
+            time::OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let (svid, key) = (dir.join("auditor-svid.pem"), dir.join("auditor-key.pem"));
+    std::fs::write(&svid, garrison_ca::certificates_to_pem(&issued.chain)).unwrap();
+    std::fs::write(&key, issued.key.unwrap().to_pkcs8_pem().expose()).unwrap();
+    (svid, key)
+}
+
+fn replay(db: &str, root: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "audit",
+        "replay",
+        "--db",
+        db,
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    garrison(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_follows_policy_changes_and_finds_edits() {
+    garrison_spiffe_tls::install_ring_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::create(tmp.path(), time::OffsetDateTime::now_utc()).unwrap();
+    let strict = site.policy_bundle();
+    let strict_copy = tmp.path().join("strict-1.bundle");
+    std::fs::copy(&strict, &strict_copy).unwrap();
+    let nodes = [
+        Node::start(tmp.path(), "node-1", GOOD_LOG).unwrap(),
+        Node::start(tmp.path(), "node-2", INSECURE_BOOT_LOG).unwrap(),
+    ];
+    let addr = free_local_address().unwrap();
+    let audit_addr = free_local_address().unwrap();
+    let config = site
+        .write_config(
+            addr,
+            "sqlite://log.db",
+            &nodes.iter().collect::<Vec<_>>(),
+            &format!("audit_listen = \"{audit_addr}\"\n"),
+        )
+        .unwrap();
+    // Spawned before this process opens any TPM connection (see crash.rs for why).
+    let attestor = Killed(
+        Command::new(env!("CARGO_BIN_EXE_garrison"))
+            .args(["attestor", "serve", "--config"])
+            .arg(tmp.path().join("site.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let agent = |node: &Node| {
+        garrison_agent::AgentConfig::load(
+            &node
+                .write_agent_config(&site, &format!("https://{addr}"))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (node_1, node_2) = (agent(&nodes[0]), agent(&nodes[1]));
+    garrison_agent::enroll_once(&node_1).await.unwrap();
+    let refused = garrison_agent::enroll_once(&node_2).await.unwrap_err();
+    assert_eq!(refused.reason_code(), Some("policy-deny"));
+    std::fs::write(&strict, sign_lab(&site, 2)).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &attestor.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let admitted = enroll_until(&node_2).await;
+    let root = site.bundle_pem();
+
+    // Through the attestor's Audit service, with an auditor's SVID: the same verdicts.
+    let (svid, key) = auditor_identity(&site, tmp.path());
+    let remote = [
+        "--attestor".to_owned(),
+        format!("https://{audit_addr}"),
+        "--attestor-id".to_owned(),
+        site.attestor_id(),
+        "--svid".to_owned(),
+        svid.display().to_string(),
+        "--key".to_owned(),
+        key.display().to_string(),
+        "--bundle".to_owned(),
+        root.display().to_string(),
+    ];
+    let mut args: Vec<&str> = vec!["audit", "replay", "--root", root.to_str().unwrap()];
+    args.extend(remote.iter().map(String::as_str));
+    let out = garrison(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
+    drop(attestor);
+
+    let db = config.database.clone();
+    // Each record under its own bundle: all three reproduced.
+    let out = replay(&db, &root, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("3 decision record(s)") && shown.contains("3 matched, 0 differ"),
+        "{shown}"
+    );
+    assert!(shown.contains("OK: every replayable decision"), "{shown}");
+
+    // What-if the strict bundle had stayed: node-2's allow would have been a deny.
+    let out = replay(&db, &root, &["--policy", strict_copy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "a what-if is not a failure: {}",
+        text(&out)
+    );
+    let shown = text(&out);
+    let changes: Vec<&str> = shown.lines().filter(|l| l.contains("allow ")).collect();
+    assert_eq!(changes.len(), 1, "{shown}");
+    assert!(
+        changes[0].contains(&format!("#{}", admitted.log_sequence))
+            && changes[0].contains("deny(policy-deny)"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 decision(s) would change"), "{shown}");
+
+    // The JSON form carries the same.
+    let out = replay(&db, &root, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["matched"], 3);
+    assert_eq!(json["records"].as_array().unwrap().len(), 3);
+    assert_eq!(json["records"][0]["outcome"], "matched");
+
+    // Someone with database access turns node-2's refusal into an allow: replay exits 1 and
+    // names the record.
+    let log = AttestationLog::open_read_only(&db, None).await.unwrap();
+    let reject = log
+        .query(&Query {
+            kind: Some(RecordKind::Reject),
+            ..Query::default()
+        })
+        .await
+        .unwrap()[0]
+        .sequence;
+    log.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    for statement in [
+        "DROP TRIGGER records_append_only_update".to_owned(),
+        format!("UPDATE records SET decision = 'allow', reasons = '[]' WHERE sequence = {reject}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    let out = replay(&db, &root, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    let flagged: Vec<&str> = shown.lines().filter(|l| l.contains("DIFFERS")).collect();
+    assert!(
+        flagged
+            .iter()
+            .any(|l| l.starts_with(&format!("#{reject} "))),
+        "{shown}"
+    );
+}
