@@ -12,7 +12,8 @@
 //! auditor SVID (spiffe://<td>/auditor/demo) queries the log through the attestor's Audit
 //! service, proves a record's inclusion in a signed checkpoint and checks that proof against
 //! the root certificate alone, verifies the whole log, and is shown that a node's SVID is
-//! refused; finally the log is exported to an archive that verifies offline.
+//! refused; finally the log is exported to an archive that verifies offline, and every
+//! stored decision is replayed with the policy that was in force.
 //!
 //! It exits 0 only if every outcome was as expected. swtpm processes are killed and the
 //! attestor stopped on the way out.
@@ -336,6 +337,12 @@ async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()
         ok && verified.contains("OK: every record"),
         "the archive did not verify"
     );
+    step(
+        "replay: the appraisal run again over every stored decision, with the policy then in force",
+    );
+    let root = path(&site.bundle_pem());
+    let (ok, _) = garrison(bin, &["audit", "replay", "--db", &archive, "--root", &root]).await?;
+    ensure!(ok, "replay did not reproduce every replayable decision");
     Ok(())
 }
 

@@ -79,6 +79,7 @@ fn the_demo_runs_end_to_end_with_the_auditors_view() {
         "OK: record #",
         "signed checkpoint verified against the root",
         "is not spiffe://example.org/auditor/<name>",
+        "replay: the appraisal run again",
         "demo complete: every outcome was as expected",
     ] {
         assert!(
