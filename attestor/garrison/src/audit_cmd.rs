@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use garrison_log::{AttestationLog, Decision, Query, RecordKind};
+use garrison_log::{AttestationLog, Query};
 use garrison_transparency::{InclusionProof, LogKeyCertificate, leaf_hash_of, verify_checkpoint};
 
 use garrison_attestor::FIELD_LIMITS;
 use garrison_audit::Outcome;
 use time::format_description::well_known::Rfc3339;
 
-use crate::log_cmd::{parse_since, print_line};
+use crate::log_cmd::{RecordFilter, parse_since, print_line};
 
 /// Audit commands.
 #[derive(Debug, Subcommand)]
@@ -179,33 +179,8 @@ impl Source {
 pub struct QueryArgs {
     #[command(flatten)]
     source: Source,
-    /// Node id (EK public-key SHA-256, hex).
-    #[arg(long)]
-    node: Option<String>,
-    /// SPIFFE ID.
-    #[arg(long)]
-    spiffe_id: Option<String>,
-    /// Records at or after this time: RFC 3339, or an age such as 2h or 7d.
-    #[arg(long)]
-    since: Option<String>,
-    /// Records before this time: RFC 3339, or an age such as 2h or 7d.
-    #[arg(long)]
-    until: Option<String>,
-    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update, node-reset.
-    #[arg(long)]
-    kind: Option<String>,
-    /// Decision: allow or deny.
-    #[arg(long)]
-    decision: Option<String>,
-    /// Policy digest.
-    #[arg(long)]
-    policy_digest: Option<String>,
-    /// Certificate serial (hex).
-    #[arg(long)]
-    serial: Option<String>,
-    /// Only records after this sequence (the next page starts after the last one shown).
-    #[arg(long)]
-    after: Option<u64>,
+    #[command(flatten)]
+    filter: RecordFilter,
     /// Records per page (at most 10000).
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -312,28 +287,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     if args.limit == 0 || args.limit > MAX_PAGE {
         bail!("--limit must be between 1 and {MAX_PAGE}");
     }
-    let filter = Query {
-        node_id: args.node.clone(),
-        since: args.since.as_deref().map(parse_since).transpose()?,
-        until: args.until.as_deref().map(parse_since).transpose()?,
-        kind: args
-            .kind
-            .as_deref()
-            .map(str::parse::<RecordKind>)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
-        decision: args
-            .decision
-            .as_deref()
-            .map(str::parse::<Decision>)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
-        spiffe_id: args.spiffe_id.clone(),
-        policy_digest: args.policy_digest.clone(),
-        cert_serial: args.serial.clone(),
-        after_sequence: args.after,
-        limit: Some(args.limit),
-    };
+    let filter = args.filter.to_query(Some(args.limit))?;
     let records = match args.source.open_any().await? {
         Opened::Local(log) => {
             let records = log.query(&filter).await;

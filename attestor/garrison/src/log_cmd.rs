@@ -12,7 +12,7 @@ use crate::duration::parse_duration;
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
     /// List records matching every given filter, oldest first.
-    Query(QueryArgs),
+    Query(Box<QueryArgs>),
     /// Sign a checkpoint of the site's log now (the attestor also signs one every
     /// checkpoint_interval and when it stops); prints the signed checkpoint.
     Checkpoint(CheckpointArgs),
@@ -30,21 +30,8 @@ pub struct QueryArgs {
     /// Log URL: sqlite:///path/to/log.db or postgres://...
     #[arg(long)]
     db: String,
-    /// Node id (EK public-key SHA-256, hex).
-    #[arg(long)]
-    node: Option<String>,
-    /// Only records at or after this time: RFC 3339, or an age such as 2h or 7d.
-    #[arg(long)]
-    since: Option<String>,
-    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update, node-reset.
-    #[arg(long)]
-    kind: Option<String>,
-    /// Decision: allow or deny.
-    #[arg(long)]
-    decision: Option<String>,
-    /// SPIFFE ID.
-    #[arg(long)]
-    spiffe_id: Option<String>,
+    #[command(flatten)]
+    filter: RecordFilter,
     /// At most this many records.
     #[arg(long)]
     limit: Option<u32>,
@@ -53,31 +40,73 @@ pub struct QueryArgs {
     json: bool,
 }
 
+/// The record filters `garrison log query` and `garrison audit query` share.
+#[derive(Debug, Args)]
+pub struct RecordFilter {
+    /// Node id (EK public-key SHA-256, hex).
+    #[arg(long)]
+    node: Option<String>,
+    /// SPIFFE ID.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// Only records at or after this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records before this time: RFC 3339, or an age such as 2h or 7d.
+    #[arg(long)]
+    until: Option<String>,
+    /// Record kind: enroll, renew, reject, revoke, rotate, policy-update, node-reset.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Decision: allow or deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Policy bundle digest.
+    #[arg(long)]
+    policy_digest: Option<String>,
+    /// Certificate serial (hex).
+    #[arg(long)]
+    serial: Option<String>,
+    /// Only records after this sequence (the next page starts after the last one shown).
+    #[arg(long)]
+    after: Option<u64>,
+}
+
+impl RecordFilter {
+    /// The log query these filters ask for, with at most `limit` records.
+    pub fn to_query(&self, limit: Option<u32>) -> anyhow::Result<Query> {
+        Ok(Query {
+            node_id: self.node.clone(),
+            since: self.since.as_deref().map(parse_since).transpose()?,
+            until: self.until.as_deref().map(parse_since).transpose()?,
+            kind: self
+                .kind
+                .as_deref()
+                .map(str::parse::<RecordKind>)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
+            decision: self
+                .decision
+                .as_deref()
+                .map(str::parse::<Decision>)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
+            spiffe_id: self.spiffe_id.clone(),
+            policy_digest: self.policy_digest.clone(),
+            cert_serial: self.serial.clone(),
+            after_sequence: self.after,
+            limit,
+        })
+    }
+}
+
 /// Run a log command.
 pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     let args = match command {
-        LogCommand::Query(args) => args,
+        LogCommand::Query(args) => *args,
         LogCommand::Checkpoint(args) => return checkpoint(args).await,
     };
-    let query = Query {
-        node_id: args.node.clone(),
-        since: args.since.as_deref().map(parse_since).transpose()?,
-        kind: args
-            .kind
-            .as_deref()
-            .map(str::parse::<RecordKind>)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
-        decision: args
-            .decision
-            .as_deref()
-            .map(str::parse::<Decision>)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--decision: {e}"))?,
-        spiffe_id: args.spiffe_id.clone(),
-        limit: args.limit,
-        ..Query::default()
-    };
+    let query = args.filter.to_query(args.limit)?;
     if !args.db.starts_with("sqlite://") && !args.db.starts_with("postgres") {
         bail!("--db must be a sqlite:// or postgres:// URL");
     }
