@@ -321,7 +321,9 @@ pub async fn serve(
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_unrecorded_refusal_summary(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
-    let signer = start_checkpoints(config, &attestor).await?;
+    // The site CA, read once for the log key's certificate and the Audit service's roots.
+    let ca = load_authority(&config.ca_dir)?;
+    let signer = start_checkpoints(config, &ca, &attestor).await?;
     let clock = attestor.clock();
     let periodic = crate::checkpoint::spawn_periodic(
         Arc::clone(&signer),
@@ -337,7 +339,7 @@ pub async fn serve(
     let (stopping, stop_audit) = tokio::sync::watch::channel(false);
     let audit = match config.audit_listen {
         Some(address) => Some(spawn_audit(
-            config,
+            &ca,
             address,
             &attestor,
             audit_identity,
@@ -375,13 +377,12 @@ pub async fn serve(
 
 /// Serves the Audit service on `address` until `stop` turns true.
 fn spawn_audit(
-    config: &SiteConfig,
+    ca: &Authority,
     address: std::net::SocketAddr,
     attestor: &Attestor,
     identity: Arc<crate::tls::RotatingServerCert>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
-    let ca = load_authority(&config.ca_dir)?;
     let tls = crate::tls::audit_server_config(
         identity,
         &certificates_to_pem(ca.roots()),
@@ -424,15 +425,15 @@ const AUDIT_MAX_CONNECTIONS: usize = 16;
 /// The log key, certified by the site CA, and a first checkpoint.
 async fn start_checkpoints(
     config: &SiteConfig,
+    ca: &Authority,
     attestor: &Attestor,
 ) -> Result<Arc<crate::checkpoint::CheckpointSigner>, StartError> {
-    let ca = load_authority(&config.ca_dir)?;
     let now = attestor.clock().now();
     let rng = SystemRandom::new();
     let signer = crate::checkpoint::CheckpointSigner::start(
         attestor.log().clone(),
         &config.log_key,
-        &ca,
+        ca,
         now,
         &rng,
     )

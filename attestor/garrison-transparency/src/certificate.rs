@@ -15,7 +15,7 @@
 //! 4. that the key is Ed25519.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
-use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{TransparencyError, parse_site_origin};
 
@@ -40,7 +40,7 @@ impl LogKeyCertificate {
         let (_, cert) = X509Certificate::from_der(&self.certificate)
             .map_err(|_| refuse("the certificate does not parse".to_owned()))?;
         let expected = format!("spiffe://{trust_domain}/site/{site}/log");
-        let id = spiffe_uri(&cert).ok_or_else(|| refuse("no SPIFFE ID".to_owned()))?;
+        let id = garrison_ca::spiffe_uri(&cert).ok_or_else(|| refuse("no SPIFFE ID".to_owned()))?;
         if id != expected {
             return Err(refuse(format!("certifies {id}, not {expected}")));
         }
@@ -108,24 +108,6 @@ impl LogKeyCertificate {
 struct VerifiedPath {
     intermediates: Vec<Vec<u8>>,
     anchor_subject: Vec<u8>,
-}
-
-fn spiffe_uri(cert: &X509Certificate<'_>) -> Option<String> {
-    let mut uris = cert
-        .extensions()
-        .iter()
-        .filter_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => Some(san),
-            _ => None,
-        });
-    let san = uris.next()?;
-    let mut ids = san.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
-        _ => None,
-    });
-    let id = ids.next()?;
-    // Exactly one SPIFFE ID, in exactly one SAN extension.
-    (ids.next().is_none() && uris.next().is_none()).then_some(id)
 }
 
 fn ed25519_key(cert: &X509Certificate<'_>) -> Result<[u8; 32], TransparencyError> {

@@ -44,7 +44,7 @@ pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
 pub use scope::{
     CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der, is_site_name,
-    site_of,
+    site_of, spiffe_uri,
 };
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,

@@ -195,6 +195,29 @@ enum LeafClass<'a> {
     Other,
 }
 
+/// The one SPIFFE ID (`spiffe://` URI SAN) of an X.509-SVID, or `None` if it has none,
+/// several, or more than one SAN extension. Not checked as a SPIFFE ID: parse it with
+/// [`SpiffeId::parse`](crate::SpiffeId::parse).
+pub fn spiffe_uri(cert: &X509Certificate<'_>) -> Option<String> {
+    let mut sans = cert
+        .extensions()
+        .iter()
+        .filter_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) => Some(san),
+            _ => None,
+        });
+    let san = sans.next()?;
+    let mut ids = san.general_names.iter().filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+            Some((*uri).to_owned())
+        }
+        _ => None,
+    });
+    let id = ids.next()?;
+    // An SVID carries exactly one SPIFFE ID, in exactly one SAN extension.
+    (ids.next().is_none() && sans.next().is_none()).then_some(id)
+}
+
 /// The site an identity belongs to: `<s>` of `/site/<s>/...`, `None` outside `/site/`.
 pub fn site_of(id: &SpiffeId) -> Option<&str> {
     let rest = id.path().strip_prefix("/site/")?;

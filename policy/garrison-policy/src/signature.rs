@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::PolicyError;
 use crate::bundle::{
@@ -70,7 +70,7 @@ impl PolicyTrust {
         let cert = parse_certificate(first).map_err(|reason| PolicyError::BundleRoot {
             reason: reason.to_owned(),
         })?;
-        let trust_domain = spiffe_uri(&cert)
+        let trust_domain = garrison_ca::spiffe_uri(&cert)
             .and_then(|uri| uri.strip_prefix("spiffe://").map(str::to_owned))
             .filter(|td| !td.is_empty() && !td.contains('/'))
             .ok_or(PolicyError::BundleRoot {
@@ -387,7 +387,7 @@ fn check_signer_scope(signer: &str, path: &SignerPath) -> Result<(), PolicyError
 }
 
 fn check_signer_id(cert: &X509Certificate<'_>, trust: &PolicyTrust) -> Result<String, PolicyError> {
-    let uri = spiffe_uri(cert);
+    let uri = garrison_ca::spiffe_uri(cert);
     let prefix = format!("spiffe://{}{POLICY_SIGNER_PATH_PREFIX}", trust.trust_domain);
     match uri {
         Some(id) if id.starts_with(&prefix) && id.len() > prefix.len() => Ok(id),
@@ -460,24 +460,6 @@ fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, &'static str> {
         Ok(([], cert)) => Ok(cert),
         _ => Err("not a DER X.509 certificate"),
     }
-}
-
-fn spiffe_uri(cert: &X509Certificate<'_>) -> Option<String> {
-    let mut uris = cert
-        .extensions()
-        .iter()
-        .filter_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(san) => Some(san),
-            _ => None,
-        });
-    let san = uris.next()?;
-    let mut spiffe = san.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
-        _ => None,
-    });
-    let first = spiffe.next()?;
-    // An SVID carries exactly one SPIFFE ID.
-    spiffe.next().is_none().then_some(first)
 }
 
 fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, &'static str> {
