@@ -117,4 +117,32 @@ pub enum LogError {
     /// The export target already exists.
     #[error("{path} already exists; an export never overwrites")]
     ExportExists { path: String },
+    /// Bytes handed in as a record's canonical encoding are not one (another encoding of the
+    /// same record included: only the canonical bytes hash to the leaf).
+    #[error("not a canonical record encoding: {problem}")]
+    NotCanonical { problem: String },
+    /// A replicated batch does not start where the replica can take it: records are taken
+    /// in order, from at most the replica's size.
+    #[error("replica of {origin} holds {held} records; a batch starting at {first} leaves a gap")]
+    ReplicaGap {
+        origin: String,
+        held: u64,
+        first: u64,
+    },
+    /// A replicated record differs from the one the replica already holds at its sequence.
+    #[error("replica of {origin}: record #{sequence} differs from the one already held")]
+    ReplicaConflict { origin: String, sequence: u64 },
+    /// A replicated batch's evidence is missing, or its bytes do not hash to their digest.
+    #[error("replica of {origin}: evidence {digest}: {problem}")]
+    ReplicaEvidence {
+        origin: String,
+        digest: String,
+        problem: &'static str,
+    },
+    /// The caller's check of the replica's new root refused the batch; nothing was stored.
+    #[error("replica of {origin}: batch refused: {reason}")]
+    ReplicaRefused { origin: String, reason: String },
+    /// A cosignature names a checkpoint this log does not keep.
+    #[error("no checkpoint of size {size} is kept to carry this cosignature")]
+    CosignatureWithoutCheckpoint { size: u64 },
 }

@@ -78,6 +78,64 @@ pub fn canonical_bytes(sequence: u64, record: &Record) -> Result<Vec<u8>, LogErr
     serde_json::to_vec(&leaf).map_err(|source| LogError::Encode { source })
 }
 
+/// The owned form of [`CanonicalLeafV1`], for reading canonical bytes back.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParsedLeafV1 {
+    v: u32,
+    sequence: u64,
+    time: i64,
+    site: String,
+    kind: String,
+    node_id: Option<String>,
+    spiffe_id: Option<String>,
+    decision: String,
+    reasons: Vec<String>,
+    policy_digest: Option<String>,
+    evidence_digest: Option<String>,
+    cert_serial: Option<String>,
+    cert_not_after: Option<i64>,
+}
+
+/// Reads canonical bytes back into the sequence and record they encode: what a replica (the
+/// hub) does with the records a site sends. Only the canonical bytes themselves are
+/// accepted: the record is encoded again and must give the same bytes, so the leaf hash of
+/// what is stored is the leaf hash of what was sent.
+pub fn record_from_canonical(bytes: &[u8]) -> Result<(u64, Record), LogError> {
+    let not_canonical = |problem: String| LogError::NotCanonical { problem };
+    let leaf: ParsedLeafV1 =
+        serde_json::from_slice(bytes).map_err(|e| not_canonical(e.to_string()))?;
+    if leaf.v != LEAF_ENCODING_VERSION {
+        return Err(not_canonical(format!("encoding version {}", leaf.v)));
+    }
+    let time = |micros: i64, what: &'static str| {
+        from_unix_micros(micros, what).map_err(|_| not_canonical(format!("{what} out of range")))
+    };
+    let record = Record {
+        time: time(leaf.time, "time")?,
+        site: leaf.site,
+        kind: leaf.kind.parse()?,
+        node_id: leaf.node_id,
+        spiffe_id: leaf.spiffe_id,
+        decision: leaf.decision.parse()?,
+        reasons: leaf.reasons,
+        policy_digest: leaf.policy_digest,
+        evidence_digest: leaf.evidence_digest,
+        cert_serial: leaf.cert_serial,
+        cert_not_after: leaf
+            .cert_not_after
+            .map(|t| time(t, "cert_not_after"))
+            .transpose()?,
+    };
+    if canonical_bytes(leaf.sequence, &record)? != bytes {
+        return Err(not_canonical(
+            "the record encodes to other bytes (spacing, escapes or member order differ)"
+                .to_owned(),
+        ));
+    }
+    Ok((leaf.sequence, record))
+}
+
 /// `SHA-256(0x00 || canonical_bytes(sequence, record))`.
 pub fn leaf_hash(sequence: u64, record: &Record) -> Result<[u8; 32], LogError> {
     let bytes = canonical_bytes(sequence, record)?;

@@ -73,6 +73,8 @@ mod log;
 mod origin;
 mod read;
 mod record;
+mod replica;
+mod sync_state;
 mod tree;
 mod tree_build;
 mod wal_checkpoint;
@@ -80,10 +82,14 @@ mod writer;
 
 pub use error::LogError;
 pub use export::ExportSummary;
-pub use leaf::{LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash};
+pub use leaf::{
+    LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash, record_from_canonical,
+};
 pub use log::{AttestationLog, Backend, LogConfig};
 pub use origin::check_origin;
 pub use record::{
     Appended, Decision, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query, Record,
     RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord,
 };
+pub use replica::{ReplicaAppended, ReplicaBatch};
+pub use sync_state::{SYNC_EVENT_DETAIL_MAX, StoredCosignature, SyncEvent, SyncEventSummary};

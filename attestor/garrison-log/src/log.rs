@@ -371,6 +371,23 @@ impl AttestationLog {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
+    /// A handle on another log of this database, sharing this handle's pool and with no
+    /// writer of its own (its appends fail with [`LogError::WriterGone`]).
+    pub(crate) fn sibling(&self, log: LogId) -> AttestationLog {
+        let (commands, _) = mpsc::channel(1);
+        AttestationLog {
+            inner: Arc::new(Inner {
+                pool: self.inner.pool.clone(),
+                backend: self.inner.backend,
+                log,
+                commands,
+                counters: Arc::new(Counters::default()),
+                writer: Mutex::new(None),
+                wal_checkpointer: Mutex::new(None),
+            }),
+        }
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.inner.pool
     }

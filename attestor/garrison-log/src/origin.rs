@@ -60,6 +60,16 @@ pub(crate) async fn lookup(pool: &AnyPool, origin: Option<&str>) -> Result<LogId
 }
 
 async fn named(pool: &AnyPool, origin: &str) -> Result<LogId, LogError> {
+    find_or_add(pool, origin, true).await
+}
+
+/// The log named `origin`, added if the database has none; never claims an unnamed log.
+/// What a replica (the hub's copy of a site log) is opened with.
+pub(crate) async fn replica(pool: &AnyPool, origin: &str) -> Result<LogId, LogError> {
+    find_or_add(pool, origin, false).await
+}
+
+async fn find_or_add(pool: &AnyPool, origin: &str, may_claim: bool) -> Result<LogId, LogError> {
     check_origin(origin)?;
     // Two rounds: a concurrent claim or insert by another process makes ours a no-op, and the
     // second look finds its row.
@@ -70,7 +80,7 @@ async fn named(pool: &AnyPool, origin: &str) -> Result<LogId, LogError> {
                 origin: Some(origin.to_owned()),
             });
         }
-        claim_or_create(pool, origin).await?;
+        claim_or_create(pool, origin, may_claim).await?;
     }
     id_of(pool, origin)
         .await?
@@ -94,8 +104,19 @@ async fn id_of(pool: &AnyPool, origin: &str) -> Result<Option<i64>, LogError> {
         .map_err(|source| LogError::Query { source })
 }
 
-/// Claims the database's unnamed log if it is the only log; otherwise adds a new log.
-async fn claim_or_create(pool: &AnyPool, origin: &str) -> Result<(), LogError> {
+/// Claims the database's unnamed log if it is the only log (and `may_claim`); otherwise adds
+/// a new log.
+async fn claim_or_create(pool: &AnyPool, origin: &str, may_claim: bool) -> Result<(), LogError> {
+    if may_claim {
+        claim(pool, origin).await?;
+    }
+    if id_of(pool, origin).await?.is_some() {
+        return Ok(());
+    }
+    create(pool, origin).await
+}
+
+async fn claim(pool: &AnyPool, origin: &str) -> Result<(), LogError> {
     let claimed = sqlx::query(
         "UPDATE logs SET origin = $1 WHERE origin IS NULL AND (SELECT COUNT(*) FROM logs) = 1",
     )
@@ -105,8 +126,11 @@ async fn claim_or_create(pool: &AnyPool, origin: &str) -> Result<(), LogError> {
     .map_err(|source| LogError::Query { source })?;
     if claimed.rows_affected() == 1 {
         tracing::info!(origin, "the attestation log now carries its origin");
-        return Ok(());
     }
+    Ok(())
+}
+
+async fn create(pool: &AnyPool, origin: &str) -> Result<(), LogError> {
     // Loses harmlessly to a concurrent insert of the same origin (UNIQUE) or id (PRIMARY KEY).
     let inserted = sqlx::query(
         "INSERT INTO logs (id, origin, next_sequence, tree_size) \

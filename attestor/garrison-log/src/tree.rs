@@ -173,6 +173,20 @@ pub(crate) async fn root(pool: &AnyPool, log_id: i64, size: u64) -> Result<[u8; 
     Ok(root.0)
 }
 
+/// [`root`], inside a transaction.
+pub(crate) async fn root_in(
+    conn: &mut AnyConnection,
+    log_id: i64,
+    size: u64,
+) -> Result<[u8; 32], LogError> {
+    let hashes = read_hashes(conn, log_id, &frontier_indexes(size))
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    let root = tlog_tiles::tree_hash(size, &hashes)
+        .map_err(|e| tree_error(format!("root of size {size}: {e}")))?;
+    Ok(root.0)
+}
+
 /// The RFC 9162 inclusion proof of record `index` in the tree of `size` records.
 pub(crate) async fn inclusion_proof(
     pool: &AnyPool,

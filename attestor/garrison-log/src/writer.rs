@@ -228,14 +228,14 @@ async fn write_batch(
 }
 
 /// One entry of the batch with its assigned place in the log.
-struct Row<'a> {
-    sequence: u64,
-    sequence_db: i64,
-    leaf: [u8; 32],
-    entry: &'a PreparedEntry,
+pub(crate) struct Row<'a> {
+    pub sequence: u64,
+    pub sequence_db: i64,
+    pub leaf: [u8; 32],
+    pub entry: &'a PreparedEntry,
 }
 
-fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+pub(crate) fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Encode(Box::new(e))
 }
 
@@ -243,7 +243,7 @@ fn encode_error(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Erro
 /// `count` and returns the first reserved sequence. Refuses to append to a log whose tree
 /// has not been built yet (see `tree_build.rs`): the new hashes would have nothing to
 /// stand on.
-async fn reserve_sequences(
+pub(crate) async fn reserve_sequences(
     conn: &mut AnyConnection,
     log_id: i64,
     count: usize,
@@ -347,7 +347,7 @@ async fn insert_evidence(
     .await
 }
 
-async fn insert_records(
+pub(crate) async fn insert_records(
     conn: &mut AnyConnection,
     backend: Backend,
     log_id: i64,
