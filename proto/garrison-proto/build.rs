@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/garrison/v1/enrollment.proto",
                 "proto/garrison/v1/audit.proto",
+                "proto/garrison/v1/sync.proto",
             ],
             &["proto"],
         )?;

@@ -16,11 +16,11 @@ use garrison_ca::{SpiffeId, TrustDomain};
 use garrison_log::{AttestationLog, LogError, Query, StoredCheckpoint, StoredRecord};
 use garrison_proto::v1;
 use garrison_proto::v1::audit_server::Audit;
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use crate::Clock;
+use crate::tls::PeerCheck;
 
 /// Most records or checkpoints in one answer.
 pub const MAX_PAGE: u32 = 1_000;
@@ -30,8 +30,7 @@ pub const MAX_PAGE: u32 = 1_000;
 pub struct AuditService {
     log: AttestationLog,
     trust_domain: TrustDomain,
-    anchors: Arc<Vec<TrustAnchor<'static>>>,
-    clock: Arc<dyn Clock>,
+    peers: PeerCheck,
 }
 
 impl std::fmt::Debug for AuditService {
@@ -51,32 +50,31 @@ impl AuditService {
         roots: &[Vec<u8>],
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
-        let anchors = roots
-            .iter()
-            .map(|der| {
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-                    .map(|a| a.to_owned())
-                    .map_err(|e| format!("root certificate: {e:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(AuditService {
             log,
             trust_domain,
-            anchors: Arc::new(anchors),
-            clock,
+            peers: PeerCheck::new(roots, clock)?,
         })
     }
 
     /// The caller's auditor identity, or the refusal.
     fn authorize<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
-        let chain: Vec<Vec<u8>> = request
-            .peer_certs()
-            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
-            .unwrap_or_default();
-        let (leaf, intermediates) = chain
-            .split_first()
-            .ok_or_else(|| Status::unauthenticated("the Audit service needs an auditor SVID"))?;
-        let id = self.check_chain(leaf, intermediates).map_err(|why| {
+        let checked = self.peers.identity_of(request).and_then(|id| {
+            let is_auditor = id.trust_domain_name() == self.trust_domain.as_str()
+                && id
+                    .path()
+                    .strip_prefix("/auditor/")
+                    .is_some_and(|name| !name.is_empty());
+            if is_auditor {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "{id} is not spiffe://{}/auditor/<name>",
+                    self.trust_domain.as_str()
+                ))
+            }
+        });
+        let id = checked.map_err(|why| {
             tracing::warn!(why = %why, "Audit call refused");
             Status::permission_denied(format!(
                 "not an auditor of {}: {why}",
@@ -84,42 +82,6 @@ impl AuditService {
             ))
         })?;
         tracing::debug!(auditor = %id, "Audit call");
-        Ok(id)
-    }
-
-    fn check_chain(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<SpiffeId, String> {
-        let leaf_der = CertificateDer::from(leaf);
-        let end_entity =
-            webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("{e:?}"))?;
-        let intermediates: Vec<CertificateDer<'_>> = intermediates
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        let now = self.clock.now().unix_timestamp().max(0).unsigned_abs();
-        let path = end_entity
-            .verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                &self.anchors,
-                &intermediates,
-                UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
-                webpki::KeyUsage::client_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| format!("chain: {e:?}"))?;
-        let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
-        garrison_spiffe_tls::check_path_scope(&id, &path).map_err(|e| e.to_string())?;
-        let is_auditor = id.trust_domain_name() == self.trust_domain.as_str()
-            && id
-                .path()
-                .strip_prefix("/auditor/")
-                .is_some_and(|name| !name.is_empty());
-        if !is_auditor {
-            return Err(format!(
-                "{id} is not spiffe://{}/auditor/<name>",
-                self.trust_domain.as_str()
-            ));
-        }
         Ok(id)
     }
 }

@@ -15,7 +15,7 @@ pub mod audit_service;
 mod challenge;
 pub mod checkpoint;
 pub mod config;
-mod listener;
+pub mod listener;
 pub mod node_admin;
 mod policy_update;
 mod random;

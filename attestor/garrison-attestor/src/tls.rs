@@ -25,7 +25,8 @@ use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::CertificateDer;
+use garrison_ca::SpiffeId;
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::{Duration, OffsetDateTime};
 
 use crate::attestor::Clock;
@@ -170,6 +171,80 @@ pub fn identity_from_issued(issued: &garrison_ca::Issued) -> Result<Identity, Tl
     let chain = garrison_ca::certificates_to_pem(&issued.chain);
     Identity::from_pem(chain.as_bytes(), key.to_pkcs8_pem().expose().as_bytes())
         .map_err(|e| TlsConfigError::Identity(e.to_string()))
+}
+
+/// Who a TLS client is: its certificate chain checked again with webpki against the trust
+/// domain's roots at the attestor's clock (the path webpki builds, not the list the client
+/// sent), the containment rule over that path, and the SPIFFE ID of its leaf. What the ID may
+/// do is the service's to decide.
+#[derive(Clone)]
+pub struct PeerCheck {
+    anchors: Arc<Vec<TrustAnchor<'static>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerCheck")
+            .field("anchors", &self.anchors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerCheck {
+    /// Checks against `roots` (DER).
+    pub fn new(roots: &[Vec<u8>], clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let anchors = roots
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+                    .map(|a| a.to_owned())
+                    .map_err(|e| format!("root certificate: {e:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PeerCheck {
+            anchors: Arc::new(anchors),
+            clock,
+        })
+    }
+
+    /// The checked SPIFFE ID of a gRPC request's TLS client.
+    pub fn identity_of<T>(&self, request: &tonic::Request<T>) -> Result<SpiffeId, String> {
+        let chain: Vec<Vec<u8>> = request
+            .peer_certs()
+            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| "no client certificate".to_owned())?;
+        self.identity(leaf, intermediates)
+    }
+
+    /// The checked SPIFFE ID of the certificate `leaf` with the `intermediates` sent with it.
+    pub fn identity(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<SpiffeId, String> {
+        let leaf_der = CertificateDer::from(leaf);
+        let end_entity =
+            webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("{e:?}"))?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let now = self.clock.now().unix_timestamp().max(0).unsigned_abs();
+        let path = end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                &intermediates,
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| format!("chain: {e:?}"))?;
+        let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
+        garrison_spiffe_tls::check_path_scope(&id, &path).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
 }
 
 /// Why the TLS configuration could not be built.

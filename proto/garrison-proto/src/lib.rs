@@ -1,5 +1,6 @@
 //! Garrison's gRPC protocol: generated message and service types for enrollment and
-//! renewal, and the size limits both ends enforce.
+//! renewal, the auditor's Audit service and site↔hub Sync, and the size limits both ends
+//! enforce.
 //!
 //! This crate only defines the wire format. It must never interpret TPM structures or make
 //! trust decisions: the attestor converts these messages into typed evidence once, at its
@@ -47,4 +48,15 @@ pub mod limits {
     pub const MAX_CSR: usize = 4096;
     /// Largest activated secret or nonce, bytes.
     pub const MAX_SECRET: usize = 64;
+
+    /// Largest encoded Sync message either end decodes (a log batch with its evidence),
+    /// bytes. Sites cut their batches to [`SYNC_BATCH_BYTES`], so this leaves room.
+    pub const MAX_SYNC_MESSAGE: usize = 16 * 1024 * 1024;
+    /// What a site puts in one log batch before it sends it: records and evidence up to
+    /// about this many bytes (a single larger evidence value goes alone).
+    pub const SYNC_BATCH_BYTES: usize = 4 * 1024 * 1024;
+    /// Most records in one log batch.
+    pub const SYNC_BATCH_RECORDS: usize = 2_000;
+    /// Most digests asked about in one MissingEvidence call.
+    pub const SYNC_MAX_DIGESTS: usize = 10_000;
 }
