@@ -229,6 +229,18 @@ impl Attestor {
         self.enrollments.purge_expired(now) + self.renewals.purge_expired(now)
     }
 
+    /// The sequence and digest of the policy bundle in force.
+    pub fn policy_in_force(&self) -> (u64, String) {
+        let engine = self.parts.policy.current();
+        let info = engine.info();
+        (info.sequence, info.digest.clone())
+    }
+
+    /// The site this attestor serves.
+    pub fn site(&self) -> &str {
+        &self.parts.site
+    }
+
     /// The attestor's clock.
     pub fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.parts.clock)

@@ -171,36 +171,59 @@ fn load_or_create_key(
     origin: &str,
     rng: &dyn SecureRandom,
 ) -> Result<LogKey, CheckpointError> {
-    let key_err = |source| CheckpointError::Key {
+    let pkcs8 = load_or_create_ed25519(path, rng).map_err(|e| match e {
+        KeyFileError::Io(source) => CheckpointError::KeyFile {
+            path: path.to_owned(),
+            source,
+        },
+        KeyFileError::Generate(source) => CheckpointError::Key {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    LogKey::from_pkcs8(origin, &pkcs8).map_err(|source| CheckpointError::Key {
         path: path.to_owned(),
         source,
+    })
+}
+
+/// Why an Ed25519 key file could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or writing the file failed, or it holds no PRIVATE KEY PEM block.
+    #[error("key file")]
+    Io(#[source] std::io::Error),
+    /// Drawing a new key failed.
+    #[error("generating a key")]
+    Generate(#[source] garrison_transparency::TransparencyError),
+}
+
+/// The PKCS#8 Ed25519 key in the PEM file at `path`, created (0600, atomically) if the file
+/// does not exist. A file that exists but cannot be read is an error, never replaced.
+pub fn load_or_create_ed25519(
+    path: &Path,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, KeyFileError> {
+    let invalid = |what: String| {
+        KeyFileError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
     };
-    let file_err = |source| CheckpointError::KeyFile {
-        path: path.to_owned(),
-        source,
-    };
-    let pkcs8 = match std::fs::read_to_string(path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
-            let block = pem::parse(text)
-                .map_err(|e| file_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            let block = pem::parse(text).map_err(|e| invalid(e.to_string()))?;
             if block.tag() != KEY_LABEL {
-                return Err(file_err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "not a PRIVATE KEY PEM block",
-                )));
+                return Err(invalid("not a PRIVATE KEY PEM block".to_owned()));
             }
-            block.into_contents()
+            Ok(block.into_contents())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let pkcs8 = LogKey::generate_pkcs8(rng).map_err(key_err)?;
+            let pkcs8 = LogKey::generate_pkcs8(rng).map_err(KeyFileError::Generate)?;
             let text = pem::encode(&pem::Pem::new(KEY_LABEL, pkcs8.clone()));
-            write_new_secret(path, text.as_bytes()).map_err(file_err)?;
-            tracing::info!(path = %path.display(), "new log key created");
-            pkcs8
+            write_new_secret(path, text.as_bytes()).map_err(KeyFileError::Io)?;
+            tracing::info!(path = %path.display(), "new Ed25519 key created");
+            Ok(pkcs8)
         }
-        Err(e) => return Err(file_err(e)),
-    };
-    LogKey::from_pkcs8(origin, &pkcs8).map_err(key_err)
+        Err(e) => Err(KeyFileError::Io(e)),
+    }
 }
 
 /// Writes a new file readable by its owner only, atomically (temporary file, fsync, rename),

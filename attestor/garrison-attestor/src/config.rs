@@ -104,7 +104,39 @@ struct RawConfig {
     #[serde(default = "default_checkpoint_interval")]
     checkpoint_interval: String,
     #[serde(default)]
+    hub: Option<RawHub>,
+    #[serde(default)]
     insecure: InsecureOptions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHub {
+    address: String,
+    #[serde(default = "default_sync_interval")]
+    sync_interval: String,
+    #[serde(default = "default_max_backoff")]
+    max_backoff: String,
+}
+
+fn default_sync_interval() -> String {
+    "30s".to_owned()
+}
+fn default_max_backoff() -> String {
+    "10m".to_owned()
+}
+
+/// Where the site's hub is and how often to sync with it (`[hub]` in `site.toml`). The site
+/// opens every connection; a site without `[hub]` never connects and syncs by files only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubLink {
+    /// `host:port` of the hub's Sync service.
+    pub address: String,
+    /// Time between rounds while the hub answers (default 30s).
+    pub sync_interval: Duration,
+    /// Longest wait between attempts while it does not (exponential backoff with jitter up
+    /// to this; default 10m).
+    pub max_backoff: Duration,
 }
 
 fn default_challenge_ttl() -> String {
@@ -171,6 +203,8 @@ pub struct SiteConfig {
     /// Where to serve the read-only Audit service (mutual TLS, auditor SVIDs only); not
     /// served when absent.
     pub audit_listen: Option<SocketAddr>,
+    /// The hub to sync with, if any.
+    pub hub: Option<HubLink>,
     /// Security-weakening switches (all off by default).
     pub insecure: InsecureOptions,
 }
@@ -216,7 +250,18 @@ impl SiteConfig {
             });
         }
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let hub = raw
+            .hub
+            .map(|hub| {
+                Ok::<_, ConfigError>(HubLink {
+                    sync_interval: parse_duration("hub.sync_interval", &hub.sync_interval)?,
+                    max_backoff: parse_duration("hub.max_backoff", &hub.max_backoff)?,
+                    address: hub.address,
+                })
+            })
+            .transpose()?;
         Ok(SiteConfig {
+            hub,
             max_svid_ttl: parse_duration("max_svid_ttl", &raw.max_svid_ttl)?,
             challenge_ttl: parse_duration("challenge_ttl", &raw.challenge_ttl)?,
             attestor_svid_ttl: parse_duration("attestor_svid_ttl", &raw.attestor_svid_ttl)?,

@@ -23,11 +23,13 @@ mod record_budget;
 mod refusal;
 pub mod server;
 pub mod service;
+pub mod site_sync;
+pub mod sync_client;
 pub mod tls;
 mod translate;
 
 pub use attestor::{Attestor, AttestorParts, Clock, SystemClock};
-pub use config::{ConfigError, InsecureOptions, SiteConfig};
+pub use config::{ConfigError, HubLink, InsecureOptions, SiteConfig};
 pub use garrison_appraisal::{EvidenceRecord, UnprovenRequest};
 pub use policy_update::{PolicyFloorError, PolicyRefusal};
 pub use random::{RandomFailed, RandomSource};

@@ -347,6 +347,8 @@ pub async fn serve(
         )?),
         None => None,
     };
+    // A second copy of the site CA for the sync client's own identity.
+    let sync = spawn_sync(config, load_authority(&config.ca_dir)?, &attestor);
     let shutdown = async move {
         shutdown.await;
         let _ = stopping.send(true);
@@ -365,6 +367,7 @@ pub async fn serve(
         .await
         .map_err(StartError::Serve);
     periodic.abort();
+    sync.abort();
     if let Some(audit) = audit {
         let _ = audit.await;
     }
@@ -373,6 +376,32 @@ pub async fn serve(
         tracing::error!(error = %e, "signing the final checkpoint failed");
     }
     served
+}
+
+/// Syncs with the hub, if the configuration names one; without one, puts in force policy
+/// bundles imported from files. Either way in a task of its own: serving never waits on it.
+fn spawn_sync(
+    config: &SiteConfig,
+    ca: Authority,
+    attestor: &Arc<Attestor>,
+) -> tokio::task::JoinHandle<()> {
+    let sync = crate::site_sync::SiteSync::new(
+        attestor.log().clone(),
+        &config.site,
+        ca.trust_domain().as_str(),
+        ca.roots().to_vec(),
+    );
+    match &config.hub {
+        Some(link) => {
+            tracing::info!(hub = %link.address, "syncing with the hub");
+            crate::sync_client::spawn(sync, Arc::clone(attestor), Arc::new(ca), link.clone())
+        }
+        None => crate::sync_client::spawn_policy_pickup(
+            sync,
+            Arc::clone(attestor),
+            std::time::Duration::from_secs(30),
+        ),
+    }
 }
 
 /// Serves the Audit service on `address` until `stop` turns true.

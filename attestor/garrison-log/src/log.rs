@@ -333,6 +333,11 @@ impl AttestationLog {
         read::node(&self.inner.pool, node_id).await
     }
 
+    /// Node states in node-id order: the first `limit` after `after` (paging).
+    pub async fn nodes(&self, after: Option<&str>, limit: u32) -> Result<Vec<NodeState>, LogError> {
+        read::nodes(&self.inner.pool, after, limit).await
+    }
+
     /// The node whose current certificate has this serial (hex, any case), if any. A serial
     /// that was superseded by a later issuance no longer finds its node.
     pub async fn node_by_current_serial(

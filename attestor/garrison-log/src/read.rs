@@ -113,6 +113,24 @@ pub(crate) async fn node(pool: &AnyPool, node_id: &str) -> Result<Option<NodeSta
     node_where(pool, "node_id", node_id).await
 }
 
+/// Node states by id, after `after`, at most `limit`.
+pub(crate) async fn nodes(
+    pool: &AnyPool,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<NodeState>, LogError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    rows.iter().map(node_state).collect()
+}
+
 pub(crate) async fn node_by_current_serial(
     pool: &AnyPool,
     serial: &str,

@@ -10,10 +10,12 @@ mod audit_remote;
 mod ca_cmd;
 mod duration;
 mod evidence_cmd;
+mod hub_cmd;
 mod log_cmd;
 mod node_cmd;
 mod outdir;
 mod policy_cmd;
+mod site_cmd;
 
 use std::process::ExitCode;
 
@@ -38,13 +40,19 @@ enum Command {
     /// Site attestor: enrollment and renewal service.
     #[command(subcommand)]
     Attestor(attestor_cmd::AttestorCommand),
+    /// The hub: serve sites, import and export air-gap files, publish policy, see alarms.
+    #[command(subcommand)]
+    Hub(hub_cmd::HubCommand),
+    /// A site's side of air-gap sync: export its log, import what the hub wrote for it.
+    #[command(subcommand)]
+    Site(site_cmd::SiteCommand),
     /// Attestation log: query records.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
     /// The auditor's view of an attestation log: query, verify, prove, export.
     #[command(subcommand)]
     Audit(Box<audit_cmd::AuditCommand>),
-    /// Nodes: an operator's logged acts on a node's stored state (reset after TPM2_Clear).
+    /// Nodes: list, show, revoke (at a site or the hub), reset after TPM2_Clear.
     #[command(subcommand)]
     Node(node_cmd::NodeCommand),
     /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
@@ -94,6 +102,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Node(command) => block_on(node_cmd::run(command)),
+        Command::Hub(command) => block_on(hub_cmd::run(command)),
+        Command::Site(command) => block_on(site_cmd::run(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,3 +86,59 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", dir.display()))
 }
+
+/// A file being written: it appears at its path, complete and fsynced, only on
+/// [`NewFile::commit`], and never replaces an existing file.
+pub struct NewFile {
+    staging: PathBuf,
+    path: PathBuf,
+}
+
+impl NewFile {
+    /// Refuses an existing `path`; returns the writer for the staged file.
+    pub fn create(path: &Path) -> anyhow::Result<(Self, std::io::BufWriter<File>)> {
+        if path.exists() {
+            bail!("refusing to overwrite {}", path.display());
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging = parent_of(path).join(format!(".{name}.partial-{}", std::process::id()));
+        let _ = fs::remove_file(&staging);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&staging)
+            .with_context(|| format!("creating {}", staging.display()))?;
+        let new = NewFile {
+            staging,
+            path: path.to_owned(),
+        };
+        Ok((new, std::io::BufWriter::new(file)))
+    }
+
+    /// Flushes, fsyncs and links the file into place.
+    pub fn commit(self, writer: std::io::BufWriter<File>) -> anyhow::Result<()> {
+        let file = writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", self.staging.display(), e.error()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.staging.display()))?;
+        drop(file);
+        let linked = fs::hard_link(&self.staging, &self.path)
+            .with_context(|| format!("creating {}", self.path.display()));
+        let _ = fs::remove_file(&self.staging);
+        linked?;
+        File::open(parent_of(&self.path))
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("syncing the directory of {}", self.path.display()))
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.staging);
+    }
+}

@@ -21,6 +21,8 @@ pub mod v1 {
     tonic::include_proto!("garrison.v1");
 }
 
+pub mod sync_file;
+
 /// Size limits of the protocol. The server refuses larger messages before decoding them and
 /// checks each field again when converting it.
 pub mod limits {

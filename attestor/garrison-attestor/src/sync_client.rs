@@ -1,0 +1,320 @@
+//! The site's sync client: rounds of pull-then-push with the hub, opened by the site.
+//!
+//! A round ([`round`]): ask where the hub stands, pull what it publishes (revocations
+//! applied at once; a newer policy bundle put in force through the attestor's own reload),
+//! then push the log from where the hub stands to the newest signed checkpoint, batch by
+//! batch, and keep the hub's cosignature when it comes. An interrupted round resumes where
+//! the hub says next time; a resend is a no-op at the hub.
+//!
+//! [`spawn`] runs rounds every `sync_interval` while the hub answers, and backs off
+//! exponentially with jitter (up to `max_backoff`) while it does not. It runs beside the
+//! attestor's serving and never holds anything the attestor waits on: enrollment and
+//! renewal go on whatever the link does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use garrison_ca::{Authority, KeyAlgorithm, SiteRole, SpiffeId, SubjectKey};
+use garrison_proto::limits::MAX_SYNC_MESSAGE;
+use garrison_proto::v1;
+use garrison_proto::v1::sync_client::SyncClient;
+use ring::rand::{SecureRandom, SystemRandom};
+use tonic::transport::Channel;
+
+use crate::Attestor;
+use crate::config::HubLink;
+use crate::site_sync::{EvidenceFilter, SiteSync, SyncError};
+
+/// A connection to the hub's Sync service.
+pub struct HubClient {
+    client: SyncClient<Channel>,
+}
+
+impl HubClient {
+    /// Connects to `address` as this site's attestor (an SVID issued now from the site CA),
+    /// accepting only the hub's server identity `spiffe://<td>/hub/sync` chaining to the
+    /// roots.
+    pub fn connect(address: &str, ca: &Authority, now: time::OffsetDateTime) -> Result<Self, SyncError> {
+        let connect_err = |e: String| SyncError::Connect(e);
+        let rng = SystemRandom::new();
+        let issued = ca
+            .issue_site_role_svid(
+                SiteRole::Attestor,
+                time::Duration::hours(1),
+                SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+                now,
+                &rng,
+            )
+            .map_err(|e| connect_err(e.to_string()))?;
+        let identity = crate::tls::identity_from_issued(&issued).map_err(|e| connect_err(e.to_string()))?;
+        let hub = SpiffeId::from_path(ca.trust_domain(), "/hub/sync")
+            .map_err(|e| connect_err(e.to_string()))?;
+        let bundle = garrison_ca::certificates_to_pem(ca.roots());
+        let config = garrison_spiffe_tls::client_config(bundle.as_bytes(), hub, Some(identity))
+            .map_err(|e| connect_err(e.to_string()))?;
+        let channel = garrison_spiffe_tls::connect(address, config).map_err(|e| connect_err(e.to_string()))?;
+        Ok(HubClient {
+            client: SyncClient::new(channel)
+                .max_decoding_message_size(MAX_SYNC_MESSAGE)
+                .max_encoding_message_size(MAX_SYNC_MESSAGE),
+        })
+    }
+
+    pub(crate) async fn missing(&mut self, digests: Vec<String>) -> Result<Vec<String>, SyncError> {
+        let mut lacking = Vec::new();
+        for chunk in digests.chunks(garrison_proto::limits::SYNC_MAX_DIGESTS) {
+            let answer = self
+                .client
+                .missing_evidence(v1::EvidenceDigests {
+                    digests: chunk.to_vec(),
+                })
+                .await?;
+            lacking.extend(answer.into_inner().digests);
+        }
+        Ok(lacking)
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoundSummary {
+    /// Records the hub holds after the round.
+    pub held_size: u64,
+    /// Batches pushed.
+    pub batches: u64,
+    /// The checkpoint the hub cosigned in this round.
+    pub cosigned_size: Option<u64>,
+    /// What came down.
+    pub applied: crate::site_sync::Applied,
+    /// A line saying what happened to a policy bundle that came down.
+    pub policy: Option<String>,
+}
+
+/// One round with the hub (see the module docs). `attestor` puts a pulled policy bundle in
+/// force.
+pub async fn round(
+    sync: &SiteSync,
+    client: &mut HubClient,
+    attestor: &Attestor,
+    tried: &AtomicU64,
+) -> Result<RoundSummary, SyncError> {
+    let now = attestor.clock().now();
+    let origin = sync.origin().to_owned();
+    let status = client
+        .client
+        .status(v1::SyncStatusRequest {
+            origin: origin.clone(),
+        })
+        .await?
+        .into_inner();
+    let held_list = sync
+        .log()
+        .latest_revocation_list()
+        .await?
+        .map_or(0, |(s, _)| s);
+    let pull = client
+        .client
+        .pull(v1::PullRequest {
+            origin,
+            policy_sequence: attestor.policy_in_force().0,
+            revocation_sequence: held_list,
+        })
+        .await?
+        .into_inner();
+    let mut summary = RoundSummary {
+        applied: sync.apply_pull(&pull, now).await?,
+        ..Default::default()
+    };
+    summary.policy = put_policy_in_force(sync, attestor, tried).await;
+    let witness = if pull.witness_chain_pem.is_empty() {
+        None
+    } else {
+        Some(sync.witness_key(&pull.witness_chain_pem)?)
+    };
+    push(sync, client, &status, witness, now, &mut summary).await?;
+    Ok(summary)
+}
+
+async fn push(
+    sync: &SiteSync,
+    client: &mut HubClient,
+    status: &v1::SyncStatus,
+    witness: Option<[u8; 32]>,
+    now: time::OffsetDateTime,
+    summary: &mut RoundSummary,
+) -> Result<(), SyncError> {
+    let (checkpoint, chain) = sync.checkpoint().await?;
+    let mut held = status.held_size;
+    summary.held_size = held;
+    if held >= checkpoint.size && status.cosigned_size >= checkpoint.size {
+        return Ok(());
+    }
+    let from = held.min(checkpoint.size);
+    loop {
+        let start = held.min(checkpoint.size);
+        let batch = sync
+            .batch(start, &checkpoint, &chain, from, EvidenceFilter::Hub(client))
+            .await?;
+        let result = client.client.push_log(batch).await?.into_inner();
+        summary.batches += 1;
+        if result.held_size <= held && result.held_size < checkpoint.size {
+            return Err(SyncError::Refused(format!(
+                "the hub holds {} records after a batch from {start}: no progress",
+                result.held_size
+            )));
+        }
+        held = result.held_size;
+        summary.held_size = held;
+        if !result.cosigned_checkpoint.is_empty() {
+            let key = witness.ok_or_else(|| {
+                SyncError::Refused("a cosignature without the hub's witness key".to_owned())
+            })?;
+            summary.cosigned_size = sync
+                .keep_cosignature(&result.cosigned_checkpoint, &key, now)
+                .await?;
+        }
+        if held >= checkpoint.size {
+            return Ok(());
+        }
+    }
+}
+
+/// If the database keeps a policy bundle newer than the one in force (pulled now, or
+/// imported from a file), puts it in force through the attestor's reload: verified like a
+/// local bundle, refused (and recorded) if it rolls back. Each kept bundle is tried once per
+/// process (`tried` holds the last sequence tried), so a bad one is recorded once, not at
+/// every round.
+pub async fn put_policy_in_force(
+    sync: &SiteSync,
+    attestor: &Attestor,
+    tried: &AtomicU64,
+) -> Option<String> {
+    let (in_force, _) = attestor.policy_in_force();
+    let kept = match sync.log().latest_policy_bundle().await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::error!(error = %e, "reading kept policy bundles failed");
+            return None;
+        }
+    };
+    let (sequence, _, bundle) = kept.filter(|(sequence, _, _)| {
+        *sequence > in_force && *sequence > tried.load(Ordering::Relaxed)
+    })?;
+    tried.store(sequence, Ordering::Relaxed);
+    let outcome = attestor.reload_policy(&bundle).await;
+    let line = match outcome {
+        Ok(line) => {
+            tracing::info!("{line}");
+            line
+        }
+        Err(line) => {
+            tracing::error!(sequence, "{line}");
+            line
+        }
+    };
+    Some(line)
+}
+
+/// Runs rounds until the returned handle is aborted (see the module docs).
+pub fn spawn(
+    sync: SiteSync,
+    attestor: Arc<Attestor>,
+    ca: Arc<Authority>,
+    link: HubLink,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let rng = SystemRandom::new();
+        let tried = AtomicU64::new(0);
+        let interval = seconds(link.sync_interval);
+        let max_backoff = seconds(link.max_backoff).max(interval);
+        let mut failures = 0u32;
+        loop {
+            let outcome = match HubClient::connect(&link.address, &ca, attestor.clock().now()) {
+                Ok(mut client) => round(&sync, &mut client, &attestor, &tried).await,
+                Err(e) => Err(e),
+            };
+            let wait = match outcome {
+                Ok(summary) => {
+                    if failures > 0 {
+                        tracing::info!(after_failures = failures, "hub reachable again");
+                    }
+                    failures = 0;
+                    tracing::debug!(?summary, "sync round done");
+                    interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(interval, max_backoff, failures, &rng);
+                    tracing::warn!(error = %e, failures, retry_in_s = wait.as_secs(), "sync with the hub failed");
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    })
+}
+
+/// Without a hub link: every `interval`, puts in force a policy bundle imported from a file
+/// (see [`put_policy_in_force`]).
+pub fn spawn_policy_pickup(
+    sync: SiteSync,
+    attestor: Arc<Attestor>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tried = AtomicU64::new(0);
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            put_policy_in_force(&sync, &attestor, &tried).await;
+        }
+    })
+}
+
+fn seconds(d: time::Duration) -> Duration {
+    Duration::from_secs(d.whole_seconds().max(1).unsigned_abs())
+}
+
+/// `interval × 2^(failures-1)`, at most `max`, with "full jitter" on the upper half (so
+/// sites cut off together do not come back in step). A failed random draw gives no jitter,
+/// never a zero wait.
+pub fn backoff(interval: Duration, max: Duration, failures: u32, rng: &dyn SecureRandom) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let base = interval.saturating_mul(1u32 << exponent).min(max);
+    let mut byte = [0u8; 2];
+    let fraction = match rng.fill(&mut byte) {
+        Ok(()) => f64::from(u16::from_be_bytes(byte)) / f64::from(u16::MAX),
+        Err(_) => 1.0,
+    };
+    base / 2 + base.mul_f64(fraction / 2.0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    struct Fixed(u8);
+    impl ring::rand::SecureRandom for Fixed {
+        fn fill(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
+            dest.fill(self.0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitters_within_the_upper_half() {
+        let interval = Duration::from_secs(30);
+        let max = Duration::from_secs(600);
+        let top = |failures| backoff(interval, max, failures, &Fixed(0xff));
+        let bottom = |failures| backoff(interval, max, failures, &Fixed(0));
+        assert_eq!(top(1), Duration::from_secs(30));
+        assert_eq!(bottom(1), Duration::from_secs(15));
+        assert_eq!(top(2), Duration::from_secs(60));
+        assert_eq!(top(5), Duration::from_secs(480));
+        assert_eq!(top(6), Duration::from_secs(600), "capped");
+        assert_eq!(top(1000), Duration::from_secs(600), "no overflow");
+        assert_eq!(bottom(1000), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,123 @@
+//! The hub's configuration (`hub.toml`): parsed into typed values once and passed in. Paths
+//! are relative to the configuration file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use garrison_attestor::ConfigError;
+use garrison_attestor::config::parse_duration;
+use serde::Deserialize;
+use time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    ca_dir: PathBuf,
+    database: String,
+    #[serde(default = "default_witness_key")]
+    witness_key: PathBuf,
+    #[serde(default = "default_server_svid_ttl")]
+    server_svid_ttl: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+}
+
+fn default_witness_key() -> PathBuf {
+    PathBuf::from("witness-key.pem")
+}
+fn default_server_svid_ttl() -> String {
+    "24h".to_owned()
+}
+fn default_max_connections() -> usize {
+    64
+}
+
+/// A hub's configuration, validated.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Address the Sync service is served on (mutual TLS, site attestor SVIDs only).
+    pub listen: SocketAddr,
+    /// Directory of the hub intermediate CA (cert.pem, key.pem, chain.pem, bundle.pem). It
+    /// certifies the hub's witness key and issues the hub's server SVID.
+    pub ca_dir: PathBuf,
+    /// The database of every site's log: `postgres://...` (the default for a hub; several
+    /// hub processes may share one) or `sqlite:///path` for small deployments.
+    pub database: String,
+    /// The Ed25519 key that cosigns site checkpoints and signs revocation lists (PKCS#8
+    /// PEM), created at first start if missing. Default `witness-key.pem` beside the
+    /// configuration file.
+    pub witness_key: PathBuf,
+    /// Lifetime of the hub's server SVID (`spiffe://<td>/hub/sync`), re-issued at half life.
+    pub server_svid_ttl: Duration,
+    /// Most site connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl HubConfig {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_raw(raw, base)
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let database = match raw.database.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') => {
+                format!("sqlite://{}", base.join(path).display())
+            }
+            _ => raw.database,
+        };
+        Ok(HubConfig {
+            listen: raw.listen,
+            ca_dir: resolve(raw.ca_dir),
+            database,
+            witness_key: resolve(raw.witness_key),
+            server_svid_ttl: parse_duration("server_svid_ttl", &raw.server_svid_ttl)?,
+            max_connections: raw.max_connections.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_beside_the_file_and_defaults_apply() {
+        let raw: RawConfig = toml::from_str(
+            "listen = \"127.0.0.1:7443\"\nca_dir = \"hub-ca\"\ndatabase = \"sqlite://hub.db\"\n",
+        )
+        .unwrap();
+        let c = HubConfig::from_raw(raw, Path::new("/etc/garrison")).unwrap();
+        assert_eq!(c.ca_dir, Path::new("/etc/garrison/hub-ca"));
+        assert_eq!(c.database, "sqlite:///etc/garrison/hub.db");
+        assert_eq!(c.witness_key, Path::new("/etc/garrison/witness-key.pem"));
+        assert_eq!(c.server_svid_ttl, Duration::hours(24));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_refused() {
+        assert!(
+            toml::from_str::<RawConfig>(
+                "listen = \"127.0.0.1:7443\"\nca_dir = \"x\"\ndatabase = \"y\"\nlisten_all = true\n"
+            )
+            .is_err()
+        );
+        let raw: RawConfig = toml::from_str(
+            "listen = \"127.0.0.1:7443\"\nca_dir = \"x\"\ndatabase = \"y\"\nserver_svid_ttl = \"1y\"\n",
+        )
+        .unwrap();
+        assert!(HubConfig::from_raw(raw, Path::new("/")).is_err());
+    }
+}

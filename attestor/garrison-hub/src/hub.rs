@@ -1,0 +1,556 @@
+//! [`Hub`]: what the hub does with what sites send and what operators publish. No gRPC
+//! here: `sync_service.rs` and `files.rs` are the two ways in.
+
+use std::sync::Arc;
+
+use garrison_attestor::Clock;
+use garrison_log::{
+    AttestationLog, LogError, ReplicaBatch, StoredCheckpoint, StoredCosignature, SyncEvent,
+    SyncEventSummary,
+};
+use garrison_policy::{BundleLimits, PolicyTrust, decode_archive, verify_bundle};
+use garrison_proto::v1;
+use garrison_transparency::{
+    RevocationList, RevokedTarget, TransparencyError, WitnessKey, hub_witness_name,
+    verify_cosignature,
+};
+
+use crate::Refusal;
+use crate::push::{self, CheckedBatch, consistent};
+
+/// What a hub is made of; built by `server.rs` from the configuration, or by tests.
+pub struct HubParts {
+    /// The hub's database, opened on the hub's own log (origin `garrison.<td>/hub`); site
+    /// logs are replicas beside it.
+    pub log: AttestationLog,
+    pub trust_domain: String,
+    /// The trust domain's roots, DER.
+    pub roots: Vec<Vec<u8>>,
+    /// Cosigns site checkpoints and signs revocation lists.
+    pub witness: WitnessKey,
+    /// The witness key's certificate chain (PEM, its certificate first, then the hub CA).
+    pub witness_chain_pem: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The hub.
+pub struct Hub {
+    parts: HubParts,
+    witness_name: String,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("trust_domain", &self.parts.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a hub operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// What the caller sent was refused (and recorded); nothing of it was stored.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The hub's database failed.
+    #[error("the hub's database")]
+    Log(#[source] LogError),
+    /// Signing with the witness key failed, or a stored list no longer verifies.
+    #[error("the hub's witness key")]
+    Witness(#[source] TransparencyError),
+    /// A policy bundle to publish does not verify.
+    #[error("policy bundle refused")]
+    Policy(#[source] garrison_policy::PolicyError),
+}
+
+/// A refusal, with the two checkpoints of a fork when it is one.
+struct Rejection {
+    refusal: Refusal,
+    notes: Option<(String, String)>,
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        Rejection {
+            refusal,
+            notes: None,
+        }
+    }
+}
+
+enum PushError {
+    Rejected(Rejection),
+    Failed(HubError),
+}
+
+impl From<Refusal> for PushError {
+    fn from(refusal: Refusal) -> Self {
+        PushError::Rejected(refusal.into())
+    }
+}
+
+impl From<LogError> for PushError {
+    fn from(e: LogError) -> Self {
+        PushError::Failed(HubError::Log(e))
+    }
+}
+
+impl Hub {
+    pub fn new(parts: HubParts) -> Self {
+        let witness_name = hub_witness_name(&parts.trust_domain);
+        Hub {
+            parts,
+            witness_name,
+        }
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.parts.trust_domain
+    }
+
+    /// The hub's database handle (its own log).
+    pub fn log(&self) -> &AttestationLog {
+        &self.parts.log
+    }
+
+    /// The witness's key name, `garrison.<td>/hub`.
+    pub fn witness_name(&self) -> &str {
+        &self.witness_name
+    }
+
+    /// Where the hub stands on `origin`'s log.
+    pub async fn status(&self, origin: &str) -> Result<v1::SyncStatus, HubError> {
+        let replica = self.replica(origin).await?;
+        let held_size = replica.tree_size().await.map_err(HubError::Log)?;
+        let cosigned_size = replica
+            .latest_cosignature(&self.witness_name)
+            .await
+            .map_err(HubError::Log)?
+            .map_or(0, |c| c.size);
+        let policy_sequence = self.latest_policy_sequence().await?;
+        let revocation_sequence = self
+            .parts
+            .log
+            .latest_revocation_list()
+            .await
+            .map_err(HubError::Log)?
+            .map_or(0, |(sequence, _)| sequence);
+        Ok(v1::SyncStatus {
+            held_size,
+            cosigned_size,
+            policy_sequence,
+            revocation_sequence,
+        })
+    }
+
+    /// Of `digests`, the evidence the hub lacks.
+    pub async fn missing_evidence(&self, digests: &[String]) -> Result<Vec<String>, HubError> {
+        self.parts
+            .log
+            .missing_evidence(digests)
+            .await
+            .map_err(HubError::Log)
+    }
+
+    /// Takes a log batch from the attestor of `caller_origin` (see the crate docs). A
+    /// refusal is recorded under the caller's origin and returned.
+    pub async fn push(
+        &self,
+        caller_origin: &str,
+        batch: v1::LogBatch,
+    ) -> Result<v1::PushResult, HubError> {
+        match self.push_checked(caller_origin, batch).await {
+            Ok(result) => Ok(result),
+            Err(PushError::Failed(e)) => Err(e),
+            Err(PushError::Rejected(rejection)) => {
+                self.record(caller_origin, &rejection).await;
+                Err(HubError::Refused(rejection.refusal))
+            }
+        }
+    }
+
+    async fn push_checked(
+        &self,
+        caller_origin: &str,
+        batch: v1::LogBatch,
+    ) -> Result<v1::PushResult, PushError> {
+        let batch = push::check(batch, caller_origin, &self.parts.roots)?;
+        let replica = self.replica(caller_origin).await.map_err(PushError::Failed)?;
+        self.check_extends_held(&replica, &batch).await?;
+        let appended = self.append(&replica, &batch).await?;
+        let held_size = appended.tree_size;
+        let cosigned_checkpoint = if held_size >= batch.checkpoint.size {
+            self.witness(&replica, &batch).await?
+        } else {
+            String::new()
+        };
+        if appended.added > 0 {
+            tracing::info!(origin = caller_origin, added = appended.added, held = held_size, "site records replicated");
+        }
+        Ok(v1::PushResult {
+            held_size,
+            cosigned_checkpoint,
+        })
+    }
+
+    /// The checkpoint must extend the tree the hub holds (which every checkpoint it
+    /// cosigned is a prefix of): else the site shows the hub a history other than the one
+    /// the hub witnessed.
+    async fn check_extends_held(
+        &self,
+        replica: &AttestationLog,
+        batch: &CheckedBatch,
+    ) -> Result<(), PushError> {
+        let held = replica.tree_size().await?;
+        let size = batch.checkpoint.size;
+        let from = batch.proof_from_size;
+        let verdict = if size <= held && size > 0 {
+            let root = replica.tree_root(size).await?;
+            consistent(size, &root, size, &batch.checkpoint.root, &[])
+        } else if from == 0 {
+            // No proof from a held size: the records themselves must reach past what the
+            // hub holds, so that the check of their root against the checkpoint covers it.
+            if batch.end() >= held {
+                return Ok(());
+            }
+            return Err(Refusal::new(
+                "malformed-batch",
+                format!("the hub holds {held} records; the batch proves nothing from them"),
+            )
+            .into());
+        } else if from > held {
+            return Err(Refusal::new(
+                "stale",
+                format!("the proof starts at {from}; the hub holds {held}"),
+            )
+            .into());
+        } else {
+            let root = replica.tree_root(from).await?;
+            consistent(from, &root, size, &batch.checkpoint.root, &batch.proof_from)
+        };
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(why) => Err(PushError::Rejected(self.fork(replica, batch, why).await?)),
+        }
+    }
+
+    async fn fork(
+        &self,
+        replica: &AttestationLog,
+        batch: &CheckedBatch,
+        why: String,
+    ) -> Result<Rejection, PushError> {
+        let held_note = match replica.latest_cosignature(&self.witness_name).await? {
+            Some(cosigned) => replica
+                .checkpoint_at(cosigned.size)
+                .await?
+                .map(|c| add_line(&c.note, &cosigned.line))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        tracing::error!(origin = %batch.origin, size = batch.checkpoint.size, why = %why, "FORK: a site checkpoint contradicts the log the hub holds and witnessed");
+        Ok(Rejection {
+            refusal: Refusal::new(
+                "fork",
+                format!(
+                    "checkpoint of size {} does not extend the log the hub holds: {why}",
+                    batch.checkpoint.size
+                ),
+            ),
+            notes: Some((held_note, batch.checkpoint.note.clone())),
+        })
+    }
+
+    async fn append(
+        &self,
+        replica: &AttestationLog,
+        batch: &CheckedBatch,
+    ) -> Result<garrison_log::ReplicaAppended, PushError> {
+        let checkpoint = &batch.checkpoint;
+        let proof = &batch.proof_to_checkpoint;
+        let to_checkpoint = |end: u64, root: &[u8; 32]| {
+            if end == 0 {
+                return Ok(());
+            }
+            consistent(end, root, checkpoint.size, &checkpoint.root, proof)
+        };
+        let replica_batch = ReplicaBatch {
+            first: batch.first,
+            records: batch.records.clone(),
+            evidence: batch.evidence.clone(),
+        };
+        match replica.append_replica(&replica_batch, to_checkpoint).await {
+            Ok(appended) => Ok(appended),
+            Err(e) => Err(replica_refusal(e)),
+        }
+    }
+
+    /// Keeps the checkpoint and the log key's chain, and cosigns the checkpoint (once per
+    /// size); returns the checkpoint with the cosignature line.
+    async fn witness(
+        &self,
+        replica: &AttestationLog,
+        batch: &CheckedBatch,
+    ) -> Result<String, PushError> {
+        let checkpoint = &batch.checkpoint;
+        let now = self.parts.clock.now();
+        replica
+            .add_log_key_certificate(&batch.log_key, &batch.log_key_chain_pem, now)
+            .await?;
+        let kept = StoredCheckpoint {
+            size: checkpoint.size,
+            root_hash: checkpoint.root,
+            signed: now,
+            note: checkpoint.note.clone(),
+        };
+        replica.store_checkpoint(&kept).await?;
+        let stored = replica.checkpoint_at(checkpoint.size).await?;
+        let note = stored.map_or_else(|| checkpoint.note.clone(), |c| c.note);
+        if let Some(line) = self.cosignature_at(replica, checkpoint.size).await? {
+            return Ok(add_line(&note, &line));
+        }
+        let timestamp = now.unix_timestamp().max(0).unsigned_abs();
+        let cosigned = self
+            .parts
+            .witness
+            .cosign(&note, timestamp)
+            .map_err(|e| PushError::Failed(HubError::Witness(e)))?;
+        let line = last_line(&cosigned);
+        replica
+            .store_cosignature(&StoredCosignature {
+                size: checkpoint.size,
+                witness: self.witness_name.clone(),
+                line: line.clone(),
+                cosigned: now,
+            })
+            .await?;
+        // Another hub process may have cosigned the same size a moment before: keep theirs.
+        let line = self
+            .cosignature_at(replica, checkpoint.size)
+            .await?
+            .unwrap_or(line);
+        Ok(add_line(&note, &line))
+    }
+
+    async fn cosignature_at(
+        &self,
+        replica: &AttestationLog,
+        size: u64,
+    ) -> Result<Option<String>, LogError> {
+        Ok(replica
+            .cosignatures()
+            .await?
+            .into_iter()
+            .find(|c| c.size == size && c.witness == self.witness_name)
+            .map(|c| c.line))
+    }
+
+    async fn record(&self, origin: &str, rejection: &Rejection) {
+        tracing::warn!(origin, code = rejection.refusal.code, detail = %rejection.refusal.detail, "sync push refused");
+        let event = SyncEvent {
+            origin: origin.to_owned(),
+            kind: rejection.refusal.code.to_owned(),
+            time: self.parts.clock.now(),
+            detail: rejection.refusal.detail.clone(),
+            notes: rejection.notes.clone(),
+        };
+        if let Err(e) = self.parts.log.record_sync_event(&event).await {
+            tracing::error!(error = %e, "could not record a refused sync push");
+        }
+    }
+
+    /// What the hub publishes, when newer than what the caller has.
+    pub async fn pull(&self, request: &v1::PullRequest) -> Result<v1::PullResponse, HubError> {
+        let log = &self.parts.log;
+        let mut response = v1::PullResponse {
+            witness_chain_pem: self.parts.witness_chain_pem.clone(),
+            ..Default::default()
+        };
+        if let Some((sequence, _, bundle)) =
+            log.latest_policy_bundle().await.map_err(HubError::Log)?
+            && sequence > request.policy_sequence
+        {
+            response.policy_bundle = bundle;
+            response.policy_sequence = sequence;
+        }
+        if let Some((sequence, note)) = log.latest_revocation_list().await.map_err(HubError::Log)?
+            && sequence > request.revocation_sequence
+        {
+            response.revocation_list = note;
+        }
+        Ok(response)
+    }
+
+    /// Verifies a signed policy bundle against the roots and publishes it to every site.
+    /// Its sequence must be above every one published before. Returns (sequence, digest).
+    pub async fn publish_policy(&self, archive: &[u8]) -> Result<(u64, String), HubError> {
+        let now = self.parts.clock.now();
+        let limits = BundleLimits::default();
+        let files = decode_archive(archive, &limits).map_err(HubError::Policy)?;
+        let roots_pem = garrison_ca::certificates_to_pem(&self.parts.roots);
+        let trust = PolicyTrust::from_pem(&roots_pem).map_err(HubError::Policy)?;
+        let verified = verify_bundle(&files, &trust, now, &limits).map_err(HubError::Policy)?;
+        let sequence = verified.manifest.sequence;
+        let latest = self.latest_policy_sequence().await?;
+        if sequence <= latest {
+            return Err(HubError::Refused(Refusal::new(
+                "stale",
+                format!("bundle #{sequence} is not newer than the published #{latest}"),
+            )));
+        }
+        self.parts
+            .log
+            .store_policy_bundle(sequence, &verified.digest, archive, now)
+            .await
+            .map_err(HubError::Log)?;
+        tracing::info!(sequence, digest = %verified.digest, "policy bundle published to every site");
+        Ok((sequence, verified.digest))
+    }
+
+    async fn latest_policy_sequence(&self) -> Result<u64, HubError> {
+        Ok(self
+            .parts
+            .log
+            .latest_policy_bundle()
+            .await
+            .map_err(HubError::Log)?
+            .map_or(0, |(sequence, _, _)| sequence))
+    }
+
+    /// The revocation list in force at the hub (verified again with the witness key).
+    pub async fn revocation_list(&self) -> Result<Option<RevocationList>, HubError> {
+        let Some((_, note)) = self
+            .parts
+            .log
+            .latest_revocation_list()
+            .await
+            .map_err(HubError::Log)?
+        else {
+            return Ok(None);
+        };
+        RevocationList::verify(
+            &note,
+            &self.parts.trust_domain,
+            &self.parts.witness.public_key(),
+        )
+        .map(Some)
+        .map_err(HubError::Witness)
+    }
+
+    /// Adds `targets` to the revocation list and signs the next one. Returns its sequence.
+    /// Two hub processes revoking at once both land: the loser of a sequence signs again.
+    pub async fn revoke(&self, targets: &[RevokedTarget]) -> Result<u64, HubError> {
+        for _ in 0..8 {
+            let current = self.revocation_list().await?;
+            let (sequence, mut entries) = match current {
+                Some(list) => (list.sequence + 1, list.entries),
+                None => (1, Vec::new()),
+            };
+            entries.extend(targets.iter().cloned());
+            entries.sort();
+            entries.dedup();
+            let now = self.parts.clock.now();
+            let list = RevocationList {
+                trust_domain: self.parts.trust_domain.clone(),
+                sequence,
+                issued_unix: now.unix_timestamp().max(0).unsigned_abs(),
+                entries,
+            };
+            let note = self
+                .parts
+                .witness
+                .sign_revocations(&list)
+                .map_err(HubError::Witness)?;
+            let stored = self
+                .parts
+                .log
+                .store_revocation_list(sequence, &note, now)
+                .await
+                .map_err(HubError::Log)?;
+            if stored {
+                tracing::info!(sequence, entries = list.entries.len(), "revocation list signed");
+                return Ok(sequence);
+            }
+        }
+        Err(HubError::Refused(Refusal::new(
+            "stale",
+            "the revocation list kept changing under this revocation; try again".to_owned(),
+        )))
+    }
+
+    /// The newest checkpoint of `origin`'s log the hub cosigned, with its cosignature line.
+    pub async fn latest_cosigned(&self, origin: &str) -> Result<Option<String>, HubError> {
+        let replica = self.replica(origin).await?;
+        let Some(cosigned) = replica
+            .latest_cosignature(&self.witness_name)
+            .await
+            .map_err(HubError::Log)?
+        else {
+            return Ok(None);
+        };
+        let checkpoint = replica
+            .checkpoint_at(cosigned.size)
+            .await
+            .map_err(HubError::Log)?;
+        Ok(checkpoint.map(|c| add_line(&c.note, &cosigned.line)))
+    }
+
+    /// Refusals and alarms recorded so far, per (origin, kind).
+    pub async fn events(&self) -> Result<Vec<SyncEventSummary>, HubError> {
+        self.parts.log.sync_events().await.map_err(HubError::Log)
+    }
+
+    /// Checks a cosigned note with this hub's witness key (for tests and the CLI).
+    pub fn check_cosignature(&self, note: &str) -> Result<u64, HubError> {
+        verify_cosignature(note, &self.witness_name, &self.parts.witness.public_key())
+            .map(|c| c.timestamp)
+            .map_err(HubError::Witness)
+    }
+
+    async fn replica(&self, origin: &str) -> Result<AttestationLog, HubError> {
+        self.parts.log.replica(origin).await.map_err(HubError::Log)
+    }
+}
+
+fn replica_refusal(e: LogError) -> PushError {
+    let refuse = |code, detail: String| PushError::Rejected(Refusal::new(code, detail).into());
+    match e {
+        LogError::ReplicaGap { held, first, .. } => refuse(
+            "gap",
+            format!("the batch starts at {first}; the hub holds {held}: resume there"),
+        ),
+        LogError::ReplicaConflict { sequence, .. } => refuse(
+            "tampered-record",
+            format!("record #{sequence} differs from the one the hub holds"),
+        ),
+        LogError::ReplicaRefused { reason, .. } => refuse(
+            "bad-proof",
+            format!("the records do not lead to the checkpoint's root: {reason}"),
+        ),
+        LogError::ReplicaEvidence {
+            digest, problem, ..
+        } => refuse("bad-evidence", format!("evidence {digest}: {problem}")),
+        other => PushError::Failed(HubError::Log(other)),
+    }
+}
+
+/// `note` with one more signature line.
+fn add_line(note: &str, line: &str) -> String {
+    let mut out = note.trim_end_matches('\n').to_owned();
+    out.push('\n');
+    out.push_str(line.trim_end_matches('\n'));
+    out.push('\n');
+    out
+}
+
+/// The last line of a note (the signature line just added).
+fn last_line(note: &str) -> String {
+    note.trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

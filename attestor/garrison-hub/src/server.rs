@@ -1,0 +1,194 @@
+//! Start-up and serving: `garrison hub serve`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use garrison_attestor::Clock;
+use garrison_attestor::checkpoint::{KeyFileError, load_or_create_ed25519};
+use garrison_attestor::listener::{self, HandshakeFailures, HandshakeLimits};
+use garrison_attestor::server::load_authority;
+use garrison_attestor::tls::RotatingServerCert;
+use garrison_ca::{
+    Authority, CaRole, HubRole, KeyAlgorithm, SpiffeId, SubjectKey, SvidParams,
+    certificates_to_pem,
+};
+use garrison_log::{AttestationLog, LogConfig};
+use garrison_proto::limits::MAX_SYNC_MESSAGE;
+use garrison_proto::v1::sync_server::SyncServer;
+use garrison_transparency::{WitnessKey, hub_witness_name};
+use ring::rand::SystemRandom;
+use tonic::transport::Server;
+
+use crate::sync_service::SyncService;
+use crate::{Hub, HubConfig, HubParts};
+
+/// Why the hub could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The CA directory does not hold a usable hub CA.
+    #[error("hub CA in {dir}: {problem}")]
+    Ca { dir: PathBuf, problem: String },
+    /// The hub's database could not be opened.
+    #[error("hub database")]
+    Log(#[source] garrison_log::LogError),
+    /// The witness key could not be loaded, created or certified.
+    #[error("witness key {path}: {problem}")]
+    Witness { path: PathBuf, problem: String },
+    /// The hub's TLS identity or configuration is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The listen address could not be bound.
+    #[error("listening on {address}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// The origin of the hub's own log in its database: `garrison.<td>/hub`.
+pub fn hub_origin(trust_domain: &str) -> String {
+    hub_witness_name(trust_domain)
+}
+
+/// Opens the hub's database, loads (or creates) the witness key and has the hub CA certify
+/// it. What `serve` and the hub's CLI commands start from.
+pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, StartError> {
+    let ca = hub_ca(config)?;
+    let trust_domain = ca.trust_domain().as_str().to_owned();
+    let log = AttestationLog::open(&LogConfig {
+        url: config.database.clone(),
+        origin: Some(hub_origin(&trust_domain)),
+        max_batch: 64,
+        max_connections: 8,
+    })
+    .await
+    .map_err(StartError::Log)?;
+    let rng = SystemRandom::new();
+    let witness_err = |problem: String| StartError::Witness {
+        path: config.witness_key.clone(),
+        problem,
+    };
+    let pkcs8 = load_or_create_ed25519(&config.witness_key, &rng).map_err(|e| {
+        witness_err(match e {
+            KeyFileError::Io(e) => e.to_string(),
+            KeyFileError::Generate(e) => e.to_string(),
+        })
+    })?;
+    let witness = WitnessKey::from_pkcs8(&hub_witness_name(&trust_domain), &pkcs8)
+        .map_err(|e| witness_err(e.to_string()))?;
+    let issued = ca
+        .issue_hub_role_svid(
+            HubRole::Witness,
+            // Capped at the hub CA's own expiry.
+            time::Duration::days(3650),
+            SubjectKey::LogKey(witness.public_key()),
+            clock.now(),
+            &rng,
+        )
+        .map_err(|e| witness_err(e.to_string()))?;
+    Ok(Hub::new(HubParts {
+        log,
+        trust_domain,
+        roots: ca.roots().to_vec(),
+        witness,
+        witness_chain_pem: certificates_to_pem(&issued.chain),
+        clock,
+    }))
+}
+
+fn hub_ca(config: &HubConfig) -> Result<Authority, StartError> {
+    let ca_err = |problem: String| StartError::Ca {
+        dir: config.ca_dir.clone(),
+        problem,
+    };
+    let ca = load_authority(&config.ca_dir).map_err(|e| ca_err(e.to_string()))?;
+    match ca.role() {
+        Ok(Some(CaRole::Hub)) => Ok(ca),
+        Ok(other) => Err(ca_err(format!(
+            "it is a {} CA, not a hub CA",
+            other.map_or_else(|| "root".to_owned(), ToString::to_string)
+        ))),
+        Err(e) => Err(ca_err(e.to_string())),
+    }
+}
+
+/// The hub's server SVID (`spiffe://<td>/hub/sync`), issued from the hub CA and re-issued at
+/// half its life.
+pub fn hub_identity(
+    config: &HubConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<RotatingServerCert>, StartError> {
+    let ca = hub_ca(config)?;
+    let id = SpiffeId::from_path(ca.trust_domain(), "/hub/sync")
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let ttl = config.server_svid_ttl;
+    let rng = SystemRandom::new();
+    let issue = move |now| {
+        let params = SvidParams {
+            spiffe_id: id.clone(),
+            ttl,
+            max_ttl: ttl,
+            subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+        };
+        ca.issue_svid(params, now, &rng)
+    };
+    RotatingServerCert::new(Box::new(issue), clock)
+        .map(Arc::new)
+        .map_err(|e| StartError::Tls(e.to_string()))
+}
+
+const HANDSHAKE_LIMITS: HandshakeLimits = HandshakeLimits {
+    first_bytes: std::time::Duration::from_secs(3),
+    whole: std::time::Duration::from_secs(10),
+};
+
+/// Serves the Sync service until `shutdown` resolves.
+pub async fn serve(
+    config: &HubConfig,
+    hub: Arc<Hub>,
+    identity: Arc<RotatingServerCert>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let roots = hub_ca(config)?.roots().to_vec();
+    let tls = garrison_attestor::tls::audit_server_config(
+        identity,
+        &certificates_to_pem(&roots),
+        Arc::clone(&clock),
+    )
+    .map_err(|e| StartError::Tls(e.to_string()))?;
+    let service = SyncService::new(hub, &roots, clock).map_err(StartError::Tls)?;
+    let bound = listener::bind(config.listen).map_err(|source| StartError::Listen {
+        address: config.listen,
+        source,
+    })?;
+    let incoming = listener::tls(
+        listener::bounded(bound, config.max_connections),
+        tls,
+        HANDSHAKE_LIMITS,
+        Arc::new(HandshakeFailures::default()),
+    );
+    tracing::info!(listen = %config.listen, "hub Sync service serving (site attestor SVIDs only)");
+    Server::builder()
+        .add_service(SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(StartError::Serve)
+}
+
+/// Build and serve: what `garrison hub serve` runs.
+pub async fn run(
+    config: HubConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let hub = Arc::new(build(&config, Arc::clone(&clock)).await?);
+    let identity = hub_identity(&config, Arc::clone(&clock))?;
+    serve(&config, hub, identity, clock, shutdown).await
+}

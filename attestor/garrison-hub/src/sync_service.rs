@@ -1,0 +1,149 @@
+//! The `Sync` gRPC service: who may call (a site attestor, for its own log only) and the one
+//! mapping of hub errors to gRPC statuses.
+//!
+//! The caller's client certificate must chain to the trust domain's root, pass the
+//! containment rule (a site's identity is issued by that site's CA under hub CAs only), and
+//! be `spiffe://<td>/site/<site>/attestor`; the caller then speaks for the log
+//! `garrison.<td>/site/<site>` and no other. Anyone else is refused with
+//! `PERMISSION_DENIED` before anything is read.
+
+use std::sync::Arc;
+
+use garrison_attestor::Clock;
+use garrison_attestor::tls::PeerCheck;
+use garrison_proto::limits::SYNC_MAX_DIGESTS;
+use garrison_proto::v1;
+use garrison_proto::v1::sync_server::Sync;
+use garrison_transparency::site_origin;
+use tonic::{Request, Response, Status};
+
+use crate::{Hub, HubError};
+
+/// The Sync service over one hub.
+#[derive(Clone)]
+pub struct SyncService {
+    hub: Arc<Hub>,
+    peers: PeerCheck,
+}
+
+impl std::fmt::Debug for SyncService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncService").finish_non_exhaustive()
+    }
+}
+
+impl SyncService {
+    /// Serves `hub`, admitting site attestors whose SVIDs chain to `roots` (DER).
+    pub fn new(hub: Arc<Hub>, roots: &[Vec<u8>], clock: Arc<dyn Clock>) -> Result<Self, String> {
+        Ok(SyncService {
+            hub,
+            peers: PeerCheck::new(roots, clock)?,
+        })
+    }
+
+    /// The log origin the caller speaks for, or the refusal.
+    fn caller_origin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let td = self.hub.trust_domain();
+        let origin = self.peers.identity_of(request).and_then(|id| {
+            let site = id
+                .path()
+                .strip_prefix("/site/")
+                .and_then(|rest| rest.strip_suffix("/attestor"))
+                .filter(|site| garrison_ca::is_site_name(site));
+            match site {
+                Some(site) if id.trust_domain_name() == td => Ok(site_origin(td, site)),
+                _ => Err(format!("{id} is not spiffe://{td}/site/<site>/attestor")),
+            }
+        });
+        origin.map_err(|why| {
+            tracing::warn!(why = %why, "Sync call refused");
+            Status::permission_denied(format!("not a site attestor of {td}: {why}"))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    async fn status(
+        &self,
+        request: Request<v1::SyncStatusRequest>,
+    ) -> Result<Response<v1::SyncStatus>, Status> {
+        let origin = self.caller_origin(&request)?;
+        if request.get_ref().origin != origin {
+            return Err(Status::permission_denied(format!(
+                "this caller speaks for {origin} only"
+            )));
+        }
+        let status = self.hub.status(&origin).await.map_err(status_of)?;
+        Ok(Response::new(status))
+    }
+
+    async fn missing_evidence(
+        &self,
+        request: Request<v1::EvidenceDigests>,
+    ) -> Result<Response<v1::EvidenceDigests>, Status> {
+        self.caller_origin(&request)?;
+        let digests = &request.get_ref().digests;
+        if digests.len() > SYNC_MAX_DIGESTS {
+            return Err(Status::invalid_argument(format!(
+                "at most {SYNC_MAX_DIGESTS} digests per call"
+            )));
+        }
+        let missing = self
+            .hub
+            .missing_evidence(digests)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(v1::EvidenceDigests { digests: missing }))
+    }
+
+    async fn push_log(
+        &self,
+        request: Request<v1::LogBatch>,
+    ) -> Result<Response<v1::PushResult>, Status> {
+        let origin = self.caller_origin(&request)?;
+        let result = self
+            .hub
+            .push(&origin, request.into_inner())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(result))
+    }
+
+    async fn pull(
+        &self,
+        request: Request<v1::PullRequest>,
+    ) -> Result<Response<v1::PullResponse>, Status> {
+        let origin = self.caller_origin(&request)?;
+        if request.get_ref().origin != origin {
+            return Err(Status::permission_denied(format!(
+                "this caller speaks for {origin} only"
+            )));
+        }
+        let response = self
+            .hub
+            .pull(request.get_ref())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(response))
+    }
+}
+
+/// The one mapping of hub errors to statuses: a refusal's code leads its message; internal
+/// failures say only that the hub cannot answer now (details go to the hub's log).
+pub fn status_of(e: HubError) -> Status {
+    match e {
+        HubError::Refused(refusal) => {
+            let message = refusal.to_string();
+            match refusal.code {
+                "wrong-origin" => Status::permission_denied(message),
+                "gap" | "stale" => Status::failed_precondition(message),
+                _ => Status::invalid_argument(message),
+            }
+        }
+        other => {
+            tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "Sync call failed");
+            Status::unavailable("the hub cannot answer now; retry later")
+        }
+    }
+}
