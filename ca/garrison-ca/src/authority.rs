@@ -265,29 +265,14 @@ impl Authority {
         rng: &dyn SecureRandom,
     ) -> Result<Issued, CaError> {
         if matches!(subject_key, SubjectKey::LogKey(_)) != (role == SiteRole::Log) {
-            return Err(CaError::RoleNotIssuable {
-                requested: format!("{} with this kind of key", role.segment()),
-                issuer: self.role_text(),
-            });
+            return Err(self.refuse_role(format!("{} with this kind of key", role.segment())));
         }
         let site = self
             .role()?
             .and_then(CaRole::site)
-            .ok_or_else(|| CaError::RoleNotIssuable {
-                requested: role.segment().to_owned(),
-                issuer: self.role_text(),
-            })?;
-        let id = SpiffeId::from_path(
-            &self.facts.trust_domain,
-            &format!("/site/{site}/{}", role.segment()),
-        )?;
-        let params = SvidParams {
-            spiffe_id: id,
-            ttl,
-            max_ttl: ttl,
-            subject_key,
-        };
-        self.issue_leaf(params, now, rng)
+            .ok_or_else(|| self.refuse_role(role.segment().to_owned()))?;
+        let path = format!("/site/{site}/{}", role.segment());
+        self.issue_role_leaf(&path, ttl, subject_key, now, rng)
     }
 
     /// Issue the SVID of one of the hub's own services (`/hub/<role>`). Only a hub CA can:
@@ -305,28 +290,39 @@ impl Authority {
             HubRole::Witness => true,
         };
         if matches!(subject_key, SubjectKey::LogKey(_)) != needs_note_key {
-            return Err(CaError::RoleNotIssuable {
-                requested: format!("hub/{} with this kind of key", role.segment()),
-                issuer: self.role_text(),
-            });
+            return Err(self.refuse_role(format!("hub/{} with this kind of key", role.segment())));
         }
         if self.role()? != Some(&CaRole::Hub) {
-            return Err(CaError::RoleNotIssuable {
-                requested: format!("hub/{}", role.segment()),
-                issuer: self.role_text(),
-            });
+            return Err(self.refuse_role(format!("hub/{}", role.segment())));
         }
-        let id = SpiffeId::from_path(
-            &self.facts.trust_domain,
-            &format!("/hub/{}", role.segment()),
-        )?;
+        let path = format!("/hub/{}", role.segment());
+        self.issue_role_leaf(&path, ttl, subject_key, now, rng)
+    }
+
+    /// A role identity's SVID at `path`, for exactly `ttl` (no separate maximum: the role
+    /// paths are called by the CA's own services with their configured lifetime).
+    fn issue_role_leaf(
+        &self,
+        path: &str,
+        ttl: Duration,
+        subject_key: SubjectKey,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
         let params = SvidParams {
-            spiffe_id: id,
+            spiffe_id: SpiffeId::from_path(&self.facts.trust_domain, path)?,
             ttl,
             max_ttl: ttl,
             subject_key,
         };
         self.issue_leaf(params, now, rng)
+    }
+
+    fn refuse_role(&self, requested: String) -> CaError {
+        CaError::RoleNotIssuable {
+            requested,
+            issuer: self.role_text(),
+        }
     }
 
     fn issue_leaf(
