@@ -1,9 +1,7 @@
 //! Checking a signed checkpoint against a log's origin and public key.
 
-use ring::signature::{ED25519, UnparsedPublicKey};
-
 use crate::TransparencyError;
-use crate::key::note_public_key;
+use crate::key::{ed25519_verifies, note_public_key};
 
 /// A checkpoint whose signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +78,6 @@ impl signed_note::Verifier for LogVerifier {
     }
 
     fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.public)
-            .verify(msg, sig)
-            .is_ok()
+        ed25519_verifies(&self.public, msg, sig)
     }
 }

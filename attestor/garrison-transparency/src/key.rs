@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::rand::SecureRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 
 use crate::TransparencyError;
 
@@ -29,11 +29,7 @@ impl std::fmt::Debug for LogKey {
 impl LogKey {
     /// A new key as PKCS#8 DER, drawn from `rng`. A failed draw is an error, never a weak key.
     pub fn generate_pkcs8(rng: &dyn SecureRandom) -> Result<Vec<u8>, TransparencyError> {
-        Ed25519KeyPair::generate_pkcs8(rng)
-            .map(|doc| doc.as_ref().to_vec())
-            .map_err(|_| TransparencyError::Key {
-                reason: "generating an Ed25519 key failed (no randomness?)",
-            })
+        generate_ed25519_pkcs8(rng)
     }
 
     /// Loads a PKCS#8 (v1 or v2) Ed25519 key that signs for `origin`.
@@ -43,11 +39,7 @@ impl LogKey {
                 reason: "the origin is not a valid signed-note key name",
             });
         }
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| {
-            TransparencyError::Key {
-                reason: "not an Ed25519 PKCS#8 key",
-            }
-        })?;
+        let pair = load_ed25519_pkcs8(pkcs8)?;
         let key_id = signed_note::key_id(origin, &note_public_key(&public_of(&pair)));
         Ok(LogKey {
             origin: origin.to_owned(),
@@ -100,7 +92,30 @@ impl signed_note::Signer for LogKey {
     }
 }
 
-fn public_of(pair: &Ed25519KeyPair) -> [u8; 32] {
+/// A new Ed25519 key as PKCS#8 DER, drawn from `rng`.
+pub(crate) fn generate_ed25519_pkcs8(rng: &dyn SecureRandom) -> Result<Vec<u8>, TransparencyError> {
+    Ed25519KeyPair::generate_pkcs8(rng)
+        .map(|doc| doc.as_ref().to_vec())
+        .map_err(|_| TransparencyError::Key {
+            reason: "generating an Ed25519 key failed (no randomness?)",
+        })
+}
+
+/// A PKCS#8 (v1 or v2) Ed25519 key.
+pub(crate) fn load_ed25519_pkcs8(pkcs8: &[u8]) -> Result<Ed25519KeyPair, TransparencyError> {
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|_| TransparencyError::Key {
+        reason: "not an Ed25519 PKCS#8 key",
+    })
+}
+
+/// Does `signature` verify over `message` with the Ed25519 key `public`?
+pub(crate) fn ed25519_verifies(public: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(message, signature)
+        .is_ok()
+}
+
+pub(crate) fn public_of(pair: &Ed25519KeyPair) -> [u8; 32] {
     let mut public = [0u8; 32];
     let bytes = pair.public_key().as_ref();
     if bytes.len() == 32 {

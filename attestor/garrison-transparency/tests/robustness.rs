@@ -1,6 +1,7 @@
 //! Every parser of untrusted text here over damaged inputs, in `cargo test` (the fuzz
-//! targets in `fuzz/` do the same at random): truncated and bit-flipped proofs and
-//! checkpoints are refused with an error, never a panic, and a good proof still verifies.
+//! targets in `fuzz/` do the same at random): truncated and bit-flipped proofs, checkpoints,
+//! cosigned checkpoints and revocation lists are refused with an error, never a panic, and a
+//! good proof still verifies.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,8 +10,9 @@
 )]
 
 use garrison_transparency::{
-    ConsistencyProof, InclusionProof, LogKey, LogKeyCertificate, leaf_hash_of, verify_checkpoint,
-    verify_consistency, verify_inclusion,
+    ConsistencyProof, InclusionProof, LogKey, LogKeyCertificate, RevocationList, RevokedTarget,
+    WitnessKey, WitnessKeyCertificate, add_cosignature_line, leaf_hash_of, verify_checkpoint,
+    verify_consistency, verify_cosignature, verify_inclusion,
 };
 
 const ORIGIN: &str = "garrison.example.org/site/s1";
@@ -176,5 +178,80 @@ fn arbitrary_certificates_are_refused_without_panic() {
         };
         assert!(cert.verify(&garbage, ORIGIN).is_err());
         assert!(cert.verify(&[], "not an origin").is_err());
+        let witness = WitnessKeyCertificate {
+            certificate: certificate.clone(),
+            intermediates: garbage.clone(),
+        };
+        assert!(witness.verify(&garbage, "example.org").is_err());
+        assert!(witness.verify(&[], "not a trust domain").is_err());
     }
+}
+
+/// The test key of `testdata/log-key.pk8` in the witness's role.
+fn witness() -> WitnessKey {
+    let pkcs8 =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/log-key.pk8")).unwrap();
+    WitnessKey::from_pkcs8("example.org", &pkcs8).unwrap()
+}
+
+/// Checks that the fuzz seed `testdata/<name>` is exactly `text`.
+fn assert_seed(name: &str, text: &str) {
+    let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    let seed = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(seed, text, "{path} is stale: write this text there");
+}
+
+#[test]
+fn damaged_cosigned_checkpoints_are_refused_without_panic() {
+    let checkpoint = key().sign_checkpoint(5, &[0xab; 32]).unwrap();
+    let w = witness();
+    let cosigned = w.cosign(&checkpoint, 1_700_000_000).unwrap();
+    assert_seed("seed.cosigned-checkpoint", &cosigned);
+    let good = verify_cosignature(&cosigned, w.name(), &w.public_key()).unwrap();
+    let mut accepted = Vec::new();
+    damaged(&cosigned, |candidate| {
+        if let Ok(c) = verify_cosignature(candidate, w.name(), &w.public_key()) {
+            accepted.push((candidate.to_owned(), c));
+        }
+        let _ = add_cosignature_line(candidate, &good.line);
+        let _ = add_cosignature_line(&checkpoint, candidate);
+    });
+    // Flips in the log's own signature line leave the cosignature intact; nothing else may
+    // pass, and what passes carries the witness's line unchanged.
+    assert!(
+        !accepted.is_empty(),
+        "flips in the log's line are not the witness's concern"
+    );
+    let log_line = checkpoint.lines().last().unwrap();
+    for (candidate, c) in &accepted {
+        assert_eq!(c, &good);
+        assert!(!candidate.contains(log_line), "{candidate}");
+    }
+}
+
+#[test]
+fn damaged_revocation_lists_are_refused_without_panic() {
+    let w = witness();
+    let list = RevocationList {
+        trust_domain: "example.org".to_owned(),
+        sequence: 3,
+        issued_unix: 1_700_000_000,
+        entries: vec![
+            RevokedTarget::Node("ab".repeat(32)),
+            RevokedTarget::Serial("40aa".to_owned()),
+        ],
+    };
+    let note = w.sign_revocations(&list).unwrap();
+    assert_seed("seed.revocations", &note);
+    assert_eq!(
+        RevocationList::verify(&note, "example.org", &w.public_key()).unwrap(),
+        list
+    );
+    let mut accepted = Vec::new();
+    damaged(&note, |candidate| {
+        if RevocationList::verify(candidate, "example.org", &w.public_key()).is_ok() {
+            accepted.push(candidate.to_owned());
+        }
+    });
+    assert!(accepted.is_empty(), "damaged lists accepted: {accepted:?}");
 }

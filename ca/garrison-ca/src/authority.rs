@@ -13,7 +13,7 @@ use x509_parser::prelude::FromDer;
 use crate::csr::VerifiedCsr;
 use crate::error::CaError;
 use crate::key::{KeyAlgorithm, PrivateKey};
-use crate::scope::{self, CaRole, ROLE_ATTRIBUTE_OID, SiteRole};
+use crate::scope::{self, CaRole, HubRole, ROLE_ATTRIBUTE_OID, SiteRole};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// How far notBefore is backdated to tolerate clock skew between issuer and relying parties.
@@ -30,9 +30,11 @@ pub enum SubjectKey {
     Generate(KeyAlgorithm),
     /// Certify the key of a verified CSR; no private key is returned.
     Csr(VerifiedCsr),
-    /// Certify this Ed25519 public key (32 bytes): the site's transparency-log key, which
-    /// signs checkpoints, not TLS. Only [`Authority::issue_site_role_svid`] with
-    /// [`SiteRole::Log`] takes it.
+    /// Certify this Ed25519 public key (32 bytes): a signing key of a transparency log or
+    /// witness, which signs notes (checkpoints, cosignatures, revocation lists), not TLS.
+    /// Only [`Authority::issue_site_role_svid`] with [`SiteRole::Log`] (the site's log key)
+    /// and [`Authority::issue_hub_role_svid`] with [`HubRole::Witness`] (the hub's witness
+    /// key) take it.
     LogKey([u8; 32]),
 }
 
@@ -233,8 +235,9 @@ impl Authority {
     ///
     /// notAfter is the earlier of now + TTL and the issuer's notAfter; [`Issued`] says when
     /// the issuer's expiry was the limit. The ID must be one this CA may vouch for
-    /// ([`scope::check_leaf_scope`]) and must not be a site's role identity
-    /// ([`scope::reserved_site_role`]): those come from [`Authority::issue_site_role_svid`].
+    /// ([`scope::check_leaf_scope`]) and must not be a role identity of a site
+    /// ([`scope::reserved_site_role`]) or of the hub ([`scope::reserved_hub_role`]): those
+    /// come from [`Authority::issue_site_role_svid`] and [`Authority::issue_hub_role_svid`].
     pub fn issue_svid(
         &self,
         params: SvidParams,
@@ -247,12 +250,7 @@ impl Authority {
                 issuer: self.role_text(),
             });
         }
-        if let Some(role) = scope::reserved_site_role(&params.spiffe_id) {
-            return Err(CaError::ReservedIdentity {
-                id: params.spiffe_id.to_string(),
-                role,
-            });
-        }
+        check_not_reserved(&params.spiffe_id)?;
         self.issue_leaf(params, now, rng)
     }
 
@@ -267,29 +265,64 @@ impl Authority {
         rng: &dyn SecureRandom,
     ) -> Result<Issued, CaError> {
         if matches!(subject_key, SubjectKey::LogKey(_)) != (role == SiteRole::Log) {
-            return Err(CaError::RoleNotIssuable {
-                requested: format!("{} with this kind of key", role.segment()),
-                issuer: self.role_text(),
-            });
+            return Err(self.refuse_role(format!("{} with this kind of key", role.segment())));
         }
         let site = self
             .role()?
             .and_then(CaRole::site)
-            .ok_or_else(|| CaError::RoleNotIssuable {
-                requested: role.segment().to_owned(),
-                issuer: self.role_text(),
-            })?;
-        let id = SpiffeId::from_path(
-            &self.facts.trust_domain,
-            &format!("/site/{site}/{}", role.segment()),
-        )?;
+            .ok_or_else(|| self.refuse_role(role.segment().to_owned()))?;
+        let path = format!("/site/{site}/{}", role.segment());
+        self.issue_role_leaf(&path, ttl, subject_key, now, rng)
+    }
+
+    /// Issue the SVID of one of the hub's own services (`/hub/<role>`). Only a hub CA can:
+    /// the root and site or policy CAs are refused. [`HubRole::Witness`] certifies an Ed25519
+    /// key and nothing else ([`SubjectKey::LogKey`]).
+    pub fn issue_hub_role_svid(
+        &self,
+        role: HubRole,
+        ttl: Duration,
+        subject_key: SubjectKey,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        let needs_note_key = match role {
+            HubRole::Witness => true,
+        };
+        if matches!(subject_key, SubjectKey::LogKey(_)) != needs_note_key {
+            return Err(self.refuse_role(format!("hub/{} with this kind of key", role.segment())));
+        }
+        if self.role()? != Some(&CaRole::Hub) {
+            return Err(self.refuse_role(format!("hub/{}", role.segment())));
+        }
+        let path = format!("/hub/{}", role.segment());
+        self.issue_role_leaf(&path, ttl, subject_key, now, rng)
+    }
+
+    /// A role identity's SVID at `path`, for exactly `ttl` (no separate maximum: the role
+    /// paths are called by the CA's own services with their configured lifetime).
+    fn issue_role_leaf(
+        &self,
+        path: &str,
+        ttl: Duration,
+        subject_key: SubjectKey,
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
         let params = SvidParams {
-            spiffe_id: id,
+            spiffe_id: SpiffeId::from_path(&self.facts.trust_domain, path)?,
             ttl,
             max_ttl: ttl,
             subject_key,
         };
         self.issue_leaf(params, now, rng)
+    }
+
+    fn refuse_role(&self, requested: String) -> CaError {
+        CaError::RoleNotIssuable {
+            requested,
+            issuer: self.role_text(),
+        }
     }
 
     fn issue_leaf(
@@ -472,6 +505,21 @@ impl Authority {
         std::iter::once(child.to_vec())
             .chain(self.chain.iter().cloned())
             .collect()
+    }
+}
+
+/// Refuse the role identities of a site or of the hub: they have their own issuance paths.
+fn check_not_reserved(id: &SpiffeId) -> Result<(), CaError> {
+    let reserved = scope::reserved_site_role(id)
+        .map(|role| ("site", role))
+        .or_else(|| scope::reserved_hub_role(id).map(|role| ("hub", role)));
+    match reserved {
+        Some((holder, role)) => Err(CaError::ReservedIdentity {
+            id: id.to_string(),
+            holder,
+            role,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -144,11 +144,13 @@ pub enum CaError {
         /// The rule that failed.
         why: &'static str,
     },
-    /// The SPIFFE ID is a site's role identity, which no node SVID may carry.
-    #[error("{id} is reserved for the site's {role}; node SVIDs may not use it")]
+    /// The SPIFFE ID is a role identity of a site or of the hub, which no node SVID may carry.
+    #[error("{id} is reserved for the {holder}'s {role}; node SVIDs may not use it")]
     ReservedIdentity {
         /// The requested ID.
         id: String,
+        /// Whose role identity it is: `site` or `hub`.
+        holder: &'static str,
         /// The role it is reserved for.
         role: &'static str,
     },

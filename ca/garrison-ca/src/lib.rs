@@ -17,8 +17,10 @@
 //!   128-bit serial, and only the public key of a signature-verified CSR;
 //! * SPIFFE IDs follow the SPIFFE-ID specification ([`SpiffeId::parse`]);
 //! * every intermediate states its role (hub, policy or `site/<name>`) and a CA issues only
-//!   what its role allows; role identities (`/site/<s>/attestor`) are never issued as node
-//!   SVIDs ([`scope`] has the whole containment rule, which verifiers enforce too).
+//!   what its role allows; role identities (`/site/<s>/attestor`, `/site/<s>/log`,
+//!   `/hub/witness`) are never issued as node SVIDs, only by the CA of that site
+//!   ([`Authority::issue_site_role_svid`]) or by a hub CA ([`Authority::issue_hub_role_svid`])
+//!   ([`scope`] has the whole containment rule, which verifiers enforce too).
 //!
 //! Performance: `benches/issue_svid.rs`; the figures are in `docs/performance.md` ("Per-crate
 //! benchmarks").
@@ -43,8 +45,8 @@ pub use error::{CaError, CaErrorKind};
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
 pub use scope::{
-    CaRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der, is_site_name,
-    site_of, spiffe_uri,
+    CaRole, HubRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der,
+    is_site_name, site_of, spiffe_uri,
 };
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,

@@ -20,7 +20,9 @@
 //! * **Role identities are reserved.** `/site/<name>/attestor` and `/site/<name>/log` (and
 //!   anything below them) are never issued through [`crate::Authority::issue_svid`], the path
 //!   node SVIDs take; the site's own services get theirs from
-//!   [`crate::Authority::issue_site_role_svid`] only.
+//!   [`crate::Authority::issue_site_role_svid`] only. Likewise `/hub/witness` (the key that
+//!   cosigns every site's checkpoints and signs the revocation list) comes from
+//!   [`crate::Authority::issue_hub_role_svid`], by a hub CA, and from nowhere else.
 
 use std::fmt;
 
@@ -36,6 +38,10 @@ const ROLE_ATTRIBUTE_OID_TEXT: &str = "2.5.4.72";
 
 /// Path segments that name a site's own services. No node SVID may start with one of them.
 pub const RESERVED_SITE_ROLES: [&str; 2] = ["attestor", "log"];
+
+/// Path segments under `/hub/` that name the hub's own services. No SVID from
+/// [`crate::Authority::issue_svid`] may start with one of them.
+pub const RESERVED_HUB_ROLES: [&str; 1] = ["witness"];
 
 /// The role of an intermediate CA.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,6 +71,25 @@ impl SiteRole {
         match self {
             SiteRole::Attestor => "attestor",
             SiteRole::Log => "log",
+        }
+    }
+}
+
+/// A service of the hub that holds a reserved identity under `/hub/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubRole {
+    /// The hub's witness key: it cosigns the site checkpoints it accepts and signs the
+    /// revocation list, `/hub/witness`. Its certificate certifies an Ed25519 key
+    /// ([`crate::SubjectKey::LogKey`]).
+    Witness,
+}
+
+impl HubRole {
+    /// The path segment after `/hub/`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            HubRole::Witness => "witness",
         }
     }
 }
@@ -249,6 +274,13 @@ pub fn reserved_site_role(id: &SpiffeId) -> Option<&'static str> {
     RESERVED_SITE_ROLES.into_iter().find(|role| *role == first)
 }
 
+/// The hub role identity an ID names, or `None` for any other identity. `/hub/witness` and
+/// anything below it are role identities.
+pub fn reserved_hub_role(id: &SpiffeId) -> Option<&'static str> {
+    let first = id.path().strip_prefix("/hub/")?.split('/').next()?;
+    RESERVED_HUB_ROLES.into_iter().find(|role| *role == first)
+}
+
 /// Check that the CAs between a leaf and the trust anchor may vouch for the leaf's ID.
 ///
 /// `issuers` are the roles of the intermediates actually on the verified path, the leaf's
@@ -400,6 +432,22 @@ mod tests {
         assert_eq!(reserved_site_role(&id("/site/a/attestors")), None);
         assert_eq!(reserved_site_role(&id("/site/attestor")), None);
         assert_eq!(reserved_site_role(&id("/hub/attestor")), None);
+    }
+
+    #[test]
+    fn hub_role_identities_are_recognised_and_others_are_not() {
+        assert_eq!(reserved_hub_role(&id("/hub/witness")), Some("witness"));
+        assert_eq!(reserved_hub_role(&id("/hub/witness/x")), Some("witness"));
+        assert_eq!(reserved_hub_role(&id("/hub/witnesses")), None);
+        assert_eq!(reserved_hub_role(&id("/hub/server")), None);
+        assert_eq!(reserved_hub_role(&id("/hubs/witness")), None);
+        assert_eq!(reserved_hub_role(&id("/site/a/hub/witness")), None);
+        assert_eq!(reserved_hub_role(&id("/witness")), None);
+        assert_eq!(
+            format!("/hub/{}", HubRole::Witness.segment()),
+            "/hub/witness"
+        );
+        assert!(RESERVED_HUB_ROLES.contains(&HubRole::Witness.segment()));
     }
 
     #[test]

@@ -248,3 +248,50 @@ fn leaf_lifetime_is_capped_at_the_issuer_expiry_and_says_so() {
     assert!(leaf.capped_at_issuer_expiry);
     assert_eq!(leaf.not_after, short_site.not_after());
 }
+
+#[test]
+fn the_hub_witness_certificate_names_the_witness_certifies_its_ed25519_key_and_chains_to_the_root()
+{
+    use ring::signature::KeyPair as _;
+    let h = hierarchy();
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    let issued = h
+        .hub
+        .issue_hub_role_svid(
+            garrison_ca::HubRole::Witness,
+            Duration::days(30),
+            garrison_ca::SubjectKey::LogKey(public),
+            h.now,
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+    assert!(issued.key.is_none(), "only the public key was certified");
+    assert_eq!(issued.chain.len(), 2, "witness, hub; root excluded");
+
+    let (_, cert) = X509Certificate::from_der(&issued.certificate).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        san.value.general_names,
+        vec![GeneralName::URI("spiffe://example.org/hub/witness")]
+    );
+    let spki = cert.public_key();
+    assert_eq!(spki.algorithm.algorithm.to_id_string(), "1.3.101.112");
+    assert!(spki.algorithm.parameters.is_none());
+    assert_eq!(spki.subject_public_key.data.as_ref(), public.as_slice());
+    assert!(!cert.basic_constraints().unwrap().unwrap().value.ca);
+    let (_, hub) = X509Certificate::from_der(h.hub.certificate()).unwrap();
+    cert.verify_signature(Some(hub.public_key())).unwrap();
+
+    let at = h.now + Duration::minutes(1);
+    webpki_verify(
+        &h,
+        &issued.certificate,
+        &issued.chain,
+        webpki::KeyUsage::client_auth(),
+        at,
+    )
+    .unwrap();
+}

@@ -476,3 +476,87 @@ fn an_intermediate_without_a_role_issues_nothing() {
         .unwrap_err();
     assert!(matches!(err, CaError::OutOfScope { .. }), "{err}");
 }
+
+fn witness_key() -> [u8; 32] {
+    use ring::signature::KeyPair as _;
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    pair.public_key().as_ref().try_into().unwrap()
+}
+
+#[test]
+fn only_a_hub_ca_issues_the_witness_certificate() {
+    let h = hierarchy();
+    let issue = |issuer: &Authority, key: SubjectKey| {
+        issuer.issue_hub_role_svid(
+            HubRole::Witness,
+            Duration::days(30),
+            key,
+            h.now,
+            &SystemRandom::new(),
+        )
+    };
+    let policy_ca = h
+        .root
+        .issue_intermediate(
+            IntermediateParams {
+                name: "policy".into(),
+                role: CaRole::Policy,
+                ttl: Duration::days(1),
+                path_len: PathLen::Exactly(0),
+                subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            },
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let policy_ca = Authority::from_issued(policy_ca).unwrap();
+    for (issuer, name) in [
+        (&h.root, "root"),
+        (&h.site, "site/a"),
+        (&policy_ca, "policy"),
+    ] {
+        match issue(issuer, SubjectKey::LogKey(witness_key())).unwrap_err() {
+            CaError::RoleNotIssuable { requested, issuer } => {
+                assert_eq!((requested.as_str(), issuer.as_str()), ("hub/witness", name));
+            }
+            other => panic!("{name}: wrong error: {other}"),
+        }
+    }
+    // The witness certifies an Ed25519 note key, never a TLS key.
+    let err = issue(&h.hub, SubjectKey::Generate(KeyAlgorithm::EcdsaP256)).unwrap_err();
+    assert!(matches!(err, CaError::RoleNotIssuable { .. }), "{err}");
+    issue(&h.hub, SubjectKey::LogKey(witness_key())).unwrap();
+}
+
+#[test]
+fn the_witness_identity_is_never_issued_as_an_ordinary_svid() {
+    let h = hierarchy();
+    for reserved in [
+        "spiffe://example.org/hub/witness",
+        "spiffe://example.org/hub/witness/x",
+    ] {
+        let err = h
+            .hub
+            .issue_svid(
+                svid_params(reserved, Duration::hours(1)),
+                h.now,
+                &SystemRandom::new(),
+            )
+            .unwrap_err();
+        match err {
+            CaError::ReservedIdentity { holder, role, .. } => {
+                assert_eq!((holder, role), ("hub", "witness"), "{reserved}");
+            }
+            other => panic!("{reserved}: wrong error: {other}"),
+        }
+    }
+    // Other hub identities still come from issue_svid.
+    h.hub
+        .issue_svid(
+            svid_params("spiffe://example.org/hub/witnesses", Duration::hours(1)),
+            h.now,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+}
