@@ -59,7 +59,31 @@ impl AuditService {
 
     /// The caller's auditor identity, or the refusal.
     fn authorize<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
-        let checked = self.peers.identity_of(request).and_then(|id| {
+        let checked = self
+            .peers
+            .identity_of(request)
+            .and_then(|id| self.auditor(id));
+        let id = checked.map_err(|why| {
+            tracing::warn!(why = %why, "Audit call refused");
+            Status::permission_denied(format!(
+                "not an auditor of {}: {why}",
+                self.trust_domain.as_str()
+            ))
+        })?;
+        tracing::debug!(auditor = %id, "Audit call");
+        Ok(id)
+    }
+
+    #[cfg(test)]
+    fn check_chain(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<SpiffeId, String> {
+        self.peers
+            .identity(leaf, intermediates)
+            .and_then(|id| self.auditor(id))
+    }
+
+    /// `id` if it is an auditor of this trust domain.
+    fn auditor(&self, id: SpiffeId) -> Result<SpiffeId, String> {
+        {
             let is_auditor = id.trust_domain_name() == self.trust_domain.as_str()
                 && id
                     .path()
@@ -73,16 +97,7 @@ impl AuditService {
                     self.trust_domain.as_str()
                 ))
             }
-        });
-        let id = checked.map_err(|why| {
-            tracing::warn!(why = %why, "Audit call refused");
-            Status::permission_denied(format!(
-                "not an auditor of {}: {why}",
-                self.trust_domain.as_str()
-            ))
-        })?;
-        tracing::debug!(auditor = %id, "Audit call");
-        Ok(id)
+        }
     }
 }
 

@@ -204,9 +204,8 @@ pub fn load_or_create_ed25519(
     path: &Path,
     rng: &dyn SecureRandom,
 ) -> Result<Vec<u8>, KeyFileError> {
-    let invalid = |what: String| {
-        KeyFileError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
-    };
+    let invalid =
+        |what: String| KeyFileError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let block = pem::parse(text).map_err(|e| invalid(e.to_string()))?;

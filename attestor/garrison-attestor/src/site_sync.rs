@@ -300,7 +300,8 @@ impl SiteSync {
 
     pub(crate) fn witness_key(&self, chain_pem: &str) -> Result<[u8; 32], SyncError> {
         let refuse = |e: String| SyncError::Refused(format!("hub witness key: {e}"));
-        let chain = garrison_ca::certificates_from_pem(chain_pem).map_err(|e| refuse(e.to_string()))?;
+        let chain =
+            garrison_ca::certificates_from_pem(chain_pem).map_err(|e| refuse(e.to_string()))?;
         let (certificate, intermediates) = chain
             .split_first()
             .ok_or_else(|| refuse("no certificate".to_owned()))?;
@@ -322,13 +323,21 @@ impl SiteSync {
     ) -> Result<(Option<u64>, usize), SyncError> {
         let list = RevocationList::verify(note, &self.trust_domain, witness)
             .map_err(|e| SyncError::Refused(format!("revocation list: {e}")))?;
-        let held = self.log.latest_revocation_list().await?.map_or(0, |(s, _)| s);
+        let held = self
+            .log
+            .latest_revocation_list()
+            .await?
+            .map_or(0, |(s, _)| s);
         if list.sequence <= held {
             if list.sequence < held {
-                self.record("stale-revocation-list", format!(
-                    "revocation list #{} is older than #{held}, which stays in force",
-                    list.sequence
-                ), now)
+                self.record(
+                    "stale-revocation-list",
+                    format!(
+                        "revocation list #{} is older than #{held}, which stays in force",
+                        list.sequence
+                    ),
+                    now,
+                )
                 .await;
             }
             return Ok((None, 0));
@@ -339,8 +348,15 @@ impl SiteSync {
                 revoked += 1;
             }
         }
-        self.log.store_revocation_list(list.sequence, note, now).await?;
-        tracing::info!(sequence = list.sequence, entries = list.entries.len(), revoked, "hub revocation list in force");
+        self.log
+            .store_revocation_list(list.sequence, note, now)
+            .await?;
+        tracing::info!(
+            sequence = list.sequence,
+            entries = list.entries.len(),
+            revoked,
+            "hub revocation list in force"
+        );
         Ok((Some(list.sequence), revoked))
     }
 
@@ -365,7 +381,10 @@ impl SiteSync {
                 target,
                 reasons: vec![
                     HUB_REVOCATION.to_owned(),
-                    format!("revocation list #{sequence} signed by {}", self.witness_name),
+                    format!(
+                        "revocation list #{sequence} signed by {}",
+                        self.witness_name
+                    ),
                 ],
                 policy_digest: None,
             })
@@ -381,7 +400,11 @@ impl SiteSync {
         sequence: u64,
         now: OffsetDateTime,
     ) -> Result<Option<u64>, SyncError> {
-        let kept = self.log.latest_policy_bundle().await?.map_or(0, |(s, _, _)| s);
+        let kept = self
+            .log
+            .latest_policy_bundle()
+            .await?
+            .map_or(0, |(s, _, _)| s);
         if sequence <= kept {
             if sequence < kept {
                 self.record(
@@ -394,7 +417,9 @@ impl SiteSync {
             return Ok(None);
         }
         let digest = garrison_log::evidence_digest(bundle);
-        self.log.store_policy_bundle(sequence, &digest, bundle, now).await?;
+        self.log
+            .store_policy_bundle(sequence, &digest, bundle, now)
+            .await?;
         Ok(Some(sequence))
     }
 
@@ -488,7 +513,13 @@ pub async fn export<W: std::io::Write>(
     let mut batches = 0;
     loop {
         let batch = sync
-            .batch(start, &checkpoint, &chain, cosigned.min(first), EvidenceFilter::File(&mut written))
+            .batch(
+                start,
+                &checkpoint,
+                &chain,
+                cosigned.min(first),
+                EvidenceFilter::File(&mut written),
+            )
             .await?;
         let sent = u64::try_from(batch.records.len()).unwrap_or(u64::MAX);
         writer.push(Part::LogBatch(batch))?;

@@ -35,7 +35,11 @@ impl HubClient {
     /// Connects to `address` as this site's attestor (an SVID issued now from the site CA),
     /// accepting only the hub's server identity `spiffe://<td>/hub/sync` chaining to the
     /// roots.
-    pub fn connect(address: &str, ca: &Authority, now: time::OffsetDateTime) -> Result<Self, SyncError> {
+    pub fn connect(
+        address: &str,
+        ca: &Authority,
+        now: time::OffsetDateTime,
+    ) -> Result<Self, SyncError> {
         let connect_err = |e: String| SyncError::Connect(e);
         let rng = SystemRandom::new();
         let issued = ca
@@ -47,13 +51,15 @@ impl HubClient {
                 &rng,
             )
             .map_err(|e| connect_err(e.to_string()))?;
-        let identity = crate::tls::identity_from_issued(&issued).map_err(|e| connect_err(e.to_string()))?;
+        let identity =
+            crate::tls::identity_from_issued(&issued).map_err(|e| connect_err(e.to_string()))?;
         let hub = SpiffeId::from_path(ca.trust_domain(), "/hub/sync")
             .map_err(|e| connect_err(e.to_string()))?;
         let bundle = garrison_ca::certificates_to_pem(ca.roots());
         let config = garrison_spiffe_tls::client_config(bundle.as_bytes(), hub, Some(identity))
             .map_err(|e| connect_err(e.to_string()))?;
-        let channel = garrison_spiffe_tls::connect(address, config).map_err(|e| connect_err(e.to_string()))?;
+        let channel = garrison_spiffe_tls::connect(address, config)
+            .map_err(|e| connect_err(e.to_string()))?;
         Ok(HubClient {
             client: SyncClient::new(channel)
                 .max_decoding_message_size(MAX_SYNC_MESSAGE)
@@ -154,7 +160,13 @@ async fn push(
     loop {
         let start = held.min(checkpoint.size);
         let batch = sync
-            .batch(start, &checkpoint, &chain, from, EvidenceFilter::Hub(client))
+            .batch(
+                start,
+                &checkpoint,
+                &chain,
+                from,
+                EvidenceFilter::Hub(client),
+            )
             .await?;
         let result = client.client.push_log(batch).await?.into_inner();
         summary.batches += 1;
@@ -245,7 +257,7 @@ pub fn spawn(
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let wait = backoff(interval, max_backoff, failures, &rng);
+                    let wait = backoff(interval, max_backoff, failures, jitter(&rng));
                     tracing::warn!(error = %e, failures, retry_in_s = wait.as_secs(), "sync with the hub failed");
                     wait
                 }
@@ -276,18 +288,22 @@ fn seconds(d: time::Duration) -> Duration {
     Duration::from_secs(d.whole_seconds().max(1).unsigned_abs())
 }
 
-/// `interval × 2^(failures-1)`, at most `max`, with "full jitter" on the upper half (so
-/// sites cut off together do not come back in step). A failed random draw gives no jitter,
-/// never a zero wait.
-pub fn backoff(interval: Duration, max: Duration, failures: u32, rng: &dyn SecureRandom) -> Duration {
+/// `interval × 2^(failures-1)`, at most `max`, jittered over its upper half by `jitter`
+/// (0 to 1), so that sites cut off together do not come back in step.
+pub fn backoff(interval: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
     let exponent = failures.saturating_sub(1).min(20);
     let base = interval.saturating_mul(1u32 << exponent).min(max);
-    let mut byte = [0u8; 2];
-    let fraction = match rng.fill(&mut byte) {
-        Ok(()) => f64::from(u16::from_be_bytes(byte)) / f64::from(u16::MAX),
+    base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// A fraction from 0 to 1. A failed random draw gives 1 (the longest wait, no jitter),
+/// never a zero wait.
+fn jitter(rng: &dyn SecureRandom) -> f64 {
+    let mut bytes = [0u8; 2];
+    match rng.fill(&mut bytes) {
+        Ok(()) => f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX),
         Err(_) => 1.0,
-    };
-    base / 2 + base.mul_f64(fraction / 2.0)
+    }
 }
 
 #[cfg(test)]
@@ -295,20 +311,12 @@ pub fn backoff(interval: Duration, max: Duration, failures: u32, rng: &dyn Secur
 mod tests {
     use super::*;
 
-    struct Fixed(u8);
-    impl ring::rand::SecureRandom for Fixed {
-        fn fill(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
-            dest.fill(self.0);
-            Ok(())
-        }
-    }
-
     #[test]
     fn backoff_doubles_up_to_the_cap_and_jitters_within_the_upper_half() {
         let interval = Duration::from_secs(30);
         let max = Duration::from_secs(600);
-        let top = |failures| backoff(interval, max, failures, &Fixed(0xff));
-        let bottom = |failures| backoff(interval, max, failures, &Fixed(0));
+        let top = |failures| backoff(interval, max, failures, 1.0);
+        let bottom = |failures| backoff(interval, max, failures, 0.0);
         assert_eq!(top(1), Duration::from_secs(30));
         assert_eq!(bottom(1), Duration::from_secs(15));
         assert_eq!(top(2), Duration::from_secs(60));

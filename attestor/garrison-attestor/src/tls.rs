@@ -18,6 +18,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use garrison_ca::SpiffeId;
 use garrison_ca::{CaError, Issued};
 use garrison_spiffe_tls::Identity;
 use rustls::RootCertStore;
@@ -25,7 +26,6 @@ use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerConfig, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use garrison_ca::SpiffeId;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::{Duration, OffsetDateTime};
 

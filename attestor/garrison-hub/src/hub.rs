@@ -178,7 +178,10 @@ impl Hub {
         batch: v1::LogBatch,
     ) -> Result<v1::PushResult, PushError> {
         let batch = push::check(batch, caller_origin, &self.parts.roots)?;
-        let replica = self.replica(caller_origin).await.map_err(PushError::Failed)?;
+        let replica = self
+            .replica(caller_origin)
+            .await
+            .map_err(PushError::Failed)?;
         self.check_extends_held(&replica, &batch).await?;
         let appended = self.append(&replica, &batch).await?;
         let held_size = appended.tree_size;
@@ -188,7 +191,12 @@ impl Hub {
             String::new()
         };
         if appended.added > 0 {
-            tracing::info!(origin = caller_origin, added = appended.added, held = held_size, "site records replicated");
+            tracing::info!(
+                origin = caller_origin,
+                added = appended.added,
+                held = held_size,
+                "site records replicated"
+            );
         }
         Ok(v1::PushResult {
             held_size,
@@ -471,7 +479,11 @@ impl Hub {
                 .await
                 .map_err(HubError::Log)?;
             if stored {
-                tracing::info!(sequence, entries = list.entries.len(), "revocation list signed");
+                tracing::info!(
+                    sequence,
+                    entries = list.entries.len(),
+                    "revocation list signed"
+                );
                 return Ok(sequence);
             }
         }

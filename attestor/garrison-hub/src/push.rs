@@ -56,8 +56,9 @@ pub fn check(
             ),
         ));
     }
-    let (_, site) = parse_site_origin(caller_origin)
-        .ok_or_else(|| Refusal::new("wrong-origin", format!("{caller_origin} is not a site log")))?;
+    let (_, site) = parse_site_origin(caller_origin).ok_or_else(|| {
+        Refusal::new("wrong-origin", format!("{caller_origin} is not a site log"))
+    })?;
     let log_key = certified_key(&batch.log_key_chain_pem, roots, caller_origin)?;
     let checkpoint = verify_checkpoint(&batch.checkpoint, caller_origin, &log_key)
         .map_err(|e| Refusal::new("bad-signature", e.to_string()))?;

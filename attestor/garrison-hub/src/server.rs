@@ -10,8 +10,7 @@ use garrison_attestor::listener::{self, HandshakeFailures, HandshakeLimits};
 use garrison_attestor::server::load_authority;
 use garrison_attestor::tls::RotatingServerCert;
 use garrison_ca::{
-    Authority, CaRole, HubRole, KeyAlgorithm, SpiffeId, SubjectKey, SvidParams,
-    certificates_to_pem,
+    Authority, CaRole, HubRole, KeyAlgorithm, SpiffeId, SubjectKey, SvidParams, certificates_to_pem,
 };
 use garrison_log::{AttestationLog, LogConfig};
 use garrison_proto::limits::MAX_SYNC_MESSAGE;
@@ -80,8 +79,8 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
             KeyFileError::Generate(e) => e.to_string(),
         })
     })?;
-    let witness = WitnessKey::from_pkcs8(&hub_witness_name(&trust_domain), &pkcs8)
-        .map_err(|e| witness_err(e.to_string()))?;
+    let witness =
+        WitnessKey::from_pkcs8(&trust_domain, &pkcs8).map_err(|e| witness_err(e.to_string()))?;
     let issued = ca
         .issue_hub_role_svid(
             HubRole::Witness,

@@ -120,11 +120,7 @@ impl Sync for SyncService {
                 "this caller speaks for {origin} only"
             )));
         }
-        let response = self
-            .hub
-            .pull(request.get_ref())
-            .await
-            .map_err(status_of)?;
+        let response = self.hub.pull(request.get_ref()).await.map_err(status_of)?;
         Ok(Response::new(response))
     }
 }

@@ -119,9 +119,8 @@ pub(crate) async fn nodes(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<NodeState>, LogError> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2"
-    );
+    let sql =
+        format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after.unwrap_or_default().to_owned())
         .bind(i64::from(limit))

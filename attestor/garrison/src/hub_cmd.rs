@@ -122,7 +122,10 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let hub = open(&args.config).await?;
     let (file, writer) = NewFile::create(&args.out)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0).unsigned_abs();
+    let now = time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .max(0)
+        .unsigned_abs();
     let written = garrison_hub::files::export(&hub, &args.site, writer, now).await;
     hub.log().clone().close().await;
     let writer = written.with_context(|| format!("exporting for site {}", args.site))?;

@@ -172,7 +172,10 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
     };
     println!("node        {}", node.node_id);
     println!("spiffe id   {}", node.spiffe_id);
-    println!("serial      {}", node.current_serial.as_deref().unwrap_or("-"));
+    println!(
+        "serial      {}",
+        node.current_serial.as_deref().unwrap_or("-")
+    );
     println!("updated     {}", node.updated);
     println!("revoked     {}", if status.revoked { "yes" } else { "no" });
     let records = log
@@ -199,15 +202,21 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
 async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     if let Some(hub_config) = &args.hub_config {
         let target = match (&args.node, &args.serial) {
-            (Some(node), _) => garrison_transparency::RevokedTarget::Node(node.trim().to_ascii_lowercase()),
-            (None, Some(serial)) => garrison_transparency::RevokedTarget::Serial(serial.trim().to_ascii_lowercase()),
+            (Some(node), _) => {
+                garrison_transparency::RevokedTarget::Node(node.trim().to_ascii_lowercase())
+            }
+            (None, Some(serial)) => {
+                garrison_transparency::RevokedTarget::Serial(serial.trim().to_ascii_lowercase())
+            }
             (None, None) => bail!("give --node or --serial"),
         };
         let hub = crate::hub_cmd::open(hub_config).await?;
         let outcome = hub.revoke(&[target]).await;
         hub.log().clone().close().await;
         let sequence = outcome?;
-        println!("revocation list #{sequence} signed at the hub; every site applies it when it next syncs");
+        println!(
+            "revocation list #{sequence} signed at the hub; every site applies it when it next syncs"
+        );
         return Ok(());
     }
     let (url, site) = site_database(args.config.as_ref(), args.db.as_ref())?;
@@ -222,7 +231,13 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         (None, RevocationTarget::Node(node)) => log
             .node(node)
             .await?
-            .and_then(|n| n.spiffe_id.split("/site/").nth(1).and_then(|s| s.split('/').next()).map(str::to_owned))
+            .and_then(|n| {
+                n.spiffe_id
+                    .split("/site/")
+                    .nth(1)
+                    .and_then(|s| s.split('/').next())
+                    .map(str::to_owned)
+            })
             .unwrap_or_default(),
         (None, RevocationTarget::Serial(_)) => String::new(),
     };

@@ -92,16 +92,26 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let sync = open(&args.config).await?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
-    let applied = site_sync::import(&sync, std::io::BufReader::new(file), OffsetDateTime::now_utc()).await;
+    let applied = site_sync::import(
+        &sync,
+        std::io::BufReader::new(file),
+        OffsetDateTime::now_utc(),
+    )
+    .await;
     sync.log().clone().close().await;
     let applied = applied.with_context(|| format!("importing {}", args.file.display()))?;
     let mut said = false;
     if let Some(sequence) = applied.revocation_sequence {
-        println!("revocation list #{sequence} in force: {} node(s) or certificate(s) newly revoked", applied.revoked);
+        println!(
+            "revocation list #{sequence} in force: {} node(s) or certificate(s) newly revoked",
+            applied.revoked
+        );
         said = true;
     }
     if let Some(sequence) = applied.policy_sequence {
-        println!("policy bundle #{sequence} kept: the attestor puts it in force within 30 s (verified, recorded as policy-update)");
+        println!(
+            "policy bundle #{sequence} kept: the attestor puts it in force within 30 s (verified, recorded as policy-update)"
+        );
         said = true;
     }
     if let Some(size) = applied.cosigned_size {
