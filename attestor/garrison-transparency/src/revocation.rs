@@ -250,6 +250,8 @@ pub(crate) fn sign_revocations(
 
 /// Parses a verified body (which ends in a newline) strictly.
 fn parse_body(body: &str, trust_domain: &str) -> Result<RevocationList, TransparencyError> {
+    // `note::split` leaves the body's final newline on it, and `split` yields at least one
+    // (possibly empty) line: neither fallback below is ever taken.
     let mut lines = body.strip_suffix('\n').unwrap_or(body).split('\n');
     let origin = revocations_origin(trust_domain);
     let first = lines.next().unwrap_or_default();
