@@ -348,7 +348,12 @@ pub async fn serve(
         None => None,
     };
     // A second copy of the site CA for the sync client's own identity.
-    let sync = spawn_sync(config, load_authority(&config.ca_dir)?, &attestor);
+    let sync = spawn_sync(
+        config,
+        load_authority(&config.ca_dir)?,
+        &attestor,
+        Arc::clone(&signer),
+    );
     let shutdown = async move {
         shutdown.await;
         let _ = stopping.send(true);
@@ -384,13 +389,15 @@ fn spawn_sync(
     config: &SiteConfig,
     ca: Authority,
     attestor: &Arc<Attestor>,
+    signer: Arc<crate::checkpoint::CheckpointSigner>,
 ) -> tokio::task::JoinHandle<()> {
     let sync = crate::site_sync::SiteSync::new(
         attestor.log().clone(),
         &config.site,
         ca.trust_domain().as_str(),
         ca.roots().to_vec(),
-    );
+    )
+    .with_signer(signer);
     match &config.hub {
         Some(link) => {
             tracing::info!(hub = %link.address, "syncing with the hub");

@@ -72,6 +72,8 @@ impl From<tonic::Status> for SyncError {
 #[derive(Debug, Clone)]
 pub struct SiteSync {
     log: AttestationLog,
+    /// Signs a checkpoint of every record before a push, when given.
+    signer: Option<std::sync::Arc<crate::checkpoint::CheckpointSigner>>,
     site: String,
     trust_domain: String,
     origin: String,
@@ -126,12 +128,23 @@ impl SiteSync {
     pub fn new(log: AttestationLog, site: &str, trust_domain: &str, roots: Vec<Vec<u8>>) -> Self {
         SiteSync {
             log,
+            signer: None,
             site: site.to_owned(),
             trust_domain: trust_domain.to_owned(),
             origin: site_origin(trust_domain, site),
             witness_name: hub_witness_name(trust_domain),
             roots,
         }
+    }
+
+    /// Signs a checkpoint of the whole log before each push or export, so that what goes up
+    /// is every record there is (without it, the newest checkpoint the attestor signed).
+    pub fn with_signer(
+        mut self,
+        signer: std::sync::Arc<crate::checkpoint::CheckpointSigner>,
+    ) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The site's log origin.
@@ -145,7 +158,16 @@ impl SiteSync {
     }
 
     /// The newest signed checkpoint and the newest log key certificate chain.
-    pub(crate) async fn checkpoint(&self) -> Result<(StoredCheckpoint, String), SyncError> {
+    pub async fn checkpoint(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<(StoredCheckpoint, String), SyncError> {
+        if let Some(signer) = &self.signer {
+            signer
+                .sign(now)
+                .await
+                .map_err(|e| SyncError::NotReady(checkpoint_failed(&e)))?;
+        }
         let checkpoint = self
             .log
             .latest_checkpoint()
@@ -167,6 +189,25 @@ impl SiteSync {
             .latest_cosignature(&self.witness_name)
             .await?
             .map_or(0, |c| c.size))
+    }
+
+    /// [`batch`](Self::batch) with every record's evidence, as a file carries it.
+    pub async fn self_contained_batch(
+        &self,
+        start: u64,
+        checkpoint: &StoredCheckpoint,
+        chain_pem: &str,
+        proof_from_size: u64,
+    ) -> Result<v1::LogBatch, SyncError> {
+        let mut written = Written::default();
+        self.batch(
+            start,
+            checkpoint,
+            chain_pem,
+            proof_from_size,
+            EvidenceFilter::File(&mut written),
+        )
+        .await
     }
 
     /// The next batch from `start` towards `checkpoint` (at least one record when any is
@@ -469,6 +510,11 @@ impl SiteSync {
     }
 }
 
+fn checkpoint_failed(e: &crate::checkpoint::CheckpointError) -> &'static str {
+    tracing::error!(error = %e, "signing a checkpoint before sync failed");
+    "signing a checkpoint failed (see the attestor's log)"
+}
+
 async fn lacking(
     filter: &mut EvidenceFilter<'_>,
     digests: BTreeSet<String>,
@@ -499,7 +545,7 @@ pub async fn export<W: std::io::Write>(
     out: W,
     now: OffsetDateTime,
 ) -> Result<(W, ExportSummary), SyncError> {
-    let (checkpoint, chain) = sync.checkpoint().await?;
+    let (checkpoint, chain) = sync.checkpoint(now).await?;
     let cosigned = sync.cosigned_size().await?;
     let first = from.unwrap_or(cosigned).min(checkpoint.size);
     let header = SyncFileHeader {

@@ -58,8 +58,14 @@ impl HubClient {
         let bundle = garrison_ca::certificates_to_pem(ca.roots());
         let config = garrison_spiffe_tls::client_config(bundle.as_bytes(), hub, Some(identity))
             .map_err(|e| connect_err(e.to_string()))?;
-        let channel = garrison_spiffe_tls::connect(address, config)
-            .map_err(|e| connect_err(e.to_string()))?;
+        // `host:port` as configured; the channel wants a URI.
+        let uri = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("https://{address}")
+        };
+        let channel =
+            garrison_spiffe_tls::connect(&uri, config).map_err(|e| connect_err(e.to_string()))?;
         Ok(HubClient {
             client: SyncClient::new(channel)
                 .max_decoding_message_size(MAX_SYNC_MESSAGE)
@@ -150,7 +156,7 @@ async fn push(
     now: time::OffsetDateTime,
     summary: &mut RoundSummary,
 ) -> Result<(), SyncError> {
-    let (checkpoint, chain) = sync.checkpoint().await?;
+    let (checkpoint, chain) = sync.checkpoint(now).await?;
     let mut held = status.held_size;
     summary.held_size = held;
     if held >= checkpoint.size && status.cosigned_size >= checkpoint.size {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use garrison_attestor::SiteConfig;
+use garrison_attestor::checkpoint::CheckpointSigner;
 use garrison_attestor::server::load_authority;
 use garrison_attestor::site_sync::{self, SiteSync};
 use garrison_log::{AttestationLog, LogConfig};
@@ -54,7 +55,9 @@ pub async fn run(command: SiteCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn open(config: &std::path::Path) -> anyhow::Result<SiteSync> {
+/// The site's sync state; `sign` also loads the log key, so that an export covers every
+/// record (a checkpoint is signed first, as the attestor does).
+async fn open(config: &std::path::Path, sign: bool) -> anyhow::Result<SiteSync> {
     let config = SiteConfig::load(config)?;
     let ca = load_authority(&config.ca_dir)?;
     let td = ca.trust_domain().as_str().to_owned();
@@ -66,11 +69,24 @@ async fn open(config: &std::path::Path) -> anyhow::Result<SiteSync> {
     })
     .await
     .with_context(|| format!("opening the attestation log {}", config.database))?;
-    Ok(SiteSync::new(log, &config.site, &td, ca.roots().to_vec()))
+    let sync = SiteSync::new(log.clone(), &config.site, &td, ca.roots().to_vec());
+    if !sign {
+        return Ok(sync);
+    }
+    let signer = CheckpointSigner::start(
+        log,
+        &config.log_key,
+        &ca,
+        OffsetDateTime::now_utc(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .await
+    .context("loading the log key")?;
+    Ok(sync.with_signer(std::sync::Arc::new(signer)))
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let sync = open(&args.config).await?;
+    let sync = open(&args.config, true).await?;
     let (file, writer) = NewFile::create(&args.out)?;
     let written = site_sync::export(&sync, args.from, writer, OffsetDateTime::now_utc()).await;
     sync.log().clone().close().await;
@@ -89,7 +105,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let sync = open(&args.config).await?;
+    let sync = open(&args.config, false).await?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let applied = site_sync::import(

@@ -177,6 +177,34 @@ impl Site {
         )
     }
 
+    /// The site's strict policy signed again under bundle `sequence` (archive bytes): what a
+    /// hub publishes as a newer (or, below the one in force, a rolled-back) bundle.
+    pub fn resigned_policy(
+        &self,
+        sequence: u64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<u8>, TestbedError> {
+        let read =
+            |path: PathBuf| std::fs::read(&path).map_err(io(format!("reading {}", path.display())));
+        let key = read(self.dir.join("ca/policy-signer/key.pem"))?;
+        let chain = read(self.dir.join("ca/policy-signer/chain.pem"))?;
+        let signer = garrison_policy::BundleSigner::from_pem(
+            &String::from_utf8_lossy(&key),
+            &String::from_utf8_lossy(&chain),
+        )?;
+        let mut files = garrison_policy::BundleFiles::new();
+        files.insert("admission.rego".into(), STRICT_POLICY.as_bytes().to_vec());
+        files.insert("data.json".into(), read(self.dir.join("policy/data.json"))?);
+        let signed = signer.sign(
+            &files,
+            "testbed-strict",
+            sequence,
+            now,
+            &SystemRandom::new(),
+        )?;
+        Ok(garrison_policy::encode_archive(&signed))
+    }
+
     /// The signed policy bundle.
     pub fn policy_bundle(&self) -> PathBuf {
         self.dir.join("policy/strict.bundle")

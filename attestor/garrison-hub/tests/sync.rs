@@ -1,0 +1,757 @@
+//! A site and its hub, in one process but over real mutual TLS and gRPC, with a real site
+//! attestor (its log, checkpoint signer and policy engine) and the hub's database on SQLite
+//! and PostgreSQL: sync up and down, cosignatures, resends, forged input, two hub processes
+//! on one database, and the air-gap round trip by files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use garrison_attestor::checkpoint::CheckpointSigner;
+use garrison_attestor::site_sync::{self, SiteSync};
+use garrison_attestor::sync_client::{self, HubClient};
+use garrison_attestor::{Attestor, Clock, SystemClock};
+use garrison_hub::{Hub, HubConfig, HubError};
+use garrison_log::{AttestationLog, Decision, NewEntry, Record, RecordKind};
+use garrison_proto::v1;
+use garrison_testbed::{SITE, Site, TRUST_DOMAIN};
+use garrison_transparency::{RevokedTarget, site_origin};
+use ring::rand::SystemRandom;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// The hub's database for a test: SQLite in the test's directory, or a fresh PostgreSQL
+/// database on the cluster `scripts/test.sh` starts.
+async fn hub_database(dir: &Path, postgres: bool) -> Option<String> {
+    if !postgres {
+        return Some(format!("sqlite://{}/hub.db", dir.display()));
+    }
+    let url = match std::env::var("GARRISON_TEST_POSTGRES_URL") {
+        Ok(url) => url,
+        Err(_) if std::env::var("GARRISON_SKIP_POSTGRES").is_ok() => return None,
+        Err(_) => panic!(
+            "GARRISON_TEST_POSTGRES_URL is not set: run scripts/test.sh (or set GARRISON_SKIP_POSTGRES=1)"
+        ),
+    };
+    let name = format!(
+        "hub_{}",
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.expect("postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    })
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    testbed: Site,
+    attestor: Arc<Attestor>,
+    signer: Arc<CheckpointSigner>,
+    sync: SiteSync,
+    hub: Arc<Hub>,
+    hub_config: HubConfig,
+    stop_hub: Option<oneshot::Sender<()>>,
+}
+
+impl World {
+    async fn new(postgres: bool) -> Option<World> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let now = OffsetDateTime::now_utc();
+        let testbed = Site::create(&path, now).unwrap();
+        let database = hub_database(&path, postgres).await?;
+        let listen = garrison_testbed::free_local_address().unwrap();
+        std::fs::write(
+            path.join("hub.toml"),
+            format!("listen = \"{listen}\"\nca_dir = \"ca/hub\"\ndatabase = \"{database}\"\n"),
+        )
+        .unwrap();
+        let hub_config = HubConfig::load(&path.join("hub.toml")).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let hub = Arc::new(
+            garrison_hub::server::build(&hub_config, Arc::clone(&clock))
+                .await
+                .unwrap(),
+        );
+        let attestor = site_attestor(&testbed, &path, listen.port()).await;
+        let signer = Arc::new(
+            CheckpointSigner::start(
+                attestor.log().clone(),
+                &path.join("log-key.pem"),
+                &testbed.site_ca,
+                now,
+                &SystemRandom::new(),
+            )
+            .await
+            .unwrap(),
+        );
+        let sync = SiteSync::new(
+            attestor.log().clone(),
+            SITE,
+            TRUST_DOMAIN,
+            testbed.site_ca.roots().to_vec(),
+        )
+        .with_signer(Arc::clone(&signer));
+        let mut world = World {
+            _dir: dir,
+            dir: path,
+            testbed,
+            attestor,
+            signer,
+            sync,
+            hub,
+            hub_config,
+            stop_hub: None,
+        };
+        world.start_hub().await;
+        Some(world)
+    }
+
+    async fn start_hub(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let identity =
+            garrison_hub::server::hub_identity(&self.hub_config, Arc::clone(&clock)).unwrap();
+        let config = self.hub_config.clone();
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            garrison_hub::server::serve(&config, hub, identity, clock, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        self.stop_hub = Some(stop);
+        // Serving once the listener accepts.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(self.hub_config.listen).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the hub never listened on {}", self.hub_config.listen);
+    }
+
+    /// Appends `n` enroll records (every third with evidence) and signs a checkpoint.
+    async fn enroll(&self, n: usize) {
+        let log = self.attestor.log();
+        let base = log.tree_size().await.unwrap() as usize;
+        for i in base..base + n {
+            let evidence = (i % 3 == 0).then(|| format!("evidence {}", i % 9).into_bytes());
+            log.append(NewEntry {
+                record: record(i),
+                evidence,
+                node_update: None,
+            })
+            .await
+            .unwrap();
+        }
+        self.signer.sign(OffsetDateTime::now_utc()).await.unwrap();
+    }
+
+    async fn round(&self) -> sync_client::RoundSummary {
+        let tried = std::sync::atomic::AtomicU64::new(0);
+        let mut last = None;
+        for _ in 0..50 {
+            let connected = HubClient::connect(
+                &self.hub_config.listen.to_string(),
+                &self.testbed.site_ca,
+                OffsetDateTime::now_utc(),
+            );
+            match connected {
+                Ok(mut client) => {
+                    match sync_client::round(&self.sync, &mut client, &self.attestor, &tried).await
+                    {
+                        Ok(summary) => return summary,
+                        Err(e) => last = Some(e.to_string()),
+                    }
+                }
+                Err(e) => last = Some(e.to_string()),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no round with the hub: {last:?}");
+    }
+
+    fn origin(&self) -> String {
+        site_origin(TRUST_DOMAIN, SITE)
+    }
+
+    async fn replica(&self) -> AttestationLog {
+        self.hub.log().replica(&self.origin()).await.unwrap()
+    }
+}
+
+fn record(i: usize) -> Record {
+    Record {
+        time: OffsetDateTime::from_unix_timestamp(1_700_000_000 + i as i64).unwrap(),
+        site: SITE.to_owned(),
+        kind: RecordKind::Enroll,
+        node_id: Some(format!("{i:064x}")),
+        spiffe_id: Some(format!("spiffe://{TRUST_DOMAIN}/site/{SITE}/node/{i}")),
+        decision: Decision::Allow,
+        reasons: vec![],
+        policy_digest: None,
+        evidence_digest: None,
+        cert_serial: Some(format!("{:x}", 0x1000 + i)),
+        cert_not_after: None,
+    }
+}
+
+/// A real site attestor on the testbed's CA and policy, with its log in `dir/site.db`.
+async fn site_attestor(testbed: &Site, dir: &Path, port_hint: u16) -> Arc<Attestor> {
+    let listen = garrison_testbed::free_local_address().unwrap();
+    let _ = port_hint;
+    let config = testbed
+        .write_config(
+            listen,
+            &format!("sqlite://{}/site.db", dir.display()),
+            &[],
+            &format!(
+                "[insecure]\nallow_listed_ek_hashes = [\"{}\"]\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+    Arc::new(
+        garrison_attestor::server::build(&config, Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    )
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(false).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(true).await }
+        }
+    )*};
+}
+
+both!(
+    a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature,
+    forged_input_is_refused_recorded_and_stores_nothing,
+    a_checkpoint_that_forks_the_witnessed_log_raises_an_alarm,
+    two_hub_processes_store_one_push_once,
+    the_air_gap_round_trip_by_files,
+);
+
+async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    world.enroll(30).await;
+    let site_log = world.attestor.log();
+    // The attestor's own first record (the policy in force at start) and the 30.
+    let n = site_log.tree_size().await.unwrap();
+    assert_eq!(n, 31);
+    let first = world.round().await;
+    assert_eq!(first.held_size, n, "{first:?}");
+    assert_eq!(first.cosigned_size, Some(n));
+    let replica = world.replica().await;
+    assert_eq!(
+        replica.tree_root(n).await.unwrap(),
+        site_log.tree_root(n).await.unwrap()
+    );
+    assert_eq!(
+        replica.query(&Default::default()).await.unwrap(),
+        site_log.query(&Default::default()).await.unwrap(),
+        "the hub holds exactly the site's records"
+    );
+    // The site keeps the hub's cosignature; it verifies with the hub's witness key.
+    let cosigned = site_log
+        .latest_cosignature(world.hub.witness_name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cosigned.size, n);
+    let note = world
+        .hub
+        .latest_cosigned(&world.origin())
+        .await
+        .unwrap()
+        .unwrap();
+    world.hub.check_cosignature(&note).unwrap();
+    assert!(note.ends_with(&format!("{}\n", cosigned.line)));
+
+    // Nothing new: a round sends no records.
+    let idle = world.round().await;
+    assert_eq!((idle.held_size, idle.batches), (n, 0));
+
+    // More records, a policy bundle and a revocation published at the hub.
+    world.enroll(12).await;
+    let bundle = world
+        .testbed
+        .resigned_policy(2, OffsetDateTime::now_utc())
+        .unwrap();
+    world.hub.publish_policy(&bundle).await.unwrap();
+    let revoked_node = format!("{:064x}", 3);
+    world
+        .hub
+        .revoke(&[RevokedTarget::Node(revoked_node.clone())])
+        .await
+        .unwrap();
+    let second = world.round().await;
+    // The round pulls first, so the revoke and policy-update records it writes go up in
+    // the same round, under a checkpoint signed before the push.
+    let now_size = site_log.tree_size().await.unwrap();
+    assert_eq!(now_size, n + 12 + 2);
+    assert_eq!(
+        (second.held_size, second.cosigned_size),
+        (now_size, Some(now_size))
+    );
+    assert_eq!(second.applied.revocation_sequence, Some(1));
+    assert_eq!(second.applied.revoked, 1);
+    assert_eq!(world.attestor.policy_in_force().0, 2, "{:?}", second.policy);
+    assert!(site_log.is_node_revoked(&revoked_node).await.unwrap());
+    // The revocation and the policy update are records of the site's log, and went up.
+    let third = world.round().await;
+    assert_eq!((third.held_size, third.batches), (now_size, 0));
+    let kinds: Vec<RecordKind> = replica
+        .query(&garrison_log::Query {
+            after_sequence: Some(n + 11),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.kind)
+        .collect();
+    assert!(kinds.contains(&RecordKind::Revoke), "{kinds:?} {third:?}");
+    assert!(kinds.contains(&RecordKind::PolicyUpdate), "{kinds:?}");
+    // An older policy bundle published later is refused at the hub.
+    let old = world
+        .testbed
+        .resigned_policy(1, OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(matches!(
+        world.hub.publish_policy(&old).await,
+        Err(HubError::Refused(r)) if r.code == "stale"
+    ));
+}
+
+/// A batch of the whole site log as a file carries it.
+async fn batch(world: &World, start: u64, proof_from: u64) -> v1::LogBatch {
+    let (checkpoint, chain) = world
+        .sync
+        .checkpoint(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    world
+        .sync
+        .self_contained_batch(start, &checkpoint, &chain, proof_from)
+        .await
+        .unwrap()
+}
+
+async fn refused(world: &World, batch: v1::LogBatch, code: &str) {
+    match world.hub.push(&world.origin(), batch).await {
+        Err(HubError::Refused(refusal)) => assert_eq!(refusal.code, code, "{refusal}"),
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+async fn forged_input_is_refused_recorded_and_stores_nothing(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    world.enroll(20).await;
+    let good = batch(&world, 0, 0).await;
+
+    let mut tampered = good.clone();
+    let text = String::from_utf8(tampered.records[4].clone()).unwrap();
+    tampered.records[4] = text
+        .replace("\"decision\":\"allow\"", "\"decision\":\"deny\"")
+        .into_bytes();
+    refused(&world, tampered, "bad-proof").await;
+
+    let mut bad_proof = batch(&world, 0, 0).await;
+    bad_proof.records.truncate(10);
+    bad_proof.proof_to_checkpoint = world
+        .attestor
+        .log()
+        .consistency_proof(10, 21)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut h| {
+            h[0] ^= 1;
+            h.to_vec()
+        })
+        .collect();
+    refused(&world, bad_proof, "bad-proof").await;
+
+    let mut bad_signature = good.clone();
+    bad_signature.checkpoint = bad_signature.checkpoint.replacen("\n21\n", "\n22\n", 1);
+    assert_ne!(bad_signature.checkpoint, good.checkpoint);
+    refused(&world, bad_signature, "bad-signature").await;
+
+    let mut other_site = good.clone();
+    other_site.origin = site_origin(TRUST_DOMAIN, "site-b");
+    refused(&world, other_site, "wrong-origin").await;
+
+    let mut wrong_key = good.clone();
+    wrong_key.log_key_chain_pem =
+        garrison_ca::certificates_to_pem(&[world.testbed.site_ca.certificate().to_vec()]);
+    refused(&world, wrong_key, "bad-log-key").await;
+
+    let mut bad_evidence = good.clone();
+    bad_evidence.evidence[0].bytes.push(b'!');
+    refused(&world, bad_evidence, "bad-evidence").await;
+
+    let replica = world.replica().await;
+    assert_eq!(
+        replica.tree_size().await.unwrap(),
+        0,
+        "nothing of a refused batch is stored"
+    );
+    let events = world.hub.events().await.unwrap();
+    let kinds: Vec<(&str, u64)> = events.iter().map(|e| (e.kind.as_str(), e.count)).collect();
+    for kind in [
+        "bad-proof",
+        "bad-signature",
+        "wrong-origin",
+        "bad-log-key",
+        "bad-evidence",
+    ] {
+        assert!(
+            kinds.iter().any(|(k, _)| *k == kind),
+            "{kind} not recorded: {kinds:?}"
+        );
+    }
+    assert!(kinds.contains(&("bad-proof", 2)), "{kinds:?}");
+
+    // The good batch still lands, and a resend is a no-op.
+    let done = world.hub.push(&world.origin(), good.clone()).await.unwrap();
+    assert_eq!(done.held_size, 21);
+    assert!(!done.cosigned_checkpoint.is_empty());
+    let again = world.hub.push(&world.origin(), good).await.unwrap();
+    assert_eq!(again.held_size, 21);
+    assert_eq!(
+        again.cosigned_checkpoint, done.cosigned_checkpoint,
+        "one cosignature per size"
+    );
+    assert_eq!(replica.query(&Default::default()).await.unwrap().len(), 21);
+
+    // A batch that starts beyond what the hub holds is a gap, not stored.
+    world.enroll(5).await;
+    let ahead = batch(&world, 23, 21).await;
+    refused(&world, ahead, "gap").await;
+    assert_eq!(replica.tree_size().await.unwrap(), 21);
+}
+
+async fn a_checkpoint_that_forks_the_witnessed_log_raises_an_alarm(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    world.enroll(10).await;
+    world.round().await;
+    // The same site key signs a different history: a second database with other records.
+    let fork_log = AttestationLog::open(&garrison_log::LogConfig {
+        url: format!("sqlite://{}/fork.db", world.dir.display()),
+        origin: Some(world.origin()),
+        max_batch: 8,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    for i in 0..15 {
+        let mut r = record(i);
+        r.reasons = vec!["the other history".to_owned()];
+        fork_log
+            .append(NewEntry {
+                record: r,
+                evidence: None,
+                node_update: None,
+            })
+            .await
+            .unwrap();
+    }
+    let fork_signer = CheckpointSigner::start(
+        fork_log.clone(),
+        &world.dir.join("log-key.pem"),
+        &world.testbed.site_ca,
+        OffsetDateTime::now_utc(),
+        &SystemRandom::new(),
+    )
+    .await
+    .unwrap();
+    fork_signer.sign(OffsetDateTime::now_utc()).await.unwrap();
+    let fork = SiteSync::new(
+        fork_log,
+        SITE,
+        TRUST_DOMAIN,
+        world.testbed.site_ca.roots().to_vec(),
+    );
+    let (checkpoint, chain) = fork.checkpoint(OffsetDateTime::now_utc()).await.unwrap();
+    let forked = fork
+        .self_contained_batch(10, &checkpoint, &chain, 10)
+        .await
+        .unwrap();
+    refused(&world, forked, "fork").await;
+    let alarm = world
+        .hub
+        .events()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "fork")
+        .expect("a fork alarm");
+    let (held, other) = alarm.notes.expect("both checkpoints kept");
+    world.hub.check_cosignature(&held).unwrap();
+    assert!(held.contains("\n11\n"), "{held}");
+    assert_eq!(other, checkpoint.note);
+    assert_eq!(world.replica().await.tree_size().await.unwrap(), 11);
+}
+
+async fn two_hub_processes_store_one_push_once(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    world.enroll(50).await;
+    let second = garrison_hub::server::build(&world.hub_config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let good = batch(&world, 0, 0).await;
+    let origin = world.origin();
+    let (a, b) = tokio::join!(
+        world.hub.push(&origin, good.clone()),
+        second.push(&origin, good)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.held_size, b.held_size), (51, 51));
+    world.hub.check_cosignature(&a.cosigned_checkpoint).unwrap();
+    assert_eq!(
+        a.cosigned_checkpoint, b.cosigned_checkpoint,
+        "one cosignature kept"
+    );
+    let replica = world.replica().await;
+    assert_eq!(replica.query(&Default::default()).await.unwrap().len(), 51);
+    assert_eq!(replica.cosignatures().await.unwrap().len(), 1);
+}
+
+async fn the_air_gap_round_trip_by_files(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    let now = OffsetDateTime::now_utc();
+    world.enroll(25).await;
+    let (up, summary) = site_sync::export(&world.sync, None, Vec::new(), now)
+        .await
+        .unwrap();
+    assert_eq!((summary.first, summary.checkpoint_size), (0, 26));
+    let imported = garrison_hub::files::import(&world.hub, up.as_slice())
+        .await
+        .unwrap();
+    assert_eq!((imported.records_added, imported.held_size), (26, 26));
+    assert_eq!(imported.cosigned_size, Some(26));
+    let twice = garrison_hub::files::import(&world.hub, up.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(
+        (twice.records_added, twice.held_size),
+        (0, 26),
+        "importing twice changes nothing"
+    );
+
+    world
+        .hub
+        .revoke(&[RevokedTarget::Serial("1005".to_owned())])
+        .await
+        .unwrap();
+    let bundle = world.testbed.resigned_policy(3, now).unwrap();
+    world.hub.publish_policy(&bundle).await.unwrap();
+    let older = garrison_hub::files::export(&world.hub, SITE, Vec::new(), 1)
+        .await
+        .unwrap();
+    world
+        .hub
+        .revoke(&[RevokedTarget::Serial("1006".to_owned())])
+        .await
+        .unwrap();
+    let down = garrison_hub::files::export(&world.hub, SITE, Vec::new(), 2)
+        .await
+        .unwrap();
+
+    let applied = site_sync::import(&world.sync, down.as_slice(), now)
+        .await
+        .unwrap();
+    assert_eq!(applied.revocation_sequence, Some(2));
+    assert_eq!(applied.revoked, 2);
+    assert_eq!(applied.policy_sequence, Some(3));
+    assert_eq!(applied.cosigned_size, Some(26));
+    let log = world.attestor.log();
+    assert!(log.is_revoked("1005").await.unwrap() && log.is_revoked("1006").await.unwrap());
+    // The attestor puts the imported bundle in force (as its pickup task does).
+    let tried = std::sync::atomic::AtomicU64::new(0);
+    sync_client::put_policy_in_force(&world.sync, &world.attestor, &tried).await;
+    assert_eq!(world.attestor.policy_in_force().0, 3);
+
+    let size = log.tree_size().await.unwrap();
+    let again = site_sync::import(&world.sync, down.as_slice(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            again.revocation_sequence,
+            again.revoked,
+            again.policy_sequence
+        ),
+        (None, 0, None)
+    );
+    let stale = site_sync::import(&world.sync, older.as_slice(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stale.revocation_sequence, stale.policy_sequence),
+        (None, None)
+    );
+    assert_eq!(
+        log.tree_size().await.unwrap(),
+        size,
+        "duplicate and stale files add no records"
+    );
+
+    // A file for another site, and a file the wrong way round, are refused.
+    let other = garrison_hub::files::export(&world.hub, "site-b", Vec::new(), 3)
+        .await
+        .unwrap();
+    assert!(
+        site_sync::import(&world.sync, other.as_slice(), now)
+            .await
+            .is_err()
+    );
+    assert!(
+        garrison_hub::files::import(&world.hub, down.as_slice())
+            .await
+            .is_err()
+    );
+
+    // The site's next export starts where the hub's cosignature says and brings the new
+    // records (the revokes and the policy update) up.
+    world.signer.sign(OffsetDateTime::now_utc()).await.unwrap();
+    let (up2, summary2) = site_sync::export(&world.sync, None, Vec::new(), now)
+        .await
+        .unwrap();
+    assert_eq!(summary2.first, 26);
+    let imported2 = garrison_hub::files::import(&world.hub, up2.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(imported2.held_size, log.tree_size().await.unwrap());
+    assert_eq!(
+        world
+            .replica()
+            .await
+            .tree_root(imported2.held_size)
+            .await
+            .unwrap(),
+        log.tree_root(imported2.held_size).await.unwrap()
+    );
+}
+
+/// A Status call to the hub as the holder of `issued`, for `origin`.
+async fn status_as(
+    world: &World,
+    issued: &garrison_ca::Issued,
+    origin: &str,
+) -> Result<v1::SyncStatus, tonic::Status> {
+    let identity = garrison_attestor::tls::identity_from_issued(issued).unwrap();
+    let hub_id =
+        garrison_ca::SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/hub/sync")).unwrap();
+    let bundle = garrison_ca::certificates_to_pem(world.testbed.site_ca.roots());
+    let config =
+        garrison_spiffe_tls::client_config(bundle.as_bytes(), hub_id, Some(identity)).unwrap();
+    for _ in 0..50 {
+        let channel = garrison_spiffe_tls::connect(
+            &format!("https://{}", world.hub_config.listen),
+            config.clone(),
+        )
+        .unwrap();
+        let mut client = v1::sync_client::SyncClient::new(channel);
+        let request = v1::SyncStatusRequest {
+            origin: origin.to_owned(),
+        };
+        match client.status(request).await {
+            // The hub's listener is still starting.
+            Err(s) if s.code() == tonic::Code::Unknown => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other.map(tonic::Response::into_inner),
+        }
+    }
+    panic!("the hub never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_site_attestors_may_call_and_only_for_their_own_log() {
+    let world = World::new(false).await.unwrap();
+    let rng = SystemRandom::new();
+    let now = OffsetDateTime::now_utc();
+    let ca = &world.testbed.site_ca;
+    // The site's attestor, for its own log: answered.
+    let attestor = ca
+        .issue_site_role_svid(
+            garrison_ca::SiteRole::Attestor,
+            time::Duration::hours(1),
+            garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+            now,
+            &rng,
+        )
+        .unwrap();
+    let own = status_as(&world, &attestor, &world.origin()).await.unwrap();
+    assert_eq!(own.held_size, 0);
+    // The same attestor asking about another site's log: refused.
+    let other = status_as(&world, &attestor, &site_origin(TRUST_DOMAIN, "site-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    // A node SVID of the site: refused before anything is read.
+    let node = ca
+        .issue_svid(
+            garrison_ca::SvidParams {
+                spiffe_id: garrison_ca::SpiffeId::parse(&format!(
+                    "spiffe://{TRUST_DOMAIN}/site/{SITE}/node/n1"
+                ))
+                .unwrap(),
+                ttl: time::Duration::hours(1),
+                max_ttl: time::Duration::hours(1),
+                subject_key: garrison_ca::SubjectKey::Generate(
+                    garrison_ca::KeyAlgorithm::EcdsaP256,
+                ),
+            },
+            now,
+            &rng,
+        )
+        .unwrap();
+    let refused = status_as(&world, &node, &world.origin()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("not a site attestor"),
+        "{refused:?}"
+    );
+}
