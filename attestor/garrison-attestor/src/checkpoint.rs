@@ -250,9 +250,12 @@ fn write_new_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let removed = std::fs::remove_file(&tmp);
     linked?;
     removed?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    // A bare file name's parent is "": the current directory.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 

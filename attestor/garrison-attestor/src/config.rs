@@ -117,6 +117,12 @@ struct RawHub {
     sync_interval: String,
     #[serde(default = "default_max_backoff")]
     max_backoff: String,
+    #[serde(default = "default_hub_timeout")]
+    timeout: String,
+}
+
+fn default_hub_timeout() -> String {
+    "30s".to_owned()
 }
 
 fn default_sync_interval() -> String {
@@ -137,6 +143,9 @@ pub struct HubLink {
     /// Longest wait between attempts while it does not (exponential backoff with jitter up
     /// to this; default 10m).
     pub max_backoff: Duration,
+    /// How long connecting, and each call, may take before the round is given up (a hub
+    /// whose port is black-holed never answers; default 30s).
+    pub timeout: Duration,
 }
 
 fn default_challenge_ttl() -> String {
@@ -256,6 +265,7 @@ impl SiteConfig {
                 Ok::<_, ConfigError>(HubLink {
                     sync_interval: parse_duration("hub.sync_interval", &hub.sync_interval)?,
                     max_backoff: parse_duration("hub.max_backoff", &hub.max_backoff)?,
+                    timeout: parse_duration("hub.timeout", &hub.timeout)?,
                     address: hub.address,
                 })
             })

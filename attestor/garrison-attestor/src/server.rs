@@ -233,7 +233,7 @@ async fn start_policy(
         source,
     };
     let limits = BundleLimits::default();
-    let archive = read_bytes(&config.policy_bundle)?;
+    let archive = newest_bundle(read_bytes(&config.policy_bundle)?, log, &limits).await?;
     let files = decode_archive(&archive, &limits).map_err(policy_err)?;
     let trust = PolicyTrust::from_pem(&certificates_to_pem(ca.roots())).map_err(policy_err)?;
     let build = |floor| {
@@ -246,6 +246,36 @@ async fn start_policy(
             StartRefusal::Bundle(source) => policy_err(source),
             StartRefusal::Log(source) => StartError::Log(source),
         })
+}
+
+/// The configured bundle file, or the newest bundle the hub published to this site (kept in
+/// the database by sync) when that one is newer: after a hub's policy was put in force, a
+/// restart starts with it rather than refuse the older file as a rollback. Either way the
+/// bundle is verified and checked against the rollback floor as always.
+async fn newest_bundle(
+    file: Vec<u8>,
+    log: &AttestationLog,
+    limits: &BundleLimits,
+) -> Result<Vec<u8>, StartError> {
+    let Some((kept, _, bundle)) = log.latest_policy_bundle().await.map_err(StartError::Log)? else {
+        return Ok(file);
+    };
+    let file_sequence = decode_archive(&file, limits)
+        .ok()
+        .and_then(|files| {
+            let manifest = files.get(garrison_policy::MANIFEST_FILE)?;
+            garrison_policy::Manifest::parse(manifest).ok()
+        })
+        .map_or(0, |m| m.sequence);
+    if kept > file_sequence {
+        tracing::info!(
+            kept,
+            file_sequence,
+            "starting with the newer policy bundle the hub published"
+        );
+        return Ok(bundle);
+    }
+    Ok(file)
 }
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued

@@ -332,9 +332,7 @@ impl SiteSync {
             applied.revoked = revoked;
         }
         if !pull.policy_bundle.is_empty() {
-            applied.policy_sequence = self
-                .keep_policy_bundle(&pull.policy_bundle, pull.policy_sequence, now)
-                .await?;
+            applied.policy_sequence = self.keep_policy_bundle(&pull.policy_bundle, now).await?;
         }
         Ok(applied)
     }
@@ -433,14 +431,27 @@ impl SiteSync {
         Ok(true)
     }
 
-    /// Keeps a bundle newer than every one kept, for the attestor to verify and put in
-    /// force. An older one is refused and recorded.
+    /// Keeps a signed bundle newer than every one kept, for the attestor to put in force
+    /// (which checks it again, against the rollback floor). The signature is checked here
+    /// first and the sequence read from the signed manifest, never from the message: an
+    /// unsigned or forged bundle is never kept, so it can neither block later ones nor be
+    /// what a restart starts with. An older one is refused and recorded.
     async fn keep_policy_bundle(
         &self,
         bundle: &[u8],
-        sequence: u64,
         now: OffsetDateTime,
     ) -> Result<Option<u64>, SyncError> {
+        let limits = garrison_policy::BundleLimits::default();
+        let refuse = |e: garrison_policy::PolicyError| {
+            SyncError::Refused(format!("policy bundle from the hub: {e}"))
+        };
+        let files = garrison_policy::decode_archive(bundle, &limits).map_err(refuse)?;
+        let trust =
+            garrison_policy::PolicyTrust::from_pem(&garrison_ca::certificates_to_pem(&self.roots))
+                .map_err(refuse)?;
+        let verified =
+            garrison_policy::verify_bundle(&files, &trust, now, &limits).map_err(refuse)?;
+        let sequence = verified.manifest.sequence;
         let kept = self
             .log
             .latest_policy_bundle()
@@ -457,9 +468,8 @@ impl SiteSync {
             }
             return Ok(None);
         }
-        let digest = garrison_log::evidence_digest(bundle);
         self.log
-            .store_policy_bundle(sequence, &digest, bundle, now)
+            .store_policy_bundle(sequence, &verified.digest, bundle, now)
             .await?;
         Ok(Some(sequence))
     }

@@ -29,6 +29,8 @@ use crate::site_sync::{EvidenceFilter, SiteSync, SyncError};
 /// A connection to the hub's Sync service.
 pub struct HubClient {
     client: SyncClient<Channel>,
+    /// Each call's limit.
+    timeout: Duration,
 }
 
 impl HubClient {
@@ -70,19 +72,41 @@ impl HubClient {
             client: SyncClient::new(channel)
                 .max_decoding_message_size(MAX_SYNC_MESSAGE)
                 .max_encoding_message_size(MAX_SYNC_MESSAGE),
+            timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Each call (connecting included) gives up after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, SyncError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => Ok(answer?.into_inner()),
+            Err(_) => Err(SyncError::Connect(format!(
+                "{what}: no answer within {} s",
+                self.timeout.as_secs()
+            ))),
+        }
     }
 
     pub(crate) async fn missing(&mut self, digests: Vec<String>) -> Result<Vec<String>, SyncError> {
         let mut lacking = Vec::new();
         for chunk in digests.chunks(garrison_proto::limits::SYNC_MAX_DIGESTS) {
+            let mut client = self.client.clone();
+            let request = v1::EvidenceDigests {
+                digests: chunk.to_vec(),
+            };
             let answer = self
-                .client
-                .missing_evidence(v1::EvidenceDigests {
-                    digests: chunk.to_vec(),
-                })
+                .call("MissingEvidence", client.missing_evidence(request))
                 .await?;
-            lacking.extend(answer.into_inner().digests);
+            lacking.extend(answer.digests);
         }
         Ok(lacking)
     }
@@ -113,27 +137,22 @@ pub async fn round(
 ) -> Result<RoundSummary, SyncError> {
     let now = attestor.clock().now();
     let origin = sync.origin().to_owned();
-    let status = client
-        .client
-        .status(v1::SyncStatusRequest {
-            origin: origin.clone(),
-        })
-        .await?
-        .into_inner();
+    let mut calls = client.client.clone();
+    let request = v1::SyncStatusRequest {
+        origin: origin.clone(),
+    };
+    let status = client.call("Status", calls.status(request)).await?;
     let held_list = sync
         .log()
         .latest_revocation_list()
         .await?
         .map_or(0, |(s, _)| s);
-    let pull = client
-        .client
-        .pull(v1::PullRequest {
-            origin,
-            policy_sequence: attestor.policy_in_force().0,
-            revocation_sequence: held_list,
-        })
-        .await?
-        .into_inner();
+    let request = v1::PullRequest {
+        origin,
+        policy_sequence: attestor.policy_in_force().0,
+        revocation_sequence: held_list,
+    };
+    let pull = client.call("Pull", calls.pull(request)).await?;
     let mut summary = RoundSummary {
         applied: sync.apply_pull(&pull, now).await?,
         ..Default::default()
@@ -174,7 +193,8 @@ async fn push(
                 EvidenceFilter::Hub(client),
             )
             .await?;
-        let result = client.client.push_log(batch).await?.into_inner();
+        let mut calls = client.client.clone();
+        let result = client.call("PushLog", calls.push_log(batch)).await?;
         summary.batches += 1;
         if result.held_size <= held && result.held_size < checkpoint.size {
             return Err(SyncError::Refused(format!(
@@ -248,8 +268,13 @@ pub fn spawn(
         let max_backoff = seconds(link.max_backoff).max(interval);
         let mut failures = 0u32;
         loop {
+            let limit = seconds(link.timeout);
+            // Each call (the connection's first included) is given up after `timeout`: a
+            // black-holed hub costs one timeout, and a large backlog moves batch by batch.
             let outcome = match HubClient::connect(&link.address, &ca, attestor.clock().now()) {
-                Ok(mut client) => round(&sync, &mut client, &attestor, &tried).await,
+                Ok(client) => {
+                    round(&sync, &mut client.with_timeout(limit), &attestor, &tried).await
+                }
                 Err(e) => Err(e),
             };
             let wait = match outcome {

@@ -146,7 +146,10 @@ impl World {
         self.stop_hub = Some(stop);
         // Serving once the listener accepts.
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(self.hub_config.listen).await.is_ok() {
+            if tokio::net::TcpStream::connect(self.hub_config.listen)
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -637,6 +640,31 @@ async fn the_air_gap_round_trip_by_files(postgres: bool) {
         "duplicate and stale files add no records"
     );
 
+    // A carried file whose policy bundle is not signed by a policy signer, or whose
+    // revocation list is not signed by the hub, is refused and nothing of it is kept.
+    let forged_policy = forged_down_file(&world, |pull| {
+        pull.policy_bundle = b"not a signed bundle".to_vec();
+        pull.policy_sequence = 999;
+    })
+    .await;
+    assert!(
+        site_sync::import(&world.sync, forged_policy.as_slice(), now)
+            .await
+            .is_err()
+    );
+    let forged_list = forged_down_file(&world, |pull| {
+        pull.revocation_list = pull.revocation_list.replace("serial 1005", "serial 1007");
+    })
+    .await;
+    assert!(
+        site_sync::import(&world.sync, forged_list.as_slice(), now)
+            .await
+            .is_err()
+    );
+    assert_eq!(log.latest_policy_bundle().await.unwrap().unwrap().0, 3);
+    assert_eq!(log.latest_revocation_list().await.unwrap().unwrap().0, 2);
+    assert!(!log.is_revoked("1007").await.unwrap());
+
     // A file for another site, and a file the wrong way round, are refused.
     let other = garrison_hub::files::export(&world.hub, "site-b", Vec::new(), 3)
         .await
@@ -705,6 +733,31 @@ async fn status_as(
         }
     }
     panic!("the hub never answered");
+}
+
+/// The hub's export for the site with its pull part changed by `forge`.
+async fn forged_down_file(world: &World, forge: impl FnOnce(&mut v1::PullResponse)) -> Vec<u8> {
+    use garrison_proto::sync_file::{SyncFileReader, SyncFileWriter};
+    use garrison_proto::v1::sync_file::Part;
+    let honest = garrison_hub::files::export(&world.hub, SITE, Vec::new(), 9)
+        .await
+        .unwrap();
+    let mut reader = SyncFileReader::new(honest.as_slice()).unwrap();
+    let mut writer = SyncFileWriter::new(Vec::new(), reader.header().clone()).unwrap();
+    let mut forge = Some(forge);
+    while let Some(part) = reader.next_part().unwrap() {
+        let part = match part {
+            Part::Pull(mut pull) => {
+                if let Some(forge) = forge.take() {
+                    forge(&mut pull);
+                }
+                Part::Pull(pull)
+            }
+            other => other,
+        };
+        writer.push(part).unwrap();
+    }
+    writer.finish().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
