@@ -510,6 +510,20 @@ impl Hub {
         Ok(checkpoint.map(|c| add_line(&c.note, &cosigned.line)))
     }
 
+    /// Every site log the hub holds: (origin, records held, largest size cosigned).
+    pub async fn sites(&self) -> Result<Vec<(String, u64, u64)>, HubError> {
+        let own = crate::server::hub_origin(&self.parts.trust_domain);
+        let mut sites = Vec::new();
+        for origin in self.parts.log.origins().await.map_err(HubError::Log)? {
+            if origin == own {
+                continue;
+            }
+            let status = self.status(&origin).await?;
+            sites.push((origin, status.held_size, status.cosigned_size));
+        }
+        Ok(sites)
+    }
+
     /// Refusals and alarms recorded so far, per (origin, kind).
     pub async fn events(&self) -> Result<Vec<SyncEventSummary>, HubError> {
         self.parts.log.sync_events().await.map_err(HubError::Log)

@@ -26,6 +26,8 @@ pub enum HubCommand {
     PublishPolicy(PublishArgs),
     /// Refusals and alarms (forks first) recorded at the hub, per site and kind.
     Events(ConfigArg),
+    /// Every site log the hub holds, how far, and how far it cosigned; what it publishes.
+    Status(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +90,7 @@ pub async fn run(command: HubCommand) -> anyhow::Result<()> {
             Ok(())
         }
         HubCommand::Events(args) => events(args).await,
+        HubCommand::Status(args) => status(args).await,
     }
 }
 
@@ -131,6 +134,30 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let writer = written.with_context(|| format!("exporting for site {}", args.site))?;
     file.commit(writer)?;
     println!("{}: written for site {}", args.out.display(), args.site);
+    Ok(())
+}
+
+async fn status(args: ConfigArg) -> anyhow::Result<()> {
+    let hub = open(&args.config).await?;
+    let sites = hub.sites().await;
+    let list = hub.revocation_list().await;
+    let policy = hub.log().latest_policy_bundle().await;
+    hub.log().clone().close().await;
+    for (origin, held, cosigned) in sites? {
+        println!("{origin}: {held} records held, cosigned up to {cosigned}");
+    }
+    match policy? {
+        Some((sequence, digest, _)) => println!("policy bundle published: #{sequence} ({digest})"),
+        None => println!("policy bundle published: none"),
+    }
+    match list? {
+        Some(list) => println!(
+            "revocation list: #{} with {} entries",
+            list.sequence,
+            list.entries.len()
+        ),
+        None => println!("revocation list: none"),
+    }
     Ok(())
 }
 

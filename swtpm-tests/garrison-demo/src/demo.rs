@@ -15,6 +15,11 @@
 //! refused; finally the log is exported to an archive that verifies offline, and every
 //! stored decision is replayed with the policy that was in force.
 //!
+//! Between the two, the hub (`garrison hub serve`, its own process): the site pushes its
+//! log and the hub cosigns it; the hub is killed and node-1 still renews; node-1 is revoked
+//! at the hub meanwhile; when the hub is back the site syncs, applies the revocation, and
+//! node-1's next renewal is refused with `revoked`.
+//!
 //! It exits 0 only if every outcome was as expected. swtpm processes are killed and the
 //! attestor stopped on the way out.
 
@@ -131,12 +136,24 @@ async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Resu
         .map(|(n, _)| n)
         .collect();
     let audit_addr = free_local_address()?;
+    let hub_addr = free_local_address()?;
     let config = site.write_config(
         addr,
         "sqlite://log.db",
         &trusted,
-        &format!("audit_listen = \"{audit_addr}\"\n"),
+        &format!(
+            "audit_listen = \"{audit_addr}\"\n\
+             [hub]\naddress = \"{hub_addr}\"\nsync_interval = \"1s\"\nmax_backoff = \"2s\"\ntimeout = \"2s\"\n"
+        ),
     )?;
+    step(&format!(
+        "hub on {hub_addr} (hub CA, SQLite here; PostgreSQL for a real hub): garrison hub serve"
+    ));
+    std::fs::write(
+        dir.join("hub.toml"),
+        format!("listen = \"{hub_addr}\"\nca_dir = \"ca/hub\"\ndatabase = \"sqlite://hub.db\"\n"),
+    )?;
+    let mut hub = Hub::start(garrison_bin, dir, hub_addr).await?;
     step(&format!(
         "site attestor on {addr}, SQLite log {}",
         config.database
@@ -155,6 +172,11 @@ async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Resu
         outcome = print_log(dir).await;
     }
     if outcome.is_ok() {
+        outcome =
+            partition_and_revocation(&site, dir, agent_bin, garrison_bin, &nodes, addr, &mut hub)
+                .await;
+    }
+    if outcome.is_ok() {
         let node_svid = nodes
             .first()
             .map(|(node, _)| node.dir.join("svid"))
@@ -162,12 +184,186 @@ async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Resu
         outcome = auditor_view(&site, dir, garrison_bin, audit_addr, &node_svid).await;
     }
     let _ = stop_tx.send(());
+    hub.stop();
     let served = server.await.context("attestor task")?;
     outcome?;
     served.context("attestor")?;
     offline_audit(&site, dir, garrison_bin).await?;
     println!("\ndemo complete: every outcome was as expected");
     Ok(())
+}
+
+/// The hub, as its own process (`garrison hub serve`).
+struct Hub {
+    bin: PathBuf,
+    dir: PathBuf,
+    addr: std::net::SocketAddr,
+    child: Option<tokio::process::Child>,
+}
+
+impl Hub {
+    async fn start(bin: &Path, dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result<Hub> {
+        let mut hub = Hub {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            addr,
+            child: None,
+        };
+        hub.restart().await?;
+        Ok(hub)
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("hub.log"))?;
+        let child = tokio::process::Command::new(&self.bin)
+            .args(["hub", "serve", "--config", "hub.toml"])
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the hub")?;
+        self.child = Some(child);
+        for _ in 0..250 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bail!(
+            "the hub did not come up (see {})",
+            self.dir.join("hub.log").display()
+        )
+    }
+
+    /// SIGKILL: a hub that vanishes, as in a real outage.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// The site syncs with its hub; the hub goes away and the site keeps renewing; a node is
+/// revoked at the hub meanwhile; when the hub is back the site applies the revocation and
+/// refuses the node's next renewal.
+async fn partition_and_revocation(
+    site: &Site,
+    dir: &Path,
+    agent_bin: &Path,
+    bin: &Path,
+    nodes: &[(Node, Expect)],
+    attestor: std::net::SocketAddr,
+    hub: &mut Hub,
+) -> anyhow::Result<()> {
+    step("the site pushes its log to the hub, which checks and cosigns it");
+    wait_for_sync(dir, "synced").await?;
+    let hub_toml = path(&dir.join("hub.toml"));
+    let (ok, _) = garrison(bin, &["hub", "status", "--config", &hub_toml]).await?;
+    ensure!(ok, "hub status failed");
+    let (node, _) = nodes.first().context("no node")?;
+    let config = node.write_agent_config(site, &format!("https://{attestor}"))?;
+    step("partition: the hub is killed; the site goes on (node-1 renews)");
+    hub.kill().await;
+    let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
+    print_agent(&out);
+    ensure!(
+        out.status.success(),
+        "node-1 could not renew while the hub was away"
+    );
+    let node_id = enrolled_node_id(dir).await?;
+    step("meanwhile, at the hub: node-1 is revoked (a new signed revocation list)");
+    let (ok, _) = garrison(
+        bin,
+        &[
+            "node",
+            "revoke",
+            "--hub-config",
+            &hub_toml,
+            "--node",
+            &node_id,
+            "--reason",
+            "demo: decommissioned",
+        ],
+    )
+    .await?;
+    ensure!(ok, "revoking at the hub failed");
+    step("the hub is back: the site syncs, applies the revocation, pushes what it logged");
+    hub.restart().await?;
+    wait_for_sync(dir, "revoked").await?;
+    let (ok, _) = garrison(bin, &["hub", "status", "--config", &hub_toml]).await?;
+    ensure!(ok, "hub status failed");
+    step("node-1 renews again: refused, revoked at every site that has the list");
+    let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
+    check_outcome("node-1", Expect::Refused("revoked"), &out)?;
+    Ok(())
+}
+
+/// The enrolled node's id (EK hash), from the site's log.
+async fn enrolled_node_id(dir: &Path) -> anyhow::Result<String> {
+    let log =
+        AttestationLog::open_read_only(&format!("sqlite://{}", dir.join("log.db").display()), None)
+            .await?;
+    let enrolled = log
+        .query(&Query {
+            kind: Some(garrison_log::RecordKind::Enroll),
+            decision: Some(garrison_log::Decision::Allow),
+            ..Default::default()
+        })
+        .await?;
+    log.close().await;
+    enrolled
+        .first()
+        .and_then(|r| r.record.node_id.clone())
+        .context("no enrolled node in the log")
+}
+
+/// Waits (up to 30 s) until the hub holds every record of the site's log and has cosigned
+/// it (`synced`), or until the site has applied a revocation from the hub (`revoked`).
+async fn wait_for_sync(dir: &Path, what: &str) -> anyhow::Result<()> {
+    let site_url = format!("sqlite://{}", dir.join("log.db").display());
+    let hub_url = format!("sqlite://{}", dir.join("hub.db").display());
+    let origin =
+        garrison_transparency::site_origin(garrison_testbed::TRUST_DOMAIN, garrison_testbed::SITE);
+    let witness = garrison_transparency::hub_witness_name(garrison_testbed::TRUST_DOMAIN);
+    for _ in 0..150 {
+        let site_log = AttestationLog::open_read_only(&site_url, None).await?;
+        let done = match what {
+            "revoked" => site_log.latest_revocation_list().await?.is_some(),
+            _ => {
+                let size = site_log.tree_size().await?;
+                let cosigned = site_log
+                    .latest_cosignature(&witness)
+                    .await?
+                    .map_or(0, |c| c.size);
+                let held = match AttestationLog::open_read_only(&hub_url, Some(&origin)).await {
+                    Ok(hub) => {
+                        let held = hub.tree_size().await?;
+                        hub.close().await;
+                        held
+                    }
+                    Err(_) => 0,
+                };
+                held == size && cosigned == size
+            }
+        };
+        site_log.close().await;
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    bail!("the site and the hub did not sync ({what}) within 30 s")
 }
 
 /// An auditor's SVID (issued by the root here; in production by the hub or an offline
