@@ -97,15 +97,17 @@ pub(crate) struct Written(HashSet<String>);
 impl Written {
     const MAX: usize = 200_000;
 
-    fn lacking(&mut self, digests: Vec<String>) -> Vec<String> {
-        let lacking: Vec<String> = digests
+    fn lacking(&self, digests: Vec<String>) -> Vec<String> {
+        digests
             .into_iter()
             .filter(|d| !self.0.contains(d))
-            .collect();
+            .collect()
+    }
+
+    fn mark(&mut self, digest: &str) {
         if self.0.len() < Self::MAX {
-            self.0.extend(lacking.iter().cloned());
+            self.0.insert(digest.to_owned());
         }
-        lacking
     }
 }
 
@@ -233,23 +235,42 @@ impl SiteSync {
                 })
                 .await?
         };
-        let mut records = Vec::with_capacity(stored.len());
-        let mut evidence = Vec::new();
-        let mut bytes = 0usize;
         let mut filter = filter;
-        for chunk in stored.chunks(100) {
-            if bytes >= SYNC_BATCH_BYTES && !records.is_empty() {
-                break;
-            }
-            let found = self.evidence_of(chunk, &mut filter).await?;
-            bytes += found.iter().map(|e| e.bytes.len()).sum::<usize>();
-            evidence.extend(found);
+        let mut batch = Cut::default();
+        'chunks: for chunk in stored.chunks(100) {
+            // One question per chunk: which of its records' evidence the receiver lacks.
+            let digests: BTreeSet<String> = chunk
+                .iter()
+                .filter_map(|r| r.record.evidence_digest.clone())
+                .filter(|d| !batch.included.contains(d))
+                .collect();
+            let lacking: BTreeSet<String> = lacking_digests(&mut filter, digests)
+                .await?
+                .into_iter()
+                .collect();
             for record in chunk {
+                let adding = self
+                    .evidence_for(record, &lacking, &batch, &mut filter)
+                    .await?;
                 let encoded = canonical_bytes(record.sequence, &record.record)?;
-                bytes += encoded.len();
-                records.push(encoded);
+                let size = encoded.len() + adding.iter().map(|e| e.bytes.len()).sum::<usize>();
+                // Cut before the record that would take the batch past its budget; a record
+                // that is over it alone travels alone.
+                if !batch.records.is_empty() && batch.bytes + size > SYNC_BATCH_BYTES {
+                    break 'chunks;
+                }
+                batch.bytes += size;
+                batch.records.push(encoded);
+                for e in adding {
+                    mark_written(&mut filter, &e.digest);
+                    batch.included.insert(e.digest.clone());
+                    batch.evidence.push(e);
+                }
             }
         }
+        let Cut {
+            records, evidence, ..
+        } = batch;
         let end = start + u64::try_from(records.len()).unwrap_or(u64::MAX);
         let proof_to_checkpoint = self.proof(end, checkpoint.size).await?;
         let proof_from = self.proof(proof_from_size, checkpoint.size).await?;
@@ -279,25 +300,33 @@ impl SiteSync {
             .collect())
     }
 
-    /// The evidence of `records` (and the event logs it refers to) that the receiver lacks.
-    async fn evidence_of(
+    /// What of `record`'s evidence goes with it: its evidence if the receiver lacks it, and
+    /// the event log that evidence refers to if the receiver lacks that too; nothing the
+    /// batch already carries.
+    async fn evidence_for(
         &self,
-        records: &[garrison_log::StoredRecord],
+        record: &garrison_log::StoredRecord,
+        lacking: &BTreeSet<String>,
+        batch: &Cut,
         filter: &mut EvidenceFilter<'_>,
     ) -> Result<Vec<v1::Evidence>, SyncError> {
-        let digests: BTreeSet<String> = records
-            .iter()
-            .filter_map(|r| r.record.evidence_digest.clone())
-            .collect();
-        let mut out = self.fetch(lacking(filter, digests).await?).await?;
+        let Some(digest) = record.record.evidence_digest.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if !lacking.contains(digest) || batch.included.contains(digest) {
+            return Ok(Vec::new());
+        }
+        let mut out = self.fetch(vec![digest.clone()]).await?;
         // Event logs are evidence of their own, referred to from inside an evidence record.
-        let blobs: BTreeSet<String> = out
-            .iter()
-            .filter_map(|e| EvidenceRecord::decode(&e.bytes).ok())
+        let blob = out
+            .first()
+            .and_then(|e| EvidenceRecord::decode(&e.bytes).ok())
             .map(|r| r.event_log_sha256)
-            .filter(|d| !d.is_empty())
-            .collect();
-        out.extend(self.fetch(lacking(filter, blobs).await?).await?);
+            .filter(|d| !d.is_empty() && !batch.included.contains(d));
+        if let Some(blob) = blob {
+            let wanted = lacking_digests(filter, BTreeSet::from([blob])).await?;
+            out.extend(self.fetch(wanted).await?);
+        }
         Ok(out)
     }
 
@@ -483,13 +512,17 @@ impl SiteSync {
     ) -> Result<Option<u64>, SyncError> {
         let cosignature = verify_cosignature(cosigned_note, &self.witness_name, witness)
             .map_err(|e| SyncError::Refused(format!("cosignature: {e}")))?;
+        // The checkpoint's body is its first three lines: origin, size, root.
         let body = cosigned_note.split("\n\n").next().unwrap_or_default();
-        let ours = self.log.checkpoints().await?;
-        let Some(checkpoint) = ours
-            .into_iter()
-            .rev()
-            .find(|c| c.note.split("\n\n").next() == Some(body))
-        else {
+        let size = body
+            .lines()
+            .nth(1)
+            .and_then(|line| line.parse::<u64>().ok())
+            .ok_or_else(|| {
+                SyncError::Refused("the cosigned note is not a checkpoint".to_owned())
+            })?;
+        let ours = self.log.checkpoint_at(size).await?;
+        let Some(checkpoint) = ours.filter(|c| c.note.split("\n\n").next() == Some(body)) else {
             return Err(SyncError::Refused(
                 "the hub cosigned a checkpoint this site never signed".to_owned(),
             ));
@@ -505,7 +538,7 @@ impl SiteSync {
         Ok(Some(checkpoint.size))
     }
 
-    async fn record(&self, kind: &str, detail: String, now: OffsetDateTime) {
+    pub(crate) async fn record(&self, kind: &str, detail: String, now: OffsetDateTime) {
         tracing::warn!(kind, detail = %detail, "refused from the hub");
         let event = SyncEvent {
             origin: self.witness_name.clone(),
@@ -525,7 +558,18 @@ fn checkpoint_failed(e: &crate::checkpoint::CheckpointError) -> &'static str {
     "signing a checkpoint failed (see the attestor's log)"
 }
 
-async fn lacking(
+/// A batch being cut.
+#[derive(Debug, Default)]
+pub(crate) struct Cut {
+    records: Vec<Vec<u8>>,
+    evidence: Vec<v1::Evidence>,
+    /// Digests of the evidence in `evidence`.
+    included: BTreeSet<String>,
+    bytes: usize,
+}
+
+/// Of `digests`, those the receiver lacks.
+async fn lacking_digests(
     filter: &mut EvidenceFilter<'_>,
     digests: BTreeSet<String>,
 ) -> Result<Vec<String>, SyncError> {
@@ -536,6 +580,13 @@ async fn lacking(
     match filter {
         EvidenceFilter::Hub(client) => client.missing(digests).await,
         EvidenceFilter::File(written) => Ok(written.lacking(digests)),
+    }
+}
+
+/// A file remembers what it carries (up to its bound) once it is written.
+fn mark_written(filter: &mut EvidenceFilter<'_>, digest: &str) {
+    if let EvidenceFilter::File(written) = filter {
+        written.mark(digest);
     }
 }
 
@@ -573,7 +624,10 @@ pub async fn export<W: std::io::Write>(
                 start,
                 &checkpoint,
                 &chain,
-                cosigned.min(first),
+                // A size the hub holds when it reads this batch: where the file starts (what
+                // it cosigned, or where the operator says it stands), then where each batch
+                // starts, the hub taking them in order.
+                start,
                 EvidenceFilter::File(&mut written),
             )
             .await?;
@@ -614,6 +668,18 @@ pub async fn import(
             header.origin, sync.origin
         )));
     }
+    let outcome = import_parts(sync, &mut reader, now).await;
+    if let Err(SyncError::Refused(why)) = &outcome {
+        sync.record("refused-from-hub", why.clone(), now).await;
+    }
+    outcome
+}
+
+async fn import_parts(
+    sync: &SiteSync,
+    reader: &mut SyncFileReader<impl std::io::Read>,
+    now: OffsetDateTime,
+) -> Result<Applied, SyncError> {
     let mut applied = Applied::default();
     let mut witness = None;
     while let Some(part) = reader.next_part()? {

@@ -153,15 +153,20 @@ pub async fn round(
         revocation_sequence: held_list,
     };
     let pull = client.call("Pull", calls.pull(request)).await?;
-    let mut summary = RoundSummary {
-        applied: sync.apply_pull(&pull, now).await?,
-        ..Default::default()
-    };
+    let mut summary = RoundSummary::default();
+    // What comes down never holds up what goes up: a refused list or bundle is recorded and
+    // the log is pushed all the same.
+    match sync.apply_pull(&pull, now).await {
+        Ok(applied) => summary.applied = applied,
+        Err(e) => {
+            sync.record("refused-from-hub", e.to_string(), now).await;
+        }
+    }
     summary.policy = put_policy_in_force(sync, attestor, tried).await;
     let witness = if pull.witness_chain_pem.is_empty() {
         None
     } else {
-        Some(sync.witness_key(&pull.witness_chain_pem)?)
+        sync.witness_key(&pull.witness_chain_pem).ok()
     };
     push(sync, client, &status, witness, now, &mut summary).await?;
     Ok(summary)
@@ -178,18 +183,20 @@ async fn push(
     let (checkpoint, chain) = sync.checkpoint(now).await?;
     let mut held = status.held_size;
     summary.held_size = held;
-    if held >= checkpoint.size && status.cosigned_size >= checkpoint.size {
+    // The site's own record of the hub's cosignature, not the hub's word: a cosignature the
+    // site never received (it was killed before keeping it) is asked for again.
+    if held >= checkpoint.size && sync.cosigned_size().await? >= checkpoint.size {
         return Ok(());
     }
-    let from = held.min(checkpoint.size);
     loop {
+        // Each batch starts where the hub stands and proves the checkpoint from there.
         let start = held.min(checkpoint.size);
         let batch = sync
             .batch(
                 start,
                 &checkpoint,
                 &chain,
-                from,
+                start,
                 EvidenceFilter::Hub(client),
             )
             .await?;

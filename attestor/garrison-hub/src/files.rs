@@ -65,8 +65,14 @@ pub async fn import(hub: &Hub, input: impl Read) -> Result<ImportSummary, FileEr
         let result = hub.push(&origin, batch).await?;
         summary.batches += 1;
         summary.held_size = result.held_size;
-        if !result.cosigned_checkpoint.is_empty() {
-            summary.cosigned_size = Some(result.held_size);
+        // The cosigned checkpoint's size is its second line.
+        if let Some(size) = result
+            .cosigned_checkpoint
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+        {
+            summary.cosigned_size = Some(size);
         }
     }
     summary.records_added = summary.held_size.saturating_sub(before);

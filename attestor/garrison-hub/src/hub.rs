@@ -37,7 +37,12 @@ pub struct HubParts {
 pub struct Hub {
     parts: HubParts,
     witness_name: String,
+    /// Pushes worked on at once (each holds up to a whole batch in memory).
+    pushes: tokio::sync::Semaphore,
 }
+
+/// Pushes a hub process works on at once; more wait their turn.
+const CONCURRENT_PUSHES: usize = 4;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +108,7 @@ impl Hub {
         Hub {
             parts,
             witness_name,
+            pushes: tokio::sync::Semaphore::new(CONCURRENT_PUSHES),
         }
     }
 
@@ -177,13 +183,30 @@ impl Hub {
         caller_origin: &str,
         batch: v1::LogBatch,
     ) -> Result<v1::PushResult, PushError> {
-        let batch = push::check(batch, caller_origin, &self.parts.roots)?;
+        // Bounded work at once, whatever the callers: a batch is up to MAX_SYNC_MESSAGE.
+        let _turn = self.pushes.acquire().await.map_err(|_| {
+            PushError::Failed(HubError::Refused(Refusal::new(
+                "stale",
+                "the hub is stopping".to_owned(),
+            )))
+        })?;
+        let mut batch = push::check(batch, caller_origin, &self.parts.roots)?;
         let replica = self
             .replica(caller_origin)
             .await
             .map_err(PushError::Failed)?;
         self.check_extends_held(&replica, &batch).await?;
-        let appended = self.append(&replica, &batch).await?;
+        batch.evidence = self.needed_evidence(&batch);
+        self.require_event_logs(&batch).await?;
+        let appended = match self.append(&replica, &mut batch).await {
+            Err(PushError::Rejected(rejection)) if rejection.refusal.code == "tampered-record" => {
+                // Records that differ from held ones under a checkpoint the site signed: the
+                // site shows the hub another history than the one it witnessed.
+                let why = rejection.refusal.detail;
+                return Err(PushError::Rejected(self.fork(&replica, &batch, why).await?));
+            }
+            other => other?,
+        };
         let held_size = appended.tree_size;
         let cosigned_checkpoint = if held_size >= batch.checkpoint.size {
             self.witness(&replica, &batch).await?
@@ -219,9 +242,10 @@ impl Hub {
             let root = replica.tree_root(size).await?;
             consistent(size, &root, size, &batch.checkpoint.root, &[])
         } else if from == 0 {
-            // No proof from a held size: the records themselves must reach past what the
-            // hub holds, so that the check of their root against the checkpoint covers it.
-            if batch.end() >= held {
+            // No proof from a held size: the batch must restate the whole held log (every
+            // held record is then compared) and reach past it, so that the check of its
+            // root against the checkpoint covers everything the hub holds.
+            if batch.first == 0 && batch.end() >= held {
                 return Ok(());
             }
             return Err(Refusal::new(
@@ -275,7 +299,7 @@ impl Hub {
     async fn append(
         &self,
         replica: &AttestationLog,
-        batch: &CheckedBatch,
+        batch: &mut CheckedBatch,
     ) -> Result<garrison_log::ReplicaAppended, PushError> {
         let checkpoint = &batch.checkpoint;
         let proof = &batch.proof_to_checkpoint;
@@ -287,8 +311,8 @@ impl Hub {
         };
         let replica_batch = ReplicaBatch {
             first: batch.first,
-            records: batch.records.clone(),
-            evidence: batch.evidence.clone(),
+            records: std::mem::take(&mut batch.records),
+            evidence: std::mem::take(&mut batch.evidence),
         };
         match replica.append_replica(&replica_batch, to_checkpoint).await {
             Ok(appended) => Ok(appended),
@@ -296,30 +320,99 @@ impl Hub {
         }
     }
 
+    /// Every event log the batch's evidence refers to is in the batch or held already.
+    async fn require_event_logs(&self, batch: &CheckedBatch) -> Result<(), PushError> {
+        let sent: std::collections::BTreeSet<&str> =
+            batch.evidence.iter().map(|(d, _)| d.as_str()).collect();
+        let wanted: Vec<String> = batch
+            .evidence
+            .iter()
+            .filter_map(|(_, bytes)| garrison_appraisal::EvidenceRecord::decode(bytes).ok())
+            .map(|evidence| evidence.event_log_sha256)
+            .filter(|d| !d.is_empty() && !sent.contains(d.as_str()))
+            .collect();
+        let missing = self.parts.log.missing_evidence(&wanted).await?;
+        match missing.first() {
+            None => Ok(()),
+            Some(digest) => Err(Refusal::new(
+                "bad-evidence",
+                format!("event log {digest}, referred to by the batch's evidence, is neither sent nor held"),
+            )
+            .into()),
+        }
+    }
+
+    /// Of the evidence sent, what the batch's records refer to: their evidence and the event
+    /// logs that evidence refers to by digest. Nothing else is stored (the evidence store is
+    /// shared by every site; a site cannot park bytes in it). An event log referred to must
+    /// come with the batch or be held already, so that the hub's copy replays like the site's.
+    fn needed_evidence(&self, batch: &CheckedBatch) -> Vec<(String, Vec<u8>)> {
+        let referred: std::collections::BTreeSet<&str> = batch
+            .records
+            .iter()
+            .filter_map(|r| r.evidence_digest.as_deref())
+            .collect();
+        let mut blobs = std::collections::BTreeSet::new();
+        for (digest, bytes) in &batch.evidence {
+            if referred.contains(digest.as_str())
+                && let Ok(evidence) = garrison_appraisal::EvidenceRecord::decode(bytes)
+                && !evidence.event_log_sha256.is_empty()
+            {
+                blobs.insert(evidence.event_log_sha256);
+            }
+        }
+        batch
+            .evidence
+            .iter()
+            .filter(|(digest, _)| referred.contains(digest.as_str()) || blobs.contains(digest))
+            .cloned()
+            .collect()
+    }
+
     /// Keeps the checkpoint and the log key's chain, and cosigns the checkpoint (once per
-    /// size); returns the checkpoint with the cosignature line.
+    /// size, never one older than the newest cosigned); returns the checkpoint with the
+    /// cosignature line, or nothing for an older checkpoint never cosigned.
     async fn witness(
         &self,
         replica: &AttestationLog,
         batch: &CheckedBatch,
     ) -> Result<String, PushError> {
         let checkpoint = &batch.checkpoint;
+        if let Some(line) = self.cosignature_at(replica, checkpoint.size).await? {
+            return Ok(self.cosigned_note(replica, checkpoint, &line).await?);
+        }
+        let newest = replica.latest_cosignature(&self.witness_name).await?;
+        if newest.is_some_and(|c| c.size > checkpoint.size) {
+            return Ok(String::new());
+        }
         let now = self.parts.clock.now();
-        replica
-            .add_log_key_certificate(&batch.log_key, &batch.log_key_chain_pem, now)
-            .await?;
         let kept = StoredCheckpoint {
             size: checkpoint.size,
             root_hash: checkpoint.root,
             signed: now,
             note: checkpoint.note.clone(),
         };
-        replica.store_checkpoint(&kept).await?;
-        let stored = replica.checkpoint_at(checkpoint.size).await?;
-        let note = stored.map_or_else(|| checkpoint.note.clone(), |c| c.note);
-        if let Some(line) = self.cosignature_at(replica, checkpoint.size).await? {
-            return Ok(add_line(&note, &line));
+        match replica.store_checkpoint(&kept).await {
+            Ok(_) => {}
+            // Another history of the same size won the race to the hub's tree.
+            Err(LogError::CheckpointMismatch { .. }) => {
+                let why = "its root differs from the hub's tree at that size".to_owned();
+                return Err(PushError::Rejected(self.fork(replica, batch, why).await?));
+            }
+            Err(e) => return Err(e.into()),
         }
+        // One row per certificate chain (PEM re-encoded from its DER), stored only with a
+        // new cosignature: resends add nothing.
+        let chain = garrison_ca::certificates_from_pem(&batch.log_key_chain_pem)
+            .map(|ders| garrison_ca::certificates_to_pem(&ders))
+            .unwrap_or_default();
+        replica
+            .add_log_key_certificate(&batch.log_key, &chain, now)
+            .await?;
+        let note = replica
+            .checkpoint_at(checkpoint.size)
+            .await?
+            .map_or_else(|| checkpoint.note.clone(), |c| c.note);
         let timestamp = now.unix_timestamp().max(0).unsigned_abs();
         let cosigned = self
             .parts
@@ -343,16 +436,27 @@ impl Hub {
         Ok(add_line(&note, &line))
     }
 
+    async fn cosigned_note(
+        &self,
+        replica: &AttestationLog,
+        checkpoint: &garrison_transparency::Checkpoint,
+        line: &str,
+    ) -> Result<String, LogError> {
+        let note = replica
+            .checkpoint_at(checkpoint.size)
+            .await?
+            .map_or_else(|| checkpoint.note.clone(), |c| c.note);
+        Ok(add_line(&note, line))
+    }
+
     async fn cosignature_at(
         &self,
         replica: &AttestationLog,
         size: u64,
     ) -> Result<Option<String>, LogError> {
         Ok(replica
-            .cosignatures()
+            .cosignature_at(size, &self.witness_name)
             .await?
-            .into_iter()
-            .find(|c| c.size == size && c.witness == self.witness_name)
             .map(|c| c.line))
     }
 

@@ -35,9 +35,10 @@ pub struct CheckedBatch {
 }
 
 impl CheckedBatch {
-    /// The size the records reach: `first + records`.
+    /// The size the records reach: `first + records` (checked not to overflow).
     pub fn end(&self) -> u64 {
-        self.first + u64::try_from(self.records.len()).unwrap_or(u64::MAX)
+        self.first
+            .saturating_add(u64::try_from(self.records.len()).unwrap_or(u64::MAX))
     }
 }
 
@@ -62,8 +63,13 @@ pub fn check(
     let log_key = certified_key(&batch.log_key_chain_pem, roots, caller_origin)?;
     let checkpoint = verify_checkpoint(&batch.checkpoint, caller_origin, &log_key)
         .map_err(|e| Refusal::new("bad-signature", e.to_string()))?;
+    // Sequences are stored as i64: anything beyond is no record of a real log.
+    let end = u64::try_from(batch.records.len())
+        .ok()
+        .and_then(|n| batch.first.checked_add(n))
+        .filter(|end| i64::try_from(*end).is_ok())
+        .ok_or_else(|| malformed(format!("records from #{} overflow", batch.first)))?;
     let records = records(&batch.records, batch.first, site)?;
-    let end = batch.first + u64::try_from(records.len()).unwrap_or(u64::MAX);
     if end > checkpoint.size {
         return Err(malformed(format!(
             "records reach {end}, beyond the checkpoint's {}",

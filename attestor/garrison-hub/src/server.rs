@@ -175,6 +175,8 @@ pub async fn serve(
     );
     tracing::info!(listen = %config.listen, "hub Sync service serving (site attestor SVIDs only)");
     Server::builder()
+        // A site pushes one batch at a time; a few streams per connection is plenty.
+        .concurrency_limit_per_connection(4)
         .add_service(SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -188,7 +188,10 @@ impl World {
                     match sync_client::round(&self.sync, &mut client, &self.attestor, &tried).await
                     {
                         Ok(summary) => return summary,
-                        Err(e) => last = Some(e.to_string()),
+                        Err(e) => {
+                            eprintln!("a round failed (retried): {e}");
+                            last = Some(e.to_string());
+                        }
                     }
                 }
                 Err(e) => last = Some(e.to_string()),
@@ -257,6 +260,8 @@ macro_rules! both {
 }
 
 both!(
+    large_evidence_travels_in_batches_that_fit,
+    a_cosignature_the_site_never_kept_is_fetched_again,
     a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature,
     forged_input_is_refused_recorded_and_stores_nothing,
     a_checkpoint_that_forks_the_witnessed_log_raises_an_alarm,
@@ -358,6 +363,71 @@ async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool)
     ));
 }
 
+async fn large_evidence_travels_in_batches_that_fit(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    // 100 records, each with 200 KiB of evidence of its own: 20 MB, more than one message
+    // may carry (16 MiB).
+    let log = world.attestor.log();
+    for i in 0..100 {
+        let mut evidence = vec![u8::try_from(i).unwrap(); 200 * 1024];
+        evidence.extend_from_slice(format!("record {i}").as_bytes());
+        log.append(NewEntry {
+            record: record(i),
+            evidence: Some(evidence),
+            node_update: None,
+        })
+        .await
+        .unwrap();
+    }
+    let summary = world.round().await;
+    let size = log.tree_size().await.unwrap();
+    assert_eq!(summary.held_size, size, "{summary:?}");
+    let replica = world.replica().await;
+    for stored in log.query(&Default::default()).await.unwrap() {
+        if let Some(digest) = &stored.record.evidence_digest {
+            assert!(
+                replica.evidence(digest).await.unwrap().is_some(),
+                "the hub holds the evidence of #{}",
+                stored.sequence
+            );
+        }
+    }
+    assert!(
+        summary.batches >= 5,
+        "cut into batches of at most 4 MiB: {summary:?}"
+    );
+    let (file, exported) =
+        site_sync::export(&world.sync, Some(0), Vec::new(), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    assert!(exported.batches >= 5, "{exported:?}");
+    let again = garrison_hub::files::import(&world.hub, file.as_slice())
+        .await
+        .unwrap();
+    assert_eq!((again.records_added, again.held_size), (0, size));
+}
+
+async fn a_cosignature_the_site_never_kept_is_fetched_again(postgres: bool) {
+    let Some(world) = World::new(postgres).await else {
+        return;
+    };
+    world.enroll(8).await;
+    // The hub takes the batch and cosigns it, but the site never hears the answer (it was
+    // killed): the hub says it holds and cosigned everything.
+    let pushed = world
+        .hub
+        .push(&world.origin(), batch(&world, 0, 0).await)
+        .await
+        .unwrap();
+    assert!(!pushed.cosigned_checkpoint.is_empty());
+    assert_eq!(world.sync.cosigned_size().await.unwrap(), 0);
+    let round = world.round().await;
+    assert_eq!(round.cosigned_size, Some(pushed.held_size), "{round:?}");
+    assert_eq!(world.sync.cosigned_size().await.unwrap(), pushed.held_size);
+}
+
 /// A batch of the whole site log as a file carries it.
 async fn batch(world: &World, start: u64, proof_from: u64) -> v1::LogBatch {
     let (checkpoint, chain) = world
@@ -427,6 +497,10 @@ async fn forged_input_is_refused_recorded_and_stores_nothing(postgres: bool) {
     bad_evidence.evidence[0].bytes.push(b'!');
     refused(&world, bad_evidence, "bad-evidence").await;
 
+    let mut overflow = good.clone();
+    overflow.first = u64::MAX;
+    refused(&world, overflow, "malformed-batch").await;
+
     let replica = world.replica().await;
     assert_eq!(
         replica.tree_size().await.unwrap(),
@@ -449,8 +523,23 @@ async fn forged_input_is_refused_recorded_and_stores_nothing(postgres: bool) {
     }
     assert!(kinds.contains(&("bad-proof", 2)), "{kinds:?}");
 
-    // The good batch still lands, and a resend is a no-op.
-    let done = world.hub.push(&world.origin(), good.clone()).await.unwrap();
+    // The good batch still lands (with bytes no record refers to, which are not kept), and
+    // a resend is a no-op, whatever its certificate PEM looks like.
+    let mut padded = good.clone();
+    let parked = b"bytes no record refers to".to_vec();
+    let parked_digest = garrison_log::evidence_digest(&parked);
+    padded.evidence.push(v1::Evidence {
+        digest: parked_digest.clone(),
+        bytes: parked,
+    });
+    let done = world.hub.push(&world.origin(), padded).await.unwrap();
+    assert_eq!(replica.evidence(&parked_digest).await.unwrap(), None);
+    for n in 0..5 {
+        let mut resend = good.clone();
+        resend.log_key_chain_pem.push_str(&"\n".repeat(n + 1));
+        world.hub.push(&world.origin(), resend).await.unwrap();
+    }
+    assert_eq!(replica.log_key_certificates().await.unwrap().len(), 1);
     assert_eq!(done.held_size, 21);
     assert!(!done.cosigned_checkpoint.is_empty());
     let again = world.hub.push(&world.origin(), good).await.unwrap();

@@ -113,6 +113,25 @@ impl AttestationLog {
         rows.iter().map(stored_cosignature).collect()
     }
 
+    /// `witness`'s cosignature of the checkpoint of `size`, if kept.
+    pub async fn cosignature_at(
+        &self,
+        size: u64,
+        witness: &str,
+    ) -> Result<Option<StoredCosignature>, LogError> {
+        let row = sqlx::query(
+            "SELECT size, witness, line, cosigned_us FROM cosignatures WHERE log_id = $1 AND size = $2 \
+             AND witness = $3",
+        )
+        .bind(self.log_id())
+        .bind(to_db(size, "size")?)
+        .bind(witness.to_owned())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(query)?;
+        row.as_ref().map(stored_cosignature).transpose()
+    }
+
     /// The cosignature of the largest checkpoint `witness` cosigned, if any.
     pub async fn latest_cosignature(
         &self,
