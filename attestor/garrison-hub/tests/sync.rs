@@ -897,3 +897,42 @@ async fn only_site_attestors_may_call_and_only_for_their_own_log() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_batches_are_refused_without_panicking() {
+    let world = World::new(false).await.unwrap();
+    world.enroll(3).await;
+    let good = batch(&world, 0, 0).await;
+    let roots = world.testbed.site_ca.roots().to_vec();
+    let origin = world.origin();
+    assert!(garrison_hub::push::check(good.clone(), &origin, &roots).is_ok());
+    let record = good.records[1].clone();
+    let mut checked = 0;
+    for cut in 0..record.len() {
+        let mut damaged = good.clone();
+        damaged.records[1] = record[..cut].to_vec();
+        assert!(garrison_hub::push::check(damaged, &origin, &roots).is_err());
+        checked += 1;
+    }
+    for position in 0..record.len() {
+        let mut damaged = good.clone();
+        damaged.records[1][position] ^= 0x20;
+        // A flip that keeps valid canonical JSON (a letter's case) passes the decoding;
+        // its leaf then no longer leads to the signed root, which the hub's append refuses.
+        let _ = garrison_hub::push::check(damaged, &origin, &roots);
+        checked += 1;
+    }
+    let note = good.checkpoint.clone();
+    for (cut, _) in note.char_indices() {
+        let mut damaged = good.clone();
+        damaged.checkpoint = note[..cut].to_owned();
+        let text = damaged.checkpoint.clone();
+        assert!(
+            garrison_hub::push::check(damaged, &origin, &roots).is_err(),
+            "{cut} of {}: {text:?}",
+            note.len()
+        );
+        checked += 1;
+    }
+    assert!(checked > 500);
+}

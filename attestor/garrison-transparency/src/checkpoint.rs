@@ -25,6 +25,10 @@ pub fn verify_checkpoint(
     public_key: &[u8; 32],
 ) -> Result<Checkpoint, TransparencyError> {
     let malformed = |reason: String| TransparencyError::CheckpointMalformed { reason };
+    // C2SP signed-note: every line, the last signature line included, ends with a newline.
+    if !note.ends_with('\n') {
+        return Err(malformed("the note does not end with a newline".to_owned()));
+    }
     let parsed =
         signed_note::Note::from_bytes(note.as_bytes()).map_err(|e| malformed(e.to_string()))?;
     let body =
