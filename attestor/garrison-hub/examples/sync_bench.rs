@@ -14,7 +14,12 @@
 //! Batches are built exactly as a site builds them (`SiteSync`, every batch cut at 4 MiB or
 //! 2,000 records) and handed to the hub's own push path; TLS and HTTP/2 framing are not
 //! counted (the bytes are the protobuf messages').
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::Instant;
