@@ -728,6 +728,17 @@ async fn the_air_gap_round_trip_by_files(postgres: bool) {
         size,
         "duplicate and stale files add no records"
     );
+    let recorded: Vec<String> = log
+        .sync_events()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        recorded.contains(&"stale-revocation-list".to_owned()),
+        "{recorded:?}"
+    );
 
     // A carried file whose policy bundle is not signed by a policy signer, or whose
     // revocation list is not signed by the hub, is refused and nothing of it is kept.
@@ -753,6 +764,14 @@ async fn the_air_gap_round_trip_by_files(postgres: bool) {
     assert_eq!(log.latest_policy_bundle().await.unwrap().unwrap().0, 3);
     assert_eq!(log.latest_revocation_list().await.unwrap().unwrap().0, 2);
     assert!(!log.is_revoked("1007").await.unwrap());
+    let refused = log
+        .sync_events()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "refused-from-hub")
+        .expect("the forged files are recorded");
+    assert_eq!(refused.count, 2);
 
     // A file for another site, and a file the wrong way round, are refused.
     let other = garrison_hub::files::export(&world.hub, "site-b", Vec::new(), 3)

@@ -148,7 +148,7 @@ async fn list(args: SiteArgs) -> anyhow::Result<()> {
                 node.node_id,
                 node.spiffe_id,
                 node.current_serial.as_deref().unwrap_or("-"),
-                node.updated,
+                rfc3339(node.updated),
                 if revoked { "  REVOKED" } else { "" }
             );
             if std::io::Write::write_all(&mut out, line.as_bytes()).is_err() {
@@ -176,7 +176,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         "serial      {}",
         node.current_serial.as_deref().unwrap_or("-")
     );
-    println!("updated     {}", node.updated);
+    println!("updated     {}", rfc3339(node.updated));
     println!("revoked     {}", if status.revoked { "yes" } else { "no" });
     let records = log
         .query(&garrison_log::Query {
@@ -189,7 +189,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         println!(
             "  #{} {} {} {} {}",
             r.sequence,
-            r.record.time,
+            rfc3339(r.record.time),
             r.record.kind,
             r.record.decision,
             r.record.reasons.join(", ")
@@ -197,6 +197,11 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
     }
     log.close().await;
     Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {

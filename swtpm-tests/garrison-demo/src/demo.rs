@@ -306,6 +306,21 @@ async fn partition_and_revocation(
     step("node-1 renews again: refused, revoked at every site that has the list");
     let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
     check_outcome("node-1", Expect::Refused("revoked"), &out)?;
+    let site_toml = path(&dir.join("site.toml"));
+    let (ok, listed) = garrison(bin, &["node", "list", "--config", &site_toml]).await?;
+    ensure!(
+        ok && listed.contains("REVOKED"),
+        "node list does not show node-1 revoked"
+    );
+    let (ok, shown) = garrison(
+        bin,
+        &["node", "show", "--config", &site_toml, "--node", &node_id],
+    )
+    .await?;
+    ensure!(
+        ok && shown.contains("revoked     yes") && shown.contains("hub-revocation-list"),
+        "node show does not show the hub's revocation"
+    );
     Ok(())
 }
 
