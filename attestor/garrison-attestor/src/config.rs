@@ -221,16 +221,8 @@ pub struct SiteConfig {
 impl SiteConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_raw(raw, base)
+        let (raw, base): (RawConfig, _) = read_toml(path)?;
+        Self::from_raw(raw, &base)
     }
 
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
@@ -293,8 +285,22 @@ impl SiteConfig {
     }
 }
 
+/// A TOML file parsed into `T`, and the directory its relative paths are relative to.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, PathBuf), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+    Ok((raw, base))
+}
+
 /// Relative SQLite paths are relative to the configuration file, like every other path.
-fn resolve_sqlite(url: &str, base: &Path) -> String {
+pub fn resolve_sqlite(url: &str, base: &Path) -> String {
     match url.strip_prefix("sqlite://") {
         Some(path) if !path.starts_with('/') => format!("sqlite://{}", base.join(path).display()),
         _ => url.to_owned(),

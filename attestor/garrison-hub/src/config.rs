@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use garrison_attestor::ConfigError;
-use garrison_attestor::config::parse_duration;
+use garrison_attestor::config::{parse_duration, read_toml, resolve_sqlite};
 use serde::Deserialize;
 use time::Duration;
 
@@ -57,30 +57,16 @@ pub struct HubConfig {
 impl HubConfig {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_raw(raw, base)
+        let (raw, base): (RawConfig, _) = read_toml(path)?;
+        Self::from_raw(raw, &base)
     }
 
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let database = match raw.database.strip_prefix("sqlite://") {
-            Some(path) if !path.starts_with('/') => {
-                format!("sqlite://{}", base.join(path).display())
-            }
-            _ => raw.database,
-        };
         Ok(HubConfig {
             listen: raw.listen,
             ca_dir: resolve(raw.ca_dir),
-            database,
+            database: resolve_sqlite(&raw.database, base),
             witness_key: resolve(raw.witness_key),
             server_svid_ttl: parse_duration("server_svid_ttl", &raw.server_svid_ttl)?,
             max_connections: raw.max_connections.max(1),
