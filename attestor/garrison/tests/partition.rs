@@ -387,3 +387,102 @@ async fn after_a_partition_and_sigkills_the_hub_holds_exactly_the_sites_log() {
     let events = garrison_cli(dir, &["hub", "events", "--config", "hub.toml"]);
     assert!(!events.contains("ALARM"), "{events}");
 }
+
+/// A fresh database for a hub: on the PostgreSQL cluster `scripts/test.sh` starts (a hub's
+/// default), or SQLite in `dir` when a developer skips PostgreSQL.
+async fn hub_database(dir: &Path) -> String {
+    let Ok(url) = std::env::var("GARRISON_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("GARRISON_SKIP_POSTGRES").is_ok(),
+            "GARRISON_TEST_POSTGRES_URL is not set: run scripts/test.sh (or set GARRISON_SKIP_POSTGRES=1)"
+        );
+        return format!("sqlite://{}/hub-shared.db", dir.display());
+    };
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let name = format!("hub_shared_{}", std::process::id());
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_on_one_database_store_the_same_pushes_once() {
+    let (_tmp, s) = setup();
+    let dir = s.dir.as_path();
+    let database = hub_database(dir).await;
+    std::fs::write(
+        dir.join("hub.toml"),
+        format!(
+            "listen = \"{}\"\nca_dir = \"ca/hub\"\ndatabase = \"{database}\"\n",
+            s.hub_addr
+        ),
+    )
+    .unwrap();
+    backlog(&s.site_db, 6_000).await;
+    garrison_cli(
+        dir,
+        &[
+            "site",
+            "export",
+            "--config",
+            "site.toml",
+            "--out",
+            "up.sync",
+        ],
+    );
+    // Each hub process opens the database once first (its migration), then both take the
+    // same file at the same moment, three times over.
+    garrison_cli(dir, &["hub", "status", "--config", "hub.toml"]);
+    for _ in 0..3 {
+        let imports: Vec<Child> = (0..2)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_garrison"))
+                    .args(["hub", "import", "--config", "hub.toml", "up.sync"])
+                    .current_dir(dir)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for import in imports {
+            let out = import.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let hub = AttestationLog::open_read_only(&database, Some(&origin()))
+        .await
+        .unwrap();
+    let site = AttestationLog::open_read_only(&s.site_db, Some(&origin()))
+        .await
+        .unwrap();
+    let n = site.tree_size().await.unwrap();
+    assert_eq!(hub.tree_size().await.unwrap(), n);
+    assert_eq!(
+        hub.query(&Query::default()).await.unwrap(),
+        site.query(&Query::default()).await.unwrap(),
+        "every record once"
+    );
+    assert_eq!(
+        hub.tree_root(n).await.unwrap(),
+        site.tree_root(n).await.unwrap()
+    );
+    let cosignatures = hub.cosignatures().await.unwrap();
+    assert_eq!(cosignatures.len(), 1, "one cosignature: {cosignatures:?}");
+}
