@@ -353,6 +353,11 @@ impl SiteSync {
             return Ok(applied);
         }
         let witness = self.witness_key(&pull.witness_chain_pem)?;
+        // Kept (once per chain) so that an auditor can check the hub's cosignatures.
+        let chain = garrison_ca::certificates_from_pem(&pull.witness_chain_pem)
+            .map(|ders| garrison_ca::certificates_to_pem(&ders))
+            .map_err(|e| SyncError::Refused(format!("hub witness key: {e}")))?;
+        self.log.add_witness_certificate(&chain, now).await?;
         if !pull.revocation_list.is_empty() {
             let (sequence, revoked) = self
                 .apply_revocations(&pull.revocation_list, &witness, now)

@@ -36,6 +36,7 @@ mod prove;
 mod replay;
 mod source;
 mod verify;
+mod witnessed;
 
 pub use prove::{AuditError, prove};
 pub use replay::{
@@ -43,3 +44,4 @@ pub use replay::{
 };
 pub use source::LogSource;
 pub use verify::{Problem, VerifyReport, verify};
+pub use witnessed::{WitnessReport, check_cosignatures};

@@ -352,6 +352,29 @@ async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool)
         .collect();
     assert!(kinds.contains(&RecordKind::Revoke), "{kinds:?} {third:?}");
     assert!(kinds.contains(&RecordKind::PolicyUpdate), "{kinds:?}");
+    // An auditor's archive of the site's log carries the hub's cosignatures and the witness
+    // key's certificate: they verify against the root, and against nothing else.
+    let archive = world.dir.join("site-archive.db");
+    let exported = site_log.export_sqlite(&archive).await.unwrap();
+    assert!(exported.cosignatures >= 2, "{exported:?}");
+    let archived = AttestationLog::open_read_only(&format!("sqlite://{}", archive.display()), None)
+        .await
+        .unwrap();
+    let roots = world.testbed.site_ca.roots().to_vec();
+    let witnessed = garrison_audit::check_cosignatures(&archived, &roots)
+        .await
+        .unwrap();
+    assert_eq!(witnessed.witness_keys, 1);
+    assert_eq!(witnessed.verified as u64, exported.cosignatures);
+    assert_eq!(witnessed.latest_size, Some(now_size));
+    assert!(witnessed.failed.is_empty(), "{witnessed:?}");
+    let other_root = Site::create(&world.dir.join("elsewhere"), OffsetDateTime::now_utc()).unwrap();
+    let refused = garrison_audit::check_cosignatures(&archived, other_root.site_ca.roots())
+        .await
+        .unwrap();
+    assert_eq!((refused.witness_keys, refused.verified), (0, 0));
+    assert_eq!(refused.failed.len() as u64, exported.cosignatures);
+
     // An older policy bundle published later is refused at the hub.
     let old = world
         .testbed

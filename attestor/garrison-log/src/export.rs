@@ -29,6 +29,8 @@ pub struct ExportSummary {
     pub tree_hashes: u64,
     pub checkpoints: u64,
     pub key_certificates: u64,
+    /// Witnesses' cosignatures of the checkpoints, and their witness certificate chains.
+    pub cosignatures: u64,
 }
 
 impl AttestationLog {
@@ -117,6 +119,7 @@ impl AttestationLog {
             .await?;
             summary.key_certificates += 1;
         }
+        summary.cosignatures = self.copy_cosignatures(target).await?;
         let head = sqlx::query("SELECT next_sequence, tree_size FROM logs WHERE id = $1")
             .bind(self.log_id())
             .fetch_one(self.pool())
@@ -131,6 +134,35 @@ impl AttestationLog {
             target,
         )
         .await
+    }
+
+    /// The witnesses' cosignatures of this log's checkpoints, and every witness certificate
+    /// chain, which an auditor checks them with.
+    async fn copy_cosignatures(&self, target: &AnyPool) -> Result<u64, LogError> {
+        let cosignatures = self.cosignatures().await?;
+        for c in &cosignatures {
+            let size =
+                i64::try_from(c.size).map_err(|_| LogError::CheckpointMismatch { size: c.size })?;
+            execute(
+                sqlx::query("INSERT INTO cosignatures (log_id, size, witness, line, cosigned_us) VALUES (1, $1, $2, $3, $4)")
+                    .bind(size)
+                    .bind(c.witness.clone())
+                    .bind(c.line.clone())
+                    .bind(unix_micros(c.cosigned, "cosigned")?),
+                target,
+            )
+            .await?;
+        }
+        for chain in self.witness_certificates().await? {
+            execute(
+                sqlx::query("INSERT INTO witness_certificates (digest, chain_pem, added_us) VALUES ($1, $2, 0) ON CONFLICT (digest) DO NOTHING")
+                    .bind(crate::evidence_digest(chain.as_bytes()))
+                    .bind(chain),
+                target,
+            )
+            .await?;
+        }
+        Ok(cosignatures.len() as u64)
     }
 
     /// The evidence the page's records name, and the blobs that evidence names in turn.

@@ -149,6 +149,39 @@ impl AttestationLog {
         row.as_ref().map(stored_cosignature).transpose()
     }
 
+    /// Keeps the certificate chain (PEM, the witness key's certificate first) of a hub
+    /// witness key whose cosignatures this database keeps. Returns whether it was new.
+    pub async fn add_witness_certificate(
+        &self,
+        chain_pem: &str,
+        added: OffsetDateTime,
+    ) -> Result<bool, LogError> {
+        let done = sqlx::query(
+            "INSERT INTO witness_certificates (digest, chain_pem, added_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(crate::evidence_digest(chain_pem.as_bytes()))
+        .bind(chain_pem.to_owned())
+        .bind(unix_micros(added, "added")?)
+        .execute(self.pool())
+        .await
+        .map_err(query)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every witness certificate chain kept (PEM), oldest first.
+    pub async fn witness_certificates(&self) -> Result<Vec<String>, LogError> {
+        let rows =
+            sqlx::query("SELECT chain_pem FROM witness_certificates ORDER BY added_us, digest")
+                .fetch_all(self.pool())
+                .await
+                .map_err(query)?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(query)
+    }
+
     /// Counts a refusal or alarm under its (origin, kind): one row each, however many come.
     pub async fn record_sync_event(&self, event: &SyncEvent) -> Result<(), LogError> {
         let cut = |text: &str, max: usize| text.chars().take(max).collect::<String>();

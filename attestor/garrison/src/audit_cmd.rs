@@ -329,8 +329,16 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let roots = read_roots(&args.root)?;
     let log = args.source.open_any().await?;
     let report = garrison_audit::verify(&log, &roots).await;
+    // The hub's cosignatures are kept in a database or an archive (not served remotely).
+    let witnessed = match &log {
+        Opened::Local(local) => Some(garrison_audit::check_cosignatures(local, &roots).await),
+        Opened::Remote(_) => None,
+    };
     log.close().await;
     let report = report.context("verifying the log")?;
+    let witnessed = witnessed
+        .transpose()
+        .context("checking the hub's cosignatures")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(report.ok());
@@ -353,6 +361,24 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     }
     if let Some(sequence) = report.first_bad_sequence {
         println!("FIRST BAD RECORD: #{sequence}");
+    }
+    if let Some(w) = &witnessed {
+        match w.latest_size {
+            Some(size) => println!(
+                "hub cosignatures verified against the root: {} (witnessed up to size {size})",
+                w.verified
+            ),
+            None if w.failed.is_empty() => println!("hub cosignatures: none kept"),
+            None => {}
+        }
+        for (size, why) in &w.failed {
+            println!("PROBLEM: the cosignature of checkpoint {size} does not verify: {why}");
+        }
+    }
+    let witnessed_ok = witnessed.as_ref().is_none_or(|w| w.failed.is_empty());
+    if report.ok() && !witnessed_ok {
+        println!("NOT OK: a hub cosignature does not verify");
+        return Ok(false);
     }
     if report.ok() {
         println!("OK: every record matches the signed checkpoints");
@@ -500,13 +526,14 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     log.close().await;
     let summary = summary.with_context(|| format!("exporting to {}", args.out.display()))?;
     println!(
-        "wrote {}: {} records, {} evidence blobs, {} tree hashes, {} checkpoints, {} log key certificates",
+        "wrote {}: {} records, {} evidence blobs, {} tree hashes, {} checkpoints, {} log key certificates, {} hub cosignatures",
         args.out.display(),
         summary.records,
         summary.evidence,
         summary.tree_hashes,
         summary.checkpoints,
-        summary.key_certificates
+        summary.key_certificates,
+        summary.cosignatures
     );
     Ok(())
 }

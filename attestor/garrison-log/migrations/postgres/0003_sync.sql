@@ -47,3 +47,9 @@ CREATE TRIGGER policy_bundles_append_only_rows BEFORE UPDATE OR DELETE ON policy
     FOR EACH ROW EXECUTE FUNCTION tree_append_only();
 CREATE TRIGGER policy_bundles_append_only_truncate BEFORE TRUNCATE ON policy_bundles
     FOR EACH STATEMENT EXECUTE FUNCTION tree_append_only();
+
+CREATE TABLE witness_certificates (
+    digest    TEXT PRIMARY KEY CHECK (length(digest) = 64), -- SHA-256 of chain_pem, hex
+    chain_pem TEXT NOT NULL,
+    added_us  BIGINT NOT NULL
+);

@@ -10,6 +10,9 @@
 -- * revocation_lists: signed revocation lists (a signed note by the hub's witness key), by
 --   sequence. The hub keeps every list it signed; a site keeps every list it accepted.
 -- * policy_bundles: signed policy bundles published at the hub for its sites, by sequence.
+-- * witness_certificates: the certificate chains (PEM, the witness key's certificate first)
+--   of the hub witness keys whose cosignatures this database keeps, each once: an auditor
+--   holding only the root certificate checks the cosignatures with them.
 
 CREATE TABLE cosignatures (
     log_id      INTEGER NOT NULL REFERENCES logs (id),
@@ -71,3 +74,9 @@ CREATE TRIGGER policy_bundles_append_only_delete BEFORE DELETE ON policy_bundles
 BEGIN
     SELECT RAISE(ABORT, 'published policy bundles are kept');
 END;
+
+CREATE TABLE witness_certificates (
+    digest    TEXT PRIMARY KEY CHECK (length(digest) = 64), -- SHA-256 of chain_pem, hex
+    chain_pem TEXT NOT NULL,
+    added_us  INTEGER NOT NULL
+);

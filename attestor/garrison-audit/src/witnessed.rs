@@ -1,0 +1,100 @@
+//! Did the hub witness what the site showed? The hub's cosignatures (C2SP `cosignature/v1`)
+//! on a log's checkpoints, checked with witness keys certified under the root.
+//!
+//! A database or an archive keeps the hub's cosignature lines beside the checkpoints they
+//! sign, and the certificate chains of the witness keys. Each chain must lead to the root
+//! through hub CAs (`garrison_transparency::WitnessKeyCertificate`); each cosignature must
+//! verify with one of those keys over its checkpoint's note.
+
+use garrison_log::AttestationLog;
+use garrison_transparency::{
+    WitnessKeyCertificate, add_cosignature_line, hub_witness_name, parse_site_origin,
+    verify_cosignature,
+};
+use serde::Serialize;
+
+use crate::AuditError;
+
+/// What the check of a log's cosignatures found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WitnessReport {
+    /// Witness key certificates that chain to the root.
+    pub witness_keys: usize,
+    /// Cosignatures that verified.
+    pub verified: usize,
+    /// The largest checkpoint size a verified cosignature covers.
+    pub latest_size: Option<u64>,
+    /// Cosignatures that did not verify, by checkpoint size, with why.
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Checks every cosignature kept for `log` against the witness keys certified under
+/// `roots`.
+pub async fn check_cosignatures(
+    log: &AttestationLog,
+    roots: &[Vec<u8>],
+) -> Result<WitnessReport, AuditError> {
+    let origin = log.origin().unwrap_or_default().to_owned();
+    let Some((trust_domain, _)) = parse_site_origin(&origin) else {
+        return Ok(WitnessReport::default());
+    };
+    let name = hub_witness_name(trust_domain);
+    let keys = witness_keys(log, roots, trust_domain).await?;
+    let mut report = WitnessReport {
+        witness_keys: keys.len(),
+        ..WitnessReport::default()
+    };
+    for cosignature in log.cosignatures().await.map_err(AuditError::Log)? {
+        let size = cosignature.size;
+        let Some(checkpoint) = log.checkpoint_at(size).await.map_err(AuditError::Log)? else {
+            report
+                .failed
+                .push((size, "no checkpoint of that size is kept".to_owned()));
+            continue;
+        };
+        let note = match add_cosignature_line(&checkpoint.note, &cosignature.line) {
+            Ok(note) => note,
+            Err(e) => {
+                report.failed.push((size, e.to_string()));
+                continue;
+            }
+        };
+        if keys
+            .iter()
+            .any(|key| verify_cosignature(&note, &name, key).is_ok())
+        {
+            report.verified += 1;
+            report.latest_size = report.latest_size.max(Some(size));
+        } else {
+            report.failed.push((
+                size,
+                "no witness key certified under the root verifies it".to_owned(),
+            ));
+        }
+    }
+    Ok(report)
+}
+
+async fn witness_keys(
+    log: &AttestationLog,
+    roots: &[Vec<u8>],
+    trust_domain: &str,
+) -> Result<Vec<[u8; 32]>, AuditError> {
+    let mut keys = Vec::new();
+    for chain_pem in log.witness_certificates().await.map_err(AuditError::Log)? {
+        let Ok(chain) = garrison_ca::certificates_from_pem(&chain_pem) else {
+            continue;
+        };
+        let Some((certificate, intermediates)) = chain.split_first() else {
+            continue;
+        };
+        let certificate = WitnessKeyCertificate {
+            certificate: certificate.clone(),
+            intermediates: intermediates.to_vec(),
+        };
+        if let Ok(key) = certificate.verify(roots, trust_domain) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
