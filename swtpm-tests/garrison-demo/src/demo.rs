@@ -301,6 +301,8 @@ async fn partition_and_revocation(
     step("the hub is back: the site syncs, applies the revocation, pushes what it logged");
     hub.restart().await?;
     wait_for_sync(dir, "revoked").await?;
+    // The same round pushes what the site logged meanwhile (the renewal, the revoke record).
+    wait_for_sync(dir, "synced").await?;
     let (ok, _) = garrison(bin, &["hub", "status", "--config", &hub_toml]).await?;
     ensure!(ok, "hub status failed");
     step("node-1 renews again: refused, revoked at every site that has the list");
