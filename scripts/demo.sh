@@ -5,7 +5,7 @@
 # real machine's measured-boot log replayed into its PCRs, and runs garrison-agent on each node:
 # node-1 enrolls and renews, node-2 (Secure Boot off) and node-3 (untrusted EK manufacturer) are
 # refused. It prints the SVIDs issued and the attestation log, and exits 0 only if every outcome
-# was as expected. Between the two, a hub process: the site syncs, the hub is killed and node-1
+# was as expected. After the enrollments, a hub process joins: the site syncs, the hub is killed and node-1
 # still renews, node-1 is revoked at the hub, and once the hub is back its renewal is refused.
 #
 # Usage: scripts/demo.sh [DIR]
