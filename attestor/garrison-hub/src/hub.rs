@@ -41,6 +41,11 @@ pub struct Hub {
     pushes: tokio::sync::Semaphore,
 }
 
+/// The largest signed revocation list the hub issues: half of what one Sync answer may
+/// carry (`MAX_SYNC_MESSAGE`), the rest left for a policy bundle beside it. About 110,000
+/// node entries or 160,000 serials.
+pub const MAX_REVOCATION_LIST_BYTES: usize = garrison_proto::limits::MAX_SYNC_MESSAGE / 2;
+
 /// Pushes a hub process works on at once; more wait their turn.
 const CONCURRENT_PUSHES: usize = 4;
 
@@ -576,6 +581,18 @@ impl Hub {
                 .witness
                 .sign_revocations(&list)
                 .map_err(HubError::Witness)?;
+            // Every site must be able to take the list in one Pull answer.
+            if note.len() > MAX_REVOCATION_LIST_BYTES {
+                return Err(HubError::Refused(Refusal::new(
+                    "too-large",
+                    format!(
+                        "a revocation list of {} entries is {} bytes, more than the {} a site takes in one answer; nothing was signed",
+                        list.entries.len(),
+                        note.len(),
+                        MAX_REVOCATION_LIST_BYTES
+                    ),
+                )));
+            }
             let stored = self
                 .parts
                 .log

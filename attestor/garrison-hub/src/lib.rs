@@ -44,7 +44,7 @@ pub mod server;
 pub mod sync_service;
 
 pub use config::HubConfig;
-pub use hub::{Hub, HubError, HubParts};
+pub use hub::{Hub, HubError, HubParts, MAX_REVOCATION_LIST_BYTES};
 
 /// A refusal of what a site sent: a stable code (also the kind it is recorded under) and
 /// what was wrong.
@@ -52,7 +52,7 @@ pub use hub::{Hub, HubError, HubParts};
 #[error("{code}: {detail}")]
 pub struct Refusal {
     /// `wrong-origin`, `bad-log-key`, `bad-signature`, `malformed-batch`, `fork`,
-    /// `bad-proof`, `tampered-record`, `gap`, `bad-evidence`, `stale`.
+    /// `bad-proof`, `tampered-record`, `gap`, `bad-evidence`, `stale`, `too-large`.
     pub code: &'static str,
     pub detail: String,
 }

@@ -978,3 +978,37 @@ async fn damaged_batches_are_refused_without_panicking() {
     }
     assert!(checked > 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_too_large_for_one_answer_is_not_signed() {
+    let world = World::new(false).await.unwrap();
+    world
+        .hub
+        .revoke(&[RevokedTarget::Serial("1001".to_owned())])
+        .await
+        .unwrap();
+    let many: Vec<RevokedTarget> = (0..150_000u64)
+        .map(|i| RevokedTarget::Node(format!("{i:064x}")))
+        .collect();
+    match world.hub.revoke(&many).await {
+        Err(HubError::Refused(r)) => assert_eq!(r.code, "too-large", "{r}"),
+        other => panic!("expected too-large, got {other:?}"),
+    }
+    let list = world.hub.revocation_list().await.unwrap().unwrap();
+    assert_eq!(
+        (list.sequence, list.entries.len()),
+        (1, 1),
+        "nothing was signed"
+    );
+    // What is signed fits in one Pull answer with room to spare.
+    let pull = world
+        .hub
+        .pull(&v1::PullRequest {
+            origin: world.origin(),
+            policy_sequence: 0,
+            revocation_sequence: 0,
+        })
+        .await
+        .unwrap();
+    assert!(pull.revocation_list.len() <= garrison_hub::MAX_REVOCATION_LIST_BYTES);
+}
