@@ -509,6 +509,7 @@ impl SiteSync {
     }
 
     /// Checks the hub's cosignature on one of the site's own checkpoints and keeps it.
+    /// Returns the checkpoint's size if the cosignature was new.
     pub async fn keep_cosignature(
         &self,
         cosigned_note: &str,
@@ -532,7 +533,8 @@ impl SiteSync {
                 "the hub cosigned a checkpoint this site never signed".to_owned(),
             ));
         };
-        self.log
+        let new = self
+            .log
             .store_cosignature(&StoredCosignature {
                 size: checkpoint.size,
                 witness: self.witness_name.clone(),
@@ -540,7 +542,8 @@ impl SiteSync {
                 cosigned: now,
             })
             .await?;
-        Ok(Some(checkpoint.size))
+        // Only a cosignature the site did not hold yet is news.
+        Ok(new.then_some(checkpoint.size))
     }
 
     pub(crate) async fn record(&self, kind: &str, detail: String, now: OffsetDateTime) {
