@@ -372,18 +372,9 @@ impl SiteSync {
     }
 
     pub(crate) fn witness_key(&self, chain_pem: &str) -> Result<[u8; 32], SyncError> {
-        let refuse = |e: String| SyncError::Refused(format!("hub witness key: {e}"));
-        let chain =
-            garrison_ca::certificates_from_pem(chain_pem).map_err(|e| refuse(e.to_string()))?;
-        let (certificate, intermediates) = chain
-            .split_first()
-            .ok_or_else(|| refuse("no certificate".to_owned()))?;
-        WitnessKeyCertificate {
-            certificate: certificate.clone(),
-            intermediates: intermediates.to_vec(),
-        }
-        .verify(&self.roots, &self.trust_domain)
-        .map_err(|e| refuse(e.to_string()))
+        WitnessKeyCertificate::from_pem(chain_pem)
+            .and_then(|certificate| certificate.verify(&self.roots, &self.trust_domain))
+            .map_err(|e| SyncError::Refused(format!("hub witness key: {e}")))
     }
 
     /// Verifies the list; if it is newer than the last one accepted, revokes every entry

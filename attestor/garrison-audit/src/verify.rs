@@ -234,19 +234,8 @@ async fn certified_keys<S: LogSource>(
 ) -> Result<Vec<[u8; 32]>, AuditError> {
     let mut keys = Vec::new();
     for chain_pem in log.log_key_certificates().await? {
-        let checked = garrison_ca::certificates_from_pem(&chain_pem)
-            .map_err(|e| garrison_transparency::TransparencyError::Certificate {
-                reason: e.to_string(),
-            })
-            .and_then(|chain| {
-                let mut chain = chain.into_iter();
-                let certificate = chain.next().unwrap_or_default();
-                LogKeyCertificate {
-                    certificate,
-                    intermediates: chain.collect(),
-                }
-                .verify(roots, origin)
-            });
+        let checked = LogKeyCertificate::from_pem(&chain_pem)
+            .and_then(|certificate| certificate.verify(roots, origin));
         match checked {
             Ok(key) if !keys.contains(&key) => keys.push(key),
             Ok(_) => {}

@@ -82,17 +82,9 @@ async fn witness_keys(
 ) -> Result<Vec<[u8; 32]>, AuditError> {
     let mut keys = Vec::new();
     for chain_pem in log.witness_certificates().await.map_err(AuditError::Log)? {
-        let Ok(chain) = garrison_ca::certificates_from_pem(&chain_pem) else {
-            continue;
-        };
-        let Some((certificate, intermediates)) = chain.split_first() else {
-            continue;
-        };
-        let certificate = WitnessKeyCertificate {
-            certificate: certificate.clone(),
-            intermediates: intermediates.to_vec(),
-        };
-        if let Ok(key) = certificate.verify(roots, trust_domain) {
+        let key = WitnessKeyCertificate::from_pem(&chain_pem)
+            .and_then(|certificate| certificate.verify(roots, trust_domain));
+        if let Ok(key) = key {
             keys.push(key);
         }
     }

@@ -1,6 +1,7 @@
 //! [`Hub`]: what the hub does with what sites send and what operators publish. No gRPC
 //! here: `sync_service.rs` and `files.rs` are the two ways in.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use garrison_attestor::Clock;
@@ -201,8 +202,7 @@ impl Hub {
             .await
             .map_err(PushError::Failed)?;
         self.check_extends_held(&replica, &batch).await?;
-        batch.evidence = self.needed_evidence(&batch);
-        self.require_event_logs(&batch).await?;
+        self.keep_needed_evidence(&mut batch).await?;
         let appended = match self.append(&replica, &mut batch).await {
             Err(PushError::Rejected(rejection)) if rejection.refusal.code == "tampered-record" => {
                 // Records that differ from held ones under a checkpoint the site signed: the
@@ -284,7 +284,9 @@ impl Hub {
             Some(cosigned) => replica
                 .checkpoint_at(cosigned.size)
                 .await?
-                .map(|c| add_line(&c.note, &cosigned.line))
+                .map(|c| with_cosignature(&c.note, &cosigned.line))
+                .transpose()
+                .map_err(PushError::Failed)?
                 .unwrap_or_default(),
             None => String::new(),
         };
@@ -325,19 +327,35 @@ impl Hub {
         }
     }
 
-    /// Every event log the batch's evidence refers to is in the batch or held already.
-    async fn require_event_logs(&self, batch: &CheckedBatch) -> Result<(), PushError> {
-        let sent: std::collections::BTreeSet<&str> =
-            batch.evidence.iter().map(|(d, _)| d.as_str()).collect();
-        let wanted: Vec<String> = batch
+    /// Keeps, of the evidence sent, only what the batch's records refer to: their evidence
+    /// and the event logs that evidence refers to by digest. Nothing else is stored (the
+    /// evidence store is shared by every site; a site cannot park bytes in it). Every event
+    /// log referred to must come with the batch or be held already, so that the hub's copy
+    /// replays like the site's.
+    async fn keep_needed_evidence(&self, batch: &mut CheckedBatch) -> Result<(), PushError> {
+        let referred: BTreeSet<String> = batch
+            .records
+            .iter()
+            .filter_map(|r| r.evidence_digest.clone())
+            .collect();
+        let blobs: BTreeSet<String> = batch
             .evidence
             .iter()
+            .filter(|(digest, _)| referred.contains(digest))
             .filter_map(|(_, bytes)| garrison_appraisal::EvidenceRecord::decode(bytes).ok())
             .map(|evidence| evidence.event_log_sha256)
-            .filter(|d| !d.is_empty() && !sent.contains(d.as_str()))
+            .filter(|digest| !digest.is_empty())
             .collect();
-        let missing = self.parts.log.missing_evidence(&wanted).await?;
-        match missing.first() {
+        batch
+            .evidence
+            .retain(|(digest, _)| referred.contains(digest) || blobs.contains(digest));
+        let sent: BTreeSet<&String> = batch.evidence.iter().map(|(digest, _)| digest).collect();
+        let wanted: Vec<String> = blobs
+            .iter()
+            .filter(|d| !sent.contains(d))
+            .cloned()
+            .collect();
+        match self.parts.log.missing_evidence(&wanted).await?.first() {
             None => Ok(()),
             Some(digest) => Err(Refusal::new(
                 "bad-evidence",
@@ -345,33 +363,6 @@ impl Hub {
             )
             .into()),
         }
-    }
-
-    /// Of the evidence sent, what the batch's records refer to: their evidence and the event
-    /// logs that evidence refers to by digest. Nothing else is stored (the evidence store is
-    /// shared by every site; a site cannot park bytes in it). An event log referred to must
-    /// come with the batch or be held already, so that the hub's copy replays like the site's.
-    fn needed_evidence(&self, batch: &CheckedBatch) -> Vec<(String, Vec<u8>)> {
-        let referred: std::collections::BTreeSet<&str> = batch
-            .records
-            .iter()
-            .filter_map(|r| r.evidence_digest.as_deref())
-            .collect();
-        let mut blobs = std::collections::BTreeSet::new();
-        for (digest, bytes) in &batch.evidence {
-            if referred.contains(digest.as_str())
-                && let Ok(evidence) = garrison_appraisal::EvidenceRecord::decode(bytes)
-                && !evidence.event_log_sha256.is_empty()
-            {
-                blobs.insert(evidence.event_log_sha256);
-            }
-        }
-        batch
-            .evidence
-            .iter()
-            .filter(|(digest, _)| referred.contains(digest.as_str()) || blobs.contains(digest))
-            .cloned()
-            .collect()
     }
 
     /// Keeps the checkpoint and the log key's chain, and cosigns the checkpoint (once per
@@ -384,7 +375,7 @@ impl Hub {
     ) -> Result<String, PushError> {
         let checkpoint = &batch.checkpoint;
         if let Some(line) = self.cosignature_at(replica, checkpoint.size).await? {
-            return Ok(self.cosigned_note(replica, checkpoint, &line).await?);
+            return self.cosigned_note(replica, checkpoint, &line).await;
         }
         let newest = replica.latest_cosignature(&self.witness_name).await?;
         if newest.is_some_and(|c| c.size > checkpoint.size) {
@@ -424,7 +415,14 @@ impl Hub {
             .witness
             .cosign(&note, timestamp)
             .map_err(|e| PushError::Failed(HubError::Witness(e)))?;
-        let line = last_line(&cosigned);
+        // The line just added, as the verifier reads it back: a self-check of the signing.
+        let line = verify_cosignature(
+            &cosigned,
+            &self.witness_name,
+            &self.parts.witness.public_key(),
+        )
+        .map_err(|e| PushError::Failed(HubError::Witness(e)))?
+        .line;
         replica
             .store_cosignature(&StoredCosignature {
                 size: checkpoint.size,
@@ -438,7 +436,7 @@ impl Hub {
             .cosignature_at(replica, checkpoint.size)
             .await?
             .unwrap_or(line);
-        Ok(add_line(&note, &line))
+        with_cosignature(&note, &line).map_err(PushError::Failed)
     }
 
     async fn cosigned_note(
@@ -446,12 +444,12 @@ impl Hub {
         replica: &AttestationLog,
         checkpoint: &garrison_transparency::Checkpoint,
         line: &str,
-    ) -> Result<String, LogError> {
+    ) -> Result<String, PushError> {
         let note = replica
             .checkpoint_at(checkpoint.size)
             .await?
             .map_or_else(|| checkpoint.note.clone(), |c| c.note);
-        Ok(add_line(&note, line))
+        with_cosignature(&note, line).map_err(PushError::Failed)
     }
 
     async fn cosignature_at(
@@ -628,7 +626,9 @@ impl Hub {
             .checkpoint_at(cosigned.size)
             .await
             .map_err(HubError::Log)?;
-        Ok(checkpoint.map(|c| add_line(&c.note, &cosigned.line)))
+        checkpoint
+            .map(|c| with_cosignature(&c.note, &cosigned.line))
+            .transpose()
     }
 
     /// Every site log the hub holds: (origin, records held, largest size cosigned).
@@ -684,20 +684,7 @@ fn replica_refusal(e: LogError) -> PushError {
     }
 }
 
-/// `note` with one more signature line.
-fn add_line(note: &str, line: &str) -> String {
-    let mut out = note.trim_end_matches('\n').to_owned();
-    out.push('\n');
-    out.push_str(line.trim_end_matches('\n'));
-    out.push('\n');
-    out
-}
-
-/// The last line of a note (the signature line just added).
-fn last_line(note: &str) -> String {
-    note.trim_end_matches('\n')
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+/// A kept checkpoint note with a kept cosignature line merged in.
+fn with_cosignature(note: &str, line: &str) -> Result<String, HubError> {
+    garrison_transparency::add_cosignature_line(note, line).map_err(HubError::Witness)
 }

@@ -95,18 +95,9 @@ pub fn check(
 }
 
 fn certified_key(chain_pem: &str, roots: &[Vec<u8>], origin: &str) -> Result<[u8; 32], Refusal> {
-    let refuse = |why: String| Refusal::new("bad-log-key", why);
-    let chain = garrison_ca::certificates_from_pem(chain_pem)
-        .map_err(|e| refuse(format!("log key chain: {e}")))?;
-    let (certificate, intermediates) = chain
-        .split_first()
-        .ok_or_else(|| refuse("no log key certificate".to_owned()))?;
-    LogKeyCertificate {
-        certificate: certificate.clone(),
-        intermediates: intermediates.to_vec(),
-    }
-    .verify(roots, origin)
-    .map_err(|e| refuse(e.to_string()))
+    LogKeyCertificate::from_pem(chain_pem)
+        .and_then(|certificate| certificate.verify(roots, origin))
+        .map_err(|e| Refusal::new("bad-log-key", e.to_string()))
 }
 
 fn records(encoded: &[Vec<u8>], first: u64, site: &str) -> Result<Vec<Record>, Refusal> {

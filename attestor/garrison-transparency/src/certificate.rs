@@ -37,7 +37,28 @@ pub struct LogKeyCertificate {
     pub intermediates: Vec<Vec<u8>>,
 }
 
+/// A chain in PEM (the key's certificate first, then the CAs above it) split into the
+/// certificate and its intermediates.
+fn split_pem_chain(chain_pem: &str) -> Result<(Vec<u8>, Vec<Vec<u8>>), TransparencyError> {
+    let mut chain = garrison_ca::certificates_from_pem(chain_pem)
+        .map_err(|e| refuse(format!("the chain does not parse: {e}")))?;
+    if chain.is_empty() {
+        return Err(refuse("the chain holds no certificate".to_owned()));
+    }
+    let certificate = chain.remove(0);
+    Ok((certificate, chain))
+}
+
 impl LogKeyCertificate {
+    /// The certificate and intermediates of a PEM chain, as logs keep them (not verified).
+    pub fn from_pem(chain_pem: &str) -> Result<Self, TransparencyError> {
+        let (certificate, intermediates) = split_pem_chain(chain_pem)?;
+        Ok(LogKeyCertificate {
+            certificate,
+            intermediates,
+        })
+    }
+
     /// Checks the certificate against `roots` (DER) for the log `origin` and returns the
     /// certified Ed25519 public key.
     pub fn verify(&self, roots: &[Vec<u8>], origin: &str) -> Result<[u8; 32], TransparencyError> {
@@ -62,6 +83,15 @@ pub struct WitnessKeyCertificate {
 }
 
 impl WitnessKeyCertificate {
+    /// The certificate and intermediates of a PEM chain, as the hub sends it (not verified).
+    pub fn from_pem(chain_pem: &str) -> Result<Self, TransparencyError> {
+        let (certificate, intermediates) = split_pem_chain(chain_pem)?;
+        Ok(WitnessKeyCertificate {
+            certificate,
+            intermediates,
+        })
+    }
+
     /// Checks the certificate against `roots` (DER) as the witness of `trust_domain`
     /// (`spiffe://<trust_domain>/hub/witness`, issued through hub CAs only) and returns the
     /// certified Ed25519 public key.
