@@ -373,6 +373,14 @@ impl Authority {
         self.facts.not_after
     }
 
+    /// The CA certificate's validity period.
+    pub fn validity(&self) -> crate::lifecycle::Validity {
+        crate::lifecycle::Validity {
+            not_before: self.facts.not_before,
+            not_after: self.facts.not_after,
+        }
+    }
+
     /// The CA certificate's subject distinguished name.
     pub fn subject(&self) -> &str {
         &self.facts.subject
@@ -620,6 +628,16 @@ fn ca_facts(der: &[u8], key: &PrivateKey) -> Result<CaFacts, CaError> {
         path_len: constraints
             .path_len_constraint
             .map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+    })
+}
+
+/// The validity period of a DER certificate.
+pub fn validity_of_der(der: &[u8]) -> Result<crate::lifecycle::Validity, CaError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|source| CaError::IssuerUnparseable { source })?;
+    Ok(crate::lifecycle::Validity {
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
     })
 }
 

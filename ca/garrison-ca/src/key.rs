@@ -73,6 +73,19 @@ impl PrivateKey {
         SecretPem(self.pair.serialize_pem())
     }
 
+    /// A PKCS#10 request (DER) for this key, self-signed, with only `common_name` as subject:
+    /// the issuer decides everything else.
+    pub fn csr_der(&self, common_name: &str) -> Result<Vec<u8>, CaError> {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        let csr = params
+            .serialize_request(&self.pair)
+            .map_err(|source| CaError::Signing { source })?;
+        Ok(csr.der().to_vec())
+    }
+
     /// The DER SubjectPublicKeyInfo of the public half.
     pub fn public_key_der(&self) -> Vec<u8> {
         rcgen::PublicKeyData::subject_public_key_info(&self.pair)

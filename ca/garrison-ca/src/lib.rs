@@ -32,18 +32,20 @@ mod csr;
 mod error;
 mod inspect;
 mod key;
+pub mod lifecycle;
 pub mod scope;
 mod spiffe_id;
 
 pub use authority::{
     Authority, CLOCK_SKEW_ALLOWANCE, IntermediateParams, Issued, PathLen, RootParams, SubjectKey,
-    SvidParams,
+    SvidParams, validity_of_der,
 };
 pub use bundle::{BundleMetadata, TrustBundle, certificates_from_pem, certificates_to_pem};
 pub use csr::{MIN_RSA_BITS, VerifiedCsr};
 pub use error::{CaError, CaErrorKind};
 pub use inspect::CertificateSummary;
 pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
+pub use lifecycle::{LifecycleError, RotationStep, Successor, Validity};
 pub use scope::{
     CaRole, HubRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der,
     is_site_name, site_of, spiffe_uri,
