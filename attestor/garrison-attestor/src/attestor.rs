@@ -13,7 +13,7 @@ use garrison_appraisal::{
     Admission, Answer, Appraisal, AppraisedBoot, BeginEvidence, BootCache, DecisionRecord,
     Enrollment, EvidenceRecord, NodeHistory, SiteRules, Stage, UnprovenRequest, sha256,
 };
-use garrison_ca::{Authority, CaError};
+use garrison_ca::CaError;
 use garrison_evidence::{AkIdentity, AkPolicy, EkIdentity, EkTrust, HashAlg};
 use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, RecordKind};
 use garrison_policy::PolicyService;
@@ -47,8 +47,8 @@ impl Clock for SystemClock {
 pub struct AttestorParts {
     /// Site name.
     pub site: String,
-    /// The site intermediate CA.
-    pub ca: Authority,
+    /// The site intermediate CA, with its rotation.
+    pub ca: Arc<crate::site_ca::SiteCa>,
     /// How EKs are trusted.
     pub ek_trust: EkTrust,
     /// Which AKs are accepted.
@@ -100,6 +100,8 @@ pub struct Attestor {
     /// For the libraries that take a ring generator (MakeCredential, SVID issuance), which
     /// report its failures as errors; the attestor's own draws use `parts.random`.
     rng: SystemRandom,
+    /// The site CA's trust domain (the same for every generation of it).
+    trust_domain: garrison_ca::TrustDomain,
 }
 
 /// Distinct (event log, quoted PCRs) appraisals kept: a site's fleet boots a handful of
@@ -200,7 +202,9 @@ impl Attestor {
     pub fn new(parts: AttestorParts) -> Self {
         let capacity = parts.max_pending_challenges;
         let now = parts.clock.now();
+        let trust_domain = parts.ca.active().trust_domain().clone();
         Attestor {
+            trust_domain,
             parts,
             enrollments: ChallengeStore::new(capacity),
             renewals: ChallengeStore::new(capacity),
@@ -257,8 +261,13 @@ impl Attestor {
     }
 
     /// The trust domain's roots, DER.
-    pub fn trust_bundle(&self) -> &[Vec<u8>] {
+    pub fn trust_bundle(&self) -> Vec<Vec<u8>> {
         self.parts.ca.roots()
+    }
+
+    /// The site CA holder.
+    pub fn site_ca(&self) -> &Arc<crate::site_ca::SiteCa> {
+        &self.parts.ca
     }
 
     /// Enrollment step 1. `peer` is the client's address, for the record of a refusal.
@@ -592,7 +601,7 @@ impl Attestor {
     fn rules(&self) -> SiteRules<'_> {
         SiteRules {
             site: &self.parts.site,
-            trust_domain: self.parts.ca.trust_domain(),
+            trust_domain: &self.trust_domain,
             pcrs: &self.parts.pcrs,
             max_svid_ttl: self.parts.max_svid_ttl,
             ak_policy: &self.parts.ak_policy,
@@ -614,6 +623,7 @@ impl Attestor {
         let issued = self
             .parts
             .ca
+            .active()
             .issue_svid(admission.svid_params(), admission.time, &self.rng)
             .map_err(ca_refusal)?;
         let (record, node) = admission.issued(hex::encode(&issued.serial), issued.not_after);

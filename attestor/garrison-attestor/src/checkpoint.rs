@@ -227,7 +227,7 @@ pub fn load_or_create_ed25519(
 
 /// Writes a new file readable by its owner only, atomically (temporary file, fsync, rename),
 /// refusing to replace an existing one.
-fn write_new_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");

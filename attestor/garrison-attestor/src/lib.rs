@@ -23,6 +23,7 @@ mod record_budget;
 mod refusal;
 pub mod server;
 pub mod service;
+pub mod site_ca;
 pub mod site_sync;
 pub mod sync_client;
 pub mod tls;

@@ -57,6 +57,16 @@ pub enum StartError {
         /// The role the CA states.
         role: String,
     },
+    /// The site CA directory's rotation state is unusable, or its CA lives too short for the
+    /// configured SVID lifetimes.
+    #[error("site CA in {dir}")]
+    SiteCa {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::site_ca::SiteCaError,
+    },
     /// The EK roots are unusable.
     #[error("EK roots")]
     EkRoots(#[source] garrison_evidence::EvidenceError),
@@ -145,6 +155,26 @@ pub fn check_site_ca(config: &SiteConfig, ca: &Authority) -> Result<(), StartErr
     })
 }
 
+/// The site CA holder for `config`: the generation in force must be this site's CA and live
+/// at least 6× `max_svid_ttl` (`garrison_ca::lifecycle`).
+pub fn load_site_ca(config: &SiteConfig) -> Result<crate::site_ca::SiteCa, StartError> {
+    use crate::site_ca::SiteCaError;
+    crate::site_ca::SiteCa::load(&config.ca_dir, &config.site, config.max_svid_ttl).map_err(|e| {
+        match e {
+            SiteCaError::WrongSite { path, site, role } => StartError::WrongSiteCa {
+                dir: path,
+                site,
+                role,
+            },
+            SiteCaError::Ca { path, source } => StartError::Ca { dir: path, source },
+            source => StartError::SiteCa {
+                dir: config.ca_dir.clone(),
+                source,
+            },
+        }
+    })
+}
+
 /// Build the attestor from its configuration, drawing from the system's random generator.
 pub async fn build(config: &SiteConfig, clock: Arc<dyn Clock>) -> Result<Attestor, StartError> {
     build_with_random(config, clock, Arc::new(SystemRandom::new())).await
@@ -163,8 +193,8 @@ pub async fn build_with_random(
         );
     }
     let now = clock.now();
-    let ca = load_authority(&config.ca_dir)?;
-    check_site_ca(config, &ca)?;
+    let site_ca = Arc::new(load_site_ca(config)?);
+    let ca = site_ca.active();
     let ek_trust = ek_trust(config)?;
     let origin = garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
     let log = AttestationLog::open(&LogConfig {
@@ -178,7 +208,7 @@ pub async fn build_with_random(
     let policy = start_policy(config, &ca, &log, now).await?;
     Ok(Attestor::new(AttestorParts {
         site: config.site.clone(),
-        ca,
+        ca: site_ca,
         ek_trust,
         ak_policy: AkPolicy {
             insecure_allow_sha1_signatures: config.insecure.allow_sha1_ak,
@@ -279,26 +309,35 @@ async fn newest_bundle(
 }
 
 /// The attestor's own TLS identity: an SVID for `spiffe://<td>/site/<site>/attestor` issued
-/// from the site CA (through the role path, [`Authority::issue_site_role_svid`], which node
-/// SVIDs never take), with a key that never leaves memory, re-issued while the attestor runs
-/// once half its lifetime has passed ([`crate::tls::RotatingServerCert`]); and the PEM of the
-/// one CA whose client certificates the TLS layer accepts: the site CA itself. Renewal only
-/// ever accepts this site's own SVIDs (the serial must be a node's current one in this site's
-/// log), so anchoring client verification at the site CA refuses nothing that could succeed,
-/// and verifies one signature per handshake instead of the whole chain to the root (three, for
-/// leaf → site → hub → root). The site CA is the attestor's own configuration: it holds its
-/// key and issues every SVID it would accept.
+/// from the site CA in force (through the role path, [`Authority::issue_site_role_svid`],
+/// which node SVIDs never take), with a key that never leaves memory, re-issued while the
+/// attestor runs once half its lifetime has passed or the site CA rotated
+/// ([`crate::tls::RotatingServerCert`]); and the CAs whose client certificates the TLS layer
+/// accepts: the site CA in force and old ones whose SVIDs may still be current
+/// ([`crate::site_ca::SiteCaIssuers`]). Renewal only ever accepts this site's own SVIDs (the
+/// serial must be a node's current one in this site's log), so anchoring client verification
+/// at the site CAs refuses nothing that could succeed, and verifies one signature per
+/// handshake instead of the whole chain to the root (three, for leaf → site → hub → root).
 pub fn attestor_identity(
     config: &SiteConfig,
-    ca: Authority,
+    site_ca: Arc<crate::site_ca::SiteCa>,
     clock: Arc<dyn Clock>,
-) -> Result<(Arc<crate::tls::RotatingServerCert>, String), StartError> {
-    check_site_ca(config, &ca)?;
-    let client_issuer = certificates_to_pem(&[ca.certificate().to_vec()]);
+) -> Result<
+    (
+        Arc<crate::tls::RotatingServerCert>,
+        Arc<dyn crate::tls::ClientIssuers>,
+    ),
+    StartError,
+> {
+    check_site_ca(config, &site_ca.active())?;
+    let issuers: Arc<dyn crate::tls::ClientIssuers> = Arc::new(crate::site_ca::SiteCaIssuers::new(
+        Arc::clone(&site_ca),
+        Arc::clone(&clock),
+    ));
     let ttl = config.attestor_svid_ttl;
     let rng = SystemRandom::new();
     let issue = move |now| {
-        ca.issue_site_role_svid(
+        site_ca.active().issue_site_role_svid(
             SiteRole::Attestor,
             ttl,
             SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
@@ -307,9 +346,10 @@ pub fn attestor_identity(
         )
     };
     let rotating = crate::tls::RotatingServerCert::new(Box::new(issue), clock)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .following(Arc::clone(&issuers));
     tracing::info!(site = %config.site, "attestor server SVID issued");
-    Ok((Arc::new(rotating), client_issuer))
+    Ok((Arc::new(rotating), issuers))
 }
 
 /// A client that has not sent its ClientHello 3 s after it was admitted, or not finished
@@ -330,11 +370,11 @@ pub async fn serve(
     config: &SiteConfig,
     attestor: Arc<Attestor>,
     identity: Arc<crate::tls::RotatingServerCert>,
-    client_issuer_pem: String,
+    client_issuers: Arc<dyn crate::tls::ClientIssuers>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let audit_identity = Arc::clone(&identity);
-    let tls = crate::tls::server_config(identity, &client_issuer_pem, attestor.clock())
+    let tls = crate::tls::rotating_server_config(identity, client_issuers, attestor.clock())
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let listener = crate::listener::bind(config.listen).map_err(|source| StartError::Listen {
         address: config.listen,
@@ -351,8 +391,9 @@ pub async fn serve(
     spawn_challenge_purge(Arc::clone(&attestor));
     spawn_unrecorded_refusal_summary(Arc::clone(&attestor));
     spawn_policy_reload_on_sighup(Arc::clone(&attestor), config.policy_bundle.clone());
-    // The site CA, read once for the log key's certificate and the Audit service's roots.
-    let ca = load_authority(&config.ca_dir)?;
+    spawn_ca_tick(Arc::clone(&attestor));
+    // The site CA in force, for the log key's certificate and the Audit service's roots.
+    let ca = attestor.site_ca().active();
     let signer = start_checkpoints(config, &ca, &attestor).await?;
     let clock = attestor.clock();
     let periodic = crate::checkpoint::spawn_periodic(
@@ -377,13 +418,7 @@ pub async fn serve(
         )?),
         None => None,
     };
-    // A second copy of the site CA for the sync client's own identity.
-    let sync = spawn_sync(
-        config,
-        load_authority(&config.ca_dir)?,
-        &attestor,
-        Arc::clone(&signer),
-    );
+    let sync = spawn_sync(config, &ca, &attestor, Arc::clone(&signer));
     let shutdown = async move {
         shutdown.await;
         let _ = stopping.send(true);
@@ -417,7 +452,7 @@ pub async fn serve(
 /// bundles imported from files. Either way in a task of its own: serving never waits on it.
 fn spawn_sync(
     config: &SiteConfig,
-    ca: Authority,
+    ca: &Authority,
     attestor: &Arc<Attestor>,
     signer: Arc<crate::checkpoint::CheckpointSigner>,
 ) -> tokio::task::JoinHandle<()> {
@@ -431,7 +466,7 @@ fn spawn_sync(
     match &config.hub {
         Some(link) => {
             tracing::info!(hub = %link.address, "syncing with the hub");
-            crate::sync_client::spawn(sync, Arc::clone(attestor), Arc::new(ca), link.clone())
+            crate::sync_client::spawn(sync, Arc::clone(attestor), link.clone())
         }
         None => crate::sync_client::spawn_policy_pickup(
             sync,
@@ -507,6 +542,22 @@ async fn start_checkpoints(
     .map_err(StartError::Checkpoint)?;
     signer.sign(now).await.map_err(StartError::Checkpoint)?;
     Ok(Arc::new(signer))
+}
+
+/// How often the site CA's schedule is looked at (activation when due, budget warnings).
+const CA_TICK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every [`CA_TICK`]: activate a certified successor when due (or at once when the CA in force
+/// has expired) and log the offline-budget warnings (`site_ca.rs`).
+fn spawn_ca_tick(attestor: Arc<Attestor>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CA_TICK);
+        loop {
+            tick.tick().await;
+            let now = attestor.clock().now();
+            attestor.site_ca().tick(attestor.log(), now).await;
+        }
+    });
 }
 
 /// How often TLS handshakes that did not finish are reported (one line, if there were any).
@@ -604,13 +655,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let attestor = build(&config, Arc::clone(&clock)).await?;
-    let ca = load_authority(&config.ca_dir)?;
-    let (identity, client_issuer) = attestor_identity(&config, ca, clock)?;
+    let (identity, client_issuers) =
+        attestor_identity(&config, Arc::clone(attestor.site_ca()), clock)?;
     serve(
         &config,
         Arc::new(attestor),
         identity,
-        client_issuer,
+        client_issuers,
         shutdown,
     )
     .await

@@ -697,9 +697,16 @@ async fn import_parts(
                 })?;
                 applied.cosigned_size = sync.keep_cosignature(&note, &key, now).await?;
             }
-            Part::LogBatch(_) | Part::Header(_) => {
+            Part::LogBatch(_) | Part::Header(_) | Part::IntermediateRequest(_) => {
                 return Err(SyncError::Refused(
-                    "a hub-to-site file holds no log batches".to_owned(),
+                    "a hub-to-site file holds no log batches or CA requests".to_owned(),
+                ));
+            }
+            Part::Intermediate(_) => {
+                return Err(SyncError::Refused(
+                    "site CA certificates do not travel by sync file yet: install one with \
+                     `garrison attestor install-ca`"
+                        .to_owned(),
                 ));
             }
         }

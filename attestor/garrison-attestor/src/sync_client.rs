@@ -36,12 +36,13 @@ pub struct HubClient {
 impl HubClient {
     /// Connects to `address` as this site's attestor (an SVID issued now from the site CA),
     /// accepting only the hub's server identity `spiffe://<td>/hub/sync` chaining to the
-    /// roots.
+    /// roots. Both certificates are judged at `clock`'s time.
     pub fn connect(
         address: &str,
         ca: &Authority,
-        now: time::OffsetDateTime,
+        clock: Arc<dyn crate::Clock>,
     ) -> Result<Self, SyncError> {
+        let now = clock.now();
         let connect_err = |e: String| SyncError::Connect(e);
         let rng = SystemRandom::new();
         let issued = ca
@@ -58,8 +59,14 @@ impl HubClient {
         let hub = SpiffeId::from_path(ca.trust_domain(), "/hub/sync")
             .map_err(|e| connect_err(e.to_string()))?;
         let bundle = garrison_ca::certificates_to_pem(ca.roots());
-        let config = garrison_spiffe_tls::client_config(bundle.as_bytes(), hub, Some(identity))
+        let verifier = garrison_spiffe_tls::SpiffeServerVerifier::new(bundle.as_bytes(), hub)
             .map_err(|e| connect_err(e.to_string()))?;
+        let config = garrison_spiffe_tls::client_config_at(
+            Arc::new(verifier),
+            Some(identity),
+            Arc::new(crate::tls::ClockTime(clock)),
+        )
+        .map_err(|e| connect_err(e.to_string()))?;
         // `host:port` as configured; the channel wants a URI.
         let uri = if address.contains("://") {
             address.to_owned()
@@ -125,6 +132,8 @@ pub struct RoundSummary {
     pub applied: crate::site_sync::Applied,
     /// A line saying what happened to a policy bundle that came down.
     pub policy: Option<String>,
+    /// What the round did for the site CA's rotation (`certified`, `activated`).
+    pub ca: Vec<&'static str>,
 }
 
 /// One round with the hub (see the module docs). `attestor` puts a pulled policy bundle in
@@ -163,6 +172,7 @@ pub async fn round(
         }
     }
     summary.policy = put_policy_in_force(sync, attestor, tried).await;
+    rotate(sync, client, attestor, now, &mut summary).await?;
     let witness = if pull.witness_chain_pem.is_empty() {
         None
     } else {
@@ -170,6 +180,60 @@ pub async fn round(
     };
     push(sync, client, &status, witness, now, &mut summary).await?;
     Ok(summary)
+}
+
+/// The site CA's part of a round: the schedule's work ([`crate::site_ca::SiteCa::tick`]:
+/// a successor prepared when due, its key generated here), then the successor's CSR sent
+/// until the hub certifies it, the certificate installed, and activated when due (at once if
+/// the CA in force has expired). A refusal by the hub (its own CA expiring, say)
+/// is recorded and retried next round; it never holds up the push. A connection failure
+/// ends the round like any other call.
+async fn rotate(
+    sync: &SiteSync,
+    client: &mut HubClient,
+    attestor: &Attestor,
+    now: time::OffsetDateTime,
+    summary: &mut RoundSummary,
+) -> Result<(), SyncError> {
+    let ca = attestor.site_ca();
+    let log = attestor.log();
+    let rng = SystemRandom::new();
+    let before = ca.state().epoch;
+    ca.tick(log, now).await;
+    if let Some(csr) = ca.pending_request() {
+        let request = v1::IntermediateRequest {
+            origin: sync.origin().to_owned(),
+            csr,
+            lifetime_seconds: ca
+                .requested_lifetime()
+                .whole_seconds()
+                .max(0)
+                .unsigned_abs(),
+        };
+        let mut calls = client.client.clone();
+        let answer = client
+            .call("RequestIntermediate", calls.request_intermediate(request))
+            .await;
+        match answer {
+            Ok(response) => match ca.install(log, response.chain, now, &rng).await {
+                Ok(true) => summary.ca.push("certified"),
+                Ok(false) => {}
+                Err(e) => {
+                    sync.record("intermediate-refused", e.to_string(), now)
+                        .await
+                }
+            },
+            Err(SyncError::Hub { code, message }) if code != tonic::Code::Unavailable => {
+                sync.record("intermediate-refused", message, now).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    ca.tick(log, now).await;
+    if ca.state().epoch != before {
+        summary.ca.push("activated");
+    }
+    Ok(())
 }
 
 async fn push(
@@ -265,7 +329,6 @@ pub async fn put_policy_in_force(
 pub fn spawn(
     sync: SiteSync,
     attestor: Arc<Attestor>,
-    ca: Arc<Authority>,
     link: HubLink,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -278,7 +341,8 @@ pub fn spawn(
             let limit = seconds(link.timeout);
             // Each call (the connection's first included) is given up after `timeout`: a
             // black-holed hub costs one timeout, and a large backlog moves batch by batch.
-            let outcome = match HubClient::connect(&link.address, &ca, attestor.clock().now()) {
+            let ca = attestor.site_ca().active();
+            let outcome = match HubClient::connect(&link.address, &ca, attestor.clock()) {
                 Ok(client) => {
                     round(&sync, &mut client.with_timeout(limit), &attestor, &tried).await
                 }

@@ -44,6 +44,8 @@ pub type IssueServerSvid = dyn Fn(OffsetDateTime) -> Result<Issued, CaError> + S
 pub struct RotatingServerCert {
     issue: Box<IssueServerSvid>,
     clock: Arc<dyn Clock>,
+    /// Changes when the issuing CA does: the next handshake then re-issues at once.
+    issuer_epoch: Option<Arc<dyn ClientIssuers>>,
     current: RwLock<Served>,
     refreshing: Mutex<()>,
 }
@@ -54,6 +56,8 @@ struct Served {
     not_after: OffsetDateTime,
     /// When the next handshake should issue a new certificate.
     refresh_at: OffsetDateTime,
+    /// The issuer epoch it was issued under.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for RotatingServerCert {
@@ -73,9 +77,20 @@ impl RotatingServerCert {
         Ok(RotatingServerCert {
             issue,
             clock,
+            issuer_epoch: None,
             current: RwLock::new(current),
             refreshing: Mutex::new(()),
         })
+    }
+
+    /// Re-issue on the first handshake after `issuers` changed (a site CA rotation), not
+    /// only at half-life.
+    pub fn following(mut self, issuers: Arc<dyn ClientIssuers>) -> Self {
+        if let Ok(current) = self.current.get_mut() {
+            current.epoch = issuers.key();
+        }
+        self.issuer_epoch = Some(issuers);
+        self
     }
 
     /// The certificate chain presented now (leaf first).
@@ -95,7 +110,8 @@ impl RotatingServerCert {
     /// not, clients refuse it, which is the right outcome for a site CA that cannot issue).
     fn certificate_at(&self, now: OffsetDateTime) -> Arc<CertifiedKey> {
         let served = self.served();
-        if now < served.refresh_at {
+        let epoch = self.issuer_epoch.as_ref().map_or(0, |i| i.key());
+        if now < served.refresh_at && epoch == served.epoch {
             return served.key;
         }
         // One handshake re-issues; the others present the current certificate meanwhile.
@@ -104,7 +120,8 @@ impl RotatingServerCert {
         };
         let next = (self.issue)(now)
             .map_err(|e| TlsConfigError::Identity(e.to_string()))
-            .and_then(|issued| served_from(&issued));
+            .and_then(|issued| served_from(&issued))
+            .map(|next| Served { epoch, ..next });
         let mut current = match self.current.write() {
             Ok(current) => current,
             Err(poisoned) => poisoned.into_inner(),
@@ -121,6 +138,7 @@ impl RotatingServerCert {
                     "attestor server SVID could not be re-issued; keeping the current one"
                 );
                 current.refresh_at = now + RETRY_AFTER_FAILURE;
+                current.epoch = epoch;
             }
         }
         Arc::clone(&current.key)
@@ -135,7 +153,7 @@ impl ResolvesServerCert for RotatingServerCert {
 
 /// The attestor's clock as rustls's time source.
 #[derive(Debug)]
-struct ClockTime(Arc<dyn Clock>);
+pub struct ClockTime(pub Arc<dyn Clock>);
 
 impl rustls::time_provider::TimeProvider for ClockTime {
     fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
@@ -158,6 +176,7 @@ fn served_from(issued: &Issued) -> Result<Served, TlsConfigError> {
         key: Arc::new(CertifiedKey::new(identity.chain, key)),
         not_after: issued.not_after,
         refresh_at: issued.not_before + lifetime / 2,
+        epoch: 0,
     })
 }
 
@@ -261,6 +280,164 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
+/// Which CAs' client certificates are accepted, as they change: `key()` is cheap and changes
+/// whenever `issuers()` would return another set (a site CA rotated, an old one expired).
+pub trait ClientIssuers: Send + Sync {
+    /// Changes whenever the set of issuers does.
+    fn key(&self) -> u64;
+    /// The CA certificates (DER) whose client certificates are accepted.
+    fn issuers(&self) -> Vec<Vec<u8>>;
+}
+
+/// A client verifier anchored at a set of issuing CAs that changes while the server runs:
+/// rebuilt on the first handshake after [`ClientIssuers::key`] changed. A set that cannot be
+/// built keeps the last good verifier (logged).
+pub struct RotatingClientVerifier {
+    issuers: Arc<dyn ClientIssuers>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<(u64, Arc<dyn rustls::server::danger::ClientCertVerifier>)>,
+}
+
+impl std::fmt::Debug for RotatingClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatingClientVerifier")
+            .finish_non_exhaustive()
+    }
+}
+
+impl RotatingClientVerifier {
+    /// Builds the first verifier now.
+    pub fn new(issuers: Arc<dyn ClientIssuers>) -> Result<Self, TlsConfigError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = issuers.key();
+        let first = optional_client_verifier(&issuers.issuers(), &provider)?;
+        Ok(RotatingClientVerifier {
+            issuers,
+            provider,
+            current: RwLock::new((key, first)),
+        })
+    }
+
+    fn verifier(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        let key = self.issuers.key();
+        let current = match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if current.0 == key {
+            return current.1;
+        }
+        match optional_client_verifier(&self.issuers.issuers(), &self.provider) {
+            Ok(next) => {
+                let mut slot = match self.current.write() {
+                    Ok(slot) => slot,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = (key, Arc::clone(&next));
+                tracing::info!("client certificate issuers changed (site CA rotation)");
+                next
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new client certificate issuers unusable; keeping the previous ones");
+                current.1
+            }
+        }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for RotatingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // Hints would have to outlive the verifier they came from; agents send their one SVID
+        // whatever the hints say.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn optional_client_verifier(
+    issuers: &[Vec<u8>],
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for der in issuers {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsConfigError::ClientIssuer("no issuing CA".into()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))
+}
+
+/// The attestor's server configuration: the certificate of `identity`, client certificates
+/// accepted (not required) when issued by one of `issuers`, the site CAs whose SVIDs are
+/// current (the one in force and old ones not yet expired). Validity is judged at `clock`'s
+/// time.
+pub fn rotating_server_config(
+    identity: Arc<dyn ResolvesServerCert>,
+    issuers: Arc<dyn ClientIssuers>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let verifier = Arc::new(RotatingClientVerifier::new(issuers)?);
+    let provider = Arc::clone(&verifier.provider);
+    finish_config(provider, clock, verifier, identity)
+}
+
 /// A rustls server configuration presenting the certificate of `identity`, accepting (but not
 /// requiring) client certificates issued by the CA in `client_issuer_pem`.
 /// Certificate validity (client certificates here) is judged at `clock`'s time: the attestor's
@@ -317,6 +494,15 @@ fn config_with_clients(
     let verifier = builder
         .build()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    finish_config(provider, clock, verifier, identity)
+}
+
+fn finish_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    clock: Arc<dyn Clock>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    identity: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let mut config = ServerConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?

@@ -31,6 +31,8 @@ pub struct HubParts {
     pub witness: WitnessKey,
     /// The witness key's certificate chain (PEM, its certificate first, then the hub CA).
     pub witness_chain_pem: String,
+    /// The hub CA: certifies the sites' next intermediates.
+    pub ca: Arc<garrison_ca::Authority>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -46,6 +48,9 @@ pub struct Hub {
 /// carry (`MAX_SYNC_MESSAGE`), the rest left for a policy bundle beside it. About 110,000
 /// node entries or 160,000 serials.
 pub const MAX_REVOCATION_LIST_BYTES: usize = garrison_proto::limits::MAX_SYNC_MESSAGE / 2;
+
+/// The longest site CA lifetime the hub certifies (10 years): beyond it a request is malformed.
+const MAX_SITE_CA_SECONDS: i64 = 3650 * 86_400;
 
 /// Pushes a hub process works on at once; more wait their turn.
 const CONCURRENT_PUSHES: usize = 4;
@@ -475,6 +480,101 @@ impl Hub {
         if let Err(e) = self.parts.log.record_sync_event(&event).await {
             tracing::error!(error = %e, "could not record a refused sync push");
         }
+    }
+
+    /// Certifies a site's next intermediate CA: the key of `request.csr` (the site generated
+    /// it; its self-signature must verify), role `site/<site>` for the caller's own site, one
+    /// path length below the hub CA, for exactly the lifetime asked. A lifetime the hub CA
+    /// does not cover is refused (`hub-ca-expiring`), never shortened: the hub's own
+    /// intermediate must be renewed first (the file ceremony in the README). Refusals and
+    /// issuances are recorded as sync events of the site.
+    pub async fn certify_site_ca(
+        &self,
+        origin: &str,
+        request: &v1::IntermediateRequest,
+    ) -> Result<v1::IntermediateResponse, HubError> {
+        let now = self.parts.clock.now();
+        let result = self.certify(origin, request, now);
+        let (kind, detail) = match &result {
+            Ok((serial, not_after, _)) => (
+                "intermediate-issued",
+                format!("site CA {serial} certified until {not_after}"),
+            ),
+            Err(refusal) => (refusal.code, refusal.detail.clone()),
+        };
+        let event = SyncEvent {
+            origin: origin.to_owned(),
+            kind: kind.to_owned(),
+            time: now,
+            detail,
+            notes: None,
+        };
+        if let Err(e) = self.parts.log.record_sync_event(&event).await {
+            tracing::error!(error = %e, "could not record a site CA request");
+        }
+        match result {
+            Ok((serial, not_after, chain)) => {
+                tracing::info!(origin, serial, %not_after, "site intermediate certified");
+                Ok(v1::IntermediateResponse { chain })
+            }
+            Err(refusal) => Err(HubError::Refused(refusal)),
+        }
+    }
+
+    fn certify(
+        &self,
+        origin: &str,
+        request: &v1::IntermediateRequest,
+        now: time::OffsetDateTime,
+    ) -> Result<(String, time::OffsetDateTime, Vec<Vec<u8>>), Refusal> {
+        use garrison_ca::{CaError, CaRole, IntermediateParams, PathLen, SubjectKey, VerifiedCsr};
+        if request.origin != origin {
+            return Err(Refusal::new(
+                "wrong-origin",
+                format!("this caller speaks for {origin} only"),
+            ));
+        }
+        let site = origin
+            .rsplit_once("/site/")
+            .map(|(_, site)| site.to_owned())
+            .filter(|site| garrison_ca::is_site_name(site))
+            .ok_or_else(|| Refusal::new("wrong-origin", format!("{origin} is not a site log")))?;
+        let csr = VerifiedCsr::from_der(&request.csr)
+            .map_err(|e| Refusal::new("bad-csr", e.to_string()))?;
+        let seconds = i64::try_from(request.lifetime_seconds)
+            .ok()
+            .filter(|s| (1..=MAX_SITE_CA_SECONDS).contains(s))
+            .ok_or_else(|| {
+                Refusal::new(
+                    "bad-lifetime",
+                    format!(
+                        "{}s is not between 1s and {MAX_SITE_CA_SECONDS}s",
+                        request.lifetime_seconds
+                    ),
+                )
+            })?;
+        let params = IntermediateParams {
+            name: site.clone(),
+            role: CaRole::Site(site),
+            ttl: time::Duration::seconds(seconds),
+            path_len: PathLen::OneBelowIssuer,
+            subject_key: SubjectKey::Csr(csr),
+        };
+        let issued = self
+            .parts
+            .ca
+            .issue_intermediate(params, now, &ring::rand::SystemRandom::new())
+            .map_err(|e| match e {
+                CaError::TtlExceedsIssuer { .. } | CaError::IssuerExpired { .. } => Refusal::new(
+                    "hub-ca-expiring",
+                    format!(
+                        "{e}: the hub's own CA must be renewed (garrison ca request / install, \
+                         see the README) before it can certify this site's next CA"
+                    ),
+                ),
+                other => Refusal::new("bad-csr", other.to_string()),
+            })?;
+        Ok((hex::encode(&issued.serial), issued.not_after, issued.chain))
     }
 
     /// What the hub publishes, when newer than what the caller has.

@@ -97,6 +97,7 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
         roots: ca.roots().to_vec(),
         witness,
         witness_chain_pem: certificates_to_pem(&issued.chain),
+        ca: Arc::new(ca),
         clock,
     }))
 }

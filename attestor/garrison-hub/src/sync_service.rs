@@ -123,6 +123,19 @@ impl Sync for SyncService {
         let response = self.hub.pull(request.get_ref()).await.map_err(status_of)?;
         Ok(Response::new(response))
     }
+
+    async fn request_intermediate(
+        &self,
+        request: Request<v1::IntermediateRequest>,
+    ) -> Result<Response<v1::IntermediateResponse>, Status> {
+        let origin = self.caller_origin(&request)?;
+        let response = self
+            .hub
+            .certify_site_ca(&origin, request.get_ref())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(response))
+    }
 }
 
 /// The one mapping of hub errors to statuses: a refusal's code leads its message; internal
@@ -133,7 +146,7 @@ pub fn status_of(e: HubError) -> Status {
             let message = refusal.to_string();
             match refusal.code {
                 "wrong-origin" => Status::permission_denied(message),
-                "gap" | "stale" => Status::failed_precondition(message),
+                "gap" | "stale" | "hub-ca-expiring" => Status::failed_precondition(message),
                 _ => Status::invalid_argument(message),
             }
         }

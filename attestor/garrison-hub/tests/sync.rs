@@ -73,14 +73,43 @@ struct World {
     hub: Arc<Hub>,
     hub_config: HubConfig,
     stop_hub: Option<oneshot::Sender<()>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A clock the test moves: hub and site read the same one.
+#[derive(Debug)]
+struct TestClock(std::sync::Mutex<OffsetDateTime>);
+
+impl TestClock {
+    fn advance(&self, by: time::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
 }
 
 impl World {
     async fn new(postgres: bool) -> Option<World> {
+        let now = OffsetDateTime::now_utc();
+        let days = time::Duration::days;
+        World::with(postgres, Arc::new(SystemClock), now, days(365), days(30)).await
+    }
+
+    /// A world on `clock` (now `now`), the hub CA living `hub_ttl` and the site CA `site_ttl`.
+    async fn with(
+        postgres: bool,
+        clock: Arc<dyn Clock>,
+        now: OffsetDateTime,
+        hub_ttl: time::Duration,
+        site_ttl: time::Duration,
+    ) -> Option<World> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let now = OffsetDateTime::now_utc();
-        let testbed = Site::create(&path, now).unwrap();
+        let testbed = Site::create_with(&path, now, hub_ttl, site_ttl).unwrap();
         let database = hub_database(&path, postgres).await?;
         let listen = garrison_testbed::free_local_address().unwrap();
         std::fs::write(
@@ -89,13 +118,12 @@ impl World {
         )
         .unwrap();
         let hub_config = HubConfig::load(&path.join("hub.toml")).unwrap();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let hub = Arc::new(
             garrison_hub::server::build(&hub_config, Arc::clone(&clock))
                 .await
                 .unwrap(),
         );
-        let attestor = site_attestor(&testbed, &path, listen.port()).await;
+        let attestor = site_attestor(&testbed, &path, Arc::clone(&clock)).await;
         let signer = Arc::new(
             CheckpointSigner::start(
                 attestor.log().clone(),
@@ -124,6 +152,7 @@ impl World {
             hub,
             hub_config,
             stop_hub: None,
+            clock,
         };
         world.start_hub().await;
         Some(world)
@@ -131,7 +160,7 @@ impl World {
 
     async fn start_hub(&mut self) {
         let (stop, stopped) = oneshot::channel::<()>();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock = Arc::clone(&self.clock);
         let identity =
             garrison_hub::server::hub_identity(&self.hub_config, Arc::clone(&clock)).unwrap();
         let config = self.hub_config.clone();
@@ -180,8 +209,8 @@ impl World {
         for _ in 0..50 {
             let connected = HubClient::connect(
                 &self.hub_config.listen.to_string(),
-                &self.testbed.site_ca,
-                OffsetDateTime::now_utc(),
+                &self.attestor.site_ca().active(),
+                Arc::clone(&self.clock),
             );
             match connected {
                 Ok(mut client) => {
@@ -227,9 +256,8 @@ fn record(i: usize) -> Record {
 }
 
 /// A real site attestor on the testbed's CA and policy, with its log in `dir/site.db`.
-async fn site_attestor(testbed: &Site, dir: &Path, port_hint: u16) -> Arc<Attestor> {
+async fn site_attestor(testbed: &Site, dir: &Path, clock: Arc<dyn Clock>) -> Arc<Attestor> {
     let listen = garrison_testbed::free_local_address().unwrap();
-    let _ = port_hint;
     let config = testbed
         .write_config(
             listen,
@@ -242,7 +270,7 @@ async fn site_attestor(testbed: &Site, dir: &Path, port_hint: u16) -> Arc<Attest
         )
         .unwrap();
     Arc::new(
-        garrison_attestor::server::build(&config, Arc::new(SystemClock))
+        garrison_attestor::server::build(&config, clock)
             .await
             .unwrap(),
     )
@@ -1012,3 +1040,307 @@ async fn a_revocation_list_too_large_for_one_answer_is_not_signed() {
         .unwrap();
     assert!(pull.revocation_list.len() <= garrison_hub::MAX_REVOCATION_LIST_BYTES);
 }
+
+// ---- Site CA rotation across long partitions (injected clock; hub and site share it) ----
+
+fn days(n: f64) -> time::Duration {
+    time::Duration::seconds_f64(n * 86_400.0)
+}
+
+/// A world whose hub and site read one test clock, starting now.
+async fn world_on_test_clock(
+    postgres: bool,
+    hub_ttl: time::Duration,
+    site_ttl: time::Duration,
+) -> Option<(World, Arc<TestClock>)> {
+    let start = OffsetDateTime::now_utc();
+    let clock = Arc::new(TestClock(std::sync::Mutex::new(start)));
+    let world = World::with(postgres, clock.clone(), start, hub_ttl, site_ttl).await?;
+    Some((world, clock))
+}
+
+/// A node SVID from the CA in force, as enrollment or renewal would issue it.
+fn node_svid(world: &World, n: usize) -> Result<garrison_ca::Issued, garrison_ca::CaError> {
+    let ca = world.attestor.site_ca().active();
+    let params = garrison_ca::SvidParams {
+        spiffe_id: garrison_ca::SpiffeId::parse(&format!(
+            "spiffe://{TRUST_DOMAIN}/site/{SITE}/node/n{n}"
+        ))
+        .unwrap(),
+        ttl: time::Duration::hours(1),
+        max_ttl: time::Duration::hours(1),
+        subject_key: garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+    };
+    ca.issue_svid(params, world.clock.now(), &SystemRandom::new())
+}
+
+/// The `rotate` records of the site's log: (decision, step).
+async fn rotate_steps(world: &World) -> Vec<(Decision, String)> {
+    let query = garrison_log::Query {
+        kind: Some(RecordKind::Rotate),
+        ..Default::default()
+    };
+    world
+        .attestor
+        .log()
+        .query(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.record.kind == RecordKind::Rotate)
+        .map(|r| (r.record.decision, r.record.reasons[0].clone()))
+        .collect()
+}
+
+/// Does the attestor's TLS layer (renewal) accept `svid` as a client certificate now?
+fn renewal_accepts(world: &World, svid: &garrison_ca::Issued) -> Result<(), String> {
+    use rustls::server::danger::ClientCertVerifier as _;
+    let issuers = Arc::new(garrison_attestor::site_ca::SiteCaIssuers::new(
+        Arc::clone(world.attestor.site_ca()),
+        Arc::clone(&world.clock),
+    ));
+    let verifier = garrison_attestor::tls::RotatingClientVerifier::new(issuers).unwrap();
+    let leaf = rustls_pki_types::CertificateDer::from(svid.chain[0].clone());
+    let rest: Vec<_> = svid.chain[1..]
+        .iter()
+        .map(|c| rustls_pki_types::CertificateDer::from(c.clone()))
+        .collect();
+    let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        world.clock.now().unix_timestamp() as u64,
+    ));
+    verifier
+        .verify_client_cert(&leaf, &rest, now)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// 30 days cut off with a 45-day intermediate: the site issues throughout (every SVID within
+/// its CA), prepares its next key at half life; on reconnection one round carries the whole
+/// backlog and the CSR, the hub certifies it, and the schedule activates it at a sixth left;
+/// SVIDs of the old CA keep renewing until they expire.
+async fn a_30_day_partition_rotates_on_reconnection(postgres: bool) {
+    let Some((world, clock)) = world_on_test_clock(postgres, days(365.0), days(45.0)).await else {
+        return;
+    };
+    world.enroll(3).await;
+    assert!(world.round().await.ca.is_empty(), "nothing due at day 0");
+    let ca = world.attestor.site_ca();
+    let provisioned = ca.active().certificate().to_vec();
+    // Cut off for 30 days: no round. Every 6 hours an SVID and a record.
+    for i in 0..120 {
+        clock.advance(days(0.25));
+        ca.tick(world.attestor.log(), clock.now()).await;
+        let svid = node_svid(&world, i).unwrap();
+        assert!(svid.not_after <= ca.active().not_after());
+        assert!(!svid.capped_at_issuer_expiry, "a 1h SVID fits in the CA");
+        world.enroll(1).await;
+    }
+    assert!(ca.pending_request().is_some(), "prepared at half life");
+    assert_eq!(ca.active().certificate(), provisioned.as_slice());
+    // Reconnection: one round, every record and the CSR.
+    let size = world.attestor.log().tree_size().await.unwrap();
+    let summary = world.round().await;
+    assert_eq!(summary.ca, vec!["certified"]);
+    assert_eq!(summary.batches, 1, "the backlog went up in one round");
+    assert!(summary.held_size >= size);
+    let again = world.round().await;
+    assert_eq!(
+        (again.batches, again.ca.len()),
+        (0, 0),
+        "nothing left to do"
+    );
+    // Activation by the schedule, at a sixth of the old CA's life left (day 37.5).
+    clock.advance(days(7.49));
+    ca.tick(world.attestor.log(), clock.now()).await;
+    assert_eq!(
+        ca.active().certificate(),
+        provisioned.as_slice(),
+        "not yet due"
+    );
+    let old_svid = node_svid(&world, 1000).unwrap();
+    clock.advance(days(0.02));
+    ca.tick(world.attestor.log(), clock.now()).await;
+    assert_ne!(
+        ca.active().certificate(),
+        provisioned.as_slice(),
+        "activated"
+    );
+    let new_svid = node_svid(&world, 1001).unwrap();
+    assert_eq!(new_svid.chain[1], ca.active().certificate());
+    // Certified at reconnection (day 30) for 45 days.
+    assert!(ca.active().not_after() > clock.now() + days(37.0));
+    // Renewal accepts both: the old CA's SVIDs until they expire, and the new CA's.
+    renewal_accepts(&world, &old_svid).unwrap();
+    renewal_accepts(&world, &new_svid).unwrap();
+    let steps: Vec<_> = rotate_steps(&world).await;
+    assert_eq!(
+        steps,
+        vec![
+            (Decision::Allow, "prepared".to_owned()),
+            (Decision::Allow, "certified".to_owned()),
+            (Decision::Allow, "activated".to_owned()),
+        ]
+    );
+    let events = world.hub.events().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "intermediate-issued" && e.count == 1),
+        "{events:?}"
+    );
+}
+
+/// 60 days cut off with the same intermediate: at its expiry the site fails closed
+/// (`ca-unavailable`), no SVID outlives it, the log keeps taking records; an expired CA
+/// cannot authenticate the site to the hub, so the hub's operator certifies the CSR the site
+/// prepared; installed, it is put in force at once and the site issues and syncs again.
+async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
+    let Some((world, clock)) = world_on_test_clock(postgres, days(365.0), days(45.0)).await else {
+        return;
+    };
+    world.round().await;
+    let ca = world.attestor.site_ca();
+    let expiry = ca.active().not_after();
+    clock.advance(days(44.99));
+    ca.tick(world.attestor.log(), clock.now()).await;
+    let last = node_svid(&world, 1).unwrap();
+    assert!(last.capped_at_issuer_expiry);
+    assert_eq!(last.not_after, expiry, "no SVID outlives its CA");
+    clock.advance(days(0.02));
+    let refused = node_svid(&world, 2).unwrap_err();
+    assert_eq!(
+        garrison_attestor::Reason::of_ca_error(refused.kind()).code(),
+        "ca-unavailable"
+    );
+    assert!(ca.state().offline_budget(clock.now()).is_zero());
+    world.enroll(2).await; // the log keeps taking records
+    clock.advance(days(15.0));
+    ca.tick(world.attestor.log(), clock.now()).await;
+    // The link is back, but an expired site CA cannot issue the site's client certificate.
+    assert!(
+        HubClient::connect(
+            &world.hub_config.listen.to_string(),
+            &ca.active(),
+            Arc::clone(&world.clock)
+        )
+        .is_err()
+    );
+    // The hub's operator certifies the request the site prepared at half life.
+    let csr = ca.pending_request().expect("prepared before expiry");
+    let request = v1::IntermediateRequest {
+        origin: world.origin(),
+        csr,
+        lifetime_seconds: days(45.0).whole_seconds() as u64,
+    };
+    let answer = world
+        .hub
+        .certify_site_ca(&world.origin(), &request)
+        .await
+        .unwrap();
+    let log = world.attestor.log();
+    assert!(
+        ca.install(log, answer.chain, clock.now(), &SystemRandom::new())
+            .await
+            .unwrap()
+    );
+    ca.tick(log, clock.now()).await;
+    let svid = node_svid(&world, 3).unwrap();
+    assert!(!svid.capped_at_issuer_expiry);
+    assert_eq!(svid.chain[1], ca.active().certificate());
+    let summary = world.round().await;
+    assert!(summary.held_size >= log.tree_size().await.unwrap() - 1);
+}
+
+/// The hub refuses to certify a site CA its own CA does not cover (recorded on both sides,
+/// the push goes on); a certified CA too short to be useful is never put in force.
+async fn rotation_refused_when_the_hub_ca_would_not_cover_it(postgres: bool) {
+    let Some((world, clock)) = world_on_test_clock(postgres, days(50.0), days(45.0)).await else {
+        return;
+    };
+    clock.advance(days(23.0));
+    world.enroll(2).await;
+    let summary = world.round().await;
+    assert!(summary.ca.is_empty(), "{:?}", summary.ca);
+    assert!(summary.held_size >= 2, "the push went on");
+    let ca = world.attestor.site_ca();
+    assert!(
+        ca.pending_request().is_some(),
+        "still waiting for a certificate"
+    );
+    let hub_events = world.hub.events().await.unwrap();
+    let refused = hub_events
+        .iter()
+        .find(|e| e.kind == "hub-ca-expiring")
+        .expect("recorded at the hub");
+    assert!(refused.detail.contains("renewed"), "{}", refused.detail);
+    let site_events = world.attestor.log().sync_events().await.unwrap();
+    assert!(
+        site_events.iter().any(|e| e.kind == "intermediate-refused"),
+        "{site_events:?}"
+    );
+    // The hub CA (as if renewed for a short time) certifies a CA with 6 days left: with 1h
+    // SVIDs that is long enough in itself, but it would expire before the active one.
+    let hub_ca = garrison_attestor::server::load_authority(&world.dir.join("ca/hub")).unwrap();
+    let csr = garrison_ca::VerifiedCsr::from_der(&ca.pending_request().unwrap()).unwrap();
+    let short = hub_ca
+        .issue_intermediate(
+            garrison_ca::IntermediateParams {
+                name: SITE.into(),
+                role: garrison_ca::CaRole::Site(SITE.into()),
+                ttl: days(6.0),
+                path_len: garrison_ca::PathLen::OneBelowIssuer,
+                subject_key: garrison_ca::SubjectKey::Csr(csr),
+            },
+            clock.now(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let log = world.attestor.log();
+    let before = ca.active().certificate().to_vec();
+    assert!(
+        ca.install(log, short.chain, clock.now(), &SystemRandom::new())
+            .await
+            .unwrap()
+    );
+    clock.advance(days(15.0));
+    let refused = ca.activate(log, clock.now()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("not valid now")
+            || refused.to_string().contains("not after the active"),
+        "{refused}"
+    );
+    assert_eq!(ca.active().certificate(), before.as_slice());
+    assert!(
+        rotate_steps(&world)
+            .await
+            .contains(&(Decision::Deny, "activation-refused".to_owned()))
+    );
+}
+
+/// A CA lifetime below 6× the longest SVID TTL is refused when the attestor starts, with the
+/// reason.
+#[tokio::test]
+async fn a_ca_too_short_for_the_svid_ttl_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let testbed = Site::create_with(dir.path(), now, days(365.0), days(5.0)).unwrap();
+    let config = testbed
+        .write_config(
+            garrison_testbed::free_local_address().unwrap(),
+            &format!("sqlite://{}/site.db", dir.path().display()),
+            &[],
+            "max_svid_ttl = \"24h\"\n[insecure]\nallow_listed_ek_hashes = [\"00\"]\n",
+        )
+        .unwrap();
+    let Err(err) = garrison_attestor::server::build(&config, Arc::new(SystemClock)).await else {
+        panic!("a 5-day CA with 24h SVIDs was accepted");
+    };
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("at least 6x the longest SVID TTL"), "{text}");
+}
+
+both!(
+    a_30_day_partition_rotates_on_reconnection,
+    a_60_day_partition_fails_closed_and_recovers,
+    rotation_refused_when_the_hub_ca_would_not_cover_it,
+);

@@ -185,17 +185,6 @@ pub fn check_activation(
     Ok(())
 }
 
-/// Until when an old CA must stay trusted: the last SVID it issued expires by then. Leaves
-/// are capped at the issuer's notAfter and last at most `max_svid_ttl`, so that is the
-/// earlier of its notAfter and its retirement plus `max_svid_ttl`.
-pub fn old_trusted_until(
-    old: Validity,
-    retired_at: OffsetDateTime,
-    max_svid_ttl: Duration,
-) -> OffsetDateTime {
-    old.not_after.min(retired_at + max_svid_ttl)
-}
-
 /// The offline budget at `now`: how long the site can still issue without a new CA.
 /// Zero once the CA has expired.
 pub fn offline_budget(active: Validity, now: OffsetDateTime) -> Duration {
@@ -298,17 +287,6 @@ mod tests {
                 remaining_seconds: 9 * 86_400,
                 svid_seconds: 2 * 86_400
             })
-        );
-    }
-
-    #[test]
-    fn old_ca_is_trusted_until_its_last_svid_expires() {
-        let old = ca(0, 45);
-        let ttl = Duration::hours(24);
-        assert_eq!(old_trusted_until(old, T0 + days(38), ttl), T0 + days(39));
-        assert_eq!(
-            old_trusted_until(old, T0 + days(44) + Duration::hours(12), ttl),
-            old.not_after
         );
     }
 

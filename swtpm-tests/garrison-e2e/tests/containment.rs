@@ -102,8 +102,12 @@ async fn an_attestor_on_another_sites_ca_does_not_start() {
         ),
         "{err}"
     );
-    let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
-    assert!(garrison_attestor::server::attestor_identity(&config, ca, clock).is_err());
+    let site_a =
+        garrison_attestor::site_ca::SiteCa::load(&config.ca_dir, "site-a", config.max_svid_ttl)
+            .unwrap();
+    assert!(
+        garrison_attestor::server::attestor_identity(&config, Arc::new(site_a), clock).is_err()
+    );
     site.stop().await;
 }
 

@@ -95,6 +95,16 @@ impl Site {
     /// CA hierarchy (root → hub → site, written under `dir/ca`) and a signed strict policy
     /// bundle (`dir/policy/strict.bundle`) trusting swtpm EKs and node-1's boot.
     pub fn create(dir: &Path, now: OffsetDateTime) -> Result<Self, TestbedError> {
+        Self::create_with(dir, now, Duration::days(365), Duration::days(30))
+    }
+
+    /// [`Site::create`] with the hub and site CAs living `hub_ttl` and `site_ttl` from `now`.
+    pub fn create_with(
+        dir: &Path,
+        now: OffsetDateTime,
+        hub_ttl: Duration,
+        site_ttl: Duration,
+    ) -> Result<Self, TestbedError> {
         let rng = SystemRandom::new();
         let root = Authority::new_root(
             &RootParams {
@@ -109,17 +119,10 @@ impl Site {
         )?;
         write_issued(&dir.join("ca/root"), &root)?;
         let root = Authority::from_issued(root)?;
-        let hub = issue_ca(&root, "hub", CaRole::Hub, Duration::days(365), now, &rng)?;
+        let hub = issue_ca(&root, "hub", CaRole::Hub, hub_ttl, now, &rng)?;
         write_issued(&dir.join("ca/hub"), &hub)?;
         let hub = Authority::from_issued(hub)?;
-        let site = issue_ca(
-            &hub,
-            SITE,
-            CaRole::Site(SITE.into()),
-            Duration::days(30),
-            now,
-            &rng,
-        )?;
+        let site = issue_ca(&hub, SITE, CaRole::Site(SITE.into()), site_ttl, now, &rng)?;
         write_issued(&dir.join("ca/site"), &site)?;
         let site = Site {
             dir: dir.to_owned(),

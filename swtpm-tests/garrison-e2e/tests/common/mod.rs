@@ -129,9 +129,12 @@ impl Running {
             garrison_attestor::server::build_with_random(&config, Arc::clone(&clock), random)
                 .await
                 .unwrap();
-        let ca = garrison_attestor::server::load_authority(&config.ca_dir).unwrap();
-        let (identity, bundle) =
-            garrison_attestor::server::attestor_identity(&config, ca, Arc::clone(&clock)).unwrap();
+        let (identity, bundle) = garrison_attestor::server::attestor_identity(
+            &config,
+            Arc::clone(attestor.site_ca()),
+            Arc::clone(&clock),
+        )
+        .unwrap();
         let attestor = Arc::new(attestor);
         self.attestor = Some(Arc::clone(&attestor));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
