@@ -539,6 +539,11 @@ impl SiteSync {
 
     pub(crate) async fn record(&self, kind: &str, detail: String, now: OffsetDateTime) {
         tracing::warn!(kind, detail = %detail, "refused from the hub");
+        self.note(kind, detail, now).await;
+    }
+
+    /// Counts an event of `kind` (one row per kind: bounded however often it happens).
+    pub(crate) async fn note(&self, kind: &str, detail: String, now: OffsetDateTime) {
         let event = SyncEvent {
             origin: self.witness_name.clone(),
             kind: kind.to_owned(),

@@ -348,17 +348,26 @@ pub fn spawn(
                 }
                 Err(e) => Err(e),
             };
+            let now = attestor.clock().now();
             let wait = match outcome {
                 Ok(summary) => {
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "hub reachable again");
                     }
                     failures = 0;
+                    // The link's state for `garrison attestor status`: one row, updated.
+                    sync.note(crate::status::LINK_UP, format!("{summary:?}"), now)
+                        .await;
                     tracing::debug!(?summary, "sync round done");
                     interval
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    if failures == 1 {
+                        // The first failure after a good round marks when the link went down.
+                        sync.note(crate::status::LINK_DOWN, e.to_string(), now)
+                            .await;
+                    }
                     let wait = backoff(interval, max_backoff, failures, jitter(&rng));
                     tracing::warn!(error = %e, failures, retry_in_s = wait.as_secs(), "sync with the hub failed");
                     wait

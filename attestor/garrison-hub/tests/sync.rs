@@ -1137,6 +1137,15 @@ async fn a_30_day_partition_rotates_on_reconnection(postgres: bool) {
     }
     assert!(ca.pending_request().is_some(), "prepared at half life");
     assert_eq!(ca.active().certificate(), provisioned.as_slice());
+    let config = garrison_attestor::SiteConfig::load(&world.dir.join("site.toml")).unwrap();
+    let status = garrison_attestor::status::SiteStatus::read(&config, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.offline_budget_seconds,
+        (ca.active().not_after() - clock.now()).whole_seconds()
+    );
+    assert_eq!(status.ca_generation, "gen-0");
     // Reconnection: one round, every record and the CSR.
     let size = world.attestor.log().tree_size().await.unwrap();
     let summary = world.round().await;
@@ -1214,6 +1223,14 @@ async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
     );
     assert!(ca.state().offline_budget(clock.now()).is_zero());
     world.enroll(2).await; // the log keeps taking records
+    let config = garrison_attestor::SiteConfig::load(&world.dir.join("site.toml")).unwrap();
+    let status = garrison_attestor::status::SiteStatus::read(&config, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(status.offline_budget_seconds, 0);
+    assert_eq!(status.ca_expires, expiry);
+    assert_eq!(status.pending_rotation.as_deref(), Some("gen-1: requested"));
+    assert!(status.to_text(clock.now()).contains("EXHAUSTED"));
     clock.advance(days(15.0));
     ca.tick(world.attestor.log(), clock.now()).await;
     // The link is back, but an expired site CA cannot issue the site's client certificate.
