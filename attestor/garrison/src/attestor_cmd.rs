@@ -17,6 +17,32 @@ pub enum AttestorCommand {
     /// in force and the revocation list held. Reads the CA directory and the database; the
     /// attestor need not be running. Exits 2 when the budget is exhausted.
     Status(StatusArgs),
+    /// Write the CSR of the site's next CA (prepared now if none is pending: a new key,
+    /// generated and kept in the CA directory) for `garrison hub certify-site`.
+    RequestCa(RequestCaArgs),
+    /// Install the certified chain of the site's next CA (`garrison hub certify-site`):
+    /// checked against the prepared key and the roots, recorded; the attestor puts it in
+    /// force when due, or at once if its CA has expired.
+    InstallCa(InstallCaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequestCaArgs {
+    /// Site configuration (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Where to write the CSR (PEM).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCaArgs {
+    /// Site configuration (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// The certified chain (PEM).
+    chain: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +87,68 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AttestorCommand::RequestCa(args) => {
+            let (config, ca, log) = open_ca(&args.config).await?;
+            let now = time::OffsetDateTime::now_utc();
+            let csr = ca
+                .prepare(&log, now, &ring::rand::SystemRandom::new())
+                .await;
+            log.close().await;
+            let text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr?));
+            crate::outdir::write_new_file(&args.out, text.as_bytes())?;
+            println!(
+                "{}: CSR of site {}'s next CA; certify it with `garrison hub certify-site --ttl {}`",
+                args.out.display(),
+                config.site,
+                garrison_attestor::site_ca::human(ca.requested_lifetime()).replace(' ', "")
+            );
+            Ok(())
+        }
+        AttestorCommand::InstallCa(args) => {
+            let (_, ca, log) = open_ca(&args.config).await?;
+            let text = std::fs::read_to_string(&args.chain)
+                .with_context(|| format!("reading {}", args.chain.display()))?;
+            let chain = garrison_ca::certificates_from_pem(&text)?;
+            let now = time::OffsetDateTime::now_utc();
+            let installed = ca
+                .install(&log, chain, now, &ring::rand::SystemRandom::new())
+                .await;
+            log.close().await;
+            if installed? {
+                println!(
+                    "installed; the attestor puts it in force when due (at once if its CA has expired)"
+                );
+            } else {
+                anyhow::bail!(
+                    "no request is waiting for a certificate (see `garrison attestor status`)"
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// The site CA holder and the log, for the CA commands.
+async fn open_ca(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    SiteConfig,
+    garrison_attestor::site_ca::SiteCa,
+    garrison_log::AttestationLog,
+)> {
+    let config = SiteConfig::load(path)?;
+    let ca = garrison_attestor::server::load_site_ca(&config)?;
+    let origin =
+        garrison_transparency::site_origin(ca.active().trust_domain().as_str(), &config.site);
+    let log = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
+        url: config.database.clone(),
+        origin: Some(origin),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .with_context(|| format!("opening the attestation log {}", config.database))?;
+    Ok((config, ca, log))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -28,6 +28,10 @@ pub enum HubCommand {
     Events(ConfigArg),
     /// Every site log the hub holds, how far, and how far it cosigned; what it publishes.
     Status(ConfigArg),
+    /// Certify a site's next intermediate CA from its CSR (`garrison attestor request-ca`):
+    /// for an air-gapped site, or one whose CA expired before it could reach the hub (an
+    /// expired CA cannot authenticate the site). The same checks and record as over Sync.
+    CertifySite(CertifySiteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +57,24 @@ pub struct ExportArgs {
     #[arg(long)]
     site: String,
     /// Where to write it (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CertifySiteArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// The site the CA is for (its CA will vouch only for spiffe://<td>/site/<site>/…).
+    #[arg(long)]
+    site: String,
+    /// The site's CSR (PEM), as `garrison attestor request-ca` wrote it.
+    #[arg(long)]
+    csr: PathBuf,
+    /// Lifetime: 45d, ... (refused if the hub CA does not cover it).
+    #[arg(long)]
+    ttl: String,
+    /// Where to write the certified chain (PEM: the new CA first, not the root).
     #[arg(long)]
     out: PathBuf,
 }
@@ -91,7 +113,34 @@ pub async fn run(command: HubCommand) -> anyhow::Result<()> {
         }
         HubCommand::Events(args) => events(args).await,
         HubCommand::Status(args) => status(args).await,
+        HubCommand::CertifySite(args) => certify_site(args).await,
     }
+}
+
+async fn certify_site(args: CertifySiteArgs) -> anyhow::Result<()> {
+    let hub = open(&args.config).await?;
+    let text = std::fs::read_to_string(&args.csr)
+        .with_context(|| format!("reading {}", args.csr.display()))?;
+    let csr = pem::parse(&text)
+        .context("the CSR is not PEM")?
+        .into_contents();
+    let ttl = garrison_attestor::config::parse_duration("ttl", &args.ttl)?;
+    let request = garrison_proto::v1::IntermediateRequest {
+        origin: garrison_transparency::site_origin(hub.trust_domain(), &args.site),
+        csr,
+        lifetime_seconds: ttl.whole_seconds().max(0).unsigned_abs(),
+    };
+    let answer = hub.certify_site_ca(&request.origin, &request).await;
+    hub.log().clone().close().await;
+    let answer = answer.context("certifying the site CA")?;
+    let pem = garrison_ca::certificates_to_pem(&answer.chain);
+    crate::outdir::write_new_file(&args.out, pem.as_bytes())?;
+    println!(
+        "{}: site CA for {} certified; carry it to the site and run `garrison attestor install-ca`",
+        args.out.display(),
+        args.site
+    );
+    Ok(())
 }
 
 /// The hub as its CLI commands use it (no serving).

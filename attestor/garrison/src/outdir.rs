@@ -142,3 +142,14 @@ impl Drop for NewFile {
         let _ = fs::remove_file(&self.staging);
     }
 }
+
+/// Writes `contents` to a new file at `path` ([`NewFile`]: complete or absent, never
+/// replacing one).
+pub fn write_new_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (file, mut writer) = NewFile::create(path)?;
+    writer
+        .write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.commit(writer)
+}

@@ -1,0 +1,142 @@
+//! The operator's way to rotate a site CA without the network (an air-gapped site, or one
+//! whose CA expired before it reached the hub): `garrison attestor request-ca` at the site,
+//! `garrison hub certify-site` at the hub, `garrison attestor install-ca` at the site, and
+//! `garrison attestor status` showing where it stands.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
+
+use std::process::{Command, Output};
+
+use garrison_testbed::{Site, free_local_address};
+
+fn garrison(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_garrison"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_site_ca_is_rotated_by_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let site = Site::create(dir, time::OffsetDateTime::now_utc()).unwrap();
+    site.write_config(
+        free_local_address().unwrap(),
+        "sqlite://log.db",
+        &[],
+        "[insecure]\nallow_listed_ek_hashes = [\"00\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("hub.toml"),
+        format!(
+            "listen = \"{}\"\nca_dir = \"ca/hub\"\ndatabase = \"sqlite://hub.db\"\n",
+            free_local_address().unwrap()
+        ),
+    )
+    .unwrap();
+    let site_toml = dir.join("site.toml");
+    let site_toml = site_toml.to_str().unwrap();
+    let hub_toml = dir.join("hub.toml");
+    let hub_toml = hub_toml.to_str().unwrap();
+    let csr = dir.join("next.csr");
+    let chain = dir.join("next-chain.pem");
+
+    let said = ok(&garrison(&[
+        "attestor",
+        "request-ca",
+        "--config",
+        site_toml,
+        "--out",
+        csr.to_str().unwrap(),
+    ]));
+    assert!(said.contains("--ttl 30d"), "{said}");
+    // The key stayed at the site; only the request left.
+    assert!(dir.join("ca/site/rotation/gen-1/key.pem").exists());
+    assert!(
+        std::fs::read_to_string(&csr)
+            .unwrap()
+            .contains("CERTIFICATE REQUEST")
+    );
+
+    // The hub refuses a lifetime its own CA (365 days) does not cover.
+    let refused = garrison(&[
+        "hub",
+        "certify-site",
+        "--config",
+        hub_toml,
+        "--site",
+        "site-a",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--ttl",
+        "400d",
+        "--out",
+        chain.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("hub-ca-expiring"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!chain.exists());
+    ok(&garrison(&[
+        "hub",
+        "certify-site",
+        "--config",
+        hub_toml,
+        "--site",
+        "site-a",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--ttl",
+        "30d",
+        "--out",
+        chain.to_str().unwrap(),
+    ]));
+    ok(&garrison(&[
+        "attestor",
+        "install-ca",
+        "--config",
+        site_toml,
+        chain.to_str().unwrap(),
+    ]));
+    // Installing twice: nothing is waiting any more.
+    assert!(
+        !garrison(&[
+            "attestor",
+            "install-ca",
+            "--config",
+            site_toml,
+            chain.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let status = ok(&garrison(&[
+        "attestor", "status", "--config", site_toml, "--json",
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["ca_generation"], "gen-0");
+    assert_eq!(status["pending_rotation"], "gen-1: certified");
+    assert!(status["offline_budget_seconds"].as_i64().unwrap() > 29 * 86_400);
+    let text = ok(&garrison(&["attestor", "status", "--config", site_toml]));
+    assert!(text.contains("offline budget:  29d"), "{text}");
+    assert!(text.contains("activates at"), "{text}");
+}
