@@ -305,10 +305,16 @@ async fn partition_and_revocation(
     wait_for_sync(dir, "synced").await?;
     let (ok, _) = garrison(bin, &["hub", "status", "--config", &hub_toml]).await?;
     ensure!(ok, "hub status failed");
+    step("the site's autonomy as its operator sees it: hub link, CA expiry, offline budget");
+    let site_toml = path(&dir.join("site.toml"));
+    let (ok, shown) = garrison(bin, &["attestor", "status", "--config", &site_toml]).await?;
+    ensure!(
+        ok && shown.contains("offline budget:") && shown.contains("connected"),
+        "attestor status does not show the offline budget"
+    );
     step("node-1 renews again: refused, revoked at every site that has the list");
     let out = agent(agent_bin, &["renew", "--once", "--config"], &config).await?;
     check_outcome("node-1", Expect::Refused("revoked"), &out)?;
-    let site_toml = path(&dir.join("site.toml"));
     let (ok, listed) = garrison(bin, &["node", "list", "--config", &site_toml]).await?;
     ensure!(
         ok && listed.contains("REVOKED"),
