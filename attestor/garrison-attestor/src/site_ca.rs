@@ -26,7 +26,6 @@ use garrison_ca::{
 };
 use garrison_log::{AttestationLog, Decision, NewEntry, Record, RecordKind};
 use ring::rand::SecureRandom;
-use rustls_pki_types::{CertificateDer, UnixTime};
 use time::{Duration, OffsetDateTime};
 
 /// Why the site CA could not be loaded, rotated or used.
@@ -594,8 +593,9 @@ impl crate::tls::ClientIssuers for SiteCaIssuers {
     }
 }
 
-/// The SVIDs issued by a CA verify with webpki against `roots` at `at` (client and server
-/// authentication), with the containment rule over the path.
+/// The SVIDs issued by a CA verify: `chain` (an SVID it issued, then the CA and its issuers)
+/// checked by the attestor's own peer check (webpki against `roots` at `at`, containment over
+/// the path built) must come out as this site's attestor.
 fn verify_chain(
     chain: &[Vec<u8>],
     roots: &[Vec<u8>],
@@ -603,37 +603,25 @@ fn verify_chain(
     trust_domain: TrustDomain,
     site: &str,
 ) -> Result<(), String> {
-    let (leaf, intermediates_der) = chain.split_first().ok_or("empty chain")?;
-    let anchors = roots
-        .iter()
-        .map(|der| {
-            webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-                .map(|a| a.to_owned())
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let leaf_der = CertificateDer::from(leaf.as_slice());
-    let cert = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| e.to_string())?;
-    let intermediates: Vec<_> = intermediates_der
-        .iter()
-        .map(|d| CertificateDer::from(d.as_slice()))
-        .collect();
-    let seconds = u64::try_from(at.unix_timestamp()).map_err(|e| e.to_string())?;
-    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
-    cert.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
-        &intermediates,
-        time,
-        webpki::KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    let id = SpiffeId::from_path(&trust_domain, &format!("/site/{site}/attestor"))
+    let (leaf, intermediates) = chain.split_first().ok_or("empty chain")?;
+    let check = crate::tls::PeerCheck::new(roots, Arc::new(FixedTime(at)))?;
+    let id = check.identity(leaf, intermediates)?;
+    let expected = SpiffeId::from_path(&trust_domain, &format!("/site/{site}/attestor"))
         .map_err(|e| e.to_string())?;
-    garrison_ca::check_leaf_scope_der(&id, intermediates_der.iter().map(Vec::as_slice))
-        .map_err(|e| e.to_string())
+    if id != expected {
+        return Err(format!("it issued {id}, not {expected}"));
+    }
+    Ok(())
+}
+
+/// One moment, as a clock.
+#[derive(Debug)]
+struct FixedTime(OffsetDateTime);
+
+impl crate::Clock for FixedTime {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+    }
 }
 
 fn load_state(dir: &Path) -> Result<CaState, SiteCaError> {

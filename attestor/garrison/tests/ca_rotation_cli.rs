@@ -110,6 +110,37 @@ fn a_site_ca_is_rotated_by_files() {
         "--out",
         chain.to_str().unwrap(),
     ]));
+    // A site CA for another key (the hub made this one's key itself) is refused.
+    let other = dir.join("other");
+    let hub_dir = dir.join("ca/hub");
+    ok(&garrison(&[
+        "ca",
+        "issue-intermediate",
+        "--issuer",
+        hub_dir.to_str().unwrap(),
+        "--name",
+        "site-a",
+        "--role",
+        "site/site-a",
+        "--ttl",
+        "30d",
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    let other_chain = other.join("chain.pem");
+    let wrong = garrison(&[
+        "attestor",
+        "install-ca",
+        "--config",
+        site_toml,
+        other_chain.to_str().unwrap(),
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     ok(&garrison(&[
         "attestor",
         "install-ca",
