@@ -398,6 +398,25 @@ impl SiteCa {
         if let Ok(mut warned) = self.warned.lock() {
             *warned = None;
         }
+        // The retired CA never signs again: its key goes (its certificate stays, for as long
+        // as its SVIDs are trusted and for the record).
+        let retired_key = if retired_name == PROVISIONED {
+            self.dir.join("key.pem")
+        } else {
+            self.dir
+                .join(ROTATION_DIR)
+                .join(&retired_name)
+                .join("key.pem")
+        };
+        match std::fs::remove_file(&retired_key) {
+            Ok(()) => {
+                tracing::info!(key = %retired_key.display(), "the retired site CA's key was deleted")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(error = %e, key = %retired_key.display(), "could not delete the retired site CA's key")
+            }
+        }
         let detail = format!(
             "activated {name} (valid to {}); {retired_name} stays trusted until {}",
             validity.not_after, retired.validity.not_after
@@ -625,14 +644,12 @@ impl crate::Clock for FixedTime {
 }
 
 fn load_state(dir: &Path) -> Result<CaState, SiteCaError> {
-    let provisioned = crate::server::load_authority(dir).map_err(|e| match e {
-        crate::server::StartError::Ca { dir, source } => SiteCaError::Ca { path: dir, source },
-        other => SiteCaError::Io {
-            path: dir.to_owned(),
-            source: std::io::Error::other(other.to_string()),
-        },
+    let roots = certificates_from_pem(&read_text(&dir.join("bundle.pem"))?).map_err(|source| {
+        SiteCaError::Ca {
+            path: dir.join("bundle.pem"),
+            source,
+        }
     })?;
-    let roots = provisioned.roots().to_vec();
     let rotation = dir.join(ROTATION_DIR);
     let active_name = match std::fs::read_to_string(rotation.join(ACTIVE_FILE)) {
         Ok(text) => text.trim().to_owned(),
@@ -667,9 +684,17 @@ fn load_state(dir: &Path) -> Result<CaState, SiteCaError> {
         }
     }
     let active = if active_number == 0 {
-        provisioned
+        crate::server::load_authority(dir).map_err(|e| match e {
+            crate::server::StartError::Ca { dir, source } => SiteCaError::Ca { path: dir, source },
+            other => SiteCaError::Io {
+                path: dir.to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?
     } else {
-        old.push(old_ca(provisioned.certificate().to_vec(), dir)?);
+        // The provisioned CA is old now; its key may be gone (deleted at its retirement).
+        let provisioned = first_certificate(&read_text(&dir.join("cert.pem"))?, dir)?;
+        old.push(old_ca(provisioned, dir)?);
         load_generation(&rotation.join(&active_name), roots)?
     };
     old.sort_by_key(|o| std::cmp::Reverse(o.validity.not_after));

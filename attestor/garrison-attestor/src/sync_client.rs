@@ -45,12 +45,22 @@ impl HubClient {
         let now = clock.now();
         let connect_err = |e: String| SyncError::Connect(e);
         let rng = SystemRandom::new();
+        // A CA that has expired issues nothing new; to ask the hub for its successor the site
+        // presents a certificate dated at its CA's last minute, which a hub accepts only
+        // within its rejoin window (`HubConfig::rejoin_window`), and records.
+        let expired = now >= ca.not_after();
+        let issued_at = if expired {
+            tracing::warn!(expired = %ca.not_after(), "the site CA has expired: connecting to the hub with a certificate dated at its expiry");
+            ca.not_after() - time::Duration::minutes(1)
+        } else {
+            now
+        };
         let issued = ca
             .issue_site_role_svid(
                 SiteRole::Attestor,
                 time::Duration::hours(1),
                 SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
-                now,
+                issued_at,
                 &rng,
             )
             .map_err(|e| connect_err(e.to_string()))?;

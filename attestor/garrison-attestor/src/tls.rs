@@ -241,6 +241,16 @@ impl PeerCheck {
 
     /// The checked SPIFFE ID of the certificate `leaf` with the `intermediates` sent with it.
     pub fn identity(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<SpiffeId, String> {
+        self.identity_at(leaf, intermediates, self.clock.now())
+    }
+
+    /// [`PeerCheck::identity`] with validity judged at `at` instead of the clock's now.
+    pub fn identity_at(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        at: OffsetDateTime,
+    ) -> Result<SpiffeId, String> {
         let leaf_der = CertificateDer::from(leaf);
         let end_entity =
             webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("{e:?}"))?;
@@ -248,7 +258,7 @@ impl PeerCheck {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        let now = self.clock.now().unix_timestamp().max(0).unsigned_abs();
+        let now = at.unix_timestamp().max(0).unsigned_abs();
         let path = end_entity
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
@@ -436,6 +446,124 @@ pub fn rotating_server_config(
     let verifier = Arc::new(RotatingClientVerifier::new(issuers)?);
     let provider = Arc::clone(&verifier.provider);
     finish_config(provider, clock, verifier, identity)
+}
+
+/// The hub's server configuration: client certificates chaining to `roots_pem` required;
+/// with `rejoin_window`, a chain whose only fault is that it has expired, at most that long
+/// ago, is also let through the handshake (a site whose CA expired while it was cut off,
+/// asking for its next one). What such a caller may do is the service's to decide: it
+/// checks the chain again ([`PeerCheck::identity_at`]).
+pub fn hub_server_config(
+    identity: Arc<dyn ResolvesServerCert>,
+    roots_pem: &str,
+    clock: Arc<dyn Clock>,
+    rejoin_window: Option<Duration>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let Some(window) = rejoin_window else {
+        return audit_server_config(identity, roots_pem, clock);
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for der in garrison_ca::certificates_from_pem(roots_pem)
+        .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?
+    {
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| TlsConfigError::ClientIssuer(e.to_string()))?;
+    }
+    let strict =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let verifier = Arc::new(ExpiredWithin { strict, window });
+    finish_config(provider, clock, verifier, identity)
+}
+
+/// A client verifier that also admits a chain that was valid at its leaf's notAfter, if that
+/// was at most `window` ago (see [`hub_server_config`]).
+#[derive(Debug)]
+struct ExpiredWithin {
+    strict: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    window: Duration,
+}
+
+/// The leaf's notAfter, if it parses.
+pub fn leaf_not_after(der: &[u8]) -> Option<OffsetDateTime> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+impl rustls::server::danger::ClientCertVerifier for ExpiredWithin {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.strict.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        let error = match self
+            .strict
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(verified) => return Ok(verified),
+            Err(error) => error,
+        };
+        let expired = matches!(
+            error,
+            Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. }
+            )
+        );
+        let Some(not_after) = leaf_not_after(end_entity).filter(|_| expired) else {
+            return Err(error);
+        };
+        let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let ago = now_s.saturating_sub(not_after.unix_timestamp());
+        if ago > self.window.whole_seconds() {
+            return Err(error);
+        }
+        // Everything in the chain must have been valid at the leaf's last second.
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(not_after.unix_timestamp() - 1).unwrap_or(0),
+        ));
+        self.strict
+            .verify_client_cert(end_entity, intermediates, at)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.strict.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.strict.supported_verify_schemes()
+    }
 }
 
 /// A rustls server configuration presenting the certificate of `identity`, accepting (but not

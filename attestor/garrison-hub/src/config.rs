@@ -21,6 +21,12 @@ struct RawConfig {
     server_svid_ttl: String,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_rejoin_window")]
+    rejoin_window: String,
+}
+
+fn default_rejoin_window() -> String {
+    "30d".to_owned()
 }
 
 fn default_witness_key() -> PathBuf {
@@ -52,6 +58,12 @@ pub struct HubConfig {
     pub server_svid_ttl: Duration,
     /// Most site connections served at once; beyond it new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// How long after its site CA expired a site may still sync and ask for its next CA with
+    /// the expired credential (default 30d; `"off"`: never, such a site then needs
+    /// `garrison hub certify-site`). An expired CA cannot issue the site's client certificate
+    /// any more, so without it a site cut off past its CA's expiry cannot recover by itself.
+    /// Each such call is recorded (`rejoin-after-expiry` in `garrison hub events`).
+    pub rejoin_window: Option<Duration>,
 }
 
 impl HubConfig {
@@ -70,6 +82,10 @@ impl HubConfig {
             witness_key: resolve(raw.witness_key),
             server_svid_ttl: parse_duration("server_svid_ttl", &raw.server_svid_ttl)?,
             max_connections: raw.max_connections.max(1),
+            rejoin_window: match raw.rejoin_window.as_str() {
+                "off" => None,
+                text => Some(parse_duration("rejoin_window", text)?),
+            },
         })
     }
 }
@@ -90,6 +106,21 @@ mod tests {
         assert_eq!(c.database, "sqlite:///etc/garrison/hub.db");
         assert_eq!(c.witness_key, Path::new("/etc/garrison/witness-key.pem"));
         assert_eq!(c.server_svid_ttl, Duration::hours(24));
+        assert_eq!(c.rejoin_window, Some(Duration::days(30)));
+    }
+
+    #[test]
+    fn the_rejoin_window_can_be_set_or_turned_off() {
+        let with = |value: &str| {
+            let raw: RawConfig = toml::from_str(&format!(
+                "listen = \"127.0.0.1:7443\"\nca_dir = \"x\"\ndatabase = \"y\"\nrejoin_window = \"{value}\"\n"
+            ))
+            .unwrap();
+            HubConfig::from_raw(raw, Path::new("/")).map(|c| c.rejoin_window)
+        };
+        assert_eq!(with("7d").unwrap(), Some(Duration::days(7)));
+        assert_eq!(with("off").unwrap(), None);
+        assert!(with("forever").is_err());
     }
 
     #[test]

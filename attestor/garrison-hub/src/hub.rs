@@ -577,6 +577,27 @@ impl Hub {
         Ok((hex::encode(&issued.serial), issued.not_after, issued.chain))
     }
 
+    /// Records (counted, one row per site) that a site called with a credential that expired
+    /// at `expired`: a site cut off past its CA's expiry, syncing and asking for its next CA.
+    pub async fn note_rejoin(
+        &self,
+        origin: &str,
+        expired: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) {
+        tracing::warn!(origin, %expired, "a site with an expired credential syncs (rejoin window)");
+        let event = SyncEvent {
+            origin: origin.to_owned(),
+            kind: "rejoin-after-expiry".to_owned(),
+            time: now,
+            detail: format!("the caller's certificate expired at {expired}"),
+            notes: None,
+        };
+        if let Err(e) = self.parts.log.record_sync_event(&event).await {
+            tracing::error!(error = %e, "could not record a rejoin");
+        }
+    }
+
     /// What the hub publishes, when newer than what the caller has.
     pub async fn pull(&self, request: &v1::PullRequest) -> Result<v1::PullResponse, HubError> {
         let log = &self.parts.log;

@@ -157,13 +157,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let roots = hub_ca(config)?.roots().to_vec();
-    let tls = garrison_attestor::tls::audit_server_config(
+    let tls = garrison_attestor::tls::hub_server_config(
         identity,
         &certificates_to_pem(&roots),
         Arc::clone(&clock),
+        config.rejoin_window,
     )
     .map_err(|e| StartError::Tls(e.to_string()))?;
-    let service = SyncService::new(hub, &roots, clock).map_err(StartError::Tls)?;
+    let service = SyncService::new(hub, &roots, clock)
+        .map_err(StartError::Tls)?
+        .with_rejoin_window(config.rejoin_window);
     let bound = listener::bind(config.listen).map_err(|source| StartError::Listen {
         address: config.listen,
         source,

@@ -24,6 +24,8 @@ use crate::{Hub, HubError};
 pub struct SyncService {
     hub: Arc<Hub>,
     peers: PeerCheck,
+    clock: Arc<dyn Clock>,
+    rejoin_window: Option<time::Duration>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -37,14 +39,52 @@ impl SyncService {
     pub fn new(hub: Arc<Hub>, roots: &[Vec<u8>], clock: Arc<dyn Clock>) -> Result<Self, String> {
         Ok(SyncService {
             hub,
-            peers: PeerCheck::new(roots, clock)?,
+            peers: PeerCheck::new(roots, Arc::clone(&clock))?,
+            clock,
+            rejoin_window: None,
         })
     }
 
+    /// Also admit a site attestor whose credential expired at most `window` ago (see
+    /// `HubConfig::rejoin_window`); `None`: never.
+    pub fn with_rejoin_window(mut self, window: Option<time::Duration>) -> Self {
+        self.rejoin_window = window;
+        self
+    }
+
+    /// The checked identity of the caller: valid now, or, within the rejoin window, valid
+    /// at its certificate's last second (returned with that time).
+    fn caller_identity<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(garrison_ca::SpiffeId, Option<time::OffsetDateTime>), String> {
+        let error = match self.peers.identity_of(request) {
+            Ok(id) => return Ok((id, None)),
+            Err(error) => error,
+        };
+        let window = self.rejoin_window.ok_or_else(|| error.clone())?;
+        let chain: Vec<Vec<u8>> = request
+            .peer_certs()
+            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
+        let (leaf, intermediates) = chain.split_first().ok_or_else(|| error.clone())?;
+        let not_after =
+            garrison_attestor::tls::leaf_not_after(leaf).ok_or_else(|| error.clone())?;
+        let now = self.clock.now();
+        if not_after >= now || now - not_after > window {
+            return Err(error);
+        }
+        let at = not_after - time::Duration::seconds(1);
+        let id = self.peers.identity_at(leaf, intermediates, at)?;
+        Ok((id, Some(not_after)))
+    }
+
     /// The log origin the caller speaks for, or the refusal.
-    fn caller_origin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+    async fn caller_origin<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let td = self.hub.trust_domain();
-        let origin = self.peers.identity_of(request).and_then(|id| {
+        let identity = self.caller_identity(request);
+        let expired = identity.as_ref().ok().and_then(|(_, expired)| *expired);
+        let origin = identity.and_then(|(id, _)| {
             let site = id
                 .path()
                 .strip_prefix("/site/")
@@ -55,10 +95,16 @@ impl SyncService {
                 _ => Err(format!("{id} is not spiffe://{td}/site/<site>/attestor")),
             }
         });
-        origin.map_err(|why| {
+        let origin = origin.map_err(|why| {
             tracing::warn!(why = %why, "Sync call refused");
             Status::permission_denied(format!("not a site attestor of {td}: {why}"))
-        })
+        })?;
+        if let Some(expired) = expired {
+            self.hub
+                .note_rejoin(&origin, expired, self.clock.now())
+                .await;
+        }
+        Ok(origin)
     }
 }
 
@@ -68,7 +114,7 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncStatus>, Status> {
-        let origin = self.caller_origin(&request)?;
+        let origin = self.caller_origin(&request).await?;
         if request.get_ref().origin != origin {
             return Err(Status::permission_denied(format!(
                 "this caller speaks for {origin} only"
@@ -82,7 +128,7 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::EvidenceDigests>,
     ) -> Result<Response<v1::EvidenceDigests>, Status> {
-        self.caller_origin(&request)?;
+        self.caller_origin(&request).await?;
         let digests = &request.get_ref().digests;
         if digests.len() > SYNC_MAX_DIGESTS {
             return Err(Status::invalid_argument(format!(
@@ -101,7 +147,7 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::LogBatch>,
     ) -> Result<Response<v1::PushResult>, Status> {
-        let origin = self.caller_origin(&request)?;
+        let origin = self.caller_origin(&request).await?;
         let result = self
             .hub
             .push(&origin, request.into_inner())
@@ -114,7 +160,7 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::PullRequest>,
     ) -> Result<Response<v1::PullResponse>, Status> {
-        let origin = self.caller_origin(&request)?;
+        let origin = self.caller_origin(&request).await?;
         if request.get_ref().origin != origin {
             return Err(Status::permission_denied(format!(
                 "this caller speaks for {origin} only"
@@ -128,7 +174,7 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::IntermediateRequest>,
     ) -> Result<Response<v1::IntermediateResponse>, Status> {
-        let origin = self.caller_origin(&request)?;
+        let origin = self.caller_origin(&request).await?;
         let response = self
             .hub
             .certify_site_ca(&origin, request.get_ref())

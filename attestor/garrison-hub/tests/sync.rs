@@ -1200,9 +1200,8 @@ async fn a_30_day_partition_rotates_on_reconnection(postgres: bool) {
 }
 
 /// 60 days cut off with the same intermediate: at its expiry the site fails closed
-/// (`ca-unavailable`), no SVID outlives it, the log keeps taking records; an expired CA
-/// cannot authenticate the site to the hub, so the hub's operator certifies the CSR the site
-/// prepared; installed, it is put in force at once and the site issues and syncs again.
+/// (`ca-unavailable`), no SVID outlives it, the log keeps taking records; when the link
+/// returns it syncs within the hub's rejoin window, gets its next CA and issues again.
 async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
     let Some((world, clock)) = world_on_test_clock(postgres, days(365.0), days(45.0)).await else {
         return;
@@ -1233,16 +1232,58 @@ async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
     assert!(status.to_text(clock.now()).contains("EXHAUSTED"));
     clock.advance(days(15.0));
     ca.tick(world.attestor.log(), clock.now()).await;
-    // The link is back, but an expired site CA cannot issue the site's client certificate.
+    // The link is back, 15 days after the CA expired: within the hub's rejoin window (30
+    // days) the site syncs with a certificate dated at its CA's expiry, and asks for its next
+    // CA; one round, and it issues again.
+    let size = world.attestor.log().tree_size().await.unwrap();
+    let summary = world.round().await;
+    assert_eq!(summary.ca, vec!["certified", "activated"]);
+    assert!(summary.held_size >= size, "the backlog went up");
+    let svid = node_svid(&world, 3).unwrap();
+    assert!(!svid.capped_at_issuer_expiry);
+    assert_eq!(svid.chain[1], ca.active().certificate());
+    assert!(ca.active().not_after() > clock.now() + days(44.0));
+    let events = world.hub.events().await.unwrap();
     assert!(
-        HubClient::connect(
-            &world.hub_config.listen.to_string(),
-            &ca.active(),
-            Arc::clone(&world.clock)
-        )
-        .is_err()
+        events.iter().any(|e| e.kind == "rejoin-after-expiry"),
+        "recorded at the hub: {events:?}"
     );
-    // The hub's operator certifies the request the site prepared at half life.
+    // The retired CA's key is gone; its certificate stays.
+    assert!(!world.dir.join("ca/site/key.pem").exists());
+    assert!(world.dir.join("ca/site/cert.pem").exists());
+    // A restart picks up the generation in force.
+    let config = garrison_attestor::SiteConfig::load(&world.dir.join("site.toml")).unwrap();
+    let reloaded = garrison_attestor::server::load_site_ca(&config).unwrap();
+    assert_eq!(reloaded.active().certificate(), ca.active().certificate());
+}
+
+/// Cut off for longer than the CA's life plus the hub's rejoin window: the expired
+/// credential is refused, and the hub's operator certifies the request the site prepared
+/// at half life (`garrison hub certify-site` does this); installed, it is in force at once.
+async fn beyond_the_rejoin_window_the_operator_certifies(postgres: bool) {
+    let Some((world, clock)) = world_on_test_clock(postgres, days(365.0), days(45.0)).await else {
+        return;
+    };
+    world.round().await;
+    let ca = world.attestor.site_ca();
+    clock.advance(days(23.0));
+    ca.tick(world.attestor.log(), clock.now()).await;
+    clock.advance(days(60.0)); // 38 days past expiry
+    let connected = HubClient::connect(
+        &world.hub_config.listen.to_string(),
+        &ca.active(),
+        Arc::clone(&world.clock),
+    )
+    .unwrap();
+    let tried = std::sync::atomic::AtomicU64::new(0);
+    let refused = sync_client::round(
+        &world.sync,
+        &mut connected.with_timeout(std::time::Duration::from_secs(10)),
+        &world.attestor,
+        &tried,
+    )
+    .await;
+    assert!(refused.is_err(), "an expired credential past the window");
     let csr = ca.pending_request().expect("prepared before expiry");
     let request = v1::IntermediateRequest {
         origin: world.origin(),
@@ -1262,7 +1303,6 @@ async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
     );
     ca.tick(log, clock.now()).await;
     let svid = node_svid(&world, 3).unwrap();
-    assert!(!svid.capped_at_issuer_expiry);
     assert_eq!(svid.chain[1], ca.active().certificate());
     let summary = world.round().await;
     assert!(summary.held_size >= log.tree_size().await.unwrap() - 1);
@@ -1359,5 +1399,6 @@ async fn a_ca_too_short_for_the_svid_ttl_is_refused_at_start() {
 both!(
     a_30_day_partition_rotates_on_reconnection,
     a_60_day_partition_fails_closed_and_recovers,
+    beyond_the_rejoin_window_the_operator_certifies,
     rotation_refused_when_the_hub_ca_would_not_cover_it,
 );

@@ -131,7 +131,7 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
 
 async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
     let config = garrison_attestor::SiteConfig::load(&args.config)?;
-    let ca = garrison_attestor::server::load_authority(&config.ca_dir)?;
+    let ca = garrison_attestor::server::load_site_ca(&config)?.active();
     let origin = garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),

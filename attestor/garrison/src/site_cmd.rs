@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use garrison_attestor::SiteConfig;
 use garrison_attestor::checkpoint::CheckpointSigner;
-use garrison_attestor::server::load_authority;
 use garrison_attestor::site_sync::{self, SiteSync};
 use garrison_log::{AttestationLog, LogConfig};
 use time::OffsetDateTime;
@@ -59,7 +58,8 @@ pub async fn run(command: SiteCommand) -> anyhow::Result<()> {
 /// record (a checkpoint is signed first, as the attestor does).
 async fn open(config: &std::path::Path, sign: bool) -> anyhow::Result<SiteSync> {
     let config = SiteConfig::load(config)?;
-    let ca = load_authority(&config.ca_dir)?;
+    // The site CA in force (after a rotation, not the provisioned one).
+    let ca = garrison_attestor::server::load_site_ca(&config)?.active();
     let td = ca.trust_domain().as_str().to_owned();
     let log = AttestationLog::open(&LogConfig {
         url: config.database.clone(),
