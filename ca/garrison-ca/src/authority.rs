@@ -231,6 +231,87 @@ impl Authority {
         self.sign(cert, params.subject_key, rng, false)
     }
 
+    /// Cross-sign a new root: a CA certificate with the subject, key and path length of the
+    /// self-signed root `new_root` (DER), issued by this root. Holders of this root only
+    /// (agents' bootstrap bundles) can then verify chains that end at the new root, which is
+    /// how a root rotation is announced; the overlap lasts until this certificate's notAfter,
+    /// the earlier of the two roots' expiry. Only a root cross-signs, only a root of its own
+    /// trust domain, and never itself.
+    pub fn cross_sign(
+        &self,
+        new_root: &[u8],
+        now: OffsetDateTime,
+        rng: &dyn SecureRandom,
+    ) -> Result<Issued, CaError> {
+        self.check_valid_at(now)?;
+        if self.role()?.is_some() {
+            return Err(self.refuse_role("a cross-signed root".to_owned()));
+        }
+        let (_, cert) = X509Certificate::from_der(new_root)
+            .map_err(|source| CaError::IssuerUnparseable { source })?;
+        let subject = cert.subject().to_string();
+        let refuse = |why: &str| CaError::RoleNotIssuable {
+            requested: format!("a cross-signed root ({why}): {subject}"),
+            issuer: "root".to_owned(),
+        };
+        if cert.subject() != cert.issuer() || new_root == self.certificate.as_slice() {
+            return Err(refuse("not a self-signed root other than this one"));
+        }
+        let constraints = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .map(|ext| ext.value)
+            .filter(|bc| bc.ca)
+            .ok_or_else(|| refuse("not a CA"))?;
+        if ca_trust_domain(&cert).as_ref() != Some(&self.facts.trust_domain) {
+            return Err(refuse("another trust domain"));
+        }
+        let name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or_else(|| refuse("no common name"))?
+            .to_owned();
+        let path_len = constraints
+            .path_len_constraint
+            .and_then(|n| u8::try_from(n).ok())
+            .ok_or_else(|| refuse("no path length"))?;
+        let mut params = ca_params(&name, &self.facts.trust_domain, path_len)?;
+        params.not_before = self.backdated(now);
+        params.not_after = cert
+            .validity()
+            .not_after
+            .to_datetime()
+            .min(self.facts.not_after);
+        let serial = random_serial(rng)?;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let issuer =
+            Issuer::from_ca_cert_der(&self.certificate.as_slice().into(), self.key.key_pair())
+                .map_err(|source| CaError::Signing { source })?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).map_err(|_| {
+            CaError::CsrKeyUnacceptable {
+                reason: "the new root's public key is not one we certify",
+            }
+        })?;
+        let der = params
+            .signed_by(&spki, &issuer)
+            .map_err(|source| CaError::Signing { source })?
+            .der()
+            .to_vec();
+        Ok(Issued {
+            chain: vec![der.clone()],
+            roots: self.roots.clone(),
+            certificate: der,
+            key: None,
+            not_before: params.not_before,
+            not_after: params.not_after,
+            serial,
+            capped_at_issuer_expiry: false,
+        })
+    }
+
     /// Issue a leaf X.509-SVID for `params.spiffe_id`.
     ///
     /// notAfter is the earlier of now + TTL and the issuer's notAfter; [`Issued`] says when

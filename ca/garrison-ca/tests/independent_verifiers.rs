@@ -295,3 +295,84 @@ fn the_hub_witness_certificate_names_the_witness_certifies_its_ed25519_key_and_c
     )
     .unwrap();
 }
+
+/// Root rotation: a leaf under the new root (new root → hub → site → leaf) verifies with
+/// webpki for a holder of the old root only, through the new root's certificate cross-signed
+/// by the old one; without it, it does not. A holder of the new root verifies it directly.
+#[test]
+fn a_cross_signed_root_lets_old_anchors_verify_the_new_hierarchy() {
+    use garrison_ca::*;
+    use ring::rand::SystemRandom;
+    let h = hierarchy();
+    let rng = SystemRandom::new();
+    let new_root = Authority::from_issued(
+        Authority::new_root(
+            &RootParams {
+                trust_domain: td(),
+                name: "Example Root 2".into(),
+                ttl: Duration::days(7300),
+                path_len: 2,
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
+            h.now,
+            &rng,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cross = h
+        .root
+        .cross_sign(new_root.certificate(), h.now, &rng)
+        .unwrap();
+    assert!(
+        cross.not_after <= h.root.not_after(),
+        "within the old root's life"
+    );
+    let hub = intermediate(&new_root, "hub", Duration::days(365), h.now);
+    let site = intermediate(&hub, "a", Duration::days(30), h.now);
+    let leaf = svid(&site, LEAF_ID, Duration::hours(1), h.now);
+    let at = h.now + Duration::minutes(1);
+    let mut via_cross = leaf.chain.clone();
+    via_cross.push(cross.certificate.clone());
+    webpki_verify(
+        &h,
+        &leaf.certificate,
+        &via_cross,
+        webpki::KeyUsage::client_auth(),
+        at,
+    )
+    .unwrap();
+    assert!(
+        webpki_verify(
+            &h,
+            &leaf.certificate,
+            &leaf.chain,
+            webpki::KeyUsage::client_auth(),
+            at
+        )
+        .is_err(),
+        "the old root alone does not vouch for the new hierarchy"
+    );
+    // The cross-signed certificate as an anchor (what an agent writes) is the new root.
+    let anchor_der = CertificateDer::from(cross.certificate.clone());
+    let anchor = webpki::anchor_from_trusted_cert(&anchor_der).unwrap();
+    let root_der = CertificateDer::from(new_root.certificate().to_vec());
+    let direct = webpki::anchor_from_trusted_cert(&root_der).unwrap();
+    assert_eq!(anchor.subject, direct.subject);
+    assert_eq!(
+        anchor.subject_public_key_info,
+        direct.subject_public_key_info
+    );
+    // Refused: a non-root issuer, the root itself, an intermediate as the "new root".
+    assert!(
+        h.hub
+            .cross_sign(new_root.certificate(), h.now, &rng)
+            .is_err()
+    );
+    assert!(
+        h.root
+            .cross_sign(h.root.certificate(), h.now, &rng)
+            .is_err()
+    );
+    assert!(h.root.cross_sign(h.hub.certificate(), h.now, &rng).is_err());
+}
