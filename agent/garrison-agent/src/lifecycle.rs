@@ -313,14 +313,16 @@ impl Agent {
         key: &NodeKey,
         bundle_pem: &[u8],
     ) -> Result<Enrolled, AgentError> {
+        // The anchors the workloads will get: the bootstrap ones and what they vouch for (a
+        // new root during a root rotation); the SVID must chain to one of them.
+        let roots = self.trust_bundle_to_write(svid, bundle_pem)?;
         let leaf = check_svid(
             svid,
             key,
-            bundle_pem,
+            roots.as_bytes(),
             &self.config.trust_bundle,
             self.clock.now(),
         )?;
-        let roots = self.trust_bundle_to_write(svid, bundle_pem)?;
         files::ensure_dir(&self.config.svid_dir, SVID_DIR_MODE)?;
         let paths = SvidPaths::in_dir(&self.config.svid_dir);
         let chain = files::certificates_to_pem(&svid.certificate_chain);

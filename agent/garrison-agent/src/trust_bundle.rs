@@ -16,9 +16,14 @@
 //!   vouch for a policy signer directly);
 //! * nothing is added transitively: a CA issued by an added certificate is not added (an
 //!   intermediate turned anchor would shed the path-length limits above it, so a site CA could
-//!   mint anchors), and a self-signed certificate is never added on its own say-so, even with
-//!   the name and key of a cross-signed one (its own validity and extensions were not vouched
-//!   for);
+//!   mint anchors), and a self-signed certificate is never added on its own say-so;
+//! * the new root's own self-signed certificate is added in place of its cross-signed one
+//!   when it has exactly that certificate's name, key and basic constraints, signs itself,
+//!   states no role and is valid now (the same anchor, in the form every verifier takes). A bootstrap anchor vouched for that name and key, and only the
+//!   holder of that key can sign it. Verifiers such as OpenSSL need it: they build to a
+//!   self-signed anchor and hold the old root's path length against a chain through the
+//!   cross-signed certificate (root → cross-signed root → hub → site is one CA too many for a
+//!   root with path length 2);
 //! * everything else is ignored and returned in [`MergedBundle::ignored`], which the caller
 //!   logs.
 //!
@@ -89,16 +94,76 @@ pub fn merge(bootstrap: &[Vec<u8>], sent: &[Vec<u8>], now: SystemTime) -> Merged
         anchors: bootstrap.to_vec(),
         ignored: Vec::new(),
     };
+    let mut cross_signed_der = Vec::new();
+    let mut unvouched = Vec::new();
     for der in sent {
         if merged.anchors.contains(der) {
             continue;
         }
         match judge(der, &anchors, now) {
-            Ok(()) => merged.anchors.push(der.clone()),
-            Err(ignored) => merged.ignored.push(ignored),
+            Ok(()) => {
+                merged.anchors.push(der.clone());
+                cross_signed_der.push(der.clone());
+            }
+            Err(ignored) => unvouched.push((der, ignored)),
         }
     }
+    let cross_signed: Vec<X509Certificate<'_>> = cross_signed_der
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert))
+        .collect();
+    let mut twins = Vec::new();
+    for (der, ignored) in unvouched {
+        if !merged.anchors.contains(der) && is_twin_of_one(der, &cross_signed, now) {
+            twins.push(der.clone());
+        } else {
+            merged.ignored.push(ignored);
+        }
+    }
+    // A cross-signed certificate whose self-signed twin is written is left out: it is the
+    // same anchor (name and key), and OpenSSL, finding it first, would build through it to
+    // the old root and hold that root's path length against the chain.
+    let twin_keys: Vec<Vec<u8>> = twins
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok())
+        .map(|(_, cert)| cert.public_key().raw.to_vec())
+        .collect();
+    let replaced: Vec<&Vec<u8>> = cross_signed_der
+        .iter()
+        .filter(|der| {
+            X509Certificate::from_der(der).is_ok_and(|(_, cross)| {
+                twin_keys
+                    .iter()
+                    .any(|key| key.as_slice() == cross.public_key().raw)
+            })
+        })
+        .collect();
+    merged.anchors.retain(|der| !replaced.contains(&der));
+    merged.anchors.extend(twins);
     merged
+}
+
+/// Whether `der` is the self-signed form of one of the accepted cross-signed roots: the same
+/// name, key and basic constraints, signed by itself, no role, valid at `now`.
+fn is_twin_of_one(der: &[u8], cross_signed: &[X509Certificate<'_>], now: SystemTime) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let constraints = |c: &X509Certificate<'_>| {
+        c.basic_constraints()
+            .ok()
+            .flatten()
+            .map(|bc| (bc.value.ca, bc.value.path_len_constraint))
+    };
+    issued_by(&cert, &cert)
+        && cert.is_ca()
+        && valid_at(&cert, now)
+        && matches!(garrison_ca::CaRole::of_certificate(&cert), Ok(None))
+        && cross_signed.iter().any(|cross| {
+            cross.subject().as_raw() == cert.subject().as_raw()
+                && cross.public_key().raw == cert.public_key().raw
+                && constraints(cross) == constraints(&cert)
+        })
 }
 
 /// Accepts `der` if an anchor issued it, it is a CA, valid at `now`, and states no CA role.
@@ -236,8 +301,10 @@ mod tests {
         let next_root = Ca::new("Root 2");
         let bootstrap = vec![root.self_signed()];
         let cross_signed = root.sign(&next_root);
-        // The new root's own self-signed form: same name and key, vouched for by nobody.
+        // The new root's own self-signed form: same name and key as the cross-signed one.
         let twin = next_root.self_signed();
+        // A self-signed certificate with that name but another key: vouched for by nobody.
+        let impostor = Ca::new("Root 2").self_signed();
         // A CA below the cross-signed root: not added transitively.
         let below = next_root.sign(&Ca::new("Site CA"));
         // A leaf the root issued, and an expired CA the root issued.
@@ -250,7 +317,8 @@ mod tests {
         let expired = root.sign(&old);
         let sent = vec![
             bootstrap[0].clone(),
-            twin,
+            twin.clone(),
+            impostor,
             cross_signed.clone(),
             below,
             leaf,
@@ -258,7 +326,13 @@ mod tests {
             b"junk".to_vec(),
         ];
         let merged = merge(&bootstrap, &sent, now());
-        assert_eq!(merged.anchors, [bootstrap[0].clone(), cross_signed]);
+        // The twin stands in for its cross-signed certificate (the same anchor).
+        assert_eq!(merged.anchors, [bootstrap[0].clone(), twin.clone()]);
+        let without_twin = merge(&bootstrap, std::slice::from_ref(&cross_signed), now());
+        assert_eq!(
+            without_twin.anchors,
+            [bootstrap[0].clone(), cross_signed.clone()]
+        );
         assert_eq!(
             subjects(&merged.ignored),
             [
@@ -268,6 +342,19 @@ mod tests {
                 ("CN=Old Root", IgnoredBecause::NotValidNow),
                 ("unparseable", IgnoredBecause::Unparseable),
             ]
+        );
+    }
+
+    #[test]
+    fn a_self_signed_root_needs_its_cross_signed_twin_in_the_same_bundle() {
+        let root = Ca::new("Root 1");
+        let next_root = Ca::new("Root 2");
+        let bootstrap = vec![root.self_signed()];
+        let merged = merge(&bootstrap, &[next_root.self_signed()], now());
+        assert_eq!(merged.anchors, bootstrap);
+        assert_eq!(
+            subjects(&merged.ignored),
+            [("CN=Root 2", IgnoredBecause::NotIssuedByAnAnchor)]
         );
     }
 

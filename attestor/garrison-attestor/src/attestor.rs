@@ -260,9 +260,9 @@ impl Attestor {
         self.parts.challenge_ttl
     }
 
-    /// The trust domain's roots, DER.
+    /// What agents are sent as the trust bundle: the roots and any new root announced.
     pub fn trust_bundle(&self) -> Vec<Vec<u8>> {
-        self.parts.ca.roots()
+        self.parts.ca.trust_bundle()
     }
 
     /// The site CA holder.
@@ -630,8 +630,11 @@ impl Attestor {
         Ok(Issuance {
             record: translate::record(record),
             node: translate::node_state(node),
+            // Not completed with a cross-signed root: the agent checks it against the bundle
+            // it writes, and verifiers that build to a self-signed root (OpenSSL) would take
+            // the cross-signed certificate to the old root and exceed its path length.
             chain: issued.chain,
-            roots: issued.roots,
+            roots: self.parts.ca.trust_bundle(),
             spiffe_id: admission.spiffe_id.to_string(),
             not_after: issued.not_after,
         })

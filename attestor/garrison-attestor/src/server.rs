@@ -337,13 +337,16 @@ pub fn attestor_identity(
     let ttl = config.attestor_svid_ttl;
     let rng = SystemRandom::new();
     let issue = move |now| {
-        site_ca.active().issue_site_role_svid(
+        let mut issued = site_ca.active().issue_site_role_svid(
             SiteRole::Attestor,
             ttl,
             SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
             now,
             &rng,
-        )
+        )?;
+        // Agents that hold only the old root verify a chain ending at a new root through it.
+        issued.chain = site_ca.complete_chain(issued.chain);
+        Ok(issued)
     };
     let rotating = crate::tls::RotatingServerCert::new(Box::new(issue), clock)
         .map_err(|e| StartError::Tls(e.to_string()))?

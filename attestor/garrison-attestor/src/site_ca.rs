@@ -104,6 +104,9 @@ pub struct CaState {
     pub old: Vec<OldCa>,
     /// Activations since this process loaded the CA directory.
     pub epoch: u64,
+    /// New roots announced by the hub (a root rotation), each cross-signed by one of the
+    /// roots: sent to agents with the roots, and appended to chains that end at them.
+    pub announced_roots: Vec<Vec<u8>>,
 }
 
 impl CaState {
@@ -163,6 +166,7 @@ impl std::fmt::Debug for SiteCa {
 const ROTATION_DIR: &str = "rotation";
 const ACTIVE_FILE: &str = "active";
 const PROVISIONED: &str = "gen-0";
+const ANNOUNCED_ROOTS: &str = "cross-signed-roots.pem";
 
 impl SiteCa {
     /// Loads the CA directory: the generation in force, its successor and the old ones. The
@@ -516,6 +520,110 @@ impl SiteCa {
         self.active().roots().to_vec()
     }
 
+    /// What agents are sent as the trust bundle: the roots, then the new roots announced
+    /// (cross-signed; an agent adds those its bootstrap anchors issued).
+    pub fn trust_bundle(&self) -> Vec<Vec<u8>> {
+        let state = self.state();
+        let mut bundle = state.active.roots().to_vec();
+        bundle.extend(state.announced_roots.iter().cloned());
+        bundle
+    }
+
+    /// `chain` (leaf first, no root) with the cross-signed certificate of the new root it
+    /// ends at appended, if it ends at an announced root: then a holder of the old root only
+    /// (an agent's bootstrap bundle) can verify it.
+    pub fn complete_chain(&self, mut chain: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        use x509_parser::prelude::FromDer as _;
+        let state = self.state();
+        let issuer_of_last = chain.last().and_then(|der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .ok()
+                .map(|(_, c)| c.issuer().as_raw().to_vec())
+        });
+        let Some(issuer) = issuer_of_last else {
+            return chain;
+        };
+        let cross = state.announced_roots.iter().find(|der| {
+            x509_parser::certificate::X509Certificate::from_der(der)
+                .is_ok_and(|(_, c)| c.subject().as_raw() == issuer.as_slice())
+        });
+        if let Some(cross) = cross {
+            chain.push(cross.clone());
+        }
+        chain
+    }
+
+    /// Takes the new roots the hub announced: each one a current root cross-signed
+    /// ([`garrison_ca::verify_cross_signed`]) is kept (`ca_dir/cross-signed-roots.pem`),
+    /// recorded (`rotate` / `root-announced`) and sent to agents from then on; any other is
+    /// refused and recorded. Returns how many are new.
+    pub async fn accept_announced_roots(
+        &self,
+        log: &AttestationLog,
+        announced: &[Vec<u8>],
+        now: OffsetDateTime,
+    ) -> Result<usize, SiteCaError> {
+        let _guard = self.rotating.lock().await;
+        let state = self.state();
+        let mut kept = state.announced_roots.clone();
+        let mut added = 0;
+        // Cross-signed certificates first: a new root's self-signed twin is taken only beside
+        // one of them.
+        let (cross, twins): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = announced.iter().partition(|der| {
+            garrison_ca::verify_cross_signed(der, state.active.roots(), now).is_ok()
+        });
+        for der in cross.into_iter().chain(twins) {
+            if kept.contains(der) {
+                continue;
+            }
+            let checked = garrison_ca::verify_cross_signed(der, state.active.roots(), now)
+                .or_else(|_| garrison_ca::verify_root_twin(der, &kept, now));
+            if let Err(e) = checked {
+                let detail = format!("a new root announced by the hub is refused: {e}");
+                record(
+                    log,
+                    &self.site,
+                    now,
+                    Decision::Deny,
+                    "root-refused",
+                    detail,
+                    Some(der),
+                    None,
+                )
+                .await?;
+                continue;
+            }
+            kept.push(der.clone());
+            added += 1;
+            let pem = certificates_to_pem(std::slice::from_ref(der));
+            let detail =
+                "a new root, cross-signed by a current one: sent to agents from now on".to_owned();
+            record(
+                log,
+                &self.site,
+                now,
+                Decision::Allow,
+                "root-announced",
+                detail,
+                Some(der),
+                Some(pem.into_bytes()),
+            )
+            .await?;
+        }
+        if added > 0 {
+            write_replacing(
+                &self.dir.join(ANNOUNCED_ROOTS),
+                certificates_to_pem(&kept).as_bytes(),
+            )?;
+            self.swap(|s| s.announced_roots = kept);
+            tracing::info!(
+                added,
+                "new roots announced by the hub: agents receive them from now on"
+            );
+        }
+        Ok(added)
+    }
+
     fn check_successor(
         &self,
         gen_dir: &Path,
@@ -555,9 +663,11 @@ impl SiteCa {
                 rng,
             )
             .map_err(|e| refused(format!("it cannot issue: {e}")))?;
+        let mut anchors = state.active.roots().to_vec();
+        anchors.extend(state.announced_roots.iter().cloned());
         verify_chain(
             &probe.chain,
-            state.active.roots(),
+            &anchors,
             now.max(validity.not_before),
             candidate.trust_domain().clone(),
             &self.site,
@@ -704,6 +814,13 @@ fn load_state(dir: &Path) -> Result<CaState, SiteCaError> {
         prepared,
         old,
         epoch: 0,
+        announced_roots: match read_optional(&dir.join(ANNOUNCED_ROOTS))? {
+            Some(text) => certificates_from_pem(&text).map_err(|source| SiteCaError::Ca {
+                path: dir.join(ANNOUNCED_ROOTS),
+                source,
+            })?,
+            None => Vec::new(),
+        },
     })
 }
 

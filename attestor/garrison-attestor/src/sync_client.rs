@@ -42,6 +42,17 @@ impl HubClient {
         ca: &Authority,
         clock: Arc<dyn crate::Clock>,
     ) -> Result<Self, SyncError> {
+        Self::connect_with(address, ca, &[], clock)
+    }
+
+    /// [`HubClient::connect`], also trusting the new roots `announced` (cross-signed by a
+    /// current root): a hub whose CA moved under a new root during a root rotation.
+    pub fn connect_with(
+        address: &str,
+        ca: &Authority,
+        announced: &[Vec<u8>],
+        clock: Arc<dyn crate::Clock>,
+    ) -> Result<Self, SyncError> {
         let now = clock.now();
         let connect_err = |e: String| SyncError::Connect(e);
         let rng = SystemRandom::new();
@@ -68,7 +79,7 @@ impl HubClient {
             crate::tls::identity_from_issued(&issued).map_err(|e| connect_err(e.to_string()))?;
         let hub = SpiffeId::from_path(ca.trust_domain(), "/hub/sync")
             .map_err(|e| connect_err(e.to_string()))?;
-        let bundle = garrison_ca::certificates_to_pem(ca.roots());
+        let bundle = garrison_ca::certificates_to_pem(&attestor_anchors(ca, announced));
         let verifier = garrison_spiffe_tls::SpiffeServerVerifier::new(bundle.as_bytes(), hub)
             .map_err(|e| connect_err(e.to_string()))?;
         let config = garrison_spiffe_tls::client_config_at(
@@ -129,6 +140,11 @@ impl HubClient {
     }
 }
 
+/// The roots and the announced new roots, as trust anchors.
+fn attestor_anchors(ca: &Authority, announced: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    ca.roots().iter().chain(announced).cloned().collect()
+}
+
 /// What one round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoundSummary {
@@ -144,6 +160,8 @@ pub struct RoundSummary {
     pub policy: Option<String>,
     /// What the round did for the site CA's rotation (`certified`, `activated`).
     pub ca: Vec<&'static str>,
+    /// New roots the hub announced that the site took (a root rotation).
+    pub roots_announced: usize,
 }
 
 /// One round with the hub (see the module docs). `attestor` puts a pulled policy bundle in
@@ -182,6 +200,14 @@ pub async fn round(
         }
     }
     summary.policy = put_policy_in_force(sync, attestor, tried).await;
+    match attestor
+        .site_ca()
+        .accept_announced_roots(attestor.log(), &pull.cross_signed_roots, now)
+        .await
+    {
+        Ok(added) => summary.roots_announced = added,
+        Err(e) => sync.record("refused-from-hub", e.to_string(), now).await,
+    }
     rotate(sync, client, attestor, now, &mut summary).await?;
     let witness = if pull.witness_chain_pem.is_empty() {
         None
@@ -352,7 +378,10 @@ pub fn spawn(
             // Each call (the connection's first included) is given up after `timeout`: a
             // black-holed hub costs one timeout, and a large backlog moves batch by batch.
             let ca = attestor.site_ca().active();
-            let outcome = match HubClient::connect(&link.address, &ca, attestor.clock()) {
+            let announced = attestor.site_ca().state().announced_roots.clone();
+            let connected =
+                HubClient::connect_with(&link.address, &ca, &announced, attestor.clock());
+            let outcome = match connected {
                 Ok(client) => {
                     round(&sync, &mut client.with_timeout(limit), &attestor, &tried).await
                 }

@@ -33,6 +33,9 @@ pub struct HubParts {
     pub witness_chain_pem: String,
     /// The hub CA: certifies the sites' next intermediates.
     pub ca: Arc<garrison_ca::Authority>,
+    /// New roots announced to sites (a root rotation), each cross-signed by a current root
+    /// (`garrison hub publish-root` writes the file; PEM).
+    pub cross_signed_roots: std::path::PathBuf,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -79,6 +82,9 @@ pub enum HubError {
     /// A policy bundle to publish does not verify.
     #[error("policy bundle refused")]
     Policy(#[source] garrison_policy::PolicyError),
+    /// The file of announced roots cannot be read or written.
+    #[error("announced roots: {0}")]
+    Roots(String),
 }
 
 /// A refusal, with the two checkpoints of a fork when it is one.
@@ -617,7 +623,44 @@ impl Hub {
         {
             response.revocation_list = note;
         }
+        response.cross_signed_roots = self.cross_signed_roots()?;
         Ok(response)
+    }
+
+    /// The new roots announced (empty when no root rotation is under way).
+    pub fn cross_signed_roots(&self) -> Result<Vec<Vec<u8>>, HubError> {
+        let path = &self.parts.cross_signed_roots;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(HubError::Roots(format!("{}: {source}", path.display()))),
+        };
+        garrison_ca::certificates_from_pem(&text)
+            .map_err(|e| HubError::Roots(format!("{}: {e}", path.display())))
+    }
+
+    /// Announces a new root to every site: `der`, the new root cross-signed by a current
+    /// root (`garrison ca cross-sign`, checked by [`garrison_ca::verify_cross_signed`]), or the
+    /// new root's self-signed certificate once its cross-signed one is announced
+    /// ([`garrison_ca::verify_root_twin`]); added to what every Pull sends. Returns false if it
+    /// was already announced.
+    pub fn publish_root(&self, der: &[u8]) -> Result<bool, HubError> {
+        let now = self.parts.clock.now();
+        let mut roots = self.cross_signed_roots()?;
+        garrison_ca::verify_cross_signed(der, &self.parts.roots, now)
+            .or_else(|_| garrison_ca::verify_root_twin(der, &roots, now))
+            .map_err(|e| HubError::Refused(Refusal::new("bad-root", e.to_string())))?;
+        if roots.iter().any(|r| r.as_slice() == der) {
+            return Ok(false);
+        }
+        roots.push(der.to_vec());
+        let path = &self.parts.cross_signed_roots;
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, garrison_ca::certificates_to_pem(&roots))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        written.map_err(|e| HubError::Roots(format!("{}: {e}", path.display())))?;
+        Ok(true)
     }
 
     /// Verifies a signed policy bundle against the roots and publishes it to every site.

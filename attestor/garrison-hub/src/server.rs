@@ -98,6 +98,7 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
         witness,
         witness_chain_pem: certificates_to_pem(&issued.chain),
         ca: Arc::new(ca),
+        cross_signed_roots: config.ca_dir.join("cross-signed-roots.pem"),
         clock,
     }))
 }
@@ -156,7 +157,12 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let roots = hub_ca(config)?.roots().to_vec();
+    // The roots, and new roots announced (a root rotation): sites under either are admitted.
+    let mut roots = hub_ca(config)?.roots().to_vec();
+    roots.extend(
+        hub.cross_signed_roots()
+            .map_err(|e| StartError::Tls(e.to_string()))?,
+    );
     let tls = garrison_attestor::tls::hub_server_config(
         identity,
         &certificates_to_pem(&roots),

@@ -1402,3 +1402,43 @@ both!(
     beyond_the_rejoin_window_the_operator_certifies,
     rotation_refused_when_the_hub_ca_would_not_cover_it,
 );
+
+/// A root rotation from the hub down: the hub announces a new root (its cross-signed
+/// certificate, then its own), refusing one no current root vouches for; the site takes both
+/// at its next round and sends them to its agents from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_root_announced_at_the_hub_reaches_the_site() {
+    let Some(world) = World::new(false).await else {
+        return;
+    };
+    let rng = SystemRandom::new();
+    let now = OffsetDateTime::now_utc();
+    let old_root = garrison_attestor::server::load_authority(&world.dir.join("ca/root")).unwrap();
+    let new_root = garrison_ca::Authority::new_root(
+        &garrison_ca::RootParams {
+            trust_domain: garrison_ca::TrustDomain::new(TRUST_DOMAIN).unwrap(),
+            name: "Garrison Testbed Root 2".into(),
+            ttl: days(7300.0),
+            path_len: 2,
+            key_algorithm: garrison_ca::KeyAlgorithm::EcdsaP256,
+        },
+        now,
+        &rng,
+    )
+    .unwrap()
+    .certificate;
+    let cross = old_root
+        .cross_sign(&new_root, now, &rng)
+        .unwrap()
+        .certificate;
+    // The new root alone, before its cross-signed certificate: nobody vouches for it yet.
+    assert!(world.hub.publish_root(&new_root).is_err());
+    assert!(world.hub.publish_root(&cross).unwrap());
+    assert!(world.hub.publish_root(&new_root).unwrap());
+    assert!(!world.hub.publish_root(&cross).unwrap(), "announced once");
+    let summary = world.round().await;
+    assert_eq!(summary.roots_announced, 2);
+    let bundle = world.attestor.trust_bundle();
+    assert!(bundle.contains(&cross) && bundle.contains(&new_root));
+    assert_eq!(world.round().await.roots_announced, 0, "taken once");
+}

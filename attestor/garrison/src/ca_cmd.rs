@@ -28,6 +28,10 @@ pub enum CaCommand {
     IssueSvid(IssueSvid),
     /// Print an issuer's trust bundle (its roots) as PEM or as a SPIFFE bundle (JWKS).
     Bundle(BundleArgs),
+    /// Announce a new root: certify its subject and key with the current root (a
+    /// cross-signed certificate). Publish it with `garrison hub publish-root`; sites send it
+    /// to agents, which add it to the bundle they write (see the README's root rotation).
+    CrossSign(CrossSign),
     /// Summarise the certificates in a PEM or DER file.
     Inspect(Inspect),
 }
@@ -149,6 +153,19 @@ pub struct Inspect {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CrossSign {
+    /// The current root's directory (cert.pem, key.pem).
+    #[arg(long)]
+    issuer: PathBuf,
+    /// The new root's certificate (PEM), e.g. new-root/cert.pem.
+    #[arg(long)]
+    new_root: PathBuf,
+    /// Where to write the cross-signed certificate (PEM; must not exist).
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Run one CA command with the current time and the system RNG.
 pub fn run(command: CaCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
@@ -159,7 +176,20 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::IssueSvid(args) => issue_svid(args, now, &rng),
         CaCommand::Bundle(args) => bundle(args),
         CaCommand::Inspect(args) => inspect(args),
+        CaCommand::CrossSign(args) => cross_sign(args, now, &rng),
     }
+}
+
+fn cross_sign(args: CrossSign, now: OffsetDateTime, rng: &SystemRandom) -> anyhow::Result<()> {
+    let issuer = load_authority(&args.issuer)?;
+    let new_root = certificates_from_pem(&read_text(&args.new_root)?)?
+        .into_iter()
+        .next()
+        .context("no certificate in the new root's file")?;
+    let issued = issuer.cross_sign(&new_root, now, rng)?;
+    let pem = certificates_to_pem(std::slice::from_ref(&issued.certificate));
+    crate::outdir::write_new_file(&args.out, pem.as_bytes())?;
+    report("the cross-signed new root", &args.out, &issued)
 }
 
 fn key_algorithm(curve: Curve) -> KeyAlgorithm {

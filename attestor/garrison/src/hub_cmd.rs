@@ -32,6 +32,10 @@ pub enum HubCommand {
     /// for an air-gapped site, or one whose CA expired before it could reach the hub (an
     /// expired CA cannot authenticate the site). The same checks and record as over Sync.
     CertifySite(CertifySiteArgs),
+    /// Announce a new root to every site (a root rotation): its certificate cross-signed by
+    /// the current root (`garrison ca cross-sign`), checked against the hub's roots. Sites add
+    /// it at their next sync and send it on to their agents.
+    PublishRoot(PublishRootArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +63,15 @@ pub struct ExportArgs {
     /// Where to write it (must not exist).
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishRootArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// The new root cross-signed by the current one (`garrison ca cross-sign` output), and
+    /// the new root's own certificate (PEM, one file or concatenated).
+    certificate: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +127,37 @@ pub async fn run(command: HubCommand) -> anyhow::Result<()> {
         HubCommand::Events(args) => events(args).await,
         HubCommand::Status(args) => status(args).await,
         HubCommand::CertifySite(args) => certify_site(args).await,
+        HubCommand::PublishRoot(args) => {
+            let hub = open(&args.config).await?;
+            let text = std::fs::read_to_string(&args.certificate)
+                .with_context(|| format!("reading {}", args.certificate.display()))?;
+            let mut added = 0;
+            // In whatever order they come: the new root's self-signed certificate is taken
+            // once its cross-signed one is.
+            let mut pending = garrison_ca::certificates_from_pem(&text)?;
+            while !pending.is_empty() {
+                let before = pending.len();
+                let mut refused = None;
+                let mut left = Vec::new();
+                for der in pending {
+                    match hub.publish_root(&der) {
+                        Ok(new) => added += usize::from(new),
+                        Err(e) => {
+                            refused = Some(e);
+                            left.push(der);
+                        }
+                    }
+                }
+                if let Some(e) = refused.filter(|_| left.len() == before) {
+                    hub.log().clone().close().await;
+                    return Err(e).context("announcing the new root");
+                }
+                pending = left;
+            }
+            hub.log().clone().close().await;
+            println!("{added} new root(s) announced to every site");
+            Ok(())
+        }
     }
 }
 

@@ -712,6 +712,94 @@ fn ca_facts(der: &[u8], key: &PrivateKey) -> Result<CaFacts, CaError> {
     })
 }
 
+/// Checks a cross-signed root ([`Authority::cross_sign`]) against the current `roots` at
+/// `now`: issued by one of them (names chain and its signature verifies), a CA stating no CA
+/// role (a root's certificate, not an intermediate's), of the same trust domain, valid now.
+/// What a hub publishes and a site accepts before announcing a new root to its agents.
+pub fn verify_cross_signed(
+    der: &[u8],
+    roots: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<(), CaError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|source| CaError::IssuerUnparseable { source })?;
+    let subject = cert.subject().to_string();
+    let refuse = |why: &str| CaError::RoleNotIssuable {
+        requested: format!("{subject} as a new root ({why})"),
+        issuer: "the current roots".to_owned(),
+    };
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|ext| ext.value.ca);
+    if !is_ca || CaRole::of_der(der)?.is_some() {
+        return Err(refuse("not a root CA certificate"));
+    }
+    let validity = cert.validity();
+    if now < validity.not_before.to_datetime() || now > validity.not_after.to_datetime() {
+        return Err(refuse("not valid now"));
+    }
+    let td = ca_trust_domain(&cert).ok_or_else(|| refuse("no trust domain"))?;
+    let issued_by_a_root = roots.iter().any(|root| {
+        X509Certificate::from_der(root).is_ok_and(|(_, root)| {
+            root.subject() == cert.issuer()
+                && ca_trust_domain(&root).as_ref() == Some(&td)
+                && cert.verify_signature(Some(root.public_key())).is_ok()
+        })
+    });
+    if !issued_by_a_root {
+        return Err(refuse("no current root of its trust domain issued it"));
+    }
+    Ok(())
+}
+
+/// Checks the self-signed certificate of a new root against the cross-signed ones already
+/// accepted (`cross_signed`, DER): the same name, key and basic constraints as one of them,
+/// signed by its own key, no role, valid at `now`. Verifiers that build to a self-signed
+/// anchor (OpenSSL) need it beside the cross-signed one.
+pub fn verify_root_twin(
+    der: &[u8],
+    cross_signed: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<(), CaError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|source| CaError::IssuerUnparseable { source })?;
+    let refuse = |why: &str| CaError::RoleNotIssuable {
+        requested: format!("{} as a new root ({why})", cert.subject()),
+        issuer: "the current roots".to_owned(),
+    };
+    let validity = cert.validity();
+    if now < validity.not_before.to_datetime() || now > validity.not_after.to_datetime() {
+        return Err(refuse("not valid now"));
+    }
+    if cert.subject() != cert.issuer()
+        || cert.verify_signature(None).is_err()
+        || CaRole::of_der(der)?.is_some()
+    {
+        return Err(refuse("not a self-signed root"));
+    }
+    let constraints = |c: &X509Certificate<'_>| {
+        c.basic_constraints()
+            .ok()
+            .flatten()
+            .map(|bc| (bc.value.ca, bc.value.path_len_constraint))
+    };
+    let twin = cross_signed.iter().any(|other| {
+        X509Certificate::from_der(other).is_ok_and(|(_, other)| {
+            other.subject() == cert.subject()
+                && other.public_key().raw == cert.public_key().raw
+                && constraints(&other) == constraints(&cert)
+        })
+    });
+    if !twin {
+        return Err(refuse(
+            "no cross-signed certificate with its name, key and constraints",
+        ));
+    }
+    Ok(())
+}
+
 /// The validity period of a DER certificate.
 pub fn validity_of_der(der: &[u8]) -> Result<crate::lifecycle::Validity, CaError> {
     let (_, cert) =

@@ -38,7 +38,7 @@ mod spiffe_id;
 
 pub use authority::{
     Authority, CLOCK_SKEW_ALLOWANCE, IntermediateParams, Issued, PathLen, RootParams, SubjectKey,
-    SvidParams, validity_of_der,
+    SvidParams, validity_of_der, verify_cross_signed, verify_root_twin,
 };
 pub use bundle::{BundleMetadata, TrustBundle, certificates_from_pem, certificates_to_pem};
 pub use csr::{MIN_RSA_BITS, VerifiedCsr};

@@ -347,14 +347,40 @@ pub fn check_path_scope_der<'a>(
     issuers: impl IntoIterator<Item = &'a [u8]>,
     anchor: Option<CaRole>,
 ) -> Result<(), CaError> {
+    let issuers: Vec<&[u8]> = issuers.into_iter().collect();
+    // Roots cross-signed by the anchor (a root rotation), at the top of the path, stand for
+    // the new root they certify: they are not counted as intermediates.
+    let below_roots = issuers
+        .iter()
+        .rposition(|der| !is_cross_signed_root(der))
+        .map_or(0, |last| last + 1);
     let mut roles = issuers
-        .into_iter()
-        .map(CaRole::of_der)
+        .iter()
+        .take(below_roots)
+        .map(|der| CaRole::of_der(der))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(role) = anchor {
         roles.push(Some(role));
     }
     check_leaf_scope(id, &roles)
+}
+
+/// A root's certificate issued by another root (`Authority::cross_sign`): a CA that states no
+/// role, is not self-signed, and has the path length of a root (at least 2: room for a hub
+/// and a site CA below it). A CA without a role and a shorter path length is an intermediate
+/// that vouches for nothing, and stays refused wherever it appears.
+fn is_cross_signed_root(der: &[u8]) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let root_shaped = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca && bc.value.path_len_constraint.is_some_and(|n| n >= 2));
+    root_shaped
+        && cert.subject() != cert.issuer()
+        && matches!(CaRole::of_certificate(&cert), Ok(None))
 }
 
 #[cfg(test)]

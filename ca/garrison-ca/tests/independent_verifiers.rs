@@ -363,6 +363,24 @@ fn a_cross_signed_root_lets_old_anchors_verify_the_new_hierarchy() {
         anchor.subject_public_key_info,
         direct.subject_public_key_info
     );
+    // The containment rule sees through the cross-signed root at the top of the path.
+    let id = SpiffeId::parse(LEAF_ID).unwrap();
+    check_leaf_scope_der(&id, via_cross[1..].iter().map(Vec::as_slice)).unwrap();
+    // What hubs and sites check before announcing it.
+    let old_roots = vec![h.root.certificate().to_vec()];
+    verify_cross_signed(&cross.certificate, &old_roots, at).unwrap();
+    assert!(
+        verify_cross_signed(&cross.certificate, &[new_root.certificate().to_vec()], at).is_err()
+    );
+    assert!(verify_cross_signed(h.hub.certificate(), &old_roots, at).is_err());
+    assert!(
+        verify_cross_signed(
+            &cross.certificate,
+            &old_roots,
+            h.root.not_after() + Duration::days(1)
+        )
+        .is_err()
+    );
     // Refused: a non-root issuer, the root itself, an intermediate as the "new root".
     assert!(
         h.hub
