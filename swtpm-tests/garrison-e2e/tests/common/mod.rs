@@ -207,15 +207,21 @@ impl Running {
             .collect()
     }
 
-    /// Stop the attestor and start it again on the same configuration and log (what an
-    /// operator's restart does), e.g. to pick up a new policy bundle file.
-    pub async fn restart(&mut self) {
+    /// Stop the attestor, keeping everything to start it again ([`Running::restart`]): the
+    /// site unreachable from its nodes.
+    pub async fn pause(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+    }
+
+    /// Stop the attestor and start it again on the same configuration and log (what an
+    /// operator's restart does), e.g. to pick up a new policy bundle file.
+    pub async fn restart(&mut self) {
+        self.pause().await;
         let config = garrison_attestor::SiteConfig::load(&self.site.dir.join("site.toml")).unwrap();
         self.serve(config).await;
     }
