@@ -51,6 +51,13 @@ pub enum SyncError {
     /// The hub refused or could not take what the site sent.
     #[error("the hub answered {code:?}: {message}")]
     Hub { code: tonic::Code, message: String },
+    /// The hub is taking other sites' batches and asked to come back after `retry_after`
+    /// (`RESOURCE_EXHAUSTED` with a `retry-after-ms` hint): not a failure of the link.
+    #[error("the hub is busy; retry in {} ms", retry_after.as_millis())]
+    Busy {
+        /// The hub's hint.
+        retry_after: std::time::Duration,
+    },
     /// The connection to the hub failed.
     #[error("connecting to the hub: {0}")]
     Connect(String),
@@ -61,6 +68,18 @@ pub enum SyncError {
 
 impl From<tonic::Status> for SyncError {
     fn from(status: tonic::Status) -> Self {
+        let hint = status
+            .metadata()
+            .get(crate::RETRY_AFTER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| status.code() == tonic::Code::ResourceExhausted);
+        if let Some(ms) = hint {
+            // At most ten minutes, whatever the hub says.
+            return SyncError::Busy {
+                retry_after: std::time::Duration::from_millis(ms.min(600_000)),
+            };
+        }
         SyncError::Hub {
             code: status.code(),
             message: status.message().chars().take(500).collect(),

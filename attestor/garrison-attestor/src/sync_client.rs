@@ -400,6 +400,16 @@ pub fn spawn(
                     tracing::debug!(?summary, "sync round done");
                     interval
                 }
+                Err(SyncError::Busy { retry_after }) => {
+                    // The hub answers but sheds: wait its hint, jittered up to twice it, so
+                    // sites shed together spread out. Not a failure of the link.
+                    let wait = retry_after + retry_after.mul_f64(jitter(&rng));
+                    tracing::info!(
+                        retry_in_ms = wait.as_millis(),
+                        "the hub is busy; pushing the rest later"
+                    );
+                    wait
+                }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 {
@@ -474,5 +484,37 @@ mod tests {
         assert_eq!(top(6), Duration::from_secs(600), "capped");
         assert_eq!(top(1000), Duration::from_secs(600), "no overflow");
         assert_eq!(bottom(1000), Duration::from_secs(300));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod busy_tests {
+    use super::*;
+
+    #[test]
+    fn a_shed_push_is_busy_with_the_hubs_hint_and_other_refusals_are_not() {
+        let mut status = tonic::Status::resource_exhausted("busy");
+        status.metadata_mut().insert(
+            crate::RETRY_AFTER_METADATA_KEY,
+            tonic::metadata::MetadataValue::from(2000u64),
+        );
+        assert!(matches!(
+            SyncError::from(status),
+            SyncError::Busy { retry_after } if retry_after == Duration::from_secs(2)
+        ));
+        let mut absurd = tonic::Status::resource_exhausted("busy");
+        absurd.metadata_mut().insert(
+            crate::RETRY_AFTER_METADATA_KEY,
+            tonic::metadata::MetadataValue::from(u64::MAX),
+        );
+        assert!(matches!(
+            SyncError::from(absurd),
+            SyncError::Busy { retry_after } if retry_after == Duration::from_secs(600)
+        ));
+        let refused = tonic::Status::invalid_argument("bad-proof: ...");
+        assert!(matches!(SyncError::from(refused), SyncError::Hub { .. }));
+        let no_hint = tonic::Status::resource_exhausted("busy");
+        assert!(matches!(SyncError::from(no_hint), SyncError::Hub { .. }));
     }
 }

@@ -41,6 +41,7 @@ pub mod files;
 mod hub;
 pub mod push;
 pub mod server;
+pub mod shed;
 pub mod sync_service;
 
 pub use config::HubConfig;

@@ -187,7 +187,10 @@ pub async fn serve(
     Server::builder()
         // A site pushes one batch at a time; a few streams per connection is plenty.
         .concurrency_limit_per_connection(4)
-        .add_service(SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE))
+        .add_service(crate::shed::ShedPushes::new(
+            SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE),
+            crate::shed::ADMITTED_PUSHES,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(StartError::Serve)

@@ -1,0 +1,176 @@
+//! Shedding pushes before their bodies are read: when many sites come back at once, each
+//! `PushLog` carries up to a whole batch (4 MiB, at most 16 MiB), decoded into memory before
+//! the handler runs. [`ShedPushes`] wraps the Sync service and admits at most a fixed number
+//! of pushes at a time, counted from before the body is read until the answer is sent; a push
+//! beyond that is answered at once with `RESOURCE_EXHAUSTED` and a retry hint
+//! (`retry-after-ms`), which the site's sync loop waits out. The hub's memory for pushes is
+//! bounded by that number times the largest message, however many sites call.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tonic::codegen::{BoxFuture, Service, http};
+
+/// The path of the call that carries batches.
+const PUSH_PATH: &str = "/garrison.v1.Sync/PushLog";
+
+/// Pushes admitted at once by a hub process: the 4 it works on and as many waiting their turn.
+/// With 16 MiB messages that bounds what pushes hold to 128 MiB (32 MiB with 4 MiB batches).
+pub const ADMITTED_PUSHES: usize = 8;
+
+/// The retry hint sent with a shed push, milliseconds. A site adds its own jitter, so sites
+/// shed together do not come back in step.
+pub const SHED_RETRY_AFTER_MS: u64 = 2_000;
+
+/// Wraps the Sync service (see the module docs).
+#[derive(Clone)]
+pub struct ShedPushes<S> {
+    inner: S,
+    permits: Arc<tokio::sync::Semaphore>,
+    shed: Arc<AtomicU64>,
+}
+
+impl<S> ShedPushes<S> {
+    /// At most `pushes` pushes admitted at once.
+    pub fn new(inner: S, pushes: usize) -> Self {
+        ShedPushes {
+            inner,
+            permits: Arc::new(tokio::sync::Semaphore::new(pushes.max(1))),
+            shed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many pushes were shed so far.
+    pub fn shed_count(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shed)
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedPushes<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for ShedPushes<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != PUSH_PATH {
+            return Box::pin(self.inner.call(request));
+        }
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => {
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let response = answer.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                let shed = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
+                if shed.is_power_of_two() {
+                    tracing::warn!(
+                        shed,
+                        "pushes shed: more sites are sending batches than the hub takes at once"
+                    );
+                }
+                let mut status = tonic::Status::resource_exhausted(
+                    "the hub is taking other sites' batches: retry after the hint",
+                );
+                status.metadata_mut().insert(
+                    garrison_attestor::RETRY_AFTER_METADATA_KEY,
+                    tonic::metadata::MetadataValue::from(SHED_RETRY_AFTER_MS),
+                );
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Answers each call once a permit is added to its semaphore.
+    #[derive(Clone)]
+    struct Held(Arc<tokio::sync::Semaphore>);
+
+    impl Service<http::Request<()>> for Held {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<()>) -> Self::Future {
+            let release = Arc::clone(&self.0);
+            Box::pin(async move {
+                release.acquire().await.unwrap().forget();
+                Ok(http::Response::new(tonic::body::Body::empty()))
+            })
+        }
+    }
+
+    fn request(path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).body(()).unwrap()
+    }
+
+    fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<String> {
+        response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn pushes_beyond_the_admitted_ones_are_shed_at_once_with_a_hint() {
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut shed = ShedPushes::new(Held(Arc::clone(&release)), 2);
+        let first = tokio::spawn(shed.call(request(PUSH_PATH)));
+        let second = tokio::spawn(shed.call(request(PUSH_PATH)));
+        // The third push is answered before the first two finish.
+        let third = shed.call(request(PUSH_PATH)).await.unwrap();
+        assert_eq!(
+            grpc_status(&third).as_deref(),
+            Some("8"),
+            "RESOURCE_EXHAUSTED"
+        );
+        assert_eq!(
+            third
+                .headers()
+                .get(garrison_attestor::RETRY_AFTER_METADATA_KEY)
+                .unwrap(),
+            &SHED_RETRY_AFTER_MS.to_string()
+        );
+        assert_eq!(shed.shed_count().load(Ordering::Relaxed), 1);
+        // Other calls are never shed.
+        let status = tokio::spawn(shed.call(request("/garrison.v1.Sync/Status")));
+        release.add_permits(3);
+        for answer in [first, second, status] {
+            let response = answer.await.unwrap().unwrap();
+            assert_eq!(grpc_status(&response), None, "passed through");
+        }
+        // Places are given back once answered.
+        let again = tokio::spawn(shed.call(request(PUSH_PATH)));
+        release.add_permits(1);
+        assert_eq!(grpc_status(&again.await.unwrap().unwrap()), None);
+    }
+}
