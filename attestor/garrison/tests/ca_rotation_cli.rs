@@ -171,3 +171,86 @@ fn a_site_ca_is_rotated_by_files() {
     assert!(text.contains("offline budget:  29d"), "{text}");
     assert!(text.contains("activates at"), "{text}");
 }
+
+#[test]
+fn a_new_root_is_cross_signed_and_announced_at_the_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    Site::create(dir, time::OffsetDateTime::now_utc()).unwrap();
+    std::fs::write(
+        dir.join("hub.toml"),
+        format!(
+            "listen = \"{}\"\nca_dir = \"ca/hub\"\ndatabase = \"sqlite://hub.db\"\n",
+            free_local_address().unwrap()
+        ),
+    )
+    .unwrap();
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    ok(&garrison(&[
+        "ca",
+        "init-root",
+        "--trust-domain",
+        garrison_testbed::TRUST_DOMAIN,
+        "--name",
+        "Root 2",
+        "--out",
+        &path("root-2"),
+    ]));
+    ok(&garrison(&[
+        "ca",
+        "cross-sign",
+        "--issuer",
+        &path("ca/root"),
+        "--new-root",
+        &path("root-2/cert.pem"),
+        "--out",
+        &path("root-2-cross.pem"),
+    ]));
+    // The new root alone is refused: no current root vouches for it.
+    let alone = garrison(&[
+        "hub",
+        "publish-root",
+        "--config",
+        &path("hub.toml"),
+        &path("root-2/cert.pem"),
+    ]);
+    assert!(!alone.status.success());
+    // Both, the new root first: taken in the order that works.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("root-2/cert.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("root-2-cross.pem")).unwrap()
+    );
+    std::fs::write(dir.join("announce.pem"), both).unwrap();
+    let said = ok(&garrison(&[
+        "hub",
+        "publish-root",
+        "--config",
+        &path("hub.toml"),
+        &path("announce.pem"),
+    ]));
+    assert!(said.contains("2 new root(s)"), "{said}");
+    let said = ok(&garrison(&[
+        "hub",
+        "publish-root",
+        "--config",
+        &path("hub.toml"),
+        &path("announce.pem"),
+    ]));
+    assert!(said.contains("0 new root(s)"), "{said}");
+    // openssl agrees that the old root vouches for the new root's key.
+    let out = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            &path("ca/root/cert.pem"),
+            &path("root-2-cross.pem"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
