@@ -205,6 +205,10 @@ pub async fn build_with_random(
     })
     .await
     .map_err(StartError::Log)?;
+    // A restart after the CA expired with a successor certified meanwhile (an install while
+    // the attestor was down): put it in force before anything is issued.
+    site_ca.tick(&log, now).await;
+    let ca = site_ca.active();
     let policy = start_policy(config, &ca, &log, now).await?;
     Ok(Attestor::new(AttestorParts {
         site: config.site.clone(),
@@ -336,8 +340,19 @@ pub fn attestor_identity(
     ));
     let ttl = config.attestor_svid_ttl;
     let rng = SystemRandom::new();
+    // Once: a CA that has expired issues nothing new, but an attestor restarted during a long
+    // outage must still start (to log, and to sync its way to a new CA). Its first server
+    // SVID is then dated at the CA's last minute (no client accepts it); later ones come
+    // from the CA in force once there is one.
+    let first = std::sync::atomic::AtomicBool::new(true);
     let issue = move |now| {
-        let mut issued = site_ca.active().issue_site_role_svid(
+        let ca = site_ca.active();
+        let now = if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            issuing_time(&ca, now)
+        } else {
+            now
+        };
+        let mut issued = ca.issue_site_role_svid(
             SiteRole::Attestor,
             ttl,
             SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
@@ -353,6 +368,15 @@ pub fn attestor_identity(
         .following(Arc::clone(&issuers));
     tracing::info!(site = %config.site, "attestor server SVID issued");
     Ok((Arc::new(rotating), issuers))
+}
+
+/// `now`, or for a CA that has expired its last minute (see [`attestor_identity`]).
+fn issuing_time(ca: &Authority, now: time::OffsetDateTime) -> time::OffsetDateTime {
+    if now >= ca.not_after() {
+        ca.not_after() - time::Duration::minutes(1)
+    } else {
+        now
+    }
 }
 
 /// A client that has not sent its ClientHello 3 s after it was admitted, or not finished
@@ -538,7 +562,9 @@ async fn start_checkpoints(
         attestor.log().clone(),
         &config.log_key,
         ca,
-        now,
+        // The log key's certificate of a CA that has expired is dated at its last minute
+        // (see `issuing_time`): checkpoints are still signed, and verify against it.
+        issuing_time(ca, now),
         &rng,
     )
     .await

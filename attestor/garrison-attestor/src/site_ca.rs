@@ -152,6 +152,8 @@ pub struct SiteCa {
     rotating: tokio::sync::Mutex<()>,
     /// The budget warning level last logged, so each is logged once.
     warned: Mutex<Option<(i32, i32)>>,
+    /// The last refusal recorded, so that one repeated every tick or round is recorded once.
+    last_refusal: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for SiteCa {
@@ -181,10 +183,12 @@ impl SiteCa {
             state: RwLock::new(Arc::new(load_state(dir)?)),
             rotating: tokio::sync::Mutex::new(()),
             warned: Mutex::new(None),
+            last_refusal: Mutex::new(None),
         };
         let state = holder.state();
         check_site(&state.active, site, dir)?;
         lifecycle::check_ca_lifetime(state.active.validity().lifetime(), max_svid_ttl)?;
+        holder.delete_retired_keys(&state);
         Ok(holder)
     }
 
@@ -299,19 +303,19 @@ impl SiteCa {
         let gen_dir = self.dir.join(ROTATION_DIR).join(&prepared.name);
         let checked = self.check_successor(&gen_dir, &chain, &state, now, rng);
         let validity = match checked {
-            Ok(validity) => validity,
+            Ok(Fit::Usable(validity)) => validity,
+            Ok(Fit::Unusable(why)) => {
+                // Our key, certified too short to ever be put in force: the generation is
+                // given up and the next tick prepares another.
+                let detail = format!("{}: {why}; a new key is prepared", prepared.name);
+                self.record_refusal(log, now, "certificate-refused", detail, chain.first())
+                    .await?;
+                self.abandon(&prepared.name)?;
+                return Err(SiteCaError::Refused(why));
+            }
             Err(e) => {
-                record(
-                    log,
-                    &self.site,
-                    now,
-                    Decision::Deny,
-                    "certificate-refused",
-                    e.to_string(),
-                    None,
-                    None,
-                )
-                .await?;
+                self.record_refusal(log, now, "certificate-refused", e.to_string(), None)
+                    .await?;
                 return Err(e);
             }
         };
@@ -367,17 +371,21 @@ impl SiteCa {
         if let Err(e) =
             lifecycle::check_activation(validity, state.active.validity(), self.max_svid_ttl, now)
         {
-            record(
-                log,
-                &self.site,
-                now,
-                Decision::Deny,
-                "activation-refused",
-                format!("{name}: {e}"),
-                chain.first(),
-                None,
-            )
-            .await?;
+            let permanent = matches!(
+                e,
+                LifecycleError::ShortLived { .. } | LifecycleError::DoesNotOutliveActive { .. }
+            );
+            let detail = if permanent {
+                format!("{name}: {e}; a new key is prepared")
+            } else {
+                format!("{name}: {e}")
+            };
+            self.record_refusal(log, now, "activation-refused", detail, chain.first())
+                .await?;
+            if permanent {
+                // It will never be fit: give it up, so the next tick prepares another.
+                self.abandon(&name)?;
+            }
             return Err(e.into());
         }
         let gen_dir = self.dir.join(ROTATION_DIR).join(&name);
@@ -446,7 +454,7 @@ impl SiteCa {
     /// offline-budget level. Run periodically and in every sync round. Failures are logged;
     /// the CA in force keeps issuing as long as it is valid.
     pub async fn tick(&self, log: &AttestationLog, now: OffsetDateTime) {
-        if let Err(e) = self.pick_up_certificate() {
+        if let Err(e) = self.pick_up_certificate().await {
             tracing::error!(error = %e, "reading the new site CA's certificate failed");
         }
         let step = self.step(now);
@@ -471,7 +479,8 @@ impl SiteCa {
 
     /// A certificate for the prepared successor written by another process (an import) is
     /// taken as it is on disk: that process checked and recorded it.
-    fn pick_up_certificate(&self) -> Result<(), SiteCaError> {
+    async fn pick_up_certificate(&self) -> Result<(), SiteCaError> {
+        let _guard = self.rotating.lock().await;
         let state = self.state();
         let Some(prepared) = state.prepared.as_ref().filter(|p| p.certified.is_none()) else {
             return Ok(());
@@ -482,9 +491,117 @@ impl SiteCa {
         }
         let loaded = load_prepared(&gen_dir, &prepared.name)?;
         if loaded.certified.is_some() {
-            self.swap(|s| s.prepared = Some(loaded));
+            // Under the lock: still the same generation waiting for its certificate.
+            self.swap(|s| {
+                let waiting = s
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.name == loaded.name && p.certified.is_none());
+                if waiting {
+                    s.prepared = Some(loaded);
+                }
+            });
         }
         Ok(())
+    }
+
+    /// Records a refusal, unless it is the same as the last one recorded: a refusal that
+    /// repeats every tick or round must not grow the log.
+    async fn record_refusal(
+        &self,
+        log: &AttestationLog,
+        now: OffsetDateTime,
+        step: &str,
+        detail: String,
+        certificate: Option<&Vec<u8>>,
+    ) -> Result<(), SiteCaError> {
+        tracing::warn!(step, detail = %detail, "site CA rotation refused");
+        if !self.first_time(&format!("{step} {detail}")) {
+            return Ok(());
+        }
+        record(
+            log,
+            &self.site,
+            now,
+            Decision::Deny,
+            step,
+            detail,
+            certificate,
+            None,
+        )
+        .await
+    }
+
+    /// True the first time `what` is seen in a row.
+    fn first_time(&self, what: &str) -> bool {
+        let Ok(mut last) = self.last_refusal.lock() else {
+            return true;
+        };
+        if last.as_deref() == Some(what) {
+            return false;
+        }
+        *last = Some(what.to_owned());
+        true
+    }
+
+    /// Gives up generation `name`: its key is deleted and its directory set aside
+    /// (`<name>.abandoned-<n>`), so the next tick prepares a new one.
+    fn abandon(&self, name: &str) -> Result<(), SiteCaError> {
+        let rotation = self.dir.join(ROTATION_DIR);
+        let gen_dir = rotation.join(name);
+        match std::fs::remove_file(gen_dir.join("key.pem")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io(&gen_dir.join("key.pem"), source)),
+        }
+        let mut n = 0;
+        let aside = loop {
+            let candidate = rotation.join(format!("{name}.abandoned-{n}"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        std::fs::rename(&gen_dir, &aside).map_err(|source| io(&gen_dir, source))?;
+        self.swap(|s| {
+            if s.prepared.as_ref().is_some_and(|p| p.name == name) {
+                s.prepared = None;
+            }
+        });
+        tracing::warn!(
+            generation = name,
+            "the prepared site CA was given up; a new key will be prepared"
+        );
+        Ok(())
+    }
+
+    /// Keys of generations older than the one in force never sign again: deleted (a crash
+    /// between an activation and its key deletion leaves one behind).
+    fn delete_retired_keys(&self, state: &CaState) {
+        let active = generation_number(&state.active_name).unwrap_or(0);
+        let mut keys: Vec<PathBuf> = Vec::new();
+        if active > 0 {
+            keys.push(self.dir.join("key.pem"));
+        }
+        if let Ok(found) = generations(&self.dir.join(ROTATION_DIR)) {
+            keys.extend(
+                found
+                    .into_iter()
+                    .filter(|(n, _)| *n > 0 && *n < active)
+                    .map(|(_, name)| self.dir.join(ROTATION_DIR).join(name).join("key.pem")),
+            );
+        }
+        for key in keys {
+            match std::fs::remove_file(&key) {
+                Ok(()) => {
+                    tracing::info!(key = %key.display(), "a retired site CA's key was deleted")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(error = %e, key = %key.display(), "could not delete a retired site CA's key")
+                }
+            }
+        }
     }
 
     fn warn_budget(&self, now: OffsetDateTime) {
@@ -580,6 +697,9 @@ impl SiteCa {
                 .or_else(|_| garrison_ca::verify_root_twin(der, &kept, now));
             if let Err(e) = checked {
                 let detail = format!("a new root announced by the hub is refused: {e}");
+                if !self.first_time(&format!("root-refused {detail}")) {
+                    continue;
+                }
                 record(
                     log,
                     &self.site,
@@ -631,7 +751,7 @@ impl SiteCa {
         state: &CaState,
         now: OffsetDateTime,
         rng: &(dyn SecureRandom + Sync),
-    ) -> Result<Validity, SiteCaError> {
+    ) -> Result<Fit, SiteCaError> {
         let refused = |what: String| SiteCaError::Refused(what);
         let key_path = gen_dir.join("key.pem");
         let key = PrivateKey::from_pkcs8_pem(&read_text(&key_path)?).map_err(|source| {
@@ -677,7 +797,22 @@ impl SiteCa {
                 "it does not chain to the trust domain's roots: {e}"
             ))
         })?;
-        Ok(validity)
+        // Certified for our key, but it could never be put in force: it must outlive the CA
+        // in force and have room for full-length SVIDs (checked again at activation).
+        let active = state.active.validity();
+        if validity.not_after <= active.not_after {
+            return Ok(Fit::Unusable(format!(
+                "it expires at {}, not after the CA in force ({})",
+                validity.not_after, active.not_after
+            )));
+        }
+        if validity.remaining(now) < self.max_svid_ttl * lifecycle::CA_LIFETIME_PER_SVID_TTL {
+            return Ok(Fit::Unusable(format!(
+                "it has {} left, less than 6x max_svid_ttl",
+                human(validity.remaining(now))
+            )));
+        }
+        Ok(Fit::Usable(validity))
     }
 
     fn swap(&self, change: impl FnOnce(&mut CaState)) {
@@ -689,6 +824,14 @@ impl SiteCa {
         change(&mut next);
         *guard = Arc::new(next);
     }
+}
+
+/// What a certificate offered for the prepared key is good for.
+enum Fit {
+    /// It may be installed and, when due, put in force.
+    Usable(Validity),
+    /// It certifies the prepared key but could never be put in force (why).
+    Unusable(String),
 }
 
 /// The site CAs whose SVIDs the attestor's TLS layer accepts as client certificates (renewal):
@@ -826,14 +969,26 @@ fn load_state(dir: &Path) -> Result<CaState, SiteCaError> {
 
 fn load_prepared(gen_dir: &Path, name: &str) -> Result<Prepared, SiteCaError> {
     let csr_path = gen_dir.join("csr.pem");
-    let csr = pem::parse(read_text(&csr_path)?)
-        .map_err(|e| {
-            io(
-                &csr_path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            )
-        })?
-        .into_contents();
+    let csr = match read_optional(&csr_path)? {
+        Some(text) => pem::parse(text)
+            .map_err(|e| {
+                io(
+                    &csr_path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?
+            .into_contents(),
+        // A crash between writing the key and its CSR: the CSR is made again from the key.
+        None => {
+            let key_path = gen_dir.join("key.pem");
+            PrivateKey::from_pkcs8_pem(&read_text(&key_path)?)
+                .and_then(|key| key.csr_der(name))
+                .map_err(|source| SiteCaError::Ca {
+                    path: key_path,
+                    source,
+                })?
+        }
+    };
     let certified = match read_optional(&gen_dir.join("chain.pem"))? {
         Some(text) if gen_dir.join("cert.pem").exists() => {
             let chain = certificates_from_pem(&text).map_err(|source| SiteCaError::Ca {

@@ -1232,6 +1232,25 @@ async fn a_60_day_partition_fails_closed_and_recovers(postgres: bool) {
     assert!(status.to_text(clock.now()).contains("EXHAUSTED"));
     clock.advance(days(15.0));
     ca.tick(world.attestor.log(), clock.now()).await;
+    // An attestor restarted now, its CA expired and no successor yet, still starts (its
+    // server SVID and log key certificate dated at the CA's last minute): it must be running
+    // to sync its way out.
+    let config = garrison_attestor::SiteConfig::load(&world.dir.join("site.toml")).unwrap();
+    let restarted = match garrison_attestor::server::build(&config, Arc::clone(&world.clock)).await
+    {
+        Ok(restarted) => restarted,
+        Err(e) => panic!(
+            "an attestor with an expired CA did not start: {e}: {:?}",
+            std::error::Error::source(&e).map(ToString::to_string)
+        ),
+    };
+    garrison_attestor::server::attestor_identity(
+        &config,
+        Arc::clone(restarted.site_ca()),
+        Arc::clone(&world.clock),
+    )
+    .unwrap();
+    drop(restarted);
     // The link is back, 15 days after the CA expired: within the hub's rejoin window (30
     // days) the site syncs with a certificate dated at its CA's expiry, and asks for its next
     // CA; one round, and it issues again.
@@ -1335,42 +1354,65 @@ async fn rotation_refused_when_the_hub_ca_would_not_cover_it(postgres: bool) {
         site_events.iter().any(|e| e.kind == "intermediate-refused"),
         "{site_events:?}"
     );
-    // The hub CA (as if renewed for a short time) certifies a CA with 6 days left: with 1h
-    // SVIDs that is long enough in itself, but it would expire before the active one.
     let hub_ca = garrison_attestor::server::load_authority(&world.dir.join("ca/hub")).unwrap();
-    let csr = garrison_ca::VerifiedCsr::from_der(&ca.pending_request().unwrap()).unwrap();
-    let short = hub_ca
-        .issue_intermediate(
-            garrison_ca::IntermediateParams {
-                name: SITE.into(),
-                role: garrison_ca::CaRole::Site(SITE.into()),
-                ttl: days(6.0),
-                path_len: garrison_ca::PathLen::OneBelowIssuer,
-                subject_key: garrison_ca::SubjectKey::Csr(csr),
-            },
-            clock.now(),
-            &SystemRandom::new(),
-        )
-        .unwrap();
+    let certify = |csr: Vec<u8>, ttl: time::Duration, now: OffsetDateTime| {
+        hub_ca
+            .issue_intermediate(
+                garrison_ca::IntermediateParams {
+                    name: SITE.into(),
+                    role: garrison_ca::CaRole::Site(SITE.into()),
+                    ttl,
+                    path_len: garrison_ca::PathLen::OneBelowIssuer,
+                    subject_key: garrison_ca::SubjectKey::Csr(
+                        garrison_ca::VerifiedCsr::from_der(&csr).unwrap(),
+                    ),
+                },
+                now,
+                &SystemRandom::new(),
+            )
+            .unwrap()
+            .chain
+    };
     let log = world.attestor.log();
     let before = ca.active().certificate().to_vec();
+    // Certified for 6 days: it would expire before the CA in force, so it could never be put
+    // in force. Refused at install; the key is given up and a new one prepared.
+    let first_csr = ca.pending_request().unwrap();
+    let short = certify(first_csr.clone(), days(6.0), clock.now());
     assert!(
-        ca.install(log, short.chain, clock.now(), &SystemRandom::new())
+        ca.install(log, short, clock.now(), &SystemRandom::new())
+            .await
+            .is_err()
+    );
+    assert!(ca.pending_request().is_none(), "given up");
+    ca.tick(log, clock.now()).await;
+    let second_csr = ca.pending_request().expect("a new key prepared");
+    assert_ne!(second_csr, first_csr);
+    // Certified to outlive the CA in force by 3 hours: fine now, but by the time it is
+    // needed (the CA in force has expired) it has less than 6 × max_svid_ttl (1h) left.
+    let outlive = ca.active().not_after() + time::Duration::hours(3) - clock.now();
+    let barely = certify(second_csr, outlive, clock.now());
+    assert!(
+        ca.install(log, barely, clock.now(), &SystemRandom::new())
             .await
             .unwrap()
     );
-    clock.advance(days(15.0));
+    clock.advance(days(22.05));
     let refused = ca.activate(log, clock.now()).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("not valid now")
-            || refused.to_string().contains("not after the active"),
-        "{refused}"
-    );
+    assert!(refused.to_string().contains("too short-lived"), "{refused}");
     assert_eq!(ca.active().certificate(), before.as_slice());
-    assert!(
-        rotate_steps(&world)
-            .await
-            .contains(&(Decision::Deny, "activation-refused".to_owned()))
+    // Given up too: the next tick prepares a third key, to ask the hub again.
+    ca.tick(log, clock.now()).await;
+    assert!(ca.pending_request().is_some(), "a new key to ask for");
+    let steps = rotate_steps(&world).await;
+    assert!(steps.contains(&(Decision::Deny, "certificate-refused".to_owned())));
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|(_, step)| step == "activation-refused")
+            .count(),
+        1,
+        "{steps:?}"
     );
 }
 
@@ -1441,4 +1483,32 @@ async fn a_new_root_announced_at_the_hub_reaches_the_site() {
     let bundle = world.attestor.trust_bundle();
     assert!(bundle.contains(&cross) && bundle.contains(&new_root));
     assert_eq!(world.round().await.roots_announced, 0, "taken once");
+    // A root nobody vouches for, offered again and again, is refused and recorded once.
+    let stranger = garrison_ca::Authority::new_root(
+        &garrison_ca::RootParams {
+            trust_domain: garrison_ca::TrustDomain::new(TRUST_DOMAIN).unwrap(),
+            name: "Stranger".into(),
+            ttl: days(100.0),
+            path_len: 2,
+            key_algorithm: garrison_ca::KeyAlgorithm::EcdsaP256,
+        },
+        now,
+        &rng,
+    )
+    .unwrap()
+    .certificate;
+    let ca = world.attestor.site_ca();
+    for _ in 0..3 {
+        let taken = ca
+            .accept_announced_roots(world.attestor.log(), std::slice::from_ref(&stranger), now)
+            .await
+            .unwrap();
+        assert_eq!(taken, 0);
+    }
+    let refused = rotate_steps(&world)
+        .await
+        .iter()
+        .filter(|(_, step)| step == "root-refused")
+        .count();
+    assert_eq!(refused, 1);
 }

@@ -94,13 +94,19 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
                 .prepare(&log, now, &ring::rand::SystemRandom::new())
                 .await;
             log.close().await;
-            let text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr?));
+            let csr = csr?;
+            let fingerprint = key_fingerprint(&csr)?;
+            let text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr));
             crate::outdir::write_new_file(&args.out, text.as_bytes())?;
             println!(
                 "{}: CSR of site {}'s next CA; certify it with `garrison hub certify-site --ttl {}`",
                 args.out.display(),
                 config.site,
                 garrison_attestor::site_ca::human(ca.requested_lifetime()).replace(' ', "")
+            );
+            println!(
+                "key fingerprint {fingerprint}: tell it to the hub's operator by another channel; \
+                 certify-site prints the fingerprint of the request it certifies"
             );
             Ok(())
         }
@@ -126,6 +132,15 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// SHA-256 of a CSR's subject public key, hex: what the two operators compare.
+pub fn key_fingerprint(csr_der: &[u8]) -> anyhow::Result<String> {
+    let csr = garrison_ca::VerifiedCsr::from_der(csr_der)?;
+    Ok(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        csr.public_key_der(),
+    )))
 }
 
 /// The site CA holder and the log, for the CA commands.

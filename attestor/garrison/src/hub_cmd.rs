@@ -168,6 +168,11 @@ async fn certify_site(args: CertifySiteArgs) -> anyhow::Result<()> {
     let csr = pem::parse(&text)
         .context("the CSR is not PEM")?
         .into_contents();
+    println!(
+        "certifying key fingerprint {} for site {}: compare it with what the site's operator read out",
+        crate::attestor_cmd::key_fingerprint(&csr)?,
+        args.site
+    );
     let ttl = garrison_attestor::config::parse_duration("ttl", &args.ttl)?;
     let request = garrison_proto::v1::IntermediateRequest {
         origin: garrison_transparency::site_origin(hub.trust_domain(), &args.site),

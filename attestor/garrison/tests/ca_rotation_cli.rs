@@ -66,6 +66,15 @@ fn a_site_ca_is_rotated_by_files() {
         csr.to_str().unwrap(),
     ]));
     assert!(said.contains("--ttl 30d"), "{said}");
+    let fingerprint = |text: &str| {
+        text.split("fingerprint ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no fingerprint in {text}"))
+    };
+    let at_site = fingerprint(&said);
+    assert_eq!(at_site.len(), 64);
     // The key stayed at the site; only the request left.
     assert!(dir.join("ca/site/rotation/gen-1/key.pem").exists());
     assert!(
@@ -96,7 +105,7 @@ fn a_site_ca_is_rotated_by_files() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(!chain.exists());
-    ok(&garrison(&[
+    let certified = ok(&garrison(&[
         "hub",
         "certify-site",
         "--config",
@@ -110,6 +119,11 @@ fn a_site_ca_is_rotated_by_files() {
         "--out",
         chain.to_str().unwrap(),
     ]));
+    assert_eq!(
+        fingerprint(&certified),
+        at_site,
+        "the hub certified the site's key"
+    );
     // A site CA for another key (the hub made this one's key itself) is refused.
     let other = dir.join("other");
     let hub_dir = dir.join("ca/hub");

@@ -129,18 +129,30 @@ impl Site {
             site_ca: Authority::from_issued(site)?,
             root_ca: root,
         };
-        site.sign_policy(now, &rng)?;
+        // The policy signer outlives a long-lived site CA (tests that run a site past its CA's
+        // expiry restart it then, and its bundle must still verify).
+        let signer_ttl = if site_ttl > Duration::days(30) {
+            site_ttl * 2
+        } else {
+            Duration::days(30)
+        };
+        site.sign_policy(now, signer_ttl, &rng)?;
         Ok(site)
     }
 
-    fn sign_policy(&self, now: OffsetDateTime, rng: &SystemRandom) -> Result<(), TestbedError> {
+    fn sign_policy(
+        &self,
+        now: OffsetDateTime,
+        signer_ttl: Duration,
+        rng: &SystemRandom,
+    ) -> Result<(), TestbedError> {
         let signer_id = SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/policy/signer/testbed"))
             .map_err(garrison_ca::CaError::from)?;
         let signer = self.root_ca.issue_svid(
             SvidParams {
                 spiffe_id: signer_id,
-                ttl: Duration::days(30),
-                max_ttl: Duration::days(30),
+                ttl: signer_ttl,
+                max_ttl: signer_ttl,
                 subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
             },
             now,
