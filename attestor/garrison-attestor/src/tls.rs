@@ -487,6 +487,41 @@ struct ExpiredWithin {
     window: Duration,
 }
 
+/// When a chain presented by a site whose CA has expired is judged, for a hub's rejoin window:
+/// the leaf's last second, if the leaf was capped at its issuing CA's expiry (a credential of
+/// an expired CA, not merely an old leaf), that expiry is in the past but at most `window`
+/// ago, and every certificate above that CA is valid now. `None`: the chain does not qualify.
+pub fn rejoin_time(
+    leaf: &[u8],
+    intermediates: &[&[u8]],
+    now: OffsetDateTime,
+    window: Duration,
+) -> Option<OffsetDateTime> {
+    use x509_parser::prelude::FromDer as _;
+    let validity = |der: &[u8]| {
+        x509_parser::certificate::X509Certificate::from_der(der)
+            .ok()
+            .map(|(_, c)| {
+                (
+                    c.validity().not_before.to_datetime(),
+                    c.validity().not_after.to_datetime(),
+                )
+            })
+    };
+    let (_, leaf_not_after) = validity(leaf)?;
+    let (site_ca, above) = intermediates.split_first()?;
+    let (_, ca_not_after) = validity(site_ca)?;
+    let expired_ago = now - ca_not_after;
+    let qualifies = leaf_not_after == ca_not_after
+        && expired_ago.is_positive()
+        && expired_ago <= window
+        && above.iter().all(|der| {
+            validity(der)
+                .is_some_and(|(not_before, not_after)| not_before <= now && now <= not_after)
+        });
+    qualifies.then(|| leaf_not_after - Duration::seconds(1))
+}
+
 /// The leaf's notAfter, if it parses.
 pub fn leaf_not_after(der: &[u8]) -> Option<OffsetDateTime> {
     use x509_parser::prelude::FromDer as _;
@@ -527,17 +562,19 @@ impl rustls::server::danger::ClientCertVerifier for ExpiredWithin {
                 CertificateError::Expired | CertificateError::ExpiredContext { .. }
             )
         );
-        let Some(not_after) = leaf_not_after(end_entity).filter(|_| expired) else {
+        let now_at = i64::try_from(now.as_secs())
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+        let above: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+        let at = now_at
+            .filter(|_| expired)
+            .and_then(|now| rejoin_time(end_entity.as_ref(), &above, now, self.window));
+        let Some(at) = at else {
             return Err(error);
         };
-        let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let ago = now_s.saturating_sub(not_after.unix_timestamp());
-        if ago > self.window.whole_seconds() {
-            return Err(error);
-        }
         // Everything in the chain must have been valid at the leaf's last second.
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-            u64::try_from(not_after.unix_timestamp() - 1).unwrap_or(0),
+            u64::try_from(at.unix_timestamp()).unwrap_or(0),
         ));
         self.strict
             .verify_client_cert(end_entity, intermediates, at)

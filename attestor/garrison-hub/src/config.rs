@@ -23,6 +23,12 @@ struct RawConfig {
     max_connections: usize,
     #[serde(default = "default_rejoin_window")]
     rejoin_window: String,
+    #[serde(default = "default_max_site_ca_ttl")]
+    max_site_ca_ttl: String,
+}
+
+fn default_max_site_ca_ttl() -> String {
+    "90d".to_owned()
 }
 
 fn default_rejoin_window() -> String {
@@ -64,6 +70,9 @@ pub struct HubConfig {
     /// any more, so without it a site cut off past its CA's expiry cannot recover by itself.
     /// Each such call is recorded (`rejoin-after-expiry` in `garrison hub events`).
     pub rejoin_window: Option<Duration>,
+    /// The longest lifetime the hub certifies a site CA for (default 90d); a site asks for the
+    /// lifetime of its current CA.
+    pub max_site_ca_ttl: Duration,
 }
 
 impl HubConfig {
@@ -82,6 +91,7 @@ impl HubConfig {
             witness_key: resolve(raw.witness_key),
             server_svid_ttl: parse_duration("server_svid_ttl", &raw.server_svid_ttl)?,
             max_connections: raw.max_connections.max(1),
+            max_site_ca_ttl: parse_duration("max_site_ca_ttl", &raw.max_site_ca_ttl)?,
             rejoin_window: match raw.rejoin_window.as_str() {
                 "off" => None,
                 text => Some(parse_duration("rejoin_window", text)?),

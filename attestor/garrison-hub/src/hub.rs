@@ -33,6 +33,8 @@ pub struct HubParts {
     pub witness_chain_pem: String,
     /// The hub CA: certifies the sites' next intermediates.
     pub ca: Arc<garrison_ca::Authority>,
+    /// The longest lifetime the hub certifies a site CA for.
+    pub max_site_ca_ttl: time::Duration,
     /// New roots announced to sites (a root rotation), each cross-signed by a current root
     /// (`garrison hub publish-root` writes the file; PEM).
     pub cross_signed_roots: std::path::PathBuf,
@@ -51,9 +53,6 @@ pub struct Hub {
 /// carry (`MAX_SYNC_MESSAGE`), the rest left for a policy bundle beside it. About 110,000
 /// node entries or 160,000 serials.
 pub const MAX_REVOCATION_LIST_BYTES: usize = garrison_proto::limits::MAX_SYNC_MESSAGE / 2;
-
-/// The longest site CA lifetime the hub certifies (10 years): beyond it a request is malformed.
-const MAX_SITE_CA_SECONDS: i64 = 3650 * 86_400;
 
 /// Pushes a hub process works on at once; more wait their turn.
 const CONCURRENT_PUSHES: usize = 4;
@@ -127,6 +126,12 @@ impl Hub {
             witness_name,
             pushes: tokio::sync::Semaphore::new(CONCURRENT_PUSHES),
         }
+    }
+
+    /// The roots the hub checks sites against: the trust domain's, and the new roots announced
+    /// when the hub started.
+    pub fn roots(&self) -> &[Vec<u8>] {
+        &self.parts.roots
     }
 
     /// The trust domain.
@@ -498,9 +503,29 @@ impl Hub {
         &self,
         origin: &str,
         request: &v1::IntermediateRequest,
+        caller_ca: Option<&[u8]>,
     ) -> Result<v1::IntermediateResponse, HubError> {
         let now = self.parts.clock.now();
-        let result = self.certify(origin, request, now);
+        let result = match self.check_caller_ca(origin, request, caller_ca, now).await {
+            Ok(successor_of) => self
+                .certify(origin, request, now)
+                .map(|issued| (issued, successor_of)),
+            Err(refusal) => Err(refusal),
+        };
+        if let Ok((_, Some((kind, fingerprint)))) = &result {
+            let event = SyncEvent {
+                origin: origin.to_owned(),
+                kind: kind.clone(),
+                time: now,
+                detail: fingerprint.clone(),
+                notes: None,
+            };
+            if let Err(e) = self.parts.log.record_sync_event(&event).await {
+                tracing::error!(error = %e, "could not record a site CA's successor");
+                return Err(HubError::Log(e));
+            }
+        }
+        let result = result.map(|(issued, _)| issued);
         let (kind, detail) = match &result {
             Ok((serial, not_after, _)) => (
                 "intermediate-issued",
@@ -527,6 +552,65 @@ impl Hub {
         }
     }
 
+    /// What a site's CA in force (the caller's, over the network) may ask for: a successor
+    /// once it is half through its life (the site's own schedule), and one successor key only
+    /// (asking again for the same key is fine: a lost answer). A stolen site CA key thus gets
+    /// at most one successor per CA, and no earlier than the site would ask. Returns the event
+    /// that records the successor, `(kind, key fingerprint)`.
+    async fn check_caller_ca(
+        &self,
+        origin: &str,
+        request: &v1::IntermediateRequest,
+        caller_ca: Option<&[u8]>,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<(String, String)>, Refusal> {
+        let Some(ca) = caller_ca else {
+            return Ok(None);
+        };
+        let summary = garrison_ca::CertificateSummary::from_der(ca)
+            .map_err(|e| Refusal::new("bad-caller", e.to_string()))?;
+        let validity = garrison_ca::validity_of_der(ca)
+            .map_err(|e| Refusal::new("bad-caller", e.to_string()))?;
+        if now < validity.prepare_at() {
+            return Err(Refusal::new(
+                "too-early",
+                format!(
+                    "the site CA {} is not half through its life until {}",
+                    summary.serial,
+                    validity.prepare_at()
+                ),
+            ));
+        }
+        let csr = garrison_ca::VerifiedCsr::from_der(&request.csr)
+            .map_err(|e| Refusal::new("bad-csr", e.to_string()))?;
+        let fingerprint = hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            csr.public_key_der(),
+        ));
+        let kind = format!("successor-of:{}", summary.serial);
+        let events = self
+            .parts
+            .log
+            .sync_events()
+            .await
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        let earlier = events
+            .iter()
+            .find(|e| e.origin == origin && e.kind == kind)
+            .map(|e| e.detail.clone());
+        match earlier {
+            Some(key) if key != fingerprint => Err(Refusal::new(
+                "successor-exists",
+                format!(
+                    "the site CA {} already has a successor (key {key}); an operator certifies \
+                     any other (garrison hub certify-site)",
+                    summary.serial
+                ),
+            )),
+            _ => Ok(Some((kind, fingerprint))),
+        }
+    }
+
     fn certify(
         &self,
         origin: &str,
@@ -547,14 +631,15 @@ impl Hub {
             .ok_or_else(|| Refusal::new("wrong-origin", format!("{origin} is not a site log")))?;
         let csr = VerifiedCsr::from_der(&request.csr)
             .map_err(|e| Refusal::new("bad-csr", e.to_string()))?;
+        let max = self.parts.max_site_ca_ttl.whole_seconds();
         let seconds = i64::try_from(request.lifetime_seconds)
             .ok()
-            .filter(|s| (1..=MAX_SITE_CA_SECONDS).contains(s))
+            .filter(|s| (1..=max).contains(s))
             .ok_or_else(|| {
                 Refusal::new(
                     "bad-lifetime",
                     format!(
-                        "{}s is not between 1s and {MAX_SITE_CA_SECONDS}s",
+                        "{}s is not between 1s and the hub's max_site_ca_ttl ({max}s)",
                         request.lifetime_seconds
                     ),
                 )
@@ -623,7 +708,12 @@ impl Hub {
         {
             response.revocation_list = note;
         }
-        response.cross_signed_roots = self.cross_signed_roots()?;
+        // A damaged announcement file must not stop every site's sync: logged, and nothing
+        // announced until it is fixed.
+        response.cross_signed_roots = self.cross_signed_roots().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the announced roots cannot be read; none are sent");
+            Vec::new()
+        });
         Ok(response)
     }
 

@@ -91,14 +91,36 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
             &rng,
         )
         .map_err(|e| witness_err(e.to_string()))?;
+    // The roots, and the new roots announced (a root rotation): a site whose CA moved under
+    // a new root still has its log key and its calls checked.
+    let announced = config.ca_dir.join("cross-signed-roots.pem");
+    let mut roots = ca.roots().to_vec();
+    match std::fs::read_to_string(&announced) {
+        Ok(text) => {
+            roots.extend(
+                garrison_ca::certificates_from_pem(&text).map_err(|e| StartError::Ca {
+                    dir: config.ca_dir.clone(),
+                    problem: format!("{}: {e}", announced.display()),
+                })?,
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StartError::Ca {
+                dir: config.ca_dir.clone(),
+                problem: format!("{}: {e}", announced.display()),
+            });
+        }
+    }
     Ok(Hub::new(HubParts {
         log,
         trust_domain,
-        roots: ca.roots().to_vec(),
+        roots,
         witness,
         witness_chain_pem: certificates_to_pem(&issued.chain),
         ca: Arc::new(ca),
-        cross_signed_roots: config.ca_dir.join("cross-signed-roots.pem"),
+        max_site_ca_ttl: config.max_site_ca_ttl,
+        cross_signed_roots: announced,
         clock,
     }))
 }
@@ -158,11 +180,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     // The roots, and new roots announced (a root rotation): sites under either are admitted.
-    let mut roots = hub_ca(config)?.roots().to_vec();
-    roots.extend(
-        hub.cross_signed_roots()
-            .map_err(|e| StartError::Tls(e.to_string()))?,
-    );
+    let roots = hub.roots().to_vec();
     let tls = garrison_attestor::tls::hub_server_config(
         identity,
         &certificates_to_pem(&roots),
@@ -187,6 +205,9 @@ pub async fn serve(
     Server::builder()
         // A site pushes one batch at a time; a few streams per connection is plenty.
         .concurrency_limit_per_connection(4)
+        // No call holds its place for ever (a push of the largest message over a slow link
+        // takes minutes, not more).
+        .timeout(std::time::Duration::from_secs(600))
         .add_service(crate::shed::ShedPushes::new(
             SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE),
             crate::shed::ADMITTED_PUSHES,

@@ -6,9 +6,10 @@
 //! (`retry-after-ms`), which the site's sync loop waits out. The hub's memory for pushes is
 //! bounded by that number times the largest message, however many sites call.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tonic::codegen::{BoxFuture, Service, http};
@@ -30,6 +31,42 @@ pub struct ShedPushes<S> {
     inner: S,
     permits: Arc<tokio::sync::Semaphore>,
     shed: Arc<AtomicU64>,
+    /// The sites with a push admitted: one at a time each, so that a few sites (or one
+    /// stolen site identity) cannot hold every place.
+    pushing: Arc<Mutex<HashSet<String>>>,
+    /// Who is pushing ([`pushing_site`]).
+    who: fn(&http::Extensions) -> Option<String>,
+}
+
+/// Who is pushing, from the TLS client certificate (already verified by the TLS layer): the
+/// site of a `spiffe://<td>/site/<site>/attestor` SVID, or `None` for anyone else.
+fn pushing_site(extensions: &http::Extensions) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    let id = garrison_spiffe_tls::spiffe_id_of(certs.first()?).ok()?;
+    let site = id
+        .path()
+        .strip_prefix("/site/")?
+        .strip_suffix("/attestor")?
+        .to_owned();
+    garrison_ca::is_site_name(&site).then_some(site)
+}
+
+/// A site's place, given back when its push is answered.
+struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    site: String,
+    pushing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Ok(mut pushing) = self.pushing.lock() {
+            pushing.remove(&self.site);
+        }
+    }
 }
 
 impl<S> ShedPushes<S> {
@@ -39,6 +76,8 @@ impl<S> ShedPushes<S> {
             inner,
             permits: Arc::new(tokio::sync::Semaphore::new(pushes.max(1))),
             shed: Arc::new(AtomicU64::new(0)),
+            pushing: Arc::new(Mutex::new(HashSet::new())),
+            who: pushing_site,
         }
     }
 
@@ -72,16 +111,21 @@ where
         if request.uri().path() != PUSH_PATH {
             return Box::pin(self.inner.call(request));
         }
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => {
+        // Only a site attestor may push: anyone else is answered before the body is read.
+        let Some(site) = (self.who)(request.extensions()) else {
+            let status = tonic::Status::permission_denied("only a site attestor pushes its log");
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        match self.admit(site) {
+            Some(place) => {
                 let answer = self.inner.call(request);
                 Box::pin(async move {
                     let response = answer.await;
-                    drop(permit);
+                    drop(place);
                     response
                 })
             }
-            Err(_) => {
+            None => {
                 let shed = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
                 if shed.is_power_of_two() {
                     tracing::warn!(
@@ -99,6 +143,23 @@ where
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
+    }
+}
+
+impl<S> ShedPushes<S> {
+    /// A place for `site`'s push: none if every place is taken or the site already has one.
+    fn admit(&self, site: String) -> Option<Place> {
+        let mut pushing = self.pushing.lock().ok()?;
+        if pushing.contains(&site) {
+            return None;
+        }
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        pushing.insert(site.clone());
+        Some(Place {
+            _permit: permit,
+            site,
+            pushing: Arc::clone(&self.pushing),
+        })
     }
 }
 
@@ -129,8 +190,27 @@ mod tests {
         }
     }
 
+    /// The site a test request says it is from.
+    #[derive(Clone)]
+    struct FromSite(&'static str);
+
     fn request(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).unwrap()
+        from(path, "a")
+    }
+
+    fn from(path: &str, site: &'static str) -> http::Request<()> {
+        let mut request = http::Request::builder().uri(path).body(()).unwrap();
+        if !site.is_empty() {
+            request.extensions_mut().insert(FromSite(site));
+        }
+        request
+    }
+
+    fn shed(inner: Held, pushes: usize) -> ShedPushes<Held> {
+        ShedPushes {
+            who: |extensions| extensions.get::<FromSite>().map(|f| f.0.to_owned()),
+            ..ShedPushes::new(inner, pushes)
+        }
     }
 
     fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<String> {
@@ -143,11 +223,14 @@ mod tests {
     #[tokio::test]
     async fn pushes_beyond_the_admitted_ones_are_shed_at_once_with_a_hint() {
         let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut shed = ShedPushes::new(Held(Arc::clone(&release)), 2);
-        let first = tokio::spawn(shed.call(request(PUSH_PATH)));
-        let second = tokio::spawn(shed.call(request(PUSH_PATH)));
-        // The third push is answered before the first two finish.
-        let third = shed.call(request(PUSH_PATH)).await.unwrap();
+        let mut shed = shed(Held(Arc::clone(&release)), 2);
+        let first = tokio::spawn(shed.call(from(PUSH_PATH, "a")));
+        // One push at a time per site: a's second is shed.
+        let again_a = shed.call(from(PUSH_PATH, "a")).await.unwrap();
+        assert_eq!(grpc_status(&again_a).as_deref(), Some("8"));
+        let second = tokio::spawn(shed.call(from(PUSH_PATH, "b")));
+        // The third site's push is answered before the first two finish.
+        let third = shed.call(from(PUSH_PATH, "c")).await.unwrap();
         assert_eq!(
             grpc_status(&third).as_deref(),
             Some("8"),
@@ -160,7 +243,14 @@ mod tests {
                 .unwrap(),
             &SHED_RETRY_AFTER_MS.to_string()
         );
-        assert_eq!(shed.shed_count().load(Ordering::Relaxed), 1);
+        assert_eq!(shed.shed_count().load(Ordering::Relaxed), 2);
+        // Not a site attestor: refused before its body is read, taking no place.
+        let stranger = shed.call(from(PUSH_PATH, "")).await.unwrap();
+        assert_eq!(
+            grpc_status(&stranger).as_deref(),
+            Some("7"),
+            "PERMISSION_DENIED"
+        );
         // Other calls are never shed.
         let status = tokio::spawn(shed.call(request("/garrison.v1.Sync/Status")));
         release.add_permits(3);

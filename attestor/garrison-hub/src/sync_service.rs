@@ -68,15 +68,11 @@ impl SyncService {
             .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default();
         let (leaf, intermediates) = chain.split_first().ok_or_else(|| error.clone())?;
-        let not_after =
-            garrison_attestor::tls::leaf_not_after(leaf).ok_or_else(|| error.clone())?;
-        let now = self.clock.now();
-        if not_after >= now || now - not_after > window {
-            return Err(error);
-        }
-        let at = not_after - time::Duration::seconds(1);
+        let above: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
+        let at = garrison_attestor::tls::rejoin_time(leaf, &above, self.clock.now(), window)
+            .ok_or(error)?;
         let id = self.peers.identity_at(leaf, intermediates, at)?;
-        Ok((id, Some(not_after)))
+        Ok((id, Some(at + time::Duration::seconds(1))))
     }
 
     /// The log origin the caller speaks for, or the refusal.
@@ -175,9 +171,13 @@ impl Sync for SyncService {
         request: Request<v1::IntermediateRequest>,
     ) -> Result<Response<v1::IntermediateResponse>, Status> {
         let origin = self.caller_origin(&request).await?;
+        // The caller's site CA (checked with its chain by `caller_origin`).
+        let caller_ca = request
+            .peer_certs()
+            .and_then(|certs| certs.get(1).map(|c| c.to_vec()));
         let response = self
             .hub
-            .certify_site_ca(&origin, request.get_ref())
+            .certify_site_ca(&origin, request.get_ref(), caller_ca.as_deref())
             .await
             .map_err(status_of)?;
         Ok(Response::new(response))
@@ -192,7 +192,9 @@ pub fn status_of(e: HubError) -> Status {
             let message = refusal.to_string();
             match refusal.code {
                 "wrong-origin" => Status::permission_denied(message),
-                "gap" | "stale" | "hub-ca-expiring" => Status::failed_precondition(message),
+                "gap" | "stale" | "hub-ca-expiring" | "too-early" | "successor-exists" => {
+                    Status::failed_precondition(message)
+                }
                 _ => Status::invalid_argument(message),
             }
         }

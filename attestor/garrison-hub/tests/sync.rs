@@ -1158,6 +1158,42 @@ async fn a_30_day_partition_rotates_on_reconnection(postgres: bool) {
         (0, 0),
         "nothing left to do"
     );
+    // The CA in force has its successor: another key (a thief holding the CA key, say) is
+    // refused one; the same key again is fine (a lost answer).
+    let other_key = garrison_ca::PrivateKey::generate(
+        garrison_ca::KeyAlgorithm::EcdsaP256,
+        &SystemRandom::new(),
+    )
+    .unwrap();
+    let request = |csr: Vec<u8>| v1::IntermediateRequest {
+        origin: world.origin(),
+        csr,
+        lifetime_seconds: days(45.0).whole_seconds() as u64,
+    };
+    let refused = world
+        .hub
+        .certify_site_ca(
+            &world.origin(),
+            &request(other_key.csr_der("thief").unwrap()),
+            Some(&provisioned),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("successor-exists"),
+        "{refused}"
+    );
+    let pending_csr = garrison_ca::PrivateKey::from_pkcs8_pem(
+        &std::fs::read_to_string(world.dir.join("ca/site/rotation/gen-1/key.pem")).unwrap(),
+    )
+    .unwrap()
+    .csr_der("again")
+    .unwrap();
+    world
+        .hub
+        .certify_site_ca(&world.origin(), &request(pending_csr), Some(&provisioned))
+        .await
+        .unwrap();
     // Activation by the schedule, at a sixth of the old CA's life left (day 37.5).
     clock.advance(days(7.49));
     ca.tick(world.attestor.log(), clock.now()).await;
@@ -1194,7 +1230,7 @@ async fn a_30_day_partition_rotates_on_reconnection(postgres: bool) {
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "intermediate-issued" && e.count == 1),
+            .any(|e| e.kind == "intermediate-issued" && e.count == 2),
         "{events:?}"
     );
 }
@@ -1311,7 +1347,7 @@ async fn beyond_the_rejoin_window_the_operator_certifies(postgres: bool) {
     };
     let answer = world
         .hub
-        .certify_site_ca(&world.origin(), &request)
+        .certify_site_ca(&world.origin(), &request, None)
         .await
         .unwrap();
     let log = world.attestor.log();
@@ -1473,6 +1509,23 @@ async fn a_new_root_announced_at_the_hub_reaches_the_site() {
         .cross_sign(&new_root, now, &rng)
         .unwrap()
         .certificate;
+    // A site CA asks for its successor no earlier than half through its life.
+    let key =
+        garrison_ca::PrivateKey::generate(garrison_ca::KeyAlgorithm::EcdsaP256, &rng).unwrap();
+    let early = world
+        .hub
+        .certify_site_ca(
+            &world.origin(),
+            &v1::IntermediateRequest {
+                origin: world.origin(),
+                csr: key.csr_der("early").unwrap(),
+                lifetime_seconds: 86_400,
+            },
+            Some(world.attestor.site_ca().active().certificate()),
+        )
+        .await
+        .unwrap_err();
+    assert!(early.to_string().contains("too-early"), "{early}");
     // The new root alone, before its cross-signed certificate: nobody vouches for it yet.
     assert!(world.hub.publish_root(&new_root).is_err());
     assert!(world.hub.publish_root(&cross).unwrap());
