@@ -67,6 +67,10 @@ pub enum IgnoredBecause {
     /// A bootstrap anchor issued it, but it states a CA role (or one we cannot read): an
     /// intermediate, not a root.
     StatesARole,
+    /// A bootstrap anchor issued it, but it has not a root's path length (at least 2: room
+    /// for a hub and a site CA below it), as the containment rule requires of a cross-signed
+    /// root.
+    NotRootShaped,
 }
 
 impl std::fmt::Display for IgnoredBecause {
@@ -78,6 +82,9 @@ impl std::fmt::Display for IgnoredBecause {
             Self::NotValidNow => "issued by a bootstrap anchor but not valid now",
             Self::StatesARole => {
                 "issued by a bootstrap anchor but states a CA role: an intermediate, not a root"
+            }
+            Self::NotRootShaped => {
+                "issued by a bootstrap anchor but without a root's path length (at least 2)"
             }
         })
     }
@@ -194,7 +201,18 @@ fn judge(
     if !matches!(garrison_ca::CaRole::of_certificate(&cert), Ok(None)) {
         return Err(ignored(IgnoredBecause::StatesARole));
     }
+    if !root_shaped(&cert) {
+        return Err(ignored(IgnoredBecause::NotRootShaped));
+    }
     Ok(())
+}
+
+/// A CA with a path length of at least 2.
+fn root_shaped(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca && bc.value.path_len_constraint.is_some_and(|n| n >= 2))
 }
 
 /// Whether `issuer` issued `cert`: names chain and the signature verifies under its key.
@@ -237,7 +255,7 @@ mod tests {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = if ca {
-            IsCa::Ca(BasicConstraints::Unconstrained)
+            IsCa::Ca(BasicConstraints::Constrained(2))
         } else {
             IsCa::ExplicitNoCa
         };
@@ -342,6 +360,20 @@ mod tests {
                 ("CN=Old Root", IgnoredBecause::NotValidNow),
                 ("unparseable", IgnoredBecause::Unparseable),
             ]
+        );
+    }
+
+    #[test]
+    fn a_ca_without_a_roots_path_length_is_not_a_new_root() {
+        let root = Ca::new("Root 1");
+        let mut short = Ca::new("Short");
+        short.params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        let bootstrap = vec![root.self_signed()];
+        let merged = merge(&bootstrap, &[root.sign(&short)], now());
+        assert_eq!(merged.anchors, bootstrap);
+        assert_eq!(
+            subjects(&merged.ignored),
+            [("CN=Short", IgnoredBecause::NotRootShaped)]
         );
     }
 
