@@ -477,30 +477,30 @@ impl SiteCa {
         self.warn_budget(now);
     }
 
-    /// A certificate for the prepared successor written by another process (an import) is
-    /// taken as it is on disk: that process checked and recorded it.
+    /// What another process did on disk (`garrison attestor request-ca` preparing a key,
+    /// `install-ca` installing its certificate) is taken as it is: that process checked and
+    /// recorded it. Under the rotation lock, so it never undoes a step of this process.
     async fn pick_up_certificate(&self) -> Result<(), SiteCaError> {
         let _guard = self.rotating.lock().await;
         let state = self.state();
-        let Some(prepared) = state.prepared.as_ref().filter(|p| p.certified.is_none()) else {
-            return Ok(());
-        };
-        let gen_dir = self.dir.join(ROTATION_DIR).join(&prepared.name);
-        if !gen_dir.join("cert.pem").exists() {
+        if state
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.certified.is_some())
+        {
             return Ok(());
         }
-        let loaded = load_prepared(&gen_dir, &prepared.name)?;
-        if loaded.certified.is_some() {
-            // Under the lock: still the same generation waiting for its certificate.
-            self.swap(|s| {
-                let waiting = s
-                    .prepared
-                    .as_ref()
-                    .is_some_and(|p| p.name == loaded.name && p.certified.is_none());
-                if waiting {
-                    s.prepared = Some(loaded);
-                }
-            });
+        let on_disk = load_state(&self.dir)?;
+        if on_disk.active_name != state.active_name {
+            return Ok(());
+        }
+        let newer = match (&state.prepared, &on_disk.prepared) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(mine), Some(disk)) => mine.name != disk.name || disk.certified.is_some(),
+        };
+        if newer {
+            self.swap(|s| s.prepared = on_disk.prepared.clone());
         }
         Ok(())
     }

@@ -1565,3 +1565,48 @@ async fn a_new_root_announced_at_the_hub_reaches_the_site() {
         .count();
     assert_eq!(refused, 1);
 }
+
+/// The operator's commands work beside a running attestor: `request-ca` and `install-ca`
+/// (another process, here another holder of the same CA directory) prepare and install; the
+/// running attestor picks both up and puts the new CA in force when due, without preparing a
+/// second key of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_installed_by_another_process_is_picked_up() {
+    let Some((world, clock)) = world_on_test_clock(false, days(365.0), days(45.0)).await else {
+        return;
+    };
+    let config = garrison_attestor::SiteConfig::load(&world.dir.join("site.toml")).unwrap();
+    let log = world.attestor.log();
+    let running = world.attestor.site_ca();
+    clock.advance(days(38.0));
+    let cli = garrison_attestor::server::load_site_ca(&config).unwrap();
+    let rng = SystemRandom::new();
+    let csr = cli.prepare(log, clock.now(), &rng).await.unwrap();
+    let request = v1::IntermediateRequest {
+        origin: world.origin(),
+        csr,
+        lifetime_seconds: days(45.0).whole_seconds() as u64,
+    };
+    let answer = world
+        .hub
+        .certify_site_ca(&world.origin(), &request, None)
+        .await
+        .unwrap();
+    assert!(
+        cli.install(log, answer.chain, clock.now(), &rng)
+            .await
+            .unwrap()
+    );
+    let before = running.active().certificate().to_vec();
+    running.tick(log, clock.now()).await;
+    assert_ne!(
+        running.active().certificate(),
+        before.as_slice(),
+        "put in force"
+    );
+    assert_eq!(running.state().active_name, "gen-1");
+    assert!(
+        !world.dir.join("ca/site/rotation/gen-2").exists(),
+        "no second key"
+    );
+}
