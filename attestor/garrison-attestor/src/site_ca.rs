@@ -152,8 +152,9 @@ pub struct SiteCa {
     rotating: tokio::sync::Mutex<()>,
     /// The budget warning level last logged, so each is logged once.
     warned: Mutex<Option<(i32, i32)>>,
-    /// The last refusal recorded, so that one repeated every tick or round is recorded once.
-    last_refusal: Mutex<Option<String>>,
+    /// Refusals recorded, so that one repeated every tick or round is recorded once (at most
+    /// [`REFUSALS_REMEMBERED`]; then forgotten and recorded again).
+    recorded_refusals: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for SiteCa {
@@ -169,6 +170,8 @@ const ROTATION_DIR: &str = "rotation";
 const ACTIVE_FILE: &str = "active";
 const PROVISIONED: &str = "gen-0";
 const ANNOUNCED_ROOTS: &str = "cross-signed-roots.pem";
+/// Distinct refusals remembered for deduplication.
+const REFUSALS_REMEMBERED: usize = 64;
 
 impl SiteCa {
     /// Loads the CA directory: the generation in force, its successor and the old ones. The
@@ -183,7 +186,7 @@ impl SiteCa {
             state: RwLock::new(Arc::new(load_state(dir)?)),
             rotating: tokio::sync::Mutex::new(()),
             warned: Mutex::new(None),
-            last_refusal: Mutex::new(None),
+            recorded_refusals: Mutex::new(std::collections::HashSet::new()),
         };
         let state = holder.state();
         check_site(&state.active, site, dir)?;
@@ -218,9 +221,11 @@ impl SiteCa {
         prepared.certified.is_none().then(|| prepared.csr.clone())
     }
 
-    /// The lifetime to ask the hub for: the same as the CA in force.
+    /// The lifetime to ask the hub for: the same as the CA in force (its notBefore was
+    /// backdated by the clock-skew allowance, which is not asked for again).
     pub fn requested_lifetime(&self) -> Duration {
-        self.active().validity().lifetime()
+        let lifetime = self.active().validity().lifetime() - garrison_ca::CLOCK_SKEW_ALLOWANCE;
+        lifetime.max(Duration::seconds(1))
     }
 
     /// Generates the successor's key (0600, never leaves the site) and its CSR, and records
@@ -305,12 +310,14 @@ impl SiteCa {
         let validity = match checked {
             Ok(Fit::Usable(validity)) => validity,
             Ok(Fit::Unusable(why)) => {
-                // Our key, certified too short to ever be put in force: the generation is
-                // given up and the next tick prepares another.
-                let detail = format!("{}: {why}; a new key is prepared", prepared.name);
+                // Our key, but certified so that it could never be put in force: not
+                // installed; the same key is asked for again (the hub certifies it afresh).
+                let detail = format!(
+                    "{}: {why}; the certificate is asked for again",
+                    prepared.name
+                );
                 self.record_refusal(log, now, "certificate-refused", detail, chain.first())
                     .await?;
-                self.abandon(&prepared.name)?;
                 return Err(SiteCaError::Refused(why));
             }
             Err(e) => {
@@ -373,18 +380,20 @@ impl SiteCa {
         {
             let permanent = matches!(
                 e,
-                LifecycleError::ShortLived { .. } | LifecycleError::DoesNotOutliveActive { .. }
+                LifecycleError::ShortLived { .. }
+                    | LifecycleError::DoesNotOutliveActive { .. }
+                    | LifecycleError::NearlyExpired { .. }
             );
             let detail = if permanent {
-                format!("{name}: {e}; a new key is prepared")
+                format!("{name}: {e}; the certificate is asked for again")
             } else {
                 format!("{name}: {e}")
             };
             self.record_refusal(log, now, "activation-refused", detail, chain.first())
                 .await?;
             if permanent {
-                // It will never be fit: give it up, so the next tick prepares another.
-                self.abandon(&name)?;
+                // The key is good; its certificate is not: set aside, asked for again.
+                self.reopen(&name)?;
             }
             return Err(e.into());
         }
@@ -483,22 +492,21 @@ impl SiteCa {
     async fn pick_up_certificate(&self) -> Result<(), SiteCaError> {
         let _guard = self.rotating.lock().await;
         let state = self.state();
-        if state
-            .prepared
-            .as_ref()
-            .is_some_and(|p| p.certified.is_some())
-        {
-            return Ok(());
-        }
         let on_disk = load_state(&self.dir)?;
         if on_disk.active_name != state.active_name {
             return Ok(());
         }
-        let newer = match (&state.prepared, &on_disk.prepared) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(mine), Some(disk)) => mine.name != disk.name || disk.certified.is_some(),
+        // What is on disk is what every process did (each writes before it changes its
+        // memory): a generation another process prepared, certified or set aside.
+        let key = |p: &Option<Prepared>| {
+            p.as_ref().map(|p| {
+                (
+                    p.name.clone(),
+                    p.certified.as_ref().map(|(chain, _)| chain.clone()),
+                )
+            })
         };
+        let newer = key(&state.prepared) != key(&on_disk.prepared);
         if newer {
             self.swap(|s| s.prepared = on_disk.prepared.clone());
         }
@@ -532,45 +540,43 @@ impl SiteCa {
         .await
     }
 
-    /// True the first time `what` is seen in a row.
+    /// True the first time `what` is seen (see `recorded_refusals`).
     fn first_time(&self, what: &str) -> bool {
-        let Ok(mut last) = self.last_refusal.lock() else {
+        let Ok(mut seen) = self.recorded_refusals.lock() else {
             return true;
         };
-        if last.as_deref() == Some(what) {
+        if seen.contains(what) {
             return false;
         }
-        *last = Some(what.to_owned());
+        if seen.len() >= REFUSALS_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(what.to_owned());
         true
     }
 
-    /// Gives up generation `name`: its key is deleted and its directory set aside
-    /// (`<name>.abandoned-<n>`), so the next tick prepares a new one.
-    fn abandon(&self, name: &str) -> Result<(), SiteCaError> {
-        let rotation = self.dir.join(ROTATION_DIR);
-        let gen_dir = rotation.join(name);
-        match std::fs::remove_file(gen_dir.join("key.pem")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io(&gen_dir.join("key.pem"), source)),
-        }
-        let mut n = 0;
-        let aside = loop {
-            let candidate = rotation.join(format!("{name}.abandoned-{n}"));
-            if !candidate.exists() {
-                break candidate;
+    /// Sets aside the certificate of generation `name` (`cert.pem` and `chain.pem` renamed
+    /// `*.refused`) and keeps its key and CSR, so the key is asked for again: a certified key
+    /// is never thrown away for a certificate that does not fit (the hub certifies one
+    /// successor key per CA).
+    fn reopen(&self, name: &str) -> Result<(), SiteCaError> {
+        let gen_dir = self.dir.join(ROTATION_DIR).join(name);
+        for file in ["cert.pem", "chain.pem"] {
+            let from = gen_dir.join(file);
+            match std::fs::rename(&from, gen_dir.join(format!("{file}.refused"))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io(&from, source)),
             }
-            n += 1;
-        };
-        std::fs::rename(&gen_dir, &aside).map_err(|source| io(&gen_dir, source))?;
+        }
         self.swap(|s| {
-            if s.prepared.as_ref().is_some_and(|p| p.name == name) {
-                s.prepared = None;
+            if let Some(p) = s.prepared.as_mut().filter(|p| p.name == name) {
+                p.certified = None;
             }
         });
         tracing::warn!(
             generation = name,
-            "the prepared site CA was given up; a new key will be prepared"
+            "the new site CA's certificate was set aside; asking for another"
         );
         Ok(())
     }
@@ -797,20 +803,12 @@ impl SiteCa {
                 "it does not chain to the trust domain's roots: {e}"
             ))
         })?;
-        // Certified for our key, but it could never be put in force: it must outlive the CA
-        // in force and have room for full-length SVIDs (checked again at activation).
-        let active = state.active.validity();
-        if validity.not_after <= active.not_after {
-            return Ok(Fit::Unusable(format!(
-                "it expires at {}, not after the CA in force ({})",
-                validity.not_after, active.not_after
-            )));
-        }
-        if validity.remaining(now) < self.max_svid_ttl * lifecycle::CA_LIFETIME_PER_SVID_TTL {
-            return Ok(Fit::Unusable(format!(
-                "it has {} left, less than 6x max_svid_ttl",
-                human(validity.remaining(now))
-            )));
+        // Certified for our key, but it could never be put in force (checked again at
+        // activation; not being valid yet is no reason to refuse it now).
+        match lifecycle::check_activation(validity, state.active.validity(), self.max_svid_ttl, now)
+        {
+            Err(LifecycleError::NotValidNow { .. }) | Ok(()) => {}
+            Err(e) => return Ok(Fit::Unusable(e.to_string())),
         }
         Ok(Fit::Usable(validity))
     }

@@ -251,6 +251,19 @@ impl PeerCheck {
         intermediates: &[Vec<u8>],
         at: OffsetDateTime,
     ) -> Result<SpiffeId, String> {
+        self.identity_and_issuer_at(leaf, intermediates, at)
+            .map(|(id, _)| id)
+    }
+
+    /// [`PeerCheck::identity_at`], with the leaf's issuer on the path webpki verified (DER;
+    /// `None` when an anchor issued the leaf): the CA that really vouches for the caller,
+    /// whatever else or in whatever order the caller sent.
+    pub fn identity_and_issuer_at(
+        &self,
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        at: OffsetDateTime,
+    ) -> Result<(SpiffeId, Option<Vec<u8>>), String> {
         let leaf_der = CertificateDer::from(leaf);
         let end_entity =
             webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| format!("{e:?}"))?;
@@ -272,7 +285,11 @@ impl PeerCheck {
             .map_err(|e| format!("chain: {e:?}"))?;
         let id = garrison_spiffe_tls::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
         garrison_spiffe_tls::check_path_scope(&id, &path).map_err(|e| e.to_string())?;
-        Ok(id)
+        let issuer = path
+            .intermediate_certificates()
+            .next()
+            .map(|c| c.der().to_vec());
+        Ok((id, issuer))
     }
 }
 
@@ -508,17 +525,28 @@ pub fn rejoin_time(
                 )
             })
     };
-    let (_, leaf_not_after) = validity(leaf)?;
-    let (site_ca, above) = intermediates.split_first()?;
+    let (_, leaf_cert) = x509_parser::certificate::X509Certificate::from_der(leaf).ok()?;
+    let leaf_not_after = leaf_cert.validity().not_after.to_datetime();
+    // The site CA is the certificate that signed the leaf, wherever the caller put it.
+    let issued_leaf = |der: &&&[u8]| {
+        x509_parser::certificate::X509Certificate::from_der(der).is_ok_and(|(_, ca)| {
+            ca.subject() == leaf_cert.issuer()
+                && leaf_cert.verify_signature(Some(ca.public_key())).is_ok()
+        })
+    };
+    let site_ca = *intermediates.iter().find(issued_leaf)?;
     let (_, ca_not_after) = validity(site_ca)?;
     let expired_ago = now - ca_not_after;
     let qualifies = leaf_not_after == ca_not_after
         && expired_ago.is_positive()
         && expired_ago <= window
-        && above.iter().all(|der| {
-            validity(der)
-                .is_some_and(|(not_before, not_after)| not_before <= now && now <= not_after)
-        });
+        && intermediates
+            .iter()
+            .filter(|der| **der != site_ca)
+            .all(|der| {
+                validity(der)
+                    .is_some_and(|(not_before, not_after)| not_before <= now && now <= not_after)
+            });
     qualifies.then(|| leaf_not_after - Duration::seconds(1))
 }
 
@@ -720,6 +748,62 @@ mod tests {
             subject_key: SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
         };
         Authority::from_issued(root.issue_intermediate(site, now, &rng).unwrap()).unwrap()
+    }
+
+    fn attestor_svid(ca: &Authority, at: OffsetDateTime) -> garrison_ca::Issued {
+        ca.issue_site_role_svid(
+            SiteRole::Attestor,
+            Duration::hours(1),
+            SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            at,
+            &SystemRandom::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rejoin_needs_the_credential_of_an_expired_site_ca() {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let window = Duration::days(30);
+        let ca = site_ca(now, Duration::days(10));
+        let refs = |chain: &[Vec<u8>]| chain.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
+        // Issued at the CA's last minute: capped at its expiry. Qualifies after it, within
+        // the window, judged at the leaf's last second.
+        let last = attestor_svid(&ca, ca.not_after() - Duration::minutes(1));
+        let chain = refs(&last.chain);
+        let above: Vec<&[u8]> = chain[1..].iter().map(Vec::as_slice).collect();
+        let after = ca.not_after() + Duration::days(1);
+        assert_eq!(
+            rejoin_time(&chain[0], &above, after, window),
+            Some(ca.not_after() - Duration::seconds(1))
+        );
+        assert_eq!(rejoin_time(&chain[0], &above, after + window, window), None);
+        assert_eq!(
+            rejoin_time(
+                &chain[0],
+                &above,
+                ca.not_after() - Duration::minutes(1),
+                window
+            ),
+            None,
+            "the CA has not expired"
+        );
+        // An old leaf of a CA still valid does not qualify, even beside a certificate made
+        // to expire with it: the site CA is the one that signed the leaf.
+        let old = attestor_svid(&ca, now);
+        let decoy = site_ca(now, Duration::hours(1));
+        let chain = refs(&old.chain);
+        let decoy_der = decoy.certificate().to_vec();
+        let above: Vec<&[u8]> = vec![decoy_der.as_slice(), chain[1].as_slice()];
+        assert_eq!(
+            leaf_not_after(&chain[0]),
+            leaf_not_after(&decoy_der),
+            "the decoy expires with the leaf"
+        );
+        assert_eq!(
+            rejoin_time(&chain[0], &above, now + Duration::hours(2), window),
+            None
+        );
     }
 
     fn rotating(ca: Authority, clock: Arc<TestClock>) -> RotatingServerCert {

@@ -47,6 +47,9 @@ pub struct Hub {
     witness_name: String,
     /// Pushes worked on at once (each holds up to a whole batch in memory).
     pushes: tokio::sync::Semaphore,
+    /// Certifications one at a time in this process, so that two requests for one site CA
+    /// cannot both pass the one-successor check.
+    certifying: tokio::sync::Mutex<()>,
 }
 
 /// The largest signed revocation list the hub issues: half of what one Sync answer may
@@ -125,6 +128,7 @@ impl Hub {
             parts,
             witness_name,
             pushes: tokio::sync::Semaphore::new(CONCURRENT_PUSHES),
+            certifying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -505,6 +509,7 @@ impl Hub {
         request: &v1::IntermediateRequest,
         caller_ca: Option<&[u8]>,
     ) -> Result<v1::IntermediateResponse, HubError> {
+        let _one_at_a_time = self.certifying.lock().await;
         let now = self.parts.clock.now();
         let result = match self.check_caller_ca(origin, request, caller_ca, now).await {
             Ok(successor_of) => self
@@ -631,19 +636,13 @@ impl Hub {
             .ok_or_else(|| Refusal::new("wrong-origin", format!("{origin} is not a site log")))?;
         let csr = VerifiedCsr::from_der(&request.csr)
             .map_err(|e| Refusal::new("bad-csr", e.to_string()))?;
+        // The lifetime asked for, at most the hub's `max_site_ca_ttl`.
         let max = self.parts.max_site_ca_ttl.whole_seconds();
-        let seconds = i64::try_from(request.lifetime_seconds)
-            .ok()
-            .filter(|s| (1..=max).contains(s))
-            .ok_or_else(|| {
-                Refusal::new(
-                    "bad-lifetime",
-                    format!(
-                        "{}s is not between 1s and the hub's max_site_ca_ttl ({max}s)",
-                        request.lifetime_seconds
-                    ),
-                )
-            })?;
+        let asked = i64::try_from(request.lifetime_seconds).unwrap_or(i64::MAX);
+        if asked < 1 {
+            return Err(Refusal::new("bad-lifetime", "a lifetime of 0s".to_owned()));
+        }
+        let seconds = asked.min(max);
         let params = IntermediateParams {
             name: site.clone(),
             role: CaRole::Site(site),

@@ -52,46 +52,67 @@ impl SyncService {
         self
     }
 
-    /// The checked identity of the caller: valid now, or, within the rejoin window, valid
-    /// at its certificate's last second (returned with that time).
-    fn caller_identity<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<(garrison_ca::SpiffeId, Option<time::OffsetDateTime>), String> {
-        let error = match self.peers.identity_of(request) {
-            Ok(id) => return Ok((id, None)),
-            Err(error) => error,
-        };
-        let window = self.rejoin_window.ok_or_else(|| error.clone())?;
+    /// The checked caller: valid now, or, within the rejoin window, valid at its
+    /// certificate's last second (with when its site CA expired).
+    fn caller_identity<T>(&self, request: &Request<T>) -> Result<Caller, String> {
         let chain: Vec<Vec<u8>> = request
             .peer_certs()
             .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
             .unwrap_or_default();
-        let (leaf, intermediates) = chain.split_first().ok_or_else(|| error.clone())?;
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| "no client certificate".to_owned())?;
+        let now = self.clock.now();
+        let error = match self.peers.identity_and_issuer_at(leaf, intermediates, now) {
+            Ok((id, issuer)) => {
+                return Ok(Caller {
+                    id,
+                    issuer,
+                    expired: None,
+                });
+            }
+            Err(error) => error,
+        };
+        let window = self.rejoin_window.ok_or_else(|| error.clone())?;
         let above: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
-        let at = garrison_attestor::tls::rejoin_time(leaf, &above, self.clock.now(), window)
-            .ok_or(error)?;
-        let id = self.peers.identity_at(leaf, intermediates, at)?;
-        Ok((id, Some(at + time::Duration::seconds(1))))
+        let at = garrison_attestor::tls::rejoin_time(leaf, &above, now, window).ok_or(error)?;
+        let (id, issuer) = self.peers.identity_and_issuer_at(leaf, intermediates, at)?;
+        Ok(Caller {
+            id,
+            issuer,
+            expired: Some(at + time::Duration::seconds(1)),
+        })
     }
 
     /// The log origin the caller speaks for, or the refusal.
     async fn caller_origin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        self.caller_site(request).await.map(|(origin, _)| origin)
+    }
+
+    /// The log origin the caller speaks for and its site CA (from the verified path), or the
+    /// refusal.
+    async fn caller_site<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(String, Option<Vec<u8>>), Status> {
         let td = self.hub.trust_domain();
-        let identity = self.caller_identity(request);
-        let expired = identity.as_ref().ok().and_then(|(_, expired)| *expired);
-        let origin = identity.and_then(|(id, _)| {
+        let caller = self.caller_identity(request);
+        let expired = caller.as_ref().ok().and_then(|c| c.expired);
+        let checked = caller.and_then(|caller| {
+            let id = &caller.id;
             let site = id
                 .path()
                 .strip_prefix("/site/")
                 .and_then(|rest| rest.strip_suffix("/attestor"))
                 .filter(|site| garrison_ca::is_site_name(site));
             match site {
-                Some(site) if id.trust_domain_name() == td => Ok(site_origin(td, site)),
+                Some(site) if id.trust_domain_name() == td => {
+                    Ok((site_origin(td, site), caller.issuer))
+                }
                 _ => Err(format!("{id} is not spiffe://{td}/site/<site>/attestor")),
             }
         });
-        let origin = origin.map_err(|why| {
+        let (origin, issuer) = checked.map_err(|why| {
             tracing::warn!(why = %why, "Sync call refused");
             Status::permission_denied(format!("not a site attestor of {td}: {why}"))
         })?;
@@ -100,8 +121,17 @@ impl SyncService {
                 .note_rejoin(&origin, expired, self.clock.now())
                 .await;
         }
-        Ok(origin)
+        Ok((origin, issuer))
     }
+}
+
+/// A checked caller.
+struct Caller {
+    id: garrison_ca::SpiffeId,
+    /// The leaf's issuer on the verified path (the caller's site CA).
+    issuer: Option<Vec<u8>>,
+    /// When its site CA expired, for a caller admitted by the rejoin window.
+    expired: Option<time::OffsetDateTime>,
 }
 
 #[tonic::async_trait]
@@ -170,11 +200,8 @@ impl Sync for SyncService {
         &self,
         request: Request<v1::IntermediateRequest>,
     ) -> Result<Response<v1::IntermediateResponse>, Status> {
-        let origin = self.caller_origin(&request).await?;
-        // The caller's site CA (checked with its chain by `caller_origin`).
-        let caller_ca = request
-            .peer_certs()
-            .and_then(|certs| certs.get(1).map(|c| c.to_vec()));
+        // The caller's site CA: the one on the path verified, not whatever it sent second.
+        let (origin, caller_ca) = self.caller_site(&request).await?;
         let response = self
             .hub
             .certify_site_ca(&origin, request.get_ref(), caller_ca.as_deref())

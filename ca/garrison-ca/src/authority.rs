@@ -728,13 +728,16 @@ pub fn verify_cross_signed(
         requested: format!("{subject} as a new root ({why})"),
         issuer: "the current roots".to_owned(),
     };
-    let is_ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|ext| ext.value.ca);
-    if !is_ca || CaRole::of_der(der)?.is_some() {
-        return Err(refuse("not a root CA certificate"));
+    // A root's shape: a CA with room for a hub and a site CA below it (path length >= 2),
+    // as agents and the containment rule require of a cross-signed root.
+    let root_shaped =
+        cert.basic_constraints().ok().flatten().is_some_and(|ext| {
+            ext.value.ca && ext.value.path_len_constraint.is_some_and(|n| n >= 2)
+        });
+    if !root_shaped || CaRole::of_der(der)?.is_some() {
+        return Err(refuse(
+            "not a root CA certificate with path length 2 or more",
+        ));
     }
     let validity = cert.validity();
     if now < validity.not_before.to_datetime() || now > validity.not_after.to_datetime() {

@@ -127,16 +127,27 @@ pub enum LifecycleError {
         /// The active CA's notAfter.
         active_not_after: OffsetDateTime,
     },
-    /// The successor has too little life left to issue full-length SVIDs for long.
+    /// The successor was issued for less than [`CA_LIFETIME_PER_SVID_TTL`] × the longest SVID
+    /// TTL: a short-lived CA (an issuer near its own end can only sign short ones).
     #[error(
-        "the new CA has {remaining_seconds}s left, less than {CA_LIFETIME_PER_SVID_TTL}x the \
-         longest SVID TTL ({svid_seconds}s): it is too short-lived to put in force"
+        "the new CA was issued for {lifetime_seconds}s, less than {CA_LIFETIME_PER_SVID_TTL}x \
+         the longest SVID TTL ({svid_seconds}s): it is too short-lived to put in force"
     )]
     ShortLived {
-        /// Its remaining life, seconds.
-        remaining_seconds: i64,
+        /// Its whole lifetime, seconds.
+        lifetime_seconds: i64,
         /// The longest SVID TTL, seconds.
         svid_seconds: i64,
+    },
+    /// While the CA in force is still valid, the successor is already down to the last sixth
+    /// of its own life: it would need replacing at once.
+    #[error(
+        "the new CA has {remaining_seconds}s left, less than a sixth of its life: it is nearly \
+         expired, and the CA in force is still valid"
+    )]
+    NearlyExpired {
+        /// Its remaining life, seconds.
+        remaining_seconds: i64,
     },
 }
 
@@ -155,8 +166,10 @@ pub fn check_ca_lifetime(
 }
 
 /// May `successor` replace `active` at `now`? It must be valid now, expire after `active`,
-/// and have at least [`CA_LIFETIME_PER_SVID_TTL`] × `max_svid_ttl` left: a CA that arrives
-/// nearly expired (an issuer near its own end can only sign short ones) is never put in force.
+/// have been issued for at least [`CA_LIFETIME_PER_SVID_TTL`] × `max_svid_ttl` (never a
+/// short-lived CA), and, while `active` is still valid, not be down to the last sixth of its
+/// own life (never a nearly expired one). Once `active` has expired any fit successor is
+/// better than failing closed.
 pub fn check_activation(
     successor: Validity,
     active: Validity,
@@ -175,11 +188,16 @@ pub fn check_activation(
             active_not_after: active.not_after,
         });
     }
-    let remaining = successor.remaining(now);
-    if remaining < max_svid_ttl * CA_LIFETIME_PER_SVID_TTL {
+    if successor.lifetime() < max_svid_ttl * CA_LIFETIME_PER_SVID_TTL {
         return Err(LifecycleError::ShortLived {
-            remaining_seconds: remaining.whole_seconds(),
+            lifetime_seconds: successor.lifetime().whole_seconds(),
             svid_seconds: max_svid_ttl.whole_seconds(),
+        });
+    }
+    let remaining = successor.remaining(now);
+    if now <= active.not_after && remaining < successor.lifetime() / 6 {
+        return Err(LifecycleError::NearlyExpired {
+            remaining_seconds: remaining.whole_seconds(),
         });
     }
     Ok(())
@@ -279,15 +297,25 @@ mod tests {
             check_activation(ca(-10, 50), active, ttl, now),
             Err(LifecycleError::DoesNotOutliveActive { .. })
         ));
-        // Outlives the active one by two days, but has 9 days left: with 48h SVIDs, 12 days
-        // are required.
+        // Issued for 17 days: with 48h SVIDs, 12 days would do; with 72h, 18 are required.
         assert_eq!(
-            check_activation(ca(30, 17), active, Duration::hours(48), now),
+            check_activation(ca(30, 17), active, Duration::hours(72), now),
             Err(LifecycleError::ShortLived {
-                remaining_seconds: 9 * 86_400,
-                svid_seconds: 2 * 86_400
+                lifetime_seconds: 17 * 86_400,
+                svid_seconds: 3 * 86_400
             })
         );
+        assert!(check_activation(ca(30, 17), active, Duration::hours(48), now).is_ok());
+        // 60 days, 2 left while the CA in force is still valid: nearly expired. Once the CA in
+        // force has expired, better than failing closed.
+        assert_eq!(
+            check_activation(ca(-20, 60), ca(-10, 49), ttl, now),
+            Err(LifecycleError::NearlyExpired {
+                remaining_seconds: 2 * 86_400
+            })
+        );
+        assert!(check_activation(ca(-20, 60), ca(-50, 87), ttl, now).is_ok());
+        assert!(check_activation(ca(-20, 60), ca(-50, 80), ttl, now).is_ok());
     }
 
     #[test]
