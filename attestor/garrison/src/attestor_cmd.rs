@@ -102,11 +102,11 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
                 "{}: CSR of site {}'s next CA; certify it with `garrison hub certify-site --ttl {}`",
                 args.out.display(),
                 config.site,
-                garrison_attestor::site_ca::human(ca.requested_lifetime()).replace(' ', "")
+                duration_arg(ca.requested_lifetime())
             );
             println!(
-                "key fingerprint {fingerprint}: tell it to the hub's operator by another channel; \
-                 certify-site prints the fingerprint of the request it certifies"
+                "key fingerprint {fingerprint} (tell it to the hub's operator by another channel; \
+                 certify-site prints the fingerprint of the request it certifies)"
             );
             Ok(())
         }
@@ -131,6 +131,18 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A duration as `garrison` options take it: whole days, hours or seconds.
+fn duration_arg(d: time::Duration) -> String {
+    let s = d.whole_seconds().max(1);
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
     }
 }
 

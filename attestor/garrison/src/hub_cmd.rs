@@ -169,7 +169,7 @@ async fn certify_site(args: CertifySiteArgs) -> anyhow::Result<()> {
         .context("the CSR is not PEM")?
         .into_contents();
     println!(
-        "certifying key fingerprint {} for site {}: compare it with what the site's operator read out",
+        "certifying key fingerprint {} for site {} (compare it with what the site's operator read out)",
         crate::attestor_cmd::key_fingerprint(&csr)?,
         args.site
     );
