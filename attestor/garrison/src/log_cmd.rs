@@ -110,14 +110,11 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     if !args.db.starts_with("sqlite://") && !args.db.starts_with("postgres") {
         bail!("--db must be a sqlite:// or postgres:// URL");
     }
-    let log = AttestationLog::open(&LogConfig {
-        url: args.db.clone(),
-        origin: None,
-        max_batch: 1,
-        max_connections: 2,
-    })
-    .await
-    .with_context(|| format!("opening {}", args.db))?;
+    // Read-only: a query never writes, and a path that does not exist is an error, never a
+    // new empty database.
+    let log = AttestationLog::open_read_only(&args.db, None)
+        .await
+        .with_context(|| format!("opening {} read-only", args.db))?;
     let records = log.query(&query).await.context("querying the log")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
@@ -181,11 +178,8 @@ pub(crate) fn parse_since(text: &str) -> anyhow::Result<OffsetDateTime> {
 pub(crate) fn print_line(stored: &StoredRecord) {
     let r = &stored.record;
     let time = r.time.format(&Rfc3339).unwrap_or_default();
-    let node = r
-        .node_id
-        .as_deref()
-        .map(|n| n.get(..16).unwrap_or(n))
-        .unwrap_or("-");
+    // The whole id: what `--node` takes.
+    let node = r.node_id.as_deref().unwrap_or("-");
     println!(
         "#{:<5} {time} {:<7} {:<5} node {node:<16} {} {}",
         stored.sequence,

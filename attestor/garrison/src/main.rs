@@ -4,6 +4,39 @@
 //! trust decisions live in the library crates.
 #![forbid(unsafe_code)]
 
+/// `println!` that ends the process quietly when stdout is closed (`garrison … | head`):
+/// std's panics on a broken pipe. Defined before the modules so that they use it.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            crate::stdout_failed(&e);
+        }
+    }};
+}
+
+/// `print!`, likewise.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = write!(out, $($arg)*) {
+            crate::stdout_failed(&e);
+        }
+    }};
+}
+
+/// Nobody reads stdout any more: exit at once, as a command in a pipeline does (status 0 for a
+/// closed pipe, 1 for any other failure to write).
+fn stdout_failed(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("garrison: writing to stdout: {error}");
+    std::process::exit(1);
+}
+
 mod attestor_cmd;
 mod audit_cmd;
 mod audit_remote;
