@@ -18,6 +18,15 @@ pub enum LogError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database server did not answer within the connect timeout (down, unreachable, or
+    /// refusing connections). `target` is the URL without its credentials.
+    #[error("the log database at {target} cannot be reached (no connection within {seconds} s)")]
+    Unreachable {
+        target: String,
+        seconds: u64,
+        #[source]
+        source: sqlx::Error,
+    },
     /// Running the schema migrations failed.
     #[error("migrating the log schema failed")]
     Migrate {

@@ -196,6 +196,7 @@ impl AttestationLog {
         };
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
+            .acquire_timeout(CONNECT_TIMEOUT)
             .max_connections(2)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
@@ -209,7 +210,7 @@ impl AttestationLog {
             })
             .connect(&url)
             .await
-            .map_err(|source| LogError::Open { source })?;
+            .map_err(|source| open_error(&url, source))?;
         check_schema(&pool, backend).await?;
         let log = origin::lookup(&pool, origin).await?;
         // No receiver: every append answers WriterGone at once.
@@ -633,9 +634,38 @@ fn database_url(config: &LogConfig, backend: Backend) -> String {
     }
 }
 
+/// How long opening a pool waits for a first connection: a database that is down gives a
+/// clear error within seconds, not sqlx's default 30 s of silent retries.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `url` without credentials, for messages.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split_once('?').map_or(rest, |(base, _)| base);
+            format!("{scheme}://{rest}")
+        }
+        None => "<database>".to_owned(),
+    }
+}
+
+/// The error of a pool that could not be opened: unreachable, or another failure.
+fn open_error(url: &str, source: sqlx::Error) -> LogError {
+    match source {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => LogError::Unreachable {
+            target: redacted(url),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+            source,
+        },
+        source => LogError::Open { source },
+    }
+}
+
 async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyPool, LogError> {
     sqlx::any::install_default_drivers();
     let pool = AnyPoolOptions::new()
+        .acquire_timeout(CONNECT_TIMEOUT)
         .max_connections(config.max_connections)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
@@ -647,7 +677,7 @@ async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyP
         })
         .connect(url)
         .await
-        .map_err(|source| LogError::Open { source })?;
+        .map_err(|source| open_error(url, source))?;
     if backend == Backend::Sqlite {
         enable_wal(&pool).await?;
     }

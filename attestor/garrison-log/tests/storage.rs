@@ -731,7 +731,33 @@ async fn open_rejects_bad_configs() {
     let err = garrison_log::AttestationLog::open(&config("sqlite:///nonexistent-dir/x.db", 8, 4))
         .await
         .unwrap_err();
-    assert!(matches!(err, LogError::Open { .. }), "{err:?}");
+    assert!(
+        matches!(err, LogError::Open { .. } | LogError::Unreachable { .. }),
+        "{err:?}"
+    );
+    // A PostgreSQL server that is not there: a clear error naming where (never the
+    // password), after the connect timeout rather than sqlx's silent 30 s.
+    let err = garrison_log::AttestationLog::open(&config(
+        "postgres://garrison:s3cret@127.0.0.1:1/log",
+        8,
+        4,
+    ))
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, LogError::Unreachable { .. }), "{err:?}");
+    assert!(
+        text.contains("postgres://127.0.0.1:1/log") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let err = garrison_log::AttestationLog::open_read_only(
+        "postgres://garrison:s3cret@127.0.0.1:1/log",
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, LogError::Unreachable { .. }), "{err:?}");
     let debug = format!(
         "{:?}",
         config("postgres://garrison:s3cret@db:5432/log", 8, 4)
