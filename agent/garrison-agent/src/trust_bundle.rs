@@ -201,18 +201,10 @@ fn judge(
     if !matches!(garrison_ca::CaRole::of_certificate(&cert), Ok(None)) {
         return Err(ignored(IgnoredBecause::StatesARole));
     }
-    if !root_shaped(&cert) {
+    if !garrison_ca::is_root_shaped(&cert) {
         return Err(ignored(IgnoredBecause::NotRootShaped));
     }
     Ok(())
-}
-
-/// A CA with a path length of at least 2.
-fn root_shaped(cert: &X509Certificate<'_>) -> bool {
-    cert.basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca && bc.value.path_len_constraint.is_some_and(|n| n >= 2))
 }
 
 /// Whether `issuer` issued `cert`: names chain and the signature verifies under its key.

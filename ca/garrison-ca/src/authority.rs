@@ -728,19 +728,12 @@ pub fn verify_cross_signed(
         requested: format!("{subject} as a new root ({why})"),
         issuer: "the current roots".to_owned(),
     };
-    // A root's shape: a CA with room for a hub and a site CA below it (path length >= 2),
-    // as agents and the containment rule require of a cross-signed root.
-    let root_shaped =
-        cert.basic_constraints().ok().flatten().is_some_and(|ext| {
-            ext.value.ca && ext.value.path_len_constraint.is_some_and(|n| n >= 2)
-        });
-    if !root_shaped || CaRole::of_der(der)?.is_some() {
+    if !scope::is_root_shaped(&cert) || CaRole::of_der(der)?.is_some() {
         return Err(refuse(
             "not a root CA certificate with path length 2 or more",
         ));
     }
-    let validity = cert.validity();
-    if now < validity.not_before.to_datetime() || now > validity.not_after.to_datetime() {
+    if !valid_at(&cert, now) {
         return Err(refuse("not valid now"));
     }
     let td = ca_trust_domain(&cert).ok_or_else(|| refuse("no trust domain"))?;
@@ -772,8 +765,7 @@ pub fn verify_root_twin(
         requested: format!("{} as a new root ({why})", cert.subject()),
         issuer: "the current roots".to_owned(),
     };
-    let validity = cert.validity();
-    if now < validity.not_before.to_datetime() || now > validity.not_after.to_datetime() {
+    if !valid_at(&cert, now) {
         return Err(refuse("not valid now"));
     }
     if cert.subject() != cert.issuer()
@@ -801,6 +793,12 @@ pub fn verify_root_twin(
         ));
     }
     Ok(())
+}
+
+/// Whether `now` is within the certificate's validity period.
+fn valid_at(cert: &X509Certificate<'_>, now: OffsetDateTime) -> bool {
+    let validity = cert.validity();
+    validity.not_before.to_datetime() <= now && now <= validity.not_after.to_datetime()
 }
 
 /// The validity period of a DER certificate.

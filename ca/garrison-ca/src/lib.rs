@@ -48,7 +48,7 @@ pub use key::{KeyAlgorithm, PrivateKey, SecretPem};
 pub use lifecycle::{LifecycleError, RotationStep, Successor, Validity};
 pub use scope::{
     CaRole, HubRole, SiteRole, check_leaf_scope, check_leaf_scope_der, check_path_scope_der,
-    is_site_name, site_of, spiffe_uri,
+    is_root_shaped, is_site_name, site_of, spiffe_uri,
 };
 pub use spiffe_id::{
     MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN, SpiffeId, SpiffeIdError, TrustDomain,

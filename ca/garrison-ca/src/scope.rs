@@ -365,6 +365,16 @@ pub fn check_path_scope_der<'a>(
     check_leaf_scope(id, &roles)
 }
 
+/// A CA with a root's path length: at least 2, room for a hub and a site CA below it. What
+/// a cross-signed root must be, for the containment rule, for hubs and sites announcing it,
+/// and for agents taking it.
+pub fn is_root_shaped(cert: &X509Certificate<'_>) -> bool {
+    cert.basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca && bc.value.path_len_constraint.is_some_and(|n| n >= 2))
+}
+
 /// A root's certificate issued by another root (`Authority::cross_sign`): a CA that states no
 /// role, is not self-signed, and has the path length of a root (at least 2: room for a hub
 /// and a site CA below it). A CA without a role and a shorter path length is an intermediate
@@ -373,12 +383,7 @@ fn is_cross_signed_root(der: &[u8]) -> bool {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return false;
     };
-    let root_shaped = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca && bc.value.path_len_constraint.is_some_and(|n| n >= 2));
-    root_shaped
+    is_root_shaped(&cert)
         && cert.subject() != cert.issuer()
         && matches!(CaRole::of_certificate(&cert), Ok(None))
 }
