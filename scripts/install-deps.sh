@@ -9,8 +9,11 @@ packages=(
   tpm2-tools               # interop tests: tpm2_createak / tpm2_quote output we must verify
   openssl                  # independent verifier of the certificates we issue
   protobuf-compiler        # protoc, for the gRPC definitions in proto/
+  python3 python3-venv     # the Workload API test installs the PyPI `spiffe` client in a venv
   build-essential          # C toolchain for ring and the tss-esapi sys crate
   postgresql postgresql-common  # throwaway cluster (pg_virtualenv) for the PostgreSQL log tests
+  systemd procps           # systemd-analyze, -sysusers, -tmpfiles check packaging/systemd (kill: ExecReload)
+  man-db groff-base        # man and groff render the generated man pages (and systemd-analyze checks Documentation=)
 )
 
 missing=()

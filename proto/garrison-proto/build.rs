@@ -1,4 +1,5 @@
-//! Generates the gRPC client and server code from `proto/garrison/v1/*.proto` with protoc
+//! Generates the gRPC client and server code from `proto/garrison/v1/*.proto` and the SPIFFE
+//! Workload API (`proto/spiffe/workload.proto`, vendored unchanged) with protoc
 //! (Debian package `protobuf-compiler`, installed by `scripts/install-deps.sh`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -11,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/garrison/v1/enrollment.proto",
                 "proto/garrison/v1/audit.proto",
                 "proto/garrison/v1/sync.proto",
+                "proto/spiffe/workload.proto",
             ],
             &["proto"],
         )?;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::AgentError;
 use crate::schedule::Backoff;
+use crate::workload_api::WorkloadApiConfig;
 
 /// Default exponential-backoff base.
 pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -55,6 +56,10 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// Time limit of each gRPC call.
     pub rpc_timeout: Duration,
+    /// The SPIFFE Workload API, if served (`[workload_api]`).
+    pub workload_api: Option<WorkloadApiConfig>,
+    /// A program (absolute path, then its arguments) run after each new SVID is written.
+    pub post_rotate_command: Option<Vec<String>>,
 }
 
 /// The TOML file as written by operators. See the crate README for the reference.
@@ -82,6 +87,26 @@ pub struct ConfigFile {
     backoff: BackoffFile,
     #[serde(default = "default_rpc_timeout_ms")]
     rpc_timeout_ms: u64,
+    #[serde(default)]
+    workload_api: Option<WorkloadApiFile>,
+    #[serde(default)]
+    post_rotate_command: Option<Vec<String>>,
+}
+
+/// The optional `[workload_api]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadApiFile {
+    #[serde(default = "default_workload_endpoint")]
+    socket: String,
+    #[serde(default)]
+    allowed_uids: Vec<u32>,
+    #[serde(default)]
+    allowed_gids: Vec<u32>,
+}
+
+fn default_workload_endpoint() -> String {
+    crate::workload_api::DEFAULT_ENDPOINT.to_owned()
 }
 
 /// The optional `[backoff]` table.
@@ -177,6 +202,11 @@ impl ConfigFile {
             asserted: self.asserted,
             backoff: check_backoff(&self.backoff)?,
             rpc_timeout: check_rpc_timeout(self.rpc_timeout_ms)?,
+            workload_api: self.workload_api.map(check_workload_api).transpose()?,
+            post_rotate_command: self
+                .post_rotate_command
+                .map(check_post_rotate_command)
+                .transpose()?,
         })
     }
 }
@@ -265,6 +295,40 @@ fn check_asserted(asserted: &BTreeMap<String, String>) -> Result<(), AgentError>
     }
 }
 
+fn check_workload_api(file: WorkloadApiFile) -> Result<WorkloadApiConfig, AgentError> {
+    let socket = crate::workload_api::parse_endpoint(&file.socket)
+        .map_err(|problem| config_value("workload_api.socket", &file.socket, problem))?;
+    if file.allowed_uids.is_empty() && file.allowed_gids.is_empty() {
+        return Err(config_value(
+            "workload_api.allowed_uids",
+            "[]",
+            "no caller could fetch an SVID: list the workloads' uids (allowed_uids) or \
+             groups (allowed_gids)",
+        ));
+    }
+    Ok(WorkloadApiConfig {
+        socket,
+        allowed_uids: file.allowed_uids,
+        allowed_gids: file.allowed_gids,
+    })
+}
+
+fn check_post_rotate_command(argv: Vec<String>) -> Result<Vec<String>, AgentError> {
+    match argv.first() {
+        None => Err(config_value(
+            "post_rotate_command",
+            "[]",
+            "must name a program (leave the key out for none)",
+        )),
+        Some(program) if !Path::new(program).is_absolute() => Err(config_value(
+            "post_rotate_command",
+            program,
+            "the program must be an absolute path (no PATH lookup)",
+        )),
+        Some(_) => Ok(argv),
+    }
+}
+
 fn check_backoff(file: &BackoffFile) -> Result<Backoff, AgentError> {
     if file.base_ms == 0 {
         return Err(config_value("backoff.base_ms", "0", "must be positive"));
@@ -309,6 +373,55 @@ hostname = "node-1"
 base_ms = 250
 cap_ms = 10000
 "#;
+
+    #[test]
+    fn workload_api_and_post_rotate_command_are_checked() {
+        let plain = AgentConfig::from_toml(EXAMPLE).unwrap();
+        assert_eq!(plain.workload_api, None);
+        assert_eq!(plain.post_rotate_command, None);
+        let with = |extra: &str| {
+            let (head, tables) = EXAMPLE.split_once("[asserted]").unwrap();
+            format!("{head}{extra}\n[asserted]{tables}")
+        };
+        let config = AgentConfig::from_toml(&with(
+            "post_rotate_command = [\"/usr/bin/systemctl\", \"reload\", \"envoy\"]\n\
+             [workload_api]\nallowed_uids = [1000]\n",
+        ))
+        .unwrap();
+        let api = config.workload_api.unwrap();
+        assert_eq!(api.socket, Path::new("/run/garrison-agent/workload.sock"));
+        assert_eq!(api.endpoint(), "unix:///run/garrison-agent/workload.sock");
+        assert_eq!((api.allowed_uids, api.allowed_gids), (vec![1000], vec![]));
+        assert_eq!(config.post_rotate_command.unwrap().len(), 3);
+
+        for (extra, field) in [
+            ("[workload_api]\n", "workload_api.allowed_uids"),
+            (
+                "[workload_api]\nsocket = \"/run/a.sock\"\nallowed_gids = [5]\n",
+                "workload_api.socket",
+            ),
+            (
+                "[workload_api]\nsocket = \"tcp://127.0.0.1:1\"\nallowed_gids = [5]\n",
+                "workload_api.socket",
+            ),
+            ("post_rotate_command = []\n", "post_rotate_command"),
+            (
+                "post_rotate_command = [\"systemctl\", \"reload\"]\n",
+                "post_rotate_command",
+            ),
+        ] {
+            match AgentConfig::from_toml(&with(extra)) {
+                Err(AgentError::ConfigValue { field: got, .. }) => {
+                    assert_eq!(got, field, "{extra}")
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            AgentConfig::from_toml(&with("[workload_api]\nallowed_uids = [1]\nmode = 1\n")),
+            Err(AgentError::ParseConfig { .. })
+        ));
+    }
 
     #[test]
     fn example_parses_into_typed_values() {

@@ -243,6 +243,26 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The Workload API socket cannot be created or bound.
+    #[error("cannot serve the Workload API on {path}")]
+    WorkloadApiBind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Workload API socket path is taken.
+    #[error("cannot serve the Workload API on {path}: it {problem}")]
+    WorkloadApiSocket {
+        path: PathBuf,
+        problem: &'static str,
+    },
+    /// The Workload API server stopped with an error.
+    #[error("the Workload API server on {path} failed")]
+    WorkloadApiServe {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// There is no usable current SVID to renew with.
     #[error("no current SVID in {dir}: {problem}")]
     NoCurrentSvid { dir: PathBuf, problem: &'static str },
@@ -325,7 +345,10 @@ impl AgentError {
             | Self::AttestorAddress { .. }
             | Self::ParseAkBlob { .. }
             | Self::PcrSelection { .. }
-            | Self::RequestTooLarge { .. } => Disposition::Fatal,
+            | Self::RequestTooLarge { .. }
+            | Self::WorkloadApiBind { .. }
+            | Self::WorkloadApiSocket { .. }
+            | Self::WorkloadApiServe { .. } => Disposition::Fatal,
             _ => Disposition::Retry { not_before: None },
         }
     }

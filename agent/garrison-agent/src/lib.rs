@@ -8,6 +8,7 @@
 //! * [`schedule`] decides when to retry and renew, from an injected clock and jitter source;
 //! * [`trust_bundle`] decides which roots the agent writes for its workloads: the bootstrap
 //!   anchors always, plus only what they vouch for from the attestor's bundle;
+//! * [`workload_api`] serves the SVID to the node's workloads over the SPIFFE Workload API;
 //! * [`lifecycle`] composes them: [`enroll_once`], [`renew_once`], [`run`].
 //!
 //! The agent must never write a private key readable by anyone but its owner, never leave
@@ -24,11 +25,13 @@ pub mod config;
 mod error;
 pub mod evidence;
 pub mod files;
+pub mod h2_authority;
 pub mod lifecycle;
 pub mod node_key;
 pub mod schedule;
 mod tpm_worker;
 pub mod trust_bundle;
+pub mod workload_api;
 
 pub use config::AgentConfig;
 pub use error::{

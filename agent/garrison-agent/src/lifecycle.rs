@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use garrison_proto::v1::SvidResponse;
@@ -22,10 +23,13 @@ use crate::node_key::NodeKey;
 use crate::schedule::{Clock, Entropy, SystemClock, SystemEntropy, renewal_time, until};
 use crate::tpm_worker::{TpmSettings, TpmWorker};
 use crate::trust_bundle;
+use crate::workload_api::{Publisher, WorkloadApi, WorkloadIdentity};
 
 /// Longest single sleep while waiting for renewal: the wall clock is re-read after it, so
 /// a suspended machine or a clock step does not push renewal past expiry.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How long `post_rotate_command` may run before it is killed.
+pub const POST_ROTATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A freshly written SVID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +89,11 @@ enum Exchange {
 /// The agent: configuration plus injected clock and jitter source.
 pub struct Agent {
     config: AgentConfig,
-    clock: Box<dyn Clock>,
+    clock: Arc<dyn Clock>,
     entropy: Box<dyn Entropy>,
     rng: SystemRandom,
+    /// Feeds the Workload API while [`Agent::run`] serves it.
+    publisher: Option<Publisher>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -103,9 +109,10 @@ impl Agent {
     pub fn new(config: AgentConfig, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
         Self {
             config,
-            clock,
+            clock: Arc::from(clock),
             entropy,
             rng: SystemRandom::new(),
+            publisher: None,
         }
     }
 
@@ -143,6 +150,7 @@ impl Agent {
         let svid = calls.complete(complete).await?;
         let enrolled = self.install(&svid, &key, &bundle_pem)?;
         log_timing(Exchange::Enroll, started.elapsed(), tpm_time);
+        self.after_rotation(&enrolled).await;
         Ok(enrolled)
     }
 
@@ -170,6 +178,7 @@ impl Agent {
         let svid = calls.complete(request).await?;
         let renewed = self.install(&svid, &key, &bundle_pem)?;
         log_timing(Exchange::Renew, started.elapsed(), tpm_time);
+        self.after_rotation(&renewed).await;
         if renewed.spiffe_id != current.spiffe_id {
             tracing::warn!(old = %current.spiffe_id, new = %renewed.spiffe_id, "renewal changed the SPIFFE ID");
         }
@@ -187,7 +196,46 @@ impl Agent {
 
     /// Enrolls if there is no valid SVID, then renews around half-life, forever, until
     /// `shutdown` completes. Returns an error only for failures retrying cannot fix.
+    ///
+    /// With `[workload_api]` configured, the socket is bound first (a failure stops the
+    /// agent before it enrolls) and served until the loop ends.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let server = match &self.config.workload_api {
+            Some(api) => {
+                let trust_domain_id =
+                    format!("spiffe://{}", self.config.attestor_spiffe_id.trust_domain());
+                let (server, publisher) =
+                    WorkloadApi::bind(api, trust_domain_id, Arc::clone(&self.clock))?;
+                self.publisher = Some(publisher);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(server.serve(async move {
+                    let _ = stopped.await;
+                }));
+                Some((stop, task))
+            }
+            None => None,
+        };
+        if let Ok(current) = self.current_svid() {
+            self.publish(&SvidPaths::in_dir(&self.config.svid_dir));
+            log_schedule("current SVID", &current.spiffe_id, current.not_after, None);
+        }
+        let result = self.run_loop(shutdown).await;
+        // Dropping the publisher ends the open streams; then the server stops.
+        self.publisher = None;
+        if let Some((stop, task)) = server {
+            let _ = stop.send(());
+            match task.await {
+                Ok(Err(error)) => {
+                    tracing::error!(error = %error_chain(&error), "Workload API server")
+                }
+                Err(error) => tracing::error!(%error, "Workload API server task"),
+                Ok(Ok(())) => {}
+            }
+        }
+        result
+    }
+
+    async fn run_loop(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -197,6 +245,30 @@ impl Agent {
                 }
                 cycle = self.cycle() => cycle?,
             }
+        }
+    }
+
+    /// After new SVID files are written: hand them to the Workload API's open streams, then
+    /// run `post_rotate_command`.
+    async fn after_rotation(&self, written: &Enrolled) {
+        self.publish(&written.files);
+        if let Some(argv) = &self.config.post_rotate_command {
+            run_post_rotate_command(argv, written).await;
+        }
+    }
+
+    fn publish(&self, paths: &SvidPaths) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        match WorkloadIdentity::from_files(paths) {
+            Ok(identity) => {
+                publisher.send_replace(Some(Arc::new(identity)));
+            }
+            Err(error) => tracing::error!(
+                error = %error_chain(&error),
+                "cannot read back the SVID just written; the Workload API keeps serving the previous one"
+            ),
         }
     }
 
@@ -218,7 +290,14 @@ impl Agent {
     async fn cycle(&mut self) -> Result<(), AgentError> {
         let renew_at = match self.current_svid() {
             Ok(current) => {
-                renewal_time(current.not_before, current.not_after, self.entropy.as_mut())
+                let at = renewal_time(current.not_before, current.not_after, self.entropy.as_mut());
+                log_schedule(
+                    "next renewal",
+                    &current.spiffe_id,
+                    current.not_after,
+                    Some(at),
+                );
+                at
             }
             Err(error) => {
                 tracing::info!(reason = %error, "enrolling");
@@ -483,6 +562,11 @@ fn verify_chain(
     .map_err(|source| AgentError::SvidChain { source })
 }
 
+/// notAfter of a DER certificate.
+pub(crate) fn not_after_of(der: &[u8]) -> Result<SystemTime, AgentError> {
+    Ok(leaf_facts(der)?.not_after)
+}
+
 /// SPIFFE ID (empty if none) and validity of a DER certificate.
 fn leaf_facts(der: &[u8]) -> Result<LeafFacts, AgentError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| AgentError::ParseCertificate)?;
@@ -560,11 +644,69 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
 fn log_enrolled(what: &str, enrolled: &Enrolled) {
     tracing::info!(
         spiffe_id = %enrolled.spiffe_id,
-        not_after = unix_seconds(enrolled.not_after),
+        expires = %rfc3339(enrolled.not_after),
         log_sequence = enrolled.log_sequence,
         svid = %enrolled.files.svid.display(),
         "{what}"
     );
+}
+
+/// One INFO line with the SVID's expiry and, when known, the next renewal time.
+fn log_schedule(what: &str, spiffe_id: &str, not_after: SystemTime, renew_at: Option<SystemTime>) {
+    match renew_at {
+        Some(at) => tracing::info!(
+            spiffe_id,
+            expires = %rfc3339(not_after),
+            renew_at = %rfc3339(at),
+            "{what}"
+        ),
+        None => tracing::info!(spiffe_id, expires = %rfc3339(not_after), "{what}"),
+    }
+}
+
+/// RFC 3339 UTC, to the second.
+pub fn rfc3339(at: SystemTime) -> String {
+    let seconds = i64::try_from(unix_seconds(at)).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{seconds}"))
+}
+
+/// Runs `argv` after a rotation, with the new files in its environment; its failure is
+/// logged, never fatal (the SVID is already written and served).
+async fn run_post_rotate_command(argv: &[String], written: &Enrolled) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env("GARRISON_SPIFFE_ID", &written.spiffe_id)
+        .env("GARRISON_SVID", &written.files.svid)
+        .env("GARRISON_SVID_KEY", &written.files.key)
+        .env("GARRISON_BUNDLE", &written.files.bundle)
+        .env(
+            "GARRISON_SVID_EXPIRES",
+            unix_seconds(written.not_after).to_string(),
+        )
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(POST_ROTATE_TIMEOUT, command.status()).await {
+        Ok(Ok(status)) if status.success() => {
+            tracing::info!(program, "post_rotate_command succeeded");
+        }
+        Ok(Ok(status)) => tracing::warn!(program, %status, "post_rotate_command failed"),
+        Ok(Err(error)) => tracing::warn!(program, %error, "post_rotate_command could not start"),
+        Err(_) => tracing::warn!(
+            program,
+            seconds = POST_ROTATE_TIMEOUT.as_secs(),
+            "post_rotate_command ran too long and was killed"
+        ),
+    }
 }
 
 /// One line per successful exchange: its wall time, the part spent in the TPM (opening it,

@@ -428,6 +428,8 @@ impl Site {
             asserted: BTreeMap::from([("hostname".to_owned(), "node-1".to_owned())]),
             backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
             rpc_timeout: Duration::from_secs(10),
+            workload_api: None,
+            post_rotate_command: None,
         }
     }
 
@@ -833,4 +835,126 @@ fn cli_help_is_available_everywhere() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "--once is required");
+}
+
+/// The uid of this process, from /proc.
+fn own_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_serves_each_new_svid_to_open_workload_api_streams_and_runs_the_hook() {
+    use tokio_stream::StreamExt as _;
+    let site = Site::start().await;
+    let socket = site.dir.path().join("run/workload.sock");
+    let hook_log = site.dir.path().join("rotations.log");
+    let hook = site.dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$GARRISON_SPIFFE_ID $GARRISON_SVID_EXPIRES $(basename \
+             \"$GARRISON_SVID\")\" >> {}\n",
+            hook_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = AgentConfig {
+        workload_api: Some(garrison_agent::workload_api::WorkloadApiConfig {
+            socket: socket.clone(),
+            allowed_uids: vec![own_uid()],
+            allowed_gids: vec![],
+        }),
+        post_rotate_command: Some(vec![hook.display().to_string()]),
+        ..site.config()
+    };
+    // 40 minutes ahead: every 1-hour SVID is past its renewal time at once, so the agent
+    // renews back to back and each new SVID must reach the open stream.
+    let mut agent = Agent::new(
+        config,
+        Box::new(AheadClock(Duration::from_secs(40 * 60))),
+        Box::new(SeededEntropy::new(7)),
+    );
+    let endpoint = format!("unix://{}", socket.display());
+    let watcher = async move {
+        let client = loop {
+            if let Ok(client) = spiffe::WorkloadApiClient::connect_to(&endpoint).await
+                && client.fetch_x509_svid().await.is_ok()
+            {
+                break client;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stream = client.stream_x509_svids().await.unwrap();
+        let mut leaves = Vec::new();
+        while leaves.len() < 3 {
+            let svid = stream.next().await.unwrap().unwrap();
+            assert_eq!(svid.spiffe_id().to_string(), NODE_ID);
+            let leaf = svid.leaf().as_ref().to_vec();
+            if leaves.last() != Some(&leaf) {
+                leaves.push(leaf);
+            }
+        }
+        leaves
+    };
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let leaves = watcher.await;
+        let _ = done.send(leaves);
+    };
+    tokio::time::timeout(Duration::from_secs(60), agent.run(shutdown))
+        .await
+        .expect("three SVIDs reached the stream")
+        .unwrap();
+    let leaves = finished.await.unwrap();
+    assert_eq!(leaves.len(), 3);
+    // Every leaf the stream carried is one the attestor issued to this node.
+    for leaf in &leaves {
+        let (_, cert) = X509Certificate::from_der(leaf).unwrap();
+        assert!(site.state().issued.contains(cert.raw_serial()));
+    }
+    assert!(
+        !socket.exists(),
+        "the socket is removed when the agent stops"
+    );
+    // The hook ran after each rotation (the last one may have been cut short by the stop).
+    let hooks = std::fs::read_to_string(&hook_log).unwrap();
+    let lines: Vec<&str> = hooks.lines().collect();
+    assert!(lines.len() >= 2, "{hooks}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(NODE_ID) && l.ends_with("svid.pem")),
+        "{hooks}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_to_start_on_a_socket_another_agent_serves() {
+    let site = Site::start().await;
+    let socket = site.dir.path().join("workload.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let config = AgentConfig {
+        workload_api: Some(garrison_agent::workload_api::WorkloadApiConfig {
+            socket: socket.clone(),
+            allowed_uids: vec![own_uid()],
+            allowed_gids: vec![],
+        }),
+        ..site.config()
+    };
+    let mut agent = Agent::new(
+        config,
+        Box::new(garrison_agent::schedule::SystemClock),
+        Box::new(SeededEntropy::new(1)),
+    );
+    let error = agent.run(std::future::pending()).await.unwrap_err();
+    assert!(error.to_string().contains("another process"), "{error}");
+    assert_eq!(error.disposition(), Disposition::Fatal);
+    assert_eq!(
+        site.state().begins,
+        0,
+        "nothing was attempted before the socket was bound"
+    );
 }

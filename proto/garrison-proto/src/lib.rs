@@ -21,6 +21,22 @@ pub mod v1 {
     tonic::include_proto!("garrison.v1");
 }
 
+/// Generated code for the SPIFFE Workload API (`proto/spiffe/workload.proto`, copied
+/// unchanged from the SPIFFE standards; it has no protobuf package, so its gRPC paths are
+/// `/SpiffeWorkloadAPI/<method>` as every SPIFFE client expects). Served by the agent.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+pub mod workload {
+    tonic::include_proto!("_");
+}
+
 pub mod sync_file;
 
 /// Size limits of the protocol. The server refuses larger messages before decoding them and
