@@ -49,7 +49,7 @@ pub enum ConfigError {
 
 /// Security-weakening switches. Each is off unless named in `[insecure]`, and each one that
 /// is on is logged as a warning at start.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InsecureOptions {
     /// Accept AKs that sign with RSASSA-SHA1.
@@ -74,50 +74,105 @@ impl InsecureOptions {
     }
 }
 
-#[derive(Debug, Deserialize)]
+// The doc comments of this struct and its fields are the file's reference (`garrison
+// config-reference`, docs/configuration.md): written for operators.
+/// The site attestor's configuration, read by `garrison attestor serve --config` and by the
+/// operator commands that take `--config`. Relative paths are relative to the file's
+/// directory.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The site's name, `<site>` in `spiffe://<td>/site/<site>/...`: one SPIFFE path segment
+    /// of `[a-zA-Z0-9.-_]`. The site CA must have the role `site/<site>`.
     site: String,
+    /// Where the Enrollment and Renewal services are served (TLS), e.g. `0.0.0.0:8443`.
+    #[schemars(extend("x-toml-type" = "socket address"))]
     listen: SocketAddr,
+    /// The site intermediate CA: `cert.pem`, `key.pem`, `chain.pem`, `bundle.pem` (the root).
+    /// The attestor writes below it: the next CA's key and certificate under `rotation/`.
+    #[schemars(extend("x-toml-type" = "path"))]
     ca_dir: PathBuf,
+    /// The attestation log: `sqlite://FILE` (a relative FILE is beside this file; created if
+    /// missing) or `postgres://user:password@host/database`.
+    #[schemars(extend("x-toml-type" = "database URL"))]
     database: String,
+    /// TPM manufacturer CA certificates (roots or intermediates), PEM or DER, that EK
+    /// certificates must chain to. At least one, unless `insecure.allow_listed_ek_hashes` is
+    /// set.
+    #[schemars(extend("x-toml-type" = "array of paths"))]
     ek_roots: Vec<PathBuf>,
+    /// The signed admission-policy bundle (`garrison policy sign`), verified against the
+    /// root. Replace the file and send SIGHUP to put a new one in force.
+    #[schemars(extend("x-toml-type" = "path"))]
     policy_bundle: PathBuf,
+    /// The longest SVID lifetime handed out, whatever policy asks. The site CA must live at
+    /// least 6 times as long.
+    #[schemars(extend("x-toml-type" = "duration"))]
     max_svid_ttl: String,
+    /// How long a challenge may be answered.
     #[serde(default = "default_challenge_ttl")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     challenge_ttl: String,
+    /// The SHA-256 PCRs (0 to 23) every quote must cover.
     #[serde(default = "default_pcrs")]
     pcrs: Vec<u32>,
+    /// Most challenges outstanding at once; beyond it, Begin is shed with
+    /// `RESOURCE_EXHAUSTED` (`overloaded`).
     #[serde(default = "default_max_pending")]
     max_pending_challenges: usize,
+    /// Most requests worked on at once; beyond it, requests are shed with `overloaded`.
     #[serde(default = "default_max_in_flight")]
     max_in_flight: usize,
-    /// Absent: as many as `max_in_flight`.
+    /// Most client connections open (or in their TLS handshake) at once; beyond it new ones
+    /// wait in the listen backlog. Unset: as many as `max_in_flight`.
     #[serde(default)]
     max_connections: Option<usize>,
+    /// Lifetime of the attestor's own server SVID (`spiffe://<td>/site/<site>/attestor`),
+    /// issued from the site CA at start and again at half life.
     #[serde(default = "default_attestor_svid_ttl")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     attestor_svid_ttl: String,
+    /// The Ed25519 key (PKCS#8 PEM) that signs the log's checkpoints, created 0600 at the
+    /// first start if missing.
     #[serde(default = "default_log_key")]
+    #[schemars(extend("x-toml-type" = "path"))]
     log_key: PathBuf,
+    /// Where to serve the read-only Audit service (mutual TLS, auditor SVIDs only). Unset: not
+    /// served.
     #[serde(default)]
+    #[schemars(extend("x-toml-type" = "socket address"))]
     audit_listen: Option<SocketAddr>,
+    /// A checkpoint of the log is signed at least this often while records arrive.
     #[serde(default = "default_checkpoint_interval")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     checkpoint_interval: String,
+    /// The hub to sync with; the site opens every connection. Without it the site syncs by
+    /// files only (`garrison site export` / `import`).
     #[serde(default)]
     hub: Option<RawHub>,
+    /// Switches that weaken security: each is off unless set here, and each one that is on is
+    /// logged as a warning at start.
     #[serde(default)]
     insecure: InsecureOptions,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawHub {
+    /// `host:port` of the hub's Sync service.
     address: String,
+    /// Time between sync rounds while the hub answers.
     #[serde(default = "default_sync_interval")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     sync_interval: String,
+    /// The longest wait between attempts while it does not (exponential backoff with jitter
+    /// up to this).
     #[serde(default = "default_max_backoff")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     max_backoff: String,
+    /// How long connecting, and each call, may take before the round is given up.
     #[serde(default = "default_hub_timeout")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     timeout: String,
 }
 
@@ -219,6 +274,12 @@ pub struct SiteConfig {
 }
 
 impl SiteConfig {
+    /// The JSON Schema of `site.toml`: every key with its type, default and description,
+    /// for the configuration reference.
+    pub fn file_schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (raw, base): (RawConfig, _) = read_toml(path)?;

@@ -9,21 +9,48 @@ use garrison_attestor::config::{parse_duration, read_toml, resolve_sqlite};
 use serde::Deserialize;
 use time::Duration;
 
-#[derive(Debug, Deserialize)]
+// The doc comments of this struct and its fields are the file's reference (`garrison
+// config-reference`, docs/configuration.md): written for operators.
+/// The hub's configuration, read by `garrison hub serve --config` and by the operator
+/// commands that take `--config` (`garrison hub status`, `publish-policy`, ...). Relative
+/// paths are relative to the file's directory.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Where the Sync service is served (mutual TLS, site attestor SVIDs only), e.g.
+    /// `0.0.0.0:7443`.
+    #[schemars(extend("x-toml-type" = "socket address"))]
     listen: SocketAddr,
+    /// The hub intermediate CA: `cert.pem`, `key.pem`, `chain.pem`, `bundle.pem` (the root).
+    /// It certifies site CAs and the witness key, and issues the hub's server SVID.
+    #[schemars(extend("x-toml-type" = "path"))]
     ca_dir: PathBuf,
+    /// Every site's log: `postgres://user:password@host/database` (several hub processes may
+    /// share one) or `sqlite://FILE` for a small deployment (a relative FILE is beside this
+    /// file).
+    #[schemars(extend("x-toml-type" = "database URL"))]
     database: String,
+    /// The Ed25519 key (PKCS#8 PEM) that cosigns site checkpoints and signs revocation lists,
+    /// created 0600 at the first start if missing.
     #[serde(default = "default_witness_key")]
+    #[schemars(extend("x-toml-type" = "path"))]
     witness_key: PathBuf,
+    /// Lifetime of the hub's server SVID (`spiffe://<td>/hub/sync`), re-issued at half life.
     #[serde(default = "default_server_svid_ttl")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     server_svid_ttl: String,
+    /// Most site connections served at once; beyond it new ones wait in the listen backlog.
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    /// How long after its site CA expired a site may still sync and ask for its next CA with
+    /// the expired credential (each such call is recorded as `rejoin-after-expiry`). `"off"`:
+    /// never; such a site then needs `garrison hub certify-site`.
     #[serde(default = "default_rejoin_window")]
+    #[schemars(extend("x-toml-type" = "duration or \"off\""))]
     rejoin_window: String,
+    /// The longest lifetime a site CA is certified for; a longer request is shortened to it.
     #[serde(default = "default_max_site_ca_ttl")]
+    #[schemars(extend("x-toml-type" = "duration"))]
     max_site_ca_ttl: String,
 }
 
@@ -76,6 +103,12 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
+    /// The JSON Schema of `hub.toml`: every key with its type, default and description, for
+    /// the configuration reference.
+    pub fn file_schema() -> schemars::Schema {
+        schemars::schema_for!(RawConfig)
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (raw, base): (RawConfig, _) = read_toml(path)?;

@@ -41,6 +41,7 @@ mod attestor_cmd;
 mod audit_cmd;
 mod audit_remote;
 mod ca_cmd;
+mod doc_cmd;
 mod duration;
 mod evidence_cmd;
 mod hub_cmd;
@@ -91,6 +92,22 @@ enum Command {
     /// Admission policy: test case files, evaluate, sign and verify bundles, draft allow-lists.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Print a shell completion script for garrison (e.g. `garrison completions bash >
+    /// /usr/share/bash-completion/completions/garrison`).
+    Completions {
+        /// The shell.
+        shell: garrison_docgen::Shell,
+    },
+    /// Write the man pages, one per command and subcommand (garrison.1,
+    /// garrison-attestor-serve.1, ...).
+    Man {
+        /// Directory to write them into (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long)]
+        out_dir: std::path::PathBuf,
+    },
+    /// Print the reference of site.toml and hub.toml (Markdown), generated from the code; with
+    /// `garrison-agent config-reference` it makes docs/configuration.md.
+    ConfigReference,
 }
 
 /// Run an async command on a multi-threaded runtime (only the commands that need one).
@@ -137,6 +154,14 @@ fn main() -> ExitCode {
         Command::Node(command) => block_on(node_cmd::run(command)),
         Command::Hub(command) => block_on(hub_cmd::run(command)),
         Command::Site(command) => block_on(site_cmd::run(command)),
+        Command::Completions { shell } => {
+            doc_cmd::completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
+        Command::Man { out_dir } => {
+            doc_cmd::man_pages(<Cli as clap::CommandFactory>::command(), &out_dir)
+        }
+        Command::ConfigReference => doc_cmd::config_reference(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
