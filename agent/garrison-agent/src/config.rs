@@ -62,45 +62,90 @@ pub struct AgentConfig {
     pub post_rotate_command: Option<Vec<String>>,
 }
 
-/// The TOML file as written by operators. See the crate README for the reference.
-#[derive(Debug, Deserialize)]
+// The TOML file as written by operators. The doc comments of these structs and their fields
+// are the file's reference (`garrison-agent config-reference`, docs/configuration.md).
+/// The node agent's configuration, read by `garrison-agent run --config` (and `enroll`,
+/// `renew`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The site attestor, `https://host:port` (https only).
+    #[schemars(extend("x-toml-type" = "URL"))]
     attestor: String,
+    /// The SPIFFE ID the attestor's server certificate must carry, e.g.
+    /// `spiffe://example.org/site/site-a/attestor`.
+    #[schemars(extend("x-toml-type" = "SPIFFE ID"))]
     attestor_spiffe_id: String,
+    /// The bootstrap trust bundle (PEM): the trust domain's root. The attestor is
+    /// authenticated against it, and every SVID issued must chain to it.
+    #[schemars(extend("x-toml-type" = "path"))]
     trust_bundle: PathBuf,
+    /// How to reach the TPM (a TCTI configuration): `device:/dev/tpmrm0`, `tabrmd`, or
+    /// `swtpm:host=127.0.0.1,port=2321`.
     tcti: String,
+    /// Where the endorsement key comes from: `persistent:0x81xxxxxx` (a persistent handle),
+    /// or `template:rsa` / `template:ecc` (made from the TCG default template).
     ek: String,
+    /// NV index of the EK certificate: 0x01c00002 is the RSA-2048 EK's, 0x01c0000a the ECC
+    /// P-256 EK's.
     #[serde(default = "default_ek_certificate_nv")]
     ek_certificate_nv: u32,
+    /// PEM files with the certificates between the EK certificate and its manufacturer's
+    /// root, sent to the attestor with it.
     #[serde(default)]
+    #[schemars(extend("x-toml-type" = "array of paths"))]
     ek_chain: Vec<PathBuf>,
+    /// The attestation key's algorithm, `ecc-p256` or `rsa-2048`; used only when the AK is
+    /// created (at the first enrollment).
     #[serde(default = "default_ak")]
     ak: String,
+    /// The firmware's measured-boot event log (TCG binary format). A missing file is sent as
+    /// an empty log, with a warning.
     #[serde(default = "default_event_log")]
+    #[schemars(extend("x-toml-type" = "path"))]
     event_log: PathBuf,
+    /// Directory of the attestation key blob, `ak.blob` (created 0700 if missing).
+    #[schemars(extend("x-toml-type" = "path"))]
     state_dir: PathBuf,
+    /// Directory of `svid.pem`, `svid.key` (0600) and `bundle.pem` (created 0755 if missing).
+    #[schemars(extend("x-toml-type" = "path"))]
     svid_dir: PathBuf,
+    /// Facts the node states about itself, sent at enrollment (at most 32; keys and values at
+    /// most 256 bytes). The attestor records them and policy may read them; nothing vouches
+    /// for them.
     #[serde(default)]
     asserted: BTreeMap<String, String>,
+    /// Retries of transient failures: exponential backoff with full jitter, attempt n waits a
+    /// random time in [0, min(cap, base·2ⁿ)].
     #[serde(default)]
     backoff: BackoffFile,
+    /// Time limit of each gRPC call, in milliseconds.
     #[serde(default = "default_rpc_timeout_ms")]
     rpc_timeout_ms: u64,
+    /// Serve the SPIFFE Workload API on a Unix socket. Without this table the SVID is only
+    /// written to files.
     #[serde(default)]
     workload_api: Option<WorkloadApiFile>,
+    /// A program (an absolute path, then its arguments; no shell) run after each new SVID is
+    /// written, e.g. `["/usr/bin/systemctl", "reload", "envoy"]`. Unset: none.
     #[serde(default)]
     post_rotate_command: Option<Vec<String>>,
 }
 
 /// The optional `[workload_api]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkloadApiFile {
+    /// The socket, as `SPIFFE_ENDPOINT_SOCKET` names it: `unix:///absolute/path` (Unix
+    /// sockets only).
     #[serde(default = "default_workload_endpoint")]
+    #[schemars(extend("x-toml-type" = "URL"))]
     socket: String,
+    /// User ids of the callers served (the kernel names the caller: `SO_PEERCRED`). With
+    /// `allowed_gids`, at least one entry in all.
     #[serde(default)]
     allowed_uids: Vec<u32>,
+    /// Primary group ids of the callers served (supplementary groups are not seen).
     #[serde(default)]
     allowed_gids: Vec<u32>,
 }
@@ -110,11 +155,13 @@ fn default_workload_endpoint() -> String {
 }
 
 /// The optional `[backoff]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BackoffFile {
+    /// The base of the exponential backoff, in milliseconds.
     #[serde(default = "default_base_ms")]
     base_ms: u64,
+    /// Its cap, in milliseconds; at least `base_ms`.
     #[serde(default = "default_cap_ms")]
     cap_ms: u64,
 }
@@ -151,6 +198,12 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl AgentConfig {
+    /// The JSON Schema of the configuration file: every key with its type, default and
+    /// description, for the configuration reference.
+    pub fn file_schema() -> schemars::Schema {
+        schemars::schema_for!(ConfigFile)
+    }
+
     /// Reads and checks the TOML file at `path`.
     pub fn load(path: &Path) -> Result<Self, AgentError> {
         let text = std::fs::read_to_string(path).map_err(|source| AgentError::ReadConfig {

@@ -49,6 +49,21 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print a shell completion script for garrison-agent (e.g. `garrison-agent completions
+    /// bash > /usr/share/bash-completion/completions/garrison-agent`).
+    Completions {
+        /// The shell.
+        shell: garrison_docgen::Shell,
+    },
+    /// Write the man pages, one per command (garrison-agent.1, garrison-agent-run.1, ...).
+    Man {
+        /// Directory to write them into (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Print the reference of agent.toml (Markdown), generated from the code: the last part
+    /// of docs/configuration.md.
+    ConfigReference,
 }
 
 /// Exit status when the attestor refused the node (the reason code is printed).
@@ -56,6 +71,10 @@ const EXIT_REFUSED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Documentation from the code: no logging, no runtime, no configuration.
+    if let Some(status) = print_docs(&cli.command) {
+        return status;
+    }
     init_logging(cli.log_level.as_deref());
     garrison_spiffe_tls::install_ring_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +90,59 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command))
 }
 
+/// Runs the documentation commands (`completions`, `man`, `config-reference`); `None` for
+/// the others.
+fn print_docs(command: &Command) -> Option<ExitCode> {
+    let result = match command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            garrison_docgen::completions(
+                <Cli as clap::CommandFactory>::command(),
+                *shell,
+                &mut script,
+            );
+            write_stdout(&script)
+        }
+        Command::Man { out_dir } => {
+            garrison_docgen::man_pages(<Cli as clap::CommandFactory>::command(), out_dir)
+                .map_err(|error| format!("writing man pages into {}: {error}", out_dir.display()))
+                .and_then(|pages| {
+                    let said = format!(
+                        "{} man pages written to {}\n",
+                        pages.len(),
+                        out_dir.display()
+                    );
+                    write_stdout(said.as_bytes())
+                })
+        }
+        Command::ConfigReference => {
+            garrison_docgen::config_reference("agent.toml", &AgentConfig::file_schema())
+                .map_err(|error| error.to_string())
+                .and_then(|reference| write_stdout(reference.as_bytes()))
+        }
+        Command::Run { .. } | Command::Enroll { .. } | Command::Renew { .. } => return None,
+    };
+    Some(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("garrison-agent: {error}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing to stdout: {error}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn dispatch(command: Command) -> ExitCode {
     let result = match command {
         Command::Run { config } => run(&config).await,
@@ -78,6 +150,9 @@ async fn dispatch(command: Command) -> ExitCode {
             config, attempts, ..
         } => enroll(&config, attempts).await,
         Command::Renew { config, .. } => renew(&config).await,
+        Command::Completions { .. } | Command::Man { .. } | Command::ConfigReference => {
+            Ok(()) // handled by print_docs before the runtime starts
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ Every key of Garrison's configuration files, generated from the types they are p
 { cargo run -q -p garrison -- config-reference; cargo run -q -p garrison-agent -- config-reference; } > docs/configuration.md
 ```
 
-`attestor/garrison/tests/config_reference.rs` fails when this file and the code disagree.
+`attestor/garrison/tests/docs_cli.rs` fails when this file and the code disagree.
 Durations are a whole number and a unit: `s`, `m`, `h` or `d` (`90s`, `45m`, `1h`, `30d`).
 Unknown keys are refused everywhere.
 

@@ -1,6 +1,7 @@
-//! What `garrison completions` and `garrison man` generate from the command line: a bash
-//! completion that completes real subcommands and flags, and man pages that groff renders
-//! without a warning.
+//! What `garrison completions`, `garrison man` and `garrison config-reference` generate from
+//! the command line and the configuration types: a bash completion that completes real
+//! subcommands and flags, man pages that groff renders without a warning, and the
+//! configuration reference, which docs/configuration.md must match word for word.
 //!
 //! Without bash or groff those checks are skipped, except in CI (CI=true), where
 //! scripts/install-deps.sh installs them and their absence fails the test.
@@ -159,4 +160,34 @@ fn man_pages_for_every_command_render_without_warnings() {
         text.contains("SYNOPSIS") && text.contains("--config"),
         "{text}"
     );
+}
+
+/// docs/configuration.md is `garrison config-reference` then `garrison-agent
+/// config-reference` (the agent's part through its library: a test cannot run another
+/// package's binary; agent/garrison-agent/tests/docs_cli.rs checks that binary's output).
+#[test]
+fn docs_configuration_md_is_what_the_code_says() {
+    let agent = garrison_docgen::config_reference(
+        "agent.toml",
+        &garrison_agent::AgentConfig::file_schema(),
+    )
+    .unwrap();
+    let want = format!("{}{agent}", garrison(&["config-reference"]));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    if have != want {
+        let line = have
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| have.lines().count().min(want.lines().count()));
+        panic!(
+            "docs/configuration.md differs from the code from line {} on; regenerate it:\n  \
+             {{ cargo run -q -p garrison -- config-reference; \
+             cargo run -q -p garrison-agent -- config-reference; }} > docs/configuration.md\n\
+             the code says:\n{}",
+            line + 1,
+            want.lines().nth(line).unwrap_or("(end of file)")
+        );
+    }
 }
