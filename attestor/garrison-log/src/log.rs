@@ -329,6 +329,16 @@ impl AttestationLog {
         read::records(&self.inner.pool, self.inner.log.id, filter).await
     }
 
+    /// The newest record matching `filter` (its `limit` ignored) whose kind is one of `kinds`
+    /// (any kind if empty): e.g. a node's latest decision, in O(log n) through the indexes.
+    pub async fn latest(
+        &self,
+        filter: &Query,
+        kinds: &[RecordKind],
+    ) -> Result<Option<StoredRecord>, LogError> {
+        read::latest_record(&self.inner.pool, self.inner.log.id, filter, kinds).await
+    }
+
     /// The node's state as of its latest record with a node update.
     pub async fn node(&self, node_id: &str) -> Result<Option<NodeState>, LogError> {
         read::node(&self.inner.pool, node_id).await

@@ -18,6 +18,43 @@ enum Param {
 /// `SELECT ... FROM records WHERE <filter> ORDER BY sequence LIMIT n`, with `$n` placeholders
 /// (understood by both SQLite and PostgreSQL).
 fn records_sql(log_id: i64, filter: &Query) -> Result<(String, Vec<Param>), LogError> {
+    let (conditions, mut params) = conditions(log_id, filter)?;
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE ");
+    sql.push_str(&conditions.join(" AND "));
+    sql.push_str(" ORDER BY sequence");
+    if let Some(limit) = filter.limit {
+        params.push(Param::Int(i64::from(limit)));
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+    }
+    Ok((sql, params))
+}
+
+/// The newest record matching `filter` (its `limit` ignored) whose kind is one of `kinds`:
+/// `... ORDER BY sequence DESC LIMIT 1`, which the `(log_id, node_id | spiffe_id |
+/// cert_serial | policy_digest, sequence)` indexes answer without a scan.
+fn latest_sql(
+    log_id: i64,
+    filter: &Query,
+    kinds: &[RecordKind],
+) -> Result<(String, Vec<Param>), LogError> {
+    let (mut conditions, mut params) = conditions(log_id, filter)?;
+    let mut placeholders = Vec::new();
+    for kind in kinds {
+        params.push(Param::Text(kind.as_str().to_owned()));
+        placeholders.push(format!("${}", params.len()));
+    }
+    if !placeholders.is_empty() {
+        conditions.push(format!("kind IN ({})", placeholders.join(", ")));
+    }
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records WHERE {} ORDER BY sequence DESC LIMIT 1",
+        conditions.join(" AND ")
+    );
+    Ok((sql, params))
+}
+
+/// The `WHERE` conditions of `filter` (all but its limit) and their bound values.
+fn conditions(log_id: i64, filter: &Query) -> Result<(Vec<String>, Vec<Param>), LogError> {
     let mut conditions: Vec<String> = Vec::new();
     let mut params = Vec::new();
     let mut add = |column_test: &str, param: Param| {
@@ -56,14 +93,7 @@ fn records_sql(log_id: i64, filter: &Query) -> Result<(String, Vec<Param>), LogE
     if let Some(serial) = &filter.cert_serial {
         add("cert_serial =", Param::Text(serial.to_ascii_lowercase()));
     }
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE ");
-    sql.push_str(&conditions.join(" AND "));
-    sql.push_str(" ORDER BY sequence");
-    if let Some(limit) = filter.limit {
-        params.push(Param::Int(i64::from(limit)));
-        sql.push_str(&format!(" LIMIT ${}", params.len()));
-    }
-    Ok((sql, params))
+    Ok((conditions, params))
 }
 
 pub(crate) async fn records(
@@ -72,6 +102,25 @@ pub(crate) async fn records(
     filter: &Query,
 ) -> Result<Vec<StoredRecord>, LogError> {
     let (sql, params) = records_sql(log_id, filter)?;
+    fetch_records(pool, sql, params).await
+}
+
+/// The newest record matching `filter` whose kind is one of `kinds` (any kind if empty).
+pub(crate) async fn latest_record(
+    pool: &AnyPool,
+    log_id: i64,
+    filter: &Query,
+    kinds: &[RecordKind],
+) -> Result<Option<StoredRecord>, LogError> {
+    let (sql, params) = latest_sql(log_id, filter, kinds)?;
+    Ok(fetch_records(pool, sql, params).await?.into_iter().next())
+}
+
+async fn fetch_records(
+    pool: &AnyPool,
+    sql: String,
+    params: Vec<Param>,
+) -> Result<Vec<StoredRecord>, LogError> {
     // Only column names and `$n` placeholders are interpolated; every value is bound.
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for param in params {

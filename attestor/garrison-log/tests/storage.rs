@@ -440,6 +440,33 @@ async fn query_filters_select_matching_records(db: TestDb) {
         .await,
         Vec::<u64>::new()
     );
+    // The newest match, among the kinds given (any kind without), limit ignored.
+    let latest = |q: Query, kinds: &'static [RecordKind]| {
+        let log = log.clone();
+        async move { log.latest(&q, kinds).await.unwrap().map(|s| s.sequence) }
+    };
+    let n2 = || Query {
+        node_id: Some("n2".into()),
+        limit: Some(1),
+        ..Query::default()
+    };
+    assert_eq!(latest(n2(), &[]).await, Some(3));
+    assert_eq!(latest(n2(), &[RecordKind::Reject]).await, Some(2));
+    assert_eq!(
+        latest(n2(), &[RecordKind::Reject, RecordKind::Renew]).await,
+        Some(2)
+    );
+    assert_eq!(latest(n2(), &[RecordKind::Renew]).await, None);
+    assert_eq!(
+        latest(Query::default(), &[RecordKind::Renew]).await,
+        Some(4)
+    );
+    let p1_before_4 = Query {
+        policy_digest: Some("p1".into()),
+        until: Some(at(500, 0)),
+        ..Query::default()
+    };
+    assert_eq!(latest(p1_before_4, &[]).await, Some(1));
     log.close().await;
 }
 

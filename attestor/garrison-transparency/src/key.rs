@@ -76,6 +76,29 @@ impl LogKey {
             .map_err(|e| sign_err(e.to_string()))?;
         String::from_utf8(note.to_bytes()).map_err(|e| sign_err(e.to_string()))
     }
+
+    /// Signs the JWS signing input `ASCII(BASE64URL(header)) || '.' || ASCII(BASE64URL(payload))`
+    /// (RFC 7515 §5.1) with Ed25519 (`alg: EdDSA`, RFC 8037): the attestor's signed
+    /// attestation results. Anything else is refused, so the key signs exactly two kinds of
+    /// message that cannot be taken for one another: a checkpoint body always has lines (a
+    /// newline after the origin), a JWS signing input never has one (base64url has no
+    /// newline), and a checkpoint never has a '.' outside its origin line while a JWS input is
+    /// two base64url segments around one '.'.
+    pub fn sign_jws(&self, signing_input: &str) -> Result<Vec<u8>, TransparencyError> {
+        let segment = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match signing_input.split_once('.') {
+            Some((header, payload)) if segment(header) && segment(payload) => {
+                Ok(self.pair.sign(signing_input.as_bytes()).as_ref().to_vec())
+            }
+            _ => Err(TransparencyError::Sign {
+                reason: "not a JWS signing input (two base64url segments joined by '.')".to_owned(),
+            }),
+        }
+    }
 }
 
 impl signed_note::Signer for LogKey {
@@ -140,4 +163,36 @@ pub fn verifier_key(name: &str, public: &[u8; 32]) -> String {
         signed_note::key_id(name, &key),
         B64.encode(&key)
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use ring::rand::SystemRandom;
+
+    use super::*;
+
+    #[test]
+    fn the_log_key_signs_jws_inputs_and_nothing_that_could_be_a_note() {
+        let pkcs8 = LogKey::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let key = LogKey::from_pkcs8("garrison.example.org/site/s1", &pkcs8).unwrap();
+        let input = "eyJhbGciOiJFZERTQSJ9.eyJpYXQiOjF9";
+        let signature = key.sign_jws(input).unwrap();
+        assert!(ed25519_verifies(
+            &key.public_key(),
+            input.as_bytes(),
+            &signature
+        ));
+        for refused in [
+            "garrison.example.org/site/s1\n3\nAAAA\n",
+            "eyJhbGciOiJFZERTQSJ9",
+            "eyJhbGciOiJFZERTQSJ9.",
+            ".eyJpYXQiOjF9",
+            "a.b.c",
+            "a b.c",
+            "a+/.c",
+        ] {
+            assert!(key.sign_jws(refused).is_err(), "{refused:?}");
+        }
+    }
 }
