@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub workload_api: Option<WorkloadApiConfig>,
     /// A program (absolute path, then its arguments) run after each new SVID is written.
     pub post_rotate_command: Option<Vec<String>>,
+    /// Where `/livez`, `/readyz` and `/metrics` are served (`host:port`), if anywhere.
+    pub ops_listen: Option<String>,
 }
 
 // The TOML file as written by operators. The doc comments of these structs and their fields
@@ -130,6 +132,11 @@ pub struct ConfigFile {
     /// written, e.g. `["/usr/bin/systemctl", "reload", "envoy"]`. Unset: none.
     #[serde(default)]
     post_rotate_command: Option<Vec<String>>,
+    /// Where `/livez`, `/readyz` and `/metrics` are served over HTTP (`ip:port`, e.g.
+    /// `127.0.0.1:9465`). Unset: not served.
+    #[serde(default)]
+    #[schemars(extend("x-toml-type" = "socket address"))]
+    ops_listen: Option<String>,
 }
 
 /// The optional `[workload_api]` table.
@@ -260,6 +267,7 @@ impl ConfigFile {
                 .post_rotate_command
                 .map(check_post_rotate_command)
                 .transpose()?,
+            ops_listen: self.ops_listen.map(check_ops_listen).transpose()?,
         })
     }
 }
@@ -364,6 +372,17 @@ fn check_workload_api(file: WorkloadApiFile) -> Result<WorkloadApiConfig, AgentE
         allowed_uids: file.allowed_uids,
         allowed_gids: file.allowed_gids,
     })
+}
+
+fn check_ops_listen(address: String) -> Result<String, AgentError> {
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(address),
+        Err(_) => Err(config_value(
+            "ops_listen",
+            &address,
+            "must be ip:port, e.g. 127.0.0.1:9465",
+        )),
+    }
 }
 
 fn check_post_rotate_command(argv: Vec<String>) -> Result<Vec<String>, AgentError> {

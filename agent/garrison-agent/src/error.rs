@@ -263,6 +263,9 @@ pub enum AgentError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The probes and metrics address cannot be bound.
+    #[error(transparent)]
+    OpsListen(#[from] garrison_ops::probes::BindError),
     /// There is no usable current SVID to renew with.
     #[error("no current SVID in {dir}: {problem}")]
     NoCurrentSvid { dir: PathBuf, problem: &'static str },
@@ -348,7 +351,8 @@ impl AgentError {
             | Self::RequestTooLarge { .. }
             | Self::WorkloadApiBind { .. }
             | Self::WorkloadApiSocket { .. }
-            | Self::WorkloadApiServe { .. } => Disposition::Fatal,
+            | Self::WorkloadApiServe { .. }
+            | Self::OpsListen(_) => Disposition::Fatal,
             _ => Disposition::Retry { not_before: None },
         }
     }

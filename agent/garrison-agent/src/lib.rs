@@ -28,6 +28,7 @@ pub mod files;
 pub mod h2_authority;
 pub mod lifecycle;
 pub mod node_key;
+pub mod ops;
 pub mod schedule;
 mod tpm_worker;
 pub mod trust_bundle;

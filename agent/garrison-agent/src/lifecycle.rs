@@ -20,6 +20,7 @@ use crate::error::Disposition;
 use crate::evidence::{self, MissingAk};
 use crate::files::{self, SVID_DIR_MODE, SvidPaths};
 use crate::node_key::NodeKey;
+use crate::ops::AgentMetrics;
 use crate::schedule::{Clock, Entropy, SystemClock, SystemEntropy, renewal_time, until};
 use crate::tpm_worker::{TpmSettings, TpmWorker};
 use crate::trust_bundle;
@@ -94,6 +95,9 @@ pub struct Agent {
     rng: SystemRandom,
     /// Feeds the Workload API while [`Agent::run`] serves it.
     publisher: Option<Publisher>,
+    metrics: Arc<AgentMetrics>,
+    /// The registry behind `metrics`, until [`Agent::run`] serves it.
+    registry: Option<prometheus_client::registry::Registry>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -107,12 +111,15 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// An agent with an injected clock and jitter source.
     pub fn new(config: AgentConfig, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Self {
+        let (metrics, registry) = AgentMetrics::register();
         Self {
             config,
             clock: Arc::from(clock),
             entropy,
             rng: SystemRandom::new(),
             publisher: None,
+            metrics,
+            registry: Some(registry),
         }
     }
 
@@ -200,12 +207,37 @@ impl Agent {
     /// With `[workload_api]` configured, the socket is bound first (a failure stops the
     /// agent before it enrolls) and served until the loop ends.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let readiness = self.readiness();
+        let probes = match &self.config.ops_listen {
+            Some(address) => {
+                let listener = garrison_ops::probes::bind(address).await?;
+                let registry = self.registry.take().unwrap_or_default();
+                let (metrics, clock) = (Arc::clone(&self.metrics), Arc::clone(&self.clock));
+                let refresh: garrison_ops::probes::Refresh =
+                    Arc::new(move || metrics.refresh(clock.now()));
+                let probes = Arc::new(garrison_ops::Probes::new(
+                    readiness.clone(),
+                    registry,
+                    Some(refresh),
+                ));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                tracing::info!(%address, "serving /livez, /readyz and /metrics");
+                let task = tokio::spawn(probes.serve(listener, async move {
+                    let _ = stopped.await;
+                }));
+                Some((stop, task))
+            }
+            None => None,
+        };
         let server = match &self.config.workload_api {
             Some(api) => {
                 let trust_domain_id =
                     format!("spiffe://{}", self.config.attestor_spiffe_id.trust_domain());
                 let (server, publisher) =
                     WorkloadApi::bind(api, trust_domain_id, Arc::clone(&self.clock))?;
+                let server = server
+                    .with_metrics(Arc::clone(&self.metrics))
+                    .with_health(readiness);
                 self.publisher = Some(publisher);
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(server.serve(async move {
@@ -232,7 +264,35 @@ impl Agent {
                 Ok(Ok(())) => {}
             }
         }
+        if let Some((stop, task)) = probes {
+            let _ = stop.send(());
+            if let Ok(Err(error)) = task.await {
+                tracing::error!(%error, "probes listener");
+            }
+        }
         result
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    /// Ready: an SVID that has not expired is on disk.
+    pub fn readiness(&self) -> garrison_ops::Readiness {
+        let dir = self.config.svid_dir.clone();
+        let clock = Arc::clone(&self.clock);
+        garrison_ops::Readiness::new().check_now("svid", move || {
+            let current = read_current(&SvidPaths::in_dir(&dir), &dir)
+                .map_err(|error| error_chain(&error))?;
+            if clock.now() >= current.not_after {
+                return Err(format!(
+                    "the SVID expired at {}; the agent is renewing",
+                    rfc3339(current.not_after)
+                ));
+            }
+            Ok(())
+        })
     }
 
     async fn run_loop(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
@@ -297,6 +357,7 @@ impl Agent {
                     current.not_after,
                     Some(at),
                 );
+                self.metrics.schedule(Some(current.not_after), Some(at));
                 at
             }
             Err(error) => {
@@ -330,15 +391,30 @@ impl Agent {
         attempts: Option<u32>,
     ) -> Result<Enrolled, AgentError> {
         let mut failures: u32 = 0;
+        let name = match exchange {
+            Exchange::Enroll => "enroll",
+            Exchange::Renew => "renew",
+        };
         loop {
+            let started = Instant::now();
             let result = match exchange {
                 Exchange::Enroll => self.enroll_once().await,
                 Exchange::Renew => self.renew_once().await,
             };
             let error = match result {
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    self.metrics.exchange(name, "ok", Some(started.elapsed()));
+                    self.metrics.schedule(Some(done.not_after), None);
+                    return Ok(done);
+                }
                 Err(error) => error,
             };
+            let outcome = if error.reason_code().is_some() {
+                "refused"
+            } else {
+                "failed"
+            };
+            self.metrics.exchange(name, outcome, None);
             failures = failures.saturating_add(1);
             let disposition = match (exchange, error.disposition()) {
                 (Exchange::Enroll, Disposition::Reenroll) => Disposition::Refused,

@@ -47,6 +47,7 @@ use tonic::{Request, Response, Status};
 use crate::AgentError;
 use crate::files::{self, SvidPaths};
 use crate::h2_authority::Rewriter;
+use crate::ops::AgentMetrics;
 use crate::schedule::Clock;
 
 /// The security header every Workload API call must carry, with the value `true`.
@@ -234,6 +235,7 @@ pub struct WorkloadApi {
     listener: UnixListener,
     socket: PathBuf,
     service: Service,
+    health: Option<garrison_ops::Readiness>,
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -269,15 +271,30 @@ impl WorkloadApi {
             clock,
             streams: Arc::new(AtomicUsize::new(0)),
             refused: Arc::new(Mutex::new(HashSet::new())),
+            metrics: None,
         };
         Ok((
             Self {
                 listener,
                 socket,
                 service,
+                health: None,
             },
             publisher,
         ))
+    }
+
+    /// Counts open streams and refusals in the agent's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<AgentMetrics>) -> Self {
+        self.service.metrics = Some(metrics);
+        self
+    }
+
+    /// Also serves the gRPC health service (`grpc.health.v1.Health`, no security header
+    /// needed) on the socket, `SERVING` while `readiness` passes.
+    pub fn with_health(mut self, readiness: garrison_ops::Readiness) -> Self {
+        self.health = Some(readiness);
+        self
     }
 
     /// The socket path.
@@ -295,6 +312,7 @@ impl WorkloadApi {
             listener,
             socket,
             service,
+            health,
         } = self;
         tracing::info!(
             endpoint = %format!("unix://{}", socket.display()),
@@ -302,10 +320,26 @@ impl WorkloadApi {
         );
         let (connections, incoming) = mpsc::channel(16);
         let acceptor = tokio::spawn(accept(listener, connections));
+        // Health follows readiness (an unexpired SVID): re-evaluated at each new SVID too.
+        let health = match health {
+            Some(readiness) => {
+                let (health, updater) =
+                    garrison_ops::health::service(readiness, &["SpiffeWorkloadAPI"]).await;
+                let mut identity = service.identity.clone();
+                tokio::spawn(async move {
+                    while identity.changed().await.is_ok() {
+                        updater.update().await;
+                    }
+                });
+                Some(health)
+            }
+            None => None,
+        };
         let result = tonic::transport::Server::builder()
             .add_service(
                 SpiffeWorkloadApiServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
             )
+            .add_optional_service(health)
             .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
             .await;
         acceptor.abort();
@@ -398,7 +432,7 @@ async fn accept(
             tracing::warn!("Workload API: a caller's credentials cannot be read; closed");
             continue;
         };
-        let slot = StreamSlot(Arc::clone(&open));
+        let slot = StreamSlot(Arc::clone(&open), None);
         if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             drop(slot);
             continue;
@@ -504,16 +538,20 @@ struct Service {
     clock: Arc<dyn Clock>,
     streams: Arc<AtomicUsize>,
     refused: Arc<Mutex<HashSet<(u32, u32)>>>,
+    metrics: Option<Arc<AgentMetrics>>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
-/// Holds one of [`MAX_STREAMS`] stream slots until dropped.
-struct StreamSlot(Arc<AtomicUsize>);
+/// Holds one slot of a bounded count (and of the metrics gauge, if any) until dropped.
+struct StreamSlot(Arc<AtomicUsize>, Option<Arc<AgentMetrics>>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(metrics) = &self.1 {
+            metrics.streams.dec();
+        }
     }
 }
 
@@ -525,6 +563,9 @@ impl Service {
             .get(SECURITY_HEADER)
             .and_then(|value| value.to_str().ok());
         if header != Some("true") {
+            if let Some(metrics) = &self.metrics {
+                metrics.refused.inc();
+            }
             return Err(Status::invalid_argument(
                 "security header `workload.spiffe.io: true` is missing",
             ));
@@ -538,6 +579,9 @@ impl Service {
             return Ok(());
         }
         self.log_refusal(uid, gid, pid);
+        if let Some(metrics) = &self.metrics {
+            metrics.refused.inc();
+        }
         Err(Status::permission_denied(format!(
             "uid {uid} / gid {gid} is not allowed by this agent's [workload_api] allow-list"
         )))
@@ -559,7 +603,10 @@ impl Service {
 
     fn stream_slot(&self) -> Result<StreamSlot, Status> {
         let previous = self.streams.fetch_add(1, Ordering::AcqRel);
-        let slot = StreamSlot(Arc::clone(&self.streams));
+        if let Some(metrics) = &self.metrics {
+            metrics.streams.inc();
+        }
+        let slot = StreamSlot(Arc::clone(&self.streams), self.metrics.clone());
         if previous >= MAX_STREAMS {
             return Err(Status::unavailable(
                 "too many open Workload API streams; retry later",

@@ -430,6 +430,7 @@ impl Site {
             rpc_timeout: Duration::from_secs(10),
             workload_api: None,
             post_rotate_command: None,
+            ops_listen: None,
         }
     }
 
@@ -957,4 +958,132 @@ async fn run_refuses_to_start_on_a_socket_another_agent_serves() {
         0,
         "nothing was attempted before the socket was bound"
     );
+}
+
+/// `GET path` over HTTP/1.0: (status code, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_metrics_and_grpc_health_follow_the_svid() {
+    let site = Site::start().await;
+    // Refused at first: not ready, and the refusal is counted.
+    site.state().refuse_begin = Some((2, refusal(Code::PermissionDenied, "ek-trust")));
+    let socket = site.dir.path().join("workload.sock");
+    let ops = free_port();
+    let config = AgentConfig {
+        workload_api: Some(garrison_agent::workload_api::WorkloadApiConfig {
+            socket: socket.clone(),
+            allowed_uids: vec![own_uid()],
+            allowed_gids: vec![],
+        }),
+        ops_listen: Some(ops.clone()),
+        ..site.config()
+    };
+    let mut agent = Agent::new(
+        config,
+        Box::new(garrison_agent::schedule::SystemClock),
+        Box::new(SeededEntropy::new(3)),
+    );
+    let state = Arc::clone(&site.mock.state);
+    let observe = async move {
+        let wait_for_http = async {
+            loop {
+                if tokio::net::TcpStream::connect(&ops).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        wait_for_http.await;
+        let (status, body) = http_get(&ops, "/livez").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        // Before the first SVID: not ready, with the reason.
+        if state.lock().unwrap().enrollments == 0 {
+            let (status, body) = http_get(&ops, "/readyz").await;
+            if state.lock().unwrap().enrollments == 0 {
+                assert_eq!(status, 503, "{body}");
+                assert!(body.starts_with("not ready\nfail svid: "), "{body}");
+            }
+        }
+        loop {
+            let (status, body) = http_get(&ops, "/readyz").await;
+            if status == 200 {
+                assert_eq!(body, "ready\nok svid\n");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, metrics) = http_get(&ops, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("garrison_agent_exchanges_total{exchange=\"enroll\",result=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics
+                .contains("garrison_agent_exchanges_total{exchange=\"enroll\",result=\"refused\"} 2"),
+            "{metrics}"
+        );
+        let expiry: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("garrison_agent_svid_expiry_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(expiry > 3000.0 && expiry <= 3600.0, "{expiry}");
+        assert!(metrics.contains("garrison_agent_exchange_duration_seconds_bucket"));
+        assert!(metrics.contains("# TYPE garrison_agent_workload_api_streams gauge"));
+
+        // gRPC health on the Workload API socket: SERVING.
+        let path = socket.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        let mut status = 0;
+        for _ in 0..100 {
+            status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "SpiffeWorkloadAPI".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status == serving {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, serving);
+    };
+    tokio::time::timeout(Duration::from_secs(60), agent.run(observe))
+        .await
+        .expect("the agent became ready")
+        .unwrap();
 }

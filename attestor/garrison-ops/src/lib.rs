@@ -1,0 +1,20 @@
+//! What operators run Garrison's daemons with (the attestor, the hub and the agent):
+//!
+//! * [`probes`]: readiness checks, and an HTTP listener with `/livez`, `/readyz` and
+//!   `/metrics` (Prometheus text format, from a `prometheus-client` registry);
+//! * [`health`]: the standard gRPC health service (`grpc.health.v1.Health`), kept in step
+//!   with the same readiness checks;
+//! * [`logging`]: log output on stderr, as text (colour only on a terminal) or one JSON
+//!   object per line.
+//!
+//! Readiness means "this daemon can do its job now": each daemon names its own checks (the
+//! attestor: its log is writable, its CA is valid, a policy is in force). Liveness only means
+//! the process answers.
+#![forbid(unsafe_code)]
+
+pub mod health;
+pub mod logging;
+pub mod probes;
+
+pub use probes::{Check, CheckResult, Probes, Readiness};
+pub use prometheus_client;
