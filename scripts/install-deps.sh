@@ -11,6 +11,7 @@ packages=(
   protobuf-compiler        # protoc, for the gRPC definitions in proto/
   python3 python3-venv     # the Workload API test installs the PyPI `spiffe` client in a venv
   build-essential          # C toolchain for ring and the tss-esapi sys crate
+  libssl-dev               # build time only: the `ear` crate's `cmw` dependency compiles reqwest (native-tls) for a build script it never runs; nothing Garrison ships links OpenSSL
   postgresql postgresql-common  # throwaway cluster (pg_virtualenv) for the PostgreSQL log tests
   systemd procps           # systemd-analyze, -sysusers, -tmpfiles check packaging/systemd (kill: ExecReload)
   man-db groff-base        # man and groff render the generated man pages (and systemd-analyze checks Documentation=)

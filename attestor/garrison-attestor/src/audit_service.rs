@@ -9,9 +9,15 @@
 //!
 //! Every answer is bounded: pages of at most [`MAX_PAGE`] records or checkpoints, evidence
 //! up to the size the log stores.
+//!
+//! `GetAttestationResult` derives a node's latest decision's EAR from the log
+//! (`garrison_audit::decision_facts`, `garrison_ear`) and signs it at the time of the call
+//! with the log key ([`AuditService::with_results`]): nothing new is stored, and the same
+//! record always gives the same claims.
 
 use std::sync::Arc;
 
+use garrison_audit::{AuditError, NodeRef, decision_facts};
 use garrison_ca::{SpiffeId, TrustDomain};
 use garrison_log::{AttestationLog, LogError, Query, StoredCheckpoint, StoredRecord};
 use garrison_proto::v1;
@@ -20,6 +26,7 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use crate::Clock;
+use crate::checkpoint::CheckpointSigner;
 use crate::tls::PeerCheck;
 
 /// Most records or checkpoints in one answer.
@@ -30,7 +37,11 @@ pub const MAX_PAGE: u32 = 1_000;
 pub struct AuditService {
     log: AttestationLog,
     trust_domain: TrustDomain,
+    roots: Vec<Vec<u8>>,
     peers: PeerCheck,
+    /// Signs attestation results (the log key); without it `GetAttestationResult` is
+    /// `UNAVAILABLE`.
+    results: Option<Arc<CheckpointSigner>>,
 }
 
 impl std::fmt::Debug for AuditService {
@@ -53,8 +64,16 @@ impl AuditService {
         Ok(AuditService {
             log,
             trust_domain,
+            roots: roots.to_vec(),
             peers: PeerCheck::new(roots, clock)?,
+            results: None,
         })
+    }
+
+    /// Serves attestation results signed by `signer`'s log key.
+    pub fn with_results(mut self, signer: Arc<CheckpointSigner>) -> Self {
+        self.results = Some(signer);
+        self
     }
 
     /// The caller's auditor identity, or the refusal.
@@ -146,6 +165,29 @@ fn to_message(stored: StoredRecord) -> v1::AuditRecord {
         cert_serial: r.cert_serial,
         cert_not_after_us: r.cert_not_after.map(micros),
     }
+}
+
+/// The one mapping of the attestation result's errors to a status.
+fn result_status(e: AuditError) -> Status {
+    match e {
+        AuditError::NoDecision { .. } => Status::not_found(e.to_string()),
+        AuditError::Log(e) => log_status(e),
+        other => {
+            tracing::error!(error = %error_chain(&other), "Audit: the attestation result failed");
+            Status::failed_precondition(format!("no attestation result: {other}"))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn checkpoint_message(c: StoredCheckpoint) -> v1::SignedCheckpoint {
@@ -287,6 +329,32 @@ impl Audit for AuditService {
             .map_err(log_status)?;
         Ok(Response::new(v1::ConsistencyProofResponse {
             hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_attestation_result(
+        &self,
+        request: Request<v1::AttestationResultRequest>,
+    ) -> Result<Response<v1::AttestationResultResponse>, Status> {
+        self.authorize(&request)?;
+        let node = match request.into_inner().node {
+            Some(v1::attestation_result_request::Node::NodeId(id)) => NodeRef::NodeId(id),
+            Some(v1::attestation_result_request::Node::SpiffeId(id)) => NodeRef::SpiffeId(id),
+            None => return Err(Status::invalid_argument("name a node_id or a spiffe_id")),
+        };
+        let signer = self
+            .results
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("this attestor signs no attestation results"))?;
+        let facts = decision_facts(&self.log, &node, &self.roots)
+            .await
+            .map_err(result_status)?;
+        let signed = garrison_ear::attestation_result(&facts)
+            .and_then(|ear| signer.sign_attestation_result(&ear))
+            .map_err(|e| result_status(AuditError::AttestationResult(e)))?;
+        Ok(Response::new(v1::AttestationResultResponse {
+            ear_jwt: signed,
+            log_sequence: facts.sequence,
         }))
     }
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use garrison_ca::{Authority, SiteRole, SubjectKey, certificates_to_pem};
+use garrison_ear::EarError;
 use garrison_log::{AttestationLog, LogError, StoredCheckpoint};
 use garrison_transparency::{LogKey, TransparencyError};
 use ring::rand::SecureRandom;
@@ -52,11 +53,15 @@ pub enum CheckpointError {
     Sign(#[source] TransparencyError),
 }
 
-/// Signs and keeps checkpoints of one log.
+/// Signs and keeps checkpoints of one log (and, with the same key, the log's attestation
+/// results: [`CheckpointSigner::sign_attestation_result`]).
 #[derive(Debug)]
 pub struct CheckpointSigner {
     log: AttestationLog,
     key: LogKey,
+    /// The key's certificate chain (DER, the key's certificate first) as the site CA issued
+    /// it at start.
+    chain: Vec<Vec<u8>>,
 }
 
 impl CheckpointSigner {
@@ -87,7 +92,11 @@ impl CheckpointSigner {
             .await
             .map_err(CheckpointError::Log)?;
         tracing::info!(origin, verifier_key = %key.verifier_key(), "log key certified by the site CA");
-        Ok(CheckpointSigner { log, key })
+        Ok(CheckpointSigner {
+            log,
+            key,
+            chain: issued.chain,
+        })
     }
 
     /// Signs and keeps a checkpoint of the whole tree, unless the latest kept one already
@@ -131,6 +140,11 @@ impl CheckpointSigner {
     /// The log key's signed-note verifier key.
     pub fn verifier_key(&self) -> String {
         self.key.verifier_key()
+    }
+
+    /// `ear` as a JWT signed by the log key, with the key's certificate chain in `x5c`.
+    pub fn sign_attestation_result(&self, ear: &ear::Ear) -> Result<String, EarError> {
+        garrison_ear::sign_jwt(ear, &self.key, &self.chain)
     }
 }
 

@@ -441,6 +441,7 @@ pub async fn serve(
             address,
             &attestor,
             audit_identity,
+            Arc::clone(&signer),
             stop_audit,
         )?),
         None => None,
@@ -509,6 +510,7 @@ fn spawn_audit(
     address: std::net::SocketAddr,
     attestor: &Attestor,
     identity: Arc<crate::tls::RotatingServerCert>,
+    results: Arc<crate::checkpoint::CheckpointSigner>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let tls = crate::tls::audit_server_config(
@@ -523,7 +525,8 @@ fn spawn_audit(
         ca.roots(),
         attestor.clock(),
     )
-    .map_err(StartError::Tls)?;
+    .map_err(StartError::Tls)?
+    .with_results(results);
     let listener =
         crate::listener::bind(address).map_err(|source| StartError::Listen { address, source })?;
     let incoming = crate::listener::tls(

@@ -33,6 +33,21 @@ pub enum AuditError {
     /// The proposed policy bundle does not decode, verify against the roots or compile.
     #[error("the proposed policy bundle is refused")]
     WhatIfPolicy(#[source] garrison_policy::PolicyError),
+    /// The log holds no decision (enroll, renew, reject, revoke) about the node asked for.
+    #[error("the log holds no decision about {node}")]
+    NoDecision { node: String },
+    /// A node's latest record cannot be read as a decision (an unknown reason code).
+    #[error("record #{sequence} cannot be read as a decision: {reason}")]
+    UnreadableDecision { sequence: u64, reason: String },
+    /// The policy bundle a decision names cannot be found in the log or does not verify.
+    #[error("policy bundle {digest}: {reason}")]
+    PolicyBundle { digest: String, reason: String },
+    /// The identity facts kept with a node do not decode.
+    #[error("the identity facts kept with node {node_id} do not decode: {reason}")]
+    NodeIdentity { node_id: String, reason: String },
+    /// The attestation result could not be made (e.g. a policy's `ear` declaration).
+    #[error("the attestation result")]
+    AttestationResult(#[source] garrison_ear::EarError),
 }
 
 /// The inclusion proof of record `sequence` in the latest signed checkpoint, with the

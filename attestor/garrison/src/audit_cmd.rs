@@ -37,6 +37,11 @@ pub enum AuditCommand {
     /// bundle then in force, and show that each verdict is reproduced (exits 1 if one is
     /// not). With --policy, a what-if: the nodes whose decision that bundle would change.
     Replay(ReplayArgs),
+    /// A node's latest decision as an attestation result for relying parties: an EAR
+    /// (draft-ietf-rats-ear) JWT signed by the attestor's log key, fetched through the Audit
+    /// service and checked against --root before it is printed. A database or an archive
+    /// holds no signing key: there, --unsigned prints the claims the attestor would sign.
+    Ear(EarArgs),
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +273,32 @@ pub struct ReplayArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct EarArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The node: its id (EK public-key SHA-256, hex).
+    #[arg(
+        long,
+        required_unless_present = "spiffe_id",
+        conflicts_with = "spiffe_id"
+    )]
+    node: Option<String>,
+    /// The node by a SPIFFE ID a decision gave it.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// The trust domain's root certificate(s), PEM: the EAR's x5c chain must lead to it
+    /// (and, with --unsigned, policy bundles are verified against it).
+    #[arg(long)]
+    root: PathBuf,
+    /// Print the verified claims (JSON) instead of the JWT.
+    #[arg(long)]
+    claims: bool,
+    /// With --db: print the claims the attestor would sign, unsigned (JSON).
+    #[arg(long)]
+    unsigned: bool,
+}
+
 /// Most records one query returns.
 const MAX_PAGE: u32 = 10_000;
 
@@ -280,7 +311,63 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<bool> {
         AuditCommand::CheckProof(args) => check_proof(args).await,
         AuditCommand::Export(args) => export(args).await.map(|()| true),
         AuditCommand::Replay(args) => replay(args).await,
+        AuditCommand::Ear(args) => attestation_result(args).await.map(|()| true),
     }
+}
+
+async fn attestation_result(args: EarArgs) -> anyhow::Result<()> {
+    let roots = read_roots(&args.root)?;
+    let node = match (args.node, args.spiffe_id) {
+        (Some(id), _) => garrison_audit::NodeRef::NodeId(id),
+        (None, Some(id)) => garrison_audit::NodeRef::SpiffeId(id),
+        (None, None) => bail!("give --node or --spiffe-id"),
+    };
+    match args.source.open_any().await? {
+        Opened::Remote(remote) => {
+            let token = fetch_attestation_result(&remote, &node).await?;
+            let verified = garrison_ear::verify_jwt(&token, &roots)
+                .context("the attestation result the attestor sent does not verify")?;
+            if args.claims {
+                println!("{}", serde_json::to_string_pretty(&verified.claims)?);
+            } else {
+                println!("{token}");
+            }
+            Ok(())
+        }
+        Opened::Local(log) => {
+            if !args.unsigned {
+                log.close().await;
+                bail!(
+                    "an attestation result is signed by the attestor's log key, which a \
+                     database or an archive does not hold: fetch it with --attestor, or print \
+                     the claims the attestor would sign with --unsigned"
+                );
+            }
+            let facts = garrison_audit::decision_facts(&log, &node, &roots).await;
+            log.close().await;
+            let ear =
+                garrison_ear::attestation_result(&facts.context("the node's latest decision")?)?;
+            println!("{}", serde_json::to_string_pretty(&ear)?);
+            Ok(())
+        }
+    }
+}
+
+async fn fetch_attestation_result(
+    remote: &crate::audit_remote::RemoteLog,
+    node: &garrison_audit::NodeRef,
+) -> anyhow::Result<String> {
+    use garrison_proto::v1::attestation_result_request::Node;
+    let node = match node {
+        garrison_audit::NodeRef::NodeId(id) => Node::NodeId(id.clone()),
+        garrison_audit::NodeRef::SpiffeId(id) => Node::SpiffeId(id.clone()),
+    };
+    let response = remote
+        .client()
+        .get_attestation_result(garrison_proto::v1::AttestationResultRequest { node: Some(node) })
+        .await
+        .map_err(|s| anyhow::anyhow!("the Audit service: {}: {}", s.code(), s.message()))?;
+    Ok(response.into_inner().ear_jwt)
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {

@@ -201,3 +201,92 @@ fn audit_commands_never_create_or_write_a_database() {
     assert!(!ok, "{err}");
     assert!(!std::path::Path::new(missing).exists(), "nothing created");
 }
+
+/// `audit ear` against a database: no signing key there, so refused without --unsigned; with
+/// it, the claims of the node's latest decision (here a refusal after an allow), unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_results_offline_are_unsigned_claims_and_only_on_request() {
+    let signed = signed_log(0).await;
+    let log = garrison_log::AttestationLog::open(&LogConfig {
+        url: signed.db.clone(),
+        origin: Some(fixture::origin()),
+        max_batch: 1,
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let node = "cd".repeat(32);
+    for (kind, decision, reasons) in [
+        (
+            garrison_log::RecordKind::Enroll,
+            garrison_log::Decision::Allow,
+            vec![],
+        ),
+        (
+            garrison_log::RecordKind::Reject,
+            garrison_log::Decision::Deny,
+            vec!["quote-signature".to_owned(), "bad signature".to_owned()],
+        ),
+    ] {
+        let mut record = fixture::record(0, signed.site.now);
+        record.kind = kind;
+        record.decision = decision;
+        record.node_id = Some(node.clone());
+        if decision == garrison_log::Decision::Deny {
+            record.cert_serial = None;
+        }
+        record.reasons = reasons;
+        record.policy_digest = None;
+        log.append(garrison_log::NewEntry {
+            record,
+            evidence: None,
+            node_update: None,
+        })
+        .await
+        .unwrap();
+    }
+    log.close().await;
+    let ear = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "ear",
+            "--db",
+            &signed.db,
+            "--node",
+            &node,
+            "--root",
+            &signed.root,
+        ];
+        args.extend_from_slice(extra);
+        garrison(&args)
+    };
+    let (ok, _, err) = ear(&[]);
+    assert!(!ok && err.contains("--unsigned"), "{err}");
+    let (ok, out, err) = ear(&["--unsigned"]);
+    assert!(ok, "{err}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["eat_profile"], "tag:ietf.org,2026:rats/ear#04");
+    assert_eq!(claims["ear_status"], "contraindicated");
+    let node_claims = &claims["submods"]["node"];
+    assert_eq!(
+        node_claims["ear_trustworthiness_vector"]["instance-identity"],
+        99
+    );
+    assert_eq!(
+        node_claims["ear_verifier_claims"]["garrison_log_sequence"],
+        1
+    );
+    // A node the log never decided about.
+    let (ok, _, err) = garrison(&[
+        "audit",
+        "ear",
+        "--db",
+        &signed.db,
+        "--node",
+        &"ef".repeat(32),
+        "--root",
+        &signed.root,
+        "--unsigned",
+    ]);
+    assert!(!ok && err.contains("no decision"), "{err}");
+}

@@ -32,7 +32,10 @@ pub fn pcrs_section(replayed: &ReplayedPcrs) -> PcrsSection {
 
 /// A draft `data.json` for the strict policy: this machine's boot applications and kernel
 /// command lines as the allow-lists, its PCRs as golden-value candidates (not enforced until
-/// moved into `golden_pcrs`), Secure Boot required.
+/// moved into `golden_pcrs`), Secure Boot required. Its `ear` section declares what the
+/// strict policy's allow vouches for in attestation results (`garrison-ear`): the boot
+/// configuration (Secure Boot, debug mode, kernel command lines, golden PCRs) and the boot
+/// executables (allow-listed boot applications).
 pub fn draft_strict_data(claims: &BootClaims, replayed: &ReplayedPcrs) -> Json {
     let boot_applications: BTreeMap<String, String> = claims
         .boot_applications
@@ -58,6 +61,7 @@ pub fn draft_strict_data(claims: &BootClaims, replayed: &ReplayedPcrs) -> Json {
         .collect();
     let candidates: BTreeMap<String, BTreeMap<String, String>> = pcrs_for(replayed, 0..=7);
     json!({
+        "ear": { "appraises": ["configuration", "executables"] },
         "strict": {
             "require_secure_boot": true,
             "trusted_ek_manufacturers": {},

@@ -11,9 +11,10 @@
 //! Then the auditor's view, with the `garrison` binary as an auditor would run it: an
 //! auditor SVID (spiffe://<td>/auditor/demo) queries the log through the attestor's Audit
 //! service, proves a record's inclusion in a signed checkpoint and checks that proof against
-//! the root certificate alone, verifies the whole log, and is shown that a node's SVID is
-//! refused; finally the log is exported to an archive that verifies offline, and every
-//! stored decision is replayed with the policy that was in force.
+//! the root certificate alone, verifies the whole log, fetches node-1's latest decision as a
+//! signed attestation result (an EAR JWT, checked against the root), and is shown that a
+//! node's SVID is refused; finally the log is exported to an archive that verifies offline,
+//! and every stored decision is replayed with the policy that was in force.
 //!
 //! Between the two, the hub (`garrison hub serve`, its own process): the site pushes its
 //! log and the hub cosigns it; the hub is killed and node-1 still renews; node-1 is revoked
@@ -520,6 +521,29 @@ async fn auditor_view(
     ensure!(
         ok && verified.contains("OK: every record"),
         "the log did not verify"
+    );
+    step("node-1's latest decision as an attestation result for relying parties (EAR JWT)");
+    let node_1 = listed
+        .lines()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "node").nth(1))
+        .context("no node id listed")?
+        .to_owned();
+    let (ok, claims) = run(with(
+        &[
+            "audit", "ear", "--node", &node_1, "--root", &root, "--claims",
+        ],
+        &auditor,
+    ))
+    .await?;
+    // Revoked at the hub above: its latest decision is the refused renewal.
+    ensure!(
+        ok && claims.contains("\"eat_profile\": \"tag:ietf.org,2026:rats/ear#04\"")
+            && claims.contains("\"ear_status\": \"contraindicated\"")
+            && claims.contains("\"instance-identity\": 96"),
+        "node-1's attestation result is not that of a revoked node"
+    );
+    println!(
+        "  (the JWT itself: the same command without --claims; it verifies with the root alone)"
     );
     step("a node's SVID is not an auditor's: the Audit service refuses it");
     let (ok, _) = run(with(
