@@ -27,6 +27,44 @@ pub enum LogError {
         #[source]
         source: sqlx::Error,
     },
+    /// A write to the log database was refused (a read-only file or directory, a read-only
+    /// session or server, missing privileges): nothing could be appended. `target` is the
+    /// URL without its credentials.
+    #[error(
+        "the log database {target} cannot be written (an SQLite file and its directory must be \
+         writable: SQLite keeps -wal and -shm files beside it)"
+    )]
+    Unwritable {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A new SQLite database file could not be created.
+    #[error("creating the log database {path}")]
+    CreateDatabase {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process serves this SQLite log: it holds the log's lock file
+    /// ([`ServingLock`](crate::ServingLock)).
+    #[error(
+        "{database} is already served by another process ({holder}, holding {lock}): stop it \
+         first, or give this one a database of its own"
+    )]
+    Locked {
+        database: std::path::PathBuf,
+        lock: std::path::PathBuf,
+        /// What the holder wrote into the lock file (its program and process id).
+        holder: String,
+    },
+    /// The lock file could not be created, locked or written.
+    #[error("the lock file {path} cannot be used (the database's directory must be writable)")]
+    LockFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Running the schema migrations failed.
     #[error("migrating the log schema failed")]
     Migrate {

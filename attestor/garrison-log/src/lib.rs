@@ -45,6 +45,13 @@
 //! [`LogStats::wal_checkpoints`] counts its passes. (These are SQLite's WAL checkpoints,
 //! nothing to do with the signed checkpoints of a transparency log.)
 //!
+//! # One serving process, and proof of writability
+//!
+//! A process that serves a log takes its [`ServingLock`] first (an SQLite log only: an OS
+//! lock on `<database>.lock`, released by the kernel however the process ends), and proves
+//! with [`AttestationLog::check_writable`] that appends can be committed before it accepts
+//! any. A new SQLite file is created readable by its owner only.
+//!
 //! # What this crate must never do
 //!
 //! * Acknowledge an append before its transaction has committed, or acknowledge part of a
@@ -74,6 +81,7 @@ mod origin;
 mod read;
 mod record;
 mod replica;
+mod serving_lock;
 mod sync_state;
 mod tree;
 mod tree_build;
@@ -85,11 +93,12 @@ pub use export::ExportSummary;
 pub use leaf::{
     LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash, record_from_canonical,
 };
-pub use log::{AttestationLog, Backend, LogConfig};
+pub use log::{AttestationLog, Backend, LogConfig, url_for_display};
 pub use origin::check_origin;
 pub use record::{
     Appended, Decision, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query, Record,
     RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord,
 };
 pub use replica::{ReplicaAppended, ReplicaBatch};
+pub use serving_lock::{ServingLock, lock_path, sqlite_file};
 pub use sync_state::{SYNC_EVENT_DETAIL_MAX, StoredCosignature, SyncEvent, SyncEventSummary};

@@ -98,6 +98,8 @@ pub struct AttestationLog {
 struct Inner {
     pool: AnyPool,
     backend: Backend,
+    /// The database URL without credentials, for messages.
+    target: String,
     log: LogId,
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
@@ -169,6 +171,7 @@ impl AttestationLog {
         let inner = Inner {
             pool,
             backend,
+            target: url_for_display(&config.url),
             log,
             commands,
             counters,
@@ -218,6 +221,7 @@ impl AttestationLog {
         let inner = Inner {
             pool,
             backend,
+            target: url_for_display(&url),
             log,
             commands,
             counters: Arc::new(Counters::default()),
@@ -395,6 +399,7 @@ impl AttestationLog {
             inner: Arc::new(Inner {
                 pool: self.inner.pool.clone(),
                 backend: self.inner.backend,
+                target: self.inner.target.clone(),
                 log,
                 commands,
                 counters: Arc::new(Counters::default()),
@@ -580,6 +585,25 @@ impl AttestationLog {
             .map_err(|source| LogError::Query { source })
     }
 
+    /// Proves that appends can be written, without writing any: the writer's first statement
+    /// (reserving sequences of this log, which takes SQLite's write lock or the PostgreSQL row
+    /// lock) in a transaction that is rolled back. Refused with [`LogError::Unwritable`] for a
+    /// read-only file or directory, a read-only session or server, or missing privileges:
+    /// what would otherwise fail only at the first append.
+    pub async fn check_writable(&self) -> Result<(), LogError> {
+        let unwritable = |source| LogError::Unwritable {
+            target: self.inner.target.clone(),
+            source,
+        };
+        let mut tx = self.inner.pool.begin().await.map_err(unwritable)?;
+        sqlx::query("UPDATE logs SET next_sequence = next_sequence WHERE id = $1")
+            .bind(self.inner.log.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unwritable)?;
+        tx.rollback().await.map_err(unwritable)
+    }
+
     /// Group-commit counters, for metrics and tests.
     pub fn stats(&self) -> LogStats {
         self.inner.counters.snapshot()
@@ -648,8 +672,8 @@ fn database_url(config: &LogConfig, backend: Backend) -> String {
 /// clear error within seconds, not sqlx's default 30 s of silent retries.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `url` without credentials, for messages.
-fn redacted(url: &str) -> String {
+/// `url` without credentials (and without its query), for messages.
+pub fn url_for_display(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
@@ -664,7 +688,7 @@ fn redacted(url: &str) -> String {
 fn open_error(url: &str, source: sqlx::Error) -> LogError {
     match source {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => LogError::Unreachable {
-            target: redacted(url),
+            target: url_for_display(url),
             seconds: CONNECT_TIMEOUT.as_secs(),
             source,
         },
@@ -673,7 +697,13 @@ fn open_error(url: &str, source: sqlx::Error) -> LogError {
 }
 
 async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyPool, LogError> {
+    if url.contains("mode=rwc") {
+        create_private_sqlite_file(url)?;
+    }
     sqlx::any::install_default_drivers();
+    if backend == Backend::Sqlite {
+        first_sqlite_connection(url).await?;
+    }
     let pool = AnyPoolOptions::new()
         .acquire_timeout(CONNECT_TIMEOUT)
         .max_connections(config.max_connections)
@@ -689,9 +719,64 @@ async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyP
         .await
         .map_err(|source| open_error(url, source))?;
     if backend == Backend::Sqlite {
-        enable_wal(&pool).await?;
+        enable_wal(&pool).await.map_err(|e| match e {
+            LogError::Open { source } => sqlite_error(url, source),
+            other => other,
+        })?;
     }
     Ok(pool)
+}
+
+/// One SQLite connection set up outside the pool, and closed: the pool retries a connection
+/// whose setup fails until its acquire timeout, which would turn a file that is not a
+/// database, or a read-only directory, into "cannot be reached" after 5 s.
+async fn first_sqlite_connection(url: &str) -> Result<(), LogError> {
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .map_err(|e| sqlite_error(url, e))?;
+    let set_up = sqlite_connection_settings(&mut conn).await;
+    let _ = conn.close().await;
+    set_up.map_err(|e| sqlite_error(url, e))
+}
+
+/// A failure of SQLite to open or set up the log: [`LogError::Unwritable`] for SQLite's
+/// read-only codes (SQLITE_READONLY and its extended codes: a read-only file, or a directory
+/// where the -wal and -shm files cannot be made), else [`LogError::Open`].
+fn sqlite_error(url: &str, source: sqlx::Error) -> LogError {
+    const SQLITE_READONLY: i32 = 8;
+    let read_only = source
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_READONLY);
+    if read_only {
+        LogError::Unwritable {
+            target: url_for_display(url),
+            source,
+        }
+    } else {
+        LogError::Open { source }
+    }
+}
+
+/// A missing SQLite database file is created empty (SQLite takes an empty file as a new
+/// database) readable by its owner only: SQLite itself would create it with the umask's mode
+/// (0644, usually), and its -wal and -shm files take the database file's mode.
+fn create_private_sqlite_file(url: &str) -> Result<(), LogError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(path) = crate::serving_lock::sqlite_file(url)? else {
+        return Ok(());
+    };
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(LogError::CreateDatabase { path, source }),
+    }
 }
 
 /// The background WAL checkpointer's own connection (outside the pool, so that it never waits
