@@ -218,16 +218,8 @@ pub fn load_or_create_ed25519(
     path: &Path,
     rng: &dyn SecureRandom,
 ) -> Result<Vec<u8>, KeyFileError> {
-    let invalid =
-        |what: String| KeyFileError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let block = pem::parse(text).map_err(|e| invalid(e.to_string()))?;
-            if block.tag() != KEY_LABEL {
-                return Err(invalid("not a PRIVATE KEY PEM block".to_owned()));
-            }
-            Ok(block.into_contents())
-        }
+        Ok(text) => key_from_pem(&text).map_err(KeyFileError::Io),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let pkcs8 = LogKey::generate_pkcs8(rng).map_err(KeyFileError::Generate)?;
             let text = pem::encode(&pem::Pem::new(KEY_LABEL, pkcs8.clone()));
@@ -237,6 +229,31 @@ pub fn load_or_create_ed25519(
         }
         Err(e) => Err(KeyFileError::Io(e)),
     }
+}
+
+/// The PKCS#8 key of a PRIVATE KEY PEM block.
+fn key_from_pem(text: &str) -> Result<Vec<u8>, std::io::Error> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let block = pem::parse(text).map_err(|e| invalid(e.to_string()))?;
+    if block.tag() != KEY_LABEL {
+        return Err(invalid("not a PRIVATE KEY PEM block".to_owned()));
+    }
+    Ok(block.into_contents())
+}
+
+/// The log key at `path`, for `origin`, without creating it: what `check-config` checks
+/// [`CheckpointSigner::start`] will load.
+pub(crate) fn load_key(path: &Path, origin: &str) -> Result<LogKey, CheckpointError> {
+    let key_file = |source| CheckpointError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(key_file)?;
+    let pkcs8 = key_from_pem(&text).map_err(key_file)?;
+    LogKey::from_pkcs8(origin, &pkcs8).map_err(|source| CheckpointError::Key {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes a new file readable by its owner only, atomically (temporary file, fsync, rename),

@@ -25,6 +25,7 @@ pub mod server;
 pub mod service;
 pub mod site_ca;
 pub mod site_sync;
+pub mod startup;
 pub mod status;
 pub mod sync_client;
 pub mod tls;

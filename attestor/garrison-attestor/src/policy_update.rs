@@ -265,10 +265,63 @@ pub(crate) enum StartRefusal {
     Log(garrison_log::LogError),
 }
 
+/// Where the bundle given at start stands: verified, and compared with the floor in the log.
+/// Nothing is recorded (that is [`start`]'s); `garrison attestor check-config` stops here.
+pub(crate) enum Assessment {
+    /// Verified, and the floor admits it.
+    Admitted {
+        /// The bundle, compiled.
+        service: PolicyService,
+        /// The floor's bundle, or newer.
+        standing: Standing,
+        /// The floor's sequence (0: none).
+        floor: u64,
+    },
+    /// Below the floor (a rollback), or the floor's sequence with another digest.
+    BelowFloor {
+        /// Why.
+        err: PolicyError,
+        /// The digest to record the refusal under.
+        digest: String,
+    },
+}
+
+/// `build` the bundle with the floor read from the log (it verifies the bundle at the time
+/// it was given, and refuses a sequence below the floor) and check it against the floor.
+pub(crate) async fn assess(
+    log: &AttestationLog,
+    build: impl FnOnce(u64) -> Result<PolicyService, PolicyError>,
+) -> Result<Assessment, StartRefusal> {
+    let floor = PolicyFloor::read(log).await.map_err(StartRefusal::Floor)?;
+    let floor = floor.as_ref();
+    let service = match build(PolicyFloor::sequence(floor)) {
+        Ok(service) => service,
+        Err(err @ PolicyError::Rollback { .. }) => {
+            let digest = floor.map(|f| f.bundle.digest.clone()).unwrap_or_default();
+            return Ok(Assessment::BelowFloor { err, digest });
+        }
+        Err(err) => return Err(StartRefusal::Bundle(err)),
+    };
+    let info = service.current().info().clone();
+    Ok(
+        match PolicyFloor::admits(floor, &BundleId::from_info(&info)) {
+            Ok(standing) => Assessment::Admitted {
+                service,
+                standing,
+                floor: PolicyFloor::sequence(floor),
+            },
+            Err(err) => Assessment::BelowFloor {
+                err,
+                digest: info.digest,
+            },
+        },
+    )
+}
+
 /// The bundle in force at start: `files` (decoded from `archive`) verified at `now` and
-/// checked against the floor in the log. A rollback or reused sequence is recorded as a
-/// refusal; a bundle newer than the floor is recorded as put in force, so that the floor
-/// survives the next restart.
+/// checked against the floor in the log ([`assess`]). A rollback or reused sequence is
+/// recorded as a refusal; a bundle newer than the floor is recorded as put in force, so that
+/// the floor survives the next restart.
 pub(crate) async fn start(
     log: &AttestationLog,
     site: &str,
@@ -276,31 +329,29 @@ pub(crate) async fn start(
     archive: Vec<u8>,
     now: OffsetDateTime,
 ) -> Result<PolicyService, StartRefusal> {
-    let floor = PolicyFloor::read(log).await.map_err(StartRefusal::Floor)?;
-    let floor = floor.as_ref();
-    let service = match build(PolicyFloor::sequence(floor)) {
-        Ok(service) => service,
-        Err(err @ PolicyError::Rollback { .. }) => {
-            let digest = floor.map(|f| f.bundle.digest.clone()).unwrap_or_default();
-            return Err(refuse_at_start(log, site, now, err, digest, archive).await);
-        }
-        Err(err) => return Err(StartRefusal::Bundle(err)),
-    };
-    let info = service.current().info().clone();
-    match PolicyFloor::admits(floor, &BundleId::from_info(&info)) {
-        Ok(Standing::Same) => Ok(service),
-        Ok(Standing::Newer) => {
+    match assess(log, build).await? {
+        Assessment::Admitted {
+            service,
+            standing: Standing::Same,
+            ..
+        } => Ok(service),
+        Assessment::Admitted {
+            service,
+            standing: Standing::Newer,
+            floor,
+        } => {
+            let info = service.current().info().clone();
             let text = format!(
-                "policy {} #{} in force at start (previous floor #{})",
-                info.name,
-                info.sequence,
-                PolicyFloor::sequence(floor)
+                "policy {} #{} in force at start (previous floor #{floor})",
+                info.name, info.sequence,
             );
             let entry = update_entry(site, now, Ok(text), info.digest, archive);
             log.append(entry).await.map_err(StartRefusal::Log)?;
             Ok(service)
         }
-        Err(err) => Err(refuse_at_start(log, site, now, err, info.digest, archive).await),
+        Assessment::BelowFloor { err, digest } => {
+            Err(refuse_at_start(log, site, now, err, digest, archive).await)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Start-up: load the site CA, the EK roots and the policy bundle, open the log, issue the
-//! attestor's own server SVID, and serve gRPC over TLS until told to stop.
+//! Start-up: load the site CA, the EK roots and the policy bundle, open the log (the checks
+//! are `startup.rs`'s, shared with `garrison attestor check-config`), issue the attestor's
+//! own server SVID, and serve gRPC over TLS until told to stop.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use garrison_ca::{
     certificates_to_pem,
 };
 use garrison_evidence::{AkPolicy, EkTrust, ManufacturerRoots};
-use garrison_log::{AttestationLog, LogConfig};
+use garrison_log::AttestationLog;
 use garrison_policy::{BundleLimits, EvalLimits, PolicyService, PolicyTrust, decode_archive};
 use garrison_proto::limits;
 use garrison_proto::v1::audit_server::AuditServer;
@@ -21,9 +22,10 @@ use tonic::transport::Server;
 
 use crate::attestor::{Attestor, AttestorParts, Clock};
 use crate::config::SiteConfig;
-use crate::policy_update::StartRefusal;
+use crate::policy_update::{Assessment, StartRefusal};
 use crate::random::RandomSource;
 use crate::service::Services;
+use crate::startup::{Mode, StartReport, Started, startup_checks};
 
 /// Why the attestor could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,16 @@ pub enum StartError {
     /// The attestation log could not be opened or written.
     #[error("attestation log")]
     Log(#[source] garrison_log::LogError),
+    /// The attestation log cannot be served: another process serves it, or it cannot be
+    /// opened, or not written (checked before anything is appended).
+    #[error("attestation log {database}")]
+    OpenLog {
+        /// The database, without credentials.
+        database: String,
+        /// Why.
+        #[source]
+        source: garrison_log::LogError,
+    },
     /// The log's record of the newest bundle put in force cannot be read back: without it
     /// no bundle can be checked for rollback, so the attestor does not start.
     #[error("policy rollback floor")]
@@ -158,21 +170,30 @@ pub fn check_site_ca(config: &SiteConfig, ca: &Authority) -> Result<(), StartErr
 /// The site CA holder for `config`: the generation in force must be this site's CA and live
 /// at least 6× `max_svid_ttl` (`garrison_ca::lifecycle`).
 pub fn load_site_ca(config: &SiteConfig) -> Result<crate::site_ca::SiteCa, StartError> {
+    crate::site_ca::SiteCa::load(&config.ca_dir, &config.site, config.max_svid_ttl)
+        .map_err(|e| site_ca_error(config, e))
+}
+
+/// [`load_site_ca`] leaving the CA directory untouched ([`crate::site_ca::SiteCa::open`]).
+pub fn open_site_ca(config: &SiteConfig) -> Result<crate::site_ca::SiteCa, StartError> {
+    crate::site_ca::SiteCa::open(&config.ca_dir, &config.site, config.max_svid_ttl)
+        .map_err(|e| site_ca_error(config, e))
+}
+
+fn site_ca_error(config: &SiteConfig, e: crate::site_ca::SiteCaError) -> StartError {
     use crate::site_ca::SiteCaError;
-    crate::site_ca::SiteCa::load(&config.ca_dir, &config.site, config.max_svid_ttl).map_err(|e| {
-        match e {
-            SiteCaError::WrongSite { path, site, role } => StartError::WrongSiteCa {
-                dir: path,
-                site,
-                role,
-            },
-            SiteCaError::Ca { path, source } => StartError::Ca { dir: path, source },
-            source => StartError::SiteCa {
-                dir: config.ca_dir.clone(),
-                source,
-            },
-        }
-    })
+    match e {
+        SiteCaError::WrongSite { path, site, role } => StartError::WrongSiteCa {
+            dir: path,
+            site,
+            role,
+        },
+        SiteCaError::Ca { path, source } => StartError::Ca { dir: path, source },
+        source => StartError::SiteCa {
+            dir: config.ca_dir.clone(),
+            source,
+        },
+    }
 }
 
 /// Build the attestor from its configuration, drawing from the system's random generator.
@@ -186,30 +207,15 @@ pub async fn build_with_random(
     clock: Arc<dyn Clock>,
     random: Arc<dyn RandomSource>,
 ) -> Result<Attestor, StartError> {
-    for switch in config.insecure.enabled() {
-        tracing::warn!(
-            switch,
-            "INSECURE option enabled: this weakens the attestor's checks"
-        );
-    }
-    let now = clock.now();
-    let site_ca = Arc::new(load_site_ca(config)?);
-    let ca = site_ca.active();
-    let ek_trust = ek_trust(config)?;
-    let origin = garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
-    let log = AttestationLog::open(&LogConfig {
-        url: config.database.clone(),
-        origin: Some(origin),
-        max_batch: 256,
-        max_connections: 8,
-    })
-    .await
-    .map_err(StartError::Log)?;
-    // A restart after the CA expired with a successor certified meanwhile (an install while
-    // the attestor was down): put it in force before anything is issued.
-    site_ca.tick(&log, now).await;
-    let ca = site_ca.active();
-    let policy = start_policy(config, &ca, &log, now).await?;
+    let mut report = StartReport::default();
+    let started = startup_checks(config, &clock, Mode::Serve, &mut report).await;
+    report.log_warnings();
+    let Started {
+        site_ca,
+        ek_trust,
+        log,
+        policy,
+    } = started?;
     Ok(Attestor::new(AttestorParts {
         site: config.site.clone(),
         ca: site_ca,
@@ -228,7 +234,7 @@ pub async fn build_with_random(
     }))
 }
 
-fn ek_trust(config: &SiteConfig) -> Result<EkTrust, StartError> {
+pub(crate) fn ek_trust(config: &SiteConfig) -> Result<EkTrust, StartError> {
     if !config.insecure.allow_listed_ek_hashes.is_empty() {
         return Ok(EkTrust::InsecureAllowListedEkHashes(
             config
@@ -255,12 +261,14 @@ fn ek_trust(config: &SiteConfig) -> Result<EkTrust, StartError> {
 
 /// The bundle file given in the configuration, verified and checked against the rollback
 /// floor in the log (see `policy_update.rs`): refused below the floor or at the floor's
-/// sequence with another digest (both recorded), recorded when newer.
-async fn start_policy(
+/// sequence with another digest, put in force when newer. [`Mode::Serve`] records either
+/// outcome; [`Mode::Check`] records nothing.
+pub(crate) async fn start_policy(
     config: &SiteConfig,
     ca: &Authority,
     log: &AttestationLog,
     now: time::OffsetDateTime,
+    mode: Mode,
 ) -> Result<PolicyService, StartError> {
     let policy_err = |source| StartError::Policy {
         path: config.policy_bundle.clone(),
@@ -273,13 +281,19 @@ async fn start_policy(
     let build = |floor| {
         PolicyService::new_with_floor(trust, &files, now, EvalLimits::default(), limits, floor)
     };
-    crate::policy_update::start(log, &config.site, build, archive, now)
-        .await
-        .map_err(|refusal| match refusal {
-            StartRefusal::Floor(source) => StartError::PolicyFloor(source),
-            StartRefusal::Bundle(source) => policy_err(source),
-            StartRefusal::Log(source) => StartError::Log(source),
-        })
+    let started = match mode {
+        Mode::Serve => crate::policy_update::start(log, &config.site, build, archive, now).await,
+        Mode::Check => match crate::policy_update::assess(log, build).await {
+            Ok(Assessment::Admitted { service, .. }) => Ok(service),
+            Ok(Assessment::BelowFloor { err, .. }) => Err(StartRefusal::Bundle(err)),
+            Err(refusal) => Err(refusal),
+        },
+    };
+    started.map_err(|refusal| match refusal {
+        StartRefusal::Floor(source) => StartError::PolicyFloor(source),
+        StartRefusal::Bundle(source) => policy_err(source),
+        StartRefusal::Log(source) => StartError::Log(source),
+    })
 }
 
 /// The configured bundle file, or the newest bundle the hub published to this site (kept in
@@ -366,7 +380,6 @@ pub fn attestor_identity(
     let rotating = crate::tls::RotatingServerCert::new(Box::new(issue), clock)
         .map_err(|e| StartError::Tls(e.to_string()))?
         .following(Arc::clone(&issuers));
-    tracing::info!(site = %config.site, "attestor server SVID issued");
     Ok((Arc::new(rotating), issuers))
 }
 
@@ -680,15 +693,19 @@ fn spawn_policy_reload_on_sighup(attestor: Arc<Attestor>, bundle: PathBuf) {
     });
 }
 
-/// Build and serve: what `garrison attestor serve` runs.
+/// Build and serve: what `garrison attestor serve` runs. The log's serving lock
+/// ([`garrison_log::ServingLock`]) is taken before anything else and held until the end: a
+/// second attestor on the same SQLite log is refused before it opens it.
 pub async fn run(
     config: SiteConfig,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let _serving = crate::startup::serving_lock(&config, "garrison attestor serve")?;
     let attestor = build(&config, Arc::clone(&clock)).await?;
     let (identity, client_issuers) =
         attestor_identity(&config, Arc::clone(attestor.site_ca()), clock)?;
+    tracing::info!(site = %config.site, "attestor server SVID issued");
     serve(
         &config,
         Arc::new(attestor),

@@ -177,8 +177,16 @@ impl SiteCa {
     /// Loads the CA directory: the generation in force, its successor and the old ones. The
     /// CA in force must be this site's and live at least 6× `max_svid_ttl` (else the
     /// configuration is refused, with the reason). An expired CA loads: the attestor then
-    /// refuses to issue until a successor arrives.
+    /// refuses to issue until a successor arrives. Keys of retired generations are deleted.
     pub fn load(dir: &Path, site: &str, max_svid_ttl: Duration) -> Result<Self, SiteCaError> {
+        let holder = Self::open(dir, site, max_svid_ttl)?;
+        holder.delete_retired_keys(&holder.state());
+        Ok(holder)
+    }
+
+    /// [`SiteCa::load`] without deleting anything: for checks that must leave the directory
+    /// as they found it (`garrison attestor check-config`).
+    pub fn open(dir: &Path, site: &str, max_svid_ttl: Duration) -> Result<Self, SiteCaError> {
         let holder = SiteCa {
             dir: dir.to_owned(),
             site: site.to_owned(),
@@ -191,8 +199,23 @@ impl SiteCa {
         let state = holder.state();
         check_site(&state.active, site, dir)?;
         lifecycle::check_ca_lifetime(state.active.validity().lifetime(), max_svid_ttl)?;
-        holder.delete_retired_keys(&state);
         Ok(holder)
+    }
+
+    /// Whether the CA in force, at `now`, issues an attestor SVID that agents accept: its chain
+    /// checked against the roots as a client checks it (webpki and the containment rule, the
+    /// cross-signed certificate of an announced root appended). `Err` says why not (a chain
+    /// file that misses a CA, a CA above that has expired, ...).
+    pub fn check_active_chain(
+        &self,
+        now: OffsetDateTime,
+        rng: &(dyn SecureRandom + Sync),
+    ) -> Result<(), String> {
+        let state = self.state();
+        let mut anchors = state.active.roots().to_vec();
+        anchors.extend(state.announced_roots.iter().cloned());
+        let chain = |issued: garrison_ca::Issued| self.complete_chain(issued.chain);
+        issues_verifiable(&state.active, &anchors, &self.site, now, rng, chain)
     }
 
     /// What is held now.
@@ -780,29 +803,13 @@ impl SiteCa {
         let validity = candidate.validity();
         // The proof that it works: an SVID it issues now verifies against the roots through
         // the chain given, containment rule included.
-        let probe = candidate
-            .issue_site_role_svid(
-                SiteRole::Attestor,
-                Duration::minutes(5),
-                SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
-                now.max(validity.not_before),
-                rng,
-            )
-            .map_err(|e| refused(format!("it cannot issue: {e}")))?;
         let mut anchors = state.active.roots().to_vec();
         anchors.extend(state.announced_roots.iter().cloned());
-        verify_chain(
-            &probe.chain,
-            &anchors,
-            now.max(validity.not_before),
-            candidate.trust_domain().clone(),
-            &self.site,
-        )
-        .map_err(|e| {
-            refused(format!(
-                "it does not chain to the trust domain's roots: {e}"
-            ))
-        })?;
+        let at = now.max(validity.not_before);
+        issues_verifiable(&candidate, &anchors, &self.site, at, rng, |issued| {
+            issued.chain
+        })
+        .map_err(refused)?;
         // Certified for our key, but it could never be put in force (checked again at
         // activation; not being valid yet is no reason to refuse it now).
         match lifecycle::check_activation(validity, state.active.validity(), self.max_svid_ttl, now)
@@ -861,6 +868,29 @@ impl crate::tls::ClientIssuers for SiteCaIssuers {
     fn issuers(&self) -> Vec<Vec<u8>> {
         self.ca.state().trusted_issuers(self.clock.now())
     }
+}
+
+/// `ca` issues at `at` an attestor SVID whose chain (as `chain` makes it from the issued
+/// certificate) verifies against `anchors` ([`verify_chain`]).
+fn issues_verifiable(
+    ca: &Authority,
+    anchors: &[Vec<u8>],
+    site: &str,
+    at: OffsetDateTime,
+    rng: &(dyn SecureRandom + Sync),
+    chain: impl FnOnce(garrison_ca::Issued) -> Vec<Vec<u8>>,
+) -> Result<(), String> {
+    let probe = ca
+        .issue_site_role_svid(
+            SiteRole::Attestor,
+            Duration::minutes(5),
+            SubjectKey::Generate(KeyAlgorithm::EcdsaP256),
+            at,
+            rng,
+        )
+        .map_err(|e| format!("it cannot issue: {e}"))?;
+    verify_chain(&chain(probe), anchors, at, ca.trust_domain().clone(), site)
+        .map_err(|e| format!("it does not chain to the trust domain's roots: {e}"))
 }
 
 /// The SVIDs issued by a CA verify: `chain` (an SVID it issued, then the CA and its issuers)

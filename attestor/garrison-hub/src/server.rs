@@ -29,9 +29,14 @@ pub enum StartError {
     /// The CA directory does not hold a usable hub CA.
     #[error("hub CA in {dir}: {problem}")]
     Ca { dir: PathBuf, problem: String },
-    /// The hub's database could not be opened.
-    #[error("hub database")]
-    Log(#[source] garrison_log::LogError),
+    /// The hub's database cannot be served: it cannot be opened, or not written.
+    #[error("hub database {database}")]
+    OpenLog {
+        /// The database, without credentials.
+        database: String,
+        #[source]
+        source: garrison_log::LogError,
+    },
     /// The witness key could not be loaded, created or certified.
     #[error("witness key {path}: {problem}")]
     Witness { path: PathBuf, problem: String },
@@ -67,7 +72,7 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
         max_connections: 8,
     })
     .await
-    .map_err(StartError::Log)?;
+    .map_err(|source| open_log_error(config, source))?;
     let rng = SystemRandom::new();
     let witness_err = |problem: String| StartError::Witness {
         path: config.witness_key.clone(),
@@ -123,6 +128,13 @@ pub async fn build(config: &HubConfig, clock: Arc<dyn Clock>) -> Result<Hub, Sta
         cross_signed_roots: announced,
         clock,
     }))
+}
+
+fn open_log_error(config: &HubConfig, source: garrison_log::LogError) -> StartError {
+    StartError::OpenLog {
+        database: garrison_log::url_for_display(&config.database),
+        source,
+    }
 }
 
 fn hub_ca(config: &HubConfig) -> Result<Authority, StartError> {
@@ -217,13 +229,28 @@ pub async fn serve(
         .map_err(StartError::Serve)
 }
 
-/// Build and serve: what `garrison hub serve` runs.
+/// Build and serve: what `garrison hub serve` runs. Before serving, the database is proved
+/// writable and key or database files open to group or others are warned about, as the site
+/// attestor does at its start (`garrison_attestor::startup`). Unlike the attestor the hub
+/// takes no serving lock: several hub processes may share one database (the hub keeps no
+/// state of its own beside it that a second process would contradict).
 pub async fn run(
     config: HubConfig,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let hub = Arc::new(build(&config, Arc::clone(&clock)).await?);
+    hub.log()
+        .check_writable()
+        .await
+        .map_err(|source| open_log_error(&config, source))?;
+    let secrets = [
+        ("hub CA key", config.ca_dir.join("key.pem")),
+        ("witness key", config.witness_key.clone()),
+    ];
+    for warning in garrison_attestor::startup::permission_warnings(&secrets, &config.database) {
+        tracing::warn!("{warning}");
+    }
     let identity = hub_identity(&config, Arc::clone(&clock))?;
     serve(&config, hub, identity, clock, shutdown).await
 }

@@ -12,6 +12,13 @@ use garrison_attestor::{SiteConfig, SystemClock};
 pub enum AttestorCommand {
     /// Serve enrollment and renewal over gRPC/TLS until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Check everything `serve` checks before it serves (configuration, site CA and chain,
+    /// CA lifetime rule, EK roots, policy bundle and its signature, the log database and its
+    /// lock, log key, TLS), and the warnings it would log, without binding a port, serving or
+    /// writing a record. Prints each check; exits 0 when `serve` would start and issue, 1 when
+    /// it would refuse to start, 2 when it would start but issue nothing agents accept (a CA
+    /// expired, not yet valid, or whose chain does not verify).
+    CheckConfig(ServeArgs),
     /// Show the site's autonomy: the hub link, last sync, the site CA's expiry and the time
     /// until the site fails closed (its offline budget), the rotation in progress, the policy
     /// in force and the revocation list held. Reads the CA directory and the database; the
@@ -70,6 +77,13 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
             garrison_attestor::server::run(config, Arc::new(SystemClock), shutdown_signal())
                 .await
                 .context("attestor")
+        }
+        AttestorCommand::CheckConfig(args) => {
+            let code = check_config(&args.config).await;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
         }
         AttestorCommand::Status(args) => {
             let config = SiteConfig::load(&args.config)?;
@@ -131,6 +145,51 @@ pub async fn run(command: AttestorCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `check-config`: prints each check and its outcome, and a summary; returns the exit code.
+async fn check_config(path: &std::path::Path) -> i32 {
+    use garrison_attestor::startup::Outcome;
+    let config = match SiteConfig::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("FAILED   config            {:#}", anyhow::Error::from(e));
+            println!("1 problem: serve would refuse to start");
+            return 1;
+        }
+    };
+    println!(
+        "ok       config            {}: site {}",
+        path.display(),
+        config.site
+    );
+    let report = garrison_attestor::startup::check_config(&config, Arc::new(SystemClock)).await;
+    for finding in report.findings() {
+        let (label, text) = match &finding.outcome {
+            Outcome::Passed(detail) => ("ok", detail.clone()),
+            Outcome::Warned(warning) => ("warning", warning.to_string()),
+            Outcome::Failed(error) => ("FAILED", error.clone()),
+        };
+        println!("{label:<8} {:<17} {text}", finding.check);
+    }
+    let problems = report.failures();
+    let warnings = report.warnings().count();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let counts = format!(
+        "{}, {}",
+        plural(problems, "problem"),
+        plural(warnings, "warning")
+    );
+    if problems > 0 {
+        println!("{counts}: serve would refuse to start");
+        1
+    } else if report.warnings().any(|w| w.stops_issuance()) {
+        println!("{counts}: serve would start, but issue nothing agents accept");
+        2
+    } else {
+        println!("{counts}: serve would start");
+        0
     }
 }
 
