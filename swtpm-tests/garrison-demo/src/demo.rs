@@ -535,7 +535,8 @@ async fn auditor_view(
         &auditor,
     ))
     .await?;
-    // Revoked at the hub above: its latest decision is the refused renewal.
+    // Revoked at the hub above: the latest decision about it is the revocation (a `revoke`
+    // record), whose result is an untrustworthy instance.
     ensure!(
         ok && claims.contains("\"eat_profile\": \"tag:ietf.org,2026:rats/ear#04\"")
             && claims.contains("\"ear_status\": \"contraindicated\"")
