@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use garrison_agent::{AgentConfig, AgentError, error_chain};
-use tracing_subscriber::EnvFilter;
 
 /// Garrison node agent: enrolls this node with its TPM and keeps its SPIFFE SVID fresh.
 #[derive(Debug, Parser)]
@@ -15,6 +14,10 @@ struct Cli {
     /// Log filter (tracing syntax, e.g. `info` or `garrison_agent=debug`). Overrides RUST_LOG.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Log lines on stderr as `text` (colour only on a terminal) or `json` (one object per
+    /// line). Default: $GARRISON_LOG_FORMAT, else text.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<garrison_ops::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
     if let Some(status) = print_docs(&cli.command) {
         return status;
     }
-    init_logging(cli.log_level.as_deref());
+    garrison_ops::logging::init(cli.log_level.as_deref(), cli.log_format);
     garrison_spiffe_tls::install_ring_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,15 +238,4 @@ async fn shutdown_signal() {
             }
         },
     }
-}
-
-fn init_logging(level: Option<&str>) {
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

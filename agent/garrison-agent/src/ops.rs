@@ -132,8 +132,11 @@ impl AgentMetrics {
         if let Some(not_after) = schedule.0 {
             self.svid_expiry.set(seconds_between(now, not_after));
         }
-        self.renewal_due
-            .set(schedule.1.map_or(0.0, |at| seconds_between(now, at).max(0.0)));
+        self.renewal_due.set(
+            schedule
+                .1
+                .map_or(0.0, |at| seconds_between(now, at).max(0.0)),
+        );
     }
 }
 

@@ -1037,8 +1037,9 @@ async fn probes_metrics_and_grpc_health_follow_the_svid() {
             "{metrics}"
         );
         assert!(
-            metrics
-                .contains("garrison_agent_exchanges_total{exchange=\"enroll\",result=\"refused\"} 2"),
+            metrics.contains(
+                "garrison_agent_exchanges_total{exchange=\"enroll\",result=\"refused\"} 2"
+            ),
             "{metrics}"
         );
         let expiry: f64 = metrics
@@ -1086,4 +1087,62 @@ async fn probes_metrics_and_grpc_health_follow_the_svid() {
         .await
         .expect("the agent became ready")
         .unwrap();
+}
+
+#[test]
+fn logs_are_json_lines_on_request_and_never_carry_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bundle.pem"), "").unwrap();
+    let config = dir.path().join("agent.toml");
+    // An attestor nobody listens on: the attempt fails and the agent says so in its log.
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "attestor = \"https://{port}\"\nattestor_spiffe_id = \"{ATTESTOR_ID}\"\n\
+             trust_bundle = \"{}\"\ntcti = \"swtpm:host=127.0.0.1,port=1\"\n\
+             ek = \"persistent:0x81010001\"\nstate_dir = \"{}\"\nsvid_dir = \"{}\"\n",
+            dir.path().join("bundle.pem").display(),
+            dir.path().join("state").display(),
+            dir.path().join("svid").display(),
+        ),
+    )
+    .unwrap();
+    let run = |format: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"));
+        if let Some(format) = format {
+            command.args(["--log-format", format]);
+        }
+        command
+            .args(["enroll", "--once", "--attempts", "1", "--config"])
+            .arg(&config)
+            .env_remove("GARRISON_LOG_FORMAT")
+            .env("TSS2_LOG", "all+none")
+            .output()
+            .unwrap()
+    };
+    let text = run(None);
+    let text = String::from_utf8(text.stderr).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes off a terminal: {text}"
+    );
+    assert!(text.contains("WARN") || text.contains("ERROR"), "{text}");
+    let json = run(Some("json"));
+    let json = String::from_utf8(json.stderr).unwrap();
+    let lines: Vec<&str> = json.lines().filter(|line| line.starts_with('{')).collect();
+    assert!(!lines.is_empty(), "{json}");
+    for line in &lines {
+        assert!(line.ends_with('}'), "{line}");
+        assert!(line.contains("\"level\":"), "{line}");
+        assert!(line.contains("\"timestamp\":"), "{line}");
+        assert!(!line.contains('\u{1b}'), "{line}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
+        .args(["--log-format", "xml", "enroll", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected text or json"));
 }

@@ -102,6 +102,8 @@ pub struct Attestor {
     rng: SystemRandom,
     /// The site CA's trust domain (the same for every generation of it).
     trust_domain: garrison_ca::TrustDomain,
+    /// Decision, latency and log metrics (see `metrics.rs`).
+    metrics: Arc<crate::metrics::AttestorMetrics>,
 }
 
 /// Distinct (event log, quoted PCRs) appraisals kept: a site's fleet boots a handful of
@@ -212,7 +214,13 @@ impl Attestor {
             unproven: RecordBudget::new(BudgetLimits::default(), now),
             holders: RecordBudget::for_holders(BudgetLimits::holders(), now),
             rng: SystemRandom::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The attestor's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::AttestorMetrics> {
+        &self.metrics
     }
 
     /// Verify a new signed policy bundle (archive bytes) and put it in force without dropping
@@ -656,10 +664,27 @@ impl Attestor {
             evidence: Some(outcome.evidence.to_bytes()),
             node_update: Some(issuance.node),
         };
-        let appended = self.append(entry, outcome).await.map_err(|e| {
-            tracing::error!(error = %e, "attestation log append failed; certificate withheld");
-            Refusal::new(Reason::LogUnavailable, e.to_string())
-        })?;
+        let kind = outcome.kind.as_str().to_owned();
+        let node = outcome.node_id.clone().unwrap_or_default();
+        let appended = match self.append(entry, outcome).await {
+            Ok(appended) => appended,
+            Err(e) => {
+                tracing::error!(error = %e, "attestation log append failed; certificate withheld");
+                let refusal = Refusal::new(Reason::LogUnavailable, e.to_string());
+                self.metrics
+                    .decision(&kind, false, Some(refusal.reason.code()));
+                return Err(refusal);
+            }
+        };
+        self.metrics.decision(&kind, true, None);
+        tracing::info!(
+            kind = %kind,
+            node = %node,
+            spiffe_id = %issuance.spiffe_id,
+            not_after = %issuance.not_after,
+            log_sequence = appended.sequence,
+            "issued"
+        );
         Ok(v1::SvidResponse {
             certificate_chain: issuance.chain,
             trust_bundle: issuance.roots,
@@ -680,7 +705,20 @@ impl Attestor {
         mut outcome: Outcome,
         sender: Sender<'_, M>,
     ) -> Refusal {
-        tracing::info!(reason = refusal.reason.code(), detail = %refusal.detail, node = ?outcome.node_id, peer = ?sender.peer, "refused");
+        tracing::info!(
+            reason = refusal.reason.code(),
+            detail = %refusal.detail,
+            node = %outcome.node_id.as_deref().unwrap_or("-"),
+            peer = %sender.peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string()),
+            "refused"
+        );
+        let attempted = match sender.stage {
+            Stage::EnrollBegin | Stage::EnrollComplete => "enroll",
+            Stage::RenewBegin | Stage::RenewComplete => "renew",
+            _ => "reject",
+        };
+        self.metrics
+            .decision(attempted, false, Some(refusal.reason.code()));
         if !outcome.logged {
             return refusal;
         }
@@ -788,15 +826,20 @@ impl Attestor {
         entry: NewEntry,
         outcome: Outcome,
     ) -> Result<garrison_log::Appended, garrison_log::LogError> {
+        let started = std::time::Instant::now();
         let stored = outcome.boot.as_ref().is_some_and(|b| b.log_stored());
         if stored || outcome.event_log.is_empty() {
-            return self.parts.log.append(entry).await;
+            let appended = self.parts.log.append(entry).await;
+            self.metrics.log_append(started.elapsed());
+            return appended;
         }
         let appended = self
             .parts
             .log
             .append_with_blobs(entry, vec![outcome.event_log])
-            .await?;
+            .await;
+        self.metrics.log_append(started.elapsed());
+        let appended = appended?;
         if let Some(boot) = &outcome.boot {
             boot.mark_log_stored();
         }

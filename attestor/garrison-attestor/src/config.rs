@@ -142,6 +142,12 @@ struct RawConfig {
     #[serde(default)]
     #[schemars(extend("x-toml-type" = "socket address"))]
     audit_listen: Option<SocketAddr>,
+    /// Where `/livez`, `/readyz` and `/metrics` (Prometheus) are served over plain HTTP, e.g.
+    /// `127.0.0.1:9464`. Keep it on loopback or a management network: it answers anyone.
+    /// Unset: not served (the gRPC health service is always on).
+    #[serde(default)]
+    #[schemars(extend("x-toml-type" = "socket address"))]
+    ops_listen: Option<SocketAddr>,
     /// A checkpoint of the log is signed at least this often while records arrive.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(extend("x-toml-type" = "duration"))]
@@ -267,6 +273,9 @@ pub struct SiteConfig {
     /// Where to serve the read-only Audit service (mutual TLS, auditor SVIDs only); not
     /// served when absent.
     pub audit_listen: Option<SocketAddr>,
+    /// Where `/livez`, `/readyz` and `/metrics` are served (plain HTTP); not served when
+    /// absent.
+    pub ops_listen: Option<SocketAddr>,
     /// The hub to sync with, if any.
     pub hub: Option<HubLink>,
     /// Security-weakening switches (all off by default).
@@ -331,6 +340,7 @@ impl SiteConfig {
             checkpoint_interval: parse_duration("checkpoint_interval", &raw.checkpoint_interval)?,
             log_key: resolve(raw.log_key),
             audit_listen: raw.audit_listen,
+            ops_listen: raw.ops_listen,
             site: raw.site,
             listen: raw.listen,
             ca_dir: resolve(raw.ca_dir),

@@ -460,6 +460,25 @@ pub async fn serve(
         None => None,
     };
     let sync = spawn_sync(config, &ca, &attestor, Arc::clone(&signer));
+    let readiness = crate::ops::readiness(&attestor);
+    let probes = match config.ops_listen {
+        Some(address) => Some(
+            spawn_probes(
+                address,
+                &attestor,
+                config.hub.is_some(),
+                readiness.clone(),
+                stopping.subscribe(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let (health, _) = garrison_ops::health::service(
+        readiness,
+        &["garrison.v1.Enrollment", "garrison.v1.Renewal"],
+    )
+    .await;
     let shutdown = async move {
         shutdown.await;
         let _ = stopping.send(true);
@@ -474,11 +493,15 @@ pub async fn serve(
         .max_connection_age(MAX_CONNECTION_AGE)
         .add_service(enrollment)
         .add_service(renewal)
+        .add_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(StartError::Serve);
     periodic.abort();
     sync.abort();
+    if let Some(probes) = probes {
+        let _ = probes.await;
+    }
     if let Some(audit) = audit {
         let _ = audit.await;
     }
@@ -515,6 +538,34 @@ fn spawn_sync(
             std::time::Duration::from_secs(30),
         ),
     }
+}
+
+/// Serves `/livez`, `/readyz` and `/metrics` on `address` until `stop` turns true.
+async fn spawn_probes(
+    address: std::net::SocketAddr,
+    attestor: &Arc<Attestor>,
+    with_hub: bool,
+    readiness: garrison_ops::Readiness,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen { address, source })?;
+    let (registry, refresh) = crate::ops::registry(attestor, with_hub).await;
+    let probes = Arc::new(garrison_ops::Probes::new(
+        readiness,
+        registry,
+        Some(refresh),
+    ));
+    tracing::info!(listen = %address, "serving /livez, /readyz and /metrics");
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = probes.serve(listener, stopped).await {
+            tracing::error!(%error, "the probes listener failed");
+        }
+    }))
 }
 
 /// Serves the Audit service on `address` until `stop` turns true.

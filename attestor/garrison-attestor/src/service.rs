@@ -60,6 +60,44 @@ impl Services {
     }
 }
 
+/// One call being worked on: its in-flight permit, counted in the metrics until dropped,
+/// when its duration is observed.
+struct Call {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<crate::metrics::AttestorMetrics>,
+    method: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics.request(self.method, self.started.elapsed());
+    }
+}
+
+impl Services {
+    /// Admits one call to `method`, or sheds it (counted).
+    fn admit(&self, method: &'static str) -> Result<Call, Status> {
+        let metrics = Arc::clone(self.attestor.metrics());
+        match self.in_flight.admit() {
+            Ok(permit) => {
+                metrics.in_flight.inc();
+                Ok(Call {
+                    _permit: permit,
+                    metrics,
+                    method,
+                    started: std::time::Instant::now(),
+                })
+            }
+            Err(status) => {
+                metrics.shed.inc();
+                Err(status)
+            }
+        }
+    }
+}
+
 fn peer_chain<T>(request: &Request<T>) -> Option<Vec<Vec<u8>>> {
     request
         .peer_certs()
@@ -72,7 +110,7 @@ impl Enrollment for Services {
         &self,
         request: Request<v1::BeginRequest>,
     ) -> Result<Response<v1::BeginResponse>, Status> {
-        let _permit = self.in_flight.admit()?;
+        let _call = self.admit("begin")?;
         let peer = request.remote_addr();
         self.attestor
             .begin(request.into_inner(), peer)
@@ -85,7 +123,7 @@ impl Enrollment for Services {
         &self,
         request: Request<v1::CompleteRequest>,
     ) -> Result<Response<v1::SvidResponse>, Status> {
-        let _permit = self.in_flight.admit()?;
+        let _call = self.admit("complete")?;
         let peer = request.remote_addr();
         self.attestor
             .complete(request.into_inner(), peer)
@@ -101,7 +139,7 @@ impl Renewal for Services {
         &self,
         request: Request<v1::BeginRenewalRequest>,
     ) -> Result<Response<v1::Challenge>, Status> {
-        let _permit = self.in_flight.admit()?;
+        let _call = self.admit("begin_renewal")?;
         let chain = peer_chain(&request);
         self.attestor
             .begin_renewal(chain.as_deref(), request.remote_addr())
@@ -114,7 +152,7 @@ impl Renewal for Services {
         &self,
         request: Request<v1::CompleteRenewalRequest>,
     ) -> Result<Response<v1::SvidResponse>, Status> {
-        let _permit = self.in_flight.admit()?;
+        let _call = self.admit("complete_renewal")?;
         let chain = peer_chain(&request);
         let peer = request.remote_addr();
         self.attestor

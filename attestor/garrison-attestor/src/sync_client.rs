@@ -394,6 +394,7 @@ pub fn spawn(
                         tracing::info!(after_failures = failures, "hub reachable again");
                     }
                     failures = 0;
+                    attestor.metrics().synced(std::time::SystemTime::from(now));
                     // The link's state for `garrison attestor status`: one row, updated.
                     sync.note(crate::status::LINK_UP, format!("{summary:?}"), now)
                         .await;
@@ -412,6 +413,7 @@ pub fn spawn(
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    attestor.metrics().link_down();
                     if failures == 1 {
                         // The first failure after a good round marks when the link went down.
                         sync.note(crate::status::LINK_DOWN, e.to_string(), now)

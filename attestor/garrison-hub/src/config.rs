@@ -52,6 +52,12 @@ struct RawConfig {
     #[serde(default = "default_max_site_ca_ttl")]
     #[schemars(extend("x-toml-type" = "duration"))]
     max_site_ca_ttl: String,
+    /// Where `/livez`, `/readyz` and `/metrics` (Prometheus) are served over plain HTTP, e.g.
+    /// `127.0.0.1:9464`. Keep it on loopback or a management network: it answers anyone.
+    /// Unset: not served (the gRPC health service is always on).
+    #[serde(default)]
+    #[schemars(extend("x-toml-type" = "socket address"))]
+    ops_listen: Option<SocketAddr>,
 }
 
 fn default_max_site_ca_ttl() -> String {
@@ -100,6 +106,9 @@ pub struct HubConfig {
     /// The longest lifetime the hub certifies a site CA for (default 90d); a site asks for the
     /// lifetime of its current CA.
     pub max_site_ca_ttl: Duration,
+    /// Where `/livez`, `/readyz` and `/metrics` are served (plain HTTP); not served when
+    /// absent.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 impl HubConfig {
@@ -119,6 +128,7 @@ impl HubConfig {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(HubConfig {
             listen: raw.listen,
+            ops_listen: raw.ops_listen,
             ca_dir: resolve(raw.ca_dir),
             database: resolve_sqlite(&raw.database, base),
             witness_key: resolve(raw.witness_key),

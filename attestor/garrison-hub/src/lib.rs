@@ -39,6 +39,7 @@
 pub mod config;
 pub mod files;
 mod hub;
+pub mod metrics;
 pub mod push;
 pub mod server;
 pub mod shed;

@@ -200,6 +200,46 @@ pub async fn serve(
         config.rejoin_window,
     )
     .map_err(|e| StartError::Tls(e.to_string()))?;
+    // Ready: the database takes a write and the hub CA is valid now (it changes only with a
+    // restart, after the renewal ceremony).
+    let ca_validity = hub_ca(config)?.validity();
+    let readiness = hub_readiness(&hub, ca_validity, Arc::clone(&clock));
+    let metrics = Arc::new(crate::metrics::HubMetrics::default());
+    let (stop_probes, probes) = match config.ops_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Listen { address, source })?;
+            let mut registry = prometheus_client::registry::Registry::default();
+            metrics.register(&mut registry);
+            let (refreshed, refresh_clock) = (Arc::clone(&metrics), Arc::clone(&clock));
+            let refresh: garrison_ops::probes::Refresh = Arc::new(move || {
+                refreshed.refresh(
+                    std::time::SystemTime::from(refresh_clock.now()),
+                    Some(std::time::SystemTime::from(ca_validity.not_after)),
+                );
+            });
+            let probes = Arc::new(garrison_ops::Probes::new(
+                readiness.clone(),
+                registry,
+                Some(refresh),
+            ));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tracing::info!(listen = %address, "serving /livez, /readyz and /metrics");
+            let task = tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(error) = probes.serve(listener, stopped).await {
+                    tracing::error!(%error, "the probes listener failed");
+                }
+            });
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
+    let (health, _) = garrison_ops::health::service(readiness, &["garrison.v1.Sync"]).await;
+    let shed_clock = Arc::clone(&clock);
     let service = SyncService::new(hub, &roots, clock)
         .map_err(StartError::Tls)?
         .with_rejoin_window(config.rejoin_window);
@@ -214,19 +254,68 @@ pub async fn serve(
         Arc::new(HandshakeFailures::default()),
     );
     tracing::info!(listen = %config.listen, "hub Sync service serving (site attestor SVIDs only)");
-    Server::builder()
+    let served = Server::builder()
         // A site pushes one batch at a time; a few streams per connection is plenty.
         .concurrency_limit_per_connection(4)
         // No call holds its place for ever (a push of the largest message over a slow link
         // takes minutes, not more).
         .timeout(std::time::Duration::from_secs(600))
-        .add_service(crate::shed::ShedPushes::new(
-            SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE),
-            crate::shed::ADMITTED_PUSHES,
-        ))
+        .add_service(
+            crate::shed::ShedPushes::new(
+                SyncServer::new(service).max_decoding_message_size(MAX_SYNC_MESSAGE),
+                crate::shed::ADMITTED_PUSHES,
+            )
+            .with_metrics(metrics, shed_clock),
+        )
+        .add_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(StartError::Serve)
+        .map_err(StartError::Serve);
+    if let Some(stop) = stop_probes {
+        let _ = stop.send(());
+    }
+    if let Some(task) = probes {
+        let _ = task.await;
+    }
+    served
+}
+
+/// The hub's readiness checks: `database` (takes a write) and `ca` (the hub CA is valid).
+fn hub_readiness(
+    hub: &Arc<Hub>,
+    ca: garrison_ca::lifecycle::Validity,
+    clock: Arc<dyn Clock>,
+) -> garrison_ops::Readiness {
+    let log = hub.log().clone();
+    garrison_ops::Readiness::new()
+        .check("database", move || {
+            let log = log.clone();
+            async move {
+                log.check_writable().await.map_err(|error| {
+                    let mut text = error.to_string();
+                    let mut source = std::error::Error::source(&error);
+                    while let Some(cause) = source {
+                        text.push_str(": ");
+                        text.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
+                    text
+                })
+            }
+        })
+        .check_now("ca", move || {
+            let now = clock.now();
+            if now < ca.not_before {
+                return Err(format!("the hub CA is valid only from {}", ca.not_before));
+            }
+            if now >= ca.not_after {
+                return Err(format!(
+                    "the hub CA expired at {}: sites cannot be served",
+                    ca.not_after
+                ));
+            }
+            Ok(())
+        })
 }
 
 /// Build and serve: what `garrison hub serve` runs. Before serving, the database is proved

@@ -36,6 +36,11 @@ pub struct ShedPushes<S> {
     pushing: Arc<Mutex<HashSet<String>>>,
     /// Who is pushing ([`pushing_site`]).
     who: fn(&http::Extensions) -> Option<String>,
+    /// Calls, sheds and pushes are counted here when set, pushes timed by the clock.
+    metrics: Option<(
+        Arc<crate::metrics::HubMetrics>,
+        Arc<dyn garrison_attestor::Clock>,
+    )>,
 }
 
 /// Who is pushing, from the TLS client certificate (already verified by the TLS layer): the
@@ -78,7 +83,19 @@ impl<S> ShedPushes<S> {
             shed: Arc::new(AtomicU64::new(0)),
             pushing: Arc::new(Mutex::new(HashSet::new())),
             who: pushing_site,
+            metrics: None,
         }
+    }
+
+    /// Counts every Sync call (method, result, duration), sheds, pushes in flight and each
+    /// site's last accepted push in `metrics`.
+    pub fn with_metrics(
+        mut self,
+        metrics: Arc<crate::metrics::HubMetrics>,
+        clock: Arc<dyn garrison_attestor::Clock>,
+    ) -> Self {
+        self.metrics = Some((metrics, clock));
+        self
     }
 
     /// How many pushes were shed so far.
@@ -108,24 +125,51 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = crate::metrics::method_of(request.uri().path());
+        let started = std::time::Instant::now();
+        let metrics = self.metrics.clone();
         if request.uri().path() != PUSH_PATH {
-            return Box::pin(self.inner.call(request));
+            let answer = self.inner.call(request);
+            return Box::pin(async move {
+                let response = answer.await;
+                if let (Some((metrics, _)), Ok(response)) = (&metrics, &response) {
+                    metrics.call(&method, answered_ok(response), started.elapsed());
+                }
+                response
+            });
         }
         // Only a site attestor may push: anyone else is answered before the body is read.
         let Some(site) = (self.who)(request.extensions()) else {
+            if let Some((metrics, _)) = &metrics {
+                metrics.call(&method, false, started.elapsed());
+            }
             let status = tonic::Status::permission_denied("only a site attestor pushes its log");
             return Box::pin(async move { Ok(status.into_http()) });
         };
-        match self.admit(site) {
+        match self.admit(site.clone()) {
             Some(place) => {
                 let answer = self.inner.call(request);
+                if let Some((metrics, _)) = &metrics {
+                    metrics.pushes_in_flight.inc();
+                }
                 Box::pin(async move {
                     let response = answer.await;
                     drop(place);
+                    if let (Some((metrics, clock)), Ok(response)) = (&metrics, &response) {
+                        metrics.pushes_in_flight.dec();
+                        let ok = answered_ok(response);
+                        metrics.call(&method, ok, started.elapsed());
+                        if ok {
+                            metrics.pushed(&site, std::time::SystemTime::from(clock.now()));
+                        }
+                    }
                     response
                 })
             }
             None => {
+                if let Some((metrics, _)) = &metrics {
+                    metrics.shed(&method);
+                }
                 let shed = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
                 if shed.is_power_of_two() {
                     tracing::warn!(
@@ -144,6 +188,16 @@ where
             }
         }
     }
+}
+
+/// Whether a gRPC response is a success: an error is answered "trailers-only", with its
+/// `grpc-status` in the headers; a success carries it in the trailers.
+fn answered_ok(response: &http::Response<tonic::body::Body>) -> bool {
+    response.status() == http::StatusCode::OK
+        && response
+            .headers()
+            .get("grpc-status")
+            .is_none_or(|status| status.as_bytes() == b"0")
 }
 
 impl<S> ShedPushes<S> {

@@ -112,9 +112,13 @@ impl World {
         let testbed = Site::create_with(&path, now, hub_ttl, site_ttl).unwrap();
         let database = hub_database(&path, postgres).await?;
         let listen = garrison_testbed::free_local_address().unwrap();
+        let ops = garrison_testbed::free_local_address().unwrap();
         std::fs::write(
             path.join("hub.toml"),
-            format!("listen = \"{listen}\"\nca_dir = \"ca/hub\"\ndatabase = \"{database}\"\n"),
+            format!(
+                "listen = \"{listen}\"\nca_dir = \"ca/hub\"\ndatabase = \"{database}\"\n\
+                 ops_listen = \"{ops}\"\n"
+            ),
         )
         .unwrap();
         let hub_config = HubConfig::load(&path.join("hub.toml")).unwrap();
@@ -1611,5 +1615,111 @@ async fn a_ca_installed_by_another_process_is_picked_up() {
     assert!(
         !world.dir.join("ca/site/rotation/gen-2").exists(),
         "no second key"
+    );
+}
+
+/// `GET path` over HTTP/1.0: (status code, body).
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed).
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_probes_metrics_and_health_follow_its_syncs() {
+    let world = World::new(false).await.unwrap();
+    let ops = world.hub_config.ops_listen.unwrap();
+    assert_eq!(http_get(ops, "/livez").await, (200, "ok\n".to_owned()));
+    assert_eq!(
+        http_get(ops, "/readyz").await,
+        (200, "ready\nok database\nok ca\n".to_owned())
+    );
+    let (_, before) = http_get(ops, "/metrics").await;
+    assert_eq!(
+        sample(
+            &before,
+            &format!("garrison_hub_site_push_age_seconds{{site=\"{SITE}\"}}")
+        ),
+        None,
+        "no push yet"
+    );
+
+    world.enroll(5).await;
+    let summary = world.round().await;
+    assert!(summary.batches > 0, "{summary:?}");
+    let (status, metrics) = http_get(ops, "/metrics").await;
+    assert_eq!(status, 200);
+    let pushes = sample(
+        &metrics,
+        "garrison_hub_sync_calls_total{method=\"push_log\",result=\"ok\"}",
+    )
+    .unwrap();
+    assert!(pushes >= 1.0, "{metrics}");
+    let age = sample(
+        &metrics,
+        &format!("garrison_hub_site_push_age_seconds{{site=\"{SITE}\"}}"),
+    )
+    .unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+    assert_eq!(sample(&metrics, "garrison_hub_pushes_in_flight"), Some(0.0));
+    let ca_left = sample(&metrics, "garrison_hub_ca_expiry_seconds").unwrap();
+    assert!(ca_left > 300.0 * 86_400.0, "{ca_left}");
+    assert!(
+        sample(
+            &metrics,
+            "garrison_hub_sync_call_duration_seconds_count{method=\"push_log\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    // The gRPC health service on the Sync port, to a site attestor's client certificate.
+    let issued = world
+        .testbed
+        .site_ca
+        .issue_site_role_svid(
+            garrison_ca::SiteRole::Attestor,
+            time::Duration::hours(1),
+            garrison_ca::SubjectKey::Generate(garrison_ca::KeyAlgorithm::EcdsaP256),
+            OffsetDateTime::now_utc(),
+            &SystemRandom::new(),
+        )
+        .unwrap();
+    let identity = garrison_attestor::tls::identity_from_issued(&issued).unwrap();
+    let hub_id =
+        garrison_ca::SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/hub/sync")).unwrap();
+    let bundle = garrison_ca::certificates_to_pem(world.testbed.site_ca.roots());
+    let config =
+        garrison_spiffe_tls::client_config(bundle.as_bytes(), hub_id, Some(identity)).unwrap();
+    let channel =
+        garrison_spiffe_tls::connect(&format!("https://{}", world.hub_config.listen), config)
+            .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "garrison.v1.Sync".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }

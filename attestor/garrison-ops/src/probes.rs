@@ -16,8 +16,7 @@ use tokio::net::TcpListener;
 pub type CheckResult = Result<(), String>;
 
 /// A readiness check: cheap, and bounded by [`CHECK_TIMEOUT`].
-pub type Check =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>> + Send + Sync>;
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>> + Send + Sync>;
 
 /// Longest a check may take; a slower one counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);

@@ -59,6 +59,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "garrison", version, about, propagate_version = true)]
 struct Cli {
+    /// Log lines on stderr as `text` (colour only on a terminal) or `json` (one object per
+    /// line). Default: $GARRISON_LOG_FORMAT, else text. Filter with RUST_LOG (default info).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<garrison_ops::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,15 +125,8 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 
 fn main() -> ExitCode {
     garrison_spiffe_tls::install_ring_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    garrison_ops::logging::init(None, cli.log_format);
     let result = match cli.command {
         Command::Ca(command) => ca_cmd::run(command),
         Command::Evidence(command) => match evidence_cmd::run(command) {
