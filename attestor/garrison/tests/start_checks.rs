@@ -731,3 +731,39 @@ fn serve_logs_each_warning_as_one_line_and_serves_anyway() {
         );
     }
 }
+
+#[test]
+fn a_chain_agents_would_refuse_and_an_insecure_switch_are_warned_about() {
+    let (tmp, config) = site_at(OffsetDateTime::now_utc(), time::Duration::days(30));
+    let dir = tmp.path();
+    // chain.pem without the hub CA: the site CA loads and signs, but no agent can build a
+    // path from what it issues to the root.
+    let chain = std::fs::read_to_string(dir.join("ca/site/chain.pem")).unwrap();
+    let site_only = garrison_ca::certificates_from_pem(&chain).unwrap()[..1].to_vec();
+    std::fs::write(
+        dir.join("ca/site/chain.pem"),
+        garrison_ca::certificates_to_pem(&site_only),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[insecure]\nallow_sha1_ak = true\n")).unwrap();
+
+    let (code, report) = check_config(dir, &config);
+    assert_eq!(
+        code, 2,
+        "serve would start but issue nothing agents accept:\n{report}"
+    );
+    let chain = line(&report, "warning", "site CA").expect(&report);
+    assert!(
+        chain.contains("agents would refuse what the site CA"),
+        "{chain}"
+    );
+    let switch = line(&report, "warning", "insecure options").expect(&report);
+    assert!(switch.contains("insecure.allow_sha1_ak"), "{switch}");
+    assert!(
+        report.ends_with(
+            "0 problems, 2 warnings: serve would start, but issue nothing agents accept\n"
+        ),
+        "{report}"
+    );
+}
