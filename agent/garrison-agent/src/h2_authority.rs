@@ -24,7 +24,8 @@ pub const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 pub const MAX_FRAME_PAYLOAD: usize = 16 * 1024;
 /// Largest header block accepted, over all its frames.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// Largest decoded header list of one block (indexed fields can expand a small block).
+/// Largest decoded header list of one block, in RFC 7541 field sizes (name + value + 32
+/// octets each): indexed fields can expand a small block.
 pub const MAX_DECODED_HEADERS: usize = 64 * 1024;
 /// The HPACK dynamic table size the server allows (the protocol default, which the server
 /// under tonic advertises).
@@ -192,7 +193,9 @@ impl Rewriter {
         let mut too_large = false;
         self.decoder
             .decode_with_cb(&pending.block, |name: Cow<[u8]>, value: Cow<[u8]>| {
-                decoded = decoded.saturating_add(name.len() + value.len());
+                // Counted as RFC 7541 sizes a header field (name, value and 32 octets), so
+                // empty fields referenced many times count too.
+                decoded = decoded.saturating_add(name.len() + value.len() + 32);
                 if decoded > MAX_DECODED_HEADERS {
                     too_large = true;
                 } else {
@@ -519,5 +522,33 @@ mod tests {
         out.clear();
         encode_integer(10, 5, 0, &mut out);
         assert_eq!(out, [10]);
+    }
+}
+
+#[cfg(test)]
+mod amplification {
+    use super::*;
+
+    #[test]
+    fn empty_fields_referenced_many_times_count_against_the_limit() {
+        // An empty name and value added to the dynamic table, then referenced 3,000 times:
+        // 3,000 x 32 octets is past the 64 KiB limit though no byte of it is a name or value.
+        let mut block = vec![0x40, 0x00, 0x00];
+        block.extend(std::iter::repeat_n(0xbe, 3_000));
+        let mut input = PREFACE.to_vec();
+        let mut header = Vec::new();
+        frame_header(
+            block.len(),
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1u32.to_be_bytes(),
+            &mut header,
+        );
+        input.extend(header);
+        input.extend(block);
+        assert_eq!(
+            Rewriter::new().push(&input, &mut Vec::new()),
+            Err(RewriteError::HeaderBlockTooLarge)
+        );
     }
 }

@@ -189,10 +189,16 @@ fn print_enrolled(enrolled: &garrison_agent::Enrolled) {
         .unwrap_or_else(|_| {
             garrison_agent::lifecycle::unix_seconds(enrolled.not_after).to_string()
         });
-    println!("spiffe_id: {}", enrolled.spiffe_id);
-    println!("expires: {expiry}");
-    println!("log_sequence: {}", enrolled.log_sequence);
-    println!("svid: {}", enrolled.files.svid.display());
+    let text = format!(
+        "spiffe_id: {}\nexpires: {expiry}\nlog_sequence: {}\nsvid: {}\n",
+        enrolled.spiffe_id,
+        enrolled.log_sequence,
+        enrolled.files.svid.display()
+    );
+    // A closed stdout (`| head -1`) is not a failure: the SVID is written either way.
+    if let Err(error) = write_stdout(text.as_bytes()) {
+        eprintln!("garrison-agent: {error}");
+    }
 }
 
 fn report(error: &AgentError) -> ExitCode {

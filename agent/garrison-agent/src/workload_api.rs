@@ -20,11 +20,10 @@
 //! The agent publishes what it wrote to disk through a [`Publisher`]; the server only
 //! reads the [`WorkloadIdentity`] it holds, never the files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -60,6 +59,15 @@ pub const DEFAULT_ENDPOINT: &str = "unix:///run/garrison-agent/workload.sock";
 pub const MAX_STREAMS: usize = 1024;
 /// Most connections open at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most connections one uid may hold open: a local user (allowed or not) cannot take the
+/// places of the others.
+pub const MAX_CONNECTIONS_PER_UID: usize = 32;
+/// Most streams one uid may hold open, over all its connections.
+pub const MAX_STREAMS_PER_UID: usize = 256;
+/// Most concurrent calls on one connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const MAX_CALLS_PER_CONNECTION: u32 = 16;
+/// How long open calls may delay the agent's exit once it stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Buffer between a connection's socket and the gRPC server, each way.
 const PIPE_BYTES: usize = 64 * 1024;
 /// Largest request the server decodes (requests are empty but for `ValidateJWTSVID`).
@@ -269,7 +277,7 @@ impl WorkloadApi {
             allowed_uids: config.allowed_uids.iter().copied().collect(),
             allowed_gids: config.allowed_gids.iter().copied().collect(),
             clock,
-            streams: Arc::new(AtomicUsize::new(0)),
+            streams: Budget::new(MAX_STREAMS, MAX_STREAMS_PER_UID),
             refused: Arc::new(Mutex::new(HashSet::new())),
             metrics: None,
         };
@@ -335,13 +343,34 @@ impl WorkloadApi {
             }
             None => None,
         };
-        let result = tonic::transport::Server::builder()
+        // Open calls (streams last as long as their clients) may delay the exit by at most
+        // SHUTDOWN_GRACE after `shutdown`.
+        let (fired, stopping) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = fired.send(());
+        };
+        let serving = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_CALLS_PER_CONNECTION))
             .add_service(
                 SpiffeWorkloadApiServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
             )
             .add_optional_service(health)
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown);
+        tokio::pin!(serving);
+        let result = tokio::select! {
+            result = &mut serving => result,
+            () = async {
+                if stopping.await.is_ok() {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::info!("Workload API calls still open at exit were closed");
+                Ok(())
+            }
+        };
         acceptor.abort();
         let _ = std::fs::remove_file(&socket);
         result.map_err(|source| AgentError::WorkloadApiServe {
@@ -418,7 +447,7 @@ async fn accept(
     listener: UnixListener,
     connections: mpsc::Sender<Result<Connection, std::io::Error>>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Budget::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID);
     loop {
         let socket = match listener.accept().await {
             Ok((socket, _)) => socket,
@@ -432,11 +461,13 @@ async fn accept(
             tracing::warn!("Workload API: a caller's credentials cannot be read; closed");
             continue;
         };
-        let slot = StreamSlot(Arc::clone(&open), None);
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            drop(slot);
+        let Some(slot) = open.take(credentials.uid(), None) else {
+            tracing::debug!(
+                uid = credentials.uid(),
+                "Workload API: connection closed (the uid's or all connection places are taken)"
+            );
             continue;
-        }
+        };
         let caller = Caller {
             uid: credentials.uid(),
             gid: credentials.gid(),
@@ -500,6 +531,20 @@ async fn pump(socket: UnixStream, pipe: DuplexStream) {
 fn prepare_socket_path(socket: &Path) -> Result<(), AgentError> {
     if let Some(dir) = socket.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         files::ensure_dir(dir, SOCKET_DIR_MODE)?;
+        // In a directory others may write, another user could put their own socket (or a
+        // symlink) where workloads look for the agent's.
+        let mode = std::fs::metadata(dir)
+            .map_err(|source| bind_error(dir, source))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(AgentError::WorkloadApiSocket {
+                path: socket.to_path_buf(),
+                problem: "is in a directory writable by group or others (another user could \
+                          replace the socket): use a directory only the agent writes, such \
+                          as /run/garrison-agent",
+            });
+        }
     }
     let metadata = match std::fs::symlink_metadata(socket) {
         Ok(metadata) => metadata,
@@ -536,20 +581,71 @@ struct Service {
     allowed_uids: HashSet<u32>,
     allowed_gids: HashSet<u32>,
     clock: Arc<dyn Clock>,
-    streams: Arc<AtomicUsize>,
+    streams: Arc<Budget>,
     refused: Arc<Mutex<HashSet<(u32, u32)>>>,
     metrics: Option<Arc<AgentMetrics>>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
-/// Holds one slot of a bounded count (and of the metrics gauge, if any) until dropped.
-struct StreamSlot(Arc<AtomicUsize>, Option<Arc<AgentMetrics>>);
+/// A count bounded in total and per uid.
+#[derive(Debug)]
+struct Budget {
+    total: usize,
+    per_uid: usize,
+    held: Mutex<(usize, HashMap<u32, usize>)>,
+}
 
-impl Drop for StreamSlot {
+impl Budget {
+    fn new(total: usize, per_uid: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total,
+            per_uid,
+            held: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// One place for `uid`, or `None` when the total or `uid`'s share is used up.
+    fn take(self: &Arc<Self>, uid: u32, gauge: Option<Arc<AgentMetrics>>) -> Option<Slot> {
+        let mut held = self.held.lock().ok()?;
+        let (total, per_uid) = &mut *held;
+        let mine = per_uid.entry(uid).or_insert(0);
+        if *total >= self.total || *mine >= self.per_uid {
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        if let Some(metrics) = &gauge {
+            metrics.streams.inc();
+        }
+        Some(Slot {
+            budget: Arc::clone(self),
+            uid,
+            gauge,
+        })
+    }
+}
+
+/// One place of a [`Budget`] (and of the streams gauge, if any) until dropped.
+struct Slot {
+    budget: Arc<Budget>,
+    uid: u32,
+    gauge: Option<Arc<AgentMetrics>>,
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        if let Some(metrics) = &self.1 {
+        if let Ok(mut held) = self.budget.held.lock() {
+            let (total, per_uid) = &mut *held;
+            *total = total.saturating_sub(1);
+            if let Some(mine) = per_uid.get_mut(&self.uid) {
+                *mine = mine.saturating_sub(1);
+                if *mine == 0 {
+                    per_uid.remove(&self.uid);
+                }
+            }
+        }
+        if let Some(metrics) = &self.gauge {
             metrics.streams.dec();
         }
     }
@@ -557,7 +653,7 @@ impl Drop for StreamSlot {
 
 impl Service {
     /// The security header, then the caller's credentials.
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let header = request
             .metadata()
             .get(SECURITY_HEADER)
@@ -570,13 +666,14 @@ impl Service {
                 "security header `workload.spiffe.io: true` is missing",
             ));
         }
-        let Some(&Caller { uid, gid, pid }) = request.extensions().get::<Caller>() else {
+        let Some(&caller) = request.extensions().get::<Caller>() else {
             return Err(Status::permission_denied(
                 "the caller's credentials cannot be read",
             ));
         };
+        let Caller { uid, gid, pid } = caller;
         if self.allowed_uids.contains(&uid) || self.allowed_gids.contains(&gid) {
-            return Ok(());
+            return Ok(caller);
         }
         self.log_refusal(uid, gid, pid);
         if let Some(metrics) = &self.metrics {
@@ -601,36 +698,27 @@ impl Service {
         }
     }
 
-    fn stream_slot(&self) -> Result<StreamSlot, Status> {
-        let previous = self.streams.fetch_add(1, Ordering::AcqRel);
-        if let Some(metrics) = &self.metrics {
-            metrics.streams.inc();
-        }
-        let slot = StreamSlot(Arc::clone(&self.streams), self.metrics.clone());
-        if previous >= MAX_STREAMS {
-            return Err(Status::unavailable(
-                "too many open Workload API streams; retry later",
-            ));
-        }
-        Ok(slot)
-    }
-
-    /// The identity in force, if there is one and it has not expired.
-    fn current(&self) -> Result<Arc<WorkloadIdentity>, Status> {
-        usable(&self.identity.borrow(), self.clock.now())
+    fn stream_slot(&self, caller: Caller) -> Result<Slot, Status> {
+        self.streams
+            .take(caller.uid, self.metrics.clone())
+            .ok_or_else(|| {
+                Status::unavailable("too many open Workload API streams for this uid; retry later")
+            })
     }
 
     /// A stream that sends `render(identity)` now and after every rotation, and ends with
     /// `Unavailable` when the identity expires or the agent stops.
     fn identity_stream<T: Send + 'static>(
         &self,
+        caller: Caller,
         render: fn(&WorkloadIdentity) -> T,
     ) -> Result<ResponseStream<T>, Status> {
-        let first = self.current()?;
-        let slot = self.stream_slot()?;
-        let (sender, receiver) = mpsc::channel(2);
+        // The first message and "changed since" come from one read: a rotation published
+        // in between is either sent first or seen as a change, never lost.
         let mut identity = self.identity.clone();
-        identity.mark_unchanged();
+        let first = usable(&identity.borrow_and_update(), self.clock.now())?;
+        let slot = self.stream_slot(caller)?;
+        let (sender, receiver) = mpsc::channel(2);
         let clock = Arc::clone(&self.clock);
         tokio::spawn(async move {
             let _slot = slot;
@@ -707,8 +795,8 @@ impl SpiffeWorkloadApi for Service {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        self.authorize(&request)?;
-        let stream = self.identity_stream(WorkloadIdentity::x509_svid_response)?;
+        let caller = self.authorize(&request)?;
+        let stream = self.identity_stream(caller, WorkloadIdentity::x509_svid_response)?;
         Ok(Response::new(stream))
     }
 
@@ -716,8 +804,8 @@ impl SpiffeWorkloadApi for Service {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        self.authorize(&request)?;
-        let stream = self.identity_stream(WorkloadIdentity::x509_bundles_response)?;
+        let caller = self.authorize(&request)?;
+        let stream = self.identity_stream(caller, WorkloadIdentity::x509_bundles_response)?;
         Ok(Response::new(stream))
     }
 
@@ -738,8 +826,8 @@ impl SpiffeWorkloadApi for Service {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        self.authorize(&request)?;
-        let slot = self.stream_slot()?;
+        let caller = self.authorize(&request)?;
+        let slot = self.stream_slot(caller)?;
         let message = JwtBundlesResponse {
             bundles: [(self.trust_domain_id.clone(), EMPTY_JWKS.to_vec())].into(),
         };

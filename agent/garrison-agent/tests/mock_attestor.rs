@@ -811,6 +811,21 @@ cap_ms = 100
     assert!(stdout.contains("log_sequence: 1"), "{stdout}");
     assert!(stdout.contains("expires: "), "{stdout}");
 
+    // `| head -1`: the reader goes after the first line; the agent ends quietly, exit 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
+        .args(["enroll", "--once", "--config"])
+        .arg(&toml_path)
+        .env("TSS2_LOG", "all+none")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(closed.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     site.state().refuse_begin = Some((u32::MAX, refusal(Code::PermissionDenied, "ek-trust")));
     let refused = agent(&["enroll", "--once", "--attempts", "3"]).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -1130,14 +1145,26 @@ fn logs_are_json_lines_on_request_and_never_carry_colour_codes() {
     assert!(text.contains("WARN") || text.contains("ERROR"), "{text}");
     let json = run(Some("json"));
     let json = String::from_utf8(json.stderr).unwrap();
-    let lines: Vec<&str> = json.lines().filter(|line| line.starts_with('{')).collect();
+    // Every line the log writes is one JSON object (the final error report, printed by the
+    // binary itself after the log, is plain text and starts with the program's name).
+    let lines: Vec<&str> = json
+        .lines()
+        .filter(|line| !line.starts_with("garrison-agent: "))
+        .collect();
     assert!(!lines.is_empty(), "{json}");
     for line in &lines {
-        assert!(line.ends_with('}'), "{line}");
-        assert!(line.contains("\"level\":"), "{line}");
-        assert!(line.contains("\"timestamp\":"), "{line}");
-        assert!(!line.contains('\u{1b}'), "{line}");
+        let object: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["timestamp"].is_string(), "{line}");
+        assert!(object["fields"].is_object(), "{line}");
     }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"")),
+        "{json}"
+    );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_garrison-agent"))
         .args(["--log-format", "xml", "enroll", "--once", "--config"])
         .arg(&config)

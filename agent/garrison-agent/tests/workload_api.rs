@@ -431,6 +431,109 @@ async fn the_specification_s_status_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_uid_cannot_take_every_connection_or_stream() {
+    use garrison_agent::workload_api::{MAX_CALLS_PER_CONNECTION, MAX_CONNECTIONS_PER_UID};
+    let pki = Pki::new();
+    let (uid, _) = own_ids();
+    let served = Served::start(vec![uid], vec![]);
+    served.publish(
+        pki.identity(&served.dir.path().join("a"), time::Duration::hours(1))
+            .0,
+    );
+    // This uid's share of connections, held open without a byte sent.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS_PER_UID {
+        held.push(
+            tokio::net::UnixStream::connect(&served.socket)
+                .await
+                .unwrap(),
+        );
+    }
+    // One more is closed by the agent at once (a read sees the end of the stream).
+    let mut extra = tokio::net::UnixStream::connect(&served.socket)
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut extra, &mut byte),
+    )
+    .await
+    .expect("the extra connection was closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Places come back when connections close.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = served.client().await;
+    assert_eq!(
+        client
+            .fetch_x509_svid()
+            .await
+            .unwrap()
+            .spiffe_id()
+            .to_string(),
+        WORKLOAD_ID
+    );
+
+    // One connection holds at most MAX_CALLS_PER_CONNECTION calls at once: the next waits
+    // (HTTP/2 flow control), it is not refused, and goes through once one ends.
+    let mut raw = served.raw().await;
+    let mut streams = Vec::new();
+    for _ in 0..MAX_CALLS_PER_CONNECTION {
+        let stream = raw
+            .fetch_x509_bundles(with_header(Default::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push(stream);
+    }
+    let mut waiting_client = raw.clone();
+    let waiting = waiting_client.fetch_x509_bundles(with_header(Default::default()));
+    let waited = tokio::time::timeout(Duration::from_millis(500), waiting).await;
+    assert!(
+        waited.is_err(),
+        "a call beyond the connection's limit was answered at once"
+    );
+    drop(streams.pop());
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        raw.fetch_x509_bundles(with_header(Default::default())),
+    )
+    .await
+    .expect("answered once a place was free");
+    assert!(answered.is_ok());
+    drop(streams);
+    drop(answered);
+    served.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_stops_within_its_grace_even_with_a_client_streaming() {
+    let pki = Pki::new();
+    let (uid, _) = own_ids();
+    let mut served = Served::start(vec![uid], vec![]);
+    served.publish(
+        pki.identity(&served.dir.path().join("a"), time::Duration::hours(1))
+            .0,
+    );
+    let mut raw = served.raw().await;
+    let _open = raw
+        .fetch_jwt_bundles(with_header(Default::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // The publisher is kept (streams stay open): only the grace period ends them.
+    let _ = served.stop.take().unwrap().send(());
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), served.task.take().unwrap())
+        .await
+        .expect("the server stopped")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_socket_path_is_claimed_carefully() {
     let (uid, _) = own_ids();
     let served = Served::start(vec![uid], vec![]);
@@ -473,6 +576,23 @@ async fn the_socket_path_is_claimed_carefully() {
         .to_string();
     assert!(error.contains("not a socket"), "{error}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+
+    // A directory others may write (another user could put their socket there): refused.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let config = WorkloadApiConfig {
+        socket: shared.join("agent.sock"),
+        ..config
+    };
+    let error = WorkloadApi::bind(&config, TRUST_DOMAIN.into(), Arc::new(SystemClock))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("writable by group or others"), "{error}");
 }
 
 // ---------------------------------------------------------------------------------------

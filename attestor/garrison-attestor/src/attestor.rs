@@ -705,13 +705,32 @@ impl Attestor {
         mut outcome: Outcome,
         sender: Sender<'_, M>,
     ) -> Refusal {
-        tracing::info!(
-            reason = refusal.reason.code(),
-            detail = %refusal.detail,
-            node = %outcome.node_id.as_deref().unwrap_or("-"),
-            peer = %sender.peer.map_or_else(|| "-".to_owned(), |peer| peer.to_string()),
-            "refused"
-        );
+        // One INFO line per refusal that is recorded; the others (beyond their sender's
+        // record budget, or never recorded) at DEBUG, so that a flood of bad requests cannot
+        // flood the journal either: the once-a-minute summary counts them.
+        let node = outcome.node_id.clone().unwrap_or_else(|| "-".to_owned());
+        let peer = sender
+            .peer
+            .map_or_else(|| "-".to_owned(), |peer| peer.to_string());
+        let log_line = |recorded: bool| {
+            if recorded {
+                tracing::info!(
+                    reason = refusal.reason.code(),
+                    detail = %refusal.detail,
+                    node = %node,
+                    peer = %peer,
+                    "refused"
+                );
+            } else {
+                tracing::debug!(
+                    reason = refusal.reason.code(),
+                    detail = %refusal.detail,
+                    node = %node,
+                    peer = %peer,
+                    "refused (not recorded: beyond the sender's record budget, or load shed)"
+                );
+            }
+        };
         let attempted = match sender.stage {
             Stage::EnrollBegin | Stage::EnrollComplete => "enroll",
             Stage::RenewBegin | Stage::RenewComplete => "renew",
@@ -720,6 +739,7 @@ impl Attestor {
         self.metrics
             .decision(attempted, false, Some(refusal.reason.code()));
         if !outcome.logged {
+            log_line(false);
             return refusal;
         }
         let now = self.parts.clock.now();
@@ -731,6 +751,7 @@ impl Attestor {
             (Proof::Holder, None) => self.holders.admit(sender.peer, now),
             _ => self.unproven.admit(sender.peer, now),
         };
+        log_line(admitted);
         if !admitted {
             return refusal;
         }

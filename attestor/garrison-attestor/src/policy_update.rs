@@ -387,13 +387,24 @@ pub(crate) async fn reload(
     let before = policy.current();
     let in_force = before.info().clone();
     let (outcome, digest) = match reload_checked(policy, log, archive, now).await {
-        Ok(ReloadOutcome::Replaced { previous, current }) => (
-            Ok(format!(
-                "policy {} #{} replaced {} #{}",
-                current.name, current.sequence, previous.name, previous.sequence
-            )),
-            current.digest,
-        ),
+        Ok(ReloadOutcome::Replaced { previous, current }) => {
+            // The same footgun warning as at start (`startup.rs`), for a bundle put in force
+            // later (SIGHUP, the hub, a carried file).
+            if current.name.to_ascii_lowercase().contains("insecure") {
+                tracing::warn!(
+                    policy = %current.name,
+                    sequence = current.sequence,
+                    "INSECURE policy put in force: the bundle is named insecure; it is meant for a lab, not for nodes that matter"
+                );
+            }
+            (
+                Ok(format!(
+                    "policy {} #{} replaced {} #{}",
+                    current.name, current.sequence, previous.name, previous.sequence
+                )),
+                current.digest,
+            )
+        }
         Ok(_unchanged) => {
             return Ok(format!(
                 "policy {} #{} unchanged",

@@ -548,6 +548,7 @@ async fn spawn_probes(
     readiness: garrison_ops::Readiness,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    garrison_ops::probes::warn_if_exposed(address);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Listen { address, source })?;

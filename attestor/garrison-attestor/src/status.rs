@@ -70,7 +70,7 @@ impl SiteStatus {
     /// Reads the status of the site `config` describes, at `now`. The database is opened
     /// read-only.
     pub async fn read(config: &SiteConfig, now: OffsetDateTime) -> Result<Self, StatusError> {
-        let ca = SiteCa::load(&config.ca_dir, &config.site, config.max_svid_ttl)?;
+        let ca = SiteCa::open(&config.ca_dir, &config.site, config.max_svid_ttl)?;
         let state = ca.state();
         let origin =
             garrison_transparency::site_origin(state.active.trust_domain().as_str(), &config.site);

@@ -156,9 +156,23 @@ pub fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
     }
 }
 
-/// `PushLog` → `push_log`: the method name of a gRPC path, snake case.
+/// The Sync methods, as labels take them; any other path is `other`, so a caller cannot
+/// grow the label set (and the hub's memory) by calling made-up methods.
+const SYNC_METHODS: &[&str] = &[
+    "Status",
+    "MissingEvidence",
+    "PushLog",
+    "Pull",
+    "RequestIntermediate",
+];
+
+/// `/garrison.v1.Sync/PushLog` → `push_log`: the method name of a Sync call, snake case;
+/// `other` for anything that is not a Sync method.
 pub fn method_of(path: &str) -> String {
-    let name = path.rsplit('/').next().unwrap_or_default();
+    let name = match path.strip_prefix("/garrison.v1.Sync/") {
+        Some(name) if SYNC_METHODS.contains(&name) => name,
+        _ => return "other".to_owned(),
+    };
     let mut snake = String::with_capacity(name.len() + 4);
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {
@@ -185,5 +199,7 @@ mod tests {
             "request_intermediate"
         );
         assert_eq!(method_of("/garrison.v1.Sync/Pull"), "pull");
+        assert_eq!(method_of("/garrison.v1.Sync/MadeUp1"), "other");
+        assert_eq!(method_of("/grpc.health.v1.Health/Check"), "other");
     }
 }

@@ -207,6 +207,7 @@ pub async fn serve(
     let metrics = Arc::new(crate::metrics::HubMetrics::default());
     let (stop_probes, probes) = match config.ops_listen {
         Some(address) => {
+            garrison_ops::probes::warn_if_exposed(address);
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|source| StartError::Listen { address, source })?;

@@ -149,14 +149,16 @@ where
         match self.admit(site.clone()) {
             Some(place) => {
                 let answer = self.inner.call(request);
-                if let Some((metrics, _)) = &metrics {
-                    metrics.pushes_in_flight.inc();
-                }
+                // Counted until the push is answered or its future dropped (the client went
+                // away, the call timed out).
+                let in_flight = metrics
+                    .as_ref()
+                    .map(|(metrics, _)| PushInFlight::new(metrics));
                 Box::pin(async move {
                     let response = answer.await;
                     drop(place);
+                    drop(in_flight);
                     if let (Some((metrics, clock)), Ok(response)) = (&metrics, &response) {
-                        metrics.pushes_in_flight.dec();
                         let ok = answered_ok(response);
                         metrics.call(&method, ok, started.elapsed());
                         if ok {
@@ -187,6 +189,22 @@ where
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
+    }
+}
+
+/// One push counted in `pushes_in_flight` until dropped.
+struct PushInFlight(Arc<crate::metrics::HubMetrics>);
+
+impl PushInFlight {
+    fn new(metrics: &Arc<crate::metrics::HubMetrics>) -> Self {
+        metrics.pushes_in_flight.inc();
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for PushInFlight {
+    fn drop(&mut self) {
+        self.0.pushes_in_flight.dec();
     }
 }
 

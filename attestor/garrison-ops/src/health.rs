@@ -33,7 +33,7 @@ impl std::fmt::Debug for HealthUpdater {
 impl HealthUpdater {
     /// Runs the checks and publishes `SERVING` or `NOT_SERVING`.
     pub async fn update(&self) {
-        let results = self.readiness.evaluate().await;
+        let results = self.readiness.evaluate_now().await;
         let status = if results.iter().all(|(_, result)| result.is_ok()) {
             ServingStatus::Serving
         } else {

@@ -21,10 +21,20 @@ pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send
 /// Longest a check may take; a slower one counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long one evaluation of the checks answers for: probes, scrapes and the gRPC health
+/// task within it share its result, so a burst of `/readyz` calls costs one database write
+/// probe, not one each.
+pub const CHECK_REUSE: Duration = Duration::from_secs(1);
+
+/// Results of the last evaluation, and when it was made.
+type Evaluated = Option<(std::time::Instant, Vec<(&'static str, CheckResult)>)>;
+
 /// The named checks that make a daemon ready.
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Check)>,
+    /// One evaluation at a time; its result is reused for [`CHECK_REUSE`].
+    last: Arc<tokio::sync::Mutex<Evaluated>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -63,8 +73,32 @@ impl Readiness {
         })
     }
 
-    /// Runs every check, one after another, each within [`CHECK_TIMEOUT`].
+    /// The checks' results: those of an evaluation less than [`CHECK_REUSE`] old, else a new
+    /// one (one at a time: concurrent callers wait for it and share it). Each check is run,
+    /// one after another, within [`CHECK_TIMEOUT`] (a synchronous check is not interrupted:
+    /// keep those to a file read).
     pub async fn evaluate(&self) -> Vec<(&'static str, CheckResult)> {
+        let mut last = self.last.lock().await;
+        if let Some((at, results)) = last.as_ref()
+            && at.elapsed() < CHECK_REUSE
+        {
+            return results.clone();
+        }
+        let results = self.run_checks().await;
+        *last = Some((std::time::Instant::now(), results.clone()));
+        results
+    }
+
+    /// A new evaluation, whatever the age of the last one (still one at a time), kept for
+    /// [`Readiness::evaluate`] to reuse.
+    pub async fn evaluate_now(&self) -> Vec<(&'static str, CheckResult)> {
+        let mut last = self.last.lock().await;
+        let results = self.run_checks().await;
+        *last = Some((std::time::Instant::now(), results.clone()));
+        results
+    }
+
+    async fn run_checks(&self) -> Vec<(&'static str, CheckResult)> {
         let runs = self.checks.iter().map(|(name, check)| {
             let future = check();
             async move {
@@ -148,8 +182,23 @@ impl Probes {
     }
 }
 
+/// Warns (one line) when the probes listen beyond loopback: they answer anyone who reaches
+/// them, without authentication.
+pub fn warn_if_exposed(address: std::net::SocketAddr) {
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "ops_listen is not a loopback address: /livez, /readyz and /metrics answer anyone \
+             who reaches it, without authentication; keep it on loopback or a management network"
+        );
+    }
+}
+
 /// Binds the probes listener, with a clear error naming the address.
 pub async fn bind(address: &str) -> Result<TcpListener, BindError> {
+    if let Ok(parsed) = address.parse() {
+        warn_if_exposed(parsed);
+    }
     TcpListener::bind(address)
         .await
         .map_err(|source| BindError {
