@@ -137,13 +137,14 @@ async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Resu
         .map(|(n, _)| n)
         .collect();
     let audit_addr = free_local_address()?;
+    let ops_addr = free_local_address()?;
     let hub_addr = free_local_address()?;
     let config = site.write_config(
         addr,
         "sqlite://log.db",
         &trusted,
         &format!(
-            "audit_listen = \"{audit_addr}\"\n\
+            "audit_listen = \"{audit_addr}\"\nops_listen = \"{ops_addr}\"\n\
              [hub]\naddress = \"{hub_addr}\"\nsync_interval = \"1s\"\nmax_backoff = \"2s\"\ntimeout = \"2s\"\n"
         ),
     )?;
@@ -168,6 +169,12 @@ async fn demo(dir: &Path, agent_bin: &Path, garrison_bin: &Path) -> anyhow::Resu
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut outcome = run_agents(&site, agent_bin, &nodes, &format!("https://{addr}")).await;
+    if outcome.is_ok() {
+        outcome = workload_api(&site, dir, agent_bin, &nodes, addr).await;
+    }
+    if outcome.is_ok() {
+        outcome = probes(ops_addr).await;
+    }
     if outcome.is_ok() {
         step("attestation log");
         outcome = print_log(dir).await;
@@ -596,6 +603,144 @@ fn path(p: &Path) -> String {
 
 fn step(text: &str) {
     println!("\n== {text}");
+}
+
+/// node-1's agent runs as a daemon serving the SPIFFE Workload API; a workload fetches the
+/// node's SVID from it with the `spiffe` crate's unmodified client.
+async fn workload_api(
+    site: &Site,
+    dir: &Path,
+    agent_bin: &Path,
+    nodes: &[(Node, Expect)],
+    attestor: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let (node, _) = nodes.first().context("no node")?;
+    let config = node.write_agent_config(site, &format!("https://{attestor}"))?;
+    let socket = dir.join("node-1-run").join("workload.sock");
+    let uid = own_uid()?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "\n[workload_api]\nsocket = \"unix://{}\"\nallowed_uids = [{uid}]\n",
+        socket.display()
+    ));
+    let daemon_config = dir.join("node-1-daemon.toml");
+    std::fs::write(&daemon_config, text)?;
+    step(&format!(
+        "node-1: garrison-agent run, serving the SPIFFE Workload API on unix://{}",
+        socket.display()
+    ));
+    let mut daemon = tokio::process::Command::new(agent_bin)
+        .args(["run", "--config"])
+        .arg(&daemon_config)
+        .env("TSS2_LOG", "all+none")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting garrison-agent run")?;
+    let endpoint = format!("unix://{}", socket.display());
+    let mut fetched = None;
+    for _ in 0..250 {
+        if let Ok(client) = spiffe::WorkloadApiClient::connect_to(&endpoint).await
+            && let Ok(svid) = client.fetch_x509_svid().await
+        {
+            fetched = Some((client, svid));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (client, svid) = fetched.context("no SVID from the Workload API")?;
+    step("a workload (the spiffe crate's client, unmodified) fetches its X.509-SVID and bundle");
+    println!("  spiffe id: {}", svid.spiffe_id());
+    println!(
+        "  chain: {} certificates, leaf first",
+        svid.cert_chain().len()
+    );
+    let bundles = client.fetch_x509_bundles().await?;
+    let trust_domain = svid.spiffe_id().trust_domain().clone();
+    let roots = bundles
+        .get(&trust_domain)
+        .map(|bundle| bundle.authorities().len())
+        .unwrap_or(0);
+    println!("  bundle for {trust_domain}: {roots} root(s)");
+    ensure!(roots > 0, "no bundle for the trust domain");
+    let on_disk = std::fs::read_to_string(node.dir.join("svid/svid.pem"))?;
+    let on_disk = certificates_from_pem(&on_disk)?;
+    ensure!(
+        on_disk.first().map(Vec::as_slice) == Some(svid.leaf().as_ref()),
+        "the Workload API and svid.pem disagree"
+    );
+    println!("  the same certificate as node-1's svid.pem");
+    // SIGTERM: the agent stops serving and removes its socket.
+    if let Some(pid) = daemon.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), daemon.wait())
+        .await
+        .context("the agent did not stop on SIGTERM")??;
+    ensure!(status.success(), "garrison-agent run exited with {status}");
+    ensure!(!socket.exists(), "the socket was left behind");
+    Ok(())
+}
+
+/// The attestor's probes and metrics, as a monitoring system sees them.
+async fn probes(ops: std::net::SocketAddr) -> anyhow::Result<()> {
+    step(&format!(
+        "the attestor's probes and metrics on http://{ops}: /readyz, /metrics"
+    ));
+    let (status, body) = http_get(ops, "/readyz").await?;
+    for line in body.lines() {
+        println!("  | {line}");
+    }
+    ensure!(status == 200, "the attestor is not ready: {body}");
+    let (status, metrics) = http_get(ops, "/metrics").await?;
+    ensure!(status == 200, "no metrics");
+    for line in metrics.lines().filter(|line| {
+        line.starts_with("garrison_attestor_decisions_total")
+            || line.starts_with("garrison_attestor_offline_budget_seconds")
+            || line.starts_with("garrison_attestor_hub_connected")
+    }) {
+        println!("  | {line}");
+    }
+    ensure!(
+        metrics.contains("garrison_attestor_decisions_total{kind=\"enroll\",decision=\"deny\",reason=\"policy-deny\"} 1"),
+        "the policy refusal is not counted"
+    );
+    Ok(())
+}
+
+/// `GET path` over HTTP/1.0: (status code, body).
+async fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// This process's uid, from /proc.
+fn own_uid() -> anyhow::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .context("no uid in /proc/self/status")
 }
 
 async fn run_agents(
