@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub workload_api: Option<WorkloadApiConfig>,
     /// A program (absolute path, then its arguments) run after each new SVID is written.
     pub post_rotate_command: Option<Vec<String>>,
+    /// How long `post_rotate_command` may run before it and its process group are killed.
+    pub post_rotate_timeout: Duration,
     /// Where `/livez`, `/readyz` and `/metrics` are served (`host:port`), if anywhere.
     pub ops_listen: Option<String>,
 }
@@ -132,6 +134,10 @@ pub struct ConfigFile {
     /// written, e.g. `["/usr/bin/systemctl", "reload", "envoy"]`. Unset: none.
     #[serde(default)]
     post_rotate_command: Option<Vec<String>>,
+    /// Milliseconds `post_rotate_command` may run; then it is killed, with every process it
+    /// started (its process group). The agent waits for it before it goes on.
+    #[serde(default = "default_post_rotate_timeout_ms")]
+    post_rotate_timeout_ms: u64,
     /// Where `/livez`, `/readyz` and `/metrics` are served over HTTP (`ip:port`, e.g.
     /// `127.0.0.1:9465`). Unset: not served.
     #[serde(default)]
@@ -190,6 +196,9 @@ fn default_ak() -> String {
 }
 fn default_event_log() -> PathBuf {
     PathBuf::from(DEFAULT_EVENT_LOG_PATH)
+}
+fn default_post_rotate_timeout_ms() -> u64 {
+    millis(crate::lifecycle::POST_ROTATE_TIMEOUT)
 }
 fn default_rpc_timeout_ms() -> u64 {
     millis(DEFAULT_RPC_TIMEOUT)
@@ -267,6 +276,16 @@ impl ConfigFile {
                 .post_rotate_command
                 .map(check_post_rotate_command)
                 .transpose()?,
+            post_rotate_timeout: match self.post_rotate_timeout_ms {
+                0 => {
+                    return Err(config_value(
+                        "post_rotate_timeout_ms",
+                        "0",
+                        "must be positive",
+                    ));
+                }
+                ms => Duration::from_millis(ms),
+            },
             ops_listen: self.ops_listen.map(check_ops_listen).transpose()?,
         })
     }
@@ -477,6 +496,7 @@ cap_ms = 10000
                 "workload_api.socket",
             ),
             ("post_rotate_command = []\n", "post_rotate_command"),
+            ("post_rotate_timeout_ms = 0\n", "post_rotate_timeout_ms"),
             (
                 "post_rotate_command = [\"systemctl\", \"reload\"]\n",
                 "post_rotate_command",

@@ -29,7 +29,8 @@ use crate::workload_api::{Publisher, WorkloadApi, WorkloadIdentity};
 /// Longest single sleep while waiting for renewal: the wall clock is re-read after it, so
 /// a suspended machine or a clock step does not push renewal past expiry.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-/// How long `post_rotate_command` may run before it is killed.
+/// How long `post_rotate_command` may run before it is killed, unless the configuration
+/// says otherwise (`post_rotate_timeout_ms`).
 pub const POST_ROTATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A freshly written SVID.
@@ -313,7 +314,7 @@ impl Agent {
     async fn after_rotation(&self, written: &Enrolled) {
         self.publish(&written.files);
         if let Some(argv) = &self.config.post_rotate_command {
-            run_post_rotate_command(argv, written).await;
+            run_post_rotate_command(argv, written, self.config.post_rotate_timeout).await;
         }
     }
 
@@ -754,7 +755,7 @@ pub fn rfc3339(at: SystemTime) -> String {
 
 /// Runs `argv` after a rotation, with the new files in its environment; its failure is
 /// logged, never fatal (the SVID is already written and served).
-async fn run_post_rotate_command(argv: &[String], written: &Enrolled) {
+async fn run_post_rotate_command(argv: &[String], written: &Enrolled, limit: Duration) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
@@ -770,18 +771,37 @@ async fn run_post_rotate_command(argv: &[String], written: &Enrolled) {
             unix_seconds(written.not_after).to_string(),
         )
         .stdin(std::process::Stdio::null())
+        // Its own process group, so that what it starts can be killed with it.
+        .process_group(0)
         .kill_on_drop(true);
-    match tokio::time::timeout(POST_ROTATE_TIMEOUT, command.status()).await {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::warn!(program, %error, "post_rotate_command could not start");
+            return;
+        }
+    };
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) if status.success() => {
             tracing::info!(program, "post_rotate_command succeeded");
         }
         Ok(Ok(status)) => tracing::warn!(program, %status, "post_rotate_command failed"),
-        Ok(Err(error)) => tracing::warn!(program, %error, "post_rotate_command could not start"),
-        Err(_) => tracing::warn!(
-            program,
-            seconds = POST_ROTATE_TIMEOUT.as_secs(),
-            "post_rotate_command ran too long and was killed"
-        ),
+        Ok(Err(error)) => tracing::warn!(program, %error, "post_rotate_command: waiting failed"),
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill().await;
+            tracing::warn!(
+                program,
+                limit_ms = limit.as_millis(),
+                "post_rotate_command ran too long and was killed, with its process group"
+            );
+        }
     }
 }
 

@@ -430,6 +430,7 @@ impl Site {
             rpc_timeout: Duration::from_secs(10),
             workload_api: None,
             post_rotate_command: None,
+            post_rotate_timeout: Duration::from_secs(60),
             ops_listen: None,
         }
     }
@@ -1172,4 +1173,57 @@ fn logs_are_json_lines_on_request_and_never_carry_colour_codes() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected text or json"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_past_its_time_is_killed_with_what_it_started() {
+    let site = Site::start().await;
+    let pid_file = site.dir.path().join("grandchild.pid");
+    let hook = site.dir.path().join("hang.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nsleep 300 &\necho $! > {}\nsleep 300\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = AgentConfig {
+        post_rotate_command: Some(vec![hook.display().to_string()]),
+        post_rotate_timeout: Duration::from_millis(500),
+        ..site.config()
+    };
+    let agent = Agent::new(
+        config,
+        Box::new(garrison_agent::schedule::SystemClock),
+        Box::new(SeededEntropy::new(2)),
+    );
+    let started = Instant::now();
+    let enrolled = agent.enroll_once().await.unwrap();
+    assert_eq!(
+        enrolled.spiffe_id, NODE_ID,
+        "the hook's failure does not fail the enrollment"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = pid.trim();
+    // The hook's own child is gone too (or a zombie waiting for init to reap it).
+    let mut gone = false;
+    for _ in 0..100 {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => gone = true,
+            Ok(stat) => {
+                gone = stat
+                    .split(") ")
+                    .nth(1)
+                    .is_some_and(|rest| rest.starts_with('Z'))
+            }
+        }
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the hook's child {pid} survived");
 }
