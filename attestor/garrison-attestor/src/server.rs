@@ -747,13 +747,32 @@ fn spawn_policy_reload_on_sighup(attestor: Arc<Attestor>, bundle: PathBuf) {
 
 /// Build and serve: what `garrison attestor serve` runs. The log's serving lock
 /// ([`garrison_log::ServingLock`]) is taken before anything else and held until the end: a
-/// second attestor on the same SQLite log is refused before it opens it.
+/// second attestor on the same SQLite log, or on the same site's log in one PostgreSQL
+/// database, is refused before it opens it.
 pub async fn run(
     config: SiteConfig,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let _serving = crate::startup::serving_lock(&config, "garrison attestor serve")?;
+    // A PostgreSQL log is locked per origin (an advisory lock on a session of its own).
+    let _serving_postgres = {
+        let ca = open_site_ca(&config)?;
+        let origin = garrison_transparency::site_origin(
+            ca.state().active.trust_domain().as_str(),
+            &config.site,
+        );
+        garrison_log::ServingLock::acquire_postgres(
+            &config.database,
+            &origin,
+            "garrison attestor serve",
+        )
+        .await
+        .map_err(|source| StartError::OpenLog {
+            database: garrison_log::url_for_display(&config.database),
+            source,
+        })?
+    };
     let attestor = build(&config, Arc::clone(&clock)).await?;
     let (identity, client_issuers) =
         attestor_identity(&config, Arc::clone(attestor.site_ca()), clock)?;

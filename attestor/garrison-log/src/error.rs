@@ -58,6 +58,17 @@ pub enum LogError {
         /// What the holder wrote into the lock file (its program and process id).
         holder: String,
     },
+    /// Another process holds the PostgreSQL log's serving lock.
+    #[error(
+        "another process is serving the log {origin} in {target}: {holder}; stop it first, or \
+         give this one a log of its own"
+    )]
+    LockedPostgres {
+        origin: String,
+        target: String,
+        /// The holder's PostgreSQL application name (its program and process id).
+        holder: String,
+    },
     /// The lock file could not be created, locked or written.
     #[error("the lock file {path} cannot be used (the database's directory must be writable)")]
     LockFile {

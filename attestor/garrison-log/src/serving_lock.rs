@@ -7,7 +7,10 @@
 //! as long as the value lives and the kernel drops it when the process ends, however it ends:
 //! a crashed attestor leaves the file behind but never a held lock. Tools that only read (or
 //! write one record beside a running attestor, as `garrison node reset` does) never take it.
-//! PostgreSQL logs are not locked: several hub processes may share one database.
+//! A PostgreSQL log is locked per origin instead ([`ServingLock::acquire_postgres`]): a session
+//! advisory lock held on a connection of its own, which the server drops when that connection
+//! ends (the process exits, or the connection is lost). Hubs take no lock: several hub
+//! processes may share one database.
 
 use std::fs::File;
 use std::io::{Read, Write as _};
@@ -16,12 +19,20 @@ use std::str::FromStr as _;
 
 use crate::{Backend, LogError};
 
-/// The exclusive lock on an SQLite log's lock file, held until dropped.
+/// The exclusive serving lock of a log, held until dropped.
 #[derive(Debug)]
 pub struct ServingLock {
-    /// The lock lives as long as this open file.
-    _file: File,
+    held: Held,
     path: PathBuf,
+}
+
+/// What keeps the lock.
+#[derive(Debug)]
+enum Held {
+    /// An SQLite log: the lock lives as long as this open file.
+    File(#[allow(dead_code)] File),
+    /// A PostgreSQL log: the advisory lock lives as long as this session.
+    Postgres(#[allow(dead_code)] sqlx::PgConnection),
 }
 
 impl ServingLock {
@@ -52,13 +63,96 @@ impl ServingLock {
         file.set_len(0)
             .and_then(|()| writeln!(file, "{holder}, pid {}", std::process::id()))
             .map_err(lock_file_error)?;
-        Ok(Some(ServingLock { _file: file, path }))
+        Ok(Some(ServingLock {
+            held: Held::File(file),
+            path,
+        }))
     }
 
-    /// The lock file.
+    /// Takes the serving lock of the log `origin` in the PostgreSQL database `url`, without
+    /// waiting: a session advisory lock keyed by the origin, on a connection of its own named
+    /// after `holder` and this process (what a second process is told). `Ok(None)` for an
+    /// SQLite database (see [`ServingLock::acquire`]).
+    pub async fn acquire_postgres(
+        url: &str,
+        origin: &str,
+        holder: &str,
+    ) -> Result<Option<Self>, LogError> {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        if Backend::from_url(url)? != Backend::Postgres {
+            return Ok(None);
+        }
+        let target = crate::url_for_display(url);
+        let name: String = format!("{holder}, pid {}", std::process::id())
+            .chars()
+            .take(63)
+            .collect();
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|source| LogError::Open { source })?
+            .application_name(&name);
+        let unreachable = |source| LogError::Unreachable {
+            target: target.clone(),
+            seconds: 5,
+            source,
+        };
+        let mut connection =
+            tokio::time::timeout(std::time::Duration::from_secs(5), options.connect())
+                .await
+                .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+                .map_err(unreachable)?;
+        let key = advisory_key(origin);
+        let query = |source| LogError::Query { source };
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(query)?;
+        if !taken {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 LIMIT 1",
+            )
+            .bind(key)
+            .fetch_optional(&mut connection)
+            .await
+            .map_err(query)?;
+            let _ = connection.close().await;
+            return Err(LogError::LockedPostgres {
+                origin: origin.to_owned(),
+                target,
+                holder: holder
+                    .filter(|holder| !holder.is_empty())
+                    .unwrap_or_else(|| "another process".to_owned()),
+            });
+        }
+        Ok(Some(ServingLock {
+            held: Held::Postgres(connection),
+            path: PathBuf::from(format!("{target} (advisory lock of {origin})")),
+        }))
+    }
+
+    /// The lock file (for PostgreSQL: the database and the origin, in words).
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the lock is a PostgreSQL advisory lock.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.held, Held::Postgres(_))
+    }
+}
+
+/// The advisory-lock key of a log origin: the first 8 bytes of SHA-256("garrison serving
+/// lock\n" || origin), as a signed 64-bit integer.
+fn advisory_key(origin: &str) -> i64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("garrison serving lock\n{origin}").as_bytes());
+    let mut first = [0u8; 8];
+    for (to, from) in first.iter_mut().zip(digest.iter()) {
+        *to = *from;
+    }
+    i64::from_be_bytes(first)
 }
 
 /// The lock file of an SQLite database: `<database>.lock`.

@@ -168,3 +168,71 @@ fn a_lock_file_that_cannot_be_created_is_named() {
     assert!(matches!(err, LogError::LockFile { .. }), "{err:?}");
     assert!(err.to_string().contains("missing-dir/log.db.lock"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_serves_a_sites_log_in_postgresql() {
+    common::run(Backend::Postgres, |db| async move {
+        let origin = "garrison.example.org/site/site-a";
+        let first = ServingLock::acquire_postgres(&db.url, origin, "garrison attestor serve")
+            .await
+            .unwrap()
+            .expect("a PostgreSQL log is locked");
+        assert!(first.is_postgres());
+        // A second holder of the same site's log is refused and told who holds it.
+        let err = ServingLock::acquire_postgres(&db.url, origin, "garrison attestor serve")
+            .await
+            .unwrap_err();
+        match &err {
+            LogError::LockedPostgres {
+                origin: named,
+                holder,
+                target,
+            } => {
+                assert_eq!(named, origin);
+                assert!(
+                    holder.contains(&format!(
+                        "garrison attestor serve, pid {}",
+                        std::process::id()
+                    )),
+                    "{holder}"
+                );
+                assert!(!target.contains('@'), "no credentials in {target}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("another process is serving the log")
+        );
+        // Another site's log in the same database is not held.
+        let other = ServingLock::acquire_postgres(&db.url, "garrison.example.org/site/site-b", "x")
+            .await
+            .unwrap();
+        assert!(other.is_some());
+        // Released with its session: the next serving process takes it.
+        drop(first);
+        let mut again = None;
+        for _ in 0..50 {
+            match ServingLock::acquire_postgres(&db.url, origin, "garrison attestor serve").await {
+                Ok(lock) => {
+                    again = lock;
+                    break;
+                }
+                Err(LogError::LockedPostgres { .. }) => {
+                    // The server ends the dropped session asynchronously.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(again.is_some(), "the lock came back after its holder went");
+        // An SQLite URL has no advisory lock (its lock is the file's).
+        assert!(
+            ServingLock::acquire_postgres("sqlite:///tmp/x.db", origin, "x")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}

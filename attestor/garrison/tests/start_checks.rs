@@ -767,3 +767,72 @@ fn a_chain_agents_would_refuse_and_an_insecure_switch_are_warned_about() {
         "{report}"
     );
 }
+
+/// A fresh PostgreSQL database on the cluster `scripts/test.sh` starts, or `None` when a
+/// developer skips PostgreSQL.
+async fn postgres_database(tag: &str) -> Option<String> {
+    let Ok(url) = std::env::var("GARRISON_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("GARRISON_SKIP_POSTGRES").is_ok(),
+            "GARRISON_TEST_POSTGRES_URL is not set: run scripts/test.sh (or set GARRISON_SKIP_POSTGRES=1)"
+        );
+        return None;
+    };
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let name = format!("{tag}_{}", std::process::id());
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_attestor_on_the_same_postgresql_log_is_refused_too() {
+    let Some(database) = postgres_database("serving_lock").await else {
+        return;
+    };
+    let (tmp, _) = site_at(OffsetDateTime::now_utc(), time::Duration::days(30));
+    let dir = tmp.path().to_owned();
+    let on_postgres = |name: &str| {
+        let path = write_config(&dir, name, free_local_address().unwrap(), "");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("sqlite://log.db", &database);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (first_config, second_config) = (on_postgres("first.toml"), on_postgres("second.toml"));
+    let handle = tokio::task::spawn_blocking(move || {
+        let first_addr = SiteConfig::load(&first_config).unwrap().listen;
+        let mut first = serve(serve_command(&first_config), &dir, "first");
+        wait_until_serving(&mut first, first_addr, &dir.join("first.log"));
+        let second = serve(serve_command(&second_config), &dir, "second");
+        let (status, log) = exit_of(second, &dir.join("second.log"));
+        assert!(!status.success());
+        assert!(
+            log.contains("another process is serving the log garrison.example.org/site/site-a"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("garrison attestor serve, pid {}", first.id())),
+            "names the holder: {log}"
+        );
+        // SIGKILL: the session ends with the process, and its lock with it.
+        stop(first);
+        let mut third = serve(serve_command(&second_config), &dir, "third");
+        let second_addr = SiteConfig::load(&second_config).unwrap().listen;
+        wait_until_serving(&mut third, second_addr, &dir.join("third.log"));
+        stop(third);
+    });
+    handle.await.unwrap();
+}
