@@ -841,14 +841,5 @@ fn log_failure(exchange: Exchange, error: &AgentError, disposition: Disposition,
     }
 }
 
-/// `error: source: source...` on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// `error: source: source...` on one line (the one rule every Garrison daemon logs with).
+pub use garrison_ops::error_chain;

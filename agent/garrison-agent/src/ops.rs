@@ -12,6 +12,7 @@
 //!
 //! Ready means: the agent holds an SVID that has not expired.
 
+use garrison_ops::seconds_between;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -137,13 +138,5 @@ impl AgentMetrics {
                 .1
                 .map_or(0.0, |at| seconds_between(now, at).max(0.0)),
         );
-    }
-}
-
-/// `to - from` in seconds, negative when `to` is earlier.
-fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
     }
 }

@@ -15,6 +15,7 @@
 //! with the log key ([`AuditService::with_results`]): nothing new is stored, and the same
 //! record always gives the same claims.
 
+use garrison_ops::error_chain;
 use std::sync::Arc;
 
 use garrison_audit::{AuditError, NodeRef, decision_facts};
@@ -177,17 +178,6 @@ fn result_status(e: AuditError) -> Status {
             Status::failed_precondition(format!("no attestation result: {other}"))
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn checkpoint_message(c: StoredCheckpoint) -> v1::SignedCheckpoint {

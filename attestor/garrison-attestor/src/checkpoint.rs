@@ -9,6 +9,7 @@
 //!
 //! Nothing here reads the clock: the time a checkpoint was signed comes from the caller.
 
+use garrison_ops::error_chain;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -165,17 +166,6 @@ pub fn spawn_periodic(
             }
         }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 const KEY_LABEL: &str = "PRIVATE KEY";

@@ -12,6 +12,7 @@
 //! | `garrison_attestor_hub_connected` | gauge | 1 while the last sync with the hub succeeded, 0 otherwise (absent without a hub) |
 //! | `garrison_attestor_sync_lag_seconds` | gauge | seconds since the last successful sync with the hub (absent before the first, or without a hub) |
 
+use garrison_ops::seconds_between;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -183,13 +184,5 @@ impl AttestorMetrics {
     /// Observes one append's duration.
     pub fn log_append(&self, took: Duration) {
         self.log_append.observe(took.as_secs_f64());
-    }
-}
-
-/// `to - from` in seconds, negative when `to` is earlier.
-fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
     }
 }

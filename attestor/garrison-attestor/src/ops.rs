@@ -5,6 +5,7 @@
 //! transaction that updates nothing and rolls back), its site CA in force is valid now, and a
 //! signed policy is in force.
 
+use garrison_ops::error_chain;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -96,16 +97,4 @@ pub async fn registry(
         );
     });
     (registry, refresh)
-}
-
-/// `error: source: source...` on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

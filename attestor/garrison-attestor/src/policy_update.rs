@@ -18,6 +18,7 @@
 //! never guessed, and never 0 unless the log has no accepted bundle at all.
 
 use garrison_log::{AttestationLog, Decision, NewEntry, Query, Record, RecordKind};
+use garrison_ops::error_chain;
 use garrison_policy::{
     BundleFiles, BundleInfo, BundleLimits, MANIFEST_FILE, Manifest, PolicyError, PolicyErrorKind,
     PolicyService, ReloadOutcome, decode_archive, sha256_hex,
@@ -457,18 +458,6 @@ async fn reload_checked(
     PolicyFloor::admits(floor.as_ref(), &BundleId::of(&files).map_err(refused)?)
         .map_err(refused)?;
     policy.reload(&files, now).map_err(refused)
-}
-
-/// `error: cause: cause`, for a record's detail.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! | `garrison_hub_site_push_age_seconds{site}` | gauge | seconds since each site's last accepted `PushLog`, as this hub process saw it (the hub's view of sync lag; a site appears at its first push after the hub started) |
 //! | `garrison_hub_ca_expiry_seconds` | gauge | seconds until the hub CA expires (negative once expired) |
 
+use garrison_ops::seconds_between;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -145,14 +146,6 @@ impl HubMetrics {
                     .set(seconds_between(*at, now).max(0.0));
             }
         }
-    }
-}
-
-/// `to - from` in seconds, negative when `to` is earlier.
-pub fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(ahead) => ahead.as_secs_f64(),
-        Err(behind) => -behind.duration().as_secs_f64(),
     }
 }
 

@@ -292,16 +292,9 @@ fn hub_readiness(
         .check("database", move || {
             let log = log.clone();
             async move {
-                log.check_writable().await.map_err(|error| {
-                    let mut text = error.to_string();
-                    let mut source = std::error::Error::source(&error);
-                    while let Some(cause) = source {
-                        text.push_str(": ");
-                        text.push_str(&cause.to_string());
-                        source = cause.source();
-                    }
-                    text
-                })
+                log.check_writable()
+                    .await
+                    .map_err(|error| garrison_ops::error_chain(&error))
             }
         })
         .check_now("ca", move || {

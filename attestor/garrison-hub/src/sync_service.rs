@@ -227,14 +227,7 @@ pub fn status_of(e: HubError) -> Status {
         }
         other => {
             // The error and its causes on one line, not a Debug dump.
-            let mut chain = other.to_string();
-            let mut source = std::error::Error::source(&other);
-            while let Some(cause) = source {
-                chain.push_str(": ");
-                chain.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            tracing::error!(error = %chain, "Sync call failed");
+            tracing::error!(error = %garrison_ops::error_chain(&other), "Sync call failed");
             Status::unavailable("the hub cannot answer now; retry later")
         }
     }
