@@ -664,7 +664,7 @@ impl Attestor {
             evidence: Some(outcome.evidence.to_bytes()),
             node_update: Some(issuance.node),
         };
-        let kind = outcome.kind.as_str().to_owned();
+        let kind = outcome.kind.as_str();
         let node = outcome.node_id.clone().unwrap_or_default();
         let appended = match self.append(entry, outcome).await {
             Ok(appended) => appended,
@@ -672,11 +672,11 @@ impl Attestor {
                 tracing::error!(error = %e, "attestation log append failed; certificate withheld");
                 let refusal = Refusal::new(Reason::LogUnavailable, e.to_string());
                 self.metrics
-                    .decision(&kind, false, Some(refusal.reason.code()));
+                    .decision(kind, false, Some(refusal.reason.code()));
                 return Err(refusal);
             }
         };
-        self.metrics.decision(&kind, true, None);
+        self.metrics.decision(kind, true, None);
         tracing::info!(
             kind = %kind,
             node = %node,
