@@ -11,7 +11,14 @@ pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
 
 /// Sum of utime + stime over this process's threads whose name matches.
 pub fn own_threads_cpu_ticks(matches: impl Fn(&str) -> bool) -> Option<u64> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    threads_cpu_ticks("self", matches)
+}
+
+/// Sum of utime + stime over the threads of process `pid` ("self" for this one) whose name
+/// matches. A thread that exited takes its time with it, so this counts long-lived threads
+/// (a runtime's workers, a database connection's thread) reliably, short-lived ones not.
+pub fn threads_cpu_ticks(pid: &str, matches: impl Fn(&str) -> bool) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0u64;
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -62,6 +69,11 @@ mod tests {
     #[test]
     fn own_process_has_cpu_time_and_a_peak_rss() {
         assert!(own_threads_cpu_ticks(|_| true).is_some());
+        // Read before the whole process's figure, the threads' sum cannot exceed it.
+        let threads = threads_cpu_ticks("self", |_| true).unwrap();
+        assert!(threads <= process_cpu_ticks(std::process::id()).unwrap());
+        assert_eq!(threads_cpu_ticks("self", |_| false), Some(0));
+        assert_eq!(threads_cpu_ticks("no-such-process", |_| true), None);
         assert!(peak_rss_kib("self").unwrap() > 0);
     }
 }

@@ -62,6 +62,24 @@ pub fn render(report: &Report) -> String {
             "renew_p99_ms",
             percentile_ms(&report.phases.renew.renew_latency_us, 0.99),
         ),
+        // Of the attestor's CPU, what its SQLite threads spent: the attestation log's share
+        // (appends, commits, WAL checkpoints, node-state reads); 0 on PostgreSQL.
+        (
+            "server_sqlite_cpu_us_per_enroll",
+            report
+                .phases
+                .enroll
+                .sqlite_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
+        ),
+        (
+            "server_sqlite_cpu_us_per_renew",
+            report
+                .phases
+                .renew
+                .sqlite_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
+        ),
         // The generator's own CPU: with the attestor's, what the machine spends per operation.
         (
             "generator_cpu_us_per_enroll",

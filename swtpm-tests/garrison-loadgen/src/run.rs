@@ -79,6 +79,8 @@ pub struct PhaseStats {
     pub elapsed: Duration,
     /// Attestor CPU ticks used during the phase, if measurable.
     pub server_ticks: Option<u64>,
+    /// CPU ticks of the attestor's SQLite connection threads during the phase, if measurable.
+    pub sqlite_ticks: Option<u64>,
     /// The generator's own CPU ticks during the phase (the attestor's threads excluded when
     /// it runs in-process).
     pub generator_ticks: Option<u64>,
@@ -106,6 +108,11 @@ impl PhaseStats {
     /// CPU microseconds the attestor spent per completed operation of this phase.
     pub fn server_cpu_us_per_op(&self) -> Option<f64> {
         self.cpu_us_per_op(self.server_ticks?)
+    }
+
+    /// CPU microseconds the attestor's SQLite threads spent per completed operation.
+    pub fn sqlite_cpu_us_per_op(&self) -> Option<f64> {
+        self.cpu_us_per_op(self.sqlite_ticks?)
     }
 
     /// CPU microseconds the generator itself spent per completed operation of this phase.
@@ -398,6 +405,7 @@ async fn phase(
     let count = agents.len();
     eprintln!("phase {mix:?} for {length:?}: {count} agents");
     let ticks_before = attestor.cpu_ticks();
+    let sqlite_before = attestor.sqlite_cpu_ticks();
     let generator_before = attestor.generator_cpu_ticks();
     let start = Instant::now();
     let mut seeds = vec![0u8; count.saturating_mul(8)];
@@ -427,6 +435,7 @@ async fn phase(
         _ => None,
     };
     stats.server_ticks = difference(ticks_before, attestor.cpu_ticks());
+    stats.sqlite_ticks = difference(sqlite_before, attestor.sqlite_cpu_ticks());
     stats.generator_ticks = difference(generator_before, attestor.generator_cpu_ticks());
     agents.sort_by_key(|a| a.index);
     Ok((agents, stats))

@@ -18,6 +18,9 @@ use crate::identity::EkCa;
 
 /// Thread-name prefix of the in-process attestor's runtime (what its CPU time is summed over).
 const IN_PROCESS_THREAD: &str = "attestor";
+/// The start of the name sqlx gives each SQLite connection's thread (`sqlx-sqlite-worker-N`,
+/// cut to 15 bytes by the kernel).
+const SQLITE_THREAD: &str = "sqlx-sqlite";
 
 /// A site directory ready to serve.
 #[derive(Debug)]
@@ -191,8 +194,23 @@ impl Attestor {
         match self {
             Attestor::Child(child) => crate::procfs::process_cpu_ticks(child.id()),
             Attestor::InProcess { .. } => crate::procfs::own_threads_cpu_ticks(|name| {
-                name.starts_with(IN_PROCESS_THREAD) || name.starts_with("sqlx")
+                name.starts_with(IN_PROCESS_THREAD) || name.starts_with(SQLITE_THREAD)
             }),
+            Attestor::External => None,
+        }
+    }
+
+    /// CPU time the attestor's SQLite connection threads have used so far, in clock ticks:
+    /// every statement on the attestation log (appends, commits, WAL checkpoints, node-state
+    /// reads) runs on one of them (sqlx runs each SQLite connection on its own thread). With
+    /// PostgreSQL the statements run in the server, so this is about zero.
+    pub fn sqlite_cpu_ticks(&self) -> Option<u64> {
+        let sqlite = |name: &str| name.starts_with(SQLITE_THREAD);
+        match self {
+            Attestor::Child(child) => {
+                crate::procfs::threads_cpu_ticks(&child.id().to_string(), sqlite)
+            }
+            Attestor::InProcess { .. } => crate::procfs::own_threads_cpu_ticks(sqlite),
             Attestor::External => None,
         }
     }
