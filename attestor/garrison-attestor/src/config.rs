@@ -148,6 +148,13 @@ struct RawConfig {
     #[serde(default)]
     #[schemars(extend("x-toml-type" = "socket address"))]
     ops_listen: Option<SocketAddr>,
+    /// How long, in milliseconds (0 to 1000), the log's writer holds a transaction open after
+    /// its first decision so that the decisions arriving meanwhile share it: one commit (and
+    /// one fsync) for several records. Adds up to this much latency to a decision; a window
+    /// that gathers nothing is skipped for the next 64 commits, so a quiet site rarely pays
+    /// it. 0 commits each batch at once.
+    #[serde(default = "default_log_commit_window_ms")]
+    log_commit_window_ms: u64,
     /// A checkpoint of the log is signed at least this often while records arrive.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(extend("x-toml-type" = "duration"))]
@@ -227,6 +234,9 @@ fn default_attestor_svid_ttl() -> String {
 fn default_log_key() -> PathBuf {
     PathBuf::from("log-key.pem")
 }
+fn default_log_commit_window_ms() -> u64 {
+    10
+}
 fn default_checkpoint_interval() -> String {
     "60s".to_owned()
 }
@@ -270,6 +280,9 @@ pub struct SiteConfig {
     pub log_key: PathBuf,
     /// A checkpoint is signed at least this often while records arrive (default 60s).
     pub checkpoint_interval: Duration,
+    /// The log writer's commit window (default 10 ms; zero: none). See
+    /// `garrison_log::AttestationLog::set_commit_window`.
+    pub log_commit_window: std::time::Duration,
     /// Where to serve the read-only Audit service (mutual TLS, auditor SVIDs only); not
     /// served when absent.
     pub audit_listen: Option<SocketAddr>,
@@ -314,6 +327,15 @@ impl SiteConfig {
                 problem: format!("PCR {bad} > 23"),
             });
         }
+        if raw.log_commit_window_ms > 1000 {
+            return Err(ConfigError::Invalid {
+                field: "log_commit_window_ms",
+                problem: format!(
+                    "{} ms would hold every decision that long; at most 1000",
+                    raw.log_commit_window_ms
+                ),
+            });
+        }
         if raw.ek_roots.is_empty() && raw.insecure.allow_listed_ek_hashes.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "ek_roots",
@@ -338,6 +360,7 @@ impl SiteConfig {
             challenge_ttl: parse_duration("challenge_ttl", &raw.challenge_ttl)?,
             attestor_svid_ttl: parse_duration("attestor_svid_ttl", &raw.attestor_svid_ttl)?,
             checkpoint_interval: parse_duration("checkpoint_interval", &raw.checkpoint_interval)?,
+            log_commit_window: std::time::Duration::from_millis(raw.log_commit_window_ms),
             log_key: resolve(raw.log_key),
             audit_listen: raw.audit_listen,
             ops_listen: raw.ops_listen,
@@ -434,6 +457,23 @@ max_svid_ttl = "24h"
             c.insecure.enabled().is_empty(),
             "insecure switches default off"
         );
+    }
+
+    #[test]
+    fn the_log_commit_window_defaults_to_10_ms_and_is_bounded() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.log_commit_window, std::time::Duration::from_millis(10));
+        let c = parse(&format!("{MINIMAL}\nlog_commit_window_ms = 0")).unwrap();
+        assert!(c.log_commit_window.is_zero());
+        let c = parse(&format!("{MINIMAL}\nlog_commit_window_ms = 1000")).unwrap();
+        assert_eq!(c.log_commit_window, std::time::Duration::from_secs(1));
+        assert!(matches!(
+            parse(&format!("{MINIMAL}\nlog_commit_window_ms = 1001")),
+            Err(ConfigError::Invalid {
+                field: "log_commit_window_ms",
+                ..
+            })
+        ));
     }
 
     #[test]

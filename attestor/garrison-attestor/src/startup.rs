@@ -608,6 +608,9 @@ async fn open_log(
     })
     .await
     .map_err(open_err)?;
+    if mode == Mode::Serve {
+        log.set_commit_window(config.log_commit_window);
+    }
     let checked = match log.check_writable().await {
         Ok(()) => log.tree_size().await,
         Err(e) => Err(e),

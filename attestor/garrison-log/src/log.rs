@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
@@ -35,7 +36,8 @@ pub struct LogConfig {
     pub origin: Option<String>,
     /// Most entries committed in one transaction (≥ 1). 64–256 is plenty.
     pub max_batch: usize,
-    /// Pool size (≥ 1): the writer holds one connection while it commits; readers share the rest.
+    /// Readers' pool size (≥ 1). The writer has one more connection of its own (and on SQLite
+    /// the background WAL checkpointer another).
     pub max_connections: u32,
 }
 
@@ -159,7 +161,8 @@ impl AttestationLog {
         // `append` waits (backpressure).
         let (commands, receiver) = mpsc::channel(config.max_batch.saturating_mul(2));
         let task = Writer {
-            pool: pool.clone(),
+            url: url.clone(),
+            connection: None,
             backend,
             log_id: log.id,
             frontier: None,
@@ -614,6 +617,15 @@ impl AttestationLog {
         self.inner.backend
     }
 
+    /// Holds each batch open for up to `window` after its first entry, so that entries
+    /// arriving meanwhile share its transaction (zero, the default: commit at once). Trades
+    /// up to `window` of latency per append for fewer transactions at moderate rates; a
+    /// window that gathers nothing is skipped for a while (see the writer's docs). Applies
+    /// from the next batch, to every clone of this handle.
+    pub fn set_commit_window(&self, window: Duration) {
+        self.inner.counters.set_commit_window(window);
+    }
+
     /// Commits and answers whatever the writer has in hand, stops it and closes the pool.
     /// Appends sent afterwards, through any clone, fail with [`LogError::WriterGone`].
     pub async fn close(self) {
@@ -670,7 +682,7 @@ fn database_url(config: &LogConfig, backend: Backend) -> String {
 
 /// How long opening a pool waits for a first connection: a database that is down gives a
 /// clear error within seconds, not sqlx's default 30 s of silent retries.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `url` without credentials (and without its query), for messages.
 pub fn url_for_display(url: &str) -> String {
@@ -782,12 +794,23 @@ fn create_private_sqlite_file(url: &str) -> Result<(), LogError> {
 /// The background WAL checkpointer's own connection (outside the pool, so that it never waits
 /// for, or holds up, the writer and the readers).
 async fn wal_checkpoint_connection(url: &str) -> Result<AnyConnection, LogError> {
-    let mut conn = AnyConnection::connect(url)
+    dedicated_connection(url, Backend::Sqlite)
         .await
-        .map_err(|source| LogError::Open { source })?;
-    sqlite_connection_settings(&mut conn)
-        .await
-        .map_err(|source| LogError::Open { source })?;
+        .map_err(|source| LogError::Open { source })
+}
+
+/// A connection of its own, outside the pool, set up as the pool's are.
+pub(crate) async fn dedicated_connection(
+    url: &str,
+    backend: Backend,
+) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = AnyConnection::connect(url).await?;
+    if backend == Backend::Sqlite
+        && let Err(e) = sqlite_connection_settings(&mut conn).await
+    {
+        let _ = conn.close().await;
+        return Err(e);
+    }
     Ok(conn)
 }
 

@@ -271,6 +271,11 @@ pub struct LogStats {
     /// Background WAL checkpoints that failed (logged; the writer's own checkpoint is the
     /// backstop).
     pub failed_wal_checkpoints: u64,
+    /// Batches held open for the commit window
+    /// ([`set_commit_window`](crate::AttestationLog::set_commit_window)).
+    pub commit_windows: u64,
+    /// Of those, the windows that some other entry joined: the ones that paid off.
+    pub commit_windows_gathered: u64,
 }
 
 /// Serde for byte strings as lowercase hex.

@@ -17,12 +17,22 @@
 //!
 //! While one batch commits, the next one queues up, which is what turns one fsync per record
 //! into one fsync per batch.
+//!
+//! At a moderate rate that is not enough: an enrollment every 2 ms finds the writer idle, and
+//! each is committed alone, paying a whole transaction (the write lock, the statements, the
+//! WAL frames of every page it touches, an fsync) for one record. With a commit window
+//! ([`AttestationLog::set_commit_window`](crate::AttestationLog::set_commit_window)) the
+//! writer holds a batch open for up to that long after its first entry, so that the entries
+//! arriving meanwhile share its transaction. A window that gathered nothing (a lone caller
+//! appending one record after another, or a quiet site) is not opened again for the next
+//! [`IDLE_BATCHES`] batches, so a sequential caller pays it about once in that many appends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row as _, Transaction};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::entry::{PreparedEntry, PreparedNode};
@@ -53,6 +63,11 @@ pub(crate) struct Counters {
     largest_batch: AtomicU64,
     wal_checkpoints: AtomicU64,
     failed_wal_checkpoints: AtomicU64,
+    commit_windows: AtomicU64,
+    commit_windows_gathered: AtomicU64,
+    /// The commit window, in microseconds (0: none). A setting, not a counter; kept here
+    /// because this is what the handle and the writer already share.
+    commit_window_us: AtomicU64,
 }
 
 impl Counters {
@@ -65,7 +80,25 @@ impl Counters {
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             wal_checkpoints: self.wal_checkpoints.load(Ordering::Relaxed),
             failed_wal_checkpoints: self.failed_wal_checkpoints.load(Ordering::Relaxed),
+            commit_windows: self.commit_windows.load(Ordering::Relaxed),
+            commit_windows_gathered: self.commit_windows_gathered.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn set_commit_window(&self, window: Duration) {
+        let us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+        self.commit_window_us.store(us, Ordering::Relaxed);
+    }
+
+    fn count_commit_window(&self, gathered: bool) {
+        self.commit_windows.fetch_add(1, Ordering::Relaxed);
+        if gathered {
+            self.commit_windows_gathered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn commit_window(&self) -> Duration {
+        Duration::from_micros(self.commit_window_us.load(Ordering::Relaxed))
     }
 
     pub fn count_wal_checkpoint(&self, ok: bool) {
@@ -92,7 +125,15 @@ impl Counters {
 
 /// What the writer needs, moved into its task.
 pub(crate) struct Writer {
-    pub pool: AnyPool,
+    /// Where [`Writer::connection`] connects to.
+    pub url: String,
+    /// The writer's own connection, outside the pool: opened at the first batch, kept while
+    /// batches succeed, and replaced after a failed one. Keeping it is what keeps its SQLite
+    /// page cache: a connection drops its whole cache whenever another connection has
+    /// committed since its last transaction, so a writer taking any pooled connection (the
+    /// one the last node-status read used, say) started every batch cold and read the index
+    /// leaves it was about to change back from the file.
+    pub connection: Option<AnyConnection>,
     pub backend: Backend,
     /// The log this handle appends to (`logs.id`).
     pub log_id: i64,
@@ -105,32 +146,95 @@ pub(crate) struct Writer {
     pub wal_checkpoints: Option<Arc<Link>>,
 }
 
+/// Batches not held open after a commit window that gathered nothing.
+pub(crate) const IDLE_BATCHES: u32 = 64;
+
+/// Whether the next batch is held open: the commit window's on/off rule, apart from time.
+#[derive(Debug, Default)]
+pub(crate) struct Linger {
+    /// Batches still to be committed without a window.
+    skip: u32,
+}
+
+impl Linger {
+    /// True if the batch in hand should wait for more entries (a window is set).
+    pub fn open(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    /// After a window: `gathered` is whether any entry joined the batch during it.
+    pub fn closed(&mut self, gathered: bool) {
+        self.skip = if gathered { 0 } else { IDLE_BATCHES };
+    }
+}
+
+/// Moves `received` into `jobs`, noting a close (appends after a close are dropped, which
+/// answers them `WriterGone`).
+fn take_commands(
+    received: &mut Vec<Command>,
+    jobs: &mut Vec<Job>,
+    close: &mut Option<oneshot::Sender<()>>,
+) {
+    for command in received.drain(..) {
+        match command {
+            Command::Append(job) if close.is_none() => jobs.push(*job),
+            Command::Append(_) => {}
+            Command::Close(ack) => *close = close.take().or(Some(ack)),
+        }
+    }
+}
+
 /// Runs until every sender is gone or a [`Command::Close`] arrives.
 pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>) {
     let max_batch = writer.max_batch;
     let mut received = Vec::with_capacity(max_batch);
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut linger = Linger::default();
     loop {
         if commands.recv_many(&mut received, max_batch).await == 0 {
+            close_connection(&mut writer).await;
             return;
         }
         let mut close = None;
-        for command in received.drain(..) {
-            match command {
-                Command::Append(job) if close.is_none() => jobs.push(*job),
-                // Sent after a close: dropping the job answers WriterGone.
-                Command::Append(_) => {}
-                Command::Close(ack) => close = close.or(Some(ack)),
+        take_commands(&mut received, &mut jobs, &mut close);
+        let window = writer.counters.commit_window();
+        if !window.is_zero() && close.is_none() && jobs.len() < max_batch && linger.open() {
+            let deadline = tokio::time::Instant::now() + window;
+            let before = jobs.len();
+            while close.is_none() && jobs.len() < max_batch {
+                let room = max_batch - jobs.len();
+                match tokio::time::timeout_at(deadline, commands.recv_many(&mut received, room))
+                    .await
+                {
+                    // Every sender gone: commit what is in hand, then stop below.
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => take_commands(&mut received, &mut jobs, &mut close),
+                }
             }
+            let gathered = jobs.len() > before;
+            linger.closed(gathered);
+            writer.counters.count_commit_window(gathered);
         }
         if !jobs.is_empty() {
             commit_and_answer(&mut writer, &mut jobs).await;
         }
         if let Some(ack) = close {
             commands.close();
+            close_connection(&mut writer).await;
             let _ = ack.send(());
             return;
         }
+    }
+}
+
+/// Closes the writer's connection cleanly (a SQLite connection's thread ends with it).
+async fn close_connection(writer: &mut Writer) {
+    if let Some(conn) = writer.connection.take() {
+        let _ = conn.close().await;
     }
 }
 
@@ -174,23 +278,81 @@ async fn commit_and_answer(writer: &mut Writer, jobs: &mut Vec<Job>) {
     }
 }
 
-/// Writes and commits `jobs` in one transaction; the returned vector is in `jobs` order, with
-/// the tree's new right edge.
+/// Writes and commits `jobs` in one transaction on the writer's own connection (opened if
+/// need be); the returned vector is in `jobs` order, with the tree's new right edge. After a
+/// failure the connection is closed, so that the next batch starts on a fresh one.
 async fn write_batch(
-    writer: &Writer,
+    writer: &mut Writer,
     jobs: &[Job],
 ) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
-    // SQLite: take the write lock at BEGIN (waiting out busy_timeout) instead of upgrading a
-    // read snapshot later, which fails without waiting if another process committed between.
-    let mut tx: Transaction<'static, Any> = match writer.backend {
-        Backend::Sqlite => writer.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => writer.pool.begin().await?,
+    let (backend, log_id) = (writer.backend, writer.log_id);
+    let mut conn = match writer.connection.take() {
+        Some(mut kept) => match begin(&mut kept, backend).await {
+            Ok(()) => kept,
+            // Nothing was done on a session that cannot even begin (a PostgreSQL server that
+            // restarted, say): start over on a fresh one, once.
+            Err(e) => {
+                tracing::debug!(error = %e, "the log writer's connection failed to begin; reconnecting");
+                let _ = kept.close().await;
+                fresh_and_begun(&writer.url, backend).await?
+            }
+        },
+        None => fresh_and_begun(&writer.url, backend).await?,
     };
-    let first = reserve_sequences(&mut tx, writer.log_id, jobs.len()).await?;
-    let frontier = match &writer.frontier {
+    let written = write_on(&mut conn, backend, log_id, writer.frontier.as_ref(), jobs).await;
+    if written.is_ok() {
+        writer.connection = Some(conn);
+    } else {
+        // Whatever state the failure left the session in (an open transaction, a broken
+        // socket) goes with it.
+        let _ = conn.close().await;
+    }
+    written
+}
+
+/// A new connection for the writer (within the pool's connect timeout), with its
+/// transaction begun.
+async fn fresh_and_begun(url: &str, backend: Backend) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = tokio::time::timeout(
+        crate::log::CONNECT_TIMEOUT,
+        crate::log::dedicated_connection(url, backend),
+    )
+    .await
+    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    if let Err(e) = begin(&mut conn, backend).await {
+        let _ = conn.close().await;
+        return Err(e);
+    }
+    Ok(conn)
+}
+
+/// Begins the batch's transaction. SQLite: takes the write lock at BEGIN (waiting out
+/// busy_timeout) instead of upgrading a read snapshot later, which fails without waiting if
+/// another process committed between.
+async fn begin(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+    let statement = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
+    sqlx::query(statement).execute(conn).await?;
+    Ok(())
+}
+
+/// Writes the batch inside the transaction [`begin`] opened, and commits it. On an error the
+/// transaction is left open: the caller closes the connection, which rolls it back.
+async fn write_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    log_id: i64,
+    frontier: Option<&Frontier>,
+    jobs: &[Job],
+) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
+    let tx = &mut *conn;
+    let first = reserve_sequences(&mut *tx, log_id, jobs.len()).await?;
+    let frontier = match frontier {
         Some(frontier) if frontier.size == first => frontier.clone(),
         // First batch, or another process appended since our last one.
-        _ => tree::load_frontier(&mut tx, writer.log_id, first).await?,
+        _ => tree::load_frontier(&mut *tx, log_id, first).await?,
     };
     let mut tree = BatchTree::new(frontier);
     let mut rows = Vec::with_capacity(jobs.len());
@@ -205,18 +367,18 @@ async fn write_batch(
             entry: &job.entry,
         });
     }
-    let log_id = writer.log_id;
-    // A handful of multi-row statements per batch, not a few per entry: with sqlx's SQLite
-    // driver every statement is a hop to the connection's worker thread.
-    insert_evidence(&mut tx, writer.backend, &rows).await?;
-    insert_records(&mut tx, writer.backend, log_id, &rows).await?;
-    insert_tree_hashes(&mut tx, writer.backend, log_id, &tree.rows).await?;
+    // A handful of multi-row statements per batch, not a few per entry. (Sending them as one
+    // multi-statement query on SQLite, one hop to sqlx's connection thread instead of five,
+    // was measured and saved nothing: `docs/performance.md`.)
+    insert_evidence(&mut *tx, backend, &rows).await?;
+    insert_records(&mut *tx, backend, log_id, &rows).await?;
+    insert_tree_hashes(&mut *tx, backend, log_id, &tree.rows).await?;
     let changes = NodeChanges::of(&rows);
-    upsert_nodes(&mut tx, writer.backend, log_id, &changes.states).await?;
-    reset_nodes(&mut tx, log_id, &changes.resets).await?;
-    insert_revocations(&mut tx, writer.backend, log_id, &rows).await?;
+    upsert_nodes(&mut *tx, backend, log_id, &changes.states).await?;
+    reset_nodes(&mut *tx, log_id, &changes.resets).await?;
+    insert_revocations(&mut *tx, backend, log_id, &rows).await?;
     let frontier = tree.frontier().map_err(encode_error)?;
-    tx.commit().await?;
+    sqlx::query("COMMIT").execute(&mut *tx).await?;
     let appended = rows
         .iter()
         .map(|row| Appended {
@@ -531,4 +693,27 @@ async fn insert_revocations(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IDLE_BATCHES, Linger};
+
+    #[test]
+    fn a_window_that_gathers_nothing_is_skipped_for_a_while() {
+        let mut linger = Linger::default();
+        assert!(linger.open(), "the first batch is held open");
+        linger.closed(true);
+        assert!(linger.open(), "a window that paid off stays");
+        linger.closed(false);
+        for batch in 0..IDLE_BATCHES {
+            assert!(
+                !linger.open(),
+                "batch {batch} after an idle window is committed at once"
+            );
+        }
+        assert!(linger.open(), "then the window is tried again");
+        linger.closed(false);
+        assert!(!linger.open());
+    }
 }

@@ -211,6 +211,147 @@ async fn group_commit_batches_queued_appends(db: TestDb) {
     log.close().await;
 }
 
+/// Tokio's clock can only be paused on a single-threaded runtime, which `both_backends!`'s
+/// tests are not.
+mod commit_window {
+    use garrison_log::Backend;
+
+    #[tokio::test]
+    async fn gathers_appends_that_arrive_while_it_is_open_sqlite() {
+        crate::common::run(
+            Backend::Sqlite,
+            super::a_commit_window_gathers_appends_that_arrive_while_it_is_open,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn gathers_appends_that_arrive_while_it_is_open_postgres() {
+        crate::common::run(
+            Backend::Postgres,
+            super::a_commit_window_gathers_appends_that_arrive_while_it_is_open,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_lone_appender_pays_it_rarely_sqlite() {
+        crate::common::run(
+            Backend::Sqlite,
+            super::a_lone_appender_pays_the_commit_window_rarely,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_lone_appender_pays_it_rarely_postgres() {
+        crate::common::run(
+            Backend::Postgres,
+            super::a_lone_appender_pays_the_commit_window_rarely,
+        )
+        .await;
+    }
+}
+
+/// The writer keeps its connection between batches. When the server ends that session (a
+/// PostgreSQL restart, an administrator), the next batch begins on a fresh one instead of
+/// failing: nothing was done on the dead session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_reconnects_when_its_postgresql_session_is_ended() {
+    common::run(Backend::Postgres, |db| async move {
+        let log = db.open(8).await;
+        log.append(entry(record("before", "n", at(1, 0))))
+            .await
+            .unwrap();
+        let mut side = db.side_connection().await;
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut side)
+        .await
+        .unwrap();
+        assert!(!ended.is_empty() && ended.iter().all(|e| *e), "{ended:?}");
+        let after = log
+            .append(entry(record("after", "n", at(2, 0))))
+            .await
+            .unwrap();
+        assert_eq!(after.sequence, 1);
+        let stats = log.stats();
+        assert_eq!((stats.batches, stats.failed_batches), (2, 0), "{stats:?}");
+        log.close().await;
+    })
+    .await;
+}
+
+/// An append arriving after the writer took the first one, while the commit window is open,
+/// shares its transaction. Tokio's clock is paused once the log is open, so the window (an
+/// hour) ends as soon as every task waits, not after a real hour.
+async fn a_commit_window_gathers_appends_that_arrive_while_it_is_open(db: TestDb) {
+    let log = db.open(16).await;
+    // The writer opens its connection at its first batch, within a connect timeout that a
+    // paused clock would fire at once: let it connect first.
+    log.append(entry(record("warm-up", "n", at(0, 0))))
+        .await
+        .unwrap();
+    log.set_commit_window(Duration::from_secs(3600));
+    tokio::time::pause();
+    let first = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(entry(record("first", "n", at(1, 0)))).await }
+    });
+    // On this single-threaded runtime: the first append is queued, then taken by the writer,
+    // which opens its window.
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        log.stats().batches,
+        1,
+        "the first append waits in the window"
+    );
+    let second = log
+        .append(entry(record("second", "n", at(2, 0))))
+        .await
+        .unwrap();
+    assert_eq!(first.await.unwrap().unwrap().sequence, 1);
+    assert_eq!(second.sequence, 2);
+    let stats = log.stats();
+    assert_eq!(
+        (stats.batches, stats.records),
+        (2, 3),
+        "the warm-up, then both in one batch: {stats:?}"
+    );
+    assert_eq!(
+        (stats.commit_windows, stats.commit_windows_gathered),
+        (1, 1)
+    );
+    log.close().await;
+}
+
+/// One caller appending one record after another gathers nothing in a window: after the
+/// first, windows are skipped for 64 batches, then tried once again.
+async fn a_lone_appender_pays_the_commit_window_rarely(db: TestDb) {
+    let log = db.open(16).await;
+    // The writer opens its connection at its first batch, within a connect timeout that a
+    // paused clock would fire at once: let it connect first.
+    log.append(entry(record("warm-up", "n", at(0, 0))))
+        .await
+        .unwrap();
+    log.set_commit_window(Duration::from_secs(3600));
+    tokio::time::pause();
+    for i in 0..70 {
+        log.append(entry(record("lone", "n", at(1, i))))
+            .await
+            .unwrap();
+    }
+    let stats = log.stats();
+    assert_eq!(stats.batches, 71);
+    assert_eq!(
+        (stats.commit_windows, stats.commit_windows_gathered),
+        (2, 0),
+        "two windows in 70 appends: the first, and the one after 64 skipped"
+    );
+    log.close().await;
+}
+
 async fn appended_record_survives_reopen(db: TestDb) {
     let log = db.open(8).await;
     let appended = log.append(entry(full_record())).await.unwrap();
