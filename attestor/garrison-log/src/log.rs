@@ -381,7 +381,7 @@ impl AttestationLog {
     }
 
     /// [`evidence`](Self::evidence) for many digests at once (an auditor's page of records):
-    /// one `SELECT ... WHERE digest IN (...)` per 500 distinct digests instead of one query
+    /// one `SELECT ... WHERE digest IN (...)` per 100 distinct digests instead of one query
     /// each. The map is keyed by the digests as given (hex, any case), each holding what
     /// [`evidence`](Self::evidence) answers for it; digests the log does not hold are absent.
     pub async fn evidence_many(

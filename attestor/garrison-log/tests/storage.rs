@@ -889,7 +889,7 @@ async fn blobs_are_stored_with_their_record_once(db: TestDb) {
 async fn evidence_many_answers_as_evidence_does_for_each_digest(db: TestDb) {
     let log = db.open(8).await;
     assert!(log.evidence_many(&[]).await.unwrap().is_empty());
-    // 1,203 blobs: three statements of 500, 500 and 203 digests.
+    // 1,203 blobs: more digests than several statements take (100 each), and not a multiple.
     let blobs: Vec<Vec<u8>> = (0..1203)
         .map(|i| format!("blob {i}").into_bytes())
         .collect();
