@@ -27,7 +27,9 @@
 //!   every checkpoint signature checked with a key certified under the given roots.
 //! * Stop at the first problem: the report lists every problem found (bounded), with the
 //!   first bad record's sequence.
-//! * Load a whole log into memory: records are read in pages (replay keeps one history per
+//! * Load a whole log into memory: records are read in pages, and [`verify`] reads a page's
+//!   evidence with one [`LogSource::evidence_many`] call (each distinct digest once), so it
+//!   holds one page of records and their evidence at a time (replay keeps one history per
 //!   node and one compiled engine per policy bundle).
 //! * Let a replay decide with a policy bundle it did not verify against the roots.
 

@@ -1,6 +1,7 @@
 //! Where an audit reads a log from: the database or an archive ([`AttestationLog`]), or the
 //! attestor's Audit service (a client in the `garrison` CLI).
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredRecord};
@@ -20,6 +21,14 @@ pub trait LogSource {
     ) -> impl Future<Output = Result<Vec<StoredRecord>, AuditError>>;
     /// Evidence bytes by digest.
     fn evidence(&self, digest: &str) -> impl Future<Output = Result<Option<Vec<u8>>, AuditError>>;
+    /// [`evidence`](Self::evidence) for each of `digests` (distinct), keyed by the digest as
+    /// given, each holding what `evidence` answers for it; digests not held are absent.
+    /// [`verify`](crate::verify) asks for a page's digests at once: a database answers them
+    /// in a few queries instead of one round trip each.
+    fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<u8>>, AuditError>>;
     /// Every signed checkpoint kept.
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<StoredCheckpoint>, AuditError>>;
     /// Every log key certificate chain kept (PEM).
@@ -47,6 +56,15 @@ impl LogSource for AttestationLog {
 
     async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, AuditError> {
         AttestationLog::evidence(self, digest)
+            .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+        AttestationLog::evidence_many(self, digests)
             .await
             .map_err(AuditError::Log)
     }

@@ -1,8 +1,8 @@
 //! `garrison audit verify`: recompute the log and check it against what was signed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use garrison_log::StoredCheckpoint;
+use garrison_log::{StoredCheckpoint, StoredRecord};
 use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
 use serde::Serialize;
 use tlog_tiles::{Hash, HashReader};
@@ -137,6 +137,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
         let page = log.records_after(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.sequence);
+        let evidence = page_evidence(log, &page).await?;
         for stored in &page {
             while tree.size < stored.sequence {
                 // A deleted record: its leaf is unknown, so every later root differs. Stand
@@ -155,12 +156,11 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
                 });
             }
             check_evidence(
-                log,
+                &evidence,
                 stored.sequence,
                 stored.record.evidence_digest.as_deref(),
                 &mut report,
-            )
-            .await?;
+            );
             tree.push(Hash(leaf))?;
             check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
         }
@@ -200,21 +200,42 @@ fn check_roots<'a>(
     Ok(())
 }
 
-async fn check_evidence<S: LogSource>(
+/// The evidence the page's records name, each distinct digest asked for once, in one
+/// [`LogSource::evidence_many`] call (none if no record names any).
+async fn page_evidence<S: LogSource>(
     log: &S,
+    page: &[StoredRecord],
+) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+    let mut seen = HashSet::new();
+    let digests: Vec<String> = page
+        .iter()
+        .filter_map(|stored| stored.record.evidence_digest.as_deref())
+        .filter(|digest| seen.insert(*digest))
+        .map(str::to_owned)
+        .collect();
+    if digests.is_empty() {
+        return Ok(HashMap::new());
+    }
+    log.evidence_many(&digests).await
+}
+
+/// Checks the record's evidence, as [`LogSource::evidence`] would answer for its digest, in
+/// `evidence` (the page's, keyed by digest as the records name it).
+fn check_evidence(
+    evidence: &HashMap<String, Vec<u8>>,
     sequence: u64,
     digest: Option<&str>,
     report: &mut VerifyReport,
-) -> Result<(), AuditError> {
+) {
     let Some(digest) = digest else {
-        return Ok(());
+        return;
     };
-    match log.evidence(digest).await? {
+    match evidence.get(digest) {
         None => report.add(Problem::EvidenceMissing {
             sequence,
             digest: digest.to_owned(),
         }),
-        Some(bytes) if garrison_log::evidence_digest(&bytes) != digest.to_ascii_lowercase() => {
+        Some(bytes) if garrison_log::evidence_digest(bytes) != digest.to_ascii_lowercase() => {
             report.add(Problem::EvidenceMismatch {
                 sequence,
                 digest: digest.to_owned(),
@@ -222,7 +243,6 @@ async fn check_evidence<S: LogSource>(
         }
         Some(_) => {}
     }
-    Ok(())
 }
 
 /// The Ed25519 keys the log's key certificates certify under `roots`.

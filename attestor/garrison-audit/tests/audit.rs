@@ -13,9 +13,14 @@ mod common;
 mod rfc9162;
 mod support;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::TestDb;
-use garrison_audit::{Problem, VerifyReport, prove, verify};
-use garrison_log::{AttestationLog, Backend};
+use garrison_audit::{AuditError, LogSource, Problem, VerifyReport, prove, verify};
+use garrison_log::{
+    AttestationLog, Backend, LogConfig, NewEntry, StoredCheckpoint, StoredRecord, evidence_digest,
+};
 use garrison_transparency::{InclusionProof, LogKey, leaf_hash_of, verify_checkpoint};
 use ring::rand::SystemRandom;
 use support::fixture::{Site, origin};
@@ -28,6 +33,9 @@ both_backends!(
     records_removed_from_the_end_are_found,
     reordered_records_are_named,
     swapped_evidence_is_named,
+    swapped_shared_evidence_is_named_for_every_record_that_names_it,
+    deleted_shared_evidence_is_named_for_every_record_that_names_it,
+    verify_reads_a_pages_evidence_in_one_call,
     a_checkpoint_of_a_forked_tree_is_found,
     a_checkpoint_signed_by_an_uncertified_key_is_refused,
     a_log_key_certified_by_another_sites_ca_is_refused,
@@ -217,6 +225,161 @@ async fn swapped_evidence_is_named(db: TestDb) {
         "{report:?}"
     );
     assert_eq!(report.first_bad_sequence, Some(9));
+}
+
+/// A signed log of 12 records in which records 2, 5, 8 and 11 name one shared evidence
+/// document and record 4 its own: returns the shared digest and record 4's.
+async fn shared_evidence_log(db: &TestDb, site: &Site) -> (String, String) {
+    let log = AttestationLog::open(&LogConfig {
+        origin: Some(origin()),
+        ..db.config(16)
+    })
+    .await
+    .unwrap();
+    site.certify(&log, &site.site_ca, &site.key).await;
+    site.checkpoint(&log).await;
+    let shared = br#"{"stage":"enroll-complete","shared":true}"#.to_vec();
+    let own = br#"{"stage":"enroll-complete","n":4}"#.to_vec();
+    for i in 0..12u64 {
+        let evidence = match i {
+            2 | 5 | 8 | 11 => Some(shared.clone()),
+            4 => Some(own.clone()),
+            _ => None,
+        };
+        log.append(NewEntry {
+            record: support::fixture::record(i, site.now),
+            evidence,
+            node_update: None,
+        })
+        .await
+        .unwrap();
+    }
+    site.checkpoint(&log).await;
+    log.close().await;
+    let report = reopen_and_verify(db, site).await;
+    assert!(report.ok(), "{report:?}");
+    (evidence_digest(&shared), evidence_digest(&own))
+}
+
+async fn swapped_shared_evidence_is_named_for_every_record_that_names_it(db: TestDb) {
+    let site = Site::new();
+    let (shared, own) = shared_evidence_log(&db, &site).await;
+    let swap = format!(
+        "UPDATE evidence SET bytes = (SELECT bytes FROM evidence WHERE digest = '{own}') WHERE digest = '{shared}'"
+    );
+    tamper(&db, &[swap.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    let mismatch = |sequence| Problem::EvidenceMismatch {
+        sequence,
+        digest: shared.clone(),
+    };
+    assert_eq!(
+        report.problems,
+        [mismatch(2), mismatch(5), mismatch(8), mismatch(11)],
+        "every record naming the swapped evidence, and nothing else"
+    );
+    assert_eq!(report.first_bad_sequence, Some(2));
+}
+
+async fn deleted_shared_evidence_is_named_for_every_record_that_names_it(db: TestDb) {
+    let site = Site::new();
+    let (shared, _) = shared_evidence_log(&db, &site).await;
+    let foreign_keys_off = match db.backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
+        Backend::Postgres => "ALTER TABLE records DROP CONSTRAINT records_evidence_digest_fkey",
+    };
+    let delete = format!("DELETE FROM evidence WHERE digest = '{shared}'");
+    tamper(&db, &[foreign_keys_off, delete.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    let missing = |sequence| Problem::EvidenceMissing {
+        sequence,
+        digest: shared.clone(),
+    };
+    assert_eq!(
+        report.problems,
+        [missing(2), missing(5), missing(8), missing(11)],
+        "every record naming the deleted evidence, and nothing else"
+    );
+    assert_eq!(report.first_bad_sequence, Some(2));
+}
+
+/// A log read through [`LogSource`], counting the evidence reads made through it.
+struct Counting<'a> {
+    log: &'a AttestationLog,
+    evidence_calls: AtomicUsize,
+    evidence_many_calls: AtomicUsize,
+    digests_asked: AtomicUsize,
+}
+
+impl LogSource for Counting<'_> {
+    fn origin(&self) -> Option<String> {
+        LogSource::origin(self.log)
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        self.log.records_after(after, limit).await
+    }
+
+    async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        self.evidence_calls.fetch_add(1, Ordering::Relaxed);
+        LogSource::evidence(self.log, digest).await
+    }
+
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+        self.evidence_many_calls.fetch_add(1, Ordering::Relaxed);
+        self.digests_asked
+            .fetch_add(digests.len(), Ordering::Relaxed);
+        LogSource::evidence_many(self.log, digests).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        LogSource::checkpoints(self.log).await
+    }
+
+    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
+        LogSource::log_key_certificates(self.log).await
+    }
+}
+
+async fn verify_reads_a_pages_evidence_in_one_call(db: TestDb) {
+    let site = Site::new();
+    let (shared, _) = shared_evidence_log(&db, &site).await;
+    let log = AttestationLog::open_read_only(&db.url, Some(&origin()))
+        .await
+        .unwrap();
+    let counting = Counting {
+        log: &log,
+        evidence_calls: AtomicUsize::new(0),
+        evidence_many_calls: AtomicUsize::new(0),
+        digests_asked: AtomicUsize::new(0),
+    };
+    let report = verify(&counting, &site.roots()).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(counting.evidence_calls.load(Ordering::Relaxed), 0);
+    assert_eq!(counting.evidence_many_calls.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        counting.digests_asked.load(Ordering::Relaxed),
+        2,
+        "the shared digest once, and record 4's"
+    );
+    // An uppercase spelling of a held digest is found, as `evidence` finds it.
+    let upper = shared.to_uppercase();
+    let many = LogSource::evidence_many(&log, std::slice::from_ref(&upper))
+        .await
+        .unwrap();
+    assert_eq!(
+        many.get(&upper),
+        LogSource::evidence(&log, &upper).await.unwrap().as_ref()
+    );
+    assert!(many.contains_key(&upper));
+    log.close().await;
 }
 
 async fn a_checkpoint_of_a_forked_tree_is_found(db: TestDb) {

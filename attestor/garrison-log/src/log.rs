@@ -1,5 +1,6 @@
 //! [`AttestationLog`]: opening, the append/revoke front of the writer, and reads.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -380,6 +381,17 @@ impl AttestationLog {
     /// Evidence bytes by SHA-256 digest (hex, any case).
     pub async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
         read::evidence(&self.inner.pool, digest).await
+    }
+
+    /// [`evidence`](Self::evidence) for many digests at once (an auditor's page of records):
+    /// one `SELECT ... WHERE digest IN (...)` per 100 distinct digests instead of one query
+    /// each. The map is keyed by the digests as given (hex, any case), each holding what
+    /// [`evidence`](Self::evidence) answers for it; digests the log does not hold are absent.
+    pub async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, LogError> {
+        read::evidence_many(&self.inner.pool, self.inner.backend, digests).await
     }
 
     /// True if the certificate serial (hex, any case) is revoked, or the node it was issued

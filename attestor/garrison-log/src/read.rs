@@ -1,10 +1,14 @@
 //! Read queries. They run on the pool, concurrently with the writer.
 
+use std::collections::{BTreeSet, HashMap};
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 
 use crate::leaf::{from_unix_micros, unix_micros};
-use crate::{Decision, LogError, NodeState, NodeStatus, Query, Record, RecordKind, StoredRecord};
+use crate::{
+    Backend, Decision, LogError, NodeState, NodeStatus, Query, Record, RecordKind, StoredRecord,
+};
 
 const RECORD_COLUMNS: &str = "sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
                               policy_digest, evidence_digest, cert_serial, cert_not_after_us";
@@ -289,6 +293,85 @@ pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<
         .await
         .map_err(|source| LogError::Query { source })?;
     row.map(|row| column(&row, "bytes")).transpose()
+}
+
+/// Digests asked for in one `IN (...)` statement of [`evidence_many`]. Kept small on purpose:
+/// on PostgreSQL over TCP, statements of 300 or more digests (about 20 KB of bound values)
+/// each stalled about 40 ms with the sqlx in use (0.9.0 leaves Nagle's algorithm on, so the
+/// tail of a request larger than the socket's initial send buffer waits for the server's
+/// delayed ACK): 90 µs per digest at 500 against 14-16 µs at 100, measured on a 20 k-record
+/// log. 100 digests stay under 8 KB.
+pub(crate) const EVIDENCE_PER_STATEMENT: usize = 100;
+
+/// [`evidence`] for each of `digests`, in one statement per [`EVIDENCE_PER_STATEMENT`]
+/// distinct digests: keyed by the digest as asked, holding what [`evidence`] answers for it
+/// (the row under its lowercase form); digests the log does not hold are absent.
+pub(crate) async fn evidence_many(
+    pool: &AnyPool,
+    backend: Backend,
+    digests: &[String],
+) -> Result<HashMap<String, Vec<u8>>, LogError> {
+    // Each lowercase form once, whatever case or repetition the digests were asked in.
+    let wanted: Vec<String> = digests
+        .iter()
+        .map(|digest| digest.to_ascii_lowercase())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut held: HashMap<String, Vec<u8>> = HashMap::with_capacity(wanted.len());
+    for chunk in wanted.chunks(EVIDENCE_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT digest, bytes FROM evidence WHERE digest IN ({})",
+            placeholders(backend, chunk.len())
+        );
+        // Only placeholders are interpolated; every digest is bound.
+        let query = chunk
+            .iter()
+            .fold(sqlx::query(AssertSqlSafe(sql)), |query, digest| {
+                query.bind(digest.clone())
+            });
+        let rows = query
+            .fetch_all(pool)
+            .await
+            .map_err(|source| LogError::Query { source })?;
+        for row in rows {
+            held.insert(column(&row, "digest")?, column(&row, "bytes")?);
+        }
+    }
+    let is_lowercase = |digest: &&String| !digest.bytes().any(|b| b.is_ascii_uppercase());
+    let mut found = HashMap::with_capacity(held.len());
+    // Digests asked with uppercase letters (rare) get a copy of their row's bytes; then each
+    // lowercase digest, asked once or more, takes its row's bytes out.
+    for digest in digests.iter().filter(|d| !is_lowercase(d)) {
+        if let Some(bytes) = held.get(&digest.to_ascii_lowercase()) {
+            found.insert(digest.clone(), bytes.clone());
+        }
+    }
+    for digest in digests.iter().filter(is_lowercase) {
+        if let Some(bytes) = held.remove(digest) {
+            found.insert(digest.clone(), bytes);
+        }
+    }
+    Ok(found)
+}
+
+/// `n` placeholders separated by commas: anonymous `?` on SQLite (which looks a numbered
+/// parameter up by a linear scan each time it is bound), `$1..$n` on PostgreSQL.
+fn placeholders(backend: Backend, n: usize) -> String {
+    let mut list = String::with_capacity(n * 5);
+    for i in 1..=n {
+        if i > 1 {
+            list.push_str(", ");
+        }
+        match backend {
+            Backend::Sqlite => list.push('?'),
+            Backend::Postgres => {
+                list.push('$');
+                list.push_str(&i.to_string());
+            }
+        }
+    }
+    list
 }
 
 /// True if `serial` is revoked, or the node it was issued to (by any enroll/renew record, or

@@ -33,6 +33,7 @@ both_backends!(
     invalid_entries_are_refused_alone,
     node_status_answers_like_the_separate_lookups,
     blobs_are_stored_with_their_record_once,
+    evidence_many_answers_as_evidence_does_for_each_digest,
     node_reset_forgets_the_cleared_tpms_state,
 );
 
@@ -1019,6 +1020,68 @@ async fn blobs_are_stored_with_their_record_once(db: TestDb) {
     // Three distinct evidence documents and the one blob they all name.
     assert_eq!(count(&mut side, "SELECT COUNT(*) FROM evidence").await, 4);
     assert_eq!(log.evidence(&blob_digest).await.unwrap(), Some(blob));
+    log.close().await;
+}
+
+/// `evidence_many` over more digests than one statement takes: every digest asked, in any
+/// case, repeated or missing, gets exactly what `evidence` answers for it (missing ones are
+/// absent from the map), including a row stored under an uppercase digest (which `evidence`,
+/// asking for the lowercase form, does not find).
+async fn evidence_many_answers_as_evidence_does_for_each_digest(db: TestDb) {
+    let log = db.open(8).await;
+    assert!(log.evidence_many(&[]).await.unwrap().is_empty());
+    // 1,203 blobs: more digests than several statements take (100 each), and not a multiple.
+    let blobs: Vec<Vec<u8>> = (0..1203)
+        .map(|i| format!("blob {i}").into_bytes())
+        .collect();
+    let digests: Vec<String> = blobs.iter().map(|b| evidence_digest(b)).collect();
+    let new = NewEntry {
+        record: record("site-1", "n", at(40, 0)),
+        evidence: Some(b"the record's own evidence".to_vec()),
+        node_update: None,
+    };
+    log.append_with_blobs(new, blobs.clone()).await.unwrap();
+    let upper_stored = evidence_digest(b"stored under an uppercase digest").to_uppercase();
+    let mut side = db.side_connection().await;
+    sqlx::query("INSERT INTO evidence (digest, bytes) VALUES ($1, $2)")
+        .bind(upper_stored.clone())
+        .bind(b"stored under an uppercase digest".to_vec())
+        .execute(&mut side)
+        .await
+        .unwrap();
+    let missing = ["00".repeat(32), "FF".repeat(32), "not even hex".to_owned()];
+    let mut asked = digests.clone();
+    asked.push(digests[0].clone()); // the same digest twice
+    asked.push(digests[1].to_uppercase()); // and in uppercase, beside its lowercase form
+    asked.push(digests[1200].to_uppercase());
+    asked.extend(missing.iter().cloned());
+    asked.push(upper_stored.clone());
+    asked.push(upper_stored.to_ascii_lowercase());
+    let found = log.evidence_many(&asked).await.unwrap();
+    for digest in &asked {
+        assert_eq!(
+            found.get(digest),
+            log.evidence(digest).await.unwrap().as_ref(),
+            "{digest}"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        1203 + 2,
+        "each digest held, and two uppercase spellings"
+    );
+    assert_eq!(found[&digests[1].to_uppercase()], blobs[1]);
+    assert_eq!(found[&digests[1202]], blobs[1202]);
+    for absent in missing.iter().chain([&upper_stored]) {
+        assert!(!found.contains_key(absent), "{absent}");
+    }
+    // An uppercase digest alone, as `evidence` takes it.
+    let one = log
+        .evidence_many(&[digests[7].to_uppercase()])
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[&digests[7].to_uppercase()], blobs[7]);
     log.close().await;
 }
 

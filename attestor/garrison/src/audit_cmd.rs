@@ -113,6 +113,16 @@ impl garrison_audit::LogSource for Opened {
         }
     }
 
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::evidence_many(log, digests).await,
+            Opened::Remote(log) => log.evidence_many(digests).await,
+        }
+    }
+
     async fn checkpoints(
         &self,
     ) -> Result<Vec<garrison_log::StoredCheckpoint>, garrison_audit::AuditError> {

@@ -1,5 +1,7 @@
 //! The attestor's Audit service as a [`LogSource`]: what `garrison audit --attestor` reads.
 
+use std::collections::HashMap;
+
 use garrison_audit::{AuditError, LogSource};
 use garrison_log::{Decision, Record, RecordKind, StoredCheckpoint, StoredRecord};
 use garrison_proto::v1;
@@ -112,6 +114,25 @@ impl LogSource for RemoteLog {
             .map_err(remote)?
             .into_inner();
         Ok(response.found.then_some(response.bytes))
+    }
+
+    /// One `GetEvidence` call per digest, one after another, as before: the Audit service has
+    /// no batched read, and an auditor's calls in parallel would compete with the attestor's
+    /// own work for its database connections.
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+        let mut found = HashMap::with_capacity(digests.len());
+        for digest in digests {
+            if found.contains_key(digest) {
+                continue;
+            }
+            if let Some(bytes) = self.evidence(digest).await? {
+                found.insert(digest.clone(), bytes);
+            }
+        }
+        Ok(found)
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {

@@ -98,6 +98,13 @@ impl LogSource for Edited<'_> {
         LogSource::evidence(self.log, digest).await
     }
 
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, AuditError> {
+        LogSource::evidence_many(self.log, digests).await
+    }
+
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
         LogSource::checkpoints(self.log).await
     }
