@@ -45,18 +45,24 @@ async fn main() {
     println!("ratio 64/1: {:.1}x", many / single);
 }
 
-/// Appends/s with `appenders` concurrent tasks over `run`.
-async fn measure(appenders: usize, run: Duration) -> f64 {
+/// A fresh SQLite log in a temporary directory (kept as long as the returned guard).
+async fn open_log(max_connections: u32) -> (tempfile::TempDir, AttestationLog) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let log = AttestationLog::open(&LogConfig {
         url,
         origin: None,
         max_batch: 256,
-        max_connections: 4,
+        max_connections,
     })
     .await
     .unwrap();
+    (dir, log)
+}
+
+/// Appends/s with `appenders` concurrent tasks over `run`.
+async fn measure(appenders: usize, run: Duration) -> f64 {
+    let (_dir, log) = open_log(4).await;
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = process_cpu_us();
     let start = Instant::now();
@@ -101,16 +107,7 @@ const PACED_NODES: usize = 256;
 
 /// `rate` appends/s from [`PACED_NODES`] nodes, each reading its state before it appends.
 async fn paced(rate: f64, window: Duration, run: Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let log = AttestationLog::open(&LogConfig {
-        url,
-        origin: None,
-        max_batch: 256,
-        max_connections: 128,
-    })
-    .await
-    .unwrap();
+    let (_dir, log) = open_log(128).await;
     // Every node exists before the measured part, as they would at a running site.
     for node in 0..PACED_NODES {
         log.append(entry(node, 0)).await.unwrap();

@@ -126,6 +126,19 @@ fn with_database(url: &str, name: &str) -> String {
 /// Generates `mod name { fn sqlite(); fn postgres(); }` for each `async fn name(TestDb)`.
 #[macro_export]
 macro_rules! both_backends {
+    // Single-threaded runtimes: the only ones on which tokio's clock can be paused.
+    (current_thread: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                $crate::common::run(garrison_log::Backend::Sqlite, super::$name).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $crate::common::run(garrison_log::Backend::Postgres, super::$name).await;
+            }
+        }
+    )*};
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
