@@ -212,6 +212,37 @@ async fn group_commit_batches_queued_appends(db: TestDb) {
     log.close().await;
 }
 
+/// The writer keeps its connection between batches. When the server ends that session (a
+/// PostgreSQL restart, an administrator), the next batch begins on a fresh one instead of
+/// failing: nothing was done on the dead session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_reconnects_when_its_postgresql_session_is_ended() {
+    common::run(Backend::Postgres, |db| async move {
+        let log = db.open(8).await;
+        log.append(entry(record("before", "n", at(1, 0))))
+            .await
+            .unwrap();
+        let mut side = db.side_connection().await;
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut side)
+        .await
+        .unwrap();
+        assert!(!ended.is_empty() && ended.iter().all(|e| *e), "{ended:?}");
+        let after = log
+            .append(entry(record("after", "n", at(2, 0))))
+            .await
+            .unwrap();
+        assert_eq!(after.sequence, 1);
+        let stats = log.stats();
+        assert_eq!((stats.batches, stats.failed_batches), (2, 0), "{stats:?}");
+        log.close().await;
+    })
+    .await;
+}
+
 // Tokio's clock can only be paused on a single-threaded runtime.
 both_backends!(
     current_thread: a_commit_window_gathers_appends_that_arrive_while_it_is_open,
