@@ -14,7 +14,7 @@ use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_node_reset, pr
 use crate::leaf::{evidence_digest, from_unix_micros, unix_micros};
 use crate::origin::{self, LogId};
 use crate::wal_checkpoint;
-use crate::writer::{self, Command, Counters, Job, Writer};
+use crate::writer::{self, Command, Counters, Job, StatusKey, StatusRead, Writer};
 use crate::{
     Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query,
     Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord, read,
@@ -368,6 +368,12 @@ impl AttestationLog {
 
     /// The node's state and whether the node is revoked, in one query.
     pub async fn node_status(&self, node_id: &str) -> Result<NodeStatus, LogError> {
+        if let Some(answer) = self
+            .status_via_writer(StatusKey::Node(node_id.to_owned()))
+            .await
+        {
+            return answer;
+        }
         read::node_status(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
@@ -375,7 +381,31 @@ impl AttestationLog {
     /// serial is revoked (as [`is_revoked`](Self::is_revoked) answers), in one query.
     pub async fn node_status_by_serial(&self, serial_hex: &str) -> Result<NodeStatus, LogError> {
         let serial = normalise_hex(serial_hex, "serial_hex")?;
+        if let Some(answer) = self
+            .status_via_writer(StatusKey::Serial(serial.clone()))
+            .await
+        {
+            return answer;
+        }
         read::node_status_by_serial(&self.inner.pool, self.inner.log.id, &serial).await
+    }
+
+    /// SQLite, on a handle with a writer: the status read answered on the writer's own
+    /// connection, between its batches (why: `writer::serve_reads`). `None` where there is no
+    /// writer to ask (PostgreSQL, where every session reads the server's shared buffers; a
+    /// read-only or sibling handle; a writer that has stopped): the caller reads through the
+    /// pool.
+    async fn status_via_writer(&self, key: StatusKey) -> Option<Result<NodeStatus, LogError>> {
+        if self.inner.backend != Backend::Sqlite {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Status(StatusRead { key, reply }))
+            .await
+            .ok()?;
+        answer.await.ok()
     }
 
     /// Evidence bytes by SHA-256 digest (hex, any case).

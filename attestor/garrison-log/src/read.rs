@@ -211,13 +211,16 @@ const NODE_COLUMNS_N: &str = "n.node_id, n.ak_name, n.spiffe_id, n.identity_json
 
 /// The node with this id and whether it is revoked, in one statement (one hop to the
 /// database instead of two on every enrollment): the answers of [`node`] and [`node_revoked`].
-pub(crate) async fn node_status(
-    pool: &AnyPool,
+pub(crate) async fn node_status<'c, E>(
+    executor: E,
     log_id: i64,
     node_id: &str,
-) -> Result<NodeStatus, LogError> {
+) -> Result<NodeStatus, LogError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     status_query(
-        pool,
+        executor,
         log_id,
         "n.node_id",
         NODE_REVOKED_WHERE,
@@ -229,14 +232,17 @@ pub(crate) async fn node_status(
 /// The node whose current certificate has `serial` and whether the serial (or the node it was
 /// issued to) is revoked, in one statement: the answers of [`node_by_current_serial`] and
 /// [`serial_revoked`].
-pub(crate) async fn node_status_by_serial(
-    pool: &AnyPool,
+pub(crate) async fn node_status_by_serial<'c, E>(
+    executor: E,
     log_id: i64,
     serial: &str,
-) -> Result<NodeStatus, LogError> {
+) -> Result<NodeStatus, LogError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let serial = serial.to_ascii_lowercase();
     status_query(
-        pool,
+        executor,
         log_id,
         "n.current_serial",
         SERIAL_REVOKED_WHERE,
@@ -248,13 +254,16 @@ pub(crate) async fn node_status_by_serial(
 /// One row: the node whose `node_column` is `$1` (all NULL without one) and the number of
 /// revocations of log `$2` matching `revoked_where`. Both are fixed names from this module;
 /// the key and the log id are bound.
-async fn status_query(
-    pool: &AnyPool,
+async fn status_query<'c, E>(
+    executor: E,
     log_id: i64,
     node_column: &'static str,
     revoked_where: &'static str,
     key: String,
-) -> Result<NodeStatus, LogError> {
+) -> Result<NodeStatus, LogError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let sql = format!(
         "SELECT {NODE_COLUMNS_N}, (SELECT COUNT(*) FROM revocations WHERE {revoked_where}) AS revoked_count \
          FROM (SELECT 1 AS one) AS q LEFT JOIN nodes AS n ON {node_column} = $1"
@@ -262,7 +271,7 @@ async fn status_query(
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
         .bind(log_id)
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await
         .map_err(|source| LogError::Query { source })?;
     let node_id: Option<String> = column(&row, "node_id")?;

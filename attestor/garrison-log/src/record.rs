@@ -276,6 +276,10 @@ pub struct LogStats {
     pub commit_windows: u64,
     /// Of those, the windows that some other entry joined: the ones that paid off.
     pub commit_windows_gathered: u64,
+    /// `node_status` and `node_status_by_serial` reads answered on the writer's own
+    /// connection, between its batches (SQLite; other reads, and every read on PostgreSQL, go
+    /// through the pool).
+    pub status_reads_on_writer: u64,
 }
 
 /// Serde for byte strings as lowercase hex.

@@ -26,6 +26,11 @@
 //! arriving meanwhile share its transaction. A window that gathered nothing (a lone caller
 //! appending one record after another, or a quiet site) is not opened again for the next
 //! [`IDLE_BATCHES`] batches, so a sequential caller pays it about once in that many appends.
+//!
+//! On SQLite the writer also answers the node-status reads each decision makes
+//! (`node_status`, `node_status_by_serial`), on its own connection, between batches and
+//! during a window (never inside a transaction, so a read sees what is committed, as one
+//! through the pool would): see [`serve_reads`] for why.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +44,7 @@ use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
 use crate::tree::{self, BatchTree, Frontier};
 use crate::wal_checkpoint::Link;
-use crate::{Appended, Backend, LogError, LogStats, RevocationTarget};
+use crate::{Appended, Backend, LogError, LogStats, NodeStatus, RevocationTarget, read};
 
 /// One queued append and where its answer goes.
 pub(crate) struct Job {
@@ -47,8 +52,24 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Appended, LogError>>,
 }
 
+/// A node-status read served on the writer's connection (SQLite; see [`serve_reads`]).
+pub(crate) struct StatusRead {
+    pub key: StatusKey,
+    pub reply: oneshot::Sender<Result<NodeStatus, LogError>>,
+}
+
+/// What a [`StatusRead`] looks up.
+pub(crate) enum StatusKey {
+    /// [`read::node_status`].
+    Node(String),
+    /// [`read::node_status_by_serial`] (lowercase hex).
+    Serial(String),
+}
+
 pub(crate) enum Command {
     Append(Box<Job>),
+    /// Answered between batches, never inside one: it sees what is committed.
+    Status(StatusRead),
     /// Finish the batch in hand, answer, and stop.
     Close(oneshot::Sender<()>),
 }
@@ -65,6 +86,7 @@ pub(crate) struct Counters {
     failed_wal_checkpoints: AtomicU64,
     commit_windows: AtomicU64,
     commit_windows_gathered: AtomicU64,
+    status_reads_on_writer: AtomicU64,
     /// The commit window, in microseconds (0: none). A setting, not a counter; kept here
     /// because this is what the handle and the writer already share.
     commit_window_us: AtomicU64,
@@ -82,6 +104,7 @@ impl Counters {
             failed_wal_checkpoints: self.failed_wal_checkpoints.load(Ordering::Relaxed),
             commit_windows: self.commit_windows.load(Ordering::Relaxed),
             commit_windows_gathered: self.commit_windows_gathered.load(Ordering::Relaxed),
+            status_reads_on_writer: self.status_reads_on_writer.load(Ordering::Relaxed),
         }
     }
 
@@ -172,17 +195,20 @@ impl Linger {
     }
 }
 
-/// Moves `received` into `jobs`, noting a close (appends after a close are dropped, which
-/// answers them `WriterGone`).
+/// Moves `received` into `jobs` and `reads`, noting a close (appends after a close are
+/// dropped, which answers them `WriterGone`; reads after a close are dropped too, and their
+/// callers read through the pool instead).
 fn take_commands(
     received: &mut Vec<Command>,
     jobs: &mut Vec<Job>,
+    reads: &mut Vec<StatusRead>,
     close: &mut Option<oneshot::Sender<()>>,
 ) {
     for command in received.drain(..) {
         match command {
             Command::Append(job) if close.is_none() => jobs.push(*job),
-            Command::Append(_) => {}
+            Command::Status(read) if close.is_none() => reads.push(read),
+            Command::Append(_) | Command::Status(_) => {}
             Command::Close(ack) => *close = close.take().or(Some(ack)),
         }
     }
@@ -193,6 +219,7 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
     let max_batch = writer.max_batch;
     let mut received = Vec::with_capacity(max_batch);
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut reads = Vec::new();
     let mut linger = Linger::default();
     loop {
         if commands.recv_many(&mut received, max_batch).await == 0 {
@@ -200,9 +227,15 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
             return;
         }
         let mut close = None;
-        take_commands(&mut received, &mut jobs, &mut close);
+        take_commands(&mut received, &mut jobs, &mut reads, &mut close);
+        serve_reads(&mut writer, &mut reads).await;
         let window = writer.counters.commit_window();
-        if !window.is_zero() && close.is_none() && jobs.len() < max_batch && linger.open() {
+        if !window.is_zero()
+            && !jobs.is_empty()
+            && close.is_none()
+            && jobs.len() < max_batch
+            && linger.open()
+        {
             let deadline = tokio::time::Instant::now() + window;
             let before = jobs.len();
             while close.is_none() && jobs.len() < max_batch {
@@ -212,7 +245,10 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
                 {
                     // Every sender gone: commit what is in hand, then stop below.
                     Ok(0) | Err(_) => break,
-                    Ok(_) => take_commands(&mut received, &mut jobs, &mut close),
+                    Ok(_) => {
+                        take_commands(&mut received, &mut jobs, &mut reads, &mut close);
+                        serve_reads(&mut writer, &mut reads).await;
+                    }
                 }
             }
             let gathered = jobs.len() > before;
@@ -229,6 +265,55 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
             return;
         }
     }
+}
+
+/// Answers `reads` on the writer's connection, outside any transaction, so each sees what is
+/// committed (as a read through the pool would).
+///
+/// Why here and not through the pool: every commit makes SQLite drop the whole page cache of
+/// each *other* connection, so a pooled connection read the node, its index leaves and the
+/// revocation index back from the file (and looked each page up in the WAL index) on every
+/// decision. The writer's connection keeps its cache across its own commits, so the same read
+/// finds those pages, which the writer has just touched, in memory. A read waits at most for
+/// the batch being committed; the decision that made it then waits for the writer anyway.
+async fn serve_reads(writer: &mut Writer, reads: &mut Vec<StatusRead>) {
+    for status_read in reads.drain(..) {
+        let answer = read_status(writer, &status_read.key).await;
+        writer
+            .counters
+            .status_reads_on_writer
+            .fetch_add(1, Ordering::Relaxed);
+        // A caller that stopped waiting has nothing to be told.
+        let _ = status_read.reply.send(answer);
+    }
+}
+
+/// One [`StatusRead`] on the writer's connection (opened if need be; closed after a failure,
+/// like after a failed batch).
+async fn read_status(writer: &mut Writer, key: &StatusKey) -> Result<NodeStatus, LogError> {
+    let mut conn = match writer.connection.take() {
+        Some(kept) => kept,
+        None => tokio::time::timeout(
+            crate::log::CONNECT_TIMEOUT,
+            crate::log::dedicated_connection(&writer.url, writer.backend),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)
+        .and_then(|connected| connected)
+        .map_err(|source| LogError::Query { source })?,
+    };
+    let status = match key {
+        StatusKey::Node(node_id) => read::node_status(&mut conn, writer.log_id, node_id).await,
+        StatusKey::Serial(serial) => {
+            read::node_status_by_serial(&mut conn, writer.log_id, serial).await
+        }
+    };
+    if status.is_ok() {
+        writer.connection = Some(conn);
+    } else {
+        let _ = conn.close().await;
+    }
+    status
 }
 
 /// Closes the writer's connection cleanly (a SQLite connection's thread ends with it).

@@ -247,7 +247,60 @@ async fn the_writer_reconnects_when_its_postgresql_session_is_ended() {
 both_backends!(
     current_thread: a_commit_window_gathers_appends_that_arrive_while_it_is_open,
     a_lone_appender_pays_the_commit_window_rarely,
+    status_reads_go_to_the_sqlite_writer_and_do_not_wait_for_its_window,
 );
+
+/// On SQLite, `node_status` and `node_status_by_serial` are answered by the writer on its own
+/// connection (whose page cache survives its commits), between batches: a read made while a
+/// batch waits in its commit window is answered at once, with what is committed. PostgreSQL
+/// reads through the pool.
+async fn status_reads_go_to_the_sqlite_writer_and_do_not_wait_for_its_window(db: TestDb) {
+    let log = db.open(16).await;
+    let issue = |serial: &str, second: i64| {
+        let mut issued = record("site-1", "n1", at(second, 0));
+        issued.cert_serial = Some(serial.into());
+        NewEntry {
+            record: issued,
+            evidence: None,
+            node_update: Some(node_state("n1", Some(serial), second.unsigned_abs())),
+        }
+    };
+    log.append(issue("aa01", 1)).await.unwrap();
+    let status = log.node_status("n1").await.unwrap();
+    assert_eq!(status.node.unwrap().current_serial.as_deref(), Some("aa01"));
+    let by_serial = log.node_status_by_serial("AA01").await.unwrap();
+    assert_eq!(by_serial.node.map(|n| n.node_id).as_deref(), Some("n1"));
+    let on_writer = match db.backend {
+        Backend::Sqlite => 2,
+        Backend::Postgres => 0,
+    };
+    assert_eq!(log.stats().status_reads_on_writer, on_writer);
+    if db.backend == Backend::Postgres {
+        log.close().await;
+        return;
+    }
+    log.set_commit_window(Duration::from_secs(3600));
+    tokio::time::pause();
+    let renewal = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(issue("aa02", 2)).await }
+    });
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(log.stats().batches, 1, "the renewal waits in the window");
+    // Answered inside the window: aa02 is not committed yet. (A read that waited for the
+    // batch would find aa02 current.) Only this one read is: while it runs every task waits,
+    // so the paused clock moves to the window's end and the batch commits right after.
+    let during = log.node_status_by_serial("aa02").await.unwrap();
+    assert_eq!(during.node, None, "{during:?}");
+    assert_eq!(renewal.await.unwrap().unwrap().sequence, 1);
+    let after = log.node_status_by_serial("aa02").await.unwrap();
+    assert_eq!(after.node.map(|n| n.node_id).as_deref(), Some("n1"));
+    let stats = log.stats();
+    assert_eq!((stats.batches, stats.status_reads_on_writer), (2, 4));
+    log.close().await;
+}
 
 /// An append arriving after the writer took the first one, while the commit window is open,
 /// shares its transaction. Tokio's clock is paused once the log is open, so the window (an
