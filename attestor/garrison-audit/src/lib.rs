@@ -3,7 +3,7 @@
 //! checkpoints and the signing key against the root certificate; [`prove`] writes a C2SP
 //! tlog-proof for one record; [`replay`] re-runs each decision over its stored evidence;
 //! [`garrison_log::AttestationLog::export_sqlite`] writes the self-contained archive these
-//! also run on; [`decision_facts`] reads a node's latest decision for its attestation result
+//! also run on, and [`export`] the same archive from any [`LogSource`] (the Audit service); [`decision_facts`] reads a node's latest decision for its attestation result
 //! (`garrison-ear`).
 //!
 //! # Replay
@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod attestation_result;
+mod export;
 mod prove;
 mod replay;
 mod source;
@@ -43,6 +44,7 @@ mod verify;
 mod witnessed;
 
 pub use attestation_result::{NodeRef, decision_facts};
+pub use export::export;
 pub use prove::{AuditError, prove};
 pub use replay::{
     Outcome, PolicySeen, RecordReplay, ReplayOptions, ReplaySummary, Unreplayable, Verdict, replay,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::TestDb;
-use garrison_audit::{AuditError, LogSource, Problem, VerifyReport, prove, verify};
+use garrison_audit::{AuditError, LogSource, Problem, VerifyReport, export, prove, verify};
 use garrison_log::{
     AttestationLog, Backend, LogConfig, NewEntry, StoredCheckpoint, StoredRecord, evidence_digest,
 };
@@ -41,6 +41,7 @@ both_backends!(
     a_log_key_certified_by_another_sites_ca_is_refused,
     proofs_verify_with_an_independent_rfc9162_verifier,
     an_export_verifies_alone_and_keeps_tampering_visible,
+    an_export_read_through_a_log_source_keeps_every_tampering_visible,
 );
 
 const RECORDS: u64 = 37;
@@ -567,4 +568,90 @@ async fn an_export_verifies_alone_and_keeps_tampering_visible(db: TestDb) {
     let report = verify(&archive, &site.roots()).await.unwrap();
     assert_eq!(report.first_bad_sequence, Some(3), "{report:?}");
     archive.close().await;
+}
+
+/// `garrison_audit::export` (what `garrison audit export --attestor` runs over the Audit
+/// service) reads only through [`LogSource`] and keeps what it read as read: a clean log's
+/// archive verifies alone and proves like the database; a tampered log's archive shows the
+/// same problems, at the same sequences, as the database does.
+async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    let clean = dir.path().join("clean.db");
+    let summary = export(&source, &clean).await.unwrap();
+    assert_eq!(summary.records, RECORDS);
+    assert_eq!(summary.checkpoints, 5);
+    assert_eq!(summary.key_certificates, 1);
+    assert_eq!(summary.evidence, 13, "every third record has evidence");
+    assert!(
+        matches!(export(&source, &clean).await, Err(AuditError::Log(_))),
+        "never overwrites"
+    );
+    let archive = AttestationLog::open_read_only(&format!("sqlite://{}", clean.display()), None)
+        .await
+        .unwrap();
+    let report = verify(&archive, &site.roots()).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.checkpoints_verified, 5);
+    for sequence in [0, 5, RECORDS - 1] {
+        assert_eq!(
+            prove(&archive, sequence).await.unwrap(),
+            prove(&source, sequence).await.unwrap(),
+            "the archive's tree, built from the served leaves, proves like the database's"
+        );
+    }
+    archive.close().await;
+    let records = source.query(&Default::default()).await.unwrap();
+    source.close().await;
+
+    // An edited record, swapped evidence and deleted evidence.
+    let digest = |sequence: usize| records[sequence].record.evidence_digest.clone().unwrap();
+    let (swapped, deleted) = (digest(9), digest(15));
+    let foreign_keys_off = match db.backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
+        Backend::Postgres => "ALTER TABLE records DROP CONSTRAINT records_evidence_digest_fkey",
+    };
+    let statements = [
+        "UPDATE records SET site = 'elsewhere' WHERE sequence = 3".to_owned(),
+        format!(
+            "UPDATE evidence SET bytes = (SELECT bytes FROM evidence WHERE digest <> '{swapped}' LIMIT 1) WHERE digest = '{swapped}'"
+        ),
+        foreign_keys_off.to_owned(),
+        format!("DELETE FROM evidence WHERE digest = '{deleted}'"),
+    ];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    tamper(&db, &statements).await;
+    let at_source = reopen_and_verify(&db, &site).await;
+    assert!(
+        has(&at_source, |p| *p == Problem::LeafMismatch { sequence: 3 })
+            && has(&at_source, |p| *p
+                == Problem::EvidenceMismatch {
+                    sequence: 9,
+                    digest: swapped.clone()
+                })
+            && has(&at_source, |p| *p
+                == Problem::EvidenceMissing {
+                    sequence: 15,
+                    digest: deleted.clone()
+                }),
+        "{at_source:?}"
+    );
+    let source = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    let tampered = dir.path().join("tampered.db");
+    let summary = export(&source, &tampered).await.unwrap();
+    source.close().await;
+    assert_eq!(
+        summary.records, RECORDS,
+        "a record whose evidence is gone is kept"
+    );
+    assert_eq!(summary.evidence, 12);
+    let archive = AttestationLog::open_read_only(&format!("sqlite://{}", tampered.display()), None)
+        .await
+        .unwrap();
+    let in_archive = verify(&archive, &site.roots()).await.unwrap();
+    archive.close().await;
+    assert_eq!(in_archive.problems, at_source.problems);
+    assert_eq!(in_archive.first_bad_sequence, Some(3));
 }

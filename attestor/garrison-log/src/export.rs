@@ -8,15 +8,22 @@
 //! every checkpoint and every log key certificate chain. Node state is not copied: it is
 //! derived from the records. The root certificate is not in it either: the auditor brings
 //! their own.
+//!
+//! [`ArchiveWriter`] writes the same kind of archive from what was read elsewhere (the
+//! attestor's Audit service, for an auditor without database access): records and their
+//! leaf hashes as served, evidence under the digests asked for, checkpoints and log key
+//! certificates. Its tree hashes are built from the served leaf hashes, so `prove` works on
+//! it; `verify` recomputes every leaf from its record and finds any that disagree.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use sqlx::{AnyPool, Row as _};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Row as _};
 
 use crate::leaf::unix_micros;
-use crate::writer::insert_rows;
-use crate::{AttestationLog, Backend, LogConfig, LogError, Query, StoredRecord};
+use crate::tree::{BatchTree, Frontier, Hashes};
+use crate::writer::{insert_rows, insert_tree_hashes};
+use crate::{AttestationLog, Backend, LogConfig, LogError, Query, StoredCheckpoint, StoredRecord};
 
 /// Records copied per page.
 const PAGE: u32 = 2_000;
@@ -76,7 +83,7 @@ impl AttestationLog {
             let Some(last) = page.last() else { break };
             after = Some(last.sequence);
             summary.evidence += self.copy_evidence(target, &page).await?;
-            copy_records(target, &page).await?;
+            copy_records(&mut *target.acquire().await.map_err(query_error)?, &page).await?;
             summary.records += page.len() as u64;
         }
         summary.tree_hashes = self.copy_tree_hashes(target).await?;
@@ -252,7 +259,7 @@ fn referenced_digests(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-async fn copy_records(target: &AnyPool, page: &[StoredRecord]) -> Result<(), LogError> {
+async fn copy_records(conn: &mut AnyConnection, page: &[StoredRecord]) -> Result<(), LogError> {
     let mut rows = Vec::with_capacity(page.len());
     for stored in page {
         let r = &stored.record;
@@ -272,9 +279,8 @@ async fn copy_records(target: &AnyPool, page: &[StoredRecord]) -> Result<(), Log
     }
     let into = "records (log_id, sequence, leaf_hash, time_us, site, kind, node_id, spiffe_id, decision, reasons, \
                 policy_digest, evidence_digest, cert_serial, cert_not_after_us)";
-    let mut conn = target.acquire().await.map_err(query_error)?;
     insert_rows(
-        &mut conn,
+        conn,
         Backend::Sqlite,
         into,
         14,
@@ -300,6 +306,169 @@ async fn copy_records(target: &AnyPool, page: &[StoredRecord]) -> Result<(), Log
     )
     .await
     .map_err(query_error)
+}
+
+/// A new archive (as [`AttestationLog::export_sqlite`] writes) filled from a log read
+/// elsewhere, page by page: what `garrison audit export --attestor` writes from the Audit
+/// service.
+///
+/// Everything is kept exactly as given, for `verify` to judge: records with their leaf
+/// hashes, evidence under the digest it was asked by (bytes that do not hash to it stay so),
+/// and records whose evidence the source did not have (the archive's connection does not
+/// enforce the schema's foreign keys, which protect a live log, not a copy of one). The
+/// Merkle tree's stored hashes are built from the given leaf hashes as records are added.
+pub struct ArchiveWriter {
+    conn: AnyConnection,
+    /// The next record's sequence: records must come in order, from 0, without a gap.
+    next: u64,
+    frontier: Frontier,
+    summary: ExportSummary,
+}
+
+impl ArchiveWriter {
+    /// Creates the archive at `path` (which must not exist) for the log `origin`.
+    pub async fn create(path: &Path, origin: &str) -> Result<Self, LogError> {
+        if path.exists() {
+            return Err(LogError::ExportExists {
+                path: path.display().to_string(),
+            });
+        }
+        let url = format!("sqlite://{}", path.display());
+        // Creates the schema and a log with this origin (id 1), then steps aside.
+        let created = AttestationLog::open(&LogConfig {
+            url: url.clone(),
+            origin: Some(origin.to_owned()),
+            max_batch: 1,
+            max_connections: 1,
+        })
+        .await?;
+        created.close().await;
+        let mut conn = crate::log::dedicated_connection(&url, Backend::Sqlite)
+            .await
+            .map_err(query_error)?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut conn)
+            .await
+            .map_err(query_error)?;
+        Ok(ArchiveWriter {
+            conn,
+            next: 0,
+            frontier: Frontier {
+                size: 0,
+                hashes: Hashes::default(),
+            },
+            summary: ExportSummary::default(),
+        })
+    }
+
+    /// Adds the next records, in sequence order (the first call's first record is #0), and
+    /// the tree hashes they add.
+    pub async fn add_records(&mut self, page: &[StoredRecord]) -> Result<(), LogError> {
+        let mut tree = BatchTree::new(self.frontier.clone());
+        let mut next = self.next;
+        for stored in page {
+            if stored.sequence != next {
+                return Err(LogError::Corrupt {
+                    column: "sequence",
+                    found: format!("record {} where {next} was expected", stored.sequence),
+                });
+            }
+            tree.push(stored.leaf_hash)?;
+            next += 1;
+        }
+        let size = i64::try_from(next).map_err(|_| LogError::Corrupt {
+            column: "sequence",
+            found: next.to_string(),
+        })?;
+        let mut tx = self.conn.begin().await.map_err(query_error)?;
+        copy_records(&mut tx, page).await?;
+        insert_tree_hashes(&mut tx, Backend::Sqlite, 1, &tree.rows)
+            .await
+            .map_err(query_error)?;
+        sqlx::query("UPDATE logs SET next_sequence = $1, tree_size = $1 WHERE id = 1")
+            .bind(size)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        self.frontier = tree.frontier()?;
+        self.next = next;
+        self.summary.records += page.len() as u64;
+        self.summary.tree_hashes += tree.rows.len() as u64;
+        Ok(())
+    }
+
+    /// Adds evidence under `digest` (64 hex digits, any case; stored lowercase) unless the
+    /// archive has it, and returns the digests it names in turn (the event log an evidence
+    /// record refers to), which an exporter fetches next.
+    pub async fn add_evidence(
+        &mut self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<String>, LogError> {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LogError::InvalidEntry {
+                field: "evidence digest",
+                problem: "not 64 hex digits",
+            });
+        }
+        let done = sqlx::query(
+            "INSERT INTO evidence (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest.to_ascii_lowercase())
+        .bind(bytes.to_vec())
+        .execute(&mut self.conn)
+        .await
+        .map_err(query_error)?;
+        self.summary.evidence += done.rows_affected();
+        Ok(referenced_digests(bytes))
+    }
+
+    /// Adds a signed checkpoint as given.
+    pub async fn add_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), LogError> {
+        let size = i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
+            size: checkpoint.size,
+        })?;
+        sqlx::query(
+            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, $1, $2, $3, $4)",
+        )
+        .bind(size)
+        .bind(checkpoint.root_hash.to_vec())
+        .bind(unix_micros(checkpoint.signed, "signed")?)
+        .bind(checkpoint.note.clone())
+        .execute(&mut self.conn)
+        .await
+        .map_err(query_error)?;
+        self.summary.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Adds a log key certificate chain (PEM) with the key it states; when it was added to
+    /// the source is not known here and is kept as 0 (1970).
+    pub async fn add_log_key_certificate(
+        &mut self,
+        public_key: &[u8; 32],
+        chain_pem: &str,
+    ) -> Result<(), LogError> {
+        sqlx::query(
+            "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
+             VALUES (1, $1, $2, $3, 0) ON CONFLICT (log_id, digest) DO NOTHING",
+        )
+        .bind(crate::evidence_digest(chain_pem.as_bytes()))
+        .bind(public_key.to_vec())
+        .bind(chain_pem.to_owned())
+        .execute(&mut self.conn)
+        .await
+        .map_err(query_error)?;
+        self.summary.key_certificates += 1;
+        Ok(())
+    }
+
+    /// Closes the archive and says what it holds.
+    pub async fn finish(self) -> Result<ExportSummary, LogError> {
+        self.conn.close().await.map_err(query_error)?;
+        Ok(self.summary)
+    }
 }
 
 async fn execute(

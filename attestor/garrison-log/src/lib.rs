@@ -94,7 +94,7 @@ mod wal_checkpoint;
 mod writer;
 
 pub use error::LogError;
-pub use export::ExportSummary;
+pub use export::{ArchiveWriter, ExportSummary};
 pub use leaf::{
     LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash, record_from_canonical,
 };

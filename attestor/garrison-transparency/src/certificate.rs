@@ -59,6 +59,14 @@ impl LogKeyCertificate {
         })
     }
 
+    /// The Ed25519 key the certificate states, **not verified**: for filing the chain
+    /// beside its key (an archive); [`verify`](Self::verify) is what vouches for it.
+    pub fn stated_key(&self) -> Result<[u8; 32], TransparencyError> {
+        let (_, cert) = X509Certificate::from_der(&self.certificate)
+            .map_err(|_| refuse("the certificate does not parse".to_owned()))?;
+        ed25519_key(&cert)
+    }
+
     /// Checks the certificate against `roots` (DER) for the log `origin` and returns the
     /// certified Ed25519 public key.
     pub fn verify(&self, roots: &[Vec<u8>], origin: &str) -> Result<[u8; 32], TransparencyError> {

@@ -613,14 +613,18 @@ async fn remote_query(
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    if args.source.attestor.is_some() {
-        bail!(
-            "export reads the log database itself (--db); through the Audit service, use query, prove and verify"
-        );
-    }
-    let log = args.source.open().await?;
-    let summary = log.export_sqlite(&args.out).await;
-    log.close().await;
+    let summary = match args.source.open_any().await? {
+        Opened::Local(log) => {
+            let summary = log.export_sqlite(&args.out).await;
+            log.close().await;
+            summary.map_err(anyhow::Error::from)
+        }
+        // Through the Audit service: records, evidence, checkpoints and log key certificates
+        // as served (the service does not serve the hub's cosignatures).
+        Opened::Remote(remote) => garrison_audit::export(&remote, &args.out)
+            .await
+            .map_err(anyhow::Error::from),
+    };
     let summary = summary.with_context(|| format!("exporting to {}", args.out.display()))?;
     println!(
         "wrote {}: {} records, {} evidence blobs, {} tree hashes, {} checkpoints, {} log key certificates, {} hub cosignatures",

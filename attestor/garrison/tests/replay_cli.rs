@@ -199,9 +199,60 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     let out = garrison(&args);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
+
+    // The auditor, who has no database access, takes an archive through the service: it
+    // verifies against the root alone, and replays like the database.
+    let archive = tmp.path().join("through-the-service.db");
+    let mut args: Vec<&str> = vec!["audit", "export", "--out", archive.to_str().unwrap()];
+    args.extend(remote.iter().map(String::as_str));
+    let out = garrison(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = garrison(&args);
+    assert!(
+        !again.status.success() && text(&again).contains("exists"),
+        "an archive is never overwritten: {}",
+        text(&again)
+    );
     drop(attestor);
+    let archive_url = archive.to_str().unwrap();
+    let out = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        archive_url,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = replay(archive_url, &root, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
 
     let db = config.database.clone();
+    // Record for record as the database holds them, and the same tree.
+    let source = AttestationLog::open_read_only(&db, None).await.unwrap();
+    let copy = AttestationLog::open_read_only(&format!("sqlite://{archive_url}"), None)
+        .await
+        .unwrap();
+    let copied = copy.query(&Query::default()).await.unwrap();
+    let held = source.query(&Query::default()).await.unwrap();
+    assert!(copied.len() >= 4, "{copied:?}");
+    assert_eq!(copied[..], held[..copied.len()]);
+    let size = copied.len() as u64;
+    assert_eq!(
+        copy.tree_root(size).await.unwrap(),
+        source.tree_root(size).await.unwrap()
+    );
+    for stored in &copied {
+        if let Some(digest) = &stored.record.evidence_digest {
+            assert_eq!(
+                copy.evidence(digest).await.unwrap(),
+                source.evidence(digest).await.unwrap()
+            );
+        }
+    }
+    source.close().await;
+    copy.close().await;
     // Each record under its own bundle: all three reproduced.
     let out = replay(&db, &root, &[]);
     assert!(out.status.success(), "{}", text(&out));

@@ -1,0 +1,75 @@
+//! [`export`]: a log read through any [`LogSource`] (the attestor's Audit service, for an
+//! auditor without access to the site's database) written into a self-contained archive,
+//! the same kind [`garrison_log::AttestationLog::export_sqlite`] writes from the database.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use garrison_log::{ArchiveWriter, ExportSummary};
+use garrison_transparency::LogKeyCertificate;
+
+use crate::{AuditError, LogSource};
+
+/// Records read per page.
+const PAGE: u32 = 1_000;
+
+/// Writes the log `source` reads into a new archive at `path` (which must not exist).
+///
+/// Nothing is checked here: everything is kept as read, for `verify` to judge on the
+/// archive (a record whose leaf disagrees with it, evidence that does not hash to its
+/// digest, evidence the source did not have). The checkpoints are read first, so that a
+/// log still growing leaves no checkpoint in the archive beyond the records it holds.
+/// Evidence is fetched page by page: each record's, then the event logs it names, each
+/// digest once.
+pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
+    let origin = source.origin().ok_or(AuditError::NoOrigin)?;
+    let checkpoints = source.checkpoints().await?;
+    let chains = source.log_key_certificates().await?;
+    let mut archive = ArchiveWriter::create(path, &origin)
+        .await
+        .map_err(AuditError::Log)?;
+    let mut fetched = BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = source.records_after(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.sequence);
+        let mut wanted: BTreeSet<String> = page
+            .iter()
+            .filter_map(|r| r.record.evidence_digest.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        loop {
+            let ask: Vec<String> = wanted.difference(&fetched).cloned().collect();
+            if ask.is_empty() {
+                break;
+            }
+            fetched.extend(ask.iter().cloned());
+            wanted.clear();
+            for (digest, bytes) in source.evidence_many(&ask).await? {
+                let named = archive
+                    .add_evidence(&digest, &bytes)
+                    .await
+                    .map_err(AuditError::Log)?;
+                wanted.extend(named);
+            }
+        }
+        archive.add_records(&page).await.map_err(AuditError::Log)?;
+    }
+    for checkpoint in &checkpoints {
+        archive
+            .add_checkpoint(checkpoint)
+            .await
+            .map_err(AuditError::Log)?;
+    }
+    for chain in &chains {
+        let key = LogKeyCertificate::from_pem(chain)
+            .and_then(|c| c.stated_key())
+            .map_err(|e| AuditError::KeyCertificate(e.to_string()))?;
+        archive
+            .add_log_key_certificate(&key, chain)
+            .await
+            .map_err(AuditError::Log)?;
+    }
+    archive.finish().await.map_err(AuditError::Log)
+}
