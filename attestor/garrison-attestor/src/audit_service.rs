@@ -8,7 +8,8 @@
 //! service) is refused with `PERMISSION_DENIED` before anything is read.
 //!
 //! Every answer is bounded: pages of at most [`MAX_PAGE`] records or checkpoints, evidence
-//! up to the size the log stores.
+//! up to the size the log stores, and `GetEvidenceBatch` at most [`MAX_EVIDENCE_BATCH`]
+//! digests and about [`EVIDENCE_BATCH_BYTES`] of blobs (the rest deferred to another call).
 //!
 //! `GetAttestationResult` derives a node's latest decision's EAR from the log
 //! (`garrison_audit::decision_facts`, `garrison_ear`) and signs it at the time of the call
@@ -32,6 +33,17 @@ use crate::tls::PeerCheck;
 
 /// Most records or checkpoints in one answer.
 pub const MAX_PAGE: u32 = 1_000;
+
+/// Most digests one `GetEvidenceBatch` may ask for.
+pub const MAX_EVIDENCE_BATCH: usize = 100;
+
+/// `GetEvidenceBatch` stops adding blobs once its answer holds this many bytes (the rest is
+/// `deferred`), well under the 16 MiB the CLI's client accepts.
+pub const EVIDENCE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Digests read from the log at a time within one `GetEvidenceBatch`, so that the service
+/// holds at most this many blobs beyond its answer's budget.
+const EVIDENCE_READ_CHUNK: usize = 10;
 
 /// The Audit service over one log.
 #[derive(Clone)]
@@ -248,6 +260,58 @@ impl Audit for AuditService {
             found: bytes.is_some(),
             bytes: bytes.unwrap_or_default(),
         }))
+    }
+
+    async fn get_evidence_batch(
+        &self,
+        request: Request<v1::GetEvidenceBatchRequest>,
+    ) -> Result<Response<v1::GetEvidenceBatchResponse>, Status> {
+        self.authorize(&request)?;
+        let digests = request.into_inner().digests;
+        if digests.len() > MAX_EVIDENCE_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_EVIDENCE_BATCH} digests per call, {} asked",
+                digests.len()
+            )));
+        }
+        if let Some(bad) = digests
+            .iter()
+            .find(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Status::invalid_argument(format!(
+                "digest {:?} is not 64 hex digits",
+                bad.chars().take(80).collect::<String>()
+            )));
+        }
+        let mut answer = v1::GetEvidenceBatchResponse::default();
+        let mut bytes_in_answer = 0usize;
+        let mut chunks = digests.chunks(EVIDENCE_READ_CHUNK);
+        for chunk in chunks.by_ref() {
+            let mut held = self.log.evidence_many(chunk).await.map_err(log_status)?;
+            for digest in chunk {
+                if bytes_in_answer >= EVIDENCE_BATCH_BYTES {
+                    answer.deferred.push(digest.clone());
+                    continue;
+                }
+                match held.remove(digest) {
+                    Some(bytes) => {
+                        bytes_in_answer += bytes.len();
+                        answer.found.push(v1::EvidenceBlob {
+                            digest: digest.clone(),
+                            bytes,
+                        });
+                    }
+                    // Asked twice in one call: answered once.
+                    None if answer.found.iter().any(|b| &b.digest == digest) => {}
+                    None => answer.missing.push(digest.clone()),
+                }
+            }
+            if bytes_in_answer >= EVIDENCE_BATCH_BYTES {
+                break;
+            }
+        }
+        answer.deferred.extend(chunks.flatten().cloned());
+        Ok(Response::new(answer))
     }
 
     async fn log_info(

@@ -79,6 +79,25 @@ pub fn stored_record(r: v1::AuditRecord) -> Result<StoredRecord, AuditError> {
     })
 }
 
+/// Digests per `GetEvidenceBatch` call (the service's limit).
+const EVIDENCE_BATCH: usize = 100;
+
+impl RemoteLog {
+    /// One `GetEvidence` per digest: for attestors older than `GetEvidenceBatch`.
+    async fn evidence_one_by_one(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+        let mut found = HashMap::with_capacity(digests.len());
+        for digest in digests {
+            if let Some(bytes) = self.evidence(digest).await? {
+                found.insert(digest.clone(), bytes);
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl LogSource for RemoteLog {
     fn origin(&self) -> Option<String> {
         (!self.origin.is_empty()).then(|| self.origin.clone())
@@ -116,20 +135,56 @@ impl LogSource for RemoteLog {
         Ok(response.found.then_some(response.bytes))
     }
 
-    /// One `GetEvidence` call per digest, one after another, as before: the Audit service has
-    /// no batched read, and an auditor's calls in parallel would compete with the attestor's
-    /// own work for its database connections.
+    /// `GetEvidenceBatch` calls of up to 100 digests, one after another (an auditor's calls
+    /// in parallel would compete with the attestor's own work for its database), asking
+    /// again for what an answer deferred. An attestor without that call (`UNIMPLEMENTED`)
+    /// is asked one `GetEvidence` per digest instead.
     async fn evidence_many(
         &self,
         digests: &[String],
     ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
         let mut found = HashMap::with_capacity(digests.len());
-        for digest in digests {
-            if found.contains_key(digest) {
-                continue;
-            }
-            if let Some(bytes) = self.evidence(digest).await? {
-                found.insert(digest.clone(), bytes);
+        let distinct: Vec<String> = digests
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        for chunk in distinct.chunks(EVIDENCE_BATCH) {
+            let mut ask = chunk.to_vec();
+            while !ask.is_empty() {
+                let answer = match self
+                    .client
+                    .clone()
+                    .get_evidence_batch(v1::GetEvidenceBatchRequest {
+                        digests: ask.clone(),
+                    })
+                    .await
+                {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        return self.evidence_one_by_one(&distinct).await;
+                    }
+                    Err(status) => return Err(remote(status)),
+                };
+                // Each round must settle at least one digest, and defer only what was asked.
+                if answer.deferred.len() >= ask.len()
+                    || !answer.deferred.iter().all(|d| ask.contains(d))
+                {
+                    return Err(AuditError::Remote(
+                        "GetEvidenceBatch deferred everything, or what was not asked".into(),
+                    ));
+                }
+                for blob in answer.found {
+                    if !ask.contains(&blob.digest) {
+                        return Err(AuditError::Remote(format!(
+                            "GetEvidenceBatch answered {:?}, which was not asked",
+                            blob.digest
+                        )));
+                    }
+                    found.insert(blob.digest, blob.bytes);
+                }
+                ask = answer.deferred;
             }
         }
         Ok(found)

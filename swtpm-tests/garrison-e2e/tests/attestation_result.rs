@@ -234,6 +234,42 @@ async fn attestation_results_verify_independently_for_an_admitted_and_a_refused_
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
 
+    // Evidence for many digests in one call answers as GetEvidence does for each.
+    let evidence_of = |r: &garrison_log::StoredRecord| r.record.evidence_digest.clone().unwrap();
+    let unknown_digest = "ab".repeat(32);
+    let asked = vec![
+        evidence_of(&admitted),
+        unknown_digest.clone(),
+        evidence_of(&rejected),
+    ];
+    let batch = client
+        .get_evidence_batch(v1::GetEvidenceBatchRequest {
+            digests: asked.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.missing, [unknown_digest]);
+    assert!(batch.deferred.is_empty());
+    assert_eq!(batch.found.len(), 2);
+    for blob in &batch.found {
+        let one = client
+            .get_evidence(v1::GetEvidenceRequest {
+                digest: blob.digest.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(one.found && one.bytes == blob.bytes, "{}", blob.digest);
+    }
+    for bad in [vec!["ab".repeat(32); 101], vec!["not hex".to_owned()]] {
+        let refused = client
+            .get_evidence_batch(v1::GetEvidenceBatchRequest { digests: bad })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+
     // A node's own SVID is not an auditor's.
     let svid_dir = &node_1_config.svid_dir;
     let node_identity = garrison_spiffe_tls::Identity::from_pem(
@@ -243,6 +279,11 @@ async fn attestation_results_verify_independently_for_an_admitted_and_a_refused_
     .unwrap();
     let mut as_node = audit_client(&site, audit_address, node_identity);
     let denied = fetch(&mut as_node, Node::NodeId(node_1.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let denied = as_node
+        .get_evidence_batch(v1::GetEvidenceBatchRequest { digests: asked })
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
