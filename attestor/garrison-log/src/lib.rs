@@ -21,8 +21,9 @@
 //! signing itself is the attestor's (`garrison-transparency` holds the formats). A database
 //! from before origins upgrades in place: migration 0002, then the first open with an origin
 //! claims the old log and builds its tree from recomputed leaves (`tree_build.rs`).
-//! [`AttestationLog::open_read_only`] is the auditor's open (no migration, no writer), and
-//! [`AttestationLog::export_sqlite`] writes one log into a self-contained SQLite archive.
+//! [`AttestationLog::open_read_only`] is the auditor's open (no migration, no writer),
+//! [`AttestationLog::export_sqlite`] writes one log into a self-contained SQLite archive, and
+//! [`ArchiveWriter`] writes the same archive from records read elsewhere (the Audit service).
 //!
 //! # Group commit
 //!
@@ -39,7 +40,10 @@
 //! each entry arrives, so [`AttestationLog::set_commit_window`] lets it hold a batch open for
 //! a few milliseconds to gather the entries that follow (the attestor's
 //! `log_commit_window_ms`). The writer has a connection of its own, so its page cache
-//! survives between batches. `examples/append_bench.rs` measures all this (`paced` mode for
+//! survives between batches; on SQLite it also answers the node-status read each decision
+//! makes ([`AttestationLog::node_status`], [`AttestationLog::node_status_by_serial`]) between
+//! batches, from that warm cache, where a pooled connection would have started cold after
+//! every commit. `examples/append_bench.rs` measures all this (`paced` mode for
 //! a fixed rate); the figures are in `docs/performance.md` ("The attestation log's group
 //! commit", "The log's share at 500 decisions/s").
 //!
