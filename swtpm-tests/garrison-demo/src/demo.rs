@@ -529,6 +529,14 @@ async fn auditor_view(
         ok && verified.contains("OK: every record"),
         "the log did not verify"
     );
+    let archive = path(&dir.join("auditor/through-the-service.db"));
+    let _ = std::fs::remove_file(&archive);
+    let (ok, wrote) = run(with(&["audit", "export", "--out", &archive], &auditor)).await?;
+    ensure!(
+        ok && wrote.contains(" records, "),
+        "the export through the Audit service failed"
+    );
+    println!("  (an archive taken through the service, without database access: {archive})");
     step("node-1's latest decision as an attestation result for relying parties (EAR JWT)");
     let node_1 = listed
         .lines()
