@@ -641,17 +641,24 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
     let source = AttestationLog::open_read_only(&db.url, None).await.unwrap();
     let tampered = dir.path().join("tampered.db");
     let summary = export(&source, &tampered).await.unwrap();
+    // The database's own export keeps the same.
+    let from_database = dir.path().join("tampered-from-database.db");
+    let database_summary = source.export_sqlite(&from_database).await.unwrap();
     source.close().await;
     assert_eq!(
         summary.records, RECORDS,
         "a record whose evidence is gone is kept"
     );
     assert_eq!(summary.evidence, 12);
-    let archive = AttestationLog::open_read_only(&format!("sqlite://{}", tampered.display()), None)
-        .await
-        .unwrap();
-    let in_archive = verify(&archive, &site.roots()).await.unwrap();
-    archive.close().await;
-    assert_eq!(in_archive.problems, at_source.problems);
-    assert_eq!(in_archive.first_bad_sequence, Some(3));
+    assert_eq!(database_summary.records, RECORDS);
+    for archived in [&tampered, &from_database] {
+        let archive =
+            AttestationLog::open_read_only(&format!("sqlite://{}", archived.display()), None)
+                .await
+                .unwrap();
+        let in_archive = verify(&archive, &site.roots()).await.unwrap();
+        archive.close().await;
+        assert_eq!(in_archive.problems, at_source.problems, "{archived:?}");
+        assert_eq!(in_archive.first_bad_sequence, Some(3));
+    }
 }

@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use sqlx::{AnyConnection, AnyPool, Connection as _, Row as _};
+use sqlx::{AnyConnection, Connection as _, Row as _};
 
 use crate::leaf::unix_micros;
 use crate::tree::{BatchTree, Frontier, Hashes};
@@ -58,17 +58,22 @@ impl AttestationLog {
             max_connections: 1,
         })
         .await?;
-        let target_pool = target.pool().clone();
-        let mut summary = ExportSummary::default();
-        let copied = self.copy_into(&target_pool, &mut summary).await;
         target.close().await;
+        // Copied on a connection of its own that does not enforce the schema's foreign keys:
+        // an archive keeps what the log holds, a record whose evidence was deleted included,
+        // for `verify` to report (a live log's foreign keys would refuse it).
+        let mut conn = archive_connection(&url).await?;
+        let mut summary = ExportSummary::default();
+        let copied = self.copy_into(&mut conn, &mut summary).await;
+        let closed = conn.close().await.map_err(query_error);
         copied?;
+        closed?;
         Ok(summary)
     }
 
     async fn copy_into(
         &self,
-        target: &AnyPool,
+        target: &mut AnyConnection,
         summary: &mut ExportSummary,
     ) -> Result<(), LogError> {
         let mut after = None;
@@ -83,7 +88,7 @@ impl AttestationLog {
             let Some(last) = page.last() else { break };
             after = Some(last.sequence);
             summary.evidence += self.copy_evidence(target, &page).await?;
-            copy_records(&mut *target.acquire().await.map_err(query_error)?, &page).await?;
+            copy_records(target, &page).await?;
             summary.records += page.len() as u64;
         }
         summary.tree_hashes = self.copy_tree_hashes(target).await?;
@@ -98,7 +103,7 @@ impl AttestationLog {
                     .bind(checkpoint.root_hash.to_vec())
                     .bind(unix_micros(checkpoint.signed, "signed")?)
                     .bind(checkpoint.note),
-                target,
+                &mut *target,
             )
             .await?;
             summary.checkpoints += 1;
@@ -121,7 +126,7 @@ impl AttestationLog {
                     .bind(key)
                     .bind(chain)
                     .bind(added),
-                target,
+                &mut *target,
             )
             .await?;
             summary.key_certificates += 1;
@@ -145,7 +150,7 @@ impl AttestationLog {
 
     /// The witnesses' cosignatures of this log's checkpoints, and every witness certificate
     /// chain, which an auditor checks them with.
-    async fn copy_cosignatures(&self, target: &AnyPool) -> Result<u64, LogError> {
+    async fn copy_cosignatures(&self, target: &mut AnyConnection) -> Result<u64, LogError> {
         let cosignatures = self.cosignatures().await?;
         for c in &cosignatures {
             let size =
@@ -156,7 +161,7 @@ impl AttestationLog {
                     .bind(c.witness.clone())
                     .bind(c.line.clone())
                     .bind(unix_micros(c.cosigned, "cosigned")?),
-                target,
+                &mut *target,
             )
             .await?;
         }
@@ -165,7 +170,7 @@ impl AttestationLog {
                 sqlx::query("INSERT INTO witness_certificates (digest, chain_pem, added_us) VALUES ($1, $2, 0) ON CONFLICT (digest) DO NOTHING")
                     .bind(crate::evidence_digest(chain.as_bytes()))
                     .bind(chain),
-                target,
+                &mut *target,
             )
             .await?;
         }
@@ -175,7 +180,7 @@ impl AttestationLog {
     /// The evidence the page's records name, and the blobs that evidence names in turn.
     async fn copy_evidence(
         &self,
-        target: &AnyPool,
+        target: &mut AnyConnection,
         page: &[StoredRecord],
     ) -> Result<u64, LogError> {
         let mut wanted: BTreeSet<String> = page
@@ -195,7 +200,7 @@ impl AttestationLog {
             rows.push((digest, bytes));
         }
         insert_rows(
-            &mut *target.acquire().await.map_err(query_error)?,
+            &mut *target,
             Backend::Sqlite,
             "evidence (digest, bytes)",
             2,
@@ -208,7 +213,7 @@ impl AttestationLog {
         Ok(rows.len() as u64)
     }
 
-    async fn copy_tree_hashes(&self, target: &AnyPool) -> Result<u64, LogError> {
+    async fn copy_tree_hashes(&self, target: &mut AnyConnection) -> Result<u64, LogError> {
         let mut copied = 0u64;
         let mut from = 0i64;
         loop {
@@ -230,14 +235,9 @@ impl AttestationLog {
                 return Ok(copied);
             };
             from = last + 1;
-            crate::writer::insert_tree_hashes(
-                &mut *target.acquire().await.map_err(query_error)?,
-                Backend::Sqlite,
-                1,
-                &hashes,
-            )
-            .await
-            .map_err(query_error)?;
+            crate::writer::insert_tree_hashes(&mut *target, Backend::Sqlite, 1, &hashes)
+                .await
+                .map_err(query_error)?;
             copied += hashes.len() as u64;
         }
     }
@@ -343,13 +343,7 @@ impl ArchiveWriter {
         })
         .await?;
         created.close().await;
-        let mut conn = crate::log::dedicated_connection(&url, Backend::Sqlite)
-            .await
-            .map_err(query_error)?;
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut conn)
-            .await
-            .map_err(query_error)?;
+        let conn = archive_connection(&url).await?;
         Ok(ArchiveWriter {
             conn,
             next: 0,
@@ -471,9 +465,25 @@ impl ArchiveWriter {
     }
 }
 
+/// A connection to a new archive (created by [`AttestationLog::open`]) with the schema's
+/// foreign keys not enforced: see [`ArchiveWriter`].
+async fn archive_connection(url: &str) -> Result<AnyConnection, LogError> {
+    let mut conn = crate::log::dedicated_connection(url, Backend::Sqlite)
+        .await
+        .map_err(query_error)?;
+    if let Err(e) = sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut conn)
+        .await
+    {
+        let _ = conn.close().await;
+        return Err(query_error(e));
+    }
+    Ok(conn)
+}
+
 async fn execute(
     query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-    target: &AnyPool,
+    target: &mut AnyConnection,
 ) -> Result<(), LogError> {
     query.execute(target).await.map_err(query_error)?;
     Ok(())
