@@ -21,13 +21,28 @@ const PAGE: u32 = 1_000;
 /// log still growing leaves no checkpoint in the archive beyond the records it holds.
 /// Evidence is fetched page by page: each record's, then the event logs it names, each
 /// digest once.
+///
+/// On failure nothing is left at `path`: a partial archive is removed.
 pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
     let origin = source.origin().ok_or(AuditError::NoOrigin)?;
     let checkpoints = source.checkpoints().await?;
     let chains = source.log_key_certificates().await?;
-    let mut archive = ArchiveWriter::create(path, &origin)
+    let archive = ArchiveWriter::create(path, &origin)
         .await
         .map_err(AuditError::Log)?;
+    let written = fill(source, archive, &checkpoints, &chains).await;
+    if written.is_err() {
+        garrison_log::remove_archive(path);
+    }
+    written
+}
+
+async fn fill<S: LogSource>(
+    source: &S,
+    mut archive: ArchiveWriter,
+    checkpoints: &[garrison_log::StoredCheckpoint],
+    chains: &[String],
+) -> Result<ExportSummary, AuditError> {
     let mut fetched = BTreeSet::new();
     let mut after = None;
     loop {
@@ -56,13 +71,13 @@ pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSumma
         }
         archive.add_records(&page).await.map_err(AuditError::Log)?;
     }
-    for checkpoint in &checkpoints {
+    for checkpoint in checkpoints {
         archive
             .add_checkpoint(checkpoint)
             .await
             .map_err(AuditError::Log)?;
     }
-    for chain in &chains {
+    for chain in chains {
         let key = LogKeyCertificate::from_pem(chain)
             .and_then(|c| c.stated_key())
             .map_err(|e| AuditError::KeyCertificate(e.to_string()))?;

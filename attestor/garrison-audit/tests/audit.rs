@@ -304,12 +304,14 @@ async fn deleted_shared_evidence_is_named_for_every_record_that_names_it(db: Tes
     assert_eq!(report.first_bad_sequence, Some(2));
 }
 
-/// A log read through [`LogSource`], counting the evidence reads made through it.
+/// A log read through [`LogSource`], counting the evidence reads made through it (and, with
+/// `cut`, failing every `evidence_many` as a connection lost midway would).
 struct Counting<'a> {
     log: &'a AttestationLog,
     evidence_calls: AtomicUsize,
     evidence_many_calls: AtomicUsize,
     digests_asked: AtomicUsize,
+    cut: bool,
 }
 
 impl LogSource for Counting<'_> {
@@ -337,6 +339,9 @@ impl LogSource for Counting<'_> {
         self.evidence_many_calls.fetch_add(1, Ordering::Relaxed);
         self.digests_asked
             .fetch_add(digests.len(), Ordering::Relaxed);
+        if self.cut {
+            return Err(AuditError::Remote("connection lost".into()));
+        }
         LogSource::evidence_many(self.log, digests).await
     }
 
@@ -356,6 +361,7 @@ async fn verify_reads_a_pages_evidence_in_one_call(db: TestDb) {
         .await
         .unwrap();
     let counting = Counting {
+        cut: false,
         log: &log,
         evidence_calls: AtomicUsize::new(0),
         evidence_many_calls: AtomicUsize::new(0),
@@ -589,6 +595,25 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
         matches!(export(&source, &clean).await, Err(AuditError::Log(_))),
         "never overwrites"
     );
+    // A source failing midway leaves no partial archive behind.
+    let cut = Counting {
+        log: &source,
+        evidence_calls: AtomicUsize::new(0),
+        evidence_many_calls: AtomicUsize::new(0),
+        digests_asked: AtomicUsize::new(0),
+        cut: true,
+    };
+    let partial = dir.path().join("partial.db");
+    assert!(matches!(
+        export(&cut, &partial).await,
+        Err(AuditError::Remote(_))
+    ));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let archive = AttestationLog::open_read_only(&format!("sqlite://{}", clean.display()), None)
         .await
         .unwrap();

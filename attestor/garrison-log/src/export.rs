@@ -62,13 +62,20 @@ impl AttestationLog {
         // Copied on a connection of its own that does not enforce the schema's foreign keys:
         // an archive keeps what the log holds, a record whose evidence was deleted included,
         // for `verify` to report (a live log's foreign keys would refuse it).
-        let mut conn = archive_connection(&url).await?;
-        let mut summary = ExportSummary::default();
-        let copied = self.copy_into(&mut conn, &mut summary).await;
-        let closed = conn.close().await.map_err(query_error);
-        copied?;
-        closed?;
-        Ok(summary)
+        let written = async {
+            let mut conn = archive_connection(&url).await?;
+            let mut summary = ExportSummary::default();
+            let copied = self.copy_into(&mut conn, &mut summary).await;
+            let closed = conn.close().await.map_err(query_error);
+            copied?;
+            closed?;
+            Ok(summary)
+        }
+        .await;
+        if written.is_err() {
+            remove_archive(path);
+        }
+        written
     }
 
     async fn copy_into(
@@ -334,16 +341,26 @@ impl ArchiveWriter {
             });
         }
         let url = format!("sqlite://{}", path.display());
-        // Creates the schema and a log with this origin (id 1), then steps aside.
-        let created = AttestationLog::open(&LogConfig {
-            url: url.clone(),
-            origin: Some(origin.to_owned()),
-            max_batch: 1,
-            max_connections: 1,
-        })
-        .await?;
-        created.close().await;
-        let conn = archive_connection(&url).await?;
+        let opened = async {
+            // Creates the schema and a log with this origin (id 1), then steps aside.
+            let created = AttestationLog::open(&LogConfig {
+                url: url.clone(),
+                origin: Some(origin.to_owned()),
+                max_batch: 1,
+                max_connections: 1,
+            })
+            .await?;
+            created.close().await;
+            archive_connection(&url).await
+        }
+        .await;
+        let conn = match opened {
+            Ok(conn) => conn,
+            Err(e) => {
+                remove_archive(path);
+                return Err(e);
+            }
+        };
         Ok(ArchiveWriter {
             conn,
             next: 0,
@@ -462,6 +479,17 @@ impl ArchiveWriter {
     pub async fn finish(self) -> Result<ExportSummary, LogError> {
         self.conn.close().await.map_err(query_error)?;
         Ok(self.summary)
+    }
+}
+
+/// Removes what a failed export wrote at `path` (the database file and its WAL and shared
+/// memory files), so that no partial archive is left to be mistaken for a whole one. Call it
+/// only for an archive this process created.
+pub fn remove_archive(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
     }
 }
 

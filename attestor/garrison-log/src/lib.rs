@@ -98,7 +98,7 @@ mod wal_checkpoint;
 mod writer;
 
 pub use error::LogError;
-pub use export::{ArchiveWriter, ExportSummary};
+pub use export::{ArchiveWriter, ExportSummary, remove_archive};
 pub use leaf::{
     LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash, record_from_canonical,
 };
