@@ -10,17 +10,19 @@ use garrison_transparency::LogKeyCertificate;
 
 use crate::{AuditError, LogSource};
 
-/// Records read per page.
-const PAGE: u32 = 1_000;
+/// Records read per page. Small, because a page's evidence is held at once: up to this many
+/// evidence records and the event logs they name (each up to the transport's 1 MiB).
+const PAGE: u32 = 100;
 
 /// Writes the log `source` reads into a new archive at `path` (which must not exist).
 ///
 /// Nothing is checked here: everything is kept as read, for `verify` to judge on the
-/// archive (a record whose leaf disagrees with it, evidence that does not hash to its
-/// digest, evidence the source did not have). The checkpoints are read first, so that a
-/// log still growing leaves no checkpoint in the archive beyond the records it holds.
-/// Evidence is fetched page by page: each record's, then the event logs it names, each
-/// digest once.
+/// archive (a record whose leaf disagrees with it, a missing record, evidence that does not
+/// hash to its digest, evidence the source did not have, a log key certificate that does
+/// not parse). The checkpoints are read first, so that a log still growing leaves no
+/// checkpoint in the archive beyond the records it holds. Evidence is fetched page by page:
+/// each record's, then the event logs it names (one level: what those name is not
+/// followed, so a source cannot keep the export fetching), each digest once.
 ///
 /// On failure nothing is left at `path`: a partial archive is removed.
 pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
@@ -54,7 +56,8 @@ async fn fill<S: LogSource>(
             .filter_map(|r| r.record.evidence_digest.as_deref())
             .map(str::to_ascii_lowercase)
             .collect();
-        loop {
+        // The records' evidence, then what it names: two rounds, no more.
+        for _round in 0..2 {
             let ask: Vec<String> = wanted.difference(&fetched).cloned().collect();
             if ask.is_empty() {
                 break;
@@ -78,11 +81,12 @@ async fn fill<S: LogSource>(
             .map_err(AuditError::Log)?;
     }
     for chain in chains {
+        // Kept even when it states no key: `verify` reports such a chain.
         let key = LogKeyCertificate::from_pem(chain)
             .and_then(|c| c.stated_key())
-            .map_err(|e| AuditError::KeyCertificate(e.to_string()))?;
+            .ok();
         archive
-            .add_log_key_certificate(&key, chain)
+            .add_log_key_certificate(key.as_ref(), chain)
             .await
             .map_err(AuditError::Log)?;
     }

@@ -27,10 +27,6 @@ pub enum AuditError {
     /// The Audit service failed or refused.
     #[error("the Audit service: {0}")]
     Remote(String),
-    /// A log key certificate chain read for an archive does not parse or states no Ed25519
-    /// key.
-    #[error("a log key certificate chain: {0}")]
-    KeyCertificate(String),
     /// The roots given do not anchor policy bundles (no certificate, no trust domain).
     #[error("the roots given cannot verify policy bundles")]
     Roots(#[source] garrison_policy::PolicyError),

@@ -638,6 +638,10 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
         Backend::Sqlite => "PRAGMA foreign_keys = OFF",
         Backend::Postgres => "ALTER TABLE records DROP CONSTRAINT records_evidence_digest_fkey",
     };
+    let zero_key = match db.backend {
+        Backend::Sqlite => "zeroblob(32)",
+        Backend::Postgres => "decode(repeat('00', 32), 'hex')",
+    };
     let statements = [
         "UPDATE records SET site = 'elsewhere' WHERE sequence = 3".to_owned(),
         format!(
@@ -645,6 +649,12 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
         ),
         foreign_keys_off.to_owned(),
         format!("DELETE FROM evidence WHERE digest = '{deleted}'"),
+        "DELETE FROM records WHERE sequence = 20".to_owned(),
+        format!(
+            "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
+             SELECT id, '{}', {zero_key}, 'not a certificate', 0 FROM logs",
+            "ab".repeat(32)
+        ),
     ];
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     tamper(&db, &statements).await;
@@ -660,7 +670,10 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
                 == Problem::EvidenceMissing {
                     sequence: 15,
                     digest: deleted.clone()
-                }),
+                })
+            && has(&at_source, |p| *p
+                == Problem::MissingRecord { sequence: 20 })
+            && has(&at_source, |p| matches!(p, Problem::KeyCertificate { .. })),
         "{at_source:?}"
     );
     let source = AttestationLog::open_read_only(&db.url, None).await.unwrap();
@@ -671,11 +684,13 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
     let database_summary = source.export_sqlite(&from_database).await.unwrap();
     source.close().await;
     assert_eq!(
-        summary.records, RECORDS,
-        "a record whose evidence is gone is kept"
+        summary.records,
+        RECORDS - 1,
+        "all but the deleted record, the one whose evidence is gone included"
     );
     assert_eq!(summary.evidence, 12);
-    assert_eq!(database_summary.records, RECORDS);
+    assert_eq!(summary.key_certificates, 2, "the bad chain is kept");
+    assert_eq!(database_summary.records, RECORDS - 1);
     for archived in [&tampered, &from_database] {
         let archive =
             AttestationLog::open_read_only(&format!("sqlite://{}", archived.display()), None)

@@ -43,27 +43,14 @@ pub struct ExportSummary {
 impl AttestationLog {
     /// Writes this log into a new SQLite database at `path` (which must not exist).
     pub async fn export_sqlite(&self, path: &Path) -> Result<ExportSummary, LogError> {
-        if path.exists() {
-            return Err(LogError::ExportExists {
-                path: path.display().to_string(),
-            });
-        }
         let origin = self.origin().ok_or(LogError::NoOrigin)?.to_owned();
+        claim_archive_path(path)?;
         let url = format!("sqlite://{}", path.display());
-        // Creates the schema and a log with this origin (id 1), then steps aside.
-        let target = AttestationLog::open(&LogConfig {
-            url: url.clone(),
-            origin: Some(origin),
-            max_batch: 1,
-            max_connections: 1,
-        })
-        .await?;
-        target.close().await;
         // Copied on a connection of its own that does not enforce the schema's foreign keys:
         // an archive keeps what the log holds, a record whose evidence was deleted included,
         // for `verify` to report (a live log's foreign keys would refuse it).
         let written = async {
-            let mut conn = archive_connection(&url).await?;
+            let mut conn = new_archive(&url, &origin).await?;
             let mut summary = ExportSummary::default();
             let copied = self.copy_into(&mut conn, &mut summary).await;
             let closed = conn.close().await.map_err(query_error);
@@ -328,33 +315,20 @@ pub struct ArchiveWriter {
     conn: AnyConnection,
     /// The next record's sequence: records must come in order, from 0, without a gap.
     next: u64,
-    frontier: Frontier,
+    /// The tree over records 0.. as far as they came without a gap; `None` once one was
+    /// missing (the stored hashes then stop there, at `tree_size`).
+    frontier: Option<Frontier>,
+    /// Records the stored tree hashes cover (those before the first gap).
+    tree_size: u64,
     summary: ExportSummary,
 }
 
 impl ArchiveWriter {
     /// Creates the archive at `path` (which must not exist) for the log `origin`.
     pub async fn create(path: &Path, origin: &str) -> Result<Self, LogError> {
-        if path.exists() {
-            return Err(LogError::ExportExists {
-                path: path.display().to_string(),
-            });
-        }
+        claim_archive_path(path)?;
         let url = format!("sqlite://{}", path.display());
-        let opened = async {
-            // Creates the schema and a log with this origin (id 1), then steps aside.
-            let created = AttestationLog::open(&LogConfig {
-                url: url.clone(),
-                origin: Some(origin.to_owned()),
-                max_batch: 1,
-                max_connections: 1,
-            })
-            .await?;
-            created.close().await;
-            archive_connection(&url).await
-        }
-        .await;
-        let conn = match opened {
+        let conn = match new_archive(&url, origin).await {
             Ok(conn) => conn,
             Err(e) => {
                 remove_archive(path);
@@ -364,48 +338,80 @@ impl ArchiveWriter {
         Ok(ArchiveWriter {
             conn,
             next: 0,
-            frontier: Frontier {
+            tree_size: 0,
+            frontier: Some(Frontier {
                 size: 0,
                 hashes: Hashes::default(),
-            },
+            }),
             summary: ExportSummary::default(),
         })
     }
 
-    /// Adds the next records, in sequence order (the first call's first record is #0), and
-    /// the tree hashes they add.
+    /// Adds the next records, in increasing sequence order, and the tree hashes they add.
+    ///
+    /// A gap (a record the source did not serve: deleted from its database, say) is kept as
+    /// a gap, for `verify` to name; the stored tree hashes stop before it, so `prove` answers
+    /// only for records before the first gap. A sequence at or below one already added is
+    /// refused: no source serves that.
     pub async fn add_records(&mut self, page: &[StoredRecord]) -> Result<(), LogError> {
-        let mut tree = BatchTree::new(self.frontier.clone());
+        let mut tree = self.frontier.clone().map(BatchTree::new);
+        let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut covered = self.tree_size;
         let mut next = self.next;
         for stored in page {
-            if stored.sequence != next {
+            if stored.sequence < next {
                 return Err(LogError::Corrupt {
                     column: "sequence",
-                    found: format!("record {} where {next} was expected", stored.sequence),
+                    found: format!(
+                        "record {} served after record {}",
+                        stored.sequence,
+                        next.saturating_sub(1)
+                    ),
                 });
             }
-            tree.push(stored.leaf_hash)?;
-            next += 1;
+            if let Some(growing) = tree.as_mut() {
+                if stored.sequence == next {
+                    growing.push(stored.leaf_hash)?;
+                    covered = next + 1;
+                } else {
+                    // A gap: the tree stops before it.
+                    rows.append(&mut growing.rows);
+                    tree = None;
+                }
+            }
+            next = stored.sequence + 1;
         }
-        let size = i64::try_from(next).map_err(|_| LogError::Corrupt {
-            column: "sequence",
-            found: next.to_string(),
-        })?;
+        let frontier = match tree.as_mut() {
+            Some(growing) => {
+                let frontier = growing.frontier()?;
+                rows.append(&mut growing.rows);
+                Some(frontier)
+            }
+            None => None,
+        };
+        let as_i64 = |n: u64| {
+            i64::try_from(n).map_err(|_| LogError::Corrupt {
+                column: "sequence",
+                found: n.to_string(),
+            })
+        };
         let mut tx = self.conn.begin().await.map_err(query_error)?;
         copy_records(&mut tx, page).await?;
-        insert_tree_hashes(&mut tx, Backend::Sqlite, 1, &tree.rows)
+        insert_tree_hashes(&mut tx, Backend::Sqlite, 1, &rows)
             .await
             .map_err(query_error)?;
-        sqlx::query("UPDATE logs SET next_sequence = $1, tree_size = $1 WHERE id = 1")
-            .bind(size)
+        sqlx::query("UPDATE logs SET next_sequence = $1, tree_size = $2 WHERE id = 1")
+            .bind(as_i64(next)?)
+            .bind(as_i64(covered)?)
             .execute(&mut *tx)
             .await
             .map_err(query_error)?;
         tx.commit().await.map_err(query_error)?;
-        self.frontier = tree.frontier()?;
-        self.next = next;
         self.summary.records += page.len() as u64;
-        self.summary.tree_hashes += tree.rows.len() as u64;
+        self.summary.tree_hashes += rows.len() as u64;
+        self.frontier = frontier;
+        self.tree_size = covered;
+        self.next = next;
         Ok(())
     }
 
@@ -455,12 +461,16 @@ impl ArchiveWriter {
     }
 
     /// Adds a log key certificate chain (PEM) with the key it states; when it was added to
-    /// the source is not known here and is kept as 0 (1970).
+    /// the source is not known here and is kept as 0 (1970). A chain that states no Ed25519
+    /// key (`None`: it does not parse, say) is kept all the same, for `verify` to report,
+    /// with 32 zero bytes in the `public_key` column; nothing reads that column to trust a
+    /// key (`verify` checks each chain itself against the roots).
     pub async fn add_log_key_certificate(
         &mut self,
-        public_key: &[u8; 32],
+        public_key: Option<&[u8; 32]>,
         chain_pem: &str,
     ) -> Result<(), LogError> {
+        let public_key = public_key.copied().unwrap_or([0; 32]);
         sqlx::query(
             "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
              VALUES (1, $1, $2, $3, 0) ON CONFLICT (log_id, digest) DO NOTHING",
@@ -493,8 +503,41 @@ pub fn remove_archive(path: &Path) {
     }
 }
 
-/// A connection to a new archive (created by [`AttestationLog::open`]) with the schema's
-/// foreign keys not enforced: see [`ArchiveWriter`].
+/// Creates `path` as an empty file, failing if anything is there already (atomically: a file
+/// someone else creates meanwhile is never written to, nor removed after a failure), readable
+/// by its owner only. SQLite takes an empty file as a new database.
+fn claim_archive_path(path: &Path) -> Result<(), LogError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(LogError::ExportExists {
+            path: path.display().to_string(),
+        }),
+        Err(e) => Err(LogError::ExportFile {
+            path: path.display().to_string(),
+            source: e,
+        }),
+    }
+}
+
+/// The schema and a log with this origin (id 1) in the new archive at `url`, then a
+/// connection to it that does not enforce the schema's foreign keys: see [`ArchiveWriter`].
+async fn new_archive(url: &str, origin: &str) -> Result<AnyConnection, LogError> {
+    let created = AttestationLog::open(&LogConfig {
+        url: url.to_owned(),
+        origin: Some(origin.to_owned()),
+        max_batch: 1,
+        max_connections: 1,
+    })
+    .await?;
+    created.close().await;
+    archive_connection(url).await
+}
+
+/// A connection to an archive with the schema's foreign keys not enforced.
 async fn archive_connection(url: &str) -> Result<AnyConnection, LogError> {
     let mut conn = crate::log::dedicated_connection(url, Backend::Sqlite)
         .await

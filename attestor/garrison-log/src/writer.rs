@@ -238,7 +238,13 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
         {
             let deadline = tokio::time::Instant::now() + window;
             let before = jobs.len();
-            while close.is_none() && jobs.len() < max_batch {
+            // The deadline is checked here too: `timeout_at` polls the channel first, so a
+            // steady stream of status reads (which add no job) would otherwise hold the
+            // window open past its end.
+            while close.is_none()
+                && jobs.len() < max_batch
+                && tokio::time::Instant::now() < deadline
+            {
                 let room = max_batch - jobs.len();
                 match tokio::time::timeout_at(deadline, commands.recv_many(&mut received, room))
                     .await
@@ -274,8 +280,10 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
 /// each *other* connection, so a pooled connection read the node, its index leaves and the
 /// revocation index back from the file (and looked each page up in the WAL index) on every
 /// decision. The writer's connection keeps its cache across its own commits, so the same read
-/// finds those pages, which the writer has just touched, in memory. A read waits at most for
-/// the batch being committed; the decision that made it then waits for the writer anyway.
+/// finds those pages, which the writer has just touched, in memory. A read waits for whatever
+/// the writer is doing when it arrives (committing a batch, waiting for the WAL checkpoint's
+/// gate or for SQLite's busy timeout, reconnecting) and for the commands queued before it;
+/// the decision that made it then waits for the writer anyway, to append.
 async fn serve_reads(writer: &mut Writer, reads: &mut Vec<StatusRead>) {
     for status_read in reads.drain(..) {
         let answer = read_status(writer, &status_read.key).await;

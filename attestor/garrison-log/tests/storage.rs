@@ -247,14 +247,14 @@ async fn the_writer_reconnects_when_its_postgresql_session_is_ended() {
 both_backends!(
     current_thread: a_commit_window_gathers_appends_that_arrive_while_it_is_open,
     a_lone_appender_pays_the_commit_window_rarely,
-    status_reads_go_to_the_sqlite_writer_and_do_not_wait_for_its_window,
+    status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed,
 );
 
 /// On SQLite, `node_status` and `node_status_by_serial` are answered by the writer on its own
 /// connection (whose page cache survives its commits), between batches: a read made while a
-/// batch waits in its commit window is answered at once, with what is committed. PostgreSQL
+/// batch waits in its commit window is answered before that batch commits, without it. PostgreSQL
 /// reads through the pool.
-async fn status_reads_go_to_the_sqlite_writer_and_do_not_wait_for_its_window(db: TestDb) {
+async fn status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed(db: TestDb) {
     let log = db.open(16).await;
     let issue = |serial: &str, second: i64| {
         let mut issued = record("site-1", "n1", at(second, 0));

@@ -22,6 +22,7 @@ both_backends!(
     an_edited_record_stops_the_upgrade,
     two_handles_extend_one_tree,
     checkpoints_are_checked_kept_and_listed,
+    an_archive_written_page_by_page_has_the_same_tree_up_to_its_first_gap,
 );
 
 fn config(db: &TestDb, origin: Option<&str>) -> LogConfig {
@@ -335,5 +336,83 @@ async fn checkpoints_are_checked_kept_and_listed(db: TestDb) {
             "{statement}"
         );
     }
+    log.close().await;
+}
+
+/// `ArchiveWriter` builds the tree from the records' leaf hashes as pages arrive: the same
+/// roots and inclusion proofs as the source's, across page boundaries; with a record missing
+/// it keeps the gap and the tree stops before it.
+async fn an_archive_written_page_by_page_has_the_same_tree_up_to_its_first_gap(db: TestDb) {
+    const ORIGIN: &str = "garrison.example.org/site/archive";
+    let log = open(&db, ORIGIN).await;
+    for i in 0..40 {
+        log.append(entry(record("site-1", &format!("n{i}"), at(i, 0))))
+            .await
+            .unwrap();
+    }
+    let records = log.query(&garrison_log::Query::default()).await.unwrap();
+    assert_eq!(records.len(), 40);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: std::path::PathBuf, records: Vec<garrison_log::StoredRecord>| async move {
+        let mut archive = garrison_log::ArchiveWriter::create(&path, ORIGIN)
+            .await
+            .unwrap();
+        for page in records.chunks(7) {
+            archive.add_records(page).await.unwrap();
+        }
+        let summary = archive.finish().await.unwrap();
+        let opened = AttestationLog::open_read_only(&format!("sqlite://{}", path.display()), None)
+            .await
+            .unwrap();
+        (summary, opened)
+    };
+    let (summary, whole) = write(dir.path().join("whole.db"), records.clone()).await;
+    assert_eq!(summary.records, 40);
+    assert_eq!(whole.tree_size().await.unwrap(), 40);
+    for size in [1, 7, 8, 21, 40] {
+        assert_eq!(
+            whole.tree_root(size).await.unwrap(),
+            log.tree_root(size).await.unwrap(),
+            "root at {size}"
+        );
+    }
+    for index in [0, 6, 7, 13, 39] {
+        assert_eq!(
+            whole.inclusion_proof(index, 40).await.unwrap(),
+            log.inclusion_proof(index, 40).await.unwrap(),
+            "proof of {index}"
+        );
+    }
+    whole.close().await;
+
+    let mut gapped = records.clone();
+    gapped.remove(20);
+    let (summary, with_gap) = write(dir.path().join("gap.db"), gapped).await;
+    assert_eq!(summary.records, 39);
+    assert_eq!(
+        with_gap.tree_size().await.unwrap(),
+        20,
+        "the tree stops at the gap"
+    );
+    assert_eq!(
+        with_gap.tree_root(20).await.unwrap(),
+        log.tree_root(20).await.unwrap()
+    );
+    let kept = with_gap
+        .query(&garrison_log::Query::default())
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 39);
+    assert_eq!(kept[20], records[21], "the records after the gap are kept");
+    with_gap.close().await;
+    // A source serving a record again, or out of order, is refused.
+    let mut archive = garrison_log::ArchiveWriter::create(&dir.path().join("again.db"), ORIGIN)
+        .await
+        .unwrap();
+    archive.add_records(&records[..5]).await.unwrap();
+    assert!(matches!(
+        archive.add_records(&records[4..6]).await,
+        Err(LogError::Corrupt { .. })
+    ));
     log.close().await;
 }
