@@ -252,7 +252,7 @@ impl Audit for AuditService {
     ) -> Result<Response<v1::GetEvidenceResponse>, Status> {
         self.authorize(&request)?;
         let digest = request.into_inner().digest;
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !garrison_log::is_evidence_digest(&digest) {
             return Err(Status::invalid_argument("digest must be 64 hex digits"));
         }
         let bytes = self.log.evidence(&digest).await.map_err(log_status)?;
@@ -276,7 +276,7 @@ impl Audit for AuditService {
         }
         if let Some(bad) = digests
             .iter()
-            .find(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .find(|d| !garrison_log::is_evidence_digest(d))
         {
             return Err(Status::invalid_argument(format!(
                 "digest {:?} is not 64 hex digits",

@@ -175,13 +175,6 @@ pub enum LogError {
     /// The export target already exists.
     #[error("{path} already exists; an export never overwrites")]
     ExportExists { path: String },
-    /// The export target could not be created.
-    #[error("creating {path}")]
-    ExportFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// Bytes handed in as a record's canonical encoding are not one (another encoding of the
     /// same record included: only the canonical bytes hash to the leaf).
     #[error("not a canonical record encoding: {problem}")]

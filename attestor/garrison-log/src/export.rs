@@ -87,19 +87,7 @@ impl AttestationLog {
         }
         summary.tree_hashes = self.copy_tree_hashes(target).await?;
         for checkpoint in self.checkpoints().await? {
-            let size =
-                i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
-                    size: checkpoint.size,
-                })?;
-            execute(
-                sqlx::query("INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, $1, $2, $3, $4)")
-                    .bind(size)
-                    .bind(checkpoint.root_hash.to_vec())
-                    .bind(unix_micros(checkpoint.signed, "signed")?)
-                    .bind(checkpoint.note),
-                &mut *target,
-            )
-            .await?;
+            insert_checkpoint(target, &checkpoint).await?;
             summary.checkpoints += 1;
         }
         let rows = sqlx::query(
@@ -114,15 +102,7 @@ impl AttestationLog {
             let key: Vec<u8> = row.try_get(1).map_err(query_error)?;
             let chain: String = row.try_get(2).map_err(query_error)?;
             let added: i64 = row.try_get(3).map_err(query_error)?;
-            execute(
-                sqlx::query("INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) VALUES (1, $1, $2, $3, $4)")
-                    .bind(digest)
-                    .bind(key)
-                    .bind(chain)
-                    .bind(added),
-                &mut *target,
-            )
-            .await?;
+            insert_key_certificate(target, digest, key, chain, added).await?;
             summary.key_certificates += 1;
         }
         summary.cosignatures = self.copy_cosignatures(target).await?;
@@ -248,7 +228,7 @@ fn referenced_digests(bytes: &[u8]) -> Vec<String> {
         .iter()
         .filter(|(name, _)| name.ends_with("_sha256"))
         .filter_map(|(_, value)| value.as_str())
-        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|d| crate::is_evidence_digest(d))
         .map(str::to_ascii_lowercase)
         .collect()
 }
@@ -423,7 +403,7 @@ impl ArchiveWriter {
         digest: &str,
         bytes: &[u8],
     ) -> Result<Vec<String>, LogError> {
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !crate::is_evidence_digest(digest) {
             return Err(LogError::InvalidEntry {
                 field: "evidence digest",
                 problem: "not 64 hex digits",
@@ -443,19 +423,7 @@ impl ArchiveWriter {
 
     /// Adds a signed checkpoint as given.
     pub async fn add_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), LogError> {
-        let size = i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
-            size: checkpoint.size,
-        })?;
-        sqlx::query(
-            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, $1, $2, $3, $4)",
-        )
-        .bind(size)
-        .bind(checkpoint.root_hash.to_vec())
-        .bind(unix_micros(checkpoint.signed, "signed")?)
-        .bind(checkpoint.note.clone())
-        .execute(&mut self.conn)
-        .await
-        .map_err(query_error)?;
+        insert_checkpoint(&mut self.conn, checkpoint).await?;
         self.summary.checkpoints += 1;
         Ok(())
     }
@@ -471,16 +439,14 @@ impl ArchiveWriter {
         chain_pem: &str,
     ) -> Result<(), LogError> {
         let public_key = public_key.copied().unwrap_or([0; 32]);
-        sqlx::query(
-            "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
-             VALUES (1, $1, $2, $3, 0) ON CONFLICT (log_id, digest) DO NOTHING",
+        insert_key_certificate(
+            &mut self.conn,
+            crate::evidence_digest(chain_pem.as_bytes()),
+            public_key.to_vec(),
+            chain_pem.to_owned(),
+            0,
         )
-        .bind(crate::evidence_digest(chain_pem.as_bytes()))
-        .bind(public_key.to_vec())
-        .bind(chain_pem.to_owned())
-        .execute(&mut self.conn)
-        .await
-        .map_err(query_error)?;
+        .await?;
         self.summary.key_certificates += 1;
         Ok(())
     }
@@ -507,18 +473,14 @@ pub fn remove_archive(path: &Path) {
 /// someone else creates meanwhile is never written to, nor removed after a failure), readable
 /// by its owner only. SQLite takes an empty file as a new database.
 fn claim_archive_path(path: &Path) -> Result<(), LogError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
+    match crate::log::create_private_file(path) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(LogError::ExportExists {
             path: path.display().to_string(),
         }),
-        Err(e) => Err(LogError::ExportFile {
-            path: path.display().to_string(),
-            source: e,
+        Err(source) => Err(LogError::CreateDatabase {
+            path: path.to_owned(),
+            source,
         }),
     }
 }
@@ -550,6 +512,49 @@ async fn archive_connection(url: &str) -> Result<AnyConnection, LogError> {
         return Err(query_error(e));
     }
     Ok(conn)
+}
+
+/// A signed checkpoint into an archive's log (id 1), as given.
+async fn insert_checkpoint(
+    conn: &mut AnyConnection,
+    checkpoint: &StoredCheckpoint,
+) -> Result<(), LogError> {
+    let size = i64::try_from(checkpoint.size).map_err(|_| LogError::CheckpointMismatch {
+        size: checkpoint.size,
+    })?;
+    execute(
+        sqlx::query(
+            "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) VALUES (1, $1, $2, $3, $4)",
+        )
+        .bind(size)
+        .bind(checkpoint.root_hash.to_vec())
+        .bind(unix_micros(checkpoint.signed, "signed")?)
+        .bind(checkpoint.note.clone()),
+        conn,
+    )
+    .await
+}
+
+/// A log key certificate chain into an archive's log (id 1), once per digest.
+async fn insert_key_certificate(
+    conn: &mut AnyConnection,
+    digest: String,
+    public_key: Vec<u8>,
+    chain_pem: String,
+    added_us: i64,
+) -> Result<(), LogError> {
+    execute(
+        sqlx::query(
+            "INSERT INTO log_key_certificates (log_id, digest, public_key, chain_pem, added_us) \
+             VALUES (1, $1, $2, $3, $4) ON CONFLICT (log_id, digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(public_key)
+        .bind(chain_pem)
+        .bind(added_us),
+        conn,
+    )
+    .await
 }
 
 async fn execute(

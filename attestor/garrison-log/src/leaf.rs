@@ -150,6 +150,11 @@ pub fn evidence_digest(evidence: &[u8]) -> String {
     hex::encode(Sha256::digest(evidence))
 }
 
+/// Whether `text` has the shape of an evidence digest: 64 hex digits (any case).
+pub fn is_evidence_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Unix microseconds (floor). Fails only for dates beyond ±292 000 years.
 pub(crate) fn unix_micros(t: OffsetDateTime, field: &'static str) -> Result<i64, LogError> {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).map_err(|_| LogError::InvalidEntry {

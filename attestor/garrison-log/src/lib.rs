@@ -100,7 +100,8 @@ mod writer;
 pub use error::LogError;
 pub use export::{ArchiveWriter, ExportSummary, remove_archive};
 pub use leaf::{
-    LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, leaf_hash, record_from_canonical,
+    LEAF_ENCODING_VERSION, canonical_bytes, evidence_digest, is_evidence_digest, leaf_hash,
+    record_from_canonical,
 };
 pub use log::{AttestationLog, Backend, LogConfig, url_for_display};
 pub use origin::check_origin;

@@ -785,12 +785,11 @@ async fn connect(url: &str, config: &LogConfig, backend: Backend) -> Result<AnyP
 /// whose setup fails until its acquire timeout, which would turn a file that is not a
 /// database, or a read-only directory, into "cannot be reached" after 5 s.
 async fn first_sqlite_connection(url: &str) -> Result<(), LogError> {
-    let mut conn = AnyConnection::connect(url)
+    let conn = dedicated_connection(url, Backend::Sqlite)
         .await
         .map_err(|e| sqlite_error(url, e))?;
-    let set_up = sqlite_connection_settings(&mut conn).await;
     let _ = conn.close().await;
-    set_up.map_err(|e| sqlite_error(url, e))
+    Ok(())
 }
 
 /// A failure of SQLite to open or set up the log: [`LogError::Unwritable`] for SQLite's
@@ -817,20 +816,26 @@ fn sqlite_error(url: &str, source: sqlx::Error) -> LogError {
 /// database) readable by its owner only: SQLite itself would create it with the umask's mode
 /// (0644, usually), and its -wal and -shm files take the database file's mode.
 fn create_private_sqlite_file(url: &str) -> Result<(), LogError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     let Some(path) = crate::serving_lock::sqlite_file(url)? else {
         return Ok(());
     };
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
-    match created {
-        Ok(_) => Ok(()),
+    match create_private_file(&path) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(LogError::CreateDatabase { path, source }),
     }
+}
+
+/// Creates `path` as a new empty file readable by its owner only; `AlreadyExists` if
+/// anything is there (checked and created in one step).
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
 }
 
 /// The background WAL checkpointer's own connection (outside the pool, so that it never waits

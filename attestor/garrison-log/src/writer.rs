@@ -301,14 +301,9 @@ async fn serve_reads(writer: &mut Writer, reads: &mut Vec<StatusRead>) {
 async fn read_status(writer: &mut Writer, key: &StatusKey) -> Result<NodeStatus, LogError> {
     let mut conn = match writer.connection.take() {
         Some(kept) => kept,
-        None => tokio::time::timeout(
-            crate::log::CONNECT_TIMEOUT,
-            crate::log::dedicated_connection(&writer.url, writer.backend),
-        )
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)
-        .and_then(|connected| connected)
-        .map_err(|source| LogError::Query { source })?,
+        None => connect(&writer.url, writer.backend)
+            .await
+            .map_err(|source| LogError::Query { source })?,
     };
     let status = match key {
         StatusKey::Node(node_id) => read::node_status(&mut conn, writer.log_id, node_id).await,
@@ -403,15 +398,19 @@ async fn write_batch(
     written
 }
 
-/// A new connection for the writer (within the pool's connect timeout), with its
-/// transaction begun.
-async fn fresh_and_begun(url: &str, backend: Backend) -> Result<AnyConnection, sqlx::Error> {
-    let mut conn = tokio::time::timeout(
+/// A new connection for the writer, within the pool's connect timeout.
+async fn connect(url: &str, backend: Backend) -> Result<AnyConnection, sqlx::Error> {
+    tokio::time::timeout(
         crate::log::CONNECT_TIMEOUT,
         crate::log::dedicated_connection(url, backend),
     )
     .await
-    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
+/// A new connection for the writer ([`connect`]), with its transaction begun.
+async fn fresh_and_begun(url: &str, backend: Backend) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = connect(url, backend).await?;
     if let Err(e) = begin(&mut conn, backend).await {
         let _ = conn.close().await;
         return Err(e);
@@ -434,13 +433,12 @@ async fn begin(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::E
 /// Writes the batch inside the transaction [`begin`] opened, and commits it. On an error the
 /// transaction is left open: the caller closes the connection, which rolls it back.
 async fn write_on(
-    conn: &mut AnyConnection,
+    tx: &mut AnyConnection,
     backend: Backend,
     log_id: i64,
     frontier: Option<&Frontier>,
     jobs: &[Job],
 ) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
-    let tx = &mut *conn;
     let first = reserve_sequences(&mut *tx, log_id, jobs.len()).await?;
     let frontier = match frontier {
         Some(frontier) if frontier.size == first => frontier.clone(),

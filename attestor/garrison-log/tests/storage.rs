@@ -250,6 +250,27 @@ both_backends!(
     status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed,
 );
 
+/// A log with one record appended (so the writer has connected: it connects within a
+/// timeout that a paused clock would fire at once), then a one-hour commit window and
+/// tokio's clock paused, so that a window ends as soon as every task waits.
+async fn warm_log_with_an_hour_window(db: &TestDb) -> AttestationLog {
+    let log = db.open(16).await;
+    log.append(entry(record("warm-up", "n", at(0, 0))))
+        .await
+        .unwrap();
+    log.set_commit_window(Duration::from_secs(3600));
+    tokio::time::pause();
+    log
+}
+
+/// On this single-threaded runtime: lets an append just spawned be queued and taken by the
+/// writer, which opens its window.
+async fn until_the_writer_has_taken_it() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// On SQLite, `node_status` and `node_status_by_serial` are answered by the writer on its own
 /// connection (whose page cache survives its commits), between batches: a read made while a
 /// batch waits in its commit window is answered before that batch commits, without it. PostgreSQL
@@ -285,9 +306,7 @@ async fn status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed(db:
         let log = log.clone();
         async move { log.append(issue("aa02", 2)).await }
     });
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
+    until_the_writer_has_taken_it().await;
     assert_eq!(log.stats().batches, 1, "the renewal waits in the window");
     // Answered inside the window: aa02 is not committed yet. (A read that waited for the
     // batch would find aa02 current.) Only this one read is: while it runs every task waits,
@@ -306,23 +325,12 @@ async fn status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed(db:
 /// shares its transaction. Tokio's clock is paused once the log is open, so the window (an
 /// hour) ends as soon as every task waits, not after a real hour.
 async fn a_commit_window_gathers_appends_that_arrive_while_it_is_open(db: TestDb) {
-    let log = db.open(16).await;
-    // The writer opens its connection at its first batch, within a connect timeout that a
-    // paused clock would fire at once: let it connect first.
-    log.append(entry(record("warm-up", "n", at(0, 0))))
-        .await
-        .unwrap();
-    log.set_commit_window(Duration::from_secs(3600));
-    tokio::time::pause();
+    let log = warm_log_with_an_hour_window(&db).await;
     let first = tokio::spawn({
         let log = log.clone();
         async move { log.append(entry(record("first", "n", at(1, 0)))).await }
     });
-    // On this single-threaded runtime: the first append is queued, then taken by the writer,
-    // which opens its window.
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
+    until_the_writer_has_taken_it().await;
     assert_eq!(
         log.stats().batches,
         1,
@@ -350,14 +358,7 @@ async fn a_commit_window_gathers_appends_that_arrive_while_it_is_open(db: TestDb
 /// One caller appending one record after another gathers nothing in a window: after the
 /// first, windows are skipped for 64 batches, then tried once again.
 async fn a_lone_appender_pays_the_commit_window_rarely(db: TestDb) {
-    let log = db.open(16).await;
-    // The writer opens its connection at its first batch, within a connect timeout that a
-    // paused clock would fire at once: let it connect first.
-    log.append(entry(record("warm-up", "n", at(0, 0))))
-        .await
-        .unwrap();
-    log.set_commit_window(Duration::from_secs(3600));
-    tokio::time::pause();
+    let log = warm_log_with_an_hour_window(&db).await;
     for i in 0..70 {
         log.append(entry(record("lone", "n", at(1, i))))
             .await
