@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use garrison_audit::{AuditError, NodeRef, decision_facts};
 use garrison_ca::{SpiffeId, TrustDomain};
-use garrison_log::{AttestationLog, LogError, Query, StoredCheckpoint, StoredRecord};
+use garrison_log::{
+    AttestationLog, LogError, Query, StoredCheckpoint, StoredCosignature, StoredRecord,
+};
 use garrison_proto::v1;
 use garrison_proto::v1::audit_server::Audit;
 use time::OffsetDateTime;
@@ -192,12 +194,24 @@ fn result_status(e: AuditError) -> Status {
     }
 }
 
-fn checkpoint_message(c: StoredCheckpoint) -> v1::SignedCheckpoint {
+fn checkpoint_message(
+    c: StoredCheckpoint,
+    cosignatures: &[StoredCosignature],
+) -> v1::SignedCheckpoint {
     v1::SignedCheckpoint {
         size: c.size,
         root_hash: c.root_hash.to_vec(),
         signed_us: micros(c.signed),
         note: c.note,
+        cosignatures: cosignatures
+            .iter()
+            .filter(|k| k.size == c.size)
+            .map(|k| v1::Cosignature {
+                witness: k.witness.clone(),
+                line: k.line.clone(),
+                cosigned_us: micros(k.cosigned),
+            })
+            .collect(),
     }
 }
 
@@ -322,11 +336,13 @@ impl Audit for AuditService {
         let size = self.log.tree_size().await.map_err(log_status)?;
         let latest = self.log.latest_checkpoint().await.map_err(log_status)?;
         let certificates = self.log.log_key_certificates().await.map_err(log_status)?;
+        let witness_certificates = self.log.witness_certificates().await.map_err(log_status)?;
         Ok(Response::new(v1::LogInfoResponse {
             origin: self.log.origin().unwrap_or_default().to_owned(),
             size,
             latest_checkpoint: latest.map(|c| c.note).unwrap_or_default(),
             log_key_certificates: certificates,
+            witness_certificates,
         }))
     }
 
@@ -336,13 +352,28 @@ impl Audit for AuditService {
     ) -> Result<Response<v1::CheckpointsResponse>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
-        let limit = page(r.limit) as usize;
-        let mut all: Vec<StoredCheckpoint> = self.log.checkpoints().await.map_err(log_status)?;
-        all.retain(|c| r.after_size.is_none_or(|after| c.size > after));
-        let more = all.len() > limit;
-        all.truncate(limit);
+        let limit = page(r.limit);
+        // One more than the page, to tell whether there are more.
+        let mut checkpoints = self
+            .log
+            .checkpoints_after(r.after_size, limit.saturating_add(1))
+            .await
+            .map_err(log_status)?;
+        let more = checkpoints.len() > limit as usize;
+        checkpoints.truncate(limit as usize);
+        let cosignatures = match (checkpoints.first(), checkpoints.last()) {
+            (Some(first), Some(last)) => self
+                .log
+                .cosignatures_between(first.size, last.size)
+                .await
+                .map_err(log_status)?,
+            _ => Vec::new(),
+        };
         Ok(Response::new(v1::CheckpointsResponse {
-            checkpoints: all.into_iter().map(checkpoint_message).collect(),
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|c| checkpoint_message(c, &cosignatures))
+                .collect(),
             more,
         }))
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use garrison_log::{ArchiveWriter, ExportSummary};
+use garrison_log::{ArchiveWriter, ExportSummary, StoredCosignature, StoredRecord};
 use garrison_transparency::LogKeyCertificate;
 
 use crate::{AuditError, LogSource};
@@ -19,20 +19,35 @@ const PAGE: u32 = 100;
 /// Nothing is checked here: everything is kept as read, for `verify` to judge on the
 /// archive (a record whose leaf disagrees with it, a missing record, evidence that does not
 /// hash to its digest, evidence the source did not have, a log key certificate that does
-/// not parse). The checkpoints are read first, so that a log still growing leaves no
-/// checkpoint in the archive beyond the records it holds. Evidence is fetched page by page:
-/// each record's, then the event logs it names (one level: what those name is not
-/// followed, so a source cannot keep the export fetching), each digest once.
+/// not parse, the hub's cosignatures and witness key chains). The checkpoints are read
+/// first, so that a log still growing leaves no checkpoint in the archive beyond the records
+/// it holds. Evidence is fetched page by page: each record's, then the event logs it names
+/// (one level: what those name is not followed, so a source cannot keep the export
+/// fetching), each digest once.
+///
+/// The records written are those below the size the source states after its checkpoints
+/// were read (at least every checkpoint's size, from an honest source): a source serving
+/// records beyond what it claimed cannot make the export write on without end. Those it
+/// serves must come in increasing order, at most a page at a time.
 ///
 /// On failure nothing is left at `path`: a partial archive is removed.
 pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
     let origin = source.origin().ok_or(AuditError::NoOrigin)?;
+    // Each read bounds the next: a cosignature is kept only of a kept checkpoint, and a
+    // checkpoint only of records appended.
+    let cosignatures = source.cosignatures().await?;
+    let witness_chains = source.witness_certificates().await?;
     let checkpoints = source.checkpoints().await?;
     let chains = source.log_key_certificates().await?;
+    let size = source.size().await?;
     let archive = ArchiveWriter::create(path, &origin)
         .await
         .map_err(AuditError::Log)?;
-    let written = fill(source, archive, &checkpoints, &chains).await;
+    let witnessed = Witnessed {
+        cosignatures: &cosignatures,
+        chains: &witness_chains,
+    };
+    let written = fill(source, archive, size, &checkpoints, &chains, witnessed).await;
     if written.is_err() {
         garrison_log::remove_archive(path);
     }
@@ -42,13 +57,20 @@ pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSumma
 async fn fill<S: LogSource>(
     source: &S,
     mut archive: ArchiveWriter,
+    size: u64,
     checkpoints: &[garrison_log::StoredCheckpoint],
     chains: &[String],
+    witnessed: Witnessed<'_>,
 ) -> Result<ExportSummary, AuditError> {
     let mut fetched = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = source.records_after(after, PAGE).await?;
+    let mut after: Option<u64> = None;
+    while after.map_or(0, |a| a.saturating_add(1)) < size {
+        let mut page = source.records_after(after, PAGE).await?;
+        check_page(&page, after)?;
+        // What lies beyond the size stated at the start is not this export's.
+        if let Some(cut) = page.iter().position(|r| r.sequence >= size) {
+            page.truncate(cut);
+        }
         let Some(last) = page.last() else { break };
         after = Some(last.sequence);
         let mut wanted: BTreeSet<String> = page
@@ -90,5 +112,45 @@ async fn fill<S: LogSource>(
             .await
             .map_err(AuditError::Log)?;
     }
+    for cosignature in witnessed.cosignatures {
+        archive
+            .add_cosignature(cosignature)
+            .await
+            .map_err(AuditError::Log)?;
+    }
+    for chain in witnessed.chains {
+        archive
+            .add_witness_certificate(chain)
+            .await
+            .map_err(AuditError::Log)?;
+    }
     archive.finish().await.map_err(AuditError::Log)
+}
+
+/// The hub's cosignatures of the checkpoints, and the witness key chains to check them with.
+#[derive(Clone, Copy)]
+struct Witnessed<'a> {
+    cosignatures: &'a [StoredCosignature],
+    chains: &'a [String],
+}
+
+/// A page as asked: at most [`PAGE`] records, each after `after` and after the one before.
+fn check_page(page: &[StoredRecord], after: Option<u64>) -> Result<(), AuditError> {
+    if page.len() > PAGE as usize {
+        return Err(AuditError::Remote(format!(
+            "{} records served for a page of {PAGE}",
+            page.len()
+        )));
+    }
+    let mut previous = after;
+    for record in page {
+        if let Some(p) = previous.filter(|p| record.sequence <= *p) {
+            return Err(AuditError::Remote(format!(
+                "record #{} served after #{p}",
+                record.sequence
+            )));
+        }
+        previous = Some(record.sequence);
+    }
+    Ok(())
 }

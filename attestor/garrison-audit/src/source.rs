@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredRecord};
+use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredCosignature, StoredRecord};
 
 use crate::AuditError;
 
@@ -33,6 +33,14 @@ pub trait LogSource {
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<StoredCheckpoint>, AuditError>>;
     /// Every log key certificate chain kept (PEM).
     fn log_key_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
+    /// How many records the log says it holds (its tree size). [`export`](crate::export)
+    /// writes no record at or beyond the size it read when it started: a source cannot make
+    /// it write more than it claimed.
+    fn size(&self) -> impl Future<Output = Result<u64, AuditError>>;
+    /// The hub's cosignatures kept of the log's checkpoints, by size.
+    fn cosignatures(&self) -> impl Future<Output = Result<Vec<StoredCosignature>, AuditError>>;
+    /// The certificate chains (PEM) of the hub witness keys, to check the cosignatures with.
+    fn witness_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
 }
 
 impl LogSource for AttestationLog {
@@ -77,6 +85,22 @@ impl LogSource for AttestationLog {
 
     async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
         AttestationLog::log_key_certificates(self)
+            .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        self.tree_size().await.map_err(AuditError::Log)
+    }
+
+    async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, AuditError> {
+        AttestationLog::cosignatures(self)
+            .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+        AttestationLog::witness_certificates(self)
             .await
             .map_err(AuditError::Log)
     }

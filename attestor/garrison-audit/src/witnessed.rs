@@ -6,14 +6,15 @@
 //! through hub CAs (`garrison_transparency::WitnessKeyCertificate`); each cosignature must
 //! verify with one of those keys over its checkpoint's note.
 
-use garrison_log::AttestationLog;
+use std::collections::HashMap;
+
 use garrison_transparency::{
     WitnessKeyCertificate, add_cosignature_line, hub_witness_name, parse_site_origin,
     verify_cosignature,
 };
 use serde::Serialize;
 
-use crate::AuditError;
+use crate::{AuditError, LogSource};
 
 /// What the check of a log's cosignatures found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,13 +29,13 @@ pub struct WitnessReport {
     pub failed: Vec<(u64, String)>,
 }
 
-/// Checks every cosignature kept for `log` against the witness keys certified under
-/// `roots`.
-pub async fn check_cosignatures(
-    log: &AttestationLog,
+/// Checks every cosignature kept for `log` (a database, an archive, or the attestor's Audit
+/// service) against the witness keys certified under `roots`.
+pub async fn check_cosignatures<S: LogSource>(
+    log: &S,
     roots: &[Vec<u8>],
 ) -> Result<WitnessReport, AuditError> {
-    let origin = log.origin().unwrap_or_default().to_owned();
+    let origin = log.origin().unwrap_or_default();
     let Some((trust_domain, _)) = parse_site_origin(&origin) else {
         return Ok(WitnessReport::default());
     };
@@ -44,15 +45,25 @@ pub async fn check_cosignatures(
         witness_keys: keys.len(),
         ..WitnessReport::default()
     };
-    for cosignature in log.cosignatures().await.map_err(AuditError::Log)? {
+    let cosignatures = log.cosignatures().await?;
+    if cosignatures.is_empty() {
+        return Ok(report);
+    }
+    let checkpoints: HashMap<u64, String> = log
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| (c.size, c.note))
+        .collect();
+    for cosignature in cosignatures {
         let size = cosignature.size;
-        let Some(checkpoint) = log.checkpoint_at(size).await.map_err(AuditError::Log)? else {
+        let Some(checkpoint) = checkpoints.get(&size) else {
             report
                 .failed
                 .push((size, "no checkpoint of that size is kept".to_owned()));
             continue;
         };
-        let note = match add_cosignature_line(&checkpoint.note, &cosignature.line) {
+        let note = match add_cosignature_line(checkpoint, &cosignature.line) {
             Ok(note) => note,
             Err(e) => {
                 report.failed.push((size, e.to_string()));
@@ -75,13 +86,13 @@ pub async fn check_cosignatures(
     Ok(report)
 }
 
-async fn witness_keys(
-    log: &AttestationLog,
+async fn witness_keys<S: LogSource>(
+    log: &S,
     roots: &[Vec<u8>],
     trust_domain: &str,
 ) -> Result<Vec<[u8; 32]>, AuditError> {
     let mut keys = Vec::new();
-    for chain_pem in log.witness_certificates().await.map_err(AuditError::Log)? {
+    for chain_pem in log.witness_certificates().await? {
         let key = WitnessKeyCertificate::from_pem(&chain_pem)
             .and_then(|certificate| certificate.verify(roots, trust_domain));
         if let Ok(key) = key {

@@ -42,6 +42,7 @@ both_backends!(
     proofs_verify_with_an_independent_rfc9162_verifier,
     an_export_verifies_alone_and_keeps_tampering_visible,
     an_export_read_through_a_log_source_keeps_every_tampering_visible,
+    an_export_writes_no_record_beyond_what_its_source_claimed,
 );
 
 const RECORDS: u64 = 37;
@@ -351,6 +352,17 @@ impl LogSource for Counting<'_> {
 
     async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
         LogSource::log_key_certificates(self.log).await
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        LogSource::size(self.log).await
+    }
+    async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
+        LogSource::cosignatures(self.log).await
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+        LogSource::witness_certificates(self.log).await
     }
 }
 
@@ -701,4 +713,120 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
         assert_eq!(in_archive.problems, at_source.problems, "{archived:?}");
         assert_eq!(in_archive.first_bad_sequence, Some(3));
     }
+}
+
+/// A source that does not stop: after the log's records it makes up more, without end
+/// (`endless`), or it ignores `after` and serves the first page again and again.
+struct Runaway<'a> {
+    log: &'a AttestationLog,
+    claimed: u64,
+    endless: bool,
+}
+
+impl LogSource for Runaway<'_> {
+    fn origin(&self) -> Option<String> {
+        LogSource::origin(self.log)
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        if !self.endless {
+            return self.log.records_after(None, limit).await;
+        }
+        let mut page = self.log.records_after(after, limit).await?;
+        if page.is_empty() {
+            let template = self.log.records_after(None, 1).await?.remove(0);
+            let first = after.map_or(0, |a| a + 1);
+            page = (first..first + u64::from(limit))
+                .map(|sequence| StoredRecord {
+                    sequence,
+                    ..template.clone()
+                })
+                .collect();
+        }
+        Ok(page)
+    }
+
+    async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        LogSource::evidence(self.log, digest).await
+    }
+
+    async fn evidence_many(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<u8>>, AuditError> {
+        LogSource::evidence_many(self.log, digests).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        LogSource::checkpoints(self.log).await
+    }
+
+    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
+        LogSource::log_key_certificates(self.log).await
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        Ok(self.claimed)
+    }
+    async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
+        LogSource::cosignatures(self.log).await
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+        LogSource::witness_certificates(self.log).await
+    }
+}
+
+/// An attestor serving its Audit service could otherwise fill the auditor's disk: the export
+/// stops at the size the source stated, and refuses a source that serves a page again.
+async fn an_export_writes_no_record_beyond_what_its_source_claimed(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = AttestationLog::open_read_only(&db.url, None).await.unwrap();
+    for (claimed, name) in [
+        (RECORDS, "endless.db"),
+        (250, "claims-more.db"),
+        (10, "claims-less.db"),
+    ] {
+        let runaway = Runaway {
+            log: &source,
+            claimed,
+            endless: true,
+        };
+        let path = dir.path().join(name);
+        let summary = export(&runaway, &path).await.unwrap();
+        assert_eq!(summary.records, claimed, "{name}");
+        let archive = AttestationLog::open_read_only(&format!("sqlite://{}", path.display()), None)
+            .await
+            .unwrap();
+        let report = verify(&archive, &site.roots()).await.unwrap();
+        archive.close().await;
+        if claimed == RECORDS {
+            assert!(report.ok(), "{name}: {report:?}");
+        } else {
+            assert!(
+                !report.ok(),
+                "{name}: made-up or missing records are reported"
+            );
+        }
+    }
+    // Claiming more than a page, it serves its first page again.
+    let repeating = Runaway {
+        log: &source,
+        claimed: 250,
+        endless: false,
+    };
+    let path = dir.path().join("repeating.db");
+    let refused = export(&repeating, &path).await;
+    assert!(
+        matches!(&refused, Err(AuditError::Remote(m)) if m.contains("served after")),
+        "{refused:?}"
+    );
+    assert!(!path.exists(), "nothing is left of a refused export");
+    source.close().await;
 }

@@ -406,6 +406,22 @@ async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool)
         .unwrap();
     assert_eq!((refused.witness_keys, refused.verified), (0, 0));
     assert_eq!(refused.failed.len() as u64, exported.cosignatures);
+    // The same through a log source (what `garrison audit export --attestor` drives): the
+    // cosignatures and the witness key chain come along.
+    let through_source = world.dir.join("site-archive-through-source.db");
+    let summary = garrison_audit::export(site_log, &through_source)
+        .await
+        .unwrap();
+    assert_eq!(summary.cosignatures, exported.cosignatures);
+    let archived_again =
+        AttestationLog::open_read_only(&format!("sqlite://{}", through_source.display()), None)
+            .await
+            .unwrap();
+    let witnessed_again = garrison_audit::check_cosignatures(&archived_again, &roots)
+        .await
+        .unwrap();
+    assert_eq!(witnessed_again, witnessed);
+    archived_again.close().await;
 
     // An older policy bundle published later is refused at the hub.
     let old = world

@@ -23,7 +23,10 @@ use sqlx::{AnyConnection, Connection as _, Row as _};
 use crate::leaf::unix_micros;
 use crate::tree::{BatchTree, Frontier, Hashes};
 use crate::writer::{insert_rows, insert_tree_hashes};
-use crate::{AttestationLog, Backend, LogConfig, LogError, Query, StoredCheckpoint, StoredRecord};
+use crate::{
+    AttestationLog, Backend, LogConfig, LogError, Query, StoredCheckpoint, StoredCosignature,
+    StoredRecord,
+};
 
 /// Records copied per page.
 const PAGE: u32 = 2_000;
@@ -127,26 +130,10 @@ impl AttestationLog {
     async fn copy_cosignatures(&self, target: &mut AnyConnection) -> Result<u64, LogError> {
         let cosignatures = self.cosignatures().await?;
         for c in &cosignatures {
-            let size =
-                i64::try_from(c.size).map_err(|_| LogError::CheckpointMismatch { size: c.size })?;
-            execute(
-                sqlx::query("INSERT INTO cosignatures (log_id, size, witness, line, cosigned_us) VALUES (1, $1, $2, $3, $4)")
-                    .bind(size)
-                    .bind(c.witness.clone())
-                    .bind(c.line.clone())
-                    .bind(unix_micros(c.cosigned, "cosigned")?),
-                &mut *target,
-            )
-            .await?;
+            insert_cosignature(target, c).await?;
         }
         for chain in self.witness_certificates().await? {
-            execute(
-                sqlx::query("INSERT INTO witness_certificates (digest, chain_pem, added_us) VALUES ($1, $2, 0) ON CONFLICT (digest) DO NOTHING")
-                    .bind(crate::evidence_digest(chain.as_bytes()))
-                    .bind(chain),
-                &mut *target,
-            )
-            .await?;
+            insert_witness_certificate(target, chain).await?;
         }
         Ok(cosignatures.len() as u64)
     }
@@ -451,6 +438,23 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Adds a witness's cosignature of the checkpoint of its size, as served (whether it
+    /// verifies is for the auditor's check of cosignatures to say).
+    pub async fn add_cosignature(
+        &mut self,
+        cosignature: &StoredCosignature,
+    ) -> Result<(), LogError> {
+        insert_cosignature(&mut self.conn, cosignature).await?;
+        self.summary.cosignatures += 1;
+        Ok(())
+    }
+
+    /// Adds a witness key's certificate chain (PEM), once per digest; as for log key
+    /// certificates, when it was added is kept as 0.
+    pub async fn add_witness_certificate(&mut self, chain_pem: &str) -> Result<(), LogError> {
+        insert_witness_certificate(&mut self.conn, chain_pem.to_owned()).await
+    }
+
     /// Closes the archive and says what it holds.
     pub async fn finish(self) -> Result<ExportSummary, LogError> {
         self.conn.close().await.map_err(query_error)?;
@@ -530,6 +534,44 @@ async fn insert_checkpoint(
         .bind(checkpoint.root_hash.to_vec())
         .bind(unix_micros(checkpoint.signed, "signed")?)
         .bind(checkpoint.note.clone()),
+        conn,
+    )
+    .await
+}
+
+/// A witness's cosignature of a checkpoint of an archive's log (id 1).
+async fn insert_cosignature(
+    conn: &mut AnyConnection,
+    cosignature: &StoredCosignature,
+) -> Result<(), LogError> {
+    let size = i64::try_from(cosignature.size).map_err(|_| LogError::CheckpointMismatch {
+        size: cosignature.size,
+    })?;
+    execute(
+        sqlx::query(
+            "INSERT INTO cosignatures (log_id, size, witness, line, cosigned_us) VALUES (1, $1, $2, $3, $4)",
+        )
+        .bind(size)
+        .bind(cosignature.witness.clone())
+        .bind(cosignature.line.clone())
+        .bind(unix_micros(cosignature.cosigned, "cosigned")?),
+        conn,
+    )
+    .await
+}
+
+/// A witness key's certificate chain into an archive, once per digest.
+async fn insert_witness_certificate(
+    conn: &mut AnyConnection,
+    chain_pem: String,
+) -> Result<(), LogError> {
+    execute(
+        sqlx::query(
+            "INSERT INTO witness_certificates (digest, chain_pem, added_us) VALUES ($1, $2, 0) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(crate::evidence_digest(chain_pem.as_bytes()))
+        .bind(chain_pem),
         conn,
     )
     .await

@@ -549,6 +549,28 @@ impl AttestationLog {
         self.checkpoints_where("", None).await
     }
 
+    /// Up to `limit` checkpoints of a size larger than `after` (all sizes if `None`), by size:
+    /// a page of [`checkpoints`](Self::checkpoints), read without the rest.
+    pub async fn checkpoints_after(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, LogError> {
+        // Past every size a database holds: nothing after it.
+        let after = after.map_or(Ok(-1), i64::try_from).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT size, root_hash, signed_us, note FROM checkpoints WHERE log_id = $1 AND size > $2 \
+             ORDER BY size LIMIT $3",
+        )
+        .bind(self.inner.log.id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+        rows.iter().map(stored_checkpoint).collect()
+    }
+
     /// The checkpoint of the largest tree size kept, if any.
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
         Ok(self

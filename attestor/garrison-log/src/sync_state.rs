@@ -113,6 +113,25 @@ impl AttestationLog {
         rows.iter().map(stored_cosignature).collect()
     }
 
+    /// The cosignatures kept of this log's checkpoints of sizes `first..=last`, by size.
+    pub async fn cosignatures_between(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<StoredCosignature>, LogError> {
+        let rows = sqlx::query(
+            "SELECT size, witness, line, cosigned_us FROM cosignatures WHERE log_id = $1 \
+             AND size >= $2 AND size <= $3 ORDER BY size, witness",
+        )
+        .bind(self.log_id())
+        .bind(to_db(first, "size")?)
+        .bind(to_db(last, "size")?)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query)?;
+        rows.iter().map(stored_cosignature).collect()
+    }
+
     /// `witness`'s cosignature of the checkpoint of `size`, if kept.
     pub async fn cosignature_at(
         &self,

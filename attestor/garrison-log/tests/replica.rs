@@ -299,9 +299,16 @@ async fn cosignatures_events_revocation_lists_and_policy_bundles_are_kept(db: Te
     assert_eq!(log.cosignatures().await.unwrap(), vec![cosignature.clone()]);
     assert_eq!(
         log.latest_cosignature(HUB).await.unwrap(),
-        Some(cosignature)
+        Some(cosignature.clone())
     );
     assert_eq!(log.latest_cosignature("someone-else").await.unwrap(), None);
+    // By checkpoint size range, as the Audit service serves them with a page of checkpoints.
+    assert_eq!(
+        log.cosignatures_between(1, 3).await.unwrap(),
+        vec![cosignature]
+    );
+    assert!(log.cosignatures_between(4, 9).await.unwrap().is_empty());
+    assert!(log.cosignatures_between(0, 2).await.unwrap().is_empty());
 
     // A thousand refusals of one kind are one row.
     for i in 0..1000 {

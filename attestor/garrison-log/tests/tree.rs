@@ -321,6 +321,13 @@ async fn checkpoints_are_checked_kept_and_listed(db: TestDb) {
         log.checkpoints().await.expect("list"),
         vec![at_4.clone(), at_10.clone()]
     );
+    // Page by page, as the Audit service serves them.
+    let page = |after, limit| log.checkpoints_after(after, limit);
+    assert_eq!(page(None, 1).await.expect("page"), vec![at_4.clone()]);
+    assert_eq!(page(Some(4), 5).await.expect("page"), vec![at_10.clone()]);
+    assert_eq!(page(Some(3), 5).await.expect("page").len(), 2);
+    assert!(page(Some(10), 5).await.expect("page").is_empty());
+    assert!(page(Some(u64::MAX), 5).await.expect("page").is_empty());
     assert_eq!(log.latest_checkpoint().await.expect("latest"), Some(at_10));
     assert_eq!(log.checkpoint_at(4).await.expect("at 4"), Some(at_4));
     assert_eq!(log.checkpoint_at(5).await.expect("at 5"), None);

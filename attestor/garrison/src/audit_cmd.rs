@@ -138,6 +138,29 @@ impl garrison_audit::LogSource for Opened {
             Opened::Remote(log) => log.log_key_certificates().await,
         }
     }
+
+    async fn size(&self) -> Result<u64, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::size(log).await,
+            Opened::Remote(log) => log.size().await,
+        }
+    }
+
+    async fn cosignatures(
+        &self,
+    ) -> Result<Vec<garrison_log::StoredCosignature>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::cosignatures(log).await,
+            Opened::Remote(log) => log.cosignatures().await,
+        }
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::witness_certificates(log).await,
+            Opened::Remote(log) => log.witness_certificates().await,
+        }
+    }
 }
 
 impl Source {
@@ -426,16 +449,11 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let roots = read_roots(&args.root)?;
     let log = args.source.open_any().await?;
     let report = garrison_audit::verify(&log, &roots).await;
-    // The hub's cosignatures are kept in a database or an archive (not served remotely).
-    let witnessed = match &log {
-        Opened::Local(local) => Some(garrison_audit::check_cosignatures(local, &roots).await),
-        Opened::Remote(_) => None,
-    };
+    // The hub's cosignatures, from the database, the archive or the Audit service.
+    let witnessed = garrison_audit::check_cosignatures(&log, &roots).await;
     log.close().await;
     let report = report.context("verifying the log")?;
-    let witnessed = witnessed
-        .transpose()
-        .context("checking the hub's cosignatures")?;
+    let w = witnessed.context("checking the hub's cosignatures")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(report.ok());
@@ -459,20 +477,18 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     if let Some(sequence) = report.first_bad_sequence {
         println!("FIRST BAD RECORD: #{sequence}");
     }
-    if let Some(w) = &witnessed {
-        match w.latest_size {
-            Some(size) => println!(
-                "hub cosignatures verified against the root: {} (witnessed up to size {size})",
-                w.verified
-            ),
-            None if w.failed.is_empty() => println!("hub cosignatures: none kept"),
-            None => {}
-        }
-        for (size, why) in &w.failed {
-            println!("PROBLEM: the cosignature of checkpoint {size} does not verify: {why}");
-        }
+    match w.latest_size {
+        Some(size) => println!(
+            "hub cosignatures verified against the root: {} (witnessed up to size {size})",
+            w.verified
+        ),
+        None if w.failed.is_empty() => println!("hub cosignatures: none kept"),
+        None => {}
     }
-    let witnessed_ok = witnessed.as_ref().is_none_or(|w| w.failed.is_empty());
+    for (size, why) in &w.failed {
+        println!("PROBLEM: the cosignature of checkpoint {size} does not verify: {why}");
+    }
+    let witnessed_ok = w.failed.is_empty();
     if report.ok() && !witnessed_ok {
         println!("NOT OK: a hub cosignature does not verify");
         return Ok(false);

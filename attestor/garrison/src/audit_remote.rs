@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use garrison_audit::{AuditError, LogSource};
-use garrison_log::{Decision, Record, RecordKind, StoredCheckpoint, StoredRecord};
+use garrison_log::{
+    Decision, Record, RecordKind, StoredCheckpoint, StoredCosignature, StoredRecord,
+};
 use garrison_proto::v1;
 use garrison_proto::v1::audit_client::AuditClient;
 use time::OffsetDateTime;
@@ -95,6 +97,75 @@ impl RemoteLog {
             }
         }
         Ok(found)
+    }
+}
+
+impl RemoteLog {
+    async fn info(&self) -> Result<v1::LogInfoResponse, AuditError> {
+        let info = self
+            .client
+            .clone()
+            .log_info(v1::LogInfoRequest {})
+            .await
+            .map_err(remote)?;
+        Ok(info.into_inner())
+    }
+
+    /// Every checkpoint up to the log's size as the service states it first (with their
+    /// cosignatures): a service serving checkpoints without end cannot keep the client
+    /// asking, and one signed meanwhile is left for the next read.
+    async fn all_checkpoints(&self) -> Result<Vec<v1::SignedCheckpoint>, AuditError> {
+        let size = self.info().await?.size;
+        let mut all = Vec::new();
+        let mut after_size = None;
+        loop {
+            let page = self.checkpoint_page(after_size).await?;
+            for c in page.checkpoints {
+                if c.size > size {
+                    return Ok(all);
+                }
+                after_size = Some(c.size);
+                all.push(c);
+            }
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of checkpoints after `after_size`. A page that does not go forward is
+    /// refused, so a misbehaving service cannot keep the client asking.
+    async fn checkpoint_page(
+        &self,
+        after_size: Option<u64>,
+    ) -> Result<v1::CheckpointsResponse, AuditError> {
+        let page = self
+            .client
+            .clone()
+            .checkpoints(v1::CheckpointsRequest {
+                after_size,
+                limit: 0,
+            })
+            .await
+            .map_err(remote)?
+            .into_inner();
+        let mut previous = after_size;
+        for c in &page.checkpoints {
+            if previous.is_some_and(|p| c.size <= p) {
+                return Err(AuditError::Remote(format!(
+                    "checkpoint of size {} served after size {}",
+                    c.size,
+                    previous.unwrap_or_default()
+                )));
+            }
+            previous = Some(c.size);
+        }
+        if page.more && page.checkpoints.is_empty() {
+            return Err(AuditError::Remote(
+                "an empty page of checkpoints said there were more".into(),
+            ));
+        }
+        Ok(page)
     }
 }
 
@@ -191,44 +262,46 @@ impl LogSource for RemoteLog {
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
-        let mut all = Vec::new();
-        let mut after_size = None;
-        loop {
-            let page = self
-                .client
-                .clone()
-                .checkpoints(v1::CheckpointsRequest {
-                    after_size,
-                    limit: 0,
-                })
-                .await
-                .map_err(remote)?
-                .into_inner();
-            for c in page.checkpoints {
-                after_size = Some(c.size);
-                all.push(StoredCheckpoint {
+        self.all_checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| {
+                Ok(StoredCheckpoint {
                     size: c.size,
                     root_hash: <[u8; 32]>::try_from(c.root_hash.as_slice()).map_err(|_| {
                         AuditError::Remote("checkpoint root is not 32 bytes".into())
                     })?,
                     signed: time(c.signed_us)?,
                     note: c.note,
-                });
-            }
-            if !page.more {
-                return Ok(all);
-            }
-        }
+                })
+            })
+            .collect()
     }
 
     async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
-        let info = self
-            .client
-            .clone()
-            .log_info(v1::LogInfoRequest {})
-            .await
-            .map_err(remote)?
-            .into_inner();
-        Ok(info.log_key_certificates)
+        Ok(self.info().await?.log_key_certificates)
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        Ok(self.info().await?.size)
+    }
+
+    async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, AuditError> {
+        let mut all = Vec::new();
+        for c in self.all_checkpoints().await? {
+            for k in c.cosignatures {
+                all.push(StoredCosignature {
+                    size: c.size,
+                    witness: k.witness,
+                    line: k.line,
+                    cosigned: time(k.cosigned_us)?,
+                });
+            }
+        }
+        Ok(all)
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+        Ok(self.info().await?.witness_certificates)
     }
 }

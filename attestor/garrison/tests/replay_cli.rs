@@ -15,8 +15,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use garrison_log::{AttestationLog, Query, RecordKind};
+use garrison_log::{AttestationLog, Query, RecordKind, StoredCosignature};
 use garrison_testbed::{GOOD_LOG, INSECURE_BOOT_LOG, Node, Site, free_local_address};
+use garrison_transparency::WitnessKey;
 use ring::rand::SystemRandom;
 use sqlx::Connection;
 
@@ -105,6 +106,57 @@ fn auditor_identity(site: &Site, dir: &Path) -> (std::path::PathBuf, std::path::
     std::fs::write(&svid, garrison_ca::certificates_to_pem(&issued.chain)).unwrap();
     std::fs::write(&key, issued.key.unwrap().to_pkcs8_pem().expose()).unwrap();
     (svid, key)
+}
+
+/// Has a witness key certified by the testbed's hub CA cosign the log's latest checkpoint,
+/// and keeps the cosignature and the key's chain in the log at `database`, as a site keeps
+/// what its hub sent. Returns the checkpoint's size.
+async fn cosign_latest_checkpoint(dir: &Path, database: &str) -> u64 {
+    let now = time::OffsetDateTime::now_utc();
+    let rng = SystemRandom::new();
+    let hub = garrison_attestor::server::load_authority(&dir.join("ca/hub")).unwrap();
+    let pkcs8 = WitnessKey::generate_pkcs8(&rng).unwrap();
+    let witness = WitnessKey::from_pkcs8(garrison_testbed::TRUST_DOMAIN, &pkcs8).unwrap();
+    let issued = hub
+        .issue_hub_role_svid(
+            garrison_ca::HubRole::Witness,
+            time::Duration::days(1),
+            garrison_ca::SubjectKey::LogKey(witness.public_key()),
+            now,
+            &rng,
+        )
+        .unwrap();
+    let log = AttestationLog::open(&garrison_log::LogConfig {
+        url: database.to_owned(),
+        origin: None,
+        max_batch: 1,
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let checkpoint = loop {
+        if let Some(c) = log.latest_checkpoint().await.unwrap() {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let cosigned = witness
+        .cosign(&checkpoint.note, now.unix_timestamp().unsigned_abs())
+        .unwrap();
+    let line = cosigned.lines().last().unwrap().to_owned();
+    log.store_cosignature(&StoredCosignature {
+        size: checkpoint.size,
+        witness: witness.name().to_owned(),
+        line,
+        cosigned: now,
+    })
+    .await
+    .unwrap();
+    log.add_witness_certificate(&garrison_ca::certificates_to_pem(&issued.chain), now)
+        .await
+        .unwrap();
+    log.close().await;
+    checkpoint.size
 }
 
 fn replay(db: &str, root: &Path, extra: &[&str]) -> Output {
@@ -200,6 +252,18 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
 
+    // The hub's cosignature of the latest checkpoint, kept by the site as a sync keeps it:
+    // the service serves it, `verify --attestor` checks it, the export carries it.
+    let cosigned_size = cosign_latest_checkpoint(tmp.path(), &config.database).await;
+    let mut args: Vec<&str> = vec!["audit", "verify", "--root", root.to_str().unwrap()];
+    args.extend(remote.iter().map(String::as_str));
+    let out = garrison(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let witnessed = format!(
+        "hub cosignatures verified against the root: 1 (witnessed up to size {cosigned_size})"
+    );
+    assert!(text(&out).contains(&witnessed), "{}", text(&out));
+
     // The auditor, who has no database access, takes an archive through the service: it
     // verifies against the root alone, and replays like the database.
     let archive = tmp.path().join("through-the-service.db");
@@ -224,6 +288,7 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         root.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&witnessed), "{}", text(&out));
     let out = replay(archive_url, &root, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));

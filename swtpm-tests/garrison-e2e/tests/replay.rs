@@ -112,6 +112,17 @@ impl LogSource for Edited<'_> {
     async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
         LogSource::log_key_certificates(self.log).await
     }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        LogSource::size(self.log).await
+    }
+    async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
+        LogSource::cosignatures(self.log).await
+    }
+
+    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+        LogSource::witness_certificates(self.log).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
