@@ -635,8 +635,8 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
             log.close().await;
             summary.map_err(anyhow::Error::from)
         }
-        // Through the Audit service: records, evidence, checkpoints and log key certificates
-        // as served (the service does not serve the hub's cosignatures).
+        // Through the Audit service: records, evidence, checkpoints with the hub's
+        // cosignatures, witness and log key certificates, as served.
         Opened::Remote(remote) => garrison_audit::export(&remote, &args.out)
             .await
             .map_err(anyhow::Error::from),
