@@ -123,31 +123,59 @@ pub(crate) async fn load_frontier(
     log_id: i64,
     size: u64,
 ) -> Result<Frontier, sqlx::Error> {
-    let hashes = read_hashes(conn, log_id, &frontier_indexes(size)).await?;
+    let hashes = read_hashes(conn, log_id, &frontier_indexes(size), None).await?;
     Ok(Frontier { size, hashes })
 }
 
-/// The stored hashes at `indexes`; fails if any is missing.
+/// Stored hashes read per statement: a proof or a root at any size needs fewer (about two
+/// per level of the tree).
+const HASHES_PER_STATEMENT: usize = 64;
+
+fn encode_index(e: std::num::TryFromIntError) -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(e))
+}
+
+/// The stored hashes at `indexes`; fails if any is missing. With `within`, only while the
+/// log's tree covers that many records (checked in the same statement: none is read
+/// otherwise, and the read fails as missing).
 pub(crate) async fn read_hashes(
     conn: &mut AnyConnection,
     log_id: i64,
     indexes: &[u64],
+    within: Option<i64>,
 ) -> Result<Hashes, sqlx::Error> {
     let mut found = Hashes::default();
-    // 64 levels at most per computation; chunked anyway so no statement grows unbounded.
-    for chunk in indexes.chunks(256) {
-        let list = chunk
+    // Statements of one shape whatever the indexes (a chunk is padded by repeating its
+    // first index), so each connection prepares them once and keeps them: a statement text
+    // of its own per proof made PostgreSQL parse and plan every proof anew.
+    let (guard, first_index) = match within {
+        Some(_) => (
+            " AND EXISTS (SELECT 1 FROM logs WHERE id = $1 AND tree_size >= $2)",
+            3,
+        ),
+        None => ("", 2),
+    };
+    let placeholders = (first_index..first_index + HASHES_PER_STATEMENT)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx IN ({placeholders}){guard}"
+    );
+    for chunk in indexes.chunks(HASHES_PER_STATEMENT) {
+        let mut query = sqlx::query(AssertSqlSafe(sql.clone())).bind(log_id);
+        if let Some(size) = within {
+            query = query.bind(size);
+        }
+        let padding = chunk.first().copied().unwrap_or_default();
+        for index in chunk
             .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Only decimal integers are interpolated; the log id is bound.
-        let sql =
-            format!("SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx IN ({list})");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(log_id)
-            .fetch_all(&mut *conn)
-            .await?;
+            .chain(std::iter::repeat(&padding))
+            .take(HASHES_PER_STATEMENT)
+        {
+            query = query.bind(i64::try_from(*index).map_err(encode_index)?);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
         for row in rows {
             let index: i64 = row.try_get(0)?;
             let bytes: Vec<u8> = row.try_get(1)?;
@@ -167,7 +195,8 @@ pub(crate) async fn read_hashes(
 
 /// The root hash of the tree of the first `size` records.
 pub(crate) async fn root(pool: &AnyPool, log_id: i64, size: u64) -> Result<[u8; 32], LogError> {
-    let hashes = fetch(pool, log_id, &frontier_indexes(size)).await?;
+    refuse_beyond_any_log(pool, log_id, size).await?;
+    let hashes = fetch(pool, log_id, &frontier_indexes(size), size).await?;
     let root = tlog_tiles::tree_hash(size, &hashes)
         .map_err(|e| tree_error(format!("root of size {size}: {e}")))?;
     Ok(root.0)
@@ -179,7 +208,7 @@ pub(crate) async fn root_in(
     log_id: i64,
     size: u64,
 ) -> Result<[u8; 32], LogError> {
-    let hashes = read_hashes(conn, log_id, &frontier_indexes(size))
+    let hashes = read_hashes(conn, log_id, &frontier_indexes(size), None)
         .await
         .map_err(|source| LogError::Query { source })?;
     let root = tlog_tiles::tree_hash(size, &hashes)
@@ -201,9 +230,10 @@ pub(crate) async fn inclusion_proof(
             second: size,
         });
     }
+    refuse_beyond_any_log(pool, log_id, size).await?;
     let wanted = Wanted::default();
     let _ = tlog_tiles::prove_record(size, index, &wanted);
-    let hashes = fetch(pool, log_id, &wanted.0.into_inner()).await?;
+    let hashes = fetch(pool, log_id, &wanted.0.into_inner(), size).await?;
     let proof = tlog_tiles::prove_record(size, index, &hashes)
         .map_err(|e| tree_error(format!("inclusion proof of {index} in {size}: {e}")))?;
     Ok(proof.into_iter().map(|h| h.0).collect())
@@ -223,22 +253,80 @@ pub(crate) async fn consistency_proof(
             second: new,
         });
     }
+    refuse_beyond_any_log(pool, log_id, new).await?;
     let wanted = Wanted::default();
     let _ = tlog_tiles::prove_tree(new, old, &wanted);
-    let hashes = fetch(pool, log_id, &wanted.0.into_inner()).await?;
+    let hashes = fetch(pool, log_id, &wanted.0.into_inner(), new).await?;
     let proof = tlog_tiles::prove_tree(new, old, &hashes)
         .map_err(|e| tree_error(format!("consistency proof {old} -> {new}: {e}")))?;
     Ok(proof.into_iter().map(|h| h.0).collect())
 }
 
-async fn fetch(pool: &AnyPool, log_id: i64, indexes: &[u64]) -> Result<Hashes, LogError> {
+/// The stored hashes at `indexes` of the tree of `size` records, read in one statement that
+/// also checks that the log's tree covers `size`: a proof or a root costs one statement, not
+/// a size check and then a read (on PostgreSQL each is a round trip, after the pool's check
+/// of the connection it hands out). Only when the read fails is the size looked up, on the
+/// same connection, to say why: [`LogError::ProofRange`] for a tree larger than the log's.
+async fn fetch(
+    pool: &AnyPool,
+    log_id: i64,
+    indexes: &[u64],
+    size: u64,
+) -> Result<Hashes, LogError> {
+    let query = |source| LogError::Query { source };
+    let mut conn = pool.acquire().await.map_err(query)?;
+    // (A size beyond i64 is beyond every log: the size check below says so.)
+    if let (false, Ok(within)) = (indexes.is_empty(), i64::try_from(size)) {
+        let read = read_hashes(&mut conn, log_id, indexes, Some(within)).await;
+        if let Ok(found) = read {
+            return Ok(found);
+        }
+        check_size(&mut conn, log_id, size).await?;
+        return read.map_err(query);
+    }
+    check_size(&mut conn, log_id, size).await?;
+    Ok(Hashes::default())
+}
+
+/// No log holds more records than this; the stored-hash index arithmetic (about twice the
+/// size) must not overflow.
+const MAX_TREE_SIZE: u64 = 1 << 62;
+
+/// A size beyond [`MAX_TREE_SIZE`] is refused by the size check before any stored-hash index
+/// is computed for it.
+async fn refuse_beyond_any_log(pool: &AnyPool, log_id: i64, size: u64) -> Result<(), LogError> {
+    if size <= MAX_TREE_SIZE {
+        return Ok(());
+    }
     let mut conn = pool
         .acquire()
         .await
         .map_err(|source| LogError::Query { source })?;
-    read_hashes(&mut conn, log_id, indexes)
+    check_size(&mut conn, log_id, size).await?;
+    Err(tree_error(format!("tree size {size} is beyond any log")))
+}
+
+/// Fails with [`LogError::ProofRange`] if the log's tree holds fewer than `size` records.
+async fn check_size(conn: &mut AnyConnection, log_id: i64, size: u64) -> Result<(), LogError> {
+    let query = |source| LogError::Query { source };
+    let row = sqlx::query("SELECT tree_size FROM logs WHERE id = $1")
+        .bind(log_id)
+        .fetch_one(&mut *conn)
         .await
-        .map_err(|source| LogError::Query { source })
+        .map_err(query)?;
+    let have: i64 = row.try_get(0).map_err(query)?;
+    let have = u64::try_from(have).map_err(|_| LogError::Corrupt {
+        column: "tree_size",
+        found: have.to_string(),
+    })?;
+    if size > have {
+        return Err(LogError::ProofRange {
+            what: "tree",
+            first: size,
+            second: have,
+        });
+    }
+    Ok(())
 }
 
 fn db_index(index: u64) -> Result<i64, LogError> {

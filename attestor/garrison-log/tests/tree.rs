@@ -126,11 +126,35 @@ async fn check_against_rfc(log: &AttestationLog, leaves: &[H]) {
         log.consistency_proof(0, n).await,
         Err(LogError::ProofRange { .. })
     ));
+    // Beyond the tree, whether the proof needs stored hashes or none (the size is checked in
+    // the statement that reads them, else on its own), and beyond any size a database holds:
+    // refused, with the tree's real size.
+    for size in [n + 1, n + 2, u64::MAX] {
+        let beyond = |r: Result<_, LogError>| {
+            matches!(r, Err(LogError::ProofRange { what: "tree", first, second })
+                if first == size && second == n)
+        };
+        assert!(beyond(log.inclusion_proof(0, size).await), "{size}");
+        assert!(
+            beyond(log.tree_root(size).await.map(|_| Vec::new())),
+            "{size}"
+        );
+        assert!(beyond(log.consistency_proof(1, size).await), "{size}");
+    }
 }
 
 async fn tree_roots_and_proofs_match_rfc9162(db: TestDb) {
     let log = open(&db, "garrison.example.org/site/site-1").await;
     assert_eq!(log.tree_size().await.expect("size"), 0);
+    // A proof that needs no stored hash (record 0 of a one-record tree) still checks the size.
+    assert!(matches!(
+        log.inclusion_proof(0, 1).await,
+        Err(LogError::ProofRange {
+            what: "tree",
+            first: 1,
+            second: 0
+        })
+    ));
     let leaves = append_records(&log, "site-1", 70).await;
     check_against_rfc(&log, &leaves).await;
     log.close().await;
