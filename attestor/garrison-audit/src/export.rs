@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use garrison_log::{ArchiveWriter, ExportSummary, StoredCosignature, StoredRecord};
+use garrison_log::{ArchiveWriter, ExportSummary, StoredCosignature};
 use garrison_transparency::LogKeyCertificate;
 
+use crate::source::Pages;
 use crate::{AuditError, LogSource};
 
 /// Records read per page. Small, because a page's evidence is held at once: up to this many
@@ -26,9 +27,10 @@ const PAGE: u32 = 100;
 /// fetching), each digest once.
 ///
 /// The records written are those below the size the source states after its checkpoints
-/// were read (at least every checkpoint's size, from an honest source): a source serving
-/// records beyond what it claimed cannot make the export write on without end. Those it
-/// serves must come in increasing order, at most a page at a time.
+/// were read (at least every checkpoint's size, from an honest source), in increasing order
+/// and at most a page at a time ([`LogSource::stated_size`]): a service serving records
+/// beyond what it stated cannot make the export write on without end. (It can still state
+/// a size as large as it likes.)
 ///
 /// On failure nothing is left at `path`: a partial archive is removed.
 pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
@@ -39,7 +41,7 @@ pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSumma
     let witness_chains = source.witness_certificates().await?;
     let checkpoints = source.checkpoints().await?;
     let chains = source.log_key_certificates().await?;
-    let size = source.size().await?;
+    let pages = Pages::start(source, PAGE).await?;
     let archive = ArchiveWriter::create(path, &origin)
         .await
         .map_err(AuditError::Log)?;
@@ -47,7 +49,7 @@ pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSumma
         cosignatures: &cosignatures,
         chains: &witness_chains,
     };
-    let written = fill(source, archive, size, &checkpoints, &chains, witnessed).await;
+    let written = fill(source, archive, pages, &checkpoints, &chains, witnessed).await;
     if written.is_err() {
         garrison_log::remove_archive(path);
     }
@@ -57,22 +59,17 @@ pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSumma
 async fn fill<S: LogSource>(
     source: &S,
     mut archive: ArchiveWriter,
-    size: u64,
+    mut pages: Pages,
     checkpoints: &[garrison_log::StoredCheckpoint],
     chains: &[String],
     witnessed: Witnessed<'_>,
 ) -> Result<ExportSummary, AuditError> {
     let mut fetched = BTreeSet::new();
-    let mut after: Option<u64> = None;
-    while after.map_or(0, |a| a.saturating_add(1)) < size {
-        let mut page = source.records_after(after, PAGE).await?;
-        check_page(&page, after)?;
-        // What lies beyond the size stated at the start is not this export's.
-        if let Some(cut) = page.iter().position(|r| r.sequence >= size) {
-            page.truncate(cut);
+    loop {
+        let page = pages.next(source).await?;
+        if page.is_empty() {
+            break;
         }
-        let Some(last) = page.last() else { break };
-        after = Some(last.sequence);
         let mut wanted: BTreeSet<String> = page
             .iter()
             .filter_map(|r| r.record.evidence_digest.as_deref())
@@ -132,25 +129,4 @@ async fn fill<S: LogSource>(
 struct Witnessed<'a> {
     cosignatures: &'a [StoredCosignature],
     chains: &'a [String],
-}
-
-/// A page as asked: at most [`PAGE`] records, each after `after` and after the one before.
-fn check_page(page: &[StoredRecord], after: Option<u64>) -> Result<(), AuditError> {
-    if page.len() > PAGE as usize {
-        return Err(AuditError::Remote(format!(
-            "{} records served for a page of {PAGE}",
-            page.len()
-        )));
-    }
-    let mut previous = after;
-    for record in page {
-        if let Some(p) = previous.filter(|p| record.sequence <= *p) {
-            return Err(AuditError::Remote(format!(
-                "record #{} served after #{p}",
-                record.sequence
-            )));
-        }
-        previous = Some(record.sequence);
-    }
-    Ok(())
 }

@@ -487,11 +487,12 @@ pub async fn replay<S: LogSource>(
         nodes: HashMap::new(),
         boot_cache: BootCache::new(BOOT_CACHE),
     };
-    let mut after = None;
+    let mut pages = crate::source::Pages::start(source, PAGE).await?;
     loop {
-        let page = source.records_after(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.sequence);
+        let page = pages.next(source).await?;
+        if page.is_empty() {
+            break;
+        }
         for stored in &page {
             summary.records_read += 1;
             if let Some(done) = replay.record(stored, &mut summary).await? {

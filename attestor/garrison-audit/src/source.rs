@@ -33,10 +33,11 @@ pub trait LogSource {
     fn checkpoints(&self) -> impl Future<Output = Result<Vec<StoredCheckpoint>, AuditError>>;
     /// Every log key certificate chain kept (PEM).
     fn log_key_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
-    /// How many records the log says it holds (its tree size). [`export`](crate::export)
-    /// writes no record at or beyond the size it read when it started: a source cannot make
-    /// it write more than it claimed.
-    fn size(&self) -> impl Future<Output = Result<u64, AuditError>>;
+    /// How many records the source says the log holds, if it says: the Audit service states
+    /// its log's size, a database or an archive states none (it holds what it holds).
+    /// `verify`, `replay` and `export` read no record at or beyond the size stated when they
+    /// start on the records, so a service cannot keep them reading without end.
+    fn stated_size(&self) -> impl Future<Output = Result<Option<u64>, AuditError>>;
     /// The hub's cosignatures kept of the log's checkpoints, by size.
     fn cosignatures(&self) -> impl Future<Output = Result<Vec<StoredCosignature>, AuditError>>;
     /// The certificate chains (PEM) of the hub witness keys, to check the cosignatures with.
@@ -89,8 +90,8 @@ impl LogSource for AttestationLog {
             .map_err(AuditError::Log)
     }
 
-    async fn size(&self) -> Result<u64, AuditError> {
-        self.tree_size().await.map_err(AuditError::Log)
+    async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
+        Ok(None)
     }
 
     async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, AuditError> {
@@ -103,5 +104,65 @@ impl LogSource for AttestationLog {
         AttestationLog::witness_certificates(self)
             .await
             .map_err(AuditError::Log)
+    }
+}
+
+/// A log's records, page after page, as every pass over them reads them: each page at most
+/// `limit` records, each after the one before (a page served again, or out of order, is
+/// refused), and none at or beyond the size the source stated when the pass began.
+pub(crate) struct Pages {
+    after: Option<u64>,
+    end: u64,
+    limit: u32,
+    ended: bool,
+}
+
+impl Pages {
+    /// Starts a pass over `source`'s records (reading the size it states now).
+    pub(crate) async fn start<S: LogSource>(source: &S, limit: u32) -> Result<Self, AuditError> {
+        Ok(Pages {
+            after: None,
+            end: source.stated_size().await?.unwrap_or(u64::MAX),
+            limit,
+            ended: false,
+        })
+    }
+
+    /// The next page; empty once every record was read.
+    pub(crate) async fn next<S: LogSource>(
+        &mut self,
+        source: &S,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        if self.ended || self.after.map_or(0, |a| a.saturating_add(1)) >= self.end {
+            return Ok(Vec::new());
+        }
+        let mut page = source.records_after(self.after, self.limit).await?;
+        if page.len() > self.limit as usize {
+            return Err(AuditError::Remote(format!(
+                "{} records served for a page of {}",
+                page.len(),
+                self.limit
+            )));
+        }
+        let mut previous = self.after;
+        for record in &page {
+            if let Some(p) = previous.filter(|p| record.sequence <= *p) {
+                return Err(AuditError::Remote(format!(
+                    "record #{} served after #{p}",
+                    record.sequence
+                )));
+            }
+            previous = Some(record.sequence);
+        }
+        // What lies beyond the size stated at the start is not this pass's.
+        if let Some(cut) = page.iter().position(|r| r.sequence >= self.end) {
+            page.truncate(cut);
+            self.ended = true;
+        }
+        match page.last() {
+            Some(last) => self.after = Some(last.sequence),
+            None => self.ended = true,
+        }
+        Ok(page)
     }
 }

@@ -132,11 +132,12 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     let mut last_good = 0u64;
     // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
     check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
-    let mut after = None;
+    let mut pages = crate::source::Pages::start(log, PAGE).await?;
     loop {
-        let page = log.records_after(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.sequence);
+        let page = pages.next(log).await?;
+        if page.is_empty() {
+            break;
+        }
         let evidence = page_evidence(log, &page).await?;
         for stored in &page {
             while tree.size < stored.sequence {

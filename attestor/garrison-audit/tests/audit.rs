@@ -354,8 +354,8 @@ impl LogSource for Counting<'_> {
         LogSource::log_key_certificates(self.log).await
     }
 
-    async fn size(&self) -> Result<u64, AuditError> {
-        LogSource::size(self.log).await
+    async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
+        LogSource::stated_size(self.log).await
     }
     async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
         LogSource::cosignatures(self.log).await
@@ -716,11 +716,19 @@ async fn an_export_read_through_a_log_source_keeps_every_tampering_visible(db: T
 }
 
 /// A source that does not stop: after the log's records it makes up more, without end
-/// (`endless`), or it ignores `after` and serves the first page again and again.
+/// (`Endless`); or it ignores `after` and serves the first page again and again
+/// (`Repeating`); or it serves a record more than each page asked for (`Oversized`).
 struct Runaway<'a> {
     log: &'a AttestationLog,
     claimed: u64,
-    endless: bool,
+    misbehaves: Misbehaviour,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Misbehaviour {
+    Endless,
+    Repeating,
+    Oversized,
 }
 
 impl LogSource for Runaway<'_> {
@@ -733,14 +741,17 @@ impl LogSource for Runaway<'_> {
         after: Option<u64>,
         limit: u32,
     ) -> Result<Vec<StoredRecord>, AuditError> {
-        if !self.endless {
-            return self.log.records_after(None, limit).await;
+        match self.misbehaves {
+            Misbehaviour::Repeating => return self.log.records_after(None, limit).await,
+            Misbehaviour::Oversized | Misbehaviour::Endless => {}
         }
         let mut page = self.log.records_after(after, limit).await?;
-        if page.is_empty() {
+        let oversized = self.misbehaves == Misbehaviour::Oversized;
+        if page.is_empty() || oversized {
             let template = self.log.records_after(None, 1).await?.remove(0);
             let first = after.map_or(0, |a| a + 1);
-            page = (first..first + u64::from(limit))
+            let served = u64::from(limit) + u64::from(oversized);
+            page = (first..first + served)
                 .map(|sequence| StoredRecord {
                     sequence,
                     ..template.clone()
@@ -769,8 +780,8 @@ impl LogSource for Runaway<'_> {
         LogSource::log_key_certificates(self.log).await
     }
 
-    async fn size(&self) -> Result<u64, AuditError> {
-        Ok(self.claimed)
+    async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
+        Ok(Some(self.claimed))
     }
     async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
         LogSource::cosignatures(self.log).await
@@ -796,11 +807,14 @@ async fn an_export_writes_no_record_beyond_what_its_source_claimed(db: TestDb) {
         let runaway = Runaway {
             log: &source,
             claimed,
-            endless: true,
+            misbehaves: Misbehaviour::Endless,
         };
         let path = dir.path().join(name);
         let summary = export(&runaway, &path).await.unwrap();
         assert_eq!(summary.records, claimed, "{name}");
+        // `verify` and `replay` read the records the same way: they end too.
+        let read = verify(&runaway, &site.roots()).await.unwrap();
+        assert_eq!(read.records, claimed, "{name}");
         let archive = AttestationLog::open_read_only(&format!("sqlite://{}", path.display()), None)
             .await
             .unwrap();
@@ -815,18 +829,28 @@ async fn an_export_writes_no_record_beyond_what_its_source_claimed(db: TestDb) {
             );
         }
     }
-    // Claiming more than a page, it serves its first page again.
-    let repeating = Runaway {
-        log: &source,
-        claimed: 250,
-        endless: false,
-    };
-    let path = dir.path().join("repeating.db");
-    let refused = export(&repeating, &path).await;
-    assert!(
-        matches!(&refused, Err(AuditError::Remote(m)) if m.contains("served after")),
-        "{refused:?}"
-    );
-    assert!(!path.exists(), "nothing is left of a refused export");
+    // Claiming more than a page, it serves its first page again, or pages too large.
+    for (misbehaves, refusal) in [
+        (Misbehaviour::Repeating, "served after"),
+        (Misbehaviour::Oversized, "records served for a page of"),
+    ] {
+        let runaway = Runaway {
+            log: &source,
+            claimed: 250,
+            misbehaves,
+        };
+        let path = dir.path().join("refused.db");
+        let refused = export(&runaway, &path).await;
+        assert!(
+            matches!(&refused, Err(AuditError::Remote(m)) if m.contains(refusal)),
+            "{refused:?}"
+        );
+        assert!(!path.exists(), "nothing is left of a refused export");
+        let refused = verify(&runaway, &site.roots()).await;
+        assert!(
+            matches!(&refused, Err(AuditError::Remote(m)) if m.contains(refusal)),
+            "{refused:?}"
+        );
+    }
     source.close().await;
 }

@@ -127,8 +127,8 @@ pub(crate) async fn load_frontier(
     Ok(Frontier { size, hashes })
 }
 
-/// Stored hashes read per statement: a proof or a root at any size needs fewer (about two
-/// per level of the tree).
+/// Stored hashes read per statement. A proof needs about one or two per level of the tree
+/// (about 50 at 10 M records), a root one per level; larger trees read more than one chunk.
 const HASHES_PER_STATEMENT: usize = 64;
 
 fn encode_index(e: std::num::TryFromIntError) -> sqlx::Error {
@@ -282,7 +282,10 @@ async fn fetch(
             return Ok(found);
         }
         check_size(&mut conn, log_id, size).await?;
-        return read.map_err(query);
+        // The tree covers `size` now: it may have grown to it since the read. Once more.
+        return read_hashes(&mut conn, log_id, indexes, Some(within))
+            .await
+            .map_err(query);
     }
     check_size(&mut conn, log_id, size).await?;
     Ok(Hashes::default())

@@ -163,6 +163,22 @@ async fn tree_roots_and_proofs_match_rfc9162(db: TestDb) {
     let mut leaves = leaves;
     leaves.extend(append_records(&log, "site-1", 5).await);
     check_against_rfc(&log, &leaves).await;
+    // The size a proof is checked against is the log's, even where the stored hashes would
+    // reach further (a tree size lowered in the database).
+    let mut side = db.side_connection().await;
+    sqlx::query("UPDATE logs SET tree_size = 60")
+        .execute(&mut side)
+        .await
+        .expect("lower the tree size");
+    assert!(matches!(
+        log.inclusion_proof(3, 75).await,
+        Err(LogError::ProofRange {
+            what: "tree",
+            first: 75,
+            second: 60
+        })
+    ));
+    assert!(log.inclusion_proof(3, 60).await.is_ok());
     log.close().await;
 }
 

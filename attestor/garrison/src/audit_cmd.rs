@@ -139,10 +139,10 @@ impl garrison_audit::LogSource for Opened {
         }
     }
 
-    async fn size(&self) -> Result<u64, garrison_audit::AuditError> {
+    async fn stated_size(&self) -> Result<Option<u64>, garrison_audit::AuditError> {
         match self {
-            Opened::Local(log) => garrison_audit::LogSource::size(log).await,
-            Opened::Remote(log) => log.size().await,
+            Opened::Local(log) => garrison_audit::LogSource::stated_size(log).await,
+            Opened::Remote(log) => log.stated_size().await,
         }
     }
 
@@ -451,12 +451,21 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let report = garrison_audit::verify(&log, &roots).await;
     // The hub's cosignatures, from the database, the archive or the Audit service.
     let witnessed = garrison_audit::check_cosignatures(&log, &roots).await;
+    let kept = match &log {
+        Opened::Local(_) => "kept",
+        Opened::Remote(_) => "served",
+    };
     log.close().await;
     let report = report.context("verifying the log")?;
     let w = witnessed.context("checking the hub's cosignatures")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(report.ok());
+        // The report's fields, and the cosignatures' check beside them.
+        let mut json = serde_json::to_value(&report)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("hub_cosignatures".into(), serde_json::to_value(&w)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(report.ok() && w.failed.is_empty());
     }
     println!("log {}", report.origin);
     println!("records: {}", report.records);
@@ -482,7 +491,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
             "hub cosignatures verified against the root: {} (witnessed up to size {size})",
             w.verified
         ),
-        None if w.failed.is_empty() => println!("hub cosignatures: none kept"),
+        None if w.failed.is_empty() => println!("hub cosignatures: none {kept}"),
         None => {}
     }
     for (size, why) in &w.failed {

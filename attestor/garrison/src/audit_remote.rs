@@ -15,7 +15,13 @@ use tonic::transport::Channel;
 pub struct RemoteLog {
     client: AuditClient<Channel>,
     origin: String,
+    /// The checkpoints as first read (see `all_checkpoints`); boxed, so that a client stays
+    /// about the size of a database handle.
+    checkpoints: Box<tokio::sync::OnceCell<Vec<v1::SignedCheckpoint>>>,
 }
+
+/// Checkpoints a log may gain while a client pages through them.
+const CHECKPOINT_SLACK: u64 = 4_096;
 
 impl RemoteLog {
     /// Connects to `address` (`https://host:port`), authenticating the attestor as
@@ -38,6 +44,7 @@ impl RemoteLog {
         Ok(RemoteLog {
             client,
             origin: info.origin,
+            checkpoints: Box::default(),
         })
     }
 
@@ -111,26 +118,39 @@ impl RemoteLog {
         Ok(info.into_inner())
     }
 
-    /// Every checkpoint up to the log's size as the service states it first (with their
-    /// cosignatures): a service serving checkpoints without end cannot keep the client
-    /// asking, and one signed meanwhile is left for the next read.
-    async fn all_checkpoints(&self) -> Result<Vec<v1::SignedCheckpoint>, AuditError> {
-        let size = self.info().await?.size;
-        let mut all = Vec::new();
-        let mut after_size = None;
-        loop {
-            let page = self.checkpoint_page(after_size).await?;
-            for c in page.checkpoints {
-                if c.size > size {
-                    return Ok(all);
+    /// Every checkpoint the service serves, with its cosignatures, read once per client:
+    /// `verify` checks the checkpoints against the records and the cosignature check reads
+    /// the same notes, so a service cannot show one tree to the first and the tree the hub
+    /// cosigned to the second. None is dropped, whatever size it states (`verify` reports a
+    /// checkpoint beyond the records). A log of `size` records has at most `size + 1`
+    /// checkpoints: a service serving more than that (and some slack for a log growing
+    /// meanwhile) is refused rather than read without end.
+    async fn all_checkpoints(&self) -> Result<&[v1::SignedCheckpoint], AuditError> {
+        let all = self
+            .checkpoints
+            .get_or_try_init(|| async {
+                let size = self.info().await?.size;
+                let most = size.saturating_add(1 + CHECKPOINT_SLACK);
+                let mut all = Vec::new();
+                let mut after_size = None;
+                loop {
+                    let page = self.checkpoint_page(after_size).await?;
+                    for c in page.checkpoints {
+                        after_size = Some(c.size);
+                        all.push(c);
+                    }
+                    if all.len() as u64 > most {
+                        return Err(AuditError::Remote(format!(
+                            "more than {most} checkpoints served for a log of {size} records"
+                        )));
+                    }
+                    if !page.more {
+                        return Ok(all);
+                    }
                 }
-                after_size = Some(c.size);
-                all.push(c);
-            }
-            if !page.more {
-                return Ok(all);
-            }
-        }
+            })
+            .await?;
+        Ok(all)
     }
 
     /// One page of checkpoints after `after_size`. A page that does not go forward is
@@ -264,7 +284,7 @@ impl LogSource for RemoteLog {
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
         self.all_checkpoints()
             .await?
-            .into_iter()
+            .iter()
             .map(|c| {
                 Ok(StoredCheckpoint {
                     size: c.size,
@@ -272,7 +292,7 @@ impl LogSource for RemoteLog {
                         AuditError::Remote("checkpoint root is not 32 bytes".into())
                     })?,
                     signed: time(c.signed_us)?,
-                    note: c.note,
+                    note: c.note.clone(),
                 })
             })
             .collect()
@@ -282,18 +302,18 @@ impl LogSource for RemoteLog {
         Ok(self.info().await?.log_key_certificates)
     }
 
-    async fn size(&self) -> Result<u64, AuditError> {
-        Ok(self.info().await?.size)
+    async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
+        Ok(Some(self.info().await?.size))
     }
 
     async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, AuditError> {
         let mut all = Vec::new();
         for c in self.all_checkpoints().await? {
-            for k in c.cosignatures {
+            for k in &c.cosignatures {
                 all.push(StoredCosignature {
                     size: c.size,
-                    witness: k.witness,
-                    line: k.line,
+                    witness: k.witness.clone(),
+                    line: k.line.clone(),
                     cosigned: time(k.cosigned_us)?,
                 });
             }

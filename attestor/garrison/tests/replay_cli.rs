@@ -263,6 +263,15 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         "hub cosignatures verified against the root: 1 (witnessed up to size {cosigned_size})"
     );
     assert!(text(&out).contains(&witnessed), "{}", text(&out));
+    args.push("--json");
+    let out = garrison(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["hub_cosignatures"]["verified"], 1, "{json}");
+    assert_eq!(
+        json["hub_cosignatures"]["latest_size"], cosigned_size,
+        "{json}"
+    );
 
     // The auditor, who has no database access, takes an archive through the service: it
     // verifies against the root alone, and replays like the database.

@@ -113,8 +113,8 @@ impl LogSource for Edited<'_> {
         LogSource::log_key_certificates(self.log).await
     }
 
-    async fn size(&self) -> Result<u64, AuditError> {
-        LogSource::size(self.log).await
+    async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
+        LogSource::stated_size(self.log).await
     }
     async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
         LogSource::cosignatures(self.log).await
