@@ -74,6 +74,7 @@ impl AttestationLog {
         summary: &mut ExportSummary,
     ) -> Result<(), LogError> {
         let mut after = None;
+        let mut named = BTreeSet::new();
         loop {
             let page = self
                 .query(&Query {
@@ -84,7 +85,7 @@ impl AttestationLog {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.sequence);
-            summary.evidence += self.copy_evidence(target, &page).await?;
+            summary.evidence += self.copy_evidence(target, &page, &mut named).await?;
             copy_records(target, &page).await?;
             summary.records += page.len() as u64;
         }
@@ -138,11 +139,16 @@ impl AttestationLog {
         Ok(cosignatures.len() as u64)
     }
 
-    /// The evidence the page's records name, and the blobs that evidence names in turn.
+    /// The evidence the page's records name, and the blobs that evidence names in turn (event
+    /// logs, policy bundles), read a page's worth at a time. `named` holds the digests of
+    /// blobs named by evidence already copied: a fleet's one event log is copied (and counted)
+    /// once, not once per page. (Only those are remembered across pages, so memory stays
+    /// bounded by the distinct blobs, not by the records.)
     async fn copy_evidence(
         &self,
         target: &mut AnyConnection,
         page: &[StoredRecord],
+        named: &mut BTreeSet<String>,
     ) -> Result<u64, LogError> {
         let mut wanted: BTreeSet<String> = page
             .iter()
@@ -150,15 +156,21 @@ impl AttestationLog {
             .collect();
         let mut rows = Vec::new();
         let mut seen = BTreeSet::new();
-        while let Some(digest) = wanted.pop_first() {
-            if !seen.insert(digest.clone()) {
-                continue;
+        while !wanted.is_empty() {
+            let ask: Vec<String> = std::mem::take(&mut wanted)
+                .into_iter()
+                .filter(|d| seen.insert(d.clone()))
+                .collect();
+            for (digest, bytes) in self.evidence_many(&ask).await? {
+                // Missing ones are left out: `verify` reports them, in the archive as in the
+                // source.
+                for referenced in referenced_digests(&bytes) {
+                    if named.insert(referenced.clone()) {
+                        wanted.insert(referenced);
+                    }
+                }
+                rows.push((digest, bytes));
             }
-            let Some(bytes) = self.evidence(&digest).await? else {
-                continue; // `verify` reports it missing, in the archive as in the source.
-            };
-            wanted.extend(referenced_digests(&bytes));
-            rows.push((digest, bytes));
         }
         insert_rows(
             &mut *target,
