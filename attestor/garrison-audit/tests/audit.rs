@@ -305,6 +305,27 @@ async fn deleted_shared_evidence_is_named_for_every_record_that_names_it(db: Tes
     assert_eq!(report.first_bad_sequence, Some(2));
 }
 
+/// The [`LogSource`] methods a test wrapper passes to its `log` unchanged.
+macro_rules! passed_to_the_log {
+    () => {
+        async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+            LogSource::checkpoints(self.log).await
+        }
+
+        async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
+            LogSource::log_key_certificates(self.log).await
+        }
+
+        async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
+            LogSource::cosignatures(self.log).await
+        }
+
+        async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
+            LogSource::witness_certificates(self.log).await
+        }
+    };
+}
+
 /// A log read through [`LogSource`], counting the evidence reads made through it (and, with
 /// `cut`, failing every `evidence_many` as a connection lost midway would).
 struct Counting<'a> {
@@ -346,24 +367,11 @@ impl LogSource for Counting<'_> {
         LogSource::evidence_many(self.log, digests).await
     }
 
-    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
-        LogSource::checkpoints(self.log).await
-    }
-
-    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
-        LogSource::log_key_certificates(self.log).await
-    }
-
     async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
         LogSource::stated_size(self.log).await
     }
-    async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
-        LogSource::cosignatures(self.log).await
-    }
 
-    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
-        LogSource::witness_certificates(self.log).await
-    }
+    passed_to_the_log!();
 }
 
 async fn verify_reads_a_pages_evidence_in_one_call(db: TestDb) {
@@ -772,24 +780,11 @@ impl LogSource for Runaway<'_> {
         LogSource::evidence_many(self.log, digests).await
     }
 
-    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
-        LogSource::checkpoints(self.log).await
-    }
-
-    async fn log_key_certificates(&self) -> Result<Vec<String>, AuditError> {
-        LogSource::log_key_certificates(self.log).await
-    }
-
     async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
         Ok(Some(self.claimed))
     }
-    async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
-        LogSource::cosignatures(self.log).await
-    }
 
-    async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
-        LogSource::witness_certificates(self.log).await
-    }
+    passed_to_the_log!();
 }
 
 /// An attestor serving its Audit service could otherwise fill the auditor's disk: the export

@@ -116,6 +116,7 @@ impl LogSource for Edited<'_> {
     async fn stated_size(&self) -> Result<Option<u64>, AuditError> {
         LogSource::stated_size(self.log).await
     }
+
     async fn cosignatures(&self) -> Result<Vec<garrison_log::StoredCosignature>, AuditError> {
         LogSource::cosignatures(self.log).await
     }
