@@ -6,7 +6,7 @@
 //! through hub CAs (`garrison_transparency::WitnessKeyCertificate`); each cosignature must
 //! verify with one of those keys over its checkpoint's note.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use garrison_transparency::{
     WitnessKeyCertificate, add_cosignature_line, hub_witness_name, parse_site_origin,
@@ -21,16 +21,20 @@ use crate::{AuditError, LogSource};
 pub struct WitnessReport {
     /// Witness key certificates that chain to the root.
     pub witness_keys: usize,
-    /// Cosignatures that verified.
+    /// Cosignatures that verified, each counted once however often it is kept or served.
     pub verified: usize,
-    /// The largest checkpoint size a verified cosignature covers.
+    /// The largest checkpoint size a verified cosignature covers, as the cosigned note
+    /// states it.
     pub latest_size: Option<u64>,
     /// Cosignatures that did not verify, by checkpoint size, with why.
     pub failed: Vec<(u64, String)>,
 }
 
 /// Checks every cosignature kept for `log` (a database, an archive, or the attestor's Audit
-/// service) against the witness keys certified under `roots`.
+/// service) against the witness keys certified under `roots`. What a cosignature covers is
+/// read from the note it signs, not from what is stored beside it: one kept under another
+/// size than its note's, under another witness name than the hub's, or over another log's
+/// checkpoint is a failure, and a line kept twice counts once.
 pub async fn check_cosignatures<S: LogSource>(
     log: &S,
     roots: &[Vec<u8>],
@@ -55,32 +59,52 @@ pub async fn check_cosignatures<S: LogSource>(
         .into_iter()
         .map(|c| (c.size, c.note))
         .collect();
+    let mut counted = HashSet::new();
     for cosignature in cosignatures {
         let size = cosignature.size;
+        let mut fail = |why: String| report.failed.push((size, why));
+        if cosignature.witness != name {
+            fail(format!(
+                "it is kept under the witness name {:?}; the hub signs as {name:?}",
+                cosignature.witness
+            ));
+            continue;
+        }
         let Some(checkpoint) = checkpoints.get(&size) else {
-            report
-                .failed
-                .push((size, "no checkpoint of that size is kept".to_owned()));
+            fail("no checkpoint of that size is kept".to_owned());
             continue;
         };
         let note = match add_cosignature_line(checkpoint, &cosignature.line) {
             Ok(note) => note,
             Err(e) => {
-                report.failed.push((size, e.to_string()));
+                fail(e.to_string());
                 continue;
             }
         };
-        if keys
+        let Some(verified) = keys
             .iter()
-            .any(|key| verify_cosignature(&note, &name, key).is_ok())
-        {
-            report.verified += 1;
-            report.latest_size = report.latest_size.max(Some(size));
-        } else {
-            report.failed.push((
-                size,
-                "no witness key certified under the root verifies it".to_owned(),
+            .find_map(|key| verify_cosignature(&note, &name, key).ok())
+        else {
+            fail("no witness key certified under the root verifies it".to_owned());
+            continue;
+        };
+        if verified.origin != origin {
+            fail(format!(
+                "it cosigns a checkpoint of another log ({:?})",
+                verified.origin
             ));
+            continue;
+        }
+        if verified.size != size {
+            fail(format!(
+                "it is kept as size {size} but the checkpoint it cosigns has size {}",
+                verified.size
+            ));
+            continue;
+        }
+        if counted.insert((verified.size, verified.line)) {
+            report.verified += 1;
+            report.latest_size = report.latest_size.max(Some(verified.size));
         }
     }
     Ok(report)

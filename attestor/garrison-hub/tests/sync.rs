@@ -422,6 +422,83 @@ async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool)
         .unwrap();
     assert_eq!(witnessed_again, witnessed);
     archived_again.close().await;
+    // What a cosignature covers is read from the note it signs, not from the rows beside it:
+    // the same line kept again under another witness name is refused and not counted twice,
+    // and a cosignature moved with its checkpoint to another size is refused for the size
+    // its note states.
+    let tampered = world.dir.join("site-archive-tampered.db");
+    std::fs::copy(&archive, &tampered).unwrap();
+    let (moved, copied) = {
+        use sqlx::{Connection as _, Row as _};
+        let url = format!("sqlite://{}", tampered.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let sizes: Vec<i64> = sqlx::query("SELECT size FROM cosignatures ORDER BY size")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(sizes.len() >= 2, "{sizes:?}");
+        let (moved, copied) = (sizes[0], sizes[sizes.len() - 1]);
+        for statement in [
+            "PRAGMA foreign_keys = OFF",
+            "DROP TRIGGER checkpoints_append_only_update",
+            "DROP TRIGGER cosignatures_append_only_update",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO cosignatures (log_id, size, witness, line, cosigned_us) \
+             SELECT log_id, size, 'garrison.elsewhere.test/hub', line, cosigned_us \
+             FROM cosignatures WHERE size = $1",
+        )
+        .bind(copied)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for table in ["checkpoints", "cosignatures"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET size = size + 1000000 WHERE size = $1"
+            )))
+            .bind(moved)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+        (
+            u64::try_from(moved).unwrap(),
+            u64::try_from(copied).unwrap(),
+        )
+    };
+    let tampered_log =
+        AttestationLog::open_read_only(&format!("sqlite://{}", tampered.display()), None)
+            .await
+            .unwrap();
+    let found = garrison_audit::check_cosignatures(&tampered_log, &roots)
+        .await
+        .unwrap();
+    tampered_log.close().await;
+    assert_eq!(found.verified, witnessed.verified - 1, "{found:?}");
+    assert_eq!(found.latest_size, witnessed.latest_size);
+    let failed: Vec<(u64, &str)> = found.failed.iter().map(|(s, w)| (*s, w.as_str())).collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed.iter().any(|(size, why)| *size == copied
+            && why.contains("kept under the witness name \"garrison.elsewhere.test/hub\"")),
+        "{failed:?}"
+    );
+    let moved_why = format!(
+        "kept as size {} but the checkpoint it cosigns has size {moved}",
+        moved + 1_000_000
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|(size, why)| *size == moved + 1_000_000 && why.contains(&moved_why)),
+        "{failed:?}"
+    );
 
     // An older policy bundle published later is refused at the hub.
     let old = world

@@ -34,6 +34,11 @@ pub struct Cosignature {
     pub timestamp: u64,
     /// The signature line as it stands in the note, without its newline.
     pub line: String,
+    /// The origin line of the checkpoint it signs, as signed.
+    pub origin: String,
+    /// The tree size of the checkpoint it signs, as signed: what a reader reports as
+    /// witnessed, rather than any size stored beside the note.
+    pub size: u64,
 }
 
 /// The cosignature key ID of a witness: the key ID of `0x04 || public` under `name`.
@@ -58,15 +63,18 @@ fn check_timestamp(timestamp: u64) -> Result<(), TransparencyError> {
     Ok(())
 }
 
-/// A checkpoint note split into body and signatures; the body must be a checkpoint.
-fn split_checkpoint(note: &str) -> Result<SplitNote<'_>, TransparencyError> {
+/// A checkpoint note split into body and signatures, with the body parsed; the body must be
+/// a checkpoint.
+fn split_checkpoint(
+    note: &str,
+) -> Result<(SplitNote<'_>, tlog_tiles::Checkpoint), TransparencyError> {
     let split = note::split(note, MAX_CHECKPOINT_NOTE_LEN)?;
-    tlog_tiles::Checkpoint::from_bytes(split.body.as_bytes()).map_err(|e| {
+    let body = tlog_tiles::Checkpoint::from_bytes(split.body.as_bytes()).map_err(|e| {
         TransparencyError::CheckpointMalformed {
             reason: e.to_string(),
         }
     })?;
-    Ok(split)
+    Ok((split, body))
 }
 
 /// See [`WitnessKey::cosign`].
@@ -76,7 +84,7 @@ pub(crate) fn cosign(
     timestamp: u64,
 ) -> Result<String, TransparencyError> {
     check_timestamp(timestamp)?;
-    let split = split_checkpoint(note)?;
+    let (split, _) = split_checkpoint(note)?;
     let mut signature = timestamp.to_be_bytes().to_vec();
     signature.extend(key.sign(&signed_message(timestamp, split.body)));
     let key_id = cosignature_key_id(key.name(), &key.public_key());
@@ -110,7 +118,7 @@ pub fn verify_cosignature(
     witness_name: &str,
     public_key: &[u8; 32],
 ) -> Result<Cosignature, TransparencyError> {
-    let split = split_checkpoint(note)?;
+    let (split, body) = split_checkpoint(note)?;
     let key_id = cosignature_key_id(witness_name, public_key);
     let line = note::signature_by(&split.signatures, witness_name, key_id)?;
     let (timestamp, ed25519) = timestamped(line.signature())?;
@@ -122,6 +130,8 @@ pub fn verify_cosignature(
     Ok(Cosignature {
         timestamp,
         line: note::signature_line(line)?,
+        origin: body.origin().to_owned(),
+        size: body.size(),
     })
 }
 
@@ -131,7 +141,7 @@ pub fn verify_cosignature(
 /// timestamp of at most 2^63 - 1 and a 64-byte signature) but is not verified here: take it
 /// from [`verify_cosignature`] over a note with the same body, or verify the result.
 pub fn add_cosignature_line(note: &str, line: &str) -> Result<String, TransparencyError> {
-    let split = split_checkpoint(note)?;
+    let (split, _) = split_checkpoint(note)?;
     let signature = note::parse_signature_line(line)?;
     timestamped(signature.signature())?;
     note::with_signature(split, signature)

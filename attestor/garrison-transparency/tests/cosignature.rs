@@ -53,6 +53,9 @@ fn a_cosigned_checkpoint_verifies_and_keeps_the_log_signature() {
     let cosignature = verify_cosignature(&cosigned, WITNESS, &w.public_key()).unwrap();
     assert_eq!(cosignature.timestamp, TIME);
     assert_eq!(cosigned, format!("{note}{}\n", cosignature.line));
+    // What it signs, as signed: the checkpoint's origin and size.
+    assert_eq!(cosignature.origin, ORIGIN);
+    assert_eq!(cosignature.size, 5);
     // The log's signature still verifies, and an independent signed-note parser reads it.
     verify_checkpoint(&cosigned, ORIGIN, &log_key().public_key()).unwrap();
     signed_note::Note::from_bytes(cosigned.as_bytes()).unwrap();
