@@ -10,6 +10,9 @@
 //! Every answer is bounded: pages of at most [`MAX_PAGE`] records or checkpoints, evidence
 //! up to the size the log stores, and `GetEvidenceBatch` at most [`MAX_EVIDENCE_BATCH`]
 //! digests and about [`EVIDENCE_BATCH_BYTES`] of blobs (the rest deferred to another call).
+//! `LogInfo` lists at most [`MAX_UNATTACHED_COSIGNATURES`] cosignatures that have lost their
+//! checkpoint (one is enough to show tampering); every other cosignature comes with its
+//! checkpoint in `Checkpoints`.
 //!
 //! `GetAttestationResult` derives a node's latest decision's EAR from the log
 //! (`garrison_audit::decision_facts`, `garrison_ear`) and signs it at the time of the call
@@ -38,6 +41,10 @@ pub const MAX_PAGE: u32 = 1_000;
 
 /// Most digests one `GetEvidenceBatch` may ask for.
 pub const MAX_EVIDENCE_BATCH: usize = 100;
+
+/// At most this many cosignatures without a checkpoint in `LogInfo`: one is enough to show
+/// that the log was tampered with.
+pub const MAX_UNATTACHED_COSIGNATURES: u32 = 100;
 
 /// `GetEvidenceBatch` stops adding blobs once its answer holds this many bytes (the rest is
 /// `deferred`), well under the 16 MiB the CLI's client accepts.
@@ -206,12 +213,16 @@ fn checkpoint_message(
         cosignatures: cosignatures
             .iter()
             .filter(|k| k.size == c.size)
-            .map(|k| v1::Cosignature {
-                witness: k.witness.clone(),
-                line: k.line.clone(),
-                cosigned_us: micros(k.cosigned),
-            })
+            .map(cosignature_message)
             .collect(),
+    }
+}
+
+fn cosignature_message(k: &StoredCosignature) -> v1::Cosignature {
+    v1::Cosignature {
+        witness: k.witness.clone(),
+        line: k.line.clone(),
+        cosigned_us: micros(k.cosigned),
     }
 }
 
@@ -337,12 +348,24 @@ impl Audit for AuditService {
         let latest = self.log.latest_checkpoint().await.map_err(log_status)?;
         let certificates = self.log.log_key_certificates().await.map_err(log_status)?;
         let witness_certificates = self.log.witness_certificates().await.map_err(log_status)?;
+        let unattached = self
+            .log
+            .unattached_cosignatures(MAX_UNATTACHED_COSIGNATURES)
+            .await
+            .map_err(log_status)?;
         Ok(Response::new(v1::LogInfoResponse {
             origin: self.log.origin().unwrap_or_default().to_owned(),
             size,
             latest_checkpoint: latest.map(|c| c.note).unwrap_or_default(),
             log_key_certificates: certificates,
             witness_certificates,
+            unattached_cosignatures: unattached
+                .iter()
+                .map(|k| v1::UnattachedCosignature {
+                    size: k.size,
+                    cosignature: Some(cosignature_message(k)),
+                })
+                .collect(),
         }))
     }
 

@@ -132,6 +132,28 @@ impl AttestationLog {
         rows.iter().map(stored_cosignature).collect()
     }
 
+    /// Up to `limit` cosignatures kept for this log with no checkpoint of their size beside
+    /// them, by size. The schema lets none be stored that way, so any found was left behind
+    /// by someone who deleted or moved a checkpoint: the Audit service serves them, so that
+    /// an auditor reading through it sees what `verify` on the database sees.
+    pub async fn unattached_cosignatures(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<StoredCosignature>, LogError> {
+        let rows = sqlx::query(
+            "SELECT c.size, c.witness, c.line, c.cosigned_us FROM cosignatures AS c \
+             WHERE c.log_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM checkpoints AS k WHERE k.log_id = c.log_id AND k.size = c.size) \
+             ORDER BY c.size, c.witness LIMIT $2",
+        )
+        .bind(self.log_id())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(query)?;
+        rows.iter().map(stored_cosignature).collect()
+    }
+
     /// `witness`'s cosignature of the checkpoint of `size`, if kept.
     pub async fn cosignature_at(
         &self,

@@ -12,7 +12,7 @@ mod common;
 
 use common::{TestDb, at, entry, record};
 use garrison_log::{
-    AttestationLog, LogConfig, LogError, NewEntry, Record, ReplicaBatch, StoredCheckpoint,
+    AttestationLog, Backend, LogConfig, LogError, NewEntry, Record, ReplicaBatch, StoredCheckpoint,
     StoredCosignature, SyncEvent, canonical_bytes, evidence_digest, record_from_canonical,
 };
 
@@ -309,6 +309,32 @@ async fn cosignatures_events_revocation_lists_and_policy_bundles_are_kept(db: Te
     );
     assert!(log.cosignatures_between(4, 9).await.unwrap().is_empty());
     assert!(log.cosignatures_between(0, 2).await.unwrap().is_empty());
+    // None is kept without its checkpoint, unless someone with database access deletes the
+    // checkpoint: then the cosignature is found among those without one.
+    assert!(log.unattached_cosignatures(100).await.unwrap().is_empty());
+    let mut conn = db.side_connection().await;
+    let statements: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "PRAGMA foreign_keys = OFF",
+            "DROP TRIGGER checkpoints_append_only_delete",
+            "DELETE FROM checkpoints WHERE size = 3",
+        ],
+        Backend::Postgres => &[
+            "ALTER TABLE cosignatures DROP CONSTRAINT cosignatures_log_id_size_fkey",
+            "DROP TRIGGER checkpoints_append_only_rows ON checkpoints",
+            "DELETE FROM checkpoints WHERE size = 3",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(*statement).execute(&mut conn).await.unwrap();
+    }
+    sqlx::Connection::close(conn).await.unwrap();
+    assert_eq!(
+        log.unattached_cosignatures(100).await.unwrap(),
+        log.cosignatures().await.unwrap()
+    );
+    assert_eq!(log.unattached_cosignatures(100).await.unwrap().len(), 1);
+    assert!(log.unattached_cosignatures(0).await.unwrap().is_empty());
 
     // A thousand refusals of one kind are one row.
     for i in 0..1000 {

@@ -15,9 +15,17 @@ use tonic::transport::Channel;
 pub struct RemoteLog {
     client: AuditClient<Channel>,
     origin: String,
-    /// The checkpoints as first read (see `all_checkpoints`); boxed, so that a client stays
-    /// about the size of a database handle.
-    checkpoints: Box<tokio::sync::OnceCell<Vec<v1::SignedCheckpoint>>>,
+    /// The checkpoints and cosignatures as first read (see `served`); boxed, so that a
+    /// client stays about the size of a database handle.
+    served: Box<tokio::sync::OnceCell<Served>>,
+}
+
+/// What the service served of the log's checkpoints, read once per client.
+struct Served {
+    checkpoints: Vec<v1::SignedCheckpoint>,
+    /// Cosignatures with no checkpoint of their size (`LogInfo`): each is a problem the
+    /// cosignature check reports.
+    unattached: Vec<v1::UnattachedCosignature>,
 }
 
 /// Checkpoints a log may gain while a client pages through them.
@@ -44,7 +52,7 @@ impl RemoteLog {
         Ok(RemoteLog {
             client,
             origin: info.origin,
-            checkpoints: Box::default(),
+            served: Box::default(),
         })
     }
 
@@ -118,18 +126,18 @@ impl RemoteLog {
         Ok(info.into_inner())
     }
 
-    /// Every checkpoint the service serves, with its cosignatures, read once per client:
-    /// `verify` checks the checkpoints against the records and the cosignature check reads
-    /// the same notes, so a service cannot show one tree to the first and the tree the hub
-    /// cosigned to the second. None is dropped, whatever size it states (`verify` reports a
-    /// checkpoint beyond the records). A log of `size` records has at most `size + 1`
-    /// checkpoints: a service serving more than that (and some slack for a log growing
-    /// meanwhile) is refused rather than read without end.
-    async fn all_checkpoints(&self) -> Result<&[v1::SignedCheckpoint], AuditError> {
-        let all = self
-            .checkpoints
+    /// Every checkpoint the service serves, with its cosignatures (and those it says have
+    /// no checkpoint), read once per client: `verify` checks the checkpoints against the
+    /// records and the cosignature check reads the same notes, so a service cannot show one
+    /// tree to the first and the tree the hub cosigned to the second. None is dropped,
+    /// whatever size it states (`verify` reports a checkpoint beyond the records). A log of
+    /// `size` records has at most `size + 1` checkpoints: a service serving more than that
+    /// (and some slack for a log growing meanwhile) is refused rather than read without end.
+    async fn served(&self) -> Result<&Served, AuditError> {
+        self.served
             .get_or_try_init(|| async {
-                let size = self.info().await?.size;
+                let info = self.info().await?;
+                let size = info.size;
                 let most = size.saturating_add(1 + CHECKPOINT_SLACK);
                 let mut all = Vec::new();
                 let mut after_size = None;
@@ -145,12 +153,14 @@ impl RemoteLog {
                         )));
                     }
                     if !page.more {
-                        return Ok(all);
+                        return Ok(Served {
+                            checkpoints: all,
+                            unattached: info.unattached_cosignatures,
+                        });
                     }
                 }
             })
-            .await?;
-        Ok(all)
+            .await
     }
 
     /// One page of checkpoints after `after_size`. A page that does not go forward is
@@ -282,8 +292,9 @@ impl LogSource for RemoteLog {
     }
 
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
-        self.all_checkpoints()
+        self.served()
             .await?
+            .checkpoints
             .iter()
             .map(|c| {
                 Ok(StoredCheckpoint {
@@ -307,16 +318,26 @@ impl LogSource for RemoteLog {
     }
 
     async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, AuditError> {
+        let served = self.served().await?;
+        let attached = served
+            .checkpoints
+            .iter()
+            .flat_map(|c| c.cosignatures.iter().map(move |k| (c.size, Some(k))));
+        let unattached = served
+            .unattached
+            .iter()
+            .map(|u| (u.size, u.cosignature.as_ref()));
         let mut all = Vec::new();
-        for c in self.all_checkpoints().await? {
-            for k in &c.cosignatures {
-                all.push(StoredCosignature {
-                    size: c.size,
-                    witness: k.witness.clone(),
-                    line: k.line.clone(),
-                    cosigned: time(k.cosigned_us)?,
-                });
-            }
+        for (size, k) in attached.chain(unattached) {
+            let k = k.ok_or_else(|| {
+                AuditError::Remote(format!("a cosignature of size {size} without its line"))
+            })?;
+            all.push(StoredCosignature {
+                size,
+                witness: k.witness.clone(),
+                line: k.line.clone(),
+                cosigned: time(k.cosigned_us)?,
+            });
         }
         Ok(all)
     }

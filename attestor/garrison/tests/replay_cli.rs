@@ -286,6 +286,58 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         "an archive is never overwritten: {}",
         text(&again)
     );
+
+    // Someone with database access leaves a cosignature without its checkpoint (deletes the
+    // checkpoint, or moves the cosignature): the service serves it even so, and the
+    // auditor's verify through it reports it, as verify on the database does.
+    let orphan = cosigned_size + 1_000_000;
+    let mut conn = sqlx::SqliteConnection::connect(&config.database)
+        .await
+        .unwrap();
+    for statement in [
+        "PRAGMA foreign_keys = OFF".to_owned(),
+        format!(
+            "INSERT INTO cosignatures (log_id, size, witness, line, cosigned_us) \
+             SELECT log_id, {orphan}, witness, line, cosigned_us FROM cosignatures WHERE size = {cosigned_size}"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut args: Vec<&str> = vec!["audit", "verify", "--root", root.to_str().unwrap()];
+    args.extend(remote.iter().map(String::as_str));
+    let out = garrison(&args);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(&format!(
+            "PROBLEM: the cosignature of checkpoint {orphan} does not verify: no checkpoint of that size is kept"
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains(&witnessed), "{shown}");
+    let out = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        &config.database,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("checkpoint {orphan} does not verify")));
+    for statement in [
+        "DROP TRIGGER cosignatures_append_only_delete".to_owned(),
+        format!("DELETE FROM cosignatures WHERE size = {orphan}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
     drop(attestor);
     let archive_url = archive.to_str().unwrap();
     let out = garrison(&[
