@@ -339,3 +339,76 @@ fn db_index(index: u64) -> Result<i64, LogError> {
 fn tree_error(problem: String) -> LogError {
     LogError::Tree { problem }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::{HASHES_PER_STATEMENT, read_hashes};
+    use crate::{AttestationLog, Backend, Decision, LogConfig, NewEntry, Record, RecordKind};
+
+    /// Proofs and roots read fewer than [`HASHES_PER_STATEMENT`] hashes below about 2^32
+    /// records, so the tests through the public API never reach a second chunk: read every
+    /// stored hash of a small tree at once, in several chunks with a partial last one.
+    #[tokio::test]
+    async fn more_hashes_than_one_statement_reads_are_read_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let log = AttestationLog::open(&LogConfig {
+            url: url.clone(),
+            origin: None,
+            max_batch: 64,
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        for i in 0..100 {
+            let record = Record {
+                time: time::OffsetDateTime::from_unix_timestamp(1_700_000_000 + i).unwrap(),
+                site: "s1".to_owned(),
+                kind: RecordKind::Enroll,
+                node_id: Some(format!("n{i}")),
+                spiffe_id: None,
+                decision: Decision::Allow,
+                reasons: vec![],
+                policy_digest: None,
+                evidence_digest: None,
+                cert_serial: None,
+                cert_not_after: None,
+            };
+            log.append(NewEntry {
+                record,
+                evidence: None,
+                node_update: None,
+            })
+            .await
+            .unwrap();
+        }
+        log.close().await;
+        let mut conn = crate::log::dedicated_connection(&url, Backend::Sqlite)
+            .await
+            .unwrap();
+        // A tree of 100 records stores 2 * 100 - popcount(100) = 197 hashes.
+        let stored: Vec<u64> = (0..197).collect();
+        assert!(stored.len() > 3 * HASHES_PER_STATEMENT);
+        let all = read_hashes(&mut conn, 1, &stored, Some(100)).await.unwrap();
+        for index in [0, 63, 64, 127, 128, 191, 192, 196] {
+            let one = read_hashes(&mut conn, 1, &[index], None).await.unwrap();
+            assert_eq!(all.0[&index], one.0[&index], "hash {index}");
+        }
+        assert_eq!(all.0.len(), stored.len());
+        // One missing index in the last chunk fails the whole read, and names it.
+        let mut asked = stored.clone();
+        asked.push(197);
+        let missing = read_hashes(&mut conn, 1, &asked, None).await.unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("stored tree hash 197 is missing"),
+            "{missing}"
+        );
+        // Beyond the tree's size, no chunk is read.
+        assert!(read_hashes(&mut conn, 1, &stored, Some(101)).await.is_err());
+        sqlx::Connection::close(conn).await.unwrap();
+    }
+}
