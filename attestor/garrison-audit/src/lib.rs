@@ -25,8 +25,11 @@
 //! * Trust a stored hash, a stored leaf or a checkpoint it did not recompute or verify:
 //!   every leaf is recomputed from the record's columns, every tree root from those leaves,
 //!   every checkpoint signature checked with a key certified under the given roots.
+//!   The stored tree hashes a database keeps are compared with the tree of its stored
+//!   leaves, since proofs are served from them.
 //! * Stop at the first problem: the report lists every problem found (bounded), with the
-//!   first bad record's sequence.
+//!   first bad record's sequence. (Only a gap too long to stand in for record by record ends
+//!   a pass early, as one problem.)
 //! * Load a whole log into memory: records are read in pages, and [`verify`] reads a page's
 //!   evidence with one [`LogSource::evidence_many`] call (each distinct digest once), so it
 //!   holds one page of records and their evidence at a time (replay keeps one history per
@@ -49,6 +52,6 @@ pub use prove::{AuditError, prove};
 pub use replay::{
     Outcome, PolicySeen, RecordReplay, ReplayOptions, ReplaySummary, Unreplayable, Verdict, replay,
 };
-pub use source::LogSource;
+pub use source::{LogSource, StoredTreeHashes};
 pub use verify::{Problem, VerifyReport, verify};
 pub use witnessed::{WitnessReport, check_cosignatures};

@@ -8,6 +8,9 @@ use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredCosignature, S
 
 use crate::AuditError;
 
+/// Stored tree hashes by index, as [`LogSource::stored_tree_hashes`] returns them.
+pub type StoredTreeHashes = Vec<(u64, [u8; 32])>;
+
 /// A log as the auditor reads it. Nothing read through it is trusted: [`verify`](crate::verify)
 /// recomputes and checks everything.
 pub trait LogSource {
@@ -42,6 +45,17 @@ pub trait LogSource {
     fn cosignatures(&self) -> impl Future<Output = Result<Vec<StoredCosignature>, AuditError>>;
     /// The certificate chains (PEM) of the hub witness keys, to check the cosignatures with.
     fn witness_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
+    /// The stored hashes of the log's Merkle tree with indexes in `first..end`, by index
+    /// (at most [`garrison_log::MAX_STORED_HASHES_READ`] asked at once), or `None` for a
+    /// source that keeps none of its own: the Audit service serves proofs made from them,
+    /// which the auditor checks, not the hashes. [`verify`](crate::verify) compares them
+    /// with the tree of the stored leaves, so that proofs served from a hash someone
+    /// changed are found before anyone relies on one.
+    fn stored_tree_hashes(
+        &self,
+        first: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Option<StoredTreeHashes>, AuditError>>;
 }
 
 impl LogSource for AttestationLog {
@@ -103,6 +117,17 @@ impl LogSource for AttestationLog {
     async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
         AttestationLog::witness_certificates(self)
             .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn stored_tree_hashes(
+        &self,
+        first: u64,
+        end: u64,
+    ) -> Result<Option<StoredTreeHashes>, AuditError> {
+        AttestationLog::stored_tree_hashes(self, first, end)
+            .await
+            .map(Some)
             .map_err(AuditError::Log)
     }
 }

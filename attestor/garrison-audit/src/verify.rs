@@ -13,6 +13,10 @@ use crate::{AuditError, LogSource};
 const PAGE: u32 = 5_000;
 /// Problems kept in a report; beyond it they are counted only.
 const MAX_PROBLEMS: usize = 1_000;
+/// A gap in the sequences longer than this is one problem, [`Problem::MissingRecords`], and
+/// ends the pass: a sequence edited to a huge value must not keep `verify` standing in a leaf
+/// for each record it skips.
+const MAX_MISSING_RUN: u64 = 1 << 20;
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,6 +24,9 @@ const MAX_PROBLEMS: usize = 1_000;
 pub enum Problem {
     /// No record at this sequence (deleted), though later records exist.
     MissingRecord { sequence: u64 },
+    /// No records from `first` up to `next`, the sequence of the next record read: more
+    /// than `verify` stands in for one by one. Nothing after the gap is checked.
+    MissingRecords { first: u64, next: u64 },
     /// The record's contents do not hash to its stored leaf hash (edited, or moved).
     LeafMismatch { sequence: u64 },
     /// The record names evidence the log does not hold.
@@ -36,6 +43,10 @@ pub enum Problem {
     /// A signed checkpoint covers more records than the log holds (records removed from
     /// the end).
     CheckpointBeyondLog { size: u64, records: u64 },
+    /// The stored hash of the Merkle tree at `index` (first stored with record `sequence`)
+    /// is missing or is not the hash of the stored leaves: the proofs and roots the log
+    /// serves from it would not verify. The records themselves may be intact.
+    StoredTreeHash { index: u64, sequence: u64 },
 }
 
 impl Problem {
@@ -43,13 +54,17 @@ impl Problem {
     pub fn sequence(&self) -> Option<u64> {
         match self {
             Problem::MissingRecord { sequence }
+            | Problem::MissingRecords {
+                first: sequence, ..
+            }
             | Problem::LeafMismatch { sequence }
             | Problem::EvidenceMissing { sequence, .. }
             | Problem::EvidenceMismatch { sequence, .. } => Some(*sequence),
             Problem::CheckpointBeyondLog { records, .. } => Some(*records),
             Problem::CheckpointRoot { .. }
             | Problem::KeyCertificate { .. }
-            | Problem::CheckpointSignature { .. } => None,
+            | Problem::CheckpointSignature { .. }
+            | Problem::StoredTreeHash { .. } => None,
         }
     }
 
@@ -116,8 +131,9 @@ impl VerifyReport {
 }
 
 /// Verifies the log `log` holds against `roots` (DER root certificates): the log key
-/// certificates, every checkpoint's signature, every record's leaf and evidence, and every
-/// checkpoint's root against the tree recomputed from the records.
+/// certificates, every checkpoint's signature, every record's leaf and evidence, every
+/// checkpoint's root against the tree recomputed from the records, and (for a source that
+/// keeps them) the stored tree hashes against the tree of the stored leaves.
 pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
     let origin = log.origin().ok_or(AuditError::NoOrigin)?;
     let mut report = VerifyReport {
@@ -132,14 +148,23 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     let mut last_good = 0u64;
     // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
     check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
+    let mut kept = KeptHashes::default();
     let mut pages = crate::source::Pages::start(log, PAGE).await?;
-    loop {
+    'pages: loop {
         let page = pages.next(log).await?;
         if page.is_empty() {
             break;
         }
         let evidence = page_evidence(log, &page).await?;
+        let kept_hashes = kept.read(log, &page).await?;
         for stored in &page {
+            if stored.sequence.saturating_sub(tree.size) > MAX_MISSING_RUN {
+                report.add(Problem::MissingRecords {
+                    first: tree.size,
+                    next: stored.sequence,
+                });
+                break 'pages;
+            }
             while tree.size < stored.sequence {
                 // A deleted record: its leaf is unknown, so every later root differs. Stand
                 // in the stored leaf of nothing (zeros) and carry on to find other problems.
@@ -163,6 +188,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
                 &mut report,
             );
             tree.push(Hash(leaf))?;
+            kept.check(stored, kept_hashes.as_ref(), &mut report)?;
             check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
         }
     }
@@ -175,6 +201,69 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     }
     report.unsigned_tail = tree.size.saturating_sub(report.verified_size);
     Ok(report)
+}
+
+/// The stored tree hashes, checked against a tree of their own built from the records'
+/// stored leaf hashes (what the writer built them from; an edited record is
+/// [`Problem::LeafMismatch`] already, and would otherwise put every hash above its leaf in
+/// doubt). The check stops at the first missing record, whose leaf it cannot know.
+#[derive(Default)]
+struct KeptHashes {
+    tree: Frontier,
+    stopped: bool,
+}
+
+impl KeptHashes {
+    /// The stored hashes the page's records add, by index; `None` if the source keeps none
+    /// or the check has stopped.
+    async fn read<S: LogSource>(
+        &self,
+        log: &S,
+        page: &[StoredRecord],
+    ) -> Result<Option<HashMap<u64, [u8; 32]>>, AuditError> {
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(None);
+        };
+        // Past a gap (and so at sequences no tree reaches) there is nothing to compare.
+        if self.stopped
+            || first.sequence != self.tree.size
+            || last.sequence.saturating_sub(first.sequence) > MAX_MISSING_RUN
+        {
+            return Ok(None);
+        }
+        let start = tlog_tiles::stored_hash_index(0, first.sequence);
+        let end = tlog_tiles::stored_hash_count(last.sequence.saturating_add(1));
+        Ok(log
+            .stored_tree_hashes(start, end)
+            .await?
+            .map(|hashes| hashes.into_iter().collect()))
+    }
+
+    /// Adds `stored`'s leaf and compares the hashes that adds with `kept`.
+    fn check(
+        &mut self,
+        stored: &StoredRecord,
+        kept: Option<&HashMap<u64, [u8; 32]>>,
+        report: &mut VerifyReport,
+    ) -> Result<(), AuditError> {
+        let Some(kept) = kept else {
+            return Ok(());
+        };
+        if self.stopped || self.tree.size != stored.sequence {
+            self.stopped = true;
+            return Ok(());
+        }
+        let (start, added) = self.tree.push(Hash(stored.leaf_hash))?;
+        for (index, hash) in (start..).zip(added) {
+            if kept.get(&index) != Some(&hash.0) {
+                report.add(Problem::StoredTreeHash {
+                    index,
+                    sequence: stored.sequence,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Compares the recomputed root with every checkpoint of the current size.
@@ -339,18 +428,19 @@ impl HashReader for Frontier {
 }
 
 impl Frontier {
-    fn push(&mut self, leaf: Hash) -> Result<(), AuditError> {
+    /// Adds `leaf`; returns the index of the first stored hash that adds, and the hashes.
+    fn push(&mut self, leaf: Hash) -> Result<(u64, Vec<Hash>), AuditError> {
         let n = self.size;
         let new = tlog_tiles::stored_hashes_for_record_hash(n, leaf, self).map_err(tree_error)?;
         let start = tlog_tiles::stored_hash_index(0, n);
-        self.hashes.extend((start..).zip(new));
+        self.hashes.extend((start..).zip(new.iter().copied()));
         self.size = n + 1;
         let keep: std::collections::HashSet<u64> =
             tlog_tiles::sub_tree_index(0, self.size, Vec::new())
                 .into_iter()
                 .collect();
         self.hashes.retain(|i, _| keep.contains(i));
-        Ok(())
+        Ok((start, new))
     }
 
     fn root(&self) -> Result<[u8; 32], AuditError> {

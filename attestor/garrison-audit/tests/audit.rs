@@ -43,6 +43,8 @@ both_backends!(
     an_export_verifies_alone_and_keeps_tampering_visible,
     an_export_read_through_a_log_source_keeps_every_tampering_visible,
     an_export_writes_no_record_beyond_what_its_source_claimed,
+    a_changed_or_deleted_stored_tree_hash_is_found,
+    a_sequence_moved_far_ahead_ends_the_pass_and_is_named,
 );
 
 const RECORDS: u64 = 37;
@@ -205,6 +207,88 @@ async fn reordered_records_are_named(db: TestDb) {
     assert_eq!(report.first_bad_sequence, Some(4));
 }
 
+async fn a_changed_or_deleted_stored_tree_hash_is_found(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    // Record 12's leaf as stored, the hash over records 12 and 13 (stored with record 13),
+    // and record 30's leaf: the first two given record 0's hash, the third deleted. The
+    // records are untouched, so every checkpoint still verifies; proofs made from these
+    // hashes would not.
+    let (leaf_12, pair_12_13, leaf_30) = (
+        tlog_tiles::stored_hash_index(0, 12),
+        tlog_tiles::stored_hash_index(1, 6),
+        tlog_tiles::stored_hash_index(0, 30),
+    );
+    let unprotected: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER tree_hashes_append_only_update",
+            "DROP TRIGGER tree_hashes_append_only_delete",
+        ],
+        Backend::Postgres => &["DROP TRIGGER tree_hashes_append_only_rows ON tree_hashes"],
+    };
+    let changes = [
+        format!(
+            "UPDATE tree_hashes SET hash = (SELECT hash FROM tree_hashes WHERE idx = 0) \
+             WHERE idx IN ({leaf_12}, {pair_12_13})"
+        ),
+        format!("DELETE FROM tree_hashes WHERE idx = {leaf_30}"),
+    ];
+    let statements: Vec<&str> = unprotected
+        .iter()
+        .copied()
+        .chain(changes.iter().map(String::as_str))
+        .collect();
+    tamper(&db, &statements).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(!report.ok(), "{report:?}");
+    assert_eq!(report.checkpoints_verified, 5, "{report:?}");
+    assert_eq!(
+        report.problems,
+        vec![
+            Problem::StoredTreeHash {
+                index: leaf_12,
+                sequence: 12
+            },
+            Problem::StoredTreeHash {
+                index: pair_12_13,
+                sequence: 13
+            },
+            Problem::StoredTreeHash {
+                index: leaf_30,
+                sequence: 30
+            },
+        ]
+    );
+    assert_eq!(report.first_bad_sequence, None, "the records are intact");
+}
+
+async fn a_sequence_moved_far_ahead_ends_the_pass_and_is_named(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    // Record 36 moved to sequence 2^40: verify does not stand in a leaf for each of the
+    // trillion sequences skipped, it names the gap and stops.
+    let far = 1u64 << 40;
+    let moved = format!("UPDATE records SET sequence = {far} WHERE sequence = 36");
+    tamper(&db, &[moved.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(!report.ok());
+    assert!(
+        has(&report, |p| *p
+            == Problem::MissingRecords {
+                first: 36,
+                next: far
+            }),
+        "{report:?}"
+    );
+    assert!(has(&report, |p| *p
+        == Problem::CheckpointBeyondLog {
+            size: 37,
+            records: 36
+        }));
+    assert_eq!(report.first_bad_sequence, Some(36));
+    assert_eq!(report.records, 36);
+}
+
 async fn swapped_evidence_is_named(db: TestDb) {
     let (site, log) = signed_log(&db).await;
     let record = log.query(&Default::default()).await.unwrap()[9].clone();
@@ -322,6 +406,14 @@ macro_rules! passed_to_the_log {
 
         async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
             LogSource::witness_certificates(self.log).await
+        }
+
+        async fn stored_tree_hashes(
+            &self,
+            first: u64,
+            end: u64,
+        ) -> Result<Option<garrison_audit::StoredTreeHashes>, AuditError> {
+            LogSource::stored_tree_hashes(self.log, first, end).await
         }
     };
 }

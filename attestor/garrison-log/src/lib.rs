@@ -112,3 +112,4 @@ pub use record::{
 pub use replica::{ReplicaAppended, ReplicaBatch};
 pub use serving_lock::{ServingLock, lock_path, sqlite_file};
 pub use sync_state::{SYNC_EVENT_DETAIL_MAX, StoredCosignature, SyncEvent, SyncEventSummary};
+pub use tree::MAX_STORED_HASHES_READ;

@@ -488,6 +488,18 @@ impl AttestationLog {
         tree::root(&self.inner.pool, self.inner.log.id, size).await
     }
 
+    /// The stored hashes of the Merkle tree (what proofs and roots are made from) with
+    /// indexes in `first..end` (C2SP/`tlog_tiles` stored-hash indexes), by index, as kept:
+    /// an auditor compares them with the tree recomputed from the records. At most
+    /// [`MAX_STORED_HASHES_READ`] per call.
+    pub async fn stored_tree_hashes(
+        &self,
+        first: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, [u8; 32])>, LogError> {
+        tree::stored_range(&self.inner.pool, self.inner.log.id, first, end).await
+    }
+
     /// The RFC 9162 inclusion proof (audit path) of record `index` in the tree of `size`
     /// records, leaf side first.
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, LogError> {

@@ -193,6 +193,45 @@ pub(crate) async fn read_hashes(
     Ok(found)
 }
 
+/// The most stored hashes [`stored_range`] reads at once (a page of 50,000 records).
+pub const MAX_STORED_HASHES_READ: u64 = 100_000;
+
+/// The stored hashes with indexes in `first..end`, by index (at most
+/// [`MAX_STORED_HASHES_READ`]: a larger range is refused).
+pub(crate) async fn stored_range(
+    pool: &AnyPool,
+    log_id: i64,
+    first: u64,
+    end: u64,
+) -> Result<Vec<(u64, [u8; 32])>, LogError> {
+    if end.saturating_sub(first) > MAX_STORED_HASHES_READ {
+        return Err(tree_error(format!(
+            "stored hashes {first}..{end}: at most {MAX_STORED_HASHES_READ} are read at once"
+        )));
+    }
+    let query = |source| LogError::Query { source };
+    let rows = sqlx::query(
+        "SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+    )
+    .bind(log_id)
+    .bind(db_index(first)?)
+    .bind(db_index(end.min(i64::MAX.unsigned_abs()))?)
+    .fetch_all(pool)
+    .await
+    .map_err(query)?;
+    rows.iter()
+        .map(|row| {
+            let index: i64 = row.try_get(0).map_err(query)?;
+            let bytes: Vec<u8> = row.try_get(1).map_err(query)?;
+            let hash = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| LogError::Corrupt {
+                column: "tree_hashes.hash",
+                found: format!("{} bytes", bytes.len()),
+            })?;
+            Ok((index.unsigned_abs(), hash))
+        })
+        .collect()
+}
+
 /// The root hash of the tree of the first `size` records.
 pub(crate) async fn root(pool: &AnyPool, log_id: i64, size: u64) -> Result<[u8; 32], LogError> {
     refuse_beyond_any_log(pool, log_id, size).await?;

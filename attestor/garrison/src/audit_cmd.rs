@@ -161,6 +161,19 @@ impl garrison_audit::LogSource for Opened {
             Opened::Remote(log) => log.witness_certificates().await,
         }
     }
+
+    async fn stored_tree_hashes(
+        &self,
+        first: u64,
+        end: u64,
+    ) -> Result<Option<garrison_audit::StoredTreeHashes>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => {
+                garrison_audit::LogSource::stored_tree_hashes(log, first, end).await
+            }
+            Opened::Remote(log) => log.stored_tree_hashes(first, end).await,
+        }
+    }
 }
 
 impl Source {

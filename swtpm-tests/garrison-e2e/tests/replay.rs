@@ -124,6 +124,14 @@ impl LogSource for Edited<'_> {
     async fn witness_certificates(&self) -> Result<Vec<String>, AuditError> {
         LogSource::witness_certificates(self.log).await
     }
+
+    async fn stored_tree_hashes(
+        &self,
+        first: u64,
+        end: u64,
+    ) -> Result<Option<garrison_audit::StoredTreeHashes>, AuditError> {
+        LogSource::stored_tree_hashes(self.log, first, end).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
