@@ -64,7 +64,6 @@ async fn fill<S: LogSource>(
     chains: &[String],
     witnessed: Witnessed<'_>,
 ) -> Result<ExportSummary, AuditError> {
-    let mut fetched = BTreeSet::new();
     loop {
         let page = pages.next(source).await?;
         if page.is_empty() {
@@ -75,14 +74,17 @@ async fn fill<S: LogSource>(
             .filter_map(|r| r.record.evidence_digest.as_deref())
             .map(str::to_ascii_lowercase)
             .collect();
-        // The records' evidence, then what it names: two rounds, no more.
+        // The records' evidence, then what it names: two rounds, no more. What the archive
+        // holds already (evidence a fleet shares, named on an earlier page) is not fetched
+        // again; the archive is asked, so that memory does not grow with the log.
         for _round in 0..2 {
-            let ask: Vec<String> = wanted.difference(&fetched).cloned().collect();
+            let ask = archive
+                .evidence_not_held(std::mem::take(&mut wanted).into_iter().collect())
+                .await
+                .map_err(AuditError::Log)?;
             if ask.is_empty() {
                 break;
             }
-            fetched.extend(ask.iter().cloned());
-            wanted.clear();
             for (digest, bytes) in source.evidence_many(&ask).await? {
                 let named = archive
                     .add_evidence(&digest, &bytes)

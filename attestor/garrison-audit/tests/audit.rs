@@ -45,6 +45,7 @@ both_backends!(
     an_export_writes_no_record_beyond_what_its_source_claimed,
     a_changed_or_deleted_stored_tree_hash_is_found,
     a_sequence_moved_far_ahead_ends_the_pass_and_is_named,
+    an_export_copies_evidence_shared_across_pages_once,
 );
 
 const RECORDS: u64 = 37;
@@ -649,6 +650,69 @@ async fn proofs_verify_with_an_independent_rfc9162_verifier(db: TestDb) {
         }
     }
     log.close().await;
+}
+
+async fn an_export_copies_evidence_shared_across_pages_once(db: TestDb) {
+    // 2,100 records (the database export copies 2,000 per page), every 100th naming one
+    // evidence blob a fleet shares: it is copied, and counted, once, not once per page.
+    let site = Site::new();
+    let log = AttestationLog::open(&LogConfig {
+        origin: Some(origin()),
+        ..db.config(64)
+    })
+    .await
+    .unwrap();
+    let shared = br#"{"stage":"enroll-complete","shared":true}"#.to_vec();
+    // Two waves, each appended concurrently (so the writer batches them) and awaited whole:
+    // sequences 0..2000 (20 naming the shared blob) on the first page, 2000..2100 (one) on
+    // the second.
+    for wave in [0..2_000u64, 2_000..2_100] {
+        let mut appends = tokio::task::JoinSet::new();
+        for i in wave {
+            let (log, shared) = (log.clone(), shared.clone());
+            let time = site.now;
+            appends.spawn(async move {
+                log.append(NewEntry {
+                    record: support::fixture::record(i, time),
+                    evidence: (i % 100 == 0).then_some(shared),
+                    node_update: None,
+                })
+                .await
+                .map(|_| ())
+            });
+        }
+        while let Some(done) = appends.join_next().await {
+            done.unwrap().unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("shared.db");
+    let summary = log.export_sqlite(&archive).await.unwrap();
+    assert_eq!(summary.records, 2_100);
+    assert_eq!(summary.evidence, 1, "{summary:?}");
+    // The same through a log source (what an export through the Audit service drives).
+    let through_source = dir.path().join("shared-through-source.db");
+    let summary = export(&log, &through_source).await.unwrap();
+    assert_eq!(
+        (summary.records, summary.evidence),
+        (2_100, 1),
+        "{summary:?}"
+    );
+    log.close().await;
+    let copy = AttestationLog::open_read_only(&format!("sqlite://{}", archive.display()), None)
+        .await
+        .unwrap();
+    let digest = evidence_digest(&shared);
+    assert_eq!(copy.evidence(&digest).await.unwrap(), Some(shared));
+    let naming = copy
+        .query(&garrison_log::Query::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.record.evidence_digest.as_deref() == Some(digest.as_str()))
+        .count();
+    copy.close().await;
+    assert_eq!(naming, 21);
 }
 
 async fn an_export_verifies_alone_and_keeps_tampering_visible(db: TestDb) {

@@ -143,7 +143,9 @@ impl AttestationLog {
     /// logs, policy bundles), read a page's worth at a time. `named` holds the digests of
     /// blobs named by evidence already copied: a fleet's one event log is copied (and counted)
     /// once, not once per page. (Only those are remembered across pages, so memory stays
-    /// bounded by the distinct blobs, not by the records.)
+    /// bounded by the distinct blobs, not by the records.) Evidence that records on an
+    /// earlier page named already is found in the archive ([`not_held`]) and neither read
+    /// nor counted again.
     async fn copy_evidence(
         &self,
         target: &mut AnyConnection,
@@ -161,6 +163,9 @@ impl AttestationLog {
                 .into_iter()
                 .filter(|d| seen.insert(d.clone()))
                 .collect();
+            // Evidence an earlier page's records named already (one a fleet shares) is in
+            // the archive: neither read again nor counted again.
+            let ask = not_held(target, ask).await?;
             for (digest, bytes) in self.evidence_many(&ask).await? {
                 // Missing ones are left out: `verify` reports them, in the archive as in the
                 // source.
@@ -420,6 +425,15 @@ impl ArchiveWriter {
         Ok(referenced_digests(bytes))
     }
 
+    /// Of `digests` (lowercase), those the archive does not hold yet: what an export still
+    /// has to fetch. Remembering every digest fetched instead would grow with the log.
+    pub async fn evidence_not_held(
+        &mut self,
+        digests: Vec<String>,
+    ) -> Result<Vec<String>, LogError> {
+        not_held(&mut self.conn, digests).await
+    }
+
     /// Adds a signed checkpoint as given.
     pub async fn add_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), LogError> {
         insert_checkpoint(&mut self.conn, checkpoint).await?;
@@ -528,6 +542,28 @@ async fn archive_connection(url: &str) -> Result<AnyConnection, LogError> {
         return Err(query_error(e));
     }
     Ok(conn)
+}
+
+/// Of `digests`, those the archive on `conn` does not hold yet (each asked once).
+async fn not_held(conn: &mut AnyConnection, digests: Vec<String>) -> Result<Vec<String>, LogError> {
+    let mut held = BTreeSet::new();
+    for chunk in digests.chunks(500) {
+        let placeholders = vec!["?"; chunk.len()].join(", ");
+        // Only `?` placeholders; every digest is bound.
+        let sql = format!("SELECT digest FROM evidence WHERE digest IN ({placeholders})");
+        let query = chunk
+            .iter()
+            .fold(sqlx::query(sqlx::AssertSqlSafe(sql)), |q, digest| {
+                q.bind(digest.clone())
+            });
+        for row in query.fetch_all(&mut *conn).await.map_err(query_error)? {
+            held.insert(row.try_get::<String, _>(0).map_err(query_error)?);
+        }
+    }
+    Ok(digests
+        .into_iter()
+        .filter(|digest| !held.contains(digest))
+        .collect())
 }
 
 /// A signed checkpoint into an archive's log (id 1), as given.
