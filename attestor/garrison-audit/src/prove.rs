@@ -53,6 +53,10 @@ pub enum AuditError {
 /// The inclusion proof of record `sequence` in the latest signed checkpoint, with the
 /// record's canonical bytes as the proof's `extra` data.
 pub async fn prove(log: &AttestationLog, sequence: u64) -> Result<InclusionProof, AuditError> {
+    // No log holds a sequence beyond what its database can store.
+    if i64::try_from(sequence).is_err() {
+        return Err(AuditError::NoSuchRecord { sequence });
+    }
     let record = log
         .query(&Query {
             after_sequence: sequence.checked_sub(1),

@@ -731,6 +731,15 @@ async fn an_export_verifies_alone_and_keeps_tampering_visible(db: TestDb) {
         .unwrap();
     let report = verify(&archive, &site.roots()).await.unwrap();
     assert!(report.ok(), "{report:?}");
+    for beyond in [RECORDS, u64::MAX] {
+        assert!(
+            matches!(
+                prove(&archive, beyond).await,
+                Err(AuditError::NoSuchRecord { sequence }) if sequence == beyond
+            ),
+            "record #{beyond}"
+        );
+    }
     let proof = prove(&archive, 5).await.unwrap();
     assert_eq!(proof.index, 5);
     archive.close().await;
