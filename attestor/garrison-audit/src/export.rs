@@ -35,8 +35,10 @@ const PAGE: u32 = 100;
 /// On failure nothing is left at `path`: a partial archive is removed.
 pub async fn export<S: LogSource>(source: &S, path: &Path) -> Result<ExportSummary, AuditError> {
     let origin = source.origin().ok_or(AuditError::NoOrigin)?;
-    // Each read bounds the next: a cosignature is kept only of a kept checkpoint, and a
-    // checkpoint only of records appended.
+    // Each read bounds the next: a checkpoint is stored before its cosignatures, and records
+    // before the checkpoints over them, so what is read first has what it refers to read
+    // after it. (A cosignature whose checkpoint was deleted is written as served, for
+    // `verify` to report.)
     let cosignatures = source.cosignatures().await?;
     let witness_chains = source.witness_certificates().await?;
     let checkpoints = source.checkpoints().await?;

@@ -28,8 +28,7 @@
 //!   The stored tree hashes a database keeps are compared with the tree of its stored
 //!   leaves, since proofs are served from them.
 //! * Stop at the first problem: the report lists every problem found (bounded), with the
-//!   first bad record's sequence. (Only a gap too long to stand in for record by record ends
-//!   a pass early, as one problem.)
+//!   first bad record's sequence.
 //! * Load a whole log into memory: records are read in pages, and [`verify`] reads a page's
 //!   evidence with one [`LogSource::evidence_many`] call (each distinct digest once), so it
 //!   holds one page of records and their evidence at a time (replay keeps one history per

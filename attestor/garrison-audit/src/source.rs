@@ -8,8 +8,16 @@ use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredCosignature, S
 
 use crate::AuditError;
 
-/// Stored tree hashes by index, as [`LogSource::stored_tree_hashes`] returns them.
-pub type StoredTreeHashes = Vec<(u64, [u8; 32])>;
+/// The stored hashes of a log's Merkle tree, as [`LogSource::stored_tree_hashes`] returns
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredTreeHashes {
+    /// The records the stored tree covers: beyond them none are kept yet (a log migrated
+    /// from before the tree has none until an attestor opens it and builds it).
+    pub tree_size: u64,
+    /// Those of the hashes asked for that are kept, by index.
+    pub hashes: Vec<(u64, [u8; 32])>,
+}
 
 /// A log as the auditor reads it. Nothing read through it is trusted: [`verify`](crate::verify)
 /// recomputes and checks everything.
@@ -45,12 +53,12 @@ pub trait LogSource {
     fn cosignatures(&self) -> impl Future<Output = Result<Vec<StoredCosignature>, AuditError>>;
     /// The certificate chains (PEM) of the hub witness keys, to check the cosignatures with.
     fn witness_certificates(&self) -> impl Future<Output = Result<Vec<String>, AuditError>>;
-    /// The stored hashes of the log's Merkle tree with indexes in `first..end`, by index
-    /// (at most [`garrison_log::MAX_STORED_HASHES_READ`] asked at once), or `None` for a
-    /// source that keeps none of its own: the Audit service serves proofs made from them,
-    /// which the auditor checks, not the hashes. [`verify`](crate::verify) compares them
-    /// with the tree of the stored leaves, so that proofs served from a hash someone
-    /// changed are found before anyone relies on one.
+    /// The stored hashes of the log's Merkle tree with indexes in `first..end` that its tree
+    /// covers, by index (at most [`garrison_log::MAX_STORED_HASHES_READ`] asked at once),
+    /// or `None` for a source that keeps none of its own: the Audit service serves proofs
+    /// made from them, which the auditor checks, not the hashes. [`verify`](crate::verify)
+    /// compares them with the tree of the stored leaves, so that proofs served from a hash
+    /// someone changed are found before anyone relies on one.
     fn stored_tree_hashes(
         &self,
         first: u64,
@@ -125,10 +133,17 @@ impl LogSource for AttestationLog {
         first: u64,
         end: u64,
     ) -> Result<Option<StoredTreeHashes>, AuditError> {
-        AttestationLog::stored_tree_hashes(self, first, end)
-            .await
-            .map(Some)
-            .map_err(AuditError::Log)
+        let tree_size = self.tree_size().await.map_err(AuditError::Log)?;
+        // (No log holds 2^62 records; the bound keeps the index arithmetic in range.)
+        let end = end.min(tlog_tiles::stored_hash_count(tree_size.min(1 << 62)));
+        let hashes = if first < end {
+            AttestationLog::stored_tree_hashes(self, first, end)
+                .await
+                .map_err(AuditError::Log)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(StoredTreeHashes { tree_size, hashes }))
     }
 }
 

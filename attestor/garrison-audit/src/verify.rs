@@ -13,10 +13,6 @@ use crate::{AuditError, LogSource};
 const PAGE: u32 = 5_000;
 /// Problems kept in a report; beyond it they are counted only.
 const MAX_PROBLEMS: usize = 1_000;
-/// A gap in the sequences longer than this is one problem, [`Problem::MissingRecords`], and
-/// ends the pass: a sequence edited to a huge value must not keep `verify` standing in a leaf
-/// for each record it skips.
-const MAX_MISSING_RUN: u64 = 1 << 20;
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,8 +20,8 @@ const MAX_MISSING_RUN: u64 = 1 << 20;
 pub enum Problem {
     /// No record at this sequence (deleted), though later records exist.
     MissingRecord { sequence: u64 },
-    /// No records from `first` up to `next`, the sequence of the next record read: more
-    /// than `verify` stands in for one by one. Nothing after the gap is checked.
+    /// No records from `first` up to `next`, the sequence of the next record read (two or
+    /// more deleted, or a record moved ahead): one problem per gap, however long.
     MissingRecords { first: u64, next: u64 },
     /// The record's contents do not hash to its stored leaf hash (edited, or moved).
     LeafMismatch { sequence: u64 },
@@ -44,8 +40,10 @@ pub enum Problem {
     /// the end).
     CheckpointBeyondLog { size: u64, records: u64 },
     /// The stored hash of the Merkle tree at `index` (first stored with record `sequence`)
-    /// is missing or is not the hash of the stored leaves: the proofs and roots the log
-    /// serves from it would not verify. The records themselves may be intact.
+    /// is missing, or disagrees with the tree of the records' stored leaf hashes: either the
+    /// hash was changed (the proofs and roots served from it would not verify, though the
+    /// records may be intact), or a record's stored leaf was changed with its row (then
+    /// [`Problem::CheckpointRoot`] says so too).
     StoredTreeHash { index: u64, sequence: u64 },
 }
 
@@ -147,10 +145,13 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     let mut pending = checkpoints.iter().peekable();
     let mut last_good = 0u64;
     // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
-    check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
+    check_roots(&tree, 0, &mut pending, &mut report, &mut last_good)?;
     let mut kept = KeptHashes::default();
+    // The sequence the next record should have; `tree` stops growing at the first missing
+    // record (its leaf is unknown: no later root can be recomputed).
+    let mut next = 0u64;
     let mut pages = crate::source::Pages::start(log, PAGE).await?;
-    'pages: loop {
+    loop {
         let page = pages.next(log).await?;
         if page.is_empty() {
             break;
@@ -158,22 +159,18 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
         let evidence = page_evidence(log, &page).await?;
         let kept_hashes = kept.read(log, &page).await?;
         for stored in &page {
-            if stored.sequence.saturating_sub(tree.size) > MAX_MISSING_RUN {
-                report.add(Problem::MissingRecords {
-                    first: tree.size,
+            // (Pages refuses a sequence at or below one already read.)
+            match stored.sequence.saturating_sub(next) {
+                0 => {}
+                1 => report.add(Problem::MissingRecord { sequence: next }),
+                _ => report.add(Problem::MissingRecords {
+                    first: next,
                     next: stored.sequence,
-                });
-                break 'pages;
+                }),
             }
-            while tree.size < stored.sequence {
-                // A deleted record: its leaf is unknown, so every later root differs. Stand
-                // in the stored leaf of nothing (zeros) and carry on to find other problems.
-                report.add(Problem::MissingRecord {
-                    sequence: tree.size,
-                });
-                tree.push(Hash::default())?;
-                check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
-            }
+            let contiguous = tree.size == stored.sequence;
+            next = stored.sequence.saturating_add(1);
+            report.records += 1;
             let leaf = garrison_log::leaf_hash(stored.sequence, &stored.record)
                 .map_err(AuditError::Log)?;
             if leaf != stored.leaf_hash {
@@ -187,75 +184,87 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
                 stored.record.evidence_digest.as_deref(),
                 &mut report,
             );
-            tree.push(Hash(leaf))?;
-            kept.check(stored, kept_hashes.as_ref(), &mut report)?;
-            check_roots(&mut tree, &mut pending, &mut report, &mut last_good)?;
+            if contiguous {
+                tree.push(Hash(leaf))?;
+                kept.check(stored, kept_hashes.as_ref(), &mut report)?;
+            }
+            check_roots(&tree, next, &mut pending, &mut report, &mut last_good)?;
         }
     }
-    report.records = tree.size;
     for checkpoint in pending {
         report.add(Problem::CheckpointBeyondLog {
             size: checkpoint.size,
-            records: tree.size,
+            records: next,
         });
     }
-    report.unsigned_tail = tree.size.saturating_sub(report.verified_size);
+    report.unsigned_tail = report.records.saturating_sub(report.verified_size);
     Ok(report)
 }
 
 /// The stored tree hashes, checked against a tree of their own built from the records'
 /// stored leaf hashes (what the writer built them from; an edited record is
 /// [`Problem::LeafMismatch`] already, and would otherwise put every hash above its leaf in
-/// doubt). The check stops at the first missing record, whose leaf it cannot know.
+/// doubt). The check stops at the first missing record, whose leaf it cannot know, and at
+/// the end of the tree the source has built.
 #[derive(Default)]
 struct KeptHashes {
     tree: Frontier,
     stopped: bool,
 }
 
+/// What [`KeptHashes::read`] found for a page.
+struct KeptPage {
+    /// Records the source's stored tree covers.
+    tree_size: u64,
+    hashes: HashMap<u64, [u8; 32]>,
+}
+
 impl KeptHashes {
-    /// The stored hashes the page's records add, by index; `None` if the source keeps none
-    /// or the check has stopped.
+    /// The stored hashes the page's records add, by index, for the records that follow on
+    /// from the tree so far without a gap (at most a page's worth: about two per record);
+    /// `None` if the source keeps none or the check has stopped.
     async fn read<S: LogSource>(
         &self,
         log: &S,
         page: &[StoredRecord],
-    ) -> Result<Option<HashMap<u64, [u8; 32]>>, AuditError> {
-        let (Some(first), Some(last)) = (page.first(), page.last()) else {
-            return Ok(None);
-        };
-        // Past a gap (and so at sequences no tree reaches) there is nothing to compare.
-        if self.stopped
-            || first.sequence != self.tree.size
-            || last.sequence.saturating_sub(first.sequence) > MAX_MISSING_RUN
-        {
+    ) -> Result<Option<KeptPage>, AuditError> {
+        let start = self.tree.size;
+        let following = page
+            .iter()
+            .zip(start..)
+            .take_while(|(stored, sequence)| stored.sequence == *sequence)
+            .count() as u64;
+        if self.stopped || following == 0 {
             return Ok(None);
         }
-        let start = tlog_tiles::stored_hash_index(0, first.sequence);
-        let end = tlog_tiles::stored_hash_count(last.sequence.saturating_add(1));
+        let first = tlog_tiles::stored_hash_index(0, start);
+        let end = tlog_tiles::stored_hash_count(start + following);
         Ok(log
-            .stored_tree_hashes(start, end)
+            .stored_tree_hashes(first, end)
             .await?
-            .map(|hashes| hashes.into_iter().collect()))
+            .map(|kept| KeptPage {
+                tree_size: kept.tree_size,
+                hashes: kept.hashes.into_iter().collect(),
+            }))
     }
 
     /// Adds `stored`'s leaf and compares the hashes that adds with `kept`.
     fn check(
         &mut self,
         stored: &StoredRecord,
-        kept: Option<&HashMap<u64, [u8; 32]>>,
+        kept: Option<&KeptPage>,
         report: &mut VerifyReport,
     ) -> Result<(), AuditError> {
         let Some(kept) = kept else {
             return Ok(());
         };
-        if self.stopped || self.tree.size != stored.sequence {
+        if self.stopped || self.tree.size != stored.sequence || stored.sequence >= kept.tree_size {
             self.stopped = true;
             return Ok(());
         }
         let (start, added) = self.tree.push(Hash(stored.leaf_hash))?;
         for (index, hash) in (start..).zip(added) {
-            if kept.get(&index) != Some(&hash.0) {
+            if kept.hashes.get(&index) != Some(&hash.0) {
                 report.add(Problem::StoredTreeHash {
                     index,
                     sequence: stored.sequence,
@@ -266,17 +275,21 @@ impl KeptHashes {
     }
 }
 
-/// Compares the recomputed root with every checkpoint of the current size.
+/// Compares the recomputed root with every checkpoint of at most `next` records (the
+/// sequence the next record should have). After a missing record `tree` stopped before it,
+/// and no later root can be recomputed: each such checkpoint puts the records after the
+/// last one that held in doubt.
 fn check_roots<'a>(
-    tree: &mut Frontier,
+    tree: &Frontier,
+    next: u64,
     pending: &mut std::iter::Peekable<std::slice::Iter<'a, Verified>>,
     report: &mut VerifyReport,
     last_good: &mut u64,
 ) -> Result<(), AuditError> {
     // Called after every record, so no checkpoint is ever passed over: the first one whose
     // size is the tree's is compared now.
-    while let Some(checkpoint) = pending.next_if(|c| c.size <= tree.size) {
-        if tree.root()? == checkpoint.root {
+    while let Some(checkpoint) = pending.next_if(|c| c.size <= next) {
+        if tree.size == checkpoint.size && tree.root()? == checkpoint.root {
             report.checkpoints_verified += 1;
             report.verified_size = report.verified_size.max(checkpoint.size);
             *last_good = checkpoint.size;

@@ -88,6 +88,12 @@ pub async fn check_cosignatures<S: LogSource>(
             fail("no witness key certified under the root verifies it".to_owned());
             continue;
         };
+        // The line that verified must be the one kept: a note edited to carry another
+        // valid hub line must not vouch for a bogus one kept beside it.
+        if verified.line != cosignature.line {
+            fail("the line kept is not the hub's line that verifies".to_owned());
+            continue;
+        }
         if verified.origin != origin {
             fail(format!(
                 "it cosigns a checkpoint of another log ({:?})",

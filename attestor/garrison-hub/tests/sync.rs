@@ -499,6 +499,62 @@ async fn a_site_syncs_up_and_down_and_keeps_the_hubs_cosignature(postgres: bool)
             .any(|(size, why)| *size == moved + 1_000_000 && why.contains(&moved_why)),
         "{failed:?}"
     );
+    // A valid hub line slipped into the kept checkpoint note does not vouch for a bogus
+    // line kept in the cosignature row (one with another key ID, so both stand in the note).
+    let slipped = world.dir.join("site-archive-slipped.db");
+    std::fs::copy(&archive, &slipped).unwrap();
+    {
+        use sqlx::{Connection as _, Row as _};
+        let url = format!("sqlite://{}", slipped.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let size = i64::try_from(copied).unwrap();
+        let line: String = sqlx::query("SELECT line FROM cosignatures WHERE size = $1")
+            .bind(size)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        let (name, payload) = line.rsplit_once(' ').unwrap();
+        let first = if payload.starts_with('A') { "B" } else { "A" };
+        let bogus = format!("{name} {first}{}", &payload[1..]);
+        sqlx::query("DROP TRIGGER checkpoints_append_only_update")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER cosignatures_append_only_update")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE checkpoints SET note = note || $1 WHERE size = $2")
+            .bind(format!("{line}\n"))
+            .bind(size)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE cosignatures SET line = $1 WHERE size = $2")
+            .bind(bogus)
+            .bind(size)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let slipped_log =
+        AttestationLog::open_read_only(&format!("sqlite://{}", slipped.display()), None)
+            .await
+            .unwrap();
+    let found = garrison_audit::check_cosignatures(&slipped_log, &roots)
+        .await
+        .unwrap();
+    slipped_log.close().await;
+    assert_eq!(found.verified, witnessed.verified - 1, "{found:?}");
+    assert_eq!(
+        found.failed,
+        vec![(
+            copied,
+            "the line kept is not the hub's line that verifies".to_owned()
+        )]
+    );
 
     // An older policy bundle published later is refused at the hub.
     let old = world

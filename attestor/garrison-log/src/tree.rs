@@ -423,6 +423,15 @@ mod tests {
             .await
             .unwrap();
         }
+        // The range read an auditor's verify makes: the same hashes, by index; and a range
+        // larger than allowed at once is refused, not read.
+        let ranged = log.stored_tree_hashes(0, 197).await.unwrap();
+        assert_eq!(ranged.len(), 197);
+        assert!(ranged.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+        let limit = super::MAX_STORED_HASHES_READ;
+        assert!(log.stored_tree_hashes(0, limit).await.is_ok());
+        assert!(log.stored_tree_hashes(0, limit + 1).await.is_err());
+        assert!(log.stored_tree_hashes(5, 5).await.unwrap().is_empty());
         log.close().await;
         let mut conn = crate::log::dedicated_connection(&url, Backend::Sqlite)
             .await
@@ -431,6 +440,9 @@ mod tests {
         let stored: Vec<u64> = (0..197).collect();
         assert!(stored.len() > 3 * HASHES_PER_STATEMENT);
         let all = read_hashes(&mut conn, 1, &stored, Some(100)).await.unwrap();
+        for (index, hash) in &ranged {
+            assert_eq!(all.0[index].0, *hash, "stored hash {index}");
+        }
         for index in [0, 63, 64, 127, 128, 191, 192, 196] {
             let one = read_hashes(&mut conn, 1, &[index], None).await.unwrap();
             assert_eq!(all.0[&index], one.0[&index], "hash {index}");
