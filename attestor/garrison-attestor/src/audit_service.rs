@@ -10,9 +10,10 @@
 //! Every answer is bounded: pages of at most [`MAX_PAGE`] records or checkpoints, evidence
 //! up to the size the log stores, and `GetEvidenceBatch` at most [`MAX_EVIDENCE_BATCH`]
 //! digests and about [`EVIDENCE_BATCH_BYTES`] of blobs (the rest deferred to another call).
-//! `LogInfo` lists at most [`MAX_UNATTACHED_COSIGNATURES`] cosignatures that have lost their
-//! checkpoint (one is enough to show tampering); every other cosignature comes with its
-//! checkpoint in `Checkpoints`.
+//! `LogInfo`, when asked, lists at most [`MAX_UNATTACHED_COSIGNATURES`] cosignatures that
+//! have lost their checkpoint (one is enough to show tampering; finding them scans every
+//! cosignature, so only a request that asks pays for it); every other cosignature comes with
+//! its checkpoint in `Checkpoints`.
 //!
 //! `GetAttestationResult` derives a node's latest decision's EAR from the log
 //! (`garrison_audit::decision_facts`, `garrison_ear`) and signs it at the time of the call
@@ -348,11 +349,14 @@ impl Audit for AuditService {
         let latest = self.log.latest_checkpoint().await.map_err(log_status)?;
         let certificates = self.log.log_key_certificates().await.map_err(log_status)?;
         let witness_certificates = self.log.witness_certificates().await.map_err(log_status)?;
-        let unattached = self
-            .log
-            .unattached_cosignatures(MAX_UNATTACHED_COSIGNATURES)
-            .await
-            .map_err(log_status)?;
+        let unattached = if request.get_ref().unattached_cosignatures {
+            self.log
+                .unattached_cosignatures(MAX_UNATTACHED_COSIGNATURES)
+                .await
+                .map_err(log_status)?
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(v1::LogInfoResponse {
             origin: self.log.origin().unwrap_or_default().to_owned(),
             size,

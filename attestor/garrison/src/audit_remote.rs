@@ -45,7 +45,7 @@ impl RemoteLog {
         let channel = garrison_spiffe_tls::connect(address, config)?;
         let mut client = AuditClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         let info = client
-            .log_info(v1::LogInfoRequest {})
+            .log_info(v1::LogInfoRequest::default())
             .await
             .map_err(|s| anyhow::anyhow!("Audit service: {}: {}", s.code(), s.message()))?
             .into_inner();
@@ -117,10 +117,17 @@ impl RemoteLog {
 
 impl RemoteLog {
     async fn info(&self) -> Result<v1::LogInfoResponse, AuditError> {
+        self.info_with(false).await
+    }
+
+    /// `LogInfo`, with the cosignatures that lost their checkpoint if `unattached`.
+    async fn info_with(&self, unattached: bool) -> Result<v1::LogInfoResponse, AuditError> {
         let info = self
             .client
             .clone()
-            .log_info(v1::LogInfoRequest {})
+            .log_info(v1::LogInfoRequest {
+                unattached_cosignatures: unattached,
+            })
             .await
             .map_err(remote)?;
         Ok(info.into_inner())
@@ -136,7 +143,7 @@ impl RemoteLog {
     async fn served(&self) -> Result<&Served, AuditError> {
         self.served
             .get_or_try_init(|| async {
-                let info = self.info().await?;
+                let info = self.info_with(true).await?;
                 let size = info.size;
                 let most = size.saturating_add(1 + CHECKPOINT_SLACK);
                 let mut all = Vec::new();
