@@ -26,7 +26,8 @@
 //!   every leaf is recomputed from the record's columns, every tree root from those leaves,
 //!   every checkpoint signature checked with a key certified under the given roots.
 //!   The stored tree hashes a database keeps are compared with the tree of its stored
-//!   leaves, since proofs are served from them.
+//!   leaves, since proofs are served from them, and the revocations a site's database
+//!   enforces with its revoke records.
 //! * Stop at the first problem: the report lists every problem found (bounded), with the
 //!   first bad record's sequence.
 //! * Load a whole log into memory: records are read in pages, and [`verify`] reads a page's
@@ -51,6 +52,6 @@ pub use prove::{AuditError, prove};
 pub use replay::{
     Outcome, PolicySeen, RecordReplay, ReplayOptions, ReplaySummary, Unreplayable, Verdict, replay,
 };
-pub use source::{LogSource, StoredTreeHashes};
+pub use source::{EnforcedRevocations, LogSource, StoredTreeHashes};
 pub use verify::{Problem, VerifyReport, verify};
 pub use witnessed::{WitnessReport, check_cosignatures};

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use garrison_log::{AttestationLog, Query, StoredCheckpoint, StoredCosignature, StoredRecord};
+use garrison_log::{
+    AttestationLog, Query, RevocationTarget, StoredCheckpoint, StoredCosignature, StoredRecord,
+};
 
 use crate::AuditError;
 
@@ -18,6 +20,10 @@ pub struct StoredTreeHashes {
     /// Those of the hashes asked for that are kept, by index.
     pub hashes: Vec<(u64, [u8; 32])>,
 }
+
+/// The revocations a site's database enforces, by the sequence of the record that made each,
+/// as [`LogSource::enforced_revocations`] returns them.
+pub type EnforcedRevocations = Vec<(u64, RevocationTarget)>;
 
 /// A log as the auditor reads it. Nothing read through it is trusted: [`verify`](crate::verify)
 /// recomputes and checks everything.
@@ -64,6 +70,13 @@ pub trait LogSource {
         first: u64,
         end: u64,
     ) -> impl Future<Output = Result<Option<StoredTreeHashes>, AuditError>>;
+    /// The revocations the attestor enforces for this log, if the source is the site's own
+    /// database (see [`AttestationLog::enforced_revocations`]); `None` for a copy of the
+    /// log or the Audit service. [`verify`](crate::verify) checks them against the revoke
+    /// records, both ways.
+    fn enforced_revocations(
+        &self,
+    ) -> impl Future<Output = Result<Option<EnforcedRevocations>, AuditError>>;
 }
 
 impl LogSource for AttestationLog {
@@ -144,6 +157,12 @@ impl LogSource for AttestationLog {
             Vec::new()
         };
         Ok(Some(StoredTreeHashes { tree_size, hashes }))
+    }
+
+    async fn enforced_revocations(&self) -> Result<Option<EnforcedRevocations>, AuditError> {
+        AttestationLog::enforced_revocations(self)
+            .await
+            .map_err(AuditError::Log)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use garrison_log::{StoredCheckpoint, StoredRecord};
+use garrison_log::{RecordKind, RevocationTarget, StoredCheckpoint, StoredRecord};
 use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
 use serde::Serialize;
 use tlog_tiles::{Hash, HashReader};
@@ -45,6 +45,13 @@ pub enum Problem {
     /// records may be intact), or a record's stored leaf was changed with its row (then
     /// [`Problem::CheckpointRoot`] says so too).
     StoredTreeHash { index: u64, sequence: u64 },
+    /// The revoke record at `sequence` has no revocation row at the site: the attestor no
+    /// longer enforces it (the row was deleted), though the log says the target is revoked.
+    RevocationNotEnforced { sequence: u64 },
+    /// The revocation row of the revoke record at `sequence` names another target.
+    RevocationDiffers { sequence: u64 },
+    /// A revocation row the site enforces with no revoke record at its `sequence`.
+    RevocationNotLogged { sequence: u64 },
 }
 
 impl Problem {
@@ -62,7 +69,10 @@ impl Problem {
             Problem::CheckpointRoot { .. }
             | Problem::KeyCertificate { .. }
             | Problem::CheckpointSignature { .. }
-            | Problem::StoredTreeHash { .. } => None,
+            | Problem::StoredTreeHash { .. }
+            | Problem::RevocationNotEnforced { .. }
+            | Problem::RevocationDiffers { .. }
+            | Problem::RevocationNotLogged { .. } => None,
         }
     }
 
@@ -89,6 +99,9 @@ pub struct VerifyReport {
     pub verified_size: u64,
     /// Records after the last signed checkpoint (not yet covered by a signature).
     pub unsigned_tail: u64,
+    /// The revocation rows the site enforces, checked against the revoke records; `None`
+    /// when the source holds none (a hub's replica, an archive, the Audit service).
+    pub revocations_checked: Option<u64>,
     /// The first bad record: the lowest sequence a problem names exactly (an edited,
     /// missing or moved record, swapped evidence); failing that, the start of the first
     /// range a checkpoint puts in doubt (records changed together with their stored leaf
@@ -147,6 +160,11 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
     check_roots(&tree, 0, &mut pending, &mut report, &mut last_good)?;
     let mut kept = KeptHashes::default();
+    let mut enforced: Option<HashMap<u64, RevocationTarget>> =
+        log.enforced_revocations().await?.map(|rows| {
+            report.revocations_checked = Some(rows.len() as u64);
+            rows.into_iter().collect()
+        });
     // The sequence the next record should have; `tree` stops growing at the first missing
     // record (its leaf is unknown: no later root can be recomputed).
     let mut next = 0u64;
@@ -184,12 +202,20 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
                 stored.record.evidence_digest.as_deref(),
                 &mut report,
             );
+            if let Some(enforced) = enforced.as_mut() {
+                check_revocation(enforced, stored, &mut report);
+            }
             if contiguous {
                 tree.push(Hash(leaf))?;
                 kept.check(stored, kept_hashes.as_ref(), &mut report)?;
             }
             check_roots(&tree, next, &mut pending, &mut report, &mut last_good)?;
         }
+    }
+    let mut not_logged: Vec<u64> = enforced.into_iter().flat_map(|e| e.into_keys()).collect();
+    not_logged.sort_unstable();
+    for sequence in not_logged {
+        report.add(Problem::RevocationNotLogged { sequence });
     }
     for checkpoint in pending {
         report.add(Problem::CheckpointBeyondLog {
@@ -301,6 +327,37 @@ fn check_roots<'a>(
         }
     }
     Ok(())
+}
+
+/// Checks `stored` against the revocation rows the site enforces (taking the one at its
+/// sequence out of `enforced`): a revoke record must have its row, naming its target, and no
+/// other record may have one.
+fn check_revocation(
+    enforced: &mut HashMap<u64, RevocationTarget>,
+    stored: &StoredRecord,
+    report: &mut VerifyReport,
+) {
+    let sequence = stored.sequence;
+    let kept = enforced.remove(&sequence);
+    if stored.record.kind != RecordKind::Revoke {
+        if kept.is_some() {
+            report.add(Problem::RevocationNotLogged { sequence });
+        }
+        return;
+    }
+    let record = &stored.record;
+    let same = match (&kept, &record.cert_serial, &record.node_id) {
+        (Some(RevocationTarget::Serial(kept)), Some(logged), None) => {
+            kept.eq_ignore_ascii_case(logged)
+        }
+        (Some(RevocationTarget::Node(kept)), None, Some(logged)) => kept == logged,
+        _ => false,
+    };
+    match kept {
+        None => report.add(Problem::RevocationNotEnforced { sequence }),
+        Some(_) if !same => report.add(Problem::RevocationDiffers { sequence }),
+        Some(_) => {}
+    }
 }
 
 /// The evidence the page's records name, each distinct digest asked for once, in one

@@ -46,6 +46,7 @@ both_backends!(
     a_changed_or_deleted_stored_tree_hash_is_found,
     gaps_of_any_length_are_one_problem_each,
     an_export_copies_evidence_shared_across_pages_once,
+    the_revocations_a_site_enforces_are_checked_against_its_log,
 );
 
 const RECORDS: u64 = 37;
@@ -356,6 +357,73 @@ async fn gaps_of_any_length_are_one_problem_each(db: TestDb) {
     );
 }
 
+async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let revoke = |target| garrison_log::Revocation {
+        time: site.now,
+        site: support::fixture::SITE.to_owned(),
+        target,
+        reasons: vec!["test".to_owned()],
+        policy_digest: None,
+    };
+    let by_serial = log
+        .revoke(revoke(garrison_log::RevocationTarget::Serial(
+            "0A1B2C3D".to_owned(),
+        )))
+        .await
+        .unwrap()
+        .sequence;
+    let by_node = log
+        .revoke(revoke(garrison_log::RevocationTarget::Node(
+            "node-7".to_owned(),
+        )))
+        .await
+        .unwrap()
+        .sequence;
+    site.checkpoint(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.db");
+    log.export_sqlite(&archive).await.unwrap();
+    log.close().await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.revocations_checked, Some(2));
+    // A copy of the log holds none of the site's operational state: nothing to check.
+    let copy = AttestationLog::open_read_only(&format!("sqlite://{}", archive.display()), None)
+        .await
+        .unwrap();
+    let copied = verify(&copy, &site.roots()).await.unwrap();
+    copy.close().await;
+    assert!(copied.ok(), "{copied:?}");
+    assert_eq!(copied.revocations_checked, None);
+    // Someone with database access un-revokes the serial (the log still says revoked),
+    // points the node's revocation at another node, and revokes by a row alone.
+    let changes = [
+        format!("DELETE FROM revocations WHERE sequence = {by_serial}"),
+        format!("UPDATE revocations SET node_id = 'node-8' WHERE sequence = {by_node}"),
+        "INSERT INTO revocations (log_id, sequence, serial, node_id, time_us) \
+         SELECT id, 3, 'ff', NULL, 0 FROM logs"
+            .to_owned(),
+    ];
+    let statements: Vec<&str> = changes.iter().map(String::as_str).collect();
+    tamper(&db, &statements).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(!report.ok());
+    assert_eq!(
+        report.problems,
+        vec![
+            Problem::RevocationNotLogged { sequence: 3 },
+            Problem::RevocationNotEnforced {
+                sequence: by_serial
+            },
+            Problem::RevocationDiffers { sequence: by_node },
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.revocations_checked, Some(2));
+    assert_eq!(report.checkpoints_verified, 6, "the log itself is intact");
+}
+
 async fn swapped_evidence_is_named(db: TestDb) {
     let (site, log) = signed_log(&db).await;
     let record = log.query(&Default::default()).await.unwrap()[9].clone();
@@ -481,6 +549,12 @@ macro_rules! passed_to_the_log {
             end: u64,
         ) -> Result<Option<garrison_audit::StoredTreeHashes>, AuditError> {
             LogSource::stored_tree_hashes(self.log, first, end).await
+        }
+
+        async fn enforced_revocations(
+            &self,
+        ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
+            LogSource::enforced_revocations(self.log).await
         }
     };
 }

@@ -436,6 +436,62 @@ impl AttestationLog {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
+    /// The revocations this database enforces for this log (what [`is_revoked`] and
+    /// [`is_node_revoked`] read), by sequence, if it holds the attestor's operational state
+    /// for the log: node states or revocations. `None` for a copy of the log (a hub's
+    /// replica, an archive), which holds neither. An auditor checks these rows against the
+    /// revoke records: a row deleted un-revokes a node while the log still says revoked.
+    ///
+    /// [`is_revoked`]: Self::is_revoked
+    /// [`is_node_revoked`]: Self::is_node_revoked
+    pub async fn enforced_revocations(
+        &self,
+    ) -> Result<Option<Vec<(u64, RevocationTarget)>>, LogError> {
+        let query = |source| LogError::Query { source };
+        let rows = sqlx::query(
+            "SELECT sequence, serial, node_id FROM revocations WHERE log_id = $1 ORDER BY sequence",
+        )
+        .bind(self.inner.log.id)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(query)?;
+        if rows.is_empty() {
+            let held = sqlx::query("SELECT EXISTS (SELECT 1 FROM nodes WHERE log_id = $1)")
+                .bind(self.inner.log.id)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(query)?;
+            // (EXISTS is a boolean on PostgreSQL and an integer on SQLite.)
+            let held = held
+                .try_get::<bool, _>(0)
+                .or_else(|_| held.try_get::<i64, _>(0).map(|n| n != 0))
+                .map_err(query)?;
+            return Ok(held.then(Vec::new));
+        }
+        let mut revocations = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sequence: i64 = row.try_get(0).map_err(query)?;
+            let sequence = u64::try_from(sequence).map_err(|_| LogError::Corrupt {
+                column: "revocations.sequence",
+                found: sequence.to_string(),
+            })?;
+            let serial: Option<String> = row.try_get(1).map_err(query)?;
+            let node: Option<String> = row.try_get(2).map_err(query)?;
+            let target = match (serial, node) {
+                (Some(serial), None) => RevocationTarget::Serial(serial),
+                (None, Some(node)) => RevocationTarget::Node(node),
+                (serial, node) => {
+                    return Err(LogError::Corrupt {
+                        column: "revocations.serial, revocations.node_id",
+                        found: format!("{serial:?}, {node:?}"),
+                    });
+                }
+            };
+            revocations.push((sequence, target));
+        }
+        Ok(Some(revocations))
+    }
+
     /// A handle on another log of this database, sharing this handle's pool and with no
     /// writer of its own (its appends fail with [`LogError::WriterGone`]).
     pub(crate) fn sibling(&self, log: LogId) -> AttestationLog {

@@ -174,6 +174,15 @@ impl garrison_audit::LogSource for Opened {
             Opened::Remote(log) => log.stored_tree_hashes(first, end).await,
         }
     }
+
+    async fn enforced_revocations(
+        &self,
+    ) -> Result<Option<garrison_audit::EnforcedRevocations>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::enforced_revocations(log).await,
+            Opened::Remote(log) => log.enforced_revocations().await,
+        }
+    }
 }
 
 impl Source {
@@ -490,6 +499,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         "signed checkpoints verified: {} (records 0..{} proven as signed; {} after the last checkpoint)",
         report.checkpoints_verified, report.verified_size, report.unsigned_tail
     );
+    match report.revocations_checked {
+        Some(n) => println!("revocations the attestor enforces, checked against the log: {n}"),
+        None => println!(
+            "revocations the attestor enforces: none held here (a copy of the log, or the Audit service)"
+        ),
+    }
     for problem in &report.problems {
         println!("PROBLEM: {}", serde_json::to_string(problem)?);
     }

@@ -362,4 +362,11 @@ impl LogSource for RemoteLog {
     ) -> Result<Option<garrison_audit::StoredTreeHashes>, AuditError> {
         Ok(None)
     }
+
+    /// Not served: the attestor's operational state is checked on its database.
+    async fn enforced_revocations(
+        &self,
+    ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
+        Ok(None)
+    }
 }

@@ -318,6 +318,10 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         "{shown}"
     );
     assert!(shown.contains(&witnessed), "{shown}");
+    assert!(
+        shown.contains("revocations the attestor enforces: none held here"),
+        "{shown}"
+    );
     let out = garrison(&[
         "audit",
         "verify",
@@ -328,6 +332,12 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     ]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&format!("checkpoint {orphan} does not verify")));
+    // The site's own database holds what the attestor enforces: checked (none revoked).
+    assert!(
+        text(&out).contains("revocations the attestor enforces, checked against the log: 0"),
+        "{}",
+        text(&out)
+    );
     for statement in [
         "DROP TRIGGER cosignatures_append_only_delete".to_owned(),
         format!("DELETE FROM cosignatures WHERE size = {orphan}"),

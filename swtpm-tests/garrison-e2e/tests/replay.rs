@@ -132,6 +132,12 @@ impl LogSource for Edited<'_> {
     ) -> Result<Option<garrison_audit::StoredTreeHashes>, AuditError> {
         LogSource::stored_tree_hashes(self.log, first, end).await
     }
+
+    async fn enforced_revocations(
+        &self,
+    ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
+        LogSource::enforced_revocations(self.log).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
