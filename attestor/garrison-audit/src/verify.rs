@@ -160,11 +160,11 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     // Checkpoints of the empty tree (an attestor's first start) are checked before any record.
     check_roots(&tree, 0, &mut pending, &mut report, &mut last_good)?;
     let mut kept = KeptHashes::default();
-    let mut enforced: Option<HashMap<u64, RevocationTarget>> =
-        log.enforced_revocations().await?.map(|rows| {
-            report.revocations_checked = Some(rows.len() as u64);
-            rows.into_iter().collect()
-        });
+    // The revoke records read, by sequence, with the target each names (`None`: it names
+    // neither a serial nor a node alone): checked against the revocation rows after the
+    // pass, so that a revocation committed meanwhile (record and row together) is not
+    // taken for a missing row.
+    let mut revoked: Vec<(u64, Option<RevocationTarget>)> = Vec::new();
     // The sequence the next record should have; `tree` stops growing at the first missing
     // record (its leaf is unknown: no later root can be recomputed).
     let mut next = 0u64;
@@ -202,8 +202,8 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
                 stored.record.evidence_digest.as_deref(),
                 &mut report,
             );
-            if let Some(enforced) = enforced.as_mut() {
-                check_revocation(enforced, stored, &mut report);
+            if stored.record.kind == RecordKind::Revoke {
+                revoked.push((stored.sequence, logged_target(stored)));
             }
             if contiguous {
                 tree.push(Hash(leaf))?;
@@ -212,11 +212,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
             check_roots(&tree, next, &mut pending, &mut report, &mut last_good)?;
         }
     }
-    let mut not_logged: Vec<u64> = enforced.into_iter().flat_map(|e| e.into_keys()).collect();
-    not_logged.sort_unstable();
-    for sequence in not_logged {
-        report.add(Problem::RevocationNotLogged { sequence });
-    }
+    check_revocations(log, revoked, next, &mut report).await?;
     for checkpoint in pending {
         report.add(Problem::CheckpointBeyondLog {
             size: checkpoint.size,
@@ -329,35 +325,49 @@ fn check_roots<'a>(
     Ok(())
 }
 
-/// Checks `stored` against the revocation rows the site enforces (taking the one at its
-/// sequence out of `enforced`): a revoke record must have its row, naming its target, and no
-/// other record may have one.
-fn check_revocation(
-    enforced: &mut HashMap<u64, RevocationTarget>,
-    stored: &StoredRecord,
+/// The target a revoke record names: its serial or its node, not both.
+fn logged_target(stored: &StoredRecord) -> Option<RevocationTarget> {
+    match (&stored.record.cert_serial, &stored.record.node_id) {
+        (Some(serial), None) => Some(RevocationTarget::Serial(serial.clone())),
+        (None, Some(node)) => Some(RevocationTarget::Node(node.clone())),
+        _ => None,
+    }
+}
+
+/// Checks the revocation rows the site enforces (if the source holds them) against the
+/// `revoked` records read, both ways: each revoke record must have its row naming exactly
+/// its target (the attestor compares serials as stored, lowercase), and no row may stand
+/// without one. Rows at or beyond `next` belong to records appended after the pass read the
+/// log's end, and are left out.
+async fn check_revocations<S: LogSource>(
+    log: &S,
+    revoked: Vec<(u64, Option<RevocationTarget>)>,
+    next: u64,
     report: &mut VerifyReport,
-) {
-    let sequence = stored.sequence;
-    let kept = enforced.remove(&sequence);
-    if stored.record.kind != RecordKind::Revoke {
-        if kept.is_some() {
-            report.add(Problem::RevocationNotLogged { sequence });
-        }
-        return;
-    }
-    let record = &stored.record;
-    let same = match (&kept, &record.cert_serial, &record.node_id) {
-        (Some(RevocationTarget::Serial(kept)), Some(logged), None) => {
-            kept.eq_ignore_ascii_case(logged)
-        }
-        (Some(RevocationTarget::Node(kept)), None, Some(logged)) => kept == logged,
-        _ => false,
+) -> Result<(), AuditError> {
+    let Some(rows) = log.enforced_revocations().await? else {
+        return Ok(());
     };
-    match kept {
-        None => report.add(Problem::RevocationNotEnforced { sequence }),
-        Some(_) if !same => report.add(Problem::RevocationDiffers { sequence }),
-        Some(_) => {}
+    let mut enforced: HashMap<u64, RevocationTarget> = rows
+        .into_iter()
+        .filter(|(sequence, _)| *sequence < next)
+        .collect();
+    report.revocations_checked = Some(enforced.len() as u64);
+    for (sequence, logged) in revoked {
+        match enforced.remove(&sequence) {
+            None => report.add(Problem::RevocationNotEnforced { sequence }),
+            Some(kept) if Some(&kept) != logged.as_ref() => {
+                report.add(Problem::RevocationDiffers { sequence });
+            }
+            Some(_) => {}
+        }
     }
+    let mut not_logged: Vec<u64> = enforced.into_keys().collect();
+    not_logged.sort_unstable();
+    for sequence in not_logged {
+        report.add(Problem::RevocationNotLogged { sequence });
+    }
+    Ok(())
 }
 
 /// The evidence the page's records name, each distinct digest asked for once, in one

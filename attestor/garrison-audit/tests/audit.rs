@@ -380,6 +380,13 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
         .await
         .unwrap()
         .sequence;
+    let by_serial_2 = log
+        .revoke(revoke(garrison_log::RevocationTarget::Serial(
+            "0e0f".to_owned(),
+        )))
+        .await
+        .unwrap()
+        .sequence;
     site.checkpoint(&log).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.db");
@@ -387,7 +394,7 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
     log.close().await;
     let report = reopen_and_verify(&db, &site).await;
     assert!(report.ok(), "{report:?}");
-    assert_eq!(report.revocations_checked, Some(2));
+    assert_eq!(report.revocations_checked, Some(3));
     // A copy of the log holds none of the site's operational state: nothing to check.
     let copy = AttestationLog::open_read_only(&format!("sqlite://{}", archive.display()), None)
         .await
@@ -397,10 +404,13 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
     assert!(copied.ok(), "{copied:?}");
     assert_eq!(copied.revocations_checked, None);
     // Someone with database access un-revokes the serial (the log still says revoked),
-    // points the node's revocation at another node, and revokes by a row alone.
+    // points the node's revocation at another node, upper-cases the second serial (the
+    // attestor compares serials as stored, lowercase, so that un-revokes it too), and
+    // revokes by a row alone.
     let changes = [
         format!("DELETE FROM revocations WHERE sequence = {by_serial}"),
         format!("UPDATE revocations SET node_id = 'node-8' WHERE sequence = {by_node}"),
+        format!("UPDATE revocations SET serial = upper(serial) WHERE sequence = {by_serial_2}"),
         "INSERT INTO revocations (log_id, sequence, serial, node_id, time_us) \
          SELECT id, 3, 'ff', NULL, 0 FROM logs"
             .to_owned(),
@@ -412,15 +422,18 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
     assert_eq!(
         report.problems,
         vec![
-            Problem::RevocationNotLogged { sequence: 3 },
             Problem::RevocationNotEnforced {
                 sequence: by_serial
             },
             Problem::RevocationDiffers { sequence: by_node },
+            Problem::RevocationDiffers {
+                sequence: by_serial_2
+            },
+            Problem::RevocationNotLogged { sequence: 3 },
         ],
         "{report:?}"
     );
-    assert_eq!(report.revocations_checked, Some(2));
+    assert_eq!(report.revocations_checked, Some(3));
     assert_eq!(report.checkpoints_verified, 6, "the log itself is intact");
 }
 

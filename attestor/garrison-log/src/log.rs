@@ -436,11 +436,13 @@ impl AttestationLog {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
-    /// The revocations this database enforces for this log (what [`is_revoked`] and
-    /// [`is_node_revoked`] read), by sequence, if it holds the attestor's operational state
-    /// for the log: node states or revocations. `None` for a copy of the log (a hub's
-    /// replica, an archive), which holds neither. An auditor checks these rows against the
-    /// revoke records: a row deleted un-revokes a node while the log still says revoked.
+    /// The revocation rows this database keeps for this log (those [`is_revoked`] and
+    /// [`is_node_revoked`] read, besides the records and node states they also consult), by
+    /// sequence, if it holds the attestor's operational state for the log: node states or
+    /// revocations. `None` if it holds neither, as a copy of the log (a hub's replica, an
+    /// archive) does, and a site before its first decision. An auditor checks these rows
+    /// against the revoke records: a row deleted un-revokes a node while the log still says
+    /// revoked.
     ///
     /// [`is_revoked`]: Self::is_revoked
     /// [`is_node_revoked`]: Self::is_node_revoked

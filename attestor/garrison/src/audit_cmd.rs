@@ -502,7 +502,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     match report.revocations_checked {
         Some(n) => println!("revocations the attestor enforces, checked against the log: {n}"),
         None => println!(
-            "revocations the attestor enforces: none held here (a copy of the log, or the Audit service)"
+            "revocations the attestor enforces: no enforcement state in this source (not checked)"
         ),
     }
     for problem in &report.problems {

@@ -319,7 +319,7 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     );
     assert!(shown.contains(&witnessed), "{shown}");
     assert!(
-        shown.contains("revocations the attestor enforces: none held here"),
+        shown.contains("revocations the attestor enforces: no enforcement state in this source"),
         "{shown}"
     );
     let out = garrison(&[
