@@ -52,6 +52,10 @@ pub enum Problem {
     RevocationDiffers { sequence: u64 },
     /// A revocation row the site enforces with no revoke record at its `sequence`.
     RevocationNotLogged { sequence: u64 },
+    /// The source was given as a site's own database, but holds none of the attestor's
+    /// enforcement state for the log (no node state, no revocations): deleted or moved to
+    /// another log, or not the site's database at all.
+    EnforcementStateMissing,
 }
 
 impl Problem {
@@ -72,7 +76,8 @@ impl Problem {
             | Problem::StoredTreeHash { .. }
             | Problem::RevocationNotEnforced { .. }
             | Problem::RevocationDiffers { .. }
-            | Problem::RevocationNotLogged { .. } => None,
+            | Problem::RevocationNotLogged { .. }
+            | Problem::EnforcementStateMissing => None,
         }
     }
 
@@ -120,6 +125,19 @@ impl VerifyReport {
     /// True when nothing was found wrong and at least one checkpoint verified.
     pub fn ok(&self) -> bool {
         self.problems.is_empty() && self.problems_not_listed == 0 && self.checkpoints_verified > 0
+    }
+
+    /// For a source the auditor knows to be a site's own database: its enforcement state
+    /// must be there to be checked. Without it ([`revocations_checked`] is `None`, as for a
+    /// copy of the log) this adds [`Problem::EnforcementStateMissing`]: whoever deleted
+    /// every node and revocation row, or moved them to another log, does not get a site's
+    /// database passed off as a copy.
+    ///
+    /// [`revocations_checked`]: Self::revocations_checked
+    pub fn expect_enforcement_state(&mut self) {
+        if self.revocations_checked.is_none() {
+            self.add(Problem::EnforcementStateMissing);
+        }
     }
 
     fn add(&mut self, problem: Problem) {

@@ -403,6 +403,17 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
     copy.close().await;
     assert!(copied.ok(), "{copied:?}");
     assert_eq!(copied.revocations_checked, None);
+    // Taken for a site's own database, it lacks what the attestor enforces.
+    let mut taken_for_the_site = copied.clone();
+    taken_for_the_site.expect_enforcement_state();
+    assert!(!taken_for_the_site.ok());
+    assert_eq!(
+        taken_for_the_site.problems,
+        vec![Problem::EnforcementStateMissing]
+    );
+    let mut site_report = report.clone();
+    site_report.expect_enforcement_state();
+    assert!(site_report.ok(), "the site's database holds it");
     // Someone with database access un-revokes the serial (the log still says revoked),
     // points the node's revocation at another node, upper-cases the second serial (the
     // attestor compares serials as stored, lowercase, so that un-revokes it too), and

@@ -259,6 +259,12 @@ pub struct VerifyArgs {
     /// The report as JSON.
     #[arg(long)]
     json: bool,
+    /// The source is a site's own database (not a copy of its log): the attestor's
+    /// enforcement state (node states, revocations) must be there, and is checked against
+    /// the log. Without it, a database whose node and revocation rows were all deleted
+    /// reads like a copy, whose state is not checked.
+    #[arg(long)]
+    site_database: bool,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +476,10 @@ fn read_roots(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
 async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let roots = read_roots(&args.root)?;
     let log = args.source.open_any().await?;
+    if args.site_database && matches!(log, Opened::Remote(_)) {
+        log.close().await;
+        bail!("--site-database needs --db: the Audit service serves no enforcement state");
+    }
     let report = garrison_audit::verify(&log, &roots).await;
     // The hub's cosignatures, from the database, the archive or the Audit service.
     let witnessed = garrison_audit::check_cosignatures(&log, &roots).await;
@@ -478,7 +488,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         Opened::Remote(_) => "served",
     };
     log.close().await;
-    let report = report.context("verifying the log")?;
+    let mut report = report.context("verifying the log")?;
+    if args.site_database {
+        report.expect_enforcement_state();
+    }
     let w = witnessed.context("checking the hub's cosignatures")?;
     if args.json {
         // The report's fields, and the cosignatures' check beside them.

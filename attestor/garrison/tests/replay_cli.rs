@@ -348,6 +348,17 @@ async fn replay_follows_policy_changes_and_finds_edits() {
             .unwrap();
     }
     conn.close().await.unwrap();
+    // The site's own database, taken as such: its state is there, and checked.
+    let out = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        &config.database,
+        "--root",
+        root.to_str().unwrap(),
+        "--site-database",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
     drop(attestor);
     let archive_url = archive.to_str().unwrap();
     let out = garrison(&[
@@ -360,6 +371,22 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&witnessed), "{}", text(&out));
+    // Passed off as a site's own database, the archive lacks the attestor's state.
+    let out = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        archive_url,
+        "--root",
+        root.to_str().unwrap(),
+        "--site-database",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"PROBLEM: {"problem":"enforcement-state-missing"}"#),
+        "{}",
+        text(&out)
+    );
     let out = replay(archive_url, &root, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 matched, 0 differ"), "{}", text(&out));
