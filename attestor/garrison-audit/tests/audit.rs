@@ -359,34 +359,21 @@ async fn gaps_of_any_length_are_one_problem_each(db: TestDb) {
 
 async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb) {
     let (site, log) = signed_log(&db).await;
-    let revoke = |target| garrison_log::Revocation {
-        time: site.now,
-        site: support::fixture::SITE.to_owned(),
-        target,
-        reasons: vec!["test".to_owned()],
-        policy_digest: None,
+    use garrison_log::RevocationTarget::{Node, Serial};
+    // Logs the revocation of `target`; its record's sequence.
+    let revoke = async |target| {
+        let revocation = garrison_log::Revocation {
+            time: site.now,
+            site: support::fixture::SITE.to_owned(),
+            target,
+            reasons: vec!["test".to_owned()],
+            policy_digest: None,
+        };
+        log.revoke(revocation).await.unwrap().sequence
     };
-    let by_serial = log
-        .revoke(revoke(garrison_log::RevocationTarget::Serial(
-            "0A1B2C3D".to_owned(),
-        )))
-        .await
-        .unwrap()
-        .sequence;
-    let by_node = log
-        .revoke(revoke(garrison_log::RevocationTarget::Node(
-            "node-7".to_owned(),
-        )))
-        .await
-        .unwrap()
-        .sequence;
-    let by_serial_2 = log
-        .revoke(revoke(garrison_log::RevocationTarget::Serial(
-            "0e0f".to_owned(),
-        )))
-        .await
-        .unwrap()
-        .sequence;
+    let by_serial = revoke(Serial("0A1B2C3D".to_owned())).await;
+    let by_node = revoke(Node("node-7".to_owned())).await;
+    let by_serial_2 = revoke(Serial("0e0f".to_owned())).await;
     site.checkpoint(&log).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.db");

@@ -74,7 +74,6 @@ impl AttestationLog {
         summary: &mut ExportSummary,
     ) -> Result<(), LogError> {
         let mut after = None;
-        let mut named = BTreeSet::new();
         loop {
             let page = self
                 .query(&Query {
@@ -85,7 +84,7 @@ impl AttestationLog {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.sequence);
-            summary.evidence += self.copy_evidence(target, &page, &mut named).await?;
+            summary.evidence += self.copy_evidence(target, &page).await?;
             copy_records(target, &page).await?;
             summary.records += page.len() as u64;
         }
@@ -140,17 +139,14 @@ impl AttestationLog {
     }
 
     /// The evidence the page's records name, and the blobs that evidence names in turn (event
-    /// logs, policy bundles), read a page's worth at a time. `named` holds the digests of
-    /// blobs named by evidence already copied: a fleet's one event log is copied (and counted)
-    /// once, not once per page. (Only those are remembered across pages, so memory stays
-    /// bounded by the distinct blobs, not by the records.) Evidence that records on an
-    /// earlier page named already is found in the archive ([`not_held`]) and neither read
-    /// nor counted again.
+    /// logs, policy bundles), read a page's worth at a time. What the archive holds already
+    /// (a fleet's one event log, evidence records share) is found there ([`not_held`]) and
+    /// neither read nor counted again, so nothing is remembered across pages and memory stays
+    /// bounded by a page.
     async fn copy_evidence(
         &self,
         target: &mut AnyConnection,
         page: &[StoredRecord],
-        named: &mut BTreeSet<String>,
     ) -> Result<u64, LogError> {
         let mut wanted: BTreeSet<String> = page
             .iter()
@@ -169,11 +165,7 @@ impl AttestationLog {
             for (digest, bytes) in self.evidence_many(&ask).await? {
                 // Missing ones are left out: `verify` reports them, in the archive as in the
                 // source.
-                for referenced in referenced_digests(&bytes) {
-                    if named.insert(referenced.clone()) {
-                        wanted.insert(referenced);
-                    }
-                }
+                wanted.extend(referenced_digests(&bytes));
                 rows.push((digest, bytes));
             }
         }

@@ -159,6 +159,20 @@ async fn cosign_latest_checkpoint(dir: &Path, database: &str) -> u64 {
     checkpoint.size
 }
 
+/// `garrison audit verify --db DB --root ROOT EXTRA...`.
+fn verify_db(db: &str, root: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "audit",
+        "verify",
+        "--db",
+        db,
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    garrison(&args)
+}
+
 fn replay(db: &str, root: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "audit",
@@ -322,14 +336,7 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         shown.contains("revocations the attestor enforces: no enforcement state in this source"),
         "{shown}"
     );
-    let out = garrison(&[
-        "audit",
-        "verify",
-        "--db",
-        &config.database,
-        "--root",
-        root.to_str().unwrap(),
-    ]);
+    let out = verify_db(&config.database, &root, &[]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&format!("checkpoint {orphan} does not verify")));
     // The site's own database holds what the attestor enforces: checked (none revoked).
@@ -349,38 +356,15 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     }
     conn.close().await.unwrap();
     // The site's own database, taken as such: its state is there, and checked.
-    let out = garrison(&[
-        "audit",
-        "verify",
-        "--db",
-        &config.database,
-        "--root",
-        root.to_str().unwrap(),
-        "--site-database",
-    ]);
+    let out = verify_db(&config.database, &root, &["--site-database"]);
     assert!(out.status.success(), "{}", text(&out));
     drop(attestor);
     let archive_url = archive.to_str().unwrap();
-    let out = garrison(&[
-        "audit",
-        "verify",
-        "--db",
-        archive_url,
-        "--root",
-        root.to_str().unwrap(),
-    ]);
+    let out = verify_db(archive_url, &root, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&witnessed), "{}", text(&out));
     // Passed off as a site's own database, the archive lacks the attestor's state.
-    let out = garrison(&[
-        "audit",
-        "verify",
-        "--db",
-        archive_url,
-        "--root",
-        root.to_str().unwrap(),
-        "--site-database",
-    ]);
+    let out = verify_db(archive_url, &root, &["--site-database"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(r#"PROBLEM: {"problem":"enforcement-state-missing"}"#),
