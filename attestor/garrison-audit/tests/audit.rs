@@ -244,22 +244,15 @@ async fn a_changed_or_deleted_stored_tree_hash_is_found(db: TestDb) {
     let report = reopen_and_verify(&db, &site).await;
     assert!(!report.ok(), "{report:?}");
     assert_eq!(report.checkpoints_verified, 5, "{report:?}");
+    let changed = |hashes: &[(u64, u64)]| -> Vec<Problem> {
+        hashes
+            .iter()
+            .map(|&(index, sequence)| Problem::StoredTreeHash { index, sequence })
+            .collect()
+    };
     assert_eq!(
         report.problems,
-        vec![
-            Problem::StoredTreeHash {
-                index: leaf_12,
-                sequence: 12
-            },
-            Problem::StoredTreeHash {
-                index: pair_12_13,
-                sequence: 13
-            },
-            Problem::StoredTreeHash {
-                index: leaf_30,
-                sequence: 30
-            },
-        ]
+        changed(&[(leaf_12, 12), (pair_12_13, 13), (leaf_30, 30)])
     );
     assert_eq!(report.first_bad_sequence, None, "the records are intact");
     // A tree built only so far (a log migrated from before the tree, not yet opened by an
@@ -279,16 +272,7 @@ async fn a_changed_or_deleted_stored_tree_hash_is_found(db: TestDb) {
     let report = reopen_and_verify(&db, &site).await;
     assert_eq!(
         report.problems,
-        vec![
-            Problem::StoredTreeHash {
-                index: leaf_12,
-                sequence: 12
-            },
-            Problem::StoredTreeHash {
-                index: pair_12_13,
-                sequence: 13
-            },
-        ],
+        changed(&[(leaf_12, 12), (pair_12_13, 13)]),
         "{report:?}"
     );
     assert_eq!(report.checkpoints_verified, 5);

@@ -159,11 +159,11 @@ async fn cosign_latest_checkpoint(dir: &Path, database: &str) -> u64 {
     checkpoint.size
 }
 
-/// `garrison audit verify --db DB --root ROOT EXTRA...`.
-fn verify_db(db: &str, root: &Path, extra: &[&str]) -> Output {
+/// `garrison audit COMMAND --db DB --root ROOT EXTRA...`.
+fn audit_db(command: &str, db: &str, root: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "audit",
-        "verify",
+        command,
         "--db",
         db,
         "--root",
@@ -173,17 +173,12 @@ fn verify_db(db: &str, root: &Path, extra: &[&str]) -> Output {
     garrison(&args)
 }
 
+fn verify_db(db: &str, root: &Path, extra: &[&str]) -> Output {
+    audit_db("verify", db, root, extra)
+}
+
 fn replay(db: &str, root: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "audit",
-        "replay",
-        "--db",
-        db,
-        "--root",
-        root.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    garrison(&args)
+    audit_db("replay", db, root, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
