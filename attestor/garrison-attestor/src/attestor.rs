@@ -15,7 +15,10 @@ use garrison_appraisal::{
 };
 use garrison_ca::CaError;
 use garrison_evidence::{AkIdentity, AkPolicy, EkIdentity, EkTrust, HashAlg};
-use garrison_log::{AttestationLog, Decision, NewEntry, NodeState, Record, RecordKind};
+use garrison_log::{
+    AttestationLog, Decision, LogError, NewEntry, NodeState, Precondition, PreconditionFailure,
+    Record, RecordKind,
+};
 use garrison_policy::PolicyService;
 use garrison_proto::v1;
 use ring::rand::SystemRandom;
@@ -121,6 +124,9 @@ struct Outcome {
     event_log: Vec<u8>,
     /// The appraisal of the event log, once it was appraised.
     boot: Option<Arc<AppraisedBoot>>,
+    /// What the node's status read established, for the log's writer to check again when it
+    /// commits an allow ([`Precondition`]): set where that read is made.
+    precondition: Option<Precondition>,
     /// False only for load shedding, which leaves no record (nothing was decided).
     logged: bool,
     /// What the sender has proven so far.
@@ -452,6 +458,11 @@ impl Attestor {
                 format!("node {ek_hash} is revoked"),
             ));
         }
+        // Still not revoked when the allow is committed (a revocation may commit meanwhile).
+        outcome.precondition = Some(Precondition {
+            node_id: ek_hash.clone(),
+            presented_serial: None,
+        });
         let previous = status.node.map(translate::node_history);
         let enrollment = Enrollment {
             previous: previous.as_ref(),
@@ -591,7 +602,12 @@ impl Attestor {
             ));
         }
         // Revocation of the serial and of the node was checked by `identify_peer` above, in
-        // this same request.
+        // this same request; the log's writer checks both again, and that the serial is still
+        // the node's current one, when it commits the allow.
+        outcome.precondition = Some(Precondition {
+            node_id: pending.node.node_id.clone(),
+            presented_serial: Some(serial),
+        });
         let policy = self.parts.policy.current();
         let appraisal = garrison_appraisal::appraise_renewal(
             &self.rules(),
@@ -666,8 +682,18 @@ impl Attestor {
         };
         let kind = outcome.kind.as_str();
         let node = outcome.node_id.clone().unwrap_or_default();
-        let appended = match self.append(entry, outcome).await {
+        let mut outcome = outcome;
+        let precondition = outcome.precondition.take();
+        let appended = match self.append(entry, &mut outcome, precondition).await {
             Ok(appended) => appended,
+            Err(LogError::PreconditionFailed(failure)) => {
+                // Revoked (or superseded) between the status read and the commit: the
+                // certificate is never released, and the log records the refusal after the
+                // revocation.
+                tracing::warn!(node = %node, %failure, "allow not committed; certificate withheld");
+                let refusal = precondition_refusal(&failure);
+                return Err(self.record_refusal(refusal, outcome, sender).await);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "attestation log append failed; certificate withheld");
                 let refusal = Refusal::new(Reason::LogUnavailable, e.to_string());
@@ -777,7 +803,8 @@ impl Attestor {
             evidence: Some(evidence),
             node_update: None,
         };
-        match self.append(entry, outcome).await {
+        // A refusal is recorded whatever happened meanwhile: no precondition.
+        match self.append(entry, &mut outcome, None).await {
             Ok(_) => refusal,
             Err(e) => {
                 tracing::error!(error = %e, "attestation log append failed for a refusal");
@@ -842,26 +869,33 @@ impl Attestor {
 
     /// Append `entry` with the event log's bytes, unless a committed record already holds
     /// them (then the digest in the evidence suffices).
+    /// An allow goes with the [`Precondition`] its status read set.
     async fn append(
         &self,
         entry: NewEntry,
-        outcome: Outcome,
+        outcome: &mut Outcome,
+        precondition: Option<Precondition>,
     ) -> Result<garrison_log::Appended, garrison_log::LogError> {
         let started = std::time::Instant::now();
         let stored = outcome.boot.as_ref().is_some_and(|b| b.log_stored());
-        if stored || outcome.event_log.is_empty() {
-            let appended = self.parts.log.append(entry).await;
-            self.metrics.log_append(started.elapsed());
-            return appended;
-        }
-        let appended = self
-            .parts
-            .log
-            .append_with_blobs(entry, vec![outcome.event_log])
-            .await;
+        let blobs = if stored || outcome.event_log.is_empty() {
+            Vec::new()
+        } else if precondition.is_some() {
+            // Kept for the refusal's record should the precondition fail.
+            vec![outcome.event_log.clone()]
+        } else {
+            vec![std::mem::take(&mut outcome.event_log)]
+        };
+        let with_blobs = !blobs.is_empty();
+        let log = &self.parts.log;
+        let appended = match precondition {
+            Some(precondition) => log.append_if(entry, blobs, precondition).await,
+            None if with_blobs => log.append_with_blobs(entry, blobs).await,
+            None => log.append(entry).await,
+        };
         self.metrics.log_append(started.elapsed());
         let appended = appended?;
-        if let Some(boot) = &outcome.boot {
+        if with_blobs && let Some(boot) = &outcome.boot {
             boot.mark_log_stored();
         }
         Ok(appended)
@@ -973,6 +1007,7 @@ impl Outcome {
             evidence,
             event_log: Vec::new(),
             boot: None,
+            precondition: None,
             logged: true,
             proof: Proof::Nothing,
         }
@@ -984,6 +1019,17 @@ impl Outcome {
             ..Outcome::reject(None, EvidenceRecord::default())
         }
     }
+}
+
+/// The refusal for an allow whose precondition no longer held when it was to be committed.
+fn precondition_refusal(failure: &PreconditionFailure) -> Refusal {
+    let reason = match failure {
+        PreconditionFailure::NodeRevoked { .. } | PreconditionFailure::SerialRevoked { .. } => {
+            Reason::Revoked
+        }
+        PreconditionFailure::SerialSuperseded { .. } => Reason::UnknownSvid,
+    };
+    Refusal::new(reason, failure.to_string())
 }
 
 /// Every field of a Complete, before anything else is done with it (or stored).
@@ -1018,4 +1064,40 @@ fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
 
 fn ca_refusal(err: CaError) -> Refusal {
     Refusal::new(Reason::of_ca_error(err.kind()), err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way a precondition fails, by its reason code (the match above names every one).
+    #[test]
+    fn a_failed_precondition_refuses_with_its_reason() {
+        let cases = [
+            (
+                PreconditionFailure::NodeRevoked {
+                    node_id: "n1".into(),
+                },
+                "revoked",
+            ),
+            (
+                PreconditionFailure::SerialRevoked {
+                    serial: "aa01".into(),
+                },
+                "revoked",
+            ),
+            (
+                PreconditionFailure::SerialSuperseded {
+                    serial: "aa01".into(),
+                    node_id: "n1".into(),
+                },
+                "unknown-svid",
+            ),
+        ];
+        for (failure, code) in cases {
+            let refusal = precondition_refusal(&failure);
+            assert_eq!(refusal.reason.code(), code, "{failure}");
+            assert_eq!(refusal.detail, failure.to_string());
+        }
+    }
 }

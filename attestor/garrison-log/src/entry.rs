@@ -2,7 +2,7 @@
 //! is refused on its own instead of failing the batch it would share with others.
 
 use crate::leaf::{evidence_digest, truncate_to_micros, unix_micros};
-use crate::{LogError, NewEntry, NodeState, Record, RecordKind, RevocationTarget};
+use crate::{LogError, NewEntry, NodeState, Precondition, Record, RecordKind, RevocationTarget};
 
 /// An entry ready to be written: validated, normalised, with every stored value converted.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub(crate) struct PreparedEntry {
     pub revocation: Option<RevocationTarget>,
     /// The node whose state a node-reset record resets.
     pub reset: Option<String>,
+    /// Checked by the writer before the entry is written (serial lowercase).
+    pub precondition: Option<Precondition>,
 }
 
 #[derive(Debug)]
@@ -129,6 +131,7 @@ fn prepare_any(
         node,
         revocation,
         reset: None,
+        precondition: None,
     })
 }
 
@@ -185,6 +188,25 @@ fn prepare_node(record: &Record, mut state: NodeState) -> Result<PreparedNode, L
 }
 
 /// Lowercase hex, non-empty.
+/// A [`Precondition`] as the writer compares it: the node named, the serial lowercase.
+pub(crate) fn prepare_precondition(precondition: Precondition) -> Result<Precondition, LogError> {
+    if precondition.node_id.is_empty() {
+        return Err(LogError::InvalidEntry {
+            field: "precondition.node_id",
+            problem: "empty node id",
+        });
+    }
+    let presented_serial = precondition
+        .presented_serial
+        .as_deref()
+        .map(|s| normalise_hex(s, "precondition.presented_serial"))
+        .transpose()?;
+    Ok(Precondition {
+        node_id: precondition.node_id,
+        presented_serial,
+    })
+}
+
 pub(crate) fn normalise_hex(text: &str, field: &'static str) -> Result<String, LogError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(LogError::InvalidEntry {

@@ -203,4 +203,8 @@ pub enum LogError {
     /// A cosignature names a checkpoint this log does not keep.
     #[error("no checkpoint of size {size} is kept to carry this cosignature")]
     CosignatureWithoutCheckpoint { size: u64 },
+    /// An entry appended with a [`Precondition`](crate::Precondition) that no longer held
+    /// when its batch was written: that entry was not appended (the rest of its batch was).
+    #[error("not appended: {0}")]
+    PreconditionFailed(crate::PreconditionFailure),
 }

@@ -10,14 +10,18 @@ use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::entry::{PreparedEntry, normalise_hex, prepare, prepare_node_reset, prepare_revocation};
+use crate::entry::{
+    PreparedEntry, normalise_hex, prepare, prepare_node_reset, prepare_precondition,
+    prepare_revocation,
+};
 use crate::leaf::{evidence_digest, from_unix_micros, unix_micros};
 use crate::origin::{self, LogId};
 use crate::wal_checkpoint;
 use crate::writer::{self, Command, Counters, Job, StatusKey, StatusRead, Writer};
 use crate::{
-    Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Query,
-    Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint, StoredRecord, read,
+    Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus,
+    Precondition, Query, Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint,
+    StoredRecord, read,
 };
 use crate::{tree, tree_build};
 
@@ -258,6 +262,25 @@ impl AttestationLog {
             .into_iter()
             .map(|bytes| (evidence_digest(&bytes), bytes))
             .collect();
+        self.submit(prepared).await
+    }
+
+    /// [`append_with_blobs`](Self::append_with_blobs) for a decision that admits a node: the
+    /// entry is written only if `precondition` still holds when its batch is written, under
+    /// the log's write lock (see [`Precondition`]). Otherwise nothing of it is written and
+    /// the answer is [`LogError::PreconditionFailed`]; the rest of the batch is written.
+    pub async fn append_if(
+        &self,
+        entry: NewEntry,
+        blobs: Vec<Vec<u8>>,
+        precondition: Precondition,
+    ) -> Result<Appended, LogError> {
+        let mut prepared = prepare(entry)?;
+        prepared.blobs = blobs
+            .into_iter()
+            .map(|bytes| (evidence_digest(&bytes), bytes))
+            .collect();
+        prepared.precondition = Some(prepare_precondition(precondition)?);
         self.submit(prepared).await
     }
 
@@ -549,7 +572,7 @@ impl AttestationLog {
     /// The stored hashes of the Merkle tree (what proofs and roots are made from) with
     /// indexes in `first..end` (C2SP/`tlog_tiles` stored-hash indexes), by index, as kept:
     /// an auditor compares them with the tree recomputed from the records. At most
-    /// [`MAX_STORED_HASHES_READ`] per call.
+    /// [`MAX_STORED_HASHES_READ`](crate::MAX_STORED_HASHES_READ) per call.
     pub async fn stored_tree_hashes(
         &self,
         first: u64,

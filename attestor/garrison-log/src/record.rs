@@ -214,6 +214,37 @@ pub struct Query {
     pub limit: Option<u32>,
 }
 
+/// What must still hold when a decision that admits a node is committed
+/// ([`AttestationLog::append_if`](crate::AttestationLog::append_if)).
+///
+/// The attestor reads a node's revocation status before it decides, and the record is
+/// committed milliseconds later. A revocation committed in between would otherwise let that
+/// one decision through, and the log would show an allow after the revoke record. The writer
+/// checks the precondition inside the batch's transaction, once it holds the log's write lock
+/// (so no revocation can commit between the check and the record), against the committed
+/// state and the entries queued before it in the same batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precondition {
+    /// The node the decision admits: it must not be revoked.
+    pub node_id: String,
+    /// For a renewal, the serial of the certificate the node presented (hex, compared
+    /// case-insensitively): it must not be revoked, and must still be the node's current
+    /// serial (another renewal with the same certificate committed first, or a node reset,
+    /// supersedes it).
+    pub presented_serial: Option<String>,
+}
+
+/// Why a [`Precondition`] no longer held: nothing of that entry was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreconditionFailure {
+    #[error("node {node_id} was revoked before the decision was committed")]
+    NodeRevoked { node_id: String },
+    #[error("certificate {serial} was revoked before the decision was committed")]
+    SerialRevoked { serial: String },
+    #[error("certificate {serial} is no longer the current certificate of node {node_id}")]
+    SerialSuperseded { serial: String, node_id: String },
+}
+
 /// What a revocation applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationTarget {

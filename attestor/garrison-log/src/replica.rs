@@ -380,6 +380,7 @@ fn prepare_all(records: &[Record]) -> Result<Vec<PreparedEntry>, LogError> {
                 node: None,
                 revocation: None,
                 reset: None,
+                precondition: None,
             })
         })
         .collect()

@@ -193,7 +193,7 @@ pub(crate) async fn read_hashes(
     Ok(found)
 }
 
-/// The most stored hashes [`stored_range`] reads at once (a page of 50,000 records).
+/// The most stored hashes `AttestationLog::stored_tree_hashes` reads at once (a page of 50,000 records).
 pub const MAX_STORED_HASHES_READ: u64 = 100_000;
 
 /// The stored hashes with indexes in `first..end`, by index (at most

@@ -4,6 +4,11 @@
 //! for at least one entry, takes every entry already queued (up to `max_batch`), and writes
 //! them in ONE transaction:
 //!
+//! 0. Entries appended with a [`Precondition`] (`AttestationLog::append_if`: the attestor's
+//!    allows) are judged first, once the transaction holds the log's write lock (SQLite's
+//!    BEGIN IMMEDIATE; on PostgreSQL the log row, locked first), against the revocations and
+//!    current serials committed and the earlier entries of the batch, in one statement. Those
+//!    that fail are answered [`LogError::PreconditionFailed`] and left out; the rest go on.
 //! 1. `UPDATE logs ... RETURNING next_sequence` reserves `n` sequences of this handle's log.
 //!    Being the first write of the transaction it takes the database's write lock (SQLite) or
 //!    the log row's lock (PostgreSQL) until commit, so sequences are handed out in commit
@@ -32,7 +37,7 @@
 //! during a window (never inside a transaction, so a read sees what is committed, as one
 //! through the pool would): see [`serve_reads`] for why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,7 +49,10 @@ use crate::entry::{PreparedEntry, PreparedNode};
 use crate::leaf::leaf_hash;
 use crate::tree::{self, BatchTree, Frontier};
 use crate::wal_checkpoint::Link;
-use crate::{Appended, Backend, LogError, LogStats, NodeStatus, RevocationTarget, read};
+use crate::{
+    Appended, Backend, LogError, LogStats, NodeStatus, Precondition, PreconditionFailure,
+    RevocationTarget, read,
+};
 
 /// One queued append and where its answer goes.
 pub(crate) struct Job {
@@ -343,15 +351,18 @@ async fn commit_and_answer(writer: &mut Writer, jobs: &mut Vec<Job>) {
     drop(gate);
     let counters = &writer.counters;
     match written {
-        Ok((appended, frontier)) => {
-            writer.frontier = Some(frontier);
-            counters.count(size, true);
-            if let Some(link) = &writer.wal_checkpoints {
-                link.committed.notify_one();
+        Ok((answers, frontier)) => {
+            let written = answers.iter().filter(|answer| answer.is_ok()).count();
+            if let Some(frontier) = frontier {
+                writer.frontier = Some(frontier);
+                counters.count(written, true);
+                if let Some(link) = &writer.wal_checkpoints {
+                    link.committed.notify_one();
+                }
             }
-            for (job, done) in jobs.drain(..).zip(appended) {
+            for (job, answer) in jobs.drain(..).zip(answers) {
                 // A caller that stopped waiting still has its record committed.
-                let _ = job.reply.send(Ok(done));
+                let _ = job.reply.send(answer.map_err(LogError::PreconditionFailed));
             }
         }
         Err(source) => {
@@ -369,13 +380,15 @@ async fn commit_and_answer(writer: &mut Writer, jobs: &mut Vec<Job>) {
     }
 }
 
+/// What [`write_on`] answers: per job, in `jobs` order, its place in the log or the
+/// precondition that no longer held; and the tree's new right edge (`None` if nothing was
+/// written).
+type Written = (Vec<Result<Appended, PreconditionFailure>>, Option<Frontier>);
+
 /// Writes and commits `jobs` in one transaction on the writer's own connection (opened if
-/// need be); the returned vector is in `jobs` order, with the tree's new right edge. After a
-/// failure the connection is closed, so that the next batch starts on a fresh one.
-async fn write_batch(
-    writer: &mut Writer,
-    jobs: &[Job],
-) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
+/// need be). After a failure the connection is closed, so that the next batch starts on a
+/// fresh one.
+async fn write_batch(writer: &mut Writer, jobs: &[Job]) -> Result<Written, sqlx::Error> {
     let (backend, log_id) = (writer.backend, writer.log_id);
     let mut conn = match writer.connection.take() {
         Some(mut kept) => match begin(&mut kept, backend).await {
@@ -433,15 +446,28 @@ async fn begin(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// Writes the batch inside the transaction [`begin`] opened, and commits it. On an error the
-/// transaction is left open: the caller closes the connection, which rolls it back.
+/// Writes the batch inside the transaction [`begin`] opened, and commits it: every entry whose
+/// precondition (if it has one) still holds. On an error the transaction is left open: the
+/// caller closes the connection, which rolls it back.
 async fn write_on(
     tx: &mut AnyConnection,
     backend: Backend,
     log_id: i64,
     frontier: Option<&Frontier>,
-    jobs: &[Job],
-) -> Result<(Vec<Appended>, Frontier), sqlx::Error> {
+    all_jobs: &[Job],
+) -> Result<Written, sqlx::Error> {
+    let failures = check_preconditions(&mut *tx, backend, log_id, all_jobs).await?;
+    let jobs: Vec<&Job> = all_jobs
+        .iter()
+        .zip(&failures)
+        .filter(|(_, failure)| failure.is_none())
+        .map(|(job, _)| job)
+        .collect();
+    if jobs.is_empty() {
+        sqlx::query("ROLLBACK").execute(&mut *tx).await?;
+        let refused = failures.into_iter().flatten().map(Err).collect();
+        return Ok((refused, None));
+    }
     let first = reserve_sequences(&mut *tx, log_id, jobs.len()).await?;
     let frontier = match frontier {
         Some(frontier) if frontier.size == first => frontier.clone(),
@@ -472,15 +498,179 @@ async fn write_on(
     reset_nodes(&mut *tx, log_id, &changes.resets).await?;
     insert_revocations(&mut *tx, backend, log_id, &rows).await?;
     let frontier = tree.frontier().map_err(encode_error)?;
+    // One row per admitted job, in order.
+    let mut appended = rows.iter().map(|row| Appended {
+        sequence: row.sequence,
+        leaf_hash: row.leaf,
+    });
+    let mut answers = Vec::with_capacity(failures.len());
+    for failure in failures {
+        answers.push(match failure {
+            Some(failure) => Err(failure),
+            None => Ok(appended.next().ok_or_else(|| {
+                sqlx::Error::Protocol("fewer rows than admitted entries".to_owned())
+            })?),
+        });
+    }
     sqlx::query("COMMIT").execute(&mut *tx).await?;
-    let appended = rows
+    Ok((answers, Some(frontier)))
+}
+
+/// Per job, the precondition that no longer holds (`None`: none, or it holds), judged
+/// against the committed state and the earlier entries of the batch. Reads nothing if no job
+/// has a precondition.
+async fn check_preconditions(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    log_id: i64,
+    jobs: &[Job],
+) -> Result<Vec<Option<PreconditionFailure>>, sqlx::Error> {
+    let preconditions: Vec<&Precondition> = jobs
         .iter()
-        .map(|row| Appended {
-            sequence: row.sequence,
-            leaf_hash: row.leaf,
-        })
+        .filter_map(|job| job.entry.precondition.as_ref())
         .collect();
-    Ok((appended, frontier))
+    if preconditions.is_empty() {
+        return Ok(jobs.iter().map(|_| None).collect());
+    }
+    if backend == Backend::Postgres {
+        // Revocations are written under the log row's lock (every batch takes it first, in
+        // `reserve_sequences`). Taking it now, before reading them, leaves no moment for one
+        // to commit between this check and this batch's records. (SQLite's BEGIN IMMEDIATE
+        // already holds the database's write lock.)
+        sqlx::query("SELECT id FROM logs WHERE id = $1 FOR UPDATE")
+            .bind(log_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    }
+    let mut standing = Standing::read(tx, log_id, &preconditions).await?;
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            let failure = job
+                .entry
+                .precondition
+                .as_ref()
+                .and_then(|p| standing.check(p));
+            if failure.is_none() {
+                standing.apply(&job.entry);
+            }
+            failure
+        })
+        .collect())
+}
+
+/// What the preconditions of a batch are judged against: the revocations and current
+/// serials of the nodes they name, as committed, then as changed by each entry written
+/// before them in the batch.
+#[derive(Debug, Default)]
+struct Standing {
+    revoked_nodes: HashSet<String>,
+    revoked_serials: HashSet<String>,
+    /// Node id → its current serial (`None`: none), for the nodes named; a node absent here
+    /// has no state.
+    current: HashMap<String, Option<String>>,
+}
+
+impl Standing {
+    /// One statement: the log's revocations of the nodes and serials named, and those nodes'
+    /// current serials.
+    async fn read(
+        tx: &mut AnyConnection,
+        log_id: i64,
+        preconditions: &[&Precondition],
+    ) -> Result<Self, sqlx::Error> {
+        let nodes: BTreeSet<&str> = preconditions.iter().map(|p| p.node_id.as_str()).collect();
+        let serials: BTreeSet<&str> = preconditions
+            .iter()
+            .filter_map(|p| p.presented_serial.as_deref())
+            .collect();
+        let list = |first: usize, count: usize| {
+            (first..first + count)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let node_list = list(2, nodes.len());
+        let revoked_where = if serials.is_empty() {
+            format!("node_id IN ({node_list})")
+        } else {
+            let serial_list = list(2 + nodes.len(), serials.len());
+            format!("(node_id IN ({node_list}) OR serial IN ({serial_list}))")
+        };
+        let sql = format!(
+            "SELECT 'revoked' AS what, node_id, serial FROM revocations \
+             WHERE log_id = $1 AND {revoked_where} \
+             UNION ALL \
+             SELECT 'current' AS what, node_id, current_serial FROM nodes WHERE node_id IN ({node_list})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(log_id);
+        for value in nodes.iter().chain(&serials) {
+            query = query.bind((*value).to_owned());
+        }
+        let mut standing = Standing::default();
+        for row in query.fetch_all(&mut *tx).await? {
+            let what: String = row.try_get(0)?;
+            let node_id: Option<String> = row.try_get(1)?;
+            let serial: Option<String> = row.try_get(2)?;
+            match (what.as_str(), node_id) {
+                ("current", Some(node_id)) => {
+                    standing.current.insert(node_id, serial);
+                }
+                ("revoked", node_id) => {
+                    standing.revoked_nodes.extend(node_id);
+                    standing.revoked_serials.extend(serial);
+                }
+                _ => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "unexpected row {what:?} reading the standing of a batch's nodes"
+                    )));
+                }
+            }
+        }
+        Ok(standing)
+    }
+
+    fn check(&self, precondition: &Precondition) -> Option<PreconditionFailure> {
+        let node_id = &precondition.node_id;
+        if self.revoked_nodes.contains(node_id) {
+            return Some(PreconditionFailure::NodeRevoked {
+                node_id: node_id.clone(),
+            });
+        }
+        let serial = precondition.presented_serial.as_ref()?;
+        if self.revoked_serials.contains(serial) {
+            return Some(PreconditionFailure::SerialRevoked {
+                serial: serial.clone(),
+            });
+        }
+        let current = self.current.get(node_id).and_then(Option::as_ref);
+        (current != Some(serial)).then(|| PreconditionFailure::SerialSuperseded {
+            serial: serial.clone(),
+            node_id: node_id.clone(),
+        })
+    }
+
+    /// What a written entry changes for the entries after it.
+    fn apply(&mut self, entry: &PreparedEntry) {
+        match &entry.revocation {
+            Some(RevocationTarget::Node(node)) => {
+                self.revoked_nodes.insert(node.clone());
+            }
+            Some(RevocationTarget::Serial(serial)) => {
+                self.revoked_serials.insert(serial.clone());
+            }
+            None => {}
+        }
+        if let Some(node) = &entry.node {
+            self.current.insert(
+                node.state.node_id.clone(),
+                node.state.current_serial.clone(),
+            );
+        }
+        if let Some(node) = &entry.reset {
+            self.current.insert(node.clone(), None);
+        }
+    }
 }
 
 /// One entry of the batch with its assigned place in the log.

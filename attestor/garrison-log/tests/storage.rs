@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use common::{TestDb, at, count, entry, hold_writer_lock, install_poison_trigger, record};
 use garrison_log::{
-    AttestationLog, Backend, Decision, LogError, NewEntry, NodeReset, NodeState, NodeStatus, Query,
-    Record, RecordKind, Revocation, RevocationTarget, evidence_digest, leaf_hash,
+    AttestationLog, Backend, Decision, LogError, NewEntry, NodeReset, NodeState, NodeStatus,
+    Precondition, PreconditionFailure, Query, Record, RecordKind, Revocation, RevocationTarget,
+    evidence_digest, leaf_hash,
 };
 use sha2::{Digest, Sha256};
 
@@ -35,6 +36,7 @@ both_backends!(
     blobs_are_stored_with_their_record_once,
     evidence_many_answers_as_evidence_does_for_each_digest,
     node_reset_forgets_the_cleared_tpms_state,
+    an_allow_is_not_committed_once_its_precondition_fails,
 );
 
 fn full_record() -> Record {
@@ -248,6 +250,7 @@ both_backends!(
     current_thread: a_commit_window_gathers_appends_that_arrive_while_it_is_open,
     a_lone_appender_pays_the_commit_window_rarely,
     status_reads_go_to_the_sqlite_writer_and_see_only_what_is_committed,
+    a_precondition_is_judged_after_the_entries_before_it_in_its_batch,
 );
 
 /// A log with one record appended (so the writer has connected: it connects within a
@@ -1300,4 +1303,226 @@ async fn node_reset_forgets_the_cleared_tpms_state(db: TestDb) {
 
 fn record_at(node: &str, time: time::OffsetDateTime) -> Record {
     record("site-1", node, time)
+}
+
+/// An allow of `node` issuing `serial` (its node state too), as the attestor appends it.
+fn issue(node: &str, serial: &str, second: i64) -> NewEntry {
+    let mut issued = record("site-1", node, at(second, 0));
+    issued.cert_serial = Some(serial.to_owned());
+    NewEntry {
+        record: issued,
+        evidence: None,
+        node_update: Some(node_state(node, Some(serial), second.unsigned_abs())),
+    }
+}
+
+fn precondition(node: &str, presented: Option<&str>) -> Precondition {
+    Precondition {
+        node_id: node.to_owned(),
+        presented_serial: presented.map(str::to_owned),
+    }
+}
+
+/// The log's next sequence and its records, from a side connection.
+async fn records_held(db: &TestDb) -> i64 {
+    let mut conn = db.side_connection().await;
+    count(&mut conn, "SELECT COUNT(*) FROM records").await
+}
+
+/// The attestor reads a node's status, decides, and appends with what it read as a
+/// precondition. A revocation (of the node or of the presented serial) or another renewal
+/// committed in between refuses that append alone: nothing of it is written, the log stays
+/// dense, and the next append goes on.
+async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
+    let log = db.open(8).await;
+    let failed = |answer: Result<garrison_log::Appended, LogError>| match answer {
+        Err(LogError::PreconditionFailed(failure)) => failure,
+        other => panic!("expected a failed precondition, got {other:?}"),
+    };
+    // n1 enrolls (aa01), then renews presenting aa01, in upper case (aa02).
+    let enrolled = log
+        .append_if(issue("n1", "aa01", 1), vec![], precondition("n1", None))
+        .await
+        .unwrap();
+    let renewed = log
+        .append_if(
+            issue("n1", "aa02", 2),
+            vec![b"event log".to_vec()],
+            precondition("n1", Some("AA01")),
+        )
+        .await
+        .unwrap();
+    assert_eq!((enrolled.sequence, renewed.sequence), (0, 1));
+    // A second renewal with the same certificate, read before the first committed.
+    assert_eq!(
+        failed(
+            log.append_if(
+                issue("n1", "aa03", 3),
+                vec![],
+                precondition("n1", Some("aa01"))
+            )
+            .await
+        ),
+        PreconditionFailure::SerialSuperseded {
+            serial: "aa01".into(),
+            node_id: "n1".into()
+        }
+    );
+    // A node with no state has no current serial.
+    assert!(matches!(
+        failed(
+            log.append_if(
+                issue("n9", "ff01", 3),
+                vec![],
+                precondition("n9", Some("ff00"))
+            )
+            .await
+        ),
+        PreconditionFailure::SerialSuperseded { .. }
+    ));
+    // Revoked after the status read: the serial, then the node.
+    log.revoke(revoke(RevocationTarget::Serial("AA02".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(
+            log.append_if(
+                issue("n1", "aa03", 5),
+                vec![],
+                precondition("n1", Some("aa02"))
+            )
+            .await
+        ),
+        PreconditionFailure::SerialRevoked {
+            serial: "aa02".into()
+        }
+    );
+    log.append_if(issue("n2", "bb01", 5), vec![], precondition("n2", None))
+        .await
+        .unwrap();
+    log.revoke(revoke(RevocationTarget::Node("n2".into())))
+        .await
+        .unwrap();
+    for presented in [None, Some("bb01")] {
+        assert_eq!(
+            failed(
+                log.append_if(
+                    issue("n2", "bb02", 6),
+                    vec![],
+                    precondition("n2", presented)
+                )
+                .await
+            ),
+            PreconditionFailure::NodeRevoked {
+                node_id: "n2".into()
+            }
+        );
+    }
+    // Nothing of the refused entries was written; n2's state still names bb01.
+    assert_eq!(records_held(&db).await, 5);
+    assert_eq!(
+        log.node_status("n2")
+            .await
+            .unwrap()
+            .node
+            .unwrap()
+            .current_serial
+            .as_deref(),
+        Some("bb01")
+    );
+    let next = log
+        .append(entry(record("site-1", "n3", at(7, 0))))
+        .await
+        .unwrap();
+    assert_eq!(next.sequence, 5, "the log stays dense");
+    let stats = log.stats();
+    assert_eq!((stats.records, stats.failed_records), (6, 0), "{stats:?}");
+    // A precondition that names nothing is refused before it is queued.
+    for bad in [precondition("", None), precondition("n1", Some("not hex"))] {
+        assert!(matches!(
+            log.append_if(issue("n1", "aa04", 8), vec![], bad).await,
+            Err(LogError::InvalidEntry { .. })
+        ));
+    }
+    log.close().await;
+}
+
+/// In one batch, a precondition is judged after the entries queued before it: a revocation
+/// ahead of an allow refuses it; one behind it does not (the allow came first, as the log
+/// then shows), and other nodes' allows in the batch are written.
+async fn a_precondition_is_judged_after_the_entries_before_it_in_its_batch(db: TestDb) {
+    let log = warm_log_with_an_hour_window(&db).await;
+    // The revocation of n1 opens the window; n1's and n2's allows join its batch.
+    let revocation = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.revoke(revoke(RevocationTarget::Node("n1".into())))
+                .await
+        }
+    });
+    until_the_writer_has_taken_it().await;
+    let n1 = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.append_if(issue("n1", "aa01", 5), vec![], precondition("n1", None))
+                .await
+        }
+    });
+    until_the_writer_has_taken_it().await;
+    let n2 = log
+        .append_if(issue("n2", "bb01", 5), vec![], precondition("n2", None))
+        .await
+        .unwrap();
+    assert_eq!(revocation.await.unwrap().unwrap().sequence, 1);
+    assert!(matches!(
+        n1.await.unwrap(),
+        Err(LogError::PreconditionFailed(
+            PreconditionFailure::NodeRevoked { .. }
+        ))
+    ));
+    assert_eq!(n2.sequence, 2);
+    assert_eq!(log.stats().batches, 2, "the warm-up, then one batch");
+    // The other way round: n3's allow, then n3's revocation, then a renewal presenting the
+    // serial that allow superseded, all in one batch.
+    log.append_if(issue("n3", "cc01", 6), vec![], precondition("n3", None))
+        .await
+        .unwrap();
+    let allow = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.append_if(
+                issue("n3", "cc02", 7),
+                vec![],
+                precondition("n3", Some("cc01")),
+            )
+            .await
+        }
+    });
+    until_the_writer_has_taken_it().await;
+    let superseded = tokio::spawn({
+        let log = log.clone();
+        async move {
+            log.append_if(
+                issue("n3", "cc03", 7),
+                vec![],
+                precondition("n3", Some("cc01")),
+            )
+            .await
+        }
+    });
+    until_the_writer_has_taken_it().await;
+    let revocation = log
+        .revoke(revoke(RevocationTarget::Node("n3".into())))
+        .await
+        .unwrap();
+    assert_eq!(allow.await.unwrap().unwrap().sequence, 4);
+    assert!(matches!(
+        superseded.await.unwrap(),
+        Err(LogError::PreconditionFailed(
+            PreconditionFailure::SerialSuperseded { .. }
+        ))
+    ));
+    assert_eq!(revocation.sequence, 5);
+    assert_eq!(records_held(&db).await, 6);
+    log.close().await;
 }

@@ -130,6 +130,136 @@ async fn revoked_certificates_and_nodes_are_refused() {
     site.stop().await;
 }
 
+/// The attestor reads the node's status before it decides and commits its allow
+/// milliseconds later. A revocation committed in between (by another handle on the log: an
+/// operator's `garrison log revoke`) refuses the renewal: the certificate is withheld and
+/// the log records the refusal after the revocation, not an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_committed_while_a_renewal_is_decided_refuses_it() {
+    revoked_while_decided(Step::Renewal).await;
+}
+
+/// [`a_revocation_committed_while_a_renewal_is_decided_refuses_it`] for a node enrolling
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_committed_while_an_enrollment_is_decided_refuses_it() {
+    revoked_while_decided(Step::Enrollment).await;
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Enrollment,
+    Renewal,
+}
+
+async fn revoked_while_decided(step: Step) {
+    use sqlx::Connection as _;
+    let site = Running::start(&[good("node-1")], "").await;
+    let config = site.agent_config("node-1");
+    garrison_agent::enroll_once(&config).await.unwrap();
+    let (serial, _, _) = leaf_of(&config.svid_dir.join("svid.pem"));
+    let records = site.records().await;
+    let enroll = records
+        .iter()
+        .find(|r| r.record.kind == RecordKind::Enroll)
+        .unwrap();
+    let node_id = enroll.record.node_id.clone().unwrap();
+    let attestor = std::sync::Arc::clone(site.attestor.as_ref().unwrap());
+    let postgres = !site.database.starts_with("sqlite");
+
+    // Another handle writes to the log: it holds SQLite's write lock (PostgreSQL: the log's
+    // row), so the attestor's next batch waits for it.
+    sqlx::any::install_default_drivers();
+    let mut other = sqlx::AnyConnection::connect(&site.database).await.unwrap();
+    let reads_before = attestor.log().stats().status_reads_on_writer;
+    if postgres {
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("UPDATE logs SET next_sequence = next_sequence")
+            .execute(&mut other)
+            .await
+            .unwrap();
+    } else {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+    let (attempt, reads) = match step {
+        Step::Renewal => (
+            tokio::spawn({
+                let config = config.clone();
+                async move { garrison_agent::renew_once(&config).await.map(|_| ()) }
+            }),
+            2,
+        ),
+        Step::Enrollment => (
+            tokio::spawn({
+                let config = config.clone();
+                async move { garrison_agent::enroll_once(&config).await.map(|_| ()) }
+            }),
+            1,
+        ),
+    };
+    // Until the attestor has read the node's status (a renewal reads it in both its steps;
+    // on SQLite the log's writer answers those reads, and counts them) or, on PostgreSQL,
+    // its writer waits for the log's row.
+    let mut read = false;
+    for _ in 0..1000 {
+        read = if postgres {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(&mut other)
+                    .await
+                    .unwrap();
+            waiting > 0
+        } else {
+            attestor.log().stats().status_reads_on_writer >= reads_before + reads
+        };
+        if read {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    assert!(read, "the attestor never read the node's status");
+    // The other handle revokes the node, and commits.
+    sqlx::query(
+        "INSERT INTO revocations (log_id, sequence, serial, node_id, time_us) \
+         VALUES ((SELECT MIN(id) FROM logs), $1, NULL, $2, 0)",
+    )
+    .bind(i64::try_from(enroll.sequence).unwrap())
+    .bind(node_id.clone())
+    .execute(&mut other)
+    .await
+    .unwrap();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+
+    let err = attempt.await.unwrap().unwrap_err();
+    assert_eq!(reason(&err), "revoked");
+    assert_eq!(
+        leaf_of(&config.svid_dir.join("svid.pem")).0,
+        serial,
+        "no new SVID"
+    );
+    let records = site.records().await;
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.record.kind, last.record.decision),
+        (RecordKind::Reject, Decision::Deny),
+        "{last:?}"
+    );
+    assert_eq!(last.record.reasons[0], "revoked");
+    assert!(
+        last.record.reasons[1].contains("revoked before the decision was committed"),
+        "{last:?}"
+    );
+    let allowed = records
+        .iter()
+        .filter(|r| r.record.decision == Decision::Allow)
+        .count();
+    assert_eq!(allowed, 1, "only the first enrollment was committed");
+    site.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_svid_does_not_get_past_tls() {
     // Policy asks for 15 minutes; this site caps SVIDs at 2 seconds.
