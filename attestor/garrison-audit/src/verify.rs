@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use garrison_log::{RecordKind, RevocationTarget, StoredCheckpoint, StoredRecord};
+use garrison_log::{Decision, RecordKind, RevocationTarget, StoredCheckpoint, StoredRecord};
 use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
 use serde::Serialize;
 use tlog_tiles::{Hash, HashReader};
@@ -56,6 +56,12 @@ pub enum Problem {
     /// enforcement state for the log (no node state, no revocations): deleted or moved to
     /// another log, or not the site's database at all.
     EnforcementStateMissing,
+    /// The record at `sequence` allows a node that the revoke record at `revoked_by`, earlier
+    /// in the log, revoked: the node itself, or (for a renewal) the certificate the node
+    /// renewed, its current one by the log's own records. The attestor refuses both, so the
+    /// revocation was not enforced when this decision was made (its row deleted meanwhile,
+    /// say). Judged from the records alone, so any copy of the log shows it.
+    AllowAfterRevocation { sequence: u64, revoked_by: u64 },
 }
 
 impl Problem {
@@ -68,7 +74,8 @@ impl Problem {
             }
             | Problem::LeafMismatch { sequence }
             | Problem::EvidenceMissing { sequence, .. }
-            | Problem::EvidenceMismatch { sequence, .. } => Some(*sequence),
+            | Problem::EvidenceMismatch { sequence, .. }
+            | Problem::AllowAfterRevocation { sequence, .. } => Some(*sequence),
             Problem::CheckpointBeyondLog { records, .. } => Some(*records),
             Problem::CheckpointRoot { .. }
             | Problem::KeyCertificate { .. }
@@ -161,8 +168,9 @@ impl VerifyReport {
 
 /// Verifies the log `log` holds against `roots` (DER root certificates): the log key
 /// certificates, every checkpoint's signature, every record's leaf and evidence, every
-/// checkpoint's root against the tree recomputed from the records, and (for a source that
-/// keeps them) the stored tree hashes against the tree of the stored leaves.
+/// checkpoint's root against the tree recomputed from the records, every allow against the
+/// revocations logged before it, and (for a source that keeps them) the stored tree hashes
+/// against the tree of the stored leaves and the revocations enforced against the log.
 pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
     let origin = log.origin().ok_or(AuditError::NoOrigin)?;
     let mut report = VerifyReport {
@@ -183,6 +191,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     // pass, so that a revocation committed meanwhile (record and row together) is not
     // taken for a missing row.
     let mut revoked: Vec<(u64, Option<RevocationTarget>)> = Vec::new();
+    let mut decided = Decided::default();
     // The sequence the next record should have; `tree` stops growing at the first missing
     // record (its leaf is unknown: no later root can be recomputed).
     let mut next = 0u64;
@@ -223,6 +232,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
             if stored.record.kind == RecordKind::Revoke {
                 revoked.push((stored.sequence, logged_target(stored)));
             }
+            decided.check(stored, &mut report);
             if contiguous {
                 tree.push(Hash(leaf))?;
                 kept.check(stored, kept_hashes.as_ref(), &mut report)?;
@@ -341,6 +351,63 @@ fn check_roots<'a>(
         }
     }
     Ok(())
+}
+
+/// What the records read so far revoked, and each node's current serial by them: enough to
+/// tell an allow the attestor should have refused ([`Problem::AllowAfterRevocation`]).
+/// Memory grows with the nodes and revocations of the log, not its records.
+#[derive(Default)]
+struct Decided {
+    /// Revoked node → the revoke record.
+    nodes: HashMap<String, u64>,
+    /// Revoked serial (as logged: lowercase) → the revoke record.
+    serials: HashMap<String, u64>,
+    /// Node → the serial of its last allowed enrollment or renewal (a node reset clears it).
+    current: HashMap<String, String>,
+}
+
+impl Decided {
+    fn check(&mut self, stored: &StoredRecord, report: &mut VerifyReport) {
+        let record = &stored.record;
+        let sequence = stored.sequence;
+        match (record.kind, record.decision, record.node_id.as_deref()) {
+            (RecordKind::Revoke, _, _) => match logged_target(stored) {
+                Some(RevocationTarget::Node(node)) => {
+                    self.nodes.entry(node).or_insert(sequence);
+                }
+                Some(RevocationTarget::Serial(serial)) => {
+                    self.serials.entry(serial).or_insert(sequence);
+                }
+                None => {}
+            },
+            (kind @ (RecordKind::Enroll | RecordKind::Renew), Decision::Allow, Some(node)) => {
+                // A renewal presents the node's current certificate; an enrollment proves
+                // the TPM afresh, so only a revocation of the node refuses it.
+                let presented = match kind {
+                    RecordKind::Renew => self.current.get(node),
+                    _ => None,
+                };
+                let revoked_by = self
+                    .nodes
+                    .get(node)
+                    .or_else(|| presented.and_then(|serial| self.serials.get(serial)));
+                if let Some(&revoked_by) = revoked_by {
+                    report.add(Problem::AllowAfterRevocation {
+                        sequence,
+                        revoked_by,
+                    });
+                }
+                match &record.cert_serial {
+                    Some(serial) => self.current.insert(node.to_owned(), serial.clone()),
+                    None => self.current.remove(node),
+                };
+            }
+            (RecordKind::NodeReset, Decision::Allow, Some(node)) => {
+                self.current.remove(node);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The target a revoke record names: its serial or its node, not both.

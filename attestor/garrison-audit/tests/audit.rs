@@ -47,6 +47,7 @@ both_backends!(
     gaps_of_any_length_are_one_problem_each,
     an_export_copies_evidence_shared_across_pages_once,
     the_revocations_a_site_enforces_are_checked_against_its_log,
+    an_allow_after_a_revocation_is_named,
 );
 
 const RECORDS: u64 = 37;
@@ -417,6 +418,97 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
     );
     assert_eq!(report.revocations_checked, Some(3));
     assert_eq!(report.checkpoints_verified, 6, "the log itself is intact");
+}
+
+/// The log checked against itself: an allow for a node after its revoke record, or a
+/// renewal of a certificate revoked by serial, is named, in the database and in any copy;
+/// an enrollment after a serial's revocation (the TPM proves itself again), a renewal of a
+/// certificate issued after it, and refusals are not.
+async fn an_allow_after_a_revocation_is_named(db: TestDb) {
+    use garrison_log::RevocationTarget::{Node, Serial};
+    use garrison_log::{Decision, Record, RecordKind};
+    let (site, log) = signed_log(&db).await;
+    let node = |n: &str| format!("{n:0>64}");
+    let decision = |kind, who: &str, decision, serial: Option<&str>| {
+        let record = Record {
+            time: site.now,
+            site: support::fixture::SITE.to_owned(),
+            kind,
+            node_id: Some(node(who)),
+            spiffe_id: None,
+            decision,
+            reasons: vec![],
+            policy_digest: None,
+            evidence_digest: None,
+            cert_serial: serial.map(str::to_owned),
+            cert_not_after: None,
+        };
+        let log = log.clone();
+        async move {
+            log.append(NewEntry {
+                record,
+                evidence: None,
+                node_update: None,
+            })
+            .await
+            .unwrap()
+            .sequence
+        }
+    };
+    let revoke = async |target| {
+        let revocation = garrison_log::Revocation {
+            time: site.now,
+            site: support::fixture::SITE.to_owned(),
+            target,
+            reasons: vec!["test".to_owned()],
+            policy_digest: None,
+        };
+        log.revoke(revocation).await.unwrap().sequence
+    };
+    use Decision::{Allow, Deny};
+    use RecordKind::{Enroll, Renew};
+    decision(Enroll, "a", Allow, Some("a1")).await;
+    let a1_revoked = revoke(Serial("a1".to_owned())).await;
+    let renewed_a1 = decision(Renew, "a", Allow, Some("a2")).await;
+    decision(Renew, "a", Deny, None).await;
+    decision(Enroll, "a", Allow, Some("a3")).await;
+    decision(Renew, "a", Allow, Some("a4")).await;
+    let b_revoked = revoke(Node(node("b"))).await;
+    decision(Enroll, "b", Deny, None).await;
+    let enrolled_b = decision(Enroll, "b", Allow, Some("b1")).await;
+    let renewed_b = decision(Renew, "b", Allow, Some("b2")).await;
+    site.checkpoint(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.db");
+    log.export_sqlite(&archive).await.unwrap();
+    log.close().await;
+    let expected = vec![
+        Problem::AllowAfterRevocation {
+            sequence: renewed_a1,
+            revoked_by: a1_revoked,
+        },
+        Problem::AllowAfterRevocation {
+            sequence: enrolled_b,
+            revoked_by: b_revoked,
+        },
+        Problem::AllowAfterRevocation {
+            sequence: renewed_b,
+            revoked_by: b_revoked,
+        },
+    ];
+    let report = reopen_and_verify(&db, &site).await;
+    assert_eq!(report.problems, expected, "{report:?}");
+    assert_eq!(report.first_bad_sequence, Some(renewed_a1));
+    assert_eq!(
+        report.checkpoints_verified, 6,
+        "the records themselves are intact"
+    );
+    let copy = AttestationLog::open_read_only(&format!("sqlite://{}", archive.display()), None)
+        .await
+        .unwrap();
+    let copied = verify(&copy, &site.roots()).await.unwrap();
+    copy.close().await;
+    assert_eq!(copied.problems, expected, "a copy of the log shows it too");
 }
 
 async fn swapped_evidence_is_named(db: TestDb) {

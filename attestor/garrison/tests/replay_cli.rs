@@ -430,6 +430,58 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     assert_eq!(json["records"].as_array().unwrap().len(), 3);
     assert_eq!(json["records"][0]["outcome"], "matched");
 
+    // The site revokes node-2, then allows it again (as an attestor would whose revocation
+    // row was deleted): the records are intact, but verify names the allow.
+    let log = AttestationLog::open(&garrison_log::LogConfig {
+        url: db.clone(),
+        origin: None,
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let node_2 = log.query(&Query::default()).await.unwrap()
+        [usize::try_from(admitted.log_sequence).unwrap()]
+    .record
+    .clone();
+    let node_id = node_2.node_id.clone().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let revoked = log
+        .revoke(garrison_log::Revocation {
+            time: now,
+            site: node_2.site.clone(),
+            target: garrison_log::RevocationTarget::Node(node_id),
+            reasons: vec!["key compromise".to_owned()],
+            policy_digest: None,
+        })
+        .await
+        .unwrap()
+        .sequence;
+    let allowed = log
+        .append(garrison_log::NewEntry {
+            record: garrison_log::Record {
+                time: now,
+                kind: RecordKind::Renew,
+                evidence_digest: None,
+                ..node_2
+            },
+            evidence: None,
+            node_update: None,
+        })
+        .await
+        .unwrap()
+        .sequence;
+    log.close().await;
+    let out = verify_db(&db, &root, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(&format!(
+            r#"PROBLEM: {{"problem":"allow-after-revocation","sequence":{allowed},"revoked_by":{revoked}}}"#
+        )) && shown.contains("NOT OK: the records are intact, but the site allowed nodes it had revoked"),
+        "{shown}"
+    );
+
     // Someone with database access turns node-2's refusal into an allow: replay exits 1 and
     // names the record.
     let log = AttestationLog::open_read_only(&db, None).await.unwrap();
