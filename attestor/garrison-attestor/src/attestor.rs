@@ -592,18 +592,21 @@ impl Attestor {
         outcome: &mut Outcome,
         now: OffsetDateTime,
     ) -> Result<Issuance, Refusal> {
-        let (_, serial) = self.identify_peer(peer_chain).await?;
-        // The sender holds a current SVID of this site.
-        outcome.proof = Proof::Holder;
+        // The same certificate as the challenge's Begin, where `identify_peer` found it to be
+        // its node's current SVID, not revoked. It is not read again here: the log's writer
+        // checks, when it commits the allow, that neither the serial nor the node has been
+        // revoked since and that the serial is still the node's current one (every change
+        // of a node's state since the Begin that matters here, an allow, a reset or a new
+        // enrollment, replaces it).
+        let (serial, _) = peer_certificate(peer_chain)?;
         if serial != pending.peer_serial {
             return Err(Refusal::new(
                 Reason::ChallengePeerMismatch,
                 "renewal answered by another client certificate",
             ));
         }
-        // Revocation of the serial and of the node was checked by `identify_peer` above, in
-        // this same request; the log's writer checks both again, and that the serial is still
-        // the node's current one, when it commits the allow.
+        // The sender holds an SVID of this site that was current at its Begin.
+        outcome.proof = Proof::Holder;
         outcome.precondition = Some(Precondition {
             node_id: pending.node.node_id.clone(),
             presented_serial: Some(serial),
@@ -906,13 +909,7 @@ impl Attestor {
         &self,
         peer_chain: Option<&[Vec<u8>]>,
     ) -> Result<(NodeState, String), Refusal> {
-        let leaf = peer_chain.and_then(|c| c.first()).ok_or_else(|| {
-            Refusal::new(
-                Reason::ClientCertificateRequired,
-                "renewal needs the node's SVID as client certificate",
-            )
-        })?;
-        let (serial, spiffe_id) = serial_and_id(leaf)?;
+        let (serial, spiffe_id) = peer_certificate(peer_chain)?;
         // One query: the node holding this serial now, and whether the serial or its node is
         // revoked.
         let status = self
@@ -1051,6 +1048,17 @@ fn check_answer_sizes(
 ) -> Result<(), Refusal> {
     let quote = quote.map(translate::quote);
     garrison_appraisal::check_answer_sizes(&FIELD_LIMITS, quote.as_ref(), event_log, csr)
+}
+
+/// The serial and SPIFFE ID of the client certificate (verified by TLS against the site CA).
+fn peer_certificate(peer_chain: Option<&[Vec<u8>]>) -> Result<(String, String), Refusal> {
+    let leaf = peer_chain.and_then(|c| c.first()).ok_or_else(|| {
+        Refusal::new(
+            Reason::ClientCertificateRequired,
+            "renewal needs the node's SVID as client certificate",
+        )
+    })?;
+    serial_and_id(leaf)
 }
 
 fn serial_and_id(leaf: &[u8]) -> Result<(String, String), Refusal> {
