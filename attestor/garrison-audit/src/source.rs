@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use garrison_log::{
-    AttestationLog, Query, RevocationTarget, StoredCheckpoint, StoredCosignature, StoredRecord,
+    AttestationLog, KeptNodeState, Query, RevocationTarget, StoredCheckpoint, StoredCosignature,
+    StoredRecord,
 };
 
 use crate::AuditError;
@@ -77,6 +78,15 @@ pub trait LogSource {
     fn enforced_revocations(
         &self,
     ) -> impl Future<Output = Result<Option<EnforcedRevocations>, AuditError>>;
+    /// The node states the site keeps for this log, by node id after `after`, at most
+    /// `limit` (see [`AttestationLog::kept_node_states`]); `None` for a source that keeps
+    /// none of its own (the Audit service). [`verify`](crate::verify) checks them against
+    /// the records that wrote them, on a site's own database.
+    fn node_states(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Option<Vec<KeptNodeState>>, AuditError>>;
 }
 
 impl LogSource for AttestationLog {
@@ -162,6 +172,17 @@ impl LogSource for AttestationLog {
     async fn enforced_revocations(&self) -> Result<Option<EnforcedRevocations>, AuditError> {
         AttestationLog::enforced_revocations(self)
             .await
+            .map_err(AuditError::Log)
+    }
+
+    async fn node_states(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeptNodeState>>, AuditError> {
+        self.kept_node_states(after, limit)
+            .await
+            .map(Some)
             .map_err(AuditError::Log)
     }
 }

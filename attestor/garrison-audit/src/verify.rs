@@ -62,6 +62,18 @@ pub enum Problem {
     /// revocation was not enforced when this decision was made (its row deleted meanwhile,
     /// say). Judged from the records alone, so any copy of the log shows it.
     AllowAfterRevocation { sequence: u64, revoked_by: u64 },
+    /// The site's state of a node differs from what the log's records wrote into it: `fields`
+    /// names which (`last-sequence`: not the node's last allow or reset; `current-serial`: not
+    /// that record's serial; `ak-name`: not the AK of that record's evidence). The attestor
+    /// decides renewals and re-enrollments against this state, so an edited one lets another
+    /// TPM or certificate renew as the node.
+    NodeStateDiffers {
+        node_id: String,
+        last_sequence: u64,
+        fields: Vec<String>,
+    },
+    /// The site keeps a state for a node no allow or reset record of the log wrote.
+    NodeStateNotLogged { node_id: String, last_sequence: u64 },
 }
 
 impl Problem {
@@ -84,7 +96,9 @@ impl Problem {
             | Problem::RevocationNotEnforced { .. }
             | Problem::RevocationDiffers { .. }
             | Problem::RevocationNotLogged { .. }
-            | Problem::EnforcementStateMissing => None,
+            | Problem::EnforcementStateMissing
+            | Problem::NodeStateDiffers { .. }
+            | Problem::NodeStateNotLogged { .. } => None,
         }
     }
 
@@ -114,6 +128,9 @@ pub struct VerifyReport {
     /// The revocation rows the site enforces, checked against the revoke records; `None`
     /// when the source holds none (a hub's replica, an archive, the Audit service).
     pub revocations_checked: Option<u64>,
+    /// The node states the site keeps, checked against the records that wrote them; `None`
+    /// when the source holds none (as for `revocations_checked`).
+    pub node_states_checked: Option<u64>,
     /// The first bad record: the lowest sequence a problem names exactly (an edited,
     /// missing or moved record, swapped evidence); failing that, the start of the first
     /// range a checkpoint puts in doubt (records changed together with their stored leaf
@@ -241,6 +258,9 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
         }
     }
     check_revocations(log, revoked, next, &mut report).await?;
+    if report.revocations_checked.is_some() {
+        check_node_states(log, &decided, next, &mut report).await?;
+    }
     for checkpoint in pending {
         report.add(Problem::CheckpointBeyondLog {
             size: checkpoint.size,
@@ -362,8 +382,19 @@ struct Decided {
     nodes: HashMap<String, u64>,
     /// Revoked serial (as logged: lowercase) → the revoke record.
     serials: HashMap<String, u64>,
-    /// Node → the serial of its last allowed enrollment or renewal (a node reset clears it).
-    current: HashMap<String, String>,
+    /// Node → what its last allowed enrollment or renewal, or reset, wrote into its state.
+    state: HashMap<String, NodeWritten>,
+}
+
+/// What a record wrote into a node's state, as [`Decided`] keeps it.
+struct NodeWritten {
+    sequence: u64,
+    serial: Option<String>,
+    /// The evidence of the allow that bound the node's AK (its last enrollment; a renewal
+    /// quotes with the AK bound, so it names the same), which holds the AK; `None` after a
+    /// reset (no AK bound) or if that allow names no evidence.
+    evidence_digest: Option<String>,
+    reset: bool,
 }
 
 impl Decided {
@@ -384,7 +415,7 @@ impl Decided {
                 // A renewal presents the node's current certificate; an enrollment proves
                 // the TPM afresh, so only a revocation of the node refuses it.
                 let presented = match kind {
-                    RecordKind::Renew => self.current.get(node),
+                    RecordKind::Renew => self.state.get(node).and_then(|s| s.serial.as_ref()),
                     _ => None,
                 };
                 let revoked_by = self
@@ -397,17 +428,140 @@ impl Decided {
                         revoked_by,
                     });
                 }
-                match &record.cert_serial {
-                    Some(serial) => self.current.insert(node.to_owned(), serial.clone()),
-                    None => self.current.remove(node),
+                let bound_by = match (kind, self.state.get(node)) {
+                    (RecordKind::Renew, Some(before)) if !before.reset => {
+                        before.evidence_digest.clone()
+                    }
+                    _ => record.evidence_digest.clone(),
                 };
+                self.state.insert(
+                    node.to_owned(),
+                    NodeWritten {
+                        sequence,
+                        serial: record.cert_serial.clone(),
+                        evidence_digest: bound_by,
+                        reset: false,
+                    },
+                );
             }
             (RecordKind::NodeReset, Decision::Allow, Some(node)) => {
-                self.current.remove(node);
+                self.state.insert(
+                    node.to_owned(),
+                    NodeWritten {
+                        sequence,
+                        serial: None,
+                        evidence_digest: None,
+                        reset: true,
+                    },
+                );
             }
             _ => {}
         }
     }
+}
+
+/// Node states read per call.
+const NODE_PAGE: u32 = 1_000;
+
+/// Checks the node states the site keeps (if the source holds them) against what the log's
+/// records wrote into each: the node's last allow or reset, its serial, and the AK its
+/// evidence names. States written by records at or beyond `next` (appended after the pass
+/// read the log's end) are left out. A node with records but no state is not a problem
+/// (records appended without a state change, as a copy of another site's decisions, have
+/// none); one with a state but no such record is.
+async fn check_node_states<S: LogSource>(
+    log: &S,
+    decided: &Decided,
+    next: u64,
+    report: &mut VerifyReport,
+) -> Result<(), AuditError> {
+    let mut after: Option<String> = None;
+    let mut checked = 0u64;
+    loop {
+        let Some(page) = log.node_states(after.as_deref(), NODE_PAGE).await? else {
+            return Ok(());
+        };
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            break;
+        };
+        if page
+            .iter()
+            .zip(page.iter().skip(1))
+            .any(|(a, b)| a.node_id >= b.node_id)
+            || after.as_ref().is_some_and(|a| first.node_id <= *a)
+        {
+            return Err(AuditError::Remote(
+                "node states served out of order".to_owned(),
+            ));
+        }
+        after = Some(last.node_id.clone());
+        let mut seen = HashSet::new();
+        let digests: Vec<String> = page
+            .iter()
+            .filter_map(|kept| decided.state.get(&kept.node_id))
+            .filter_map(|written| written.evidence_digest.clone())
+            .filter(|digest| seen.insert(digest.clone()))
+            .collect();
+        let evidence = if digests.is_empty() {
+            HashMap::new()
+        } else {
+            log.evidence_many(&digests).await?
+        };
+        for kept in &page {
+            if kept.last_sequence >= next {
+                continue;
+            }
+            checked += 1;
+            let Some(written) = decided.state.get(&kept.node_id) else {
+                report.add(Problem::NodeStateNotLogged {
+                    node_id: kept.node_id.clone(),
+                    last_sequence: kept.last_sequence,
+                });
+                continue;
+            };
+            let mut fields = Vec::new();
+            if written.sequence != kept.last_sequence {
+                fields.push("last-sequence".to_owned());
+            }
+            if written.serial != kept.current_serial {
+                fields.push("current-serial".to_owned());
+            }
+            let ak_name = if written.reset {
+                Some(Vec::new())
+            } else {
+                written
+                    .evidence_digest
+                    .as_ref()
+                    .and_then(|digest| {
+                        evidence
+                            .get(digest)
+                            .filter(|bytes| garrison_log::evidence_digest(bytes) == *digest)
+                    })
+                    .and_then(|bytes| ak_name_of(bytes))
+            };
+            // An AK that cannot be read from the evidence (missing or swapped evidence, which
+            // the pass reports) is not compared.
+            if ak_name.is_some_and(|name| name != kept.ak_name) {
+                fields.push("ak-name".to_owned());
+            }
+            if !fields.is_empty() {
+                report.add(Problem::NodeStateDiffers {
+                    node_id: kept.node_id.clone(),
+                    last_sequence: kept.last_sequence,
+                    fields,
+                });
+            }
+        }
+    }
+    report.node_states_checked = Some(checked);
+    Ok(())
+}
+
+/// The TPM name of the AK in an evidence record's bytes, if they decode and hold one.
+fn ak_name_of(evidence: &[u8]) -> Option<Vec<u8>> {
+    let record = garrison_appraisal::EvidenceRecord::decode(evidence).ok()?;
+    let public = garrison_evidence::TpmPublic::from_tpm2b_or_tpmt(&record.ak_public).ok()?;
+    Some(public.name().as_bytes().to_vec())
 }
 
 /// The target a revoke record names: its serial or its node, not both.

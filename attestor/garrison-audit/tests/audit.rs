@@ -48,6 +48,7 @@ both_backends!(
     an_export_copies_evidence_shared_across_pages_once,
     the_revocations_a_site_enforces_are_checked_against_its_log,
     an_allow_after_a_revocation_is_named,
+    the_node_states_a_site_keeps_are_checked_against_its_log,
 );
 
 const RECORDS: u64 = 37;
@@ -511,6 +512,113 @@ async fn an_allow_after_a_revocation_is_named(db: TestDb) {
     assert_eq!(copied.problems, expected, "a copy of the log shows it too");
 }
 
+/// The node states a site keeps (the AK a renewal must quote with, the serial it must
+/// present) against the records that wrote them: each edit is named, though every record
+/// and checkpoint is intact.
+async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
+    use garrison_log::{Decision, NodeReset, NodeState, Record, RecordKind};
+    let (site, log) = signed_log(&db).await;
+    // Two real AKs (tpm2-tools output) and their names as the TPM computes them.
+    let ak_rsa = include_bytes!("../../garrison-evidence/testdata/tpm2tools/ak_rsa.pub");
+    let name_rsa = include_bytes!("../../garrison-evidence/testdata/tpm2tools/ak_rsa.name");
+    let ak_ecc = include_bytes!("../../garrison-evidence/testdata/tpm2tools/ak_ecc.pub");
+    let name_ecc = include_bytes!("../../garrison-evidence/testdata/tpm2tools/ak_ecc.name");
+    let allow = async |kind, node: &str, serial: &str, ak: &[u8], name: &[u8]| {
+        let evidence = garrison_appraisal::EvidenceRecord {
+            ak_public: ak.to_vec(),
+            ..Default::default()
+        };
+        let record = Record {
+            time: site.now,
+            site: support::fixture::SITE.to_owned(),
+            kind,
+            node_id: Some(node.to_owned()),
+            spiffe_id: Some(format!("spiffe://example.org/site/s/node/{node}")),
+            decision: Decision::Allow,
+            reasons: vec![],
+            policy_digest: None,
+            evidence_digest: None,
+            cert_serial: Some(serial.to_owned()),
+            cert_not_after: None,
+        };
+        let state = NodeState {
+            node_id: node.to_owned(),
+            ak_name: name.to_vec(),
+            spiffe_id: format!("spiffe://example.org/site/s/node/{node}"),
+            identity: "{}".to_owned(),
+            reset_count: 1,
+            restart_count: 2,
+            clock: 3,
+            current_serial: Some(serial.to_owned()),
+            updated: site.now,
+        };
+        log.append(NewEntry {
+            record,
+            evidence: Some(evidence.to_bytes()),
+            node_update: Some(state),
+        })
+        .await
+        .unwrap()
+        .sequence
+    };
+    let n1_enrolled = allow(RecordKind::Enroll, "n1", "a1", ak_rsa, name_rsa).await;
+    allow(RecordKind::Renew, "n1", "a2", ak_rsa, name_rsa).await;
+    allow(RecordKind::Enroll, "n2", "b1", ak_ecc, name_ecc).await;
+    allow(RecordKind::Enroll, "n3", "c1", ak_ecc, name_ecc).await;
+    log.reset_node(NodeReset {
+        time: site.now,
+        site: support::fixture::SITE.to_owned(),
+        node_id: "n3".to_owned(),
+        reasons: vec!["tpm cleared".to_owned()],
+    })
+    .await
+    .unwrap();
+    site.checkpoint(&log).await;
+    log.close().await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.node_states_checked, Some(3));
+
+    // Someone with database access binds n1 to n2's AK (n2's TPM can now renew as n1),
+    // makes another serial current for n2, points n3's state at an older record, and adds
+    // a node no record wrote.
+    tamper(
+        &db,
+        &[
+            "UPDATE nodes SET ak_name = (SELECT ak_name FROM nodes WHERE node_id = 'n2') WHERE node_id = 'n1'",
+            "UPDATE nodes SET current_serial = 'ff' WHERE node_id = 'n2'",
+            &format!("UPDATE nodes SET last_sequence = {n1_enrolled} WHERE node_id = 'n3'"),
+            "INSERT INTO nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, \
+             current_serial, identity_json, updated_us, log_id, last_sequence) \
+             SELECT 'n9', ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
+             identity_json, updated_us, log_id, last_sequence FROM nodes WHERE node_id = 'n2'",
+        ],
+    )
+    .await;
+    let report = reopen_and_verify(&db, &site).await;
+    let differs = |node: &str, last_sequence, fields: &[&str]| Problem::NodeStateDiffers {
+        node_id: node.to_owned(),
+        last_sequence,
+        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    let n2_last = n1_enrolled + 2;
+    assert_eq!(
+        report.problems,
+        vec![
+            differs("n1", n1_enrolled + 1, &["ak-name"]),
+            differs("n2", n2_last, &["current-serial"]),
+            differs("n3", n1_enrolled, &["last-sequence"]),
+            Problem::NodeStateNotLogged {
+                node_id: "n9".to_owned(),
+                last_sequence: n2_last,
+            },
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.node_states_checked, Some(4));
+    assert_eq!(report.checkpoints_verified, 6, "the log itself is intact");
+}
+
 async fn swapped_evidence_is_named(db: TestDb) {
     let (site, log) = signed_log(&db).await;
     let record = log.query(&Default::default()).await.unwrap()[9].clone();
@@ -642,6 +750,14 @@ macro_rules! passed_to_the_log {
             &self,
         ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
             LogSource::enforced_revocations(self.log).await
+        }
+
+        async fn node_states(
+            &self,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<Option<Vec<garrison_log::KeptNodeState>>, AuditError> {
+            LogSource::node_states(self.log, after, limit).await
         }
     };
 }

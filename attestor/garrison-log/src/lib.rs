@@ -106,9 +106,9 @@ pub use leaf::{
 pub use log::{AttestationLog, Backend, LogConfig, url_for_display};
 pub use origin::check_origin;
 pub use record::{
-    Appended, Decision, LogStats, NewEntry, NodeReset, NodeState, NodeStatus, Precondition,
-    PreconditionFailure, Query, Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint,
-    StoredRecord,
+    Appended, Decision, KeptNodeState, LogStats, NewEntry, NodeReset, NodeState, NodeStatus,
+    Precondition, PreconditionFailure, Query, Record, RecordKind, Revocation, RevocationTarget,
+    StoredCheckpoint, StoredRecord,
 };
 pub use replica::{ReplicaAppended, ReplicaBatch};
 pub use serving_lock::{ServingLock, lock_path, sqlite_file};

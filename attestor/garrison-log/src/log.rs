@@ -19,9 +19,9 @@ use crate::origin::{self, LogId};
 use crate::wal_checkpoint;
 use crate::writer::{self, Command, Counters, Job, StatusKey, StatusRead, Writer};
 use crate::{
-    Appended, Decision, LogError, LogStats, NewEntry, NodeReset, NodeState, NodeStatus,
-    Precondition, Query, Record, RecordKind, Revocation, RevocationTarget, StoredCheckpoint,
-    StoredRecord, read,
+    Appended, Decision, KeptNodeState, LogError, LogStats, NewEntry, NodeReset, NodeState,
+    NodeStatus, Precondition, Query, Record, RecordKind, Revocation, RevocationTarget,
+    StoredCheckpoint, StoredRecord, read,
 };
 use crate::{tree, tree_build};
 
@@ -457,6 +457,43 @@ impl AttestationLog {
     /// True if the node id itself is revoked.
     pub async fn is_node_revoked(&self, node_id: &str) -> Result<bool, LogError> {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
+    }
+
+    /// The node states this database keeps for this log, by node id after `after`, at most
+    /// `limit`: what the attestor decides renewals and re-enrollments against (the AK bound,
+    /// the serial a renewal must present), and the record that last wrote each. An auditor
+    /// checks them against the log: a state edited (another AK bound, another serial made
+    /// current) lets another TPM or certificate renew as the node while the log looks intact.
+    pub async fn kept_node_states(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KeptNodeState>, LogError> {
+        let query = |source| LogError::Query { source };
+        let rows = sqlx::query(
+            "SELECT node_id, ak_name, current_serial, last_sequence FROM nodes \
+             WHERE log_id = $1 AND node_id > $2 ORDER BY node_id LIMIT $3",
+        )
+        .bind(self.inner.log.id)
+        .bind(after.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(query)?;
+        rows.iter()
+            .map(|row| {
+                let last_sequence: i64 = row.try_get(3).map_err(query)?;
+                Ok(KeptNodeState {
+                    node_id: row.try_get(0).map_err(query)?,
+                    ak_name: row.try_get(1).map_err(query)?,
+                    current_serial: row.try_get(2).map_err(query)?,
+                    last_sequence: u64::try_from(last_sequence).map_err(|_| LogError::Corrupt {
+                        column: "nodes.last_sequence",
+                        found: last_sequence.to_string(),
+                    })?,
+                })
+            })
+            .collect()
     }
 
     /// The revocation rows this database keeps for this log (those [`is_revoked`] and

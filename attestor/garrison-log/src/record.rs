@@ -332,6 +332,19 @@ mod hex_bytes {
     }
 }
 
+/// What a site's database keeps of a node's state that an auditor can check against the
+/// log ([`AttestationLog::kept_node_states`](crate::AttestationLog::kept_node_states)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptNodeState {
+    pub node_id: String,
+    /// The AK bound to the node (its TPM name; empty after a node reset).
+    pub ak_name: Vec<u8>,
+    /// The serial a renewal must present.
+    pub current_serial: Option<String>,
+    /// The record whose decision last wrote this state.
+    pub last_sequence: u64,
+}
+
 /// A signed checkpoint as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {

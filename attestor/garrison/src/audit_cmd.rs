@@ -183,6 +183,17 @@ impl garrison_audit::LogSource for Opened {
             Opened::Remote(log) => log.enforced_revocations().await,
         }
     }
+
+    async fn node_states(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Vec<garrison_log::KeptNodeState>>, garrison_audit::AuditError> {
+        match self {
+            Opened::Local(log) => garrison_audit::LogSource::node_states(log, after, limit).await,
+            Opened::Remote(log) => log.node_states(after, limit).await,
+        }
+    }
 }
 
 impl Source {
@@ -517,6 +528,9 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         None => println!(
             "revocations the attestor enforces: no enforcement state in this source (not checked)"
         ),
+    }
+    if let Some(n) = report.node_states_checked {
+        println!("node states the attestor keeps, checked against the log: {n}");
     }
     for problem in &report.problems {
         println!("PROBLEM: {}", serde_json::to_string(problem)?);

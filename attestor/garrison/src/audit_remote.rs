@@ -369,4 +369,13 @@ impl LogSource for RemoteLog {
     ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
         Ok(None)
     }
+
+    /// Not served either.
+    async fn node_states(
+        &self,
+        _after: Option<&str>,
+        _limit: u32,
+    ) -> Result<Option<Vec<garrison_log::KeptNodeState>>, AuditError> {
+        Ok(None)
+    }
 }

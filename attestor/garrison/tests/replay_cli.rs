@@ -353,6 +353,11 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     // The site's own database, taken as such: its state is there, and checked.
     let out = verify_db(&config.database, &root, &["--site-database"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("node states the attestor keeps, checked against the log: 2"),
+        "{}",
+        text(&out)
+    );
     drop(attestor);
     let archive_url = archive.to_str().unwrap();
     let out = verify_db(archive_url, &root, &[]);
@@ -445,6 +450,8 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     .record
     .clone();
     let node_id = node_2.node_id.clone().unwrap();
+    let node_2_id = node_id.clone();
+    let node_2_state = log.node_status(&node_id).await.unwrap().node.unwrap();
     let now = time::OffsetDateTime::now_utc();
     let revoked = log
         .revoke(garrison_log::Revocation {
@@ -466,7 +473,8 @@ async fn replay_follows_policy_changes_and_finds_edits() {
                 ..node_2
             },
             evidence: None,
-            node_update: None,
+            // As the attestor writes its allows: the node's state goes with it.
+            node_update: Some(node_2_state),
         })
         .await
         .unwrap()
@@ -479,6 +487,27 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         shown.contains(&format!(
             r#"PROBLEM: {{"problem":"allow-after-revocation","sequence":{allowed},"revoked_by":{revoked}}}"#
         )) && shown.contains("NOT OK: the records are intact, but the site allowed nodes it had revoked"),
+        "{shown}"
+    );
+    // Someone with database access binds node-2's state to another AK (node-1's: its TPM
+    // could then renew as node-2): named, with what differs.
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::query(
+        "UPDATE nodes SET ak_name = (SELECT ak_name FROM nodes WHERE node_id <> $1) WHERE node_id = $1",
+    )
+    .bind(node_2_id.clone())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let out = verify_db(&db, &root, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains(&format!(
+            r#"PROBLEM: {{"problem":"node-state-differs","node_id":"{}","last_sequence":{allowed},"fields":["ak-name"]}}"#,
+            node_2_id.clone()
+        )) && shown.contains("TAMPERED"),
         "{shown}"
     );
 

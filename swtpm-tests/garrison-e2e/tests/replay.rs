@@ -138,6 +138,14 @@ impl LogSource for Edited<'_> {
     ) -> Result<Option<garrison_audit::EnforcedRevocations>, AuditError> {
         LogSource::enforced_revocations(self.log).await
     }
+
+    async fn node_states(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Vec<garrison_log::KeptNodeState>>, AuditError> {
+        LogSource::node_states(self.log, after, limit).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
