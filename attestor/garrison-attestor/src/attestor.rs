@@ -124,9 +124,6 @@ struct Outcome {
     event_log: Vec<u8>,
     /// The appraisal of the event log, once it was appraised.
     boot: Option<Arc<AppraisedBoot>>,
-    /// What the node's status read established, for the log's writer to check again when it
-    /// commits an allow ([`Precondition`]): set where that read is made.
-    precondition: Option<Precondition>,
     /// False only for load shedding, which leaves no record (nothing was decided).
     logged: bool,
     /// What the sender has proven so far.
@@ -459,10 +456,10 @@ impl Attestor {
             ));
         }
         // Still not revoked when the allow is committed (a revocation may commit meanwhile).
-        outcome.precondition = Some(Precondition {
+        let precondition = Precondition {
             node_id: ek_hash.clone(),
             presented_serial: None,
-        });
+        };
         let previous = status.node.map(translate::node_history);
         let enrollment = Enrollment {
             previous: previous.as_ref(),
@@ -477,7 +474,7 @@ impl Attestor {
             answer,
             now,
         );
-        self.issue(appraisal, outcome)
+        self.issue(appraisal, outcome, precondition)
     }
 
     /// Renewal step 1: a fresh challenge for the node behind the client certificate.
@@ -597,7 +594,9 @@ impl Attestor {
         // checks, when it commits the allow, that neither the serial nor the node has been
         // revoked since and that the serial is still the node's current one (every change
         // of a node's state since the Begin that matters here, an allow, a reset or a new
-        // enrollment, replaces it).
+        // enrollment, replaces it). The price: a Complete whose certificate was revoked after
+        // its Begin is appraised and signed before the commit refuses it (once per challenge,
+        // each single use and opened while the certificate was still good).
         let (serial, _) = peer_certificate(peer_chain)?;
         if serial != pending.peer_serial {
             return Err(Refusal::new(
@@ -607,10 +606,10 @@ impl Attestor {
         }
         // The sender holds an SVID of this site that was current at its Begin.
         outcome.proof = Proof::Holder;
-        outcome.precondition = Some(Precondition {
+        let precondition = Precondition {
             node_id: pending.node.node_id.clone(),
             presented_serial: Some(serial),
-        });
+        };
         let policy = self.parts.policy.current();
         let appraisal = garrison_appraisal::appraise_renewal(
             &self.rules(),
@@ -621,7 +620,7 @@ impl Attestor {
             answer,
             now,
         );
-        self.issue(appraisal, outcome)
+        self.issue(appraisal, outcome, precondition)
     }
 
     /// What the site's configuration fixes for every decision.
@@ -637,16 +636,22 @@ impl Attestor {
     }
 
     /// Keep what the appraisal established for the record, then, on allow, have the site CA
-    /// sign the certificate.
-    fn issue(&self, appraisal: Appraisal, outcome: &mut Outcome) -> Result<Issuance, Refusal> {
+    /// sign the certificate, which is released only if `precondition` (what the node's status
+    /// read established) still holds when the allow is committed.
+    fn issue(
+        &self,
+        appraisal: Appraisal,
+        outcome: &mut Outcome,
+        precondition: Precondition,
+    ) -> Result<Issuance, Refusal> {
         outcome.boot = appraisal.boot;
         outcome.policy_digest = appraisal.policy_digest;
         let admission = appraisal.verdict?;
         outcome.spiffe_id = Some(admission.spiffe_id.to_string());
-        self.sign(&admission)
+        self.sign(&admission, precondition)
     }
 
-    fn sign(&self, admission: &Admission) -> Result<Issuance, Refusal> {
+    fn sign(&self, admission: &Admission, precondition: Precondition) -> Result<Issuance, Refusal> {
         let issued = self
             .parts
             .ca
@@ -664,6 +669,7 @@ impl Attestor {
             roots: self.parts.ca.trust_bundle(),
             spiffe_id: admission.spiffe_id.to_string(),
             not_after: issued.not_after,
+            precondition,
         })
     }
 
@@ -686,8 +692,10 @@ impl Attestor {
         let kind = outcome.kind.as_str();
         let node = outcome.node_id.clone().unwrap_or_default();
         let mut outcome = outcome;
-        let precondition = outcome.precondition.take();
-        let appended = match self.append(entry, &mut outcome, precondition).await {
+        let appended = match self
+            .append(entry, &mut outcome, Some(issuance.precondition))
+            .await
+        {
             Ok(appended) => appended,
             Err(LogError::PreconditionFailed(failure)) => {
                 // Revoked (or superseded) between the status read and the commit: the
@@ -992,6 +1000,8 @@ struct Issuance {
     roots: Vec<Vec<u8>>,
     spiffe_id: String,
     not_after: OffsetDateTime,
+    /// Checked by the log's writer when it commits the allow: every allow carries one.
+    precondition: Precondition,
 }
 
 impl Outcome {
@@ -1004,7 +1014,6 @@ impl Outcome {
             evidence,
             event_log: Vec::new(),
             boot: None,
-            precondition: None,
             logged: true,
             proof: Proof::Nothing,
         }

@@ -86,8 +86,7 @@ impl Problem {
             }
             | Problem::LeafMismatch { sequence }
             | Problem::EvidenceMissing { sequence, .. }
-            | Problem::EvidenceMismatch { sequence, .. }
-            | Problem::AllowAfterRevocation { sequence, .. } => Some(*sequence),
+            | Problem::EvidenceMismatch { sequence, .. } => Some(*sequence),
             Problem::CheckpointBeyondLog { records, .. } => Some(*records),
             Problem::CheckpointRoot { .. }
             | Problem::KeyCertificate { .. }
@@ -97,6 +96,9 @@ impl Problem {
             | Problem::RevocationDiffers { .. }
             | Problem::RevocationNotLogged { .. }
             | Problem::EnforcementStateMissing
+            // A decision that should not have been made, not an altered record: it names
+            // its record, but is not the first *bad* one.
+            | Problem::AllowAfterRevocation { .. }
             | Problem::NodeStateDiffers { .. }
             | Problem::NodeStateNotLogged { .. } => None,
         }

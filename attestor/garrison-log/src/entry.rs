@@ -187,7 +187,6 @@ fn prepare_node(record: &Record, mut state: NodeState) -> Result<PreparedNode, L
     })
 }
 
-/// Lowercase hex, non-empty.
 /// A [`Precondition`] as the writer compares it: the node named, the serial lowercase.
 pub(crate) fn prepare_precondition(precondition: Precondition) -> Result<Precondition, LogError> {
     if precondition.node_id.is_empty() {
@@ -207,6 +206,7 @@ pub(crate) fn prepare_precondition(precondition: Precondition) -> Result<Precond
     })
 }
 
+/// Lowercase hex, non-empty.
 pub(crate) fn normalise_hex(text: &str, field: &'static str) -> Result<String, LogError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(LogError::InvalidEntry {

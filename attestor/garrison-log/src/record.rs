@@ -311,6 +311,10 @@ pub struct LogStats {
     /// connection, between its batches (SQLite; other reads, and every read on PostgreSQL, go
     /// through the pool).
     pub status_reads_on_writer: u64,
+    /// Entries left out of their batch because their [`Precondition`](crate::Precondition)
+    /// no longer held (a revocation or another renewal committed first): each an allow the
+    /// attestor then refused.
+    pub precondition_failures: u64,
 }
 
 /// Serde for byte strings as lowercase hex.

@@ -95,6 +95,7 @@ pub(crate) struct Counters {
     commit_windows: AtomicU64,
     commit_windows_gathered: AtomicU64,
     status_reads_on_writer: AtomicU64,
+    precondition_failures: AtomicU64,
     /// The commit window, in microseconds (0: none). A setting, not a counter; kept here
     /// because this is what the handle and the writer already share.
     commit_window_us: AtomicU64,
@@ -113,6 +114,7 @@ impl Counters {
             commit_windows: self.commit_windows.load(Ordering::Relaxed),
             commit_windows_gathered: self.commit_windows_gathered.load(Ordering::Relaxed),
             status_reads_on_writer: self.status_reads_on_writer.load(Ordering::Relaxed),
+            precondition_failures: self.precondition_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -353,6 +355,10 @@ async fn commit_and_answer(writer: &mut Writer, jobs: &mut Vec<Job>) {
     match written {
         Ok((answers, frontier)) => {
             let written = answers.iter().filter(|answer| answer.is_ok()).count();
+            let refused = u64::try_from(size - written).unwrap_or(u64::MAX);
+            counters
+                .precondition_failures
+                .fetch_add(refused, Ordering::Relaxed);
             if let Some(frontier) = frontier {
                 writer.frontier = Some(frontier);
                 counters.count(written, true);
@@ -572,13 +578,30 @@ struct Standing {
 }
 
 impl Standing {
-    /// One statement: the log's revocations of the nodes and serials named, and those nodes'
-    /// current serials.
+    /// The log's revocations of the nodes and serials named, and those nodes' current
+    /// serials: one statement per 500 preconditions. (Node states are keyed by node id alone,
+    /// not by log: this log's lock does not cover a state another log's writer in the same
+    /// PostgreSQL database changes. One site's attestor serves one database, so that does not
+    /// arise at a site.)
     async fn read(
         tx: &mut AnyConnection,
         log_id: i64,
         preconditions: &[&Precondition],
     ) -> Result<Self, sqlx::Error> {
+        let mut standing = Standing::default();
+        // At most 2 × 500 + 1 values bound per statement, whatever the batch size.
+        for chunk in preconditions.chunks(ROWS_PER_STATEMENT) {
+            standing.read_chunk(tx, log_id, chunk).await?;
+        }
+        Ok(standing)
+    }
+
+    async fn read_chunk(
+        &mut self,
+        tx: &mut AnyConnection,
+        log_id: i64,
+        preconditions: &[&Precondition],
+    ) -> Result<(), sqlx::Error> {
         let nodes: BTreeSet<&str> = preconditions.iter().map(|p| p.node_id.as_str()).collect();
         let serials: BTreeSet<&str> = preconditions
             .iter()
@@ -607,18 +630,17 @@ impl Standing {
         for value in nodes.iter().chain(&serials) {
             query = query.bind((*value).to_owned());
         }
-        let mut standing = Standing::default();
         for row in query.fetch_all(&mut *tx).await? {
             let what: String = row.try_get(0)?;
             let node_id: Option<String> = row.try_get(1)?;
             let serial: Option<String> = row.try_get(2)?;
             match (what.as_str(), node_id) {
                 ("current", Some(node_id)) => {
-                    standing.current.insert(node_id, serial);
+                    self.current.insert(node_id, serial);
                 }
                 ("revoked", node_id) => {
-                    standing.revoked_nodes.extend(node_id);
-                    standing.revoked_serials.extend(serial);
+                    self.revoked_nodes.extend(node_id);
+                    self.revoked_serials.extend(serial);
                 }
                 _ => {
                     return Err(sqlx::Error::Protocol(format!(
@@ -627,7 +649,7 @@ impl Standing {
                 }
             }
         }
-        Ok(standing)
+        Ok(())
     }
 
     fn check(&self, precondition: &Precondition) -> Option<PreconditionFailure> {

@@ -1447,12 +1447,26 @@ async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
     log.close().await;
 }
 
+/// Queues `entry` with `precondition` on `log` and lets the writer take it (the first opens a
+/// commit window, the others join it); its answer comes through the handle.
+async fn queue(
+    log: &AttestationLog,
+    entry: NewEntry,
+    precondition: Precondition,
+) -> tokio::task::JoinHandle<Result<garrison_log::Appended, LogError>> {
+    let log = log.clone();
+    let task = tokio::spawn(async move { log.append_if(entry, vec![], precondition).await });
+    until_the_writer_has_taken_it().await;
+    task
+}
+
 /// In one batch, a precondition is judged after the entries queued before it: a revocation
 /// ahead of an allow refuses it; one behind it does not (the allow came first, as the log
-/// then shows), and other nodes' allows in the batch are written.
+/// then shows); an allow ahead of a renewal with the same certificate supersedes it; other
+/// nodes' allows in the batch are written.
 async fn a_precondition_is_judged_after_the_entries_before_it_in_its_batch(db: TestDb) {
     let log = warm_log_with_an_hour_window(&db).await;
-    // The revocation of n1 opens the window; n1's and n2's allows join its batch.
+    // The revocation of n1 opens the window; n1's, n3's and n2's allows join its batch.
     let revocation = tokio::spawn({
         let log = log.clone();
         async move {
@@ -1461,14 +1475,8 @@ async fn a_precondition_is_judged_after_the_entries_before_it_in_its_batch(db: T
         }
     });
     until_the_writer_has_taken_it().await;
-    let n1 = tokio::spawn({
-        let log = log.clone();
-        async move {
-            log.append_if(issue("n1", "aa01", 5), vec![], precondition("n1", None))
-                .await
-        }
-    });
-    until_the_writer_has_taken_it().await;
+    let n1 = queue(&log, issue("n1", "aa01", 5), precondition("n1", None)).await;
+    let n3 = queue(&log, issue("n3", "cc01", 5), precondition("n3", None)).await;
     let n2 = log
         .append_if(issue("n2", "bb01", 5), vec![], precondition("n2", None))
         .await
@@ -1480,49 +1488,40 @@ async fn a_precondition_is_judged_after_the_entries_before_it_in_its_batch(db: T
             PreconditionFailure::NodeRevoked { .. }
         ))
     ));
-    assert_eq!(n2.sequence, 2);
+    assert_eq!(n3.await.unwrap().unwrap().sequence, 2);
+    assert_eq!(n2.sequence, 3);
     assert_eq!(log.stats().batches, 2, "the warm-up, then one batch");
-    // The other way round: n3's allow, then n3's revocation, then a renewal presenting the
-    // serial that allow superseded, all in one batch.
-    log.append_if(issue("n3", "cc01", 6), vec![], precondition("n3", None))
-        .await
-        .unwrap();
-    let allow = tokio::spawn({
-        let log = log.clone();
-        async move {
-            log.append_if(
-                issue("n3", "cc02", 7),
-                vec![],
-                precondition("n3", Some("cc01")),
-            )
-            .await
-        }
-    });
-    until_the_writer_has_taken_it().await;
-    let superseded = tokio::spawn({
-        let log = log.clone();
-        async move {
-            log.append_if(
-                issue("n3", "cc03", 7),
-                vec![],
-                precondition("n3", Some("cc01")),
-            )
-            .await
-        }
-    });
-    until_the_writer_has_taken_it().await;
+    // Then, in one batch: n3 renews cc01 to cc02, a second renewal presenting cc01 (read
+    // before the first committed) is superseded, and n3's revocation comes after both.
+    let renewed = queue(
+        &log,
+        issue("n3", "cc02", 7),
+        precondition("n3", Some("cc01")),
+    )
+    .await;
+    let superseded = queue(
+        &log,
+        issue("n3", "cc03", 7),
+        precondition("n3", Some("cc01")),
+    )
+    .await;
     let revocation = log
         .revoke(revoke(RevocationTarget::Node("n3".into())))
         .await
         .unwrap();
-    assert_eq!(allow.await.unwrap().unwrap().sequence, 4);
-    assert!(matches!(
-        superseded.await.unwrap(),
-        Err(LogError::PreconditionFailed(
-            PreconditionFailure::SerialSuperseded { .. }
-        ))
-    ));
+    assert_eq!(renewed.await.unwrap().unwrap().sequence, 4);
+    assert_eq!(
+        superseded.await.unwrap().unwrap_err().to_string(),
+        LogError::PreconditionFailed(PreconditionFailure::SerialSuperseded {
+            serial: "cc01".into(),
+            node_id: "n3".into()
+        })
+        .to_string()
+    );
     assert_eq!(revocation.sequence, 5);
+    let stats = log.stats();
+    assert_eq!(stats.batches, 3, "the second three in one batch: {stats:?}");
+    assert_eq!(stats.precondition_failures, 2);
     assert_eq!(records_held(&db).await, 6);
     log.close().await;
 }

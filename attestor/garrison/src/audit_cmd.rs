@@ -561,14 +561,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         println!("OK: every record matches the signed checkpoints");
     } else if report.checkpoints_verified == 0 && report.problems.is_empty() {
         println!("NOT VERIFIED: no signed checkpoint verified");
-    } else if report.problems_not_listed == 0
+    } else if report.checkpoints_verified > 0
+        && report.problems_not_listed == 0
         && report
             .problems
             .iter()
             .all(|p| matches!(p, garrison_audit::Problem::AllowAfterRevocation { .. }))
     {
         println!(
-            "NOT OK: the records are intact, but the site allowed nodes it had revoked: see the problems above"
+            "NOT OK: no record was found altered, but the site allowed nodes it had revoked: see the problems above"
         );
     } else {
         println!("TAMPERED: see the problems above");

@@ -486,7 +486,7 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     assert!(
         shown.contains(&format!(
             r#"PROBLEM: {{"problem":"allow-after-revocation","sequence":{allowed},"revoked_by":{revoked}}}"#
-        )) && shown.contains("NOT OK: the records are intact, but the site allowed nodes it had revoked"),
+        )) && shown.contains("NOT OK: no record was found altered, but the site allowed nodes it had revoked"),
         "{shown}"
     );
     // Someone with database access binds node-2's state to another AK (node-1's: its TPM

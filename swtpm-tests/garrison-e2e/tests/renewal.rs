@@ -199,11 +199,13 @@ async fn revoked_while_decided(step: Step) {
     let mut read = false;
     for _ in 0..1000 {
         read = if postgres {
-            let waiting: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")
-                    .fetch_one(&mut other)
-                    .await
-                    .unwrap();
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
             waiting > 0
         } else {
             attestor.log().stats().status_reads_on_writer > reads_before
