@@ -861,20 +861,7 @@ fn node_after_allow(
     previous: Option<&NodeHistory>,
     ak_policy: &AkPolicy,
 ) -> Result<NodeHistory, String> {
-    let ak = check_ak(&evidence.ak_public, ak_policy).map_err(|r| r.detail)?;
-    let quote = evidence
-        .quote()
-        .map_err(|e| e.to_string())?
-        .ok_or("the allow's evidence has no quote")?;
-    let pcrs = pcr_values(&quote).map_err(|r| r.detail)?;
-    let verdict = garrison_evidence::verify_quote(
-        &ak,
-        &quote.attest,
-        &quote.signature,
-        &evidence.nonce,
-        &pcrs,
-    )
-    .map_err(|e| e.to_string())?;
+    let (ak, verdict) = quoted(evidence, ak_policy)?;
     let identity = match (record.kind, previous) {
         (RecordKind::Renew, Some(previous)) => previous.identity.clone(),
         (RecordKind::Renew, None) => return Err("a renewal before any enrollment".to_owned()),
@@ -894,6 +881,46 @@ fn node_after_allow(
         current_serial: record.cert_serial.clone(),
         updated: record.time,
     })
+}
+
+/// The AK of an allow's evidence and what its quote says (counters, clock), the quote
+/// verified with that AK.
+pub(crate) fn quoted(
+    evidence: &EvidenceRecord,
+    ak_policy: &AkPolicy,
+) -> Result<
+    (
+        garrison_evidence::AkIdentity,
+        garrison_evidence::QuoteVerdict,
+    ),
+    String,
+> {
+    let ak = check_ak(&evidence.ak_public, ak_policy).map_err(|r| r.detail)?;
+    let quote = evidence
+        .quote()
+        .map_err(|e| e.to_string())?
+        .ok_or("the allow's evidence has no quote")?;
+    let pcrs = pcr_values(&quote).map_err(|r| r.detail)?;
+    let verdict = garrison_evidence::verify_quote(
+        &ak,
+        &quote.attest,
+        &quote.signature,
+        &evidence.nonce,
+        &pcrs,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((ak, verdict))
+}
+
+/// The identity facts an enrollment of `node_id` stored, from its evidence's EK (without
+/// the trust basis, which the evidence does not say), if the EK is that node's.
+pub(crate) fn recorded_identity(node_id: &str, evidence: &EvidenceRecord) -> Option<String> {
+    let certificate = (!evidence.ek_certificate.is_empty()).then_some(&evidence.ek_certificate[..]);
+    let ek = garrison_evidence::ek_as_recorded(&evidence.ek_public, certificate).ok()?;
+    if ek.ek_hash != node_id {
+        return None;
+    }
+    serde_json::to_string(&EkFacts::from(&ek)).ok()
 }
 
 #[cfg(test)]

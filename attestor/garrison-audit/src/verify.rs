@@ -2,12 +2,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use garrison_log::{Decision, RecordKind, RevocationTarget, StoredCheckpoint, StoredRecord};
+use garrison_appraisal::EvidenceRecord;
+use garrison_log::{
+    Decision, KeptNodeState, RecordKind, RevocationTarget, StoredCheckpoint, StoredRecord,
+};
 use garrison_transparency::{LogKeyCertificate, verify_checkpoint};
 use serde::Serialize;
 use tlog_tiles::{Hash, HashReader};
 
+use crate::replay::{quoted, recorded_identity};
 use crate::{AuditError, LogSource};
+use garrison_evidence::AkPolicy;
 
 /// Records read per query.
 const PAGE: u32 = 5_000;
@@ -63,10 +68,12 @@ pub enum Problem {
     /// say). Judged from the records alone, so any copy of the log shows it.
     AllowAfterRevocation { sequence: u64, revoked_by: u64 },
     /// The site's state of a node differs from what the log's records wrote into it: `fields`
-    /// names which (`last-sequence`: not the node's last allow or reset; `current-serial`: not
-    /// that record's serial; `ak-name`: not the AK of that record's evidence). The attestor
-    /// decides renewals and re-enrollments against this state, so an edited one lets another
-    /// TPM or certificate renew as the node.
+    /// names which (`last-sequence`: not the node's last allow or reset; `current-serial`,
+    /// `spiffe-id`: not that record's; `ak-name`, `identity`: not the AK and EK facts of the
+    /// enrollment that bound them; `counters`: not the TPM counters and clock of the last
+    /// allow's quote; `log`: the state belongs to another log). The attestor decides
+    /// renewals and re-enrollments against this state, so an edited one lets another TPM or
+    /// certificate renew as the node, or a rolled-back TPM pass.
     NodeStateDiffers {
         node_id: String,
         last_sequence: u64,
@@ -74,6 +81,10 @@ pub enum Problem {
     },
     /// The site keeps a state for a node no allow or reset record of the log wrote.
     NodeStateNotLogged { node_id: String, last_sequence: u64 },
+    /// The log allowed this node, but the site keeps no state for it (deleted: its next
+    /// enrollment is then decided without its history, as an unlogged reset would be).
+    /// Reported only for a source taken as the site's database.
+    NodeStateMissing { node_id: String },
 }
 
 impl Problem {
@@ -100,6 +111,7 @@ impl Problem {
             // its record, but is not the first *bad* one.
             | Problem::AllowAfterRevocation { .. }
             | Problem::NodeStateDiffers { .. }
+            | Problem::NodeStateMissing { .. }
             | Problem::NodeStateNotLogged { .. } => None,
         }
     }
@@ -133,6 +145,13 @@ pub struct VerifyReport {
     /// The node states the site keeps, checked against the records that wrote them; `None`
     /// when the source holds none (as for `revocations_checked`).
     pub node_states_checked: Option<u64>,
+    /// Of those, the states whose AK, identity facts and counters could not be derived from
+    /// the evidence (an AK this auditor does not accept, say) and were not compared.
+    pub node_states_not_derived: u64,
+    /// Nodes the log allowed for which the source keeps no state (the first 100, by id).
+    pub nodes_without_state: Vec<String>,
+    /// How many there are.
+    pub nodes_without_state_count: u64,
     /// The first bad record: the lowest sequence a problem names exactly (an edited,
     /// missing or moved record, swapped evidence); failing that, the start of the first
     /// range a checkpoint puts in doubt (records changed together with their stored leaf
@@ -159,11 +178,21 @@ impl VerifyReport {
     /// every node and revocation row, or moved them to another log, does not get a site's
     /// database passed off as a copy.
     ///
+    /// Likewise each node the log allowed that has no state there is
+    /// [`Problem::NodeStateMissing`].
+    ///
     /// [`revocations_checked`]: Self::revocations_checked
     pub fn expect_enforcement_state(&mut self) {
         if self.revocations_checked.is_none() {
             self.add(Problem::EnforcementStateMissing);
         }
+        for node_id in self.nodes_without_state.clone() {
+            self.add(Problem::NodeStateMissing { node_id });
+        }
+        let unlisted = self
+            .nodes_without_state_count
+            .saturating_sub(self.nodes_without_state.len() as u64);
+        self.problems_not_listed += unlisted;
     }
 
     fn add(&mut self, problem: Problem) {
@@ -261,7 +290,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     }
     check_revocations(log, revoked, next, &mut report).await?;
     if report.revocations_checked.is_some() {
-        check_node_states(log, &decided, next, &mut report).await?;
+        check_node_states(log, &mut decided, next, &mut report).await?;
     }
     for checkpoint in pending {
         report.add(Problem::CheckpointBeyondLog {
@@ -375,9 +404,11 @@ fn check_roots<'a>(
     Ok(())
 }
 
-/// What the records read so far revoked, and each node's current serial by them: enough to
-/// tell an allow the attestor should have refused ([`Problem::AllowAfterRevocation`]).
-/// Memory grows with the nodes and revocations of the log, not its records.
+/// What the records read so far revoked, and what each node's last allow or reset wrote
+/// into its state: enough to tell an allow the attestor should have refused
+/// ([`Problem::AllowAfterRevocation`]) and to check the node states a site keeps. Memory
+/// grows with the nodes and revocations of the log (a few hundred bytes a node), not with
+/// its records.
 #[derive(Default)]
 struct Decided {
     /// Revoked node → the revoke record.
@@ -388,15 +419,22 @@ struct Decided {
     state: HashMap<String, NodeWritten>,
 }
 
-/// What a record wrote into a node's state, as [`Decided`] keeps it.
+/// What the records wrote into a node's state, as [`Decided`] keeps it.
 struct NodeWritten {
+    /// The node's last allow or reset.
     sequence: u64,
+    /// That allow's certificate (none after a reset).
     serial: Option<String>,
-    /// The evidence of the allow that bound the node's AK (its last enrollment; a renewal
-    /// quotes with the AK bound, so it names the same), which holds the AK; `None` after a
-    /// reset (no AK bound) or if that allow names no evidence.
+    /// The SPIFFE ID of the node's last allow (a reset keeps it).
+    spiffe_id: Option<String>,
+    /// The last allow's evidence: its quote gave the counters (none after a reset).
     evidence_digest: Option<String>,
+    /// The evidence of the enrollment that bound the node's AK and identity facts (a
+    /// renewal quotes with the AK bound, a reset keeps the facts).
+    bound_by: Option<String>,
     reset: bool,
+    /// Whether the site keeps a state for the node ([`check_node_states`]).
+    kept: bool,
 }
 
 impl Decided {
@@ -414,10 +452,11 @@ impl Decided {
                 None => {}
             },
             (kind @ (RecordKind::Enroll | RecordKind::Renew), Decision::Allow, Some(node)) => {
+                let before = self.state.get(node);
                 // A renewal presents the node's current certificate; an enrollment proves
                 // the TPM afresh, so only a revocation of the node refuses it.
                 let presented = match kind {
-                    RecordKind::Renew => self.state.get(node).and_then(|s| s.serial.as_ref()),
+                    RecordKind::Renew => before.and_then(|s| s.serial.as_ref()),
                     _ => None,
                 };
                 let revoked_by = self
@@ -430,10 +469,8 @@ impl Decided {
                         revoked_by,
                     });
                 }
-                let bound_by = match (kind, self.state.get(node)) {
-                    (RecordKind::Renew, Some(before)) if !before.reset => {
-                        before.evidence_digest.clone()
-                    }
+                let bound_by = match (kind, before) {
+                    (RecordKind::Renew, Some(before)) => before.bound_by.clone(),
                     _ => record.evidence_digest.clone(),
                 };
                 self.state.insert(
@@ -441,19 +478,26 @@ impl Decided {
                     NodeWritten {
                         sequence,
                         serial: record.cert_serial.clone(),
-                        evidence_digest: bound_by,
+                        spiffe_id: record.spiffe_id.clone(),
+                        evidence_digest: record.evidence_digest.clone(),
+                        bound_by,
                         reset: false,
+                        kept: false,
                     },
                 );
             }
             (RecordKind::NodeReset, Decision::Allow, Some(node)) => {
+                let before = self.state.remove(node);
                 self.state.insert(
                     node.to_owned(),
                     NodeWritten {
                         sequence,
                         serial: None,
+                        spiffe_id: before.as_ref().and_then(|b| b.spiffe_id.clone()),
                         evidence_digest: None,
+                        bound_by: before.and_then(|b| b.bound_by),
                         reset: true,
+                        kept: false,
                     },
                 );
             }
@@ -465,15 +509,20 @@ impl Decided {
 /// Node states read per call.
 const NODE_PAGE: u32 = 1_000;
 
+/// Node ids listed in [`VerifyReport::nodes_without_state`] at most.
+const MAX_NODES_WITHOUT_STATE: usize = 100;
+
 /// Checks the node states the site keeps (if the source holds them) against what the log's
-/// records wrote into each: the node's last allow or reset, its serial, and the AK its
-/// evidence names. States written by records at or beyond `next` (appended after the pass
-/// read the log's end) are left out. A node with records but no state is not a problem
-/// (records appended without a state change, as a copy of another site's decisions, have
-/// none); one with a state but no such record is.
+/// records wrote into each: the record it names must be the node's last allow or reset; its
+/// serial and SPIFFE ID that record's; its AK and identity facts those of the enrollment
+/// that bound them; its TPM counters and clock those of the last allow's quote (zero after
+/// a reset). A state written by a record at or beyond `next` (appended after the pass read
+/// the log's end) is checked to name such a record. Nodes with allows but no state are
+/// listed in the report (a problem only for a source taken as the site's database:
+/// [`VerifyReport::expect_enforcement_state`]).
 async fn check_node_states<S: LogSource>(
     log: &S,
-    decided: &Decided,
+    decided: &mut Decided,
     next: u64,
     report: &mut VerifyReport,
 ) -> Result<(), AuditError> {
@@ -483,72 +532,50 @@ async fn check_node_states<S: LogSource>(
         let Some(page) = log.node_states(after.as_deref(), NODE_PAGE).await? else {
             return Ok(());
         };
-        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        let Some(last) = page.last() else {
             break;
         };
-        if page
-            .iter()
-            .zip(page.iter().skip(1))
-            .any(|(a, b)| a.node_id >= b.node_id)
-            || after.as_ref().is_some_and(|a| first.node_id <= *a)
-        {
-            return Err(AuditError::Remote(
-                "node states served out of order".to_owned(),
-            ));
+        if after.as_deref() == Some(last.state.node_id.as_str()) {
+            return Err(AuditError::Log(garrison_log::LogError::Corrupt {
+                column: "nodes.node_id",
+                found: "a page of node states that does not advance".to_owned(),
+            }));
         }
-        after = Some(last.node_id.clone());
-        let mut seen = HashSet::new();
-        let digests: Vec<String> = page
-            .iter()
-            .filter_map(|kept| decided.state.get(&kept.node_id))
-            .filter_map(|written| written.evidence_digest.clone())
-            .filter(|digest| seen.insert(digest.clone()))
-            .collect();
-        let evidence = if digests.is_empty() {
-            HashMap::new()
-        } else {
-            log.evidence_many(&digests).await?
-        };
+        after = Some(last.state.node_id.clone());
+        let evidence = node_evidence(log, decided, &page).await?;
         for kept in &page {
+            let node_id = &kept.state.node_id;
+            let written = decided.state.get_mut(node_id);
+            if !kept.this_log && written.is_none() {
+                // Another log's node, in a database several logs share.
+                continue;
+            }
             if kept.last_sequence >= next {
+                // Written after the pass read the log's end, if the record it names is there.
+                if !newer_write_is_logged(log, kept).await? {
+                    report.add(Problem::NodeStateNotLogged {
+                        node_id: node_id.clone(),
+                        last_sequence: kept.last_sequence,
+                    });
+                }
+                if let Some(written) = written {
+                    written.kept = true;
+                }
                 continue;
             }
             checked += 1;
-            let Some(written) = decided.state.get(&kept.node_id) else {
+            let Some(written) = written else {
                 report.add(Problem::NodeStateNotLogged {
-                    node_id: kept.node_id.clone(),
+                    node_id: node_id.clone(),
                     last_sequence: kept.last_sequence,
                 });
                 continue;
             };
-            let mut fields = Vec::new();
-            if written.sequence != kept.last_sequence {
-                fields.push("last-sequence".to_owned());
-            }
-            if written.serial != kept.current_serial {
-                fields.push("current-serial".to_owned());
-            }
-            let ak_name = if written.reset {
-                Some(Vec::new())
-            } else {
-                written
-                    .evidence_digest
-                    .as_ref()
-                    .and_then(|digest| {
-                        evidence
-                            .get(digest)
-                            .filter(|bytes| garrison_log::evidence_digest(bytes) == *digest)
-                    })
-                    .and_then(|bytes| ak_name_of(bytes))
-            };
-            // An AK that cannot be read from the evidence (missing or swapped evidence, which
-            // the pass reports) is not compared.
-            if ak_name.is_some_and(|name| name != kept.ak_name) {
-                fields.push("ak-name".to_owned());
-            }
+            written.kept = true;
+            let fields = differing_fields(kept, written, &evidence, report);
             if !fields.is_empty() {
                 report.add(Problem::NodeStateDiffers {
-                    node_id: kept.node_id.clone(),
+                    node_id: node_id.clone(),
                     last_sequence: kept.last_sequence,
                     fields,
                 });
@@ -556,14 +583,146 @@ async fn check_node_states<S: LogSource>(
         }
     }
     report.node_states_checked = Some(checked);
+    let mut without: Vec<&String> = decided
+        .state
+        .iter()
+        .filter(|(_, written)| !written.kept && !written.reset)
+        .map(|(node, _)| node)
+        .collect();
+    without.sort_unstable();
+    report.nodes_without_state_count = without.len() as u64;
+    report.nodes_without_state = without
+        .into_iter()
+        .take(MAX_NODES_WITHOUT_STATE)
+        .cloned()
+        .collect();
     Ok(())
 }
 
-/// The TPM name of the AK in an evidence record's bytes, if they decode and hold one.
-fn ak_name_of(evidence: &[u8]) -> Option<Vec<u8>> {
-    let record = garrison_appraisal::EvidenceRecord::decode(evidence).ok()?;
-    let public = garrison_evidence::TpmPublic::from_tpm2b_or_tpmt(&record.ak_public).ok()?;
+/// The evidence a page of node states is checked with (each node's binding enrollment and
+/// last allow), decoded, by digest; only bytes that hash to their digest (swapped evidence
+/// is the pass's problem, and is not compared).
+async fn node_evidence<S: LogSource>(
+    log: &S,
+    decided: &Decided,
+    page: &[KeptNodeState],
+) -> Result<HashMap<String, EvidenceRecord>, AuditError> {
+    let mut seen = HashSet::new();
+    let digests: Vec<String> = page
+        .iter()
+        .filter_map(|kept| decided.state.get(&kept.state.node_id))
+        .flat_map(|written| [written.bound_by.clone(), written.evidence_digest.clone()])
+        .flatten()
+        .filter(|digest| seen.insert(digest.clone()))
+        .collect();
+    if digests.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(log
+        .evidence_many(&digests)
+        .await?
+        .into_iter()
+        .filter(|(digest, bytes)| garrison_log::evidence_digest(bytes) == *digest)
+        .filter_map(|(digest, bytes)| Some((digest, EvidenceRecord::decode(&bytes).ok()?)))
+        .collect())
+}
+
+/// Whether the record a node state names, at or beyond the end the pass read, is there and
+/// is that node's.
+async fn newer_write_is_logged<S: LogSource>(
+    log: &S,
+    kept: &KeptNodeState,
+) -> Result<bool, AuditError> {
+    let after = kept.last_sequence.checked_sub(1);
+    let found = log.records_after(after, 1).await?;
+    Ok(found.first().is_some_and(|stored| {
+        stored.sequence == kept.last_sequence
+            && stored.record.node_id.as_deref() == Some(kept.state.node_id.as_str())
+    }))
+}
+
+/// The fields of `kept` that differ from what the records wrote (`written`), as
+/// [`Problem::NodeStateDiffers`] names them. Fields derived from evidence that cannot be
+/// read (an AK this crate does not accept, say) are not compared, and counted.
+fn differing_fields(
+    kept: &KeptNodeState,
+    written: &NodeWritten,
+    evidence: &HashMap<String, EvidenceRecord>,
+    report: &mut VerifyReport,
+) -> Vec<String> {
+    let state = &kept.state;
+    let mut fields = Vec::new();
+    let mut differs = |same: bool, field: &str| {
+        if !same {
+            fields.push(field.to_owned());
+        }
+    };
+    differs(kept.this_log, "log");
+    differs(written.sequence == kept.last_sequence, "last-sequence");
+    differs(written.serial == state.current_serial, "current-serial");
+    differs(
+        written.spiffe_id.as_deref() == Some(state.spiffe_id.as_str()),
+        "spiffe-id",
+    );
+    let binding = written.bound_by.as_ref().and_then(|d| evidence.get(d));
+    let mut derived_all = true;
+    // The AK: none bound after a reset; otherwise the binding enrollment's.
+    let ak_name = if written.reset {
+        Some(Vec::new())
+    } else {
+        binding.and_then(ak_name_of)
+    };
+    match ak_name {
+        Some(name) => differs(name == state.ak_name, "ak-name"),
+        None => derived_all = false,
+    }
+    // The EK facts: the binding enrollment's (a reset keeps them).
+    match binding.and_then(|b| recorded_identity(&state.node_id, b)) {
+        Some(facts) => differs(same_identity(&facts, &state.identity), "identity"),
+        None => derived_all = false,
+    }
+    // The counters and clock: zero after a reset; otherwise the last allow's quote.
+    let counters = if written.reset {
+        Some((0, 0, 0))
+    } else {
+        written
+            .evidence_digest
+            .as_ref()
+            .and_then(|d| evidence.get(d))
+            .and_then(|last| quoted(last, &AkPolicy::default()).ok())
+            .map(|(_, quote)| (quote.reset_count, quote.restart_count, quote.clock))
+    };
+    match counters {
+        Some(counters) => differs(
+            counters == (state.reset_count, state.restart_count, state.clock),
+            "counters",
+        ),
+        None => derived_all = false,
+    }
+    if !derived_all {
+        report.node_states_not_derived += 1;
+    }
+    fields
+}
+
+/// The TPM name of an evidence record's AK, if it parses.
+fn ak_name_of(evidence: &EvidenceRecord) -> Option<Vec<u8>> {
+    let public = garrison_evidence::TpmPublic::from_tpm2b_or_tpmt(&evidence.ak_public).ok()?;
     Some(public.name().as_bytes().to_vec())
+}
+
+/// Whether a kept identity (the EK facts and the trust basis the attestor found) holds the
+/// facts derived from the evidence. The trust basis is how the attestor verified the EK
+/// then, which the evidence alone does not say, and is not compared.
+fn same_identity(derived: &str, kept: &str) -> bool {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let (Some(derived), Some(mut kept)) = (parse(derived), parse(kept)) else {
+        return false;
+    };
+    if let Some(fields) = kept.as_object_mut() {
+        fields.remove("trust_basis");
+    }
+    derived == kept
 }
 
 /// The target a revoke record names: its serial or its node, not both.

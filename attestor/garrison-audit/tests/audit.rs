@@ -384,9 +384,20 @@ async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb)
         taken_for_the_site.problems,
         vec![Problem::EnforcementStateMissing]
     );
+    // The fixture's allows were appended without node states, as no attestor writes them:
+    // taken for the site's own database, each allowed node's missing state is named (and
+    // the enforcement state is there).
+    assert_eq!(report.nodes_without_state_count, 7, "{report:?}");
     let mut site_report = report.clone();
     site_report.expect_enforcement_state();
-    assert!(site_report.ok(), "the site's database holds it");
+    assert_eq!(site_report.problems.len(), 7, "{site_report:?}");
+    assert!(
+        site_report
+            .problems
+            .iter()
+            .all(|p| matches!(p, Problem::NodeStateMissing { .. })),
+        "{site_report:?}"
+    );
     // Someone with database access un-revokes the serial (the log still says revoked),
     // points the node's revocation at another node, upper-cases the second serial (the
     // attestor compares serials as stored, lowercase, so that un-revokes it too), and
@@ -586,18 +597,29 @@ async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
     assert_eq!(report.node_states_checked, Some(3));
 
     // Someone with database access binds n1 to n2's AK (n2's TPM can now renew as n1),
-    // makes another serial current for n2, points n3's state at an older record, and adds
-    // a node no record wrote.
+    // makes another serial current for n2 and moves its state to another log (the attestor
+    // reads it by node id all the same), points n3's state at an older record, adds a node
+    // no record wrote, and another whose record would be far beyond the log's end (with
+    // foreign keys off, as the sqlite3 shell has them).
+    let keys_off = match db.backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
+        Backend::Postgres => "SET session_replication_role = replica",
+    };
     tamper(
         &db,
         &[
+            keys_off,
             "UPDATE nodes SET ak_name = (SELECT ak_name FROM nodes WHERE node_id = 'n2') WHERE node_id = 'n1'",
-            "UPDATE nodes SET current_serial = 'ff' WHERE node_id = 'n2'",
+            "UPDATE nodes SET current_serial = 'ff', log_id = log_id + 1000 WHERE node_id = 'n2'",
             &format!("UPDATE nodes SET last_sequence = {n1_enrolled} WHERE node_id = 'n3'"),
             "INSERT INTO nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, \
              current_serial, identity_json, updated_us, log_id, last_sequence) \
              SELECT 'n9', ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
-             identity_json, updated_us, log_id, last_sequence FROM nodes WHERE node_id = 'n2'",
+             identity_json, updated_us, log_id, last_sequence FROM nodes WHERE node_id = 'n1'",
+            "INSERT INTO nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, \
+             current_serial, identity_json, updated_us, log_id, last_sequence) \
+             SELECT 'n8', ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
+             identity_json, updated_us, log_id, 1000000000000 FROM nodes WHERE node_id = 'n1'",
         ],
     )
     .await;
@@ -612,11 +634,15 @@ async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
         report.problems,
         vec![
             differs("n1", n1_enrolled + 1, &["ak-name"]),
-            differs("n2", n2_last, &["current-serial"]),
+            differs("n2", n2_last, &["log", "current-serial"]),
             differs("n3", n1_enrolled, &["last-sequence"]),
             Problem::NodeStateNotLogged {
+                node_id: "n8".to_owned(),
+                last_sequence: 1_000_000_000_000,
+            },
+            Problem::NodeStateNotLogged {
                 node_id: "n9".to_owned(),
-                last_sequence: n2_last,
+                last_sequence: n1_enrolled + 1,
             },
         ],
         "{report:?}"

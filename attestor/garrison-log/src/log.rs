@@ -459,41 +459,19 @@ impl AttestationLog {
         read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
     }
 
-    /// The node states this database keeps for this log, by node id after `after`, at most
-    /// `limit`: what the attestor decides renewals and re-enrollments against (the AK bound,
-    /// the serial a renewal must present), and the record that last wrote each. An auditor
-    /// checks them against the log: a state edited (another AK bound, another serial made
-    /// current) lets another TPM or certificate renew as the node while the log looks intact.
+    /// The node states this database keeps, by node id after `after`, at most `limit`: what
+    /// the attestor decides renewals and re-enrollments against (the AK bound, the serial a
+    /// renewal must present, the identity facts and counters), the record that last wrote
+    /// each, and whether it is this log's. Every log's rows, since the attestor reads a
+    /// node's state by its id alone. An auditor checks them against the log: a state edited
+    /// (another AK bound, another serial made current) lets another TPM or certificate
+    /// renew as the node while the log looks intact.
     pub async fn kept_node_states(
         &self,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<KeptNodeState>, LogError> {
-        let query = |source| LogError::Query { source };
-        let rows = sqlx::query(
-            "SELECT node_id, ak_name, current_serial, last_sequence FROM nodes \
-             WHERE log_id = $1 AND node_id > $2 ORDER BY node_id LIMIT $3",
-        )
-        .bind(self.inner.log.id)
-        .bind(after.unwrap_or_default().to_owned())
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(query)?;
-        rows.iter()
-            .map(|row| {
-                let last_sequence: i64 = row.try_get(3).map_err(query)?;
-                Ok(KeptNodeState {
-                    node_id: row.try_get(0).map_err(query)?,
-                    ak_name: row.try_get(1).map_err(query)?,
-                    current_serial: row.try_get(2).map_err(query)?,
-                    last_sequence: u64::try_from(last_sequence).map_err(|_| LogError::Corrupt {
-                        column: "nodes.last_sequence",
-                        found: last_sequence.to_string(),
-                    })?,
-                })
-            })
-            .collect()
+        read::kept_node_states(&self.inner.pool, self.inner.log.id, after, limit).await
     }
 
     /// The revocation rows this database keeps for this log (those [`is_revoked`] and

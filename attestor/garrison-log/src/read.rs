@@ -489,6 +489,36 @@ fn record(row: &AnyRow) -> Result<Record, LogError> {
     })
 }
 
+/// See [`AttestationLog::kept_node_states`](crate::AttestationLog::kept_node_states).
+pub(crate) async fn kept_node_states(
+    pool: &AnyPool,
+    log_id: i64,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<crate::KeptNodeState>, LogError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS}, last_sequence, log_id FROM nodes WHERE node_id > $1 \
+         ORDER BY node_id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(|source| LogError::Query { source })?;
+    rows.iter()
+        .map(|row| {
+            let last_sequence: i64 = column(row, "last_sequence")?;
+            let row_log: i64 = column(row, "log_id")?;
+            Ok(crate::KeptNodeState {
+                state: node_state(row)?,
+                last_sequence: narrow(last_sequence, "last_sequence")?,
+                this_log: row_log == log_id,
+            })
+        })
+        .collect()
+}
+
 fn node_state(row: &AnyRow) -> Result<NodeState, LogError> {
     Ok(NodeState {
         node_id: column(row, "node_id")?,

@@ -340,13 +340,14 @@ mod hex_bytes {
 /// log ([`AttestationLog::kept_node_states`](crate::AttestationLog::kept_node_states)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptNodeState {
-    pub node_id: String,
-    /// The AK bound to the node (its TPM name; empty after a node reset).
-    pub ak_name: Vec<u8>,
-    /// The serial a renewal must present.
-    pub current_serial: Option<String>,
+    /// The state (the AK bound, the serial a renewal must present, the identity facts and
+    /// counters renewals are decided against).
+    pub state: NodeState,
     /// The record whose decision last wrote this state.
     pub last_sequence: u64,
+    /// Whether the row belongs to this log (node states are keyed by node id alone: a row
+    /// of another log in the same database is still what this log's attestor reads).
+    pub this_log: bool,
 }
 
 /// A signed checkpoint as the log keeps it.

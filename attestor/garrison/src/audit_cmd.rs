@@ -531,6 +531,23 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     }
     if let Some(n) = report.node_states_checked {
         println!("node states the attestor keeps, checked against the log: {n}");
+        if report.node_states_not_derived > 0 {
+            println!(
+                "  of which {} without AK, identity or counters derivable from their evidence (those not compared)",
+                report.node_states_not_derived
+            );
+        }
+        if report.nodes_without_state_count > 0 {
+            println!(
+                "  nodes the log allowed with no state kept: {}{}",
+                report.nodes_without_state_count,
+                if args.site_database {
+                    ""
+                } else {
+                    " (a problem on a site's own database: --site-database)"
+                }
+            );
+        }
     }
     for problem in &report.problems {
         println!("PROBLEM: {}", serde_json::to_string(problem)?);

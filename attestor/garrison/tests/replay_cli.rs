@@ -354,8 +354,9 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     let out = verify_db(&config.database, &root, &["--site-database"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("node states the attestor keeps, checked against the log: 2"),
-        "{}",
+        text(&out).contains("node states the attestor keeps, checked against the log: 2")
+            && !text(&out).contains("derivable"),
+        "every state checked in full (AK, identity facts, counters): {}",
         text(&out)
     );
     drop(attestor);
@@ -491,14 +492,19 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     );
     // Someone with database access binds node-2's state to another AK (node-1's: its TPM
     // could then renew as node-2): named, with what differs.
+    // And winds node-1's TPM clock back and empties its identity facts (what a rolled-back
+    // TPM, or a policy keyed on the EK's maker, would need).
     let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
-    sqlx::query(
+    for statement in [
         "UPDATE nodes SET ak_name = (SELECT ak_name FROM nodes WHERE node_id <> $1) WHERE node_id = $1",
-    )
-    .bind(node_2_id.clone())
-    .execute(&mut conn)
-    .await
-    .unwrap();
+        "UPDATE nodes SET clock = 0, identity_json = '{}' WHERE node_id <> $1",
+    ] {
+        sqlx::query(statement)
+            .bind(node_2_id.clone())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     conn.close().await.unwrap();
     let out = verify_db(&db, &root, &[]);
     assert!(!out.status.success(), "{}", text(&out));
@@ -507,7 +513,8 @@ async fn replay_follows_policy_changes_and_finds_edits() {
         shown.contains(&format!(
             r#"PROBLEM: {{"problem":"node-state-differs","node_id":"{}","last_sequence":{allowed},"fields":["ak-name"]}}"#,
             node_2_id.clone()
-        )) && shown.contains("TAMPERED"),
+        )) && shown.contains(r#""fields":["identity","counters"]}"#)
+            && shown.contains("TAMPERED"),
         "{shown}"
     );
 
