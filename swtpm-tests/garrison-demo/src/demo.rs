@@ -597,6 +597,28 @@ async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()
         "the archive did not verify"
     );
     step(
+        "the site's own database: the revocations and node states the attestor decides on, checked against the log",
+    );
+    let (ok, verified) = garrison(
+        bin,
+        &[
+            "audit",
+            "verify",
+            "--db",
+            &db,
+            "--root",
+            &path(&site.bundle_pem()),
+            "--site-database",
+        ],
+    )
+    .await?;
+    ensure!(
+        ok && verified.contains("OK: every record")
+            && verified.contains("revocations the attestor enforces, checked against the log: ")
+            && verified.contains("node states the attestor keeps, checked against the log: "),
+        "the site's database did not verify with its enforcement state"
+    );
+    step(
         "replay: the appraisal run again over every stored decision, with the policy then in force",
     );
     let root = path(&site.bundle_pem());
