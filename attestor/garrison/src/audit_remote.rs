@@ -379,3 +379,154 @@ impl LogSource for RemoteLog {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A service that shows a different log to each call: the client reads the checkpoints
+    //! (and the cosignatures carried with them) once per command, so that `verify` and the
+    //! cosignature check judge the same notes.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use garrison_proto::v1::audit_server::{Audit, AuditServer};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// Serves, on its n-th `Checkpoints` call, a checkpoint whose note and cosignature say
+    /// "view n", and counts the calls.
+    #[derive(Clone, Default)]
+    struct SplitView {
+        checkpoint_calls: Arc<AtomicU64>,
+        info_calls: Arc<AtomicU64>,
+    }
+
+    fn unused<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("not part of this test"))
+    }
+
+    #[tonic::async_trait]
+    impl Audit for SplitView {
+        async fn query_records(
+            &self,
+            _: Request<v1::QueryRecordsRequest>,
+        ) -> Result<Response<v1::QueryRecordsResponse>, Status> {
+            unused()
+        }
+        async fn get_evidence(
+            &self,
+            _: Request<v1::GetEvidenceRequest>,
+        ) -> Result<Response<v1::GetEvidenceResponse>, Status> {
+            unused()
+        }
+        async fn get_evidence_batch(
+            &self,
+            _: Request<v1::GetEvidenceBatchRequest>,
+        ) -> Result<Response<v1::GetEvidenceBatchResponse>, Status> {
+            unused()
+        }
+        async fn log_info(
+            &self,
+            request: Request<v1::LogInfoRequest>,
+        ) -> Result<Response<v1::LogInfoResponse>, Status> {
+            let n = self.info_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let unattached = if request.get_ref().unattached_cosignatures {
+                vec![v1::UnattachedCosignature {
+                    size: 1000 + n,
+                    cosignature: Some(v1::Cosignature {
+                        witness: "hub".into(),
+                        line: format!("unattached, view {n}"),
+                        cosigned_us: 0,
+                    }),
+                }]
+            } else {
+                Vec::new()
+            };
+            Ok(Response::new(v1::LogInfoResponse {
+                origin: "garrison.example.org/site/a".into(),
+                size: 10,
+                unattached_cosignatures: unattached,
+                ..Default::default()
+            }))
+        }
+        async fn checkpoints(
+            &self,
+            _: Request<v1::CheckpointsRequest>,
+        ) -> Result<Response<v1::CheckpointsResponse>, Status> {
+            let n = self.checkpoint_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Response::new(v1::CheckpointsResponse {
+                checkpoints: vec![v1::SignedCheckpoint {
+                    size: n,
+                    root_hash: vec![0; 32],
+                    signed_us: 0,
+                    note: format!("view {n}"),
+                    cosignatures: vec![v1::Cosignature {
+                        witness: "hub".into(),
+                        line: format!("cosigned, view {n}"),
+                        cosigned_us: 0,
+                    }],
+                }],
+                more: false,
+            }))
+        }
+        async fn inclusion_proof(
+            &self,
+            _: Request<v1::InclusionProofRequest>,
+        ) -> Result<Response<v1::InclusionProofResponse>, Status> {
+            unused()
+        }
+        async fn consistency_proof(
+            &self,
+            _: Request<v1::ConsistencyProofRequest>,
+        ) -> Result<Response<v1::ConsistencyProofResponse>, Status> {
+            unused()
+        }
+        async fn get_attestation_result(
+            &self,
+            _: Request<v1::AttestationResultRequest>,
+        ) -> Result<Response<v1::AttestationResultResponse>, Status> {
+            unused()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_showing_each_call_another_log_is_read_once() {
+        let service = SplitView::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AuditServer::new(service.clone()))
+                .serve_with_incoming(incoming),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let log = RemoteLog {
+            client: AuditClient::new(channel),
+            origin: "garrison.example.org/site/a".into(),
+            served: Box::default(),
+        };
+        // What `garrison audit verify` reads (the checkpoints, for the records), then what
+        // the cosignature check reads (the cosignatures and the checkpoints again).
+        let for_verify = log.checkpoints().await.unwrap();
+        let cosignatures = log.cosignatures().await.unwrap();
+        let for_cosignatures = log.checkpoints().await.unwrap();
+        assert_eq!(for_verify, for_cosignatures, "one view for both checks");
+        assert_eq!(for_verify.len(), 1);
+        assert_eq!(for_verify[0].note, "view 1");
+        let lines: Vec<&str> = cosignatures.iter().map(|k| k.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            ["cosigned, view 1", "unattached, view 1"],
+            "the cosignatures of the same view, unattached ones from the same LogInfo"
+        );
+        assert_eq!(service.checkpoint_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(service.info_calls.load(Ordering::SeqCst), 1);
+        server.abort();
+    }
+}
