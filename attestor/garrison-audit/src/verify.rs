@@ -469,22 +469,35 @@ impl Decided {
                         revoked_by,
                     });
                 }
-                let bound_by = match (kind, before) {
-                    (RecordKind::Renew, Some(before)) => before.bound_by.clone(),
-                    _ => record.evidence_digest.clone(),
-                };
-                self.state.insert(
-                    node.to_owned(),
-                    NodeWritten {
-                        sequence,
-                        serial: record.cert_serial.clone(),
-                        spiffe_id: record.spiffe_id.clone(),
-                        evidence_digest: record.evidence_digest.clone(),
-                        bound_by,
-                        reset: false,
-                        kept: false,
-                    },
-                );
+                // Updated in place: a node's key and strings are allocated once, not per
+                // record (allocation churn over millions of records cost more than the check).
+                match self.state.get_mut(node) {
+                    Some(slot) => {
+                        slot.sequence = sequence;
+                        slot.serial.clone_from(&record.cert_serial);
+                        slot.spiffe_id.clone_from(&record.spiffe_id);
+                        slot.evidence_digest.clone_from(&record.evidence_digest);
+                        // A renewal quotes with the AK bound; an enrollment binds anew.
+                        if kind != RecordKind::Renew {
+                            slot.bound_by.clone_from(&record.evidence_digest);
+                        }
+                        slot.reset = false;
+                    }
+                    None => {
+                        self.state.insert(
+                            node.to_owned(),
+                            NodeWritten {
+                                sequence,
+                                serial: record.cert_serial.clone(),
+                                spiffe_id: record.spiffe_id.clone(),
+                                evidence_digest: record.evidence_digest.clone(),
+                                bound_by: record.evidence_digest.clone(),
+                                reset: false,
+                                kept: false,
+                            },
+                        );
+                    }
+                }
             }
             (RecordKind::NodeReset, Decision::Allow, Some(node)) => {
                 let before = self.state.remove(node);
