@@ -343,20 +343,22 @@ async fn gaps_of_any_length_are_one_problem_each(db: TestDb) {
     );
 }
 
+/// Logs the revocation of `target`; its record's sequence.
+async fn revoke(site: &Site, log: &AttestationLog, target: garrison_log::RevocationTarget) -> u64 {
+    let revocation = garrison_log::Revocation {
+        time: site.now,
+        site: support::fixture::SITE.to_owned(),
+        target,
+        reasons: vec!["test".to_owned()],
+        policy_digest: None,
+    };
+    log.revoke(revocation).await.unwrap().sequence
+}
+
 async fn the_revocations_a_site_enforces_are_checked_against_its_log(db: TestDb) {
     let (site, log) = signed_log(&db).await;
     use garrison_log::RevocationTarget::{Node, Serial};
-    // Logs the revocation of `target`; its record's sequence.
-    let revoke = async |target| {
-        let revocation = garrison_log::Revocation {
-            time: site.now,
-            site: support::fixture::SITE.to_owned(),
-            target,
-            reasons: vec!["test".to_owned()],
-            policy_digest: None,
-        };
-        log.revoke(revocation).await.unwrap().sequence
-    };
+    let revoke = async |target| revoke(&site, &log, target).await;
     let by_serial = revoke(Serial("0A1B2C3D".to_owned())).await;
     let by_node = revoke(Node("node-7".to_owned())).await;
     let by_serial_2 = revoke(Serial("0e0f".to_owned())).await;
@@ -467,16 +469,7 @@ async fn an_allow_after_a_revocation_is_named(db: TestDb) {
             .sequence
         }
     };
-    let revoke = async |target| {
-        let revocation = garrison_log::Revocation {
-            time: site.now,
-            site: support::fixture::SITE.to_owned(),
-            target,
-            reasons: vec!["test".to_owned()],
-            policy_digest: None,
-        };
-        log.revoke(revocation).await.unwrap().sequence
-    };
+    let revoke = async |target| revoke(&site, &log, target).await;
     use Decision::{Allow, Deny};
     use RecordKind::{Enroll, Renew};
     decision(Enroll, "a", Allow, Some("a1")).await;

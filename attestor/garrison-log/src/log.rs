@@ -257,12 +257,7 @@ impl AttestationLog {
         entry: NewEntry,
         blobs: Vec<Vec<u8>>,
     ) -> Result<Appended, LogError> {
-        let mut prepared = prepare(entry)?;
-        prepared.blobs = blobs
-            .into_iter()
-            .map(|bytes| (evidence_digest(&bytes), bytes))
-            .collect();
-        self.submit(prepared).await
+        self.submit(prepare_with_blobs(entry, blobs)?).await
     }
 
     /// [`append_with_blobs`](Self::append_with_blobs) for a decision that admits a node: the
@@ -275,11 +270,7 @@ impl AttestationLog {
         blobs: Vec<Vec<u8>>,
         precondition: Precondition,
     ) -> Result<Appended, LogError> {
-        let mut prepared = prepare(entry)?;
-        prepared.blobs = blobs
-            .into_iter()
-            .map(|bytes| (evidence_digest(&bytes), bytes))
-            .collect();
+        let mut prepared = prepare_with_blobs(entry, blobs)?;
         prepared.precondition = Some(prepare_precondition(precondition)?);
         self.submit(prepared).await
     }
@@ -1060,4 +1051,14 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), LogError> {
         .run(pool)
         .await
         .map_err(|source| LogError::Migrate { source })
+}
+
+/// [`prepare`], with `blobs` stored by their digests.
+fn prepare_with_blobs(entry: NewEntry, blobs: Vec<Vec<u8>>) -> Result<PreparedEntry, LogError> {
+    let mut prepared = prepare(entry)?;
+    prepared.blobs = blobs
+        .into_iter()
+        .map(|bytes| (evidence_digest(&bytes), bytes))
+        .collect();
+    Ok(prepared)
 }

@@ -172,15 +172,27 @@ pub(crate) async fn nodes(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<NodeState>, LogError> {
-    let sql =
-        format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = node_page(pool, "", after, limit).await?;
+    rows.iter().map(node_state).collect()
+}
+
+/// Node rows (every log's) by id after `after`, at most `limit`: [`NODE_COLUMNS`], then
+/// `extra` (`", column, ..."`, one of ours, never input).
+async fn node_page(
+    pool: &AnyPool,
+    extra: &'static str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AnyRow>, LogError> {
+    let sql = format!(
+        "SELECT {NODE_COLUMNS}{extra} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after.unwrap_or_default().to_owned())
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await
-        .map_err(|source| LogError::Query { source })?;
-    rows.iter().map(node_state).collect()
+        .map_err(|source| LogError::Query { source })
 }
 
 pub(crate) async fn node_by_current_serial(
@@ -496,16 +508,7 @@ pub(crate) async fn kept_node_states(
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<crate::KeptNodeState>, LogError> {
-    let sql = format!(
-        "SELECT {NODE_COLUMNS}, last_sequence, log_id FROM nodes WHERE node_id > $1 \
-         ORDER BY node_id LIMIT $2"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after.unwrap_or_default().to_owned())
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(|source| LogError::Query { source })?;
+    let rows = node_page(pool, ", last_sequence, log_id", after, limit).await?;
     rows.iter()
         .map(|row| {
             let last_sequence: i64 = column(row, "last_sequence")?;
