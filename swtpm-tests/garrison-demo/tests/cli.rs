@@ -80,6 +80,7 @@ fn the_demo_runs_end_to_end_with_the_auditors_view() {
         "signed checkpoint verified against the root",
         "is not spiffe://example.org/auditor/<name>",
         "replay: the appraisal run again",
+        "node states the attestor keeps, checked against the log: ",
         "demo complete: every outcome was as expected",
     ] {
         assert!(
@@ -91,7 +92,8 @@ fn the_demo_runs_end_to_end_with_the_auditors_view() {
         stdout
             .matches("OK: every record matches the signed checkpoints")
             .count(),
-        2,
-        "the log verifies through the service and as an archive:\n{stdout}"
+        3,
+        "the log verifies through the service, as an archive, and as the site's own database \
+         with its enforcement state:\n{stdout}"
     );
 }
