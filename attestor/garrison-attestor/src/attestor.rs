@@ -677,7 +677,7 @@ impl Attestor {
     async fn finish<M: prost::Message>(
         &self,
         result: Result<Issuance, Refusal>,
-        outcome: Outcome,
+        mut outcome: Outcome,
         sender: Sender<'_, M>,
     ) -> Result<v1::SvidResponse, Refusal> {
         let issuance = match result {
@@ -691,7 +691,6 @@ impl Attestor {
         };
         let kind = outcome.kind.as_str();
         let node = outcome.node_id.clone().unwrap_or_default();
-        let mut outcome = outcome;
         let appended = match self
             .append(entry, &mut outcome, Some(issuance.precondition))
             .await

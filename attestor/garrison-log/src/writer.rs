@@ -7,8 +7,9 @@
 //! 0. Entries appended with a [`Precondition`] (`AttestationLog::append_if`: the attestor's
 //!    allows) are judged first, once the transaction holds the log's write lock (SQLite's
 //!    BEGIN IMMEDIATE; on PostgreSQL the log row, locked first), against the revocations and
-//!    current serials committed and the earlier entries of the batch, in one statement. Those
-//!    that fail are answered [`LogError::PreconditionFailed`] and left out; the rest go on.
+//!    current serials committed and the earlier entries of the batch, in one statement per 500
+//!    such entries. Those that fail are answered [`LogError::PreconditionFailed`] and left out;
+//!    the rest go on.
 //! 1. `UPDATE logs ... RETURNING next_sequence` reserves `n` sequences of this handle's log.
 //!    Being the first write of the transaction it takes the database's write lock (SQLite) or
 //!    the log row's lock (PostgreSQL) until commit, so sequences are handed out in commit
