@@ -602,12 +602,32 @@ async fn open_log(
     };
     let log = AttestationLog::open(&garrison_log::LogConfig {
         url: config.database.clone(),
-        origin: Some(origin),
+        origin: Some(origin.clone()),
         max_batch,
         max_connections,
     })
     .await
     .map_err(open_err)?;
+    // A renamed site or trust domain opens a new log beside the old one. Say so: the old
+    // log's records are verified under their own origin, its revocations stay enforced.
+    match log.origins().await {
+        Ok(origins) => {
+            let others: Vec<&String> = origins.iter().filter(|o| **o != origin).collect();
+            if !others.is_empty() {
+                tracing::warn!(
+                    origin,
+                    ?others,
+                    "the database also holds the logs of other origins (a renamed site or trust \
+                     domain?): this attestor appends to its own; the revocations of those \
+                     logs stay enforced, their records are verified under their own origin"
+                );
+            }
+        }
+        Err(e) => {
+            log.close().await;
+            return Err(open_err(e));
+        }
+    }
     if mode == Mode::Serve {
         log.set_commit_window(config.log_commit_window);
     }

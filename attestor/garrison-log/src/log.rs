@@ -388,7 +388,7 @@ impl AttestationLog {
         {
             return answer;
         }
-        read::node_status(&self.inner.pool, self.inner.log.id, node_id).await
+        read::node_status(&self.inner.pool, node_id).await
     }
 
     /// The node whose current certificate has this serial (hex, any case) and whether that
@@ -401,7 +401,7 @@ impl AttestationLog {
         {
             return answer;
         }
-        read::node_status_by_serial(&self.inner.pool, self.inner.log.id, &serial).await
+        read::node_status_by_serial(&self.inner.pool, &serial).await
     }
 
     /// SQLite, on a handle with a writer: the status read answered on the writer's own
@@ -439,15 +439,17 @@ impl AttestationLog {
     }
 
     /// True if the certificate serial (hex, any case) is revoked, or the node it was issued
-    /// to is.
+    /// to is, by a revocation in any log of the database: a site whose origin changed keeps
+    /// enforcing what it revoked under the old one.
     pub async fn is_revoked(&self, serial_hex: &str) -> Result<bool, LogError> {
         let serial = normalise_hex(serial_hex, "serial_hex")?;
-        read::serial_revoked(&self.inner.pool, self.inner.log.id, &serial).await
+        read::serial_revoked(&self.inner.pool, &serial).await
     }
 
-    /// True if the node id itself is revoked.
+    /// True if the node id itself is revoked (in any log of the database, as
+    /// [`is_revoked`](Self::is_revoked)).
     pub async fn is_node_revoked(&self, node_id: &str) -> Result<bool, LogError> {
-        read::node_revoked(&self.inner.pool, self.inner.log.id, node_id).await
+        read::node_revoked(&self.inner.pool, node_id).await
     }
 
     /// The node states this database keeps, by node id after `after`, at most `limit`: what
@@ -466,8 +468,8 @@ impl AttestationLog {
     }
 
     /// The revocation rows this database keeps for this log (those [`is_revoked`] and
-    /// [`is_node_revoked`] read, besides the records and node states they also consult), by
-    /// sequence, if it holds the attestor's operational state for the log: node states or
+    /// [`is_node_revoked`] read, with those of the database's other logs and the records and
+    /// node states they also consult), by sequence, if it holds the attestor's operational state for the log: node states or
     /// revocations. `None` if it holds neither, as a copy of the log (a hub's replica, an
     /// archive) does, and a site before its first decision. An auditor checks these rows
     /// against the revoke records: a row deleted un-revokes a node while the log still says

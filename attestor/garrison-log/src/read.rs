@@ -223,17 +223,12 @@ const NODE_COLUMNS_N: &str = "n.node_id, n.ak_name, n.spiffe_id, n.identity_json
 
 /// The node with this id and whether it is revoked, in one statement (one hop to the
 /// database instead of two on every enrollment): the answers of [`node`] and [`node_revoked`].
-pub(crate) async fn node_status<'c, E>(
-    executor: E,
-    log_id: i64,
-    node_id: &str,
-) -> Result<NodeStatus, LogError>
+pub(crate) async fn node_status<'c, E>(executor: E, node_id: &str) -> Result<NodeStatus, LogError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     status_query(
         executor,
-        log_id,
         "n.node_id",
         NODE_REVOKED_WHERE,
         node_id.to_owned(),
@@ -246,29 +241,20 @@ where
 /// [`serial_revoked`].
 pub(crate) async fn node_status_by_serial<'c, E>(
     executor: E,
-    log_id: i64,
     serial: &str,
 ) -> Result<NodeStatus, LogError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let serial = serial.to_ascii_lowercase();
-    status_query(
-        executor,
-        log_id,
-        "n.current_serial",
-        SERIAL_REVOKED_WHERE,
-        serial,
-    )
-    .await
+    status_query(executor, "n.current_serial", SERIAL_REVOKED_WHERE, serial).await
 }
 
 /// One row: the node whose `node_column` is `$1` (all NULL without one) and the number of
-/// revocations of log `$2` matching `revoked_where`. Both are fixed names from this module;
-/// the key and the log id are bound.
+/// revocations matching `revoked_where`. Both are fixed names from this module; the key is
+/// bound.
 async fn status_query<'c, E>(
     executor: E,
-    log_id: i64,
     node_column: &'static str,
     revoked_where: &'static str,
     key: String,
@@ -282,7 +268,6 @@ where
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
-        .bind(log_id)
         .fetch_one(executor)
         .await
         .map_err(|source| LogError::Query { source })?;
@@ -298,14 +283,21 @@ where
     })
 }
 
-/// Revocations of log `$2` that cover node `$1`.
-const NODE_REVOKED_WHERE: &str = "node_id = $1 AND log_id = $2";
+// Revocations are enforced across the database's logs, not only the handle's own: node
+// states are keyed by node id alone, and a site whose origin changes (a renamed site or
+// trust domain opens a new log in the same database) must not forget whom it revoked. Only
+// a site's own writers write revocations (a hub's replicas never do), so in a site's
+// database these are that site's revocations, under whichever origin it had.
 
-/// Revocations of log `$2` that cover serial `$1`: the serial itself, or the node it was
-/// issued to (by any enroll/renew record of the log, or as the node's current serial).
-const SERIAL_REVOKED_WHERE: &str = "log_id = $2 AND (serial = $1 \
-     OR node_id IN (SELECT node_id FROM records WHERE log_id = $2 AND cert_serial = $1 AND node_id IS NOT NULL) \
-     OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1))";
+/// Revocations, in any log of the database, that cover node `$1`.
+const NODE_REVOKED_WHERE: &str = "node_id = $1";
+
+/// Revocations, in any log of the database, that cover serial `$1`: the serial itself, or
+/// the node it was issued to (by any enroll/renew record, or as the node's current serial).
+/// (`log_id IN (...)` lets the serial index, which leads with the log, be used per log.)
+const SERIAL_REVOKED_WHERE: &str = "serial = $1 \
+     OR node_id IN (SELECT node_id FROM records WHERE log_id IN (SELECT id FROM logs) AND cert_serial = $1 AND node_id IS NOT NULL) \
+     OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1)";
 
 pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
     let row = sqlx::query("SELECT bytes FROM evidence WHERE digest = $1")
@@ -396,44 +388,28 @@ fn placeholders(backend: Backend, n: usize) -> String {
 
 /// True if `serial` is revoked, or the node it was issued to (by any enroll/renew record, or
 /// as the node's current serial) is.
-pub(crate) async fn serial_revoked(
-    pool: &AnyPool,
-    log_id: i64,
-    serial: &str,
-) -> Result<bool, LogError> {
+pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool, LogError> {
     count_is_positive(
         pool,
         format!("SELECT COUNT(*) FROM revocations WHERE {SERIAL_REVOKED_WHERE}"),
         serial.to_ascii_lowercase(),
-        log_id,
     )
     .await
 }
 
-pub(crate) async fn node_revoked(
-    pool: &AnyPool,
-    log_id: i64,
-    node_id: &str,
-) -> Result<bool, LogError> {
+pub(crate) async fn node_revoked(pool: &AnyPool, node_id: &str) -> Result<bool, LogError> {
     count_is_positive(
         pool,
         format!("SELECT COUNT(*) FROM revocations WHERE {NODE_REVOKED_WHERE}"),
         node_id.to_owned(),
-        log_id,
     )
     .await
 }
 
-async fn count_is_positive(
-    pool: &AnyPool,
-    sql: String,
-    key: String,
-    log_id: i64,
-) -> Result<bool, LogError> {
-    // Only fixed SQL is passed in; the key and log id are bound.
+async fn count_is_positive(pool: &AnyPool, sql: String, key: String) -> Result<bool, LogError> {
+    // Only fixed SQL is passed in; the key is bound.
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key)
-        .bind(log_id)
         .fetch_one(pool)
         .await
         .map_err(|source| LogError::Query { source })?;

@@ -320,10 +320,8 @@ async fn read_status(writer: &mut Writer, key: &StatusKey) -> Result<NodeStatus,
             .map_err(|source| LogError::Query { source })?,
     };
     let status = match key {
-        StatusKey::Node(node_id) => read::node_status(&mut conn, writer.log_id, node_id).await,
-        StatusKey::Serial(serial) => {
-            read::node_status_by_serial(&mut conn, writer.log_id, serial).await
-        }
+        StatusKey::Node(node_id) => read::node_status(&mut conn, node_id).await,
+        StatusKey::Serial(serial) => read::node_status_by_serial(&mut conn, serial).await,
     };
     if status.is_ok() {
         writer.connection = Some(conn);
@@ -549,7 +547,7 @@ async fn check_preconditions(
             .fetch_one(&mut *tx)
             .await?;
     }
-    let mut standing = Standing::read(tx, log_id, &preconditions).await?;
+    let mut standing = Standing::read(tx, &preconditions).await?;
     Ok(jobs
         .iter()
         .map(|job| {
@@ -579,20 +577,20 @@ struct Standing {
 }
 
 impl Standing {
-    /// The log's revocations of the nodes and serials named, and those nodes' current
-    /// serials: one statement per 500 preconditions. (Node states are keyed by node id alone,
-    /// not by log: this log's lock does not cover a state another log's writer in the same
-    /// PostgreSQL database changes. One site's attestor serves one database, so that does not
+    /// The revocations of the nodes and serials named, in any log of the database (as
+    /// `read::node_status` enforces them), and those nodes' current serials: one statement
+    /// per 500 preconditions. (Node states and revocations are keyed by node id and serial,
+    /// not by log: on PostgreSQL this log's lock does not cover what another log's writer in
+    /// the same database changes. One site's attestor serves one database, so that does not
     /// arise at a site.)
     async fn read(
         tx: &mut AnyConnection,
-        log_id: i64,
         preconditions: &[&Precondition],
     ) -> Result<Self, sqlx::Error> {
         let mut standing = Standing::default();
-        // At most 2 × 500 + 1 values bound per statement, whatever the batch size.
+        // At most 2 × 500 values bound per statement, whatever the batch size.
         for chunk in preconditions.chunks(ROWS_PER_STATEMENT) {
-            standing.read_chunk(tx, log_id, chunk).await?;
+            standing.read_chunk(tx, chunk).await?;
         }
         Ok(standing)
     }
@@ -600,7 +598,6 @@ impl Standing {
     async fn read_chunk(
         &mut self,
         tx: &mut AnyConnection,
-        log_id: i64,
         preconditions: &[&Precondition],
     ) -> Result<(), sqlx::Error> {
         let nodes: BTreeSet<&str> = preconditions.iter().map(|p| p.node_id.as_str()).collect();
@@ -614,20 +611,20 @@ impl Standing {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let node_list = list(2, nodes.len());
+        let node_list = list(1, nodes.len());
         let revoked_where = if serials.is_empty() {
             format!("node_id IN ({node_list})")
         } else {
-            let serial_list = list(2 + nodes.len(), serials.len());
+            let serial_list = list(1 + nodes.len(), serials.len());
             format!("(node_id IN ({node_list}) OR serial IN ({serial_list}))")
         };
         let sql = format!(
             "SELECT 'revoked' AS what, node_id, serial FROM revocations \
-             WHERE log_id = $1 AND {revoked_where} \
+             WHERE {revoked_where} \
              UNION ALL \
              SELECT 'current' AS what, node_id, current_serial FROM nodes WHERE node_id IN ({node_list})"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(log_id);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for value in nodes.iter().chain(&serials) {
             query = query.bind((*value).to_owned());
         }

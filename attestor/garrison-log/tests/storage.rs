@@ -37,6 +37,7 @@ both_backends!(
     evidence_many_answers_as_evidence_does_for_each_digest,
     node_reset_forgets_the_cleared_tpms_state,
     an_allow_is_not_committed_once_its_precondition_fails,
+    revocations_of_another_origin_stay_enforced,
 );
 
 fn full_record() -> Record {
@@ -1524,4 +1525,92 @@ async fn a_precondition_is_judged_after_the_entries_before_it_in_its_batch(db: T
     assert_eq!(stats.precondition_failures, 2);
     assert_eq!(records_held(&db).await, 6);
     log.close().await;
+}
+
+/// A site renamed (or moved to another trust domain) opens a new log in the same database.
+/// Whom it revoked under the old origin stays revoked: the status reads, the revocation
+/// checks and the precondition judged at commit all see the old log's revocations, while
+/// each log keeps its own records and revocation rows.
+async fn revocations_of_another_origin_stay_enforced(db: TestDb) {
+    let old_origin = "garrison.example.org/site/old-name";
+    let open = |origin: &'static str| {
+        let mut config = db.config(8);
+        config.origin = Some(origin.to_owned());
+        async move { AttestationLog::open(&config).await.unwrap() }
+    };
+    let old = open(old_origin).await;
+    for (node, serial) in [("n1", "aa01"), ("n2", "bb01"), ("n3", "cc01")] {
+        old.append_if(issue(node, serial, 1), vec![], precondition(node, None))
+            .await
+            .unwrap();
+    }
+    old.revoke(revoke(RevocationTarget::Node("n1".into())))
+        .await
+        .unwrap();
+    old.revoke(revoke(RevocationTarget::Serial("BB01".into())))
+        .await
+        .unwrap();
+    old.close().await;
+
+    let new = open("garrison.example.org/site/new-name").await;
+    assert_eq!(new.tree_size().await.unwrap(), 0);
+    // No state of its own yet (the node states are the old log's).
+    assert_eq!(new.enforced_revocations().await.unwrap(), None);
+    // Status reads, by node and by serial.
+    assert!(new.node_status("n1").await.unwrap().revoked);
+    assert!(new.is_node_revoked("n1").await.unwrap());
+    assert!(new.node_status_by_serial("aa01").await.unwrap().revoked);
+    assert!(new.is_revoked("AA01").await.unwrap());
+    assert!(new.node_status_by_serial("bb01").await.unwrap().revoked);
+    assert!(!new.node_status("n2").await.unwrap().revoked);
+    assert!(!new.node_status("n3").await.unwrap().revoked);
+    assert!(!new.is_revoked("cc01").await.unwrap());
+    // The precondition judged at commit.
+    let refused = |answer: Result<garrison_log::Appended, LogError>| match answer {
+        Err(LogError::PreconditionFailed(failure)) => failure,
+        other => panic!("expected a failed precondition, got {other:?}"),
+    };
+    assert_eq!(
+        refused(
+            new.append_if(issue("n1", "aa02", 2), vec![], precondition("n1", None))
+                .await
+        ),
+        PreconditionFailure::NodeRevoked {
+            node_id: "n1".into()
+        }
+    );
+    assert_eq!(
+        refused(
+            new.append_if(
+                issue("n2", "bb02", 2),
+                vec![],
+                precondition("n2", Some("bb01"))
+            )
+            .await
+        ),
+        PreconditionFailure::SerialRevoked {
+            serial: "bb01".into()
+        }
+    );
+    // A node nobody revoked renews under the new origin; nothing refused was written.
+    let renewed = new
+        .append_if(
+            issue("n3", "cc02", 2),
+            vec![],
+            precondition("n3", Some("cc01")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed.sequence, 0);
+    assert_eq!(new.tree_size().await.unwrap(), 1);
+    // A revocation under the new origin is the new log's own row.
+    new.revoke(revoke(RevocationTarget::Node("n3".into())))
+        .await
+        .unwrap();
+    assert_eq!(new.enforced_revocations().await.unwrap().unwrap().len(), 1);
+    new.close().await;
+    let old = open(old_origin).await;
+    assert_eq!(old.enforced_revocations().await.unwrap().unwrap().len(), 2);
+    assert!(old.is_node_revoked("n3").await.unwrap());
+    old.close().await;
 }
