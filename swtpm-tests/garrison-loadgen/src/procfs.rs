@@ -33,6 +33,32 @@ pub fn threads_cpu_ticks(pid: &str, matches: impl Fn(&str) -> bool) -> Option<u6
     Some(total)
 }
 
+/// Sum of utime + stime over the machine's processes whose command name matches (those this
+/// user can read), or `None` if none does. As with threads, a process that exited takes its
+/// time with it: a database server's long-lived backends are counted, a short-lived
+/// connection's not.
+pub fn processes_cpu_ticks(matches: impl Fn(&str) -> bool) -> Option<u64> {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // exited meanwhile
+        };
+        if let Some((name, ticks)) = stat_cpu_ticks(&stat)
+            && matches(name)
+        {
+            found = Some(found.unwrap_or(0u64).saturating_add(ticks));
+        }
+    }
+    found
+}
+
 /// (comm, utime + stime) from a /proc stat line. comm is in parentheses and may contain
 /// spaces, so fields are counted from the last ')'.
 fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
@@ -75,5 +101,9 @@ mod tests {
         assert_eq!(threads_cpu_ticks("self", |_| false), Some(0));
         assert_eq!(threads_cpu_ticks("no-such-process", |_| true), None);
         assert!(peak_rss_kib("self").unwrap() > 0);
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let me = me.trim_end();
+        assert!(processes_cpu_ticks(|name| name == me).is_some());
+        assert_eq!(processes_cpu_ticks(|_| false), None);
     }
 }

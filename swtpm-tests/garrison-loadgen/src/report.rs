@@ -80,6 +80,24 @@ pub fn render(report: &Report) -> String {
                 .sqlite_cpu_us_per_op()
                 .unwrap_or(f64::NAN),
         ),
+        // With `--database postgres://…`: the CPU of the machine's PostgreSQL processes, the
+        // server's side of the log (its backends, WAL writer, checkpointer); nan if none runs.
+        (
+            "server_postgres_cpu_us_per_enroll",
+            report
+                .phases
+                .enroll
+                .postgres_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
+        ),
+        (
+            "server_postgres_cpu_us_per_renew",
+            report
+                .phases
+                .renew
+                .postgres_cpu_us_per_op()
+                .unwrap_or(f64::NAN),
+        ),
         // The generator's own CPU: with the attestor's, what the machine spends per operation.
         (
             "generator_cpu_us_per_enroll",

@@ -81,6 +81,9 @@ pub struct PhaseStats {
     pub server_ticks: Option<u64>,
     /// CPU ticks of the attestor's SQLite connection threads during the phase, if measurable.
     pub sqlite_ticks: Option<u64>,
+    /// CPU ticks of the machine's PostgreSQL server processes during the phase (`None` if
+    /// none runs): the server's side of the log when the attestor's database is PostgreSQL.
+    pub postgres_ticks: Option<u64>,
     /// The generator's own CPU ticks during the phase (the attestor's threads excluded when
     /// it runs in-process).
     pub generator_ticks: Option<u64>,
@@ -113,6 +116,11 @@ impl PhaseStats {
     /// CPU microseconds the attestor's SQLite threads spent per completed operation.
     pub fn sqlite_cpu_us_per_op(&self) -> Option<f64> {
         self.cpu_us_per_op(self.sqlite_ticks?)
+    }
+
+    /// CPU microseconds the machine's PostgreSQL processes spent per completed operation.
+    pub fn postgres_cpu_us_per_op(&self) -> Option<f64> {
+        self.cpu_us_per_op(self.postgres_ticks?)
     }
 
     /// CPU microseconds the generator itself spent per completed operation of this phase.
@@ -406,6 +414,7 @@ async fn phase(
     eprintln!("phase {mix:?} for {length:?}: {count} agents");
     let ticks_before = attestor.cpu_ticks();
     let sqlite_before = attestor.sqlite_cpu_ticks();
+    let postgres_before = postgres_cpu_ticks();
     let generator_before = attestor.generator_cpu_ticks();
     let start = Instant::now();
     let mut seeds = vec![0u8; count.saturating_mul(8)];
@@ -436,9 +445,16 @@ async fn phase(
     };
     stats.server_ticks = difference(ticks_before, attestor.cpu_ticks());
     stats.sqlite_ticks = difference(sqlite_before, attestor.sqlite_cpu_ticks());
+    stats.postgres_ticks = difference(postgres_before, postgres_cpu_ticks());
     stats.generator_ticks = difference(generator_before, attestor.generator_cpu_ticks());
     agents.sort_by_key(|a| a.index);
     Ok((agents, stats))
+}
+
+/// CPU ticks of the machine's PostgreSQL server processes (the postmaster, its backends and
+/// auxiliary processes all carry the command name `postgres`).
+fn postgres_cpu_ticks() -> Option<u64> {
+    crate::procfs::processes_cpu_ticks(|name| name == "postgres")
 }
 
 /// How one agent runs within a phase.
