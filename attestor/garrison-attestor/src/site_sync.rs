@@ -450,13 +450,15 @@ impl SiteSync {
         now: OffsetDateTime,
     ) -> Result<bool, SyncError> {
         let target = match entry {
-            RevokedTarget::Node(node) if self.log.is_node_revoked(node).await? => return Ok(false),
-            RevokedTarget::Serial(serial) if self.log.is_revoked(serial).await? => {
-                return Ok(false);
-            }
             RevokedTarget::Node(node) => RevocationTarget::Node(node.clone()),
             RevokedTarget::Serial(serial) => RevocationTarget::Serial(serial.clone()),
         };
+        // Already revoked in this log: nothing to record. A revocation in another log of the
+        // database (the site's log before its origin changed) is enforced already, but this
+        // log, and whoever verifies it, should say so too.
+        if self.log.is_revoked_in_this_log(&target).await? {
+            return Ok(false);
+        }
         self.log
             .revoke(Revocation {
                 time: now,

@@ -114,6 +114,13 @@ pub enum StartWarning {
         /// Its permission bits.
         mode: u32,
     },
+    /// The database also holds the logs of other origins: the site's log from before its
+    /// name or trust domain changed, or other sites sharing the database. Their revocations
+    /// are enforced here too; their records are verified under their own origins.
+    OtherOrigins {
+        /// Their origins.
+        others: Vec<String>,
+    },
     /// Another process serves the log now (`check-config` only: `serve` refuses to start).
     LogInUse {
         /// The lock file.
@@ -194,6 +201,14 @@ impl fmt::Display for StartWarning {
                 f,
                 "{what} {} is open to group or others (mode {mode:03o}): chmod go-rwx it",
                 path.display()
+            ),
+            StartWarning::OtherOrigins { others } => write!(
+                f,
+                "the log database also holds the logs of {} (this site before a rename, or \
+                 sites sharing the database): this attestor appends to its own log, enforces \
+                 the revocations of every log there, and an auditor verifies each origin's log \
+                 on its own",
+                others.join(", ")
             ),
             StartWarning::LogInUse { lock, holder } => write!(
                 f,
@@ -334,12 +349,15 @@ pub(crate) async fn startup_checks(
         check_tls(config, &site_ca, clock, report);
     }
     let opened = open_log(config, &site_ca, mode).await;
-    let (log, _) = report.check("log database", opened, |(_, records)| {
+    let (log, _, others) = report.check("log database", opened, |(_, records, _)| {
         format!(
             "{}: opened, writable, {records} records",
             garrison_log::url_for_display(&config.database)
         )
     })?;
+    if !others.is_empty() {
+        report.warn("log database", StartWarning::OtherOrigins { others });
+    }
     let mut secrets = vec![("log key", config.log_key.clone())];
     secrets.extend(
         ca_key_files(&config.ca_dir)
@@ -589,7 +607,7 @@ async fn open_log(
     config: &SiteConfig,
     ca: &SiteCa,
     mode: Mode,
-) -> Result<(AttestationLog, u64), StartError> {
+) -> Result<(AttestationLog, u64, Vec<String>), StartError> {
     let origin =
         garrison_transparency::site_origin(ca.active().trust_domain().as_str(), &config.site);
     let (max_batch, max_connections) = match mode {
@@ -608,26 +626,6 @@ async fn open_log(
     })
     .await
     .map_err(open_err)?;
-    // A renamed site or trust domain opens a new log beside the old one. Say so: the old
-    // log's records are verified under their own origin, its revocations stay enforced.
-    match log.origins().await {
-        Ok(origins) => {
-            let others: Vec<&String> = origins.iter().filter(|o| **o != origin).collect();
-            if !others.is_empty() {
-                tracing::warn!(
-                    origin,
-                    ?others,
-                    "the database also holds the logs of other origins (a renamed site or trust \
-                     domain?): this attestor appends to its own; the revocations of those \
-                     logs stay enforced, their records are verified under their own origin"
-                );
-            }
-        }
-        Err(e) => {
-            log.close().await;
-            return Err(open_err(e));
-        }
-    }
     if mode == Mode::Serve {
         log.set_commit_window(config.log_commit_window);
     }
@@ -635,8 +633,16 @@ async fn open_log(
         Ok(()) => log.tree_size().await,
         Err(e) => Err(e),
     };
+    // A renamed site or trust domain opens a new log beside the old one.
+    let checked = match checked {
+        Ok(records) => log.origins().await.map(|origins| {
+            let others = origins.into_iter().filter(|o| *o != origin).collect();
+            (records, others)
+        }),
+        Err(e) => Err(e),
+    };
     match checked {
-        Ok(records) => Ok((log, records)),
+        Ok((records, others)) => Ok((log, records, others)),
         Err(e) => {
             log.close().await;
             Err(open_err(e))

@@ -1160,6 +1160,60 @@ async fn damaged_batches_are_refused_without_panicking() {
     assert!(checked > 500);
 }
 
+/// A site whose database holds its log from before a rename (another origin) that already
+/// revoked a node: the hub's list naming that node is still recorded in the site's current
+/// log (the revocation was enforced already; the new log, the hub's copy of it and its
+/// auditors should say so too), and a node the current log already revoked is not recorded
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_revocation_is_recorded_in_the_current_log_after_a_rename() {
+    let world = World::new(false).await.unwrap();
+    let site_log = world.attestor.log();
+    let (before_rename, current) = (format!("{:064x}", 41), format!("{:064x}", 42));
+    let old = AttestationLog::open(&garrison_log::LogConfig {
+        url: format!("sqlite://{}/site.db", world.dir.display()),
+        origin: Some(site_origin(TRUST_DOMAIN, "old-name")),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let revoke = |node: &str| garrison_log::Revocation {
+        time: OffsetDateTime::now_utc(),
+        site: SITE.into(),
+        target: garrison_log::RevocationTarget::Node(node.to_owned()),
+        reasons: vec!["operator".into()],
+        policy_digest: None,
+    };
+    old.revoke(revoke(&before_rename)).await.unwrap();
+    old.close().await;
+    site_log.revoke(revoke(&current)).await.unwrap();
+    assert!(site_log.is_node_revoked(&before_rename).await.unwrap());
+    let size = site_log.tree_size().await.unwrap();
+
+    world
+        .hub
+        .revoke(&[
+            RevokedTarget::Node(before_rename.clone()),
+            RevokedTarget::Node(current.clone()),
+        ])
+        .await
+        .unwrap();
+    let round = world.round().await;
+    assert_eq!(round.applied.revocation_sequence, Some(1));
+    assert_eq!(round.applied.revoked, 1, "{round:?}");
+    let revokes = site_log
+        .query(&garrison_log::Query {
+            kind: Some(RecordKind::Revoke),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let nodes: Vec<Option<String>> = revokes.iter().map(|r| r.record.node_id.clone()).collect();
+    assert_eq!(nodes, vec![Some(current), Some(before_rename)]);
+    assert_eq!(site_log.tree_size().await.unwrap(), size + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_list_too_large_for_one_answer_is_not_signed() {
     let world = World::new(false).await.unwrap();

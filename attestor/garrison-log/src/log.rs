@@ -452,6 +452,24 @@ impl AttestationLog {
         read::node_revoked(&self.inner.pool, node_id).await
     }
 
+    /// True if this log holds a revocation covering `target` (for a serial: the serial, or
+    /// the node this log issued it to or holds it as current), whatever other logs of the
+    /// database hold: whether a revocation from elsewhere (a hub's list) still needs a
+    /// record in this log. [`is_revoked`](Self::is_revoked) and
+    /// [`is_node_revoked`](Self::is_node_revoked) answer what is enforced.
+    pub async fn is_revoked_in_this_log(
+        &self,
+        target: &RevocationTarget,
+    ) -> Result<bool, LogError> {
+        let target = match target {
+            RevocationTarget::Serial(serial) => {
+                RevocationTarget::Serial(normalise_hex(serial, "serial_hex")?)
+            }
+            node => node.clone(),
+        };
+        read::revoked_in_log(&self.inner.pool, self.inner.log.id, &target).await
+    }
+
     /// The node states this database keeps, by node id after `after`, at most `limit`: what
     /// the attestor decides renewals and re-enrollments against (the AK bound, the serial a
     /// renewal must present, the identity facts and counters), the record that last wrote

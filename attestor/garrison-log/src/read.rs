@@ -230,7 +230,7 @@ where
     status_query(
         executor,
         "n.node_id",
-        NODE_REVOKED_WHERE,
+        NODE_REVOKED_COUNT,
         node_id.to_owned(),
     )
     .await
@@ -247,23 +247,23 @@ where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let serial = serial.to_ascii_lowercase();
-    status_query(executor, "n.current_serial", SERIAL_REVOKED_WHERE, serial).await
+    status_query(executor, "n.current_serial", SERIAL_REVOKED_COUNT, serial).await
 }
 
 /// One row: the node whose `node_column` is `$1` (all NULL without one) and the number of
-/// revocations matching `revoked_where`. Both are fixed names from this module; the key is
+/// revocations `revoked_count` counts. Both are fixed names from this module; the key is
 /// bound.
 async fn status_query<'c, E>(
     executor: E,
     node_column: &'static str,
-    revoked_where: &'static str,
+    revoked_count: &'static str,
     key: String,
 ) -> Result<NodeStatus, LogError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let sql = format!(
-        "SELECT {NODE_COLUMNS_N}, (SELECT COUNT(*) FROM revocations WHERE {revoked_where}) AS revoked_count \
+        "SELECT {NODE_COLUMNS_N}, {revoked_count} AS revoked_count \
          FROM (SELECT 1 AS one) AS q LEFT JOIN nodes AS n ON {node_column} = $1"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
@@ -286,18 +286,35 @@ where
 // Revocations are enforced across the database's logs, not only the handle's own: node
 // states are keyed by node id alone, and a site whose origin changes (a renamed site or
 // trust domain opens a new log in the same database) must not forget whom it revoked. Only
-// a site's own writers write revocations (a hub's replicas never do), so in a site's
-// database these are that site's revocations, under whichever origin it had.
+// sites' own writers write revocations (a hub's replicas never do): in a site's database
+// these are that site's revocations, under whichever origin it had; in a PostgreSQL
+// database several sites share, each site enforces the others' too.
 
-/// Revocations, in any log of the database, that cover node `$1`.
-const NODE_REVOKED_WHERE: &str = "node_id = $1";
+/// How many revocations, in any log of the database, cover node `$1`: a scalar expression.
+const NODE_REVOKED_COUNT: &str = "(SELECT COUNT(*) FROM revocations WHERE node_id = $1)";
 
-/// Revocations, in any log of the database, that cover serial `$1`: the serial itself, or
-/// the node it was issued to (by any enroll/renew record, or as the node's current serial).
-/// (`log_id IN (...)` lets the serial index, which leads with the log, be used per log.)
-const SERIAL_REVOKED_WHERE: &str = "serial = $1 \
-     OR node_id IN (SELECT node_id FROM records WHERE log_id IN (SELECT id FROM logs) AND cert_serial = $1 AND node_id IS NOT NULL) \
-     OR node_id IN (SELECT node_id FROM nodes WHERE current_serial = $1)";
+/// How many revocations, in any log of the database, cover serial `$1`: the serial itself,
+/// or the node it was issued to (by any enroll/renew record, or as the node's current
+/// serial). Three counts, each answered from an index (an `OR` of subqueries would scan the
+/// revocations on PostgreSQL); `log_id IN (...)` lets the serial index, which leads with the
+/// log, be used per log.
+const SERIAL_REVOKED_COUNT: &str = "((SELECT COUNT(*) FROM revocations WHERE serial = $1) \
+     + (SELECT COUNT(*) FROM revocations WHERE node_id IN \
+        (SELECT node_id FROM records WHERE log_id IN (SELECT id FROM logs) AND cert_serial = $1 AND node_id IS NOT NULL)) \
+     + (SELECT COUNT(*) FROM revocations WHERE node_id IN \
+        (SELECT node_id FROM nodes WHERE current_serial = $1)))";
+
+/// [`NODE_REVOKED_COUNT`] for this log's revocations alone (`$2`): whether this log holds
+/// a record of the revocation, which a hub's list is then not recorded again for.
+const NODE_REVOKED_IN_LOG_COUNT: &str =
+    "(SELECT COUNT(*) FROM revocations WHERE node_id = $1 AND log_id = $2)";
+
+/// [`SERIAL_REVOKED_COUNT`] for this log's revocations and records alone (`$2`).
+const SERIAL_REVOKED_IN_LOG_COUNT: &str = "((SELECT COUNT(*) FROM revocations WHERE log_id = $2 AND serial = $1) \
+     + (SELECT COUNT(*) FROM revocations WHERE log_id = $2 AND node_id IN \
+        (SELECT node_id FROM records WHERE log_id = $2 AND cert_serial = $1 AND node_id IS NOT NULL)) \
+     + (SELECT COUNT(*) FROM revocations WHERE log_id = $2 AND node_id IN \
+        (SELECT node_id FROM nodes WHERE current_serial = $1)))";
 
 pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
     let row = sqlx::query("SELECT bytes FROM evidence WHERE digest = $1")
@@ -391,8 +408,9 @@ fn placeholders(backend: Backend, n: usize) -> String {
 pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool, LogError> {
     count_is_positive(
         pool,
-        format!("SELECT COUNT(*) FROM revocations WHERE {SERIAL_REVOKED_WHERE}"),
+        format!("SELECT {SERIAL_REVOKED_COUNT} AS count"),
         serial.to_ascii_lowercase(),
+        None,
     )
     .await
 }
@@ -400,16 +418,42 @@ pub(crate) async fn serial_revoked(pool: &AnyPool, serial: &str) -> Result<bool,
 pub(crate) async fn node_revoked(pool: &AnyPool, node_id: &str) -> Result<bool, LogError> {
     count_is_positive(
         pool,
-        format!("SELECT COUNT(*) FROM revocations WHERE {NODE_REVOKED_WHERE}"),
+        format!("SELECT {NODE_REVOKED_COUNT} AS count"),
         node_id.to_owned(),
+        None,
     )
     .await
 }
 
-async fn count_is_positive(pool: &AnyPool, sql: String, key: String) -> Result<bool, LogError> {
-    // Only fixed SQL is passed in; the key is bound.
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(key)
+/// Whether this log (`log_id`) holds a revocation covering `target`, as [`node_revoked`] or
+/// [`serial_revoked`] answer for the whole database.
+pub(crate) async fn revoked_in_log(
+    pool: &AnyPool,
+    log_id: i64,
+    target: &crate::RevocationTarget,
+) -> Result<bool, LogError> {
+    let (count, key) = match target {
+        crate::RevocationTarget::Node(node_id) => (NODE_REVOKED_IN_LOG_COUNT, node_id.clone()),
+        crate::RevocationTarget::Serial(serial) => {
+            (SERIAL_REVOKED_IN_LOG_COUNT, serial.to_ascii_lowercase())
+        }
+    };
+    count_is_positive(pool, format!("SELECT {count} AS count"), key, Some(log_id)).await
+}
+
+async fn count_is_positive(
+    pool: &AnyPool,
+    sql: String,
+    key: String,
+    log_id: Option<i64>,
+) -> Result<bool, LogError> {
+    // Only fixed SQL is passed in; the key (and the log id, for SQL that names `$2`) is
+    // bound.
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(key);
+    if let Some(log_id) = log_id {
+        query = query.bind(log_id);
+    }
+    let row = query
         .fetch_one(pool)
         .await
         .map_err(|source| LogError::Query { source })?;

@@ -6,9 +6,10 @@
 //!
 //! 0. Entries appended with a [`Precondition`] (`AttestationLog::append_if`: the attestor's
 //!    allows) are judged first, once the transaction holds the log's write lock (SQLite's
-//!    BEGIN IMMEDIATE; on PostgreSQL the log row, locked first), against the revocations and
-//!    current serials committed and the earlier entries of the batch, in one statement per 500
-//!    such entries. Those that fail are answered [`LogError::PreconditionFailed`] and left out;
+//!    BEGIN IMMEDIATE; on PostgreSQL a database-wide advisory lock that orders revocations
+//!    against these checks, then the log row), against the revocations of every log of the
+//!    database, the current serials committed and the earlier entries of the batch, in one
+//!    statement per 500 such entries. Those that fail are answered [`LogError::PreconditionFailed`] and left out;
 //!    the rest go on.
 //! 1. `UPDATE logs ... RETURNING next_sequence` reserves `n` sequences of this handle's log.
 //!    Being the first write of the transaction it takes the database's write lock (SQLite) or
@@ -461,6 +462,7 @@ async fn write_on(
     frontier: Option<&Frontier>,
     all_jobs: &[Job],
 ) -> Result<Written, sqlx::Error> {
+    lock_revocations(&mut *tx, backend, all_jobs).await?;
     let failures = check_preconditions(&mut *tx, backend, log_id, all_jobs).await?;
     let jobs: Vec<&Job> = all_jobs
         .iter()
@@ -521,6 +523,41 @@ async fn write_on(
     Ok((answers, Some(frontier)))
 }
 
+/// The PostgreSQL transaction-level advisory lock (two-key form, a key space apart from the
+/// serving locks' one-key form) that orders revocations against the preconditions judged
+/// by every log's writer in the database: "garr", 1.
+const REVOCATION_LOCK: (i32, i32) = (0x6761_7272, 1);
+
+/// PostgreSQL: a batch that writes revocations takes [`REVOCATION_LOCK`] exclusively, one
+/// that judges preconditions takes it shared, before anything else (the log row's lock
+/// comes after, in every batch, so two writers cannot wait on each other). Preconditions
+/// are judged against revocations in any log of the database, and another log's writer
+/// does not take this log's row lock: without this, a revocation committed by it between
+/// this batch's check and its commit would let an allow through. Held to commit or
+/// rollback. SQLite's `BEGIN IMMEDIATE` already serializes every writer of the database.
+async fn lock_revocations(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    jobs: &[Job],
+) -> Result<(), sqlx::Error> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let sql = if jobs.iter().any(|job| job.entry.revocation.is_some()) {
+        "SELECT pg_advisory_xact_lock($1, $2) IS NULL"
+    } else if jobs.iter().any(|job| job.entry.precondition.is_some()) {
+        "SELECT pg_advisory_xact_lock_shared($1, $2) IS NULL"
+    } else {
+        return Ok(());
+    };
+    sqlx::query(sql)
+        .bind(REVOCATION_LOCK.0)
+        .bind(REVOCATION_LOCK.1)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Per job, the precondition that no longer holds (`None`: none, or it holds), judged
 /// against the committed state and the earlier entries of the batch. Reads nothing if no job
 /// has a precondition.
@@ -579,10 +616,11 @@ struct Standing {
 impl Standing {
     /// The revocations of the nodes and serials named, in any log of the database (as
     /// `read::node_status` enforces them), and those nodes' current serials: one statement
-    /// per 500 preconditions. (Node states and revocations are keyed by node id and serial,
-    /// not by log: on PostgreSQL this log's lock does not cover what another log's writer in
-    /// the same database changes. One site's attestor serves one database, so that does not
-    /// arise at a site.)
+    /// per 500 preconditions. Revocations by any log's writer are ordered against this read
+    /// by [`lock_revocations`]. (Node states are keyed by node id, not by log, and are not:
+    /// in a PostgreSQL database several sites share, another site's allow or reset of the
+    /// same node between this read and this commit is not seen. A node is one machine at
+    /// one site at a time.)
     async fn read(
         tx: &mut AnyConnection,
         preconditions: &[&Precondition],

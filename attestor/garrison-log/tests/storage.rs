@@ -38,6 +38,7 @@ both_backends!(
     node_reset_forgets_the_cleared_tpms_state,
     an_allow_is_not_committed_once_its_precondition_fails,
     revocations_of_another_origin_stay_enforced,
+    a_revocation_by_another_logs_writer_during_the_check_refuses_the_allow,
 );
 
 fn full_record() -> Record {
@@ -1613,4 +1614,90 @@ async fn revocations_of_another_origin_stay_enforced(db: TestDb) {
     assert_eq!(old.enforced_revocations().await.unwrap().unwrap().len(), 2);
     assert!(old.is_node_revoked("n3").await.unwrap());
     old.close().await;
+}
+
+/// Two logs in one database (a renamed site, or sites sharing a PostgreSQL database): a
+/// revocation another log's writer is committing while this log's writer judges an allow's
+/// precondition is waited for and then refuses the allow. On PostgreSQL the two writers
+/// share no row lock; the revocation lock orders them (the test checks that the allow's
+/// writer really waits on it). On SQLite the database's write lock does.
+async fn a_revocation_by_another_logs_writer_during_the_check_refuses_the_allow(db: TestDb) {
+    let open = |origin: &'static str| {
+        let mut config = db.config(8);
+        config.origin = Some(origin.to_owned());
+        async move { AttestationLog::open(&config).await.unwrap() }
+    };
+    let old = open("garrison.example.org/site/a").await;
+    let new = open("garrison.example.org/site/b").await;
+    old.append_if(issue("n1", "aa01", 1), vec![], precondition("n1", None))
+        .await
+        .unwrap();
+    // The old log's writer, as seen from outside: its transaction holds the revocation lock
+    // (PostgreSQL) or the write lock (SQLite) and has written a revocation of n1, not yet
+    // committed. (A bare row: the lock and the commit are what is tested.)
+    let mut side = db.side_connection().await;
+    let mut tx = sqlx::Connection::begin(&mut side).await.unwrap();
+    match db.backend {
+        Backend::Postgres => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2) IS NULL")
+                .bind(0x6761_7272_i32)
+                .bind(1_i32)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        }
+        Backend::Sqlite => {
+            sqlx::query("UPDATE logs SET next_sequence = next_sequence")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+    }
+    sqlx::query(
+        "INSERT INTO revocations (log_id, sequence, serial, node_id, time_us) \
+         SELECT id, 0, NULL, 'n1', 0 FROM logs WHERE origin = 'garrison.example.org/site/a'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let allow = {
+        let new = new.clone();
+        tokio::spawn(async move {
+            new.append_if(issue("n1", "aa02", 2), vec![], precondition("n1", None))
+                .await
+        })
+    };
+    if db.backend == Backend::Postgres {
+        let mut watcher = db.side_connection().await;
+        let mut waited = false;
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND NOT l.granted \
+                 AND a.datname = current_database()",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            waited,
+            "the allow's writer never waited for the revocation lock"
+        );
+    }
+    tx.commit().await.unwrap();
+    match allow.await.unwrap() {
+        Err(LogError::PreconditionFailed(PreconditionFailure::NodeRevoked { node_id })) => {
+            assert_eq!(node_id, "n1");
+        }
+        other => panic!("expected the allow refused, got {other:?}"),
+    }
+    assert_eq!(new.tree_size().await.unwrap(), 0);
+    old.close().await;
+    new.close().await;
 }

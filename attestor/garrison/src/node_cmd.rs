@@ -99,42 +99,68 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The site database's URL and site name, from --config or --db.
-fn site_database(
-    config: Option<&PathBuf>,
-    db: Option<&String>,
-) -> anyhow::Result<(String, Option<String>)> {
+/// The site database, from --config or --db.
+struct SiteDatabase {
+    url: String,
+    /// The site's name (from --config).
+    site: Option<String>,
+    /// The site's log (from --config: its trust domain and name, as the attestor opens it);
+    /// without it, the database's only log. A database that also holds the site's log from
+    /// before a rename needs --config.
+    origin: Option<String>,
+}
+
+fn site_database(config: Option<&PathBuf>, db: Option<&String>) -> anyhow::Result<SiteDatabase> {
     match (config, db) {
         (Some(path), _) => {
             let config = SiteConfig::load(path)?;
-            Ok((config.database, Some(config.site)))
+            // The site CA in force (after a rotation, not the provisioned one).
+            let ca = garrison_attestor::server::load_site_ca(&config)?.active();
+            let origin =
+                garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
+            Ok(SiteDatabase {
+                url: config.database,
+                site: Some(config.site),
+                origin: Some(origin),
+            })
         }
         (None, Some(db)) => {
             if !db.starts_with("sqlite://") && !db.starts_with("postgres") {
                 bail!("--db must be a sqlite:// or postgres:// URL");
             }
-            Ok((db.clone(), None))
+            Ok(SiteDatabase {
+                url: db.clone(),
+                site: None,
+                origin: None,
+            })
         }
         (None, None) => bail!("give --config site.toml or --db URL"),
     }
 }
 
-async fn open_site(url: &str) -> anyhow::Result<AttestationLog> {
-    AttestationLog::open(&LogConfig {
-        url: url.to_owned(),
-        origin: None,
-        max_batch: 1,
-        max_connections: 2,
-    })
-    .await
-    .with_context(|| format!("opening the attestation log {url}"))
+impl SiteDatabase {
+    async fn open(&self) -> anyhow::Result<AttestationLog> {
+        AttestationLog::open(&LogConfig {
+            url: self.url.clone(),
+            origin: self.origin.clone(),
+            max_batch: 1,
+            max_connections: 2,
+        })
+        .await
+        .with_context(|| format!("opening the attestation log {}", self.url))
+    }
+
+    async fn open_read_only(&self) -> anyhow::Result<AttestationLog> {
+        AttestationLog::open_read_only(&self.url, self.origin.as_deref())
+            .await
+            .with_context(|| format!("opening the attestation log {}", self.url))
+    }
 }
 
 async fn list(args: SiteArgs) -> anyhow::Result<()> {
-    let (url, _) = site_database(args.config.as_ref(), args.db.as_ref())?;
-    let log = AttestationLog::open_read_only(&url, None)
-        .await
-        .with_context(|| format!("opening the attestation log {url}"))?;
+    let log = site_database(args.config.as_ref(), args.db.as_ref())?
+        .open_read_only()
+        .await?;
     let mut after: Option<String> = None;
     let mut out = std::io::stdout().lock();
     loop {
@@ -161,10 +187,9 @@ async fn list(args: SiteArgs) -> anyhow::Result<()> {
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {
-    let (url, _) = site_database(args.site.config.as_ref(), args.site.db.as_ref())?;
-    let log = AttestationLog::open_read_only(&url, None)
-        .await
-        .with_context(|| format!("opening the attestation log {url}"))?;
+    let log = site_database(args.site.config.as_ref(), args.site.db.as_ref())?
+        .open_read_only()
+        .await?;
     let node_id = args.node.trim().to_ascii_lowercase();
     let status = log.node_status(&node_id).await?;
     let Some(node) = status.node else {
@@ -224,14 +249,14 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (url, site) = site_database(args.config.as_ref(), args.db.as_ref())?;
+    let database = site_database(args.config.as_ref(), args.db.as_ref())?;
     let target = match (&args.node, &args.serial) {
         (Some(node), _) => RevocationTarget::Node(node.trim().to_ascii_lowercase()),
         (None, Some(serial)) => RevocationTarget::Serial(serial.trim().to_ascii_lowercase()),
         (None, None) => bail!("give --node or --serial"),
     };
-    let log = open_site(&url).await?;
-    let site = match (site, &target) {
+    let log = database.open().await?;
+    let site = match (database.site.clone(), &target) {
         (Some(site), _) => site,
         (None, RevocationTarget::Node(node)) => log
             .node(node)
@@ -269,28 +294,9 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 }
 
 async fn reset(args: ResetArgs) -> anyhow::Result<()> {
-    let (url, config_site) = match (&args.config, &args.db) {
-        (Some(path), _) => {
-            let config = SiteConfig::load(path)?;
-            (config.database, Some(config.site))
-        }
-        (None, Some(db)) => {
-            if !db.starts_with("sqlite://") && !db.starts_with("postgres") {
-                bail!("--db must be a sqlite:// or postgres:// URL");
-            }
-            (db.clone(), None)
-        }
-        (None, None) => bail!("give --config site.toml or --db URL"),
-    };
-    let site = args.site.clone().or(config_site);
-    let log = AttestationLog::open(&LogConfig {
-        url: url.clone(),
-        origin: None,
-        max_batch: 1,
-        max_connections: 2,
-    })
-    .await
-    .with_context(|| format!("opening the attestation log {url}"))?;
+    let database = site_database(args.config.as_ref(), args.db.as_ref())?;
+    let site = args.site.clone().or(database.site.clone());
+    let log = database.open().await?;
     let result = garrison_attestor::node_admin::reset_node(
         &log,
         site.as_deref(),

@@ -544,6 +544,95 @@ async fn a_site_ca_near_or_past_its_expiry_is_warned_about_at_each_level() {
     );
 }
 
+/// A site renamed (here: its database already holds the log of another origin, as after a
+/// rename): `check-config` warns, whom the old log revoked stays revoked for the site's
+/// tools, and `garrison node ... --config` works on the site's own log although the
+/// database holds two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_holding_another_origins_log_is_warned_about_and_its_revocations_hold() {
+    let now = OffsetDateTime::now_utc();
+    let (tmp, config) = site_at(now, time::Duration::days(30));
+    let dir = tmp.path();
+    let old_origin = "garrison.example.org/site/old-name";
+    let revoked = "ab".repeat(32);
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let old = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
+        url: url.clone(),
+        origin: Some(old_origin.to_owned()),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    old.revoke(garrison_log::Revocation {
+        time: now,
+        site: "old-name".into(),
+        target: garrison_log::RevocationTarget::Node(revoked.clone()),
+        reasons: vec!["operator".into(), "before the rename".into()],
+        policy_digest: None,
+    })
+    .await
+    .unwrap();
+    old.close().await;
+
+    let report = report_at(&config, now).await;
+    let others: Vec<&Vec<String>> = report
+        .warnings()
+        .filter_map(|w| match w {
+            StartWarning::OtherOrigins { others } => Some(others),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(others, vec![&vec![old_origin.to_owned()]], "{report:?}");
+    let (code, text_report) = check_config(dir, &config);
+    assert_eq!(code, 0, "{text_report}");
+    let warned = line(&text_report, "warning", "log database").expect(&text_report);
+    assert!(warned.contains(old_origin), "{warned}");
+
+    let shown = garrison(
+        dir,
+        &["node", "show", "--config", s(&config), "--node", &revoked],
+    );
+    // The node has no state (only a revocation), which `show` says; what matters is that
+    // the site's log was found among two.
+    assert!(
+        text(&shown.stderr).contains("is not in this site's log"),
+        "{}",
+        text(&shown.stderr)
+    );
+    let listed = garrison(dir, &["node", "list", "--config", s(&config)]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let other = "cd".repeat(32);
+    let revoke = garrison(
+        dir,
+        &["node", "revoke", "--config", s(&config), "--node", &other],
+    );
+    assert!(revoke.status.success(), "{}", text(&revoke.stderr));
+    // Recorded in the site's own log (its first record); the old log keeps its one; both
+    // revocations are enforced.
+    let old = garrison_log::AttestationLog::open_read_only(&url, Some(old_origin))
+        .await
+        .unwrap();
+    assert_eq!(old.tree_size().await.unwrap(), 1);
+    let origins = old.origins().await.unwrap();
+    old.close().await;
+    assert_eq!(origins.len(), 2, "{origins:?}");
+    assert!(origins[1].ends_with("/site/site-a"), "{origins:?}");
+    let site = garrison_log::AttestationLog::open_read_only(&url, Some(&origins[1]))
+        .await
+        .unwrap();
+    assert_eq!(site.tree_size().await.unwrap(), 1);
+    assert!(site.is_node_revoked(&revoked).await.unwrap());
+    assert!(site.is_node_revoked(&other).await.unwrap());
+    assert!(
+        !site
+            .is_revoked_in_this_log(&garrison_log::RevocationTarget::Node(revoked))
+            .await
+            .unwrap()
+    );
+    site.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_open_to_others_and_a_root_shaped_site_ca_are_warned_about() {
     let now = OffsetDateTime::now_utc();
