@@ -1,0 +1,14 @@
+-- PostgreSQL only: the node state's link to the record that wrote it is no longer a foreign
+-- key.
+--
+-- PostgreSQL checks a foreign key with a query it plans once per session and keeps. On a log
+-- younger than its first ANALYZE, the planner picks any index that leads with log_id (here
+-- records_cert_serial) over the primary key, so every node upsert then scanned the log's
+-- whole index range: measured at 500 enrollments/s on a fresh database, that one check was a
+-- third of the server's CPU and grew with the log until autovacuum analyzed it
+-- (docs/performance.md). The writer writes each node state in the same transaction as its
+-- record, and `garrison audit verify --site-database` checks more than the key did: that the
+-- record named is the node's last allow or reset in this log, and that the state is what that
+-- record's evidence says (node-state-not-logged, node-state-differs). SQLite keeps the key:
+-- it checks one through the parent's unique index, with no planner in between.
+ALTER TABLE nodes DROP CONSTRAINT nodes_log_id_last_sequence_fkey;
