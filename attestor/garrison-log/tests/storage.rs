@@ -1325,6 +1325,14 @@ fn precondition(node: &str, presented: Option<&str>) -> Precondition {
     }
 }
 
+/// The precondition an append failed on; any other answer fails the test.
+fn failed_precondition(answer: Result<garrison_log::Appended, LogError>) -> PreconditionFailure {
+    match answer {
+        Err(LogError::PreconditionFailed(failure)) => failure,
+        other => panic!("expected a failed precondition, got {other:?}"),
+    }
+}
+
 /// The log's next sequence and its records, from a side connection.
 async fn records_held(db: &TestDb) -> i64 {
     let mut conn = db.side_connection().await;
@@ -1337,10 +1345,6 @@ async fn records_held(db: &TestDb) -> i64 {
 /// dense, and the next append goes on.
 async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
     let log = db.open(8).await;
-    let failed = |answer: Result<garrison_log::Appended, LogError>| match answer {
-        Err(LogError::PreconditionFailed(failure)) => failure,
-        other => panic!("expected a failed precondition, got {other:?}"),
-    };
     // n1 enrolls (aa01), then renews presenting aa01, in upper case (aa02).
     let enrolled = log
         .append_if(issue("n1", "aa01", 1), vec![], precondition("n1", None))
@@ -1357,7 +1361,7 @@ async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
     assert_eq!((enrolled.sequence, renewed.sequence), (0, 1));
     // A second renewal with the same certificate, read before the first committed.
     assert_eq!(
-        failed(
+        failed_precondition(
             log.append_if(
                 issue("n1", "aa03", 3),
                 vec![],
@@ -1372,7 +1376,7 @@ async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
     );
     // A node with no state has no current serial.
     assert!(matches!(
-        failed(
+        failed_precondition(
             log.append_if(
                 issue("n9", "ff01", 3),
                 vec![],
@@ -1387,7 +1391,7 @@ async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        failed(
+        failed_precondition(
             log.append_if(
                 issue("n1", "aa03", 5),
                 vec![],
@@ -1407,7 +1411,7 @@ async fn an_allow_is_not_committed_once_its_precondition_fails(db: TestDb) {
         .unwrap();
     for presented in [None, Some("bb01")] {
         assert_eq!(
-            failed(
+            failed_precondition(
                 log.append_if(
                     issue("n2", "bb02", 6),
                     vec![],
@@ -1567,12 +1571,8 @@ async fn revocations_of_another_origin_stay_enforced(db: TestDb) {
     assert!(!new.node_status("n3").await.unwrap().revoked);
     assert!(!new.is_revoked("cc01").await.unwrap());
     // The precondition judged at commit.
-    let refused = |answer: Result<garrison_log::Appended, LogError>| match answer {
-        Err(LogError::PreconditionFailed(failure)) => failure,
-        other => panic!("expected a failed precondition, got {other:?}"),
-    };
     assert_eq!(
-        refused(
+        failed_precondition(
             new.append_if(issue("n1", "aa02", 2), vec![], precondition("n1", None))
                 .await
         ),
@@ -1581,7 +1581,7 @@ async fn revocations_of_another_origin_stay_enforced(db: TestDb) {
         }
     );
     assert_eq!(
-        refused(
+        failed_precondition(
             new.append_if(
                 issue("n2", "bb02", 2),
                 vec![],
