@@ -494,6 +494,18 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let report = garrison_audit::verify(&log, &roots).await;
     // The hub's cosignatures, from the database, the archive or the Audit service.
     let witnessed = garrison_audit::check_cosignatures(&log, &roots).await;
+    // A site's database may hold its log from before a rename: the site enforces that log's
+    // revocations too, so an auditor verifies it as well.
+    let other_origins = match (&log, args.site_database) {
+        (Opened::Local(local), true) => local.origins().await.map(|origins| {
+            let own = local.origin().map(str::to_owned);
+            origins
+                .into_iter()
+                .filter(|o| Some(o) != own.as_ref())
+                .collect::<Vec<_>>()
+        }),
+        _ => Ok(Vec::new()),
+    };
     let kept = match &log {
         Opened::Local(_) => "kept",
         Opened::Remote(_) => "served",
@@ -504,11 +516,18 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         report.expect_enforcement_state();
     }
     let w = witnessed.context("checking the hub's cosignatures")?;
+    let other_origins = other_origins.context("listing the database's logs")?;
     if args.json {
         // The report's fields, and the cosignatures' check beside them.
         let mut json = serde_json::to_value(&report)?;
         if let Some(object) = json.as_object_mut() {
             object.insert("hub_cosignatures".into(), serde_json::to_value(&w)?);
+            if args.site_database {
+                object.insert(
+                    "other_origins".into(),
+                    serde_json::to_value(&other_origins)?,
+                );
+            }
         }
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(report.ok() && w.failed.is_empty());
@@ -548,6 +567,13 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                 }
             );
         }
+    }
+    if !other_origins.is_empty() {
+        println!(
+            "the database also holds the logs of: {} (the site enforces their revocations too: \
+             verify each with --origin)",
+            other_origins.join(", ")
+        );
     }
     for problem in &report.problems {
         println!("PROBLEM: {}", serde_json::to_string(problem)?);

@@ -631,6 +631,29 @@ async fn a_database_holding_another_origins_log_is_warned_about_and_its_revocati
             .unwrap()
     );
     site.close().await;
+    // The auditor is told to verify the old log too.
+    let verified = garrison(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--db",
+            &url,
+            "--origin",
+            &origins[1],
+            "--root",
+            "ca/root/cert.pem",
+            "--site-database",
+        ],
+    );
+    let out = text(&verified.stdout);
+    assert!(
+        out.contains(&format!(
+            "the database also holds the logs of: {old_origin} "
+        )),
+        "{out}\n{}",
+        text(&verified.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
