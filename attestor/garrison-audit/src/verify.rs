@@ -560,7 +560,15 @@ async fn check_node_states<S: LogSource>(
             let node_id = &kept.state.node_id;
             let written = decided.state.get_mut(node_id);
             if !kept.this_log && written.is_none() {
-                // Another log's node, in a database several logs share.
+                // Another log's node, in a database several logs share: that log's auditors
+                // check it. Unless no record of any log wrote it (a row naming a log or a
+                // record that does not exist): it is enforced here all the same.
+                if !kept.record_held {
+                    report.add(Problem::NodeStateNotLogged {
+                        node_id: node_id.clone(),
+                        last_sequence: kept.last_sequence,
+                    });
+                }
                 continue;
             }
             if kept.last_sequence >= next {

@@ -592,8 +592,9 @@ async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
     // Someone with database access binds n1 to n2's AK (n2's TPM can now renew as n1),
     // makes another serial current for n2 and moves its state to another log (the attestor
     // reads it by node id all the same), points n3's state at an older record, adds a node
-    // no record wrote, and another whose record would be far beyond the log's end (with
-    // foreign keys off, as the sqlite3 shell has them).
+    // no record wrote, another whose record would be far beyond the log's end, and one in a
+    // log the database does not hold (with foreign keys off, as the sqlite3 shell has them;
+    // PostgreSQL has no key on that link).
     let keys_off = match db.backend {
         Backend::Sqlite => "PRAGMA foreign_keys = OFF",
         Backend::Postgres => "SET session_replication_role = replica",
@@ -613,6 +614,10 @@ async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
              current_serial, identity_json, updated_us, log_id, last_sequence) \
              SELECT 'n8', ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
              identity_json, updated_us, log_id, 1000000000000 FROM nodes WHERE node_id = 'n1'",
+            "INSERT INTO nodes (node_id, ak_name, spiffe_id, reset_count, restart_count, clock, \
+             current_serial, identity_json, updated_us, log_id, last_sequence) \
+             SELECT 'n7', ak_name, spiffe_id, reset_count, restart_count, clock, current_serial, \
+             identity_json, updated_us, log_id + 1000, last_sequence FROM nodes WHERE node_id = 'n1'",
         ],
     )
     .await;
@@ -629,6 +634,10 @@ async fn the_node_states_a_site_keeps_are_checked_against_its_log(db: TestDb) {
             differs("n1", n1_enrolled + 1, &["ak-name"]),
             differs("n2", n2_last, &["log", "current-serial"]),
             differs("n3", n1_enrolled, &["last-sequence"]),
+            Problem::NodeStateNotLogged {
+                node_id: "n7".to_owned(),
+                last_sequence: n1_enrolled + 1,
+            },
             Problem::NodeStateNotLogged {
                 node_id: "n8".to_owned(),
                 last_sequence: 1_000_000_000_000,

@@ -26,7 +26,7 @@ use crate::{
 use crate::{tree, tree_build};
 
 /// SQLite waits this long for a lock held by another connection or process.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Where the log lives and how hard it may be driven.
 #[derive(Clone, PartialEq, Eq)]

@@ -348,6 +348,8 @@ pub struct KeptNodeState {
     /// Whether the row belongs to this log (node states are keyed by node id alone: a row
     /// of another log in the same database is still what this log's attestor reads).
     pub this_log: bool,
+    /// Whether the record it names (in its own log) exists.
+    pub record_held: bool,
 }
 
 /// A signed checkpoint as the log keeps it.

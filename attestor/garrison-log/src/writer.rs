@@ -422,12 +422,38 @@ async fn write_batch(writer: &mut Writer, jobs: &[Job]) -> Result<Written, sqlx:
 
 /// A new connection for the writer, within the pool's connect timeout.
 async fn connect(url: &str, backend: Backend) -> Result<AnyConnection, sqlx::Error> {
-    tokio::time::timeout(
+    let mut conn = tokio::time::timeout(
         crate::log::CONNECT_TIMEOUT,
         crate::log::dedicated_connection(url, backend),
     )
     .await
-    .map_err(|_| sqlx::Error::PoolTimedOut)?
+    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+    if backend == Backend::Postgres
+        && let Err(e) = postgres_writer_settings(&mut conn).await
+    {
+        let _ = conn.close().await;
+        return Err(e);
+    }
+    Ok(conn)
+}
+
+/// PostgreSQL: bounds on what a stalled session costs the others. A batch waits at most
+/// as long for a lock (the revocation lock, the log row) as SQLite's busy timeout lets a
+/// writer wait, then fails (its callers get the error; an attestor refuses those
+/// decisions) instead of queueing every log's writers behind it: PostgreSQL queues a shared
+/// request behind a waiting exclusive one. And a writer that stalls inside its transaction
+/// (a paused process, a partition the server has not noticed) has its session ended by the
+/// server, which releases its locks, after a minute: a batch's statements follow each other
+/// without pause.
+async fn postgres_writer_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    let lock_timeout = format!("SET lock_timeout = {}", crate::log::SQLITE_BUSY_TIMEOUT_MS);
+    sqlx::query(AssertSqlSafe(lock_timeout))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SET idle_in_transaction_session_timeout = 60000")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// A new connection for the writer ([`connect`]), with its transaction begun.
@@ -575,10 +601,11 @@ async fn check_preconditions(
         return Ok(jobs.iter().map(|_| None).collect());
     }
     if backend == Backend::Postgres {
-        // Revocations are written under the log row's lock (every batch takes it first, in
-        // `reserve_sequences`). Taking it now, before reading them, leaves no moment for one
-        // to commit between this check and this batch's records. (SQLite's BEGIN IMMEDIATE
-        // already holds the database's write lock.)
+        // This log's revocations are written under the log row's lock (every batch takes it,
+        // in `reserve_sequences`); other logs' under the revocation lock this batch already
+        // holds shared (`lock_revocations`). Taking the row now, before reading them, leaves
+        // no moment for one to commit between this check and this batch's records.
+        // (SQLite's BEGIN IMMEDIATE already holds the database's write lock.)
         sqlx::query("SELECT id FROM logs WHERE id = $1 FOR UPDATE")
             .bind(log_id)
             .fetch_one(&mut *tx)
@@ -617,7 +644,8 @@ impl Standing {
     /// The revocations of the nodes and serials named, in any log of the database (as
     /// `read::node_status` enforces them), and those nodes' current serials: one statement
     /// per 500 preconditions. Revocations by any log's writer are ordered against this read
-    /// by [`lock_revocations`]. (Node states are keyed by node id, not by log, and are not:
+    /// by [`lock_revocations`] on PostgreSQL, by the database's write lock on SQLite (within
+    /// one log, the log row's lock orders them too). (Node states are keyed by node id, not by log, and are not:
     /// in a PostgreSQL database several sites share, another site's allow or reset of the
     /// same node between this read and this commit is not seen. A node is one machine at
     /// one site at a time.)

@@ -102,26 +102,17 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 /// The site database, from --config or --db.
 struct SiteDatabase {
     url: String,
-    /// The site's name (from --config).
-    site: Option<String>,
-    /// The site's log (from --config: its trust domain and name, as the attestor opens it);
-    /// without it, the database's only log. A database that also holds the site's log from
-    /// before a rename needs --config.
-    origin: Option<String>,
+    /// The site's configuration (--config).
+    config: Option<SiteConfig>,
 }
 
 fn site_database(config: Option<&PathBuf>, db: Option<&String>) -> anyhow::Result<SiteDatabase> {
     match (config, db) {
         (Some(path), _) => {
             let config = SiteConfig::load(path)?;
-            // The site CA in force (after a rotation, not the provisioned one).
-            let ca = garrison_attestor::server::load_site_ca(&config)?.active();
-            let origin =
-                garrison_transparency::site_origin(ca.trust_domain().as_str(), &config.site);
             Ok(SiteDatabase {
-                url: config.database,
-                site: Some(config.site),
-                origin: Some(origin),
+                url: config.database.clone(),
+                config: Some(config),
             })
         }
         (None, Some(db)) => {
@@ -130,8 +121,7 @@ fn site_database(config: Option<&PathBuf>, db: Option<&String>) -> anyhow::Resul
             }
             Ok(SiteDatabase {
                 url: db.clone(),
-                site: None,
-                origin: None,
+                config: None,
             })
         }
         (None, None) => bail!("give --config site.toml or --db URL"),
@@ -139,10 +129,49 @@ fn site_database(config: Option<&PathBuf>, db: Option<&String>) -> anyhow::Resul
 }
 
 impl SiteDatabase {
+    /// The site's name (from --config).
+    fn site(&self) -> Option<String> {
+        self.config.as_ref().map(|c| c.site.clone())
+    }
+
+    /// Which log to open: the database's only one (`None`), or, when it holds several (the
+    /// site's log from before a rename beside its current one), the site's own: the one
+    /// whose origin names the configured site, and if that is not one (a trust domain
+    /// changed), the one the site CA in force names (read as `check-config` reads it, deleting
+    /// nothing; it needs the CA directory's permissions).
+    async fn origin(&self) -> anyhow::Result<Option<String>> {
+        let Some(config) = &self.config else {
+            return Ok(None);
+        };
+        let origins = match AttestationLog::open_read_only(&self.url, None).await {
+            Ok(log) => {
+                log.close().await;
+                return Ok(None);
+            }
+            Err(garrison_log::LogError::OriginRequired { origins }) => origins,
+            // No database yet, say: opening it says what is wrong, or creates it.
+            Err(_) => return Ok(None),
+        };
+        let named: Vec<&String> = origins
+            .iter()
+            .filter(|o| {
+                garrison_transparency::parse_site_origin(o).is_some_and(|(_, s)| s == config.site)
+            })
+            .collect();
+        if let [only] = named.as_slice() {
+            return Ok(Some((*only).clone()));
+        }
+        let ca = garrison_attestor::server::open_site_ca(config)?.active();
+        Ok(Some(garrison_transparency::site_origin(
+            ca.trust_domain().as_str(),
+            &config.site,
+        )))
+    }
+
     async fn open(&self) -> anyhow::Result<AttestationLog> {
         AttestationLog::open(&LogConfig {
             url: self.url.clone(),
-            origin: self.origin.clone(),
+            origin: self.origin().await?,
             max_batch: 1,
             max_connections: 2,
         })
@@ -151,7 +180,7 @@ impl SiteDatabase {
     }
 
     async fn open_read_only(&self) -> anyhow::Result<AttestationLog> {
-        AttestationLog::open_read_only(&self.url, self.origin.as_deref())
+        AttestationLog::open_read_only(&self.url, self.origin().await?.as_deref())
             .await
             .with_context(|| format!("opening the attestation log {}", self.url))
     }
@@ -256,7 +285,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --node or --serial"),
     };
     let log = database.open().await?;
-    let site = match (database.site.clone(), &target) {
+    let site = match (database.site(), &target) {
         (Some(site), _) => site,
         (None, RevocationTarget::Node(node)) => log
             .node(node)
@@ -295,7 +324,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 
 async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     let database = site_database(args.config.as_ref(), args.db.as_ref())?;
-    let site = args.site.clone().or(database.site.clone());
+    let site = args.site.clone().or(database.site());
     let log = database.open().await?;
     let result = garrison_attestor::node_admin::reset_node(
         &log,
