@@ -9,8 +9,8 @@
 //!    BEGIN IMMEDIATE; on PostgreSQL a database-wide advisory lock that orders revocations
 //!    against these checks, then the log row), against the revocations of every log of the
 //!    database, the current serials committed and the earlier entries of the batch, in one
-//!    statement per 500 such entries. Those that fail are answered [`LogError::PreconditionFailed`] and left out;
-//!    the rest go on.
+//!    statement per 500 such entries. Those that fail are answered
+//!    [`LogError::PreconditionFailed`] and left out; the rest go on.
 //! 1. `UPDATE logs ... RETURNING next_sequence` reserves `n` sequences of this handle's log.
 //!    Being the first write of the transaction it takes the database's write lock (SQLite) or
 //!    the log row's lock (PostgreSQL) until commit, so sequences are handed out in commit
