@@ -134,23 +134,15 @@ impl SiteDatabase {
         self.config.as_ref().map(|c| c.site.clone())
     }
 
-    /// Which log to open: the database's only one (`None`), or, when it holds several (the
-    /// site's log from before a rename beside its current one), the site's own: the one
-    /// whose origin names the configured site, and if that is not one (a trust domain
-    /// changed), the one the site CA in force names (read as `check-config` reads it, deleting
-    /// nothing; it needs the CA directory's permissions).
-    async fn origin(&self) -> anyhow::Result<Option<String>> {
+    /// Of a database's several logs (the site's log from before a rename beside its current
+    /// one), the site's own: the one whose origin names the configured site, and if that is
+    /// not one (a trust domain changed), the one the site CA in force names (read as
+    /// `check-config` reads it, deleting nothing; it needs the CA directory's permissions).
+    /// Without --config there is no telling: the error lists the origins.
+    fn own_origin(&self, origins: Vec<String>) -> anyhow::Result<String> {
         let Some(config) = &self.config else {
-            return Ok(None);
-        };
-        let origins = match AttestationLog::open_read_only(&self.url, None).await {
-            Ok(log) => {
-                log.close().await;
-                return Ok(None);
-            }
-            Err(garrison_log::LogError::OriginRequired { origins }) => origins,
-            // No database yet, say: opening it says what is wrong, or creates it.
-            Err(_) => return Ok(None),
+            return Err(garrison_log::LogError::OriginRequired { origins })
+                .with_context(|| format!("opening the attestation log {}", self.url));
         };
         let named: Vec<&String> = origins
             .iter()
@@ -159,30 +151,42 @@ impl SiteDatabase {
             })
             .collect();
         if let [only] = named.as_slice() {
-            return Ok(Some((*only).clone()));
+            return Ok((*only).clone());
         }
         let ca = garrison_attestor::server::open_site_ca(config)?.active();
-        Ok(Some(garrison_transparency::site_origin(
+        Ok(garrison_transparency::site_origin(
             ca.trust_domain().as_str(),
             &config.site,
-        )))
+        ))
     }
 
+    /// The database's only log, or the site's own among several ([`Self::own_origin`]).
     async fn open(&self) -> anyhow::Result<AttestationLog> {
-        AttestationLog::open(&LogConfig {
+        let config = |origin: Option<String>| LogConfig {
             url: self.url.clone(),
-            origin: self.origin().await?,
+            origin,
             max_batch: 1,
             max_connections: 2,
-        })
-        .await
-        .with_context(|| format!("opening the attestation log {}", self.url))
+        };
+        let opened = match AttestationLog::open(&config(None)).await {
+            Err(garrison_log::LogError::OriginRequired { origins }) => {
+                AttestationLog::open(&config(Some(self.own_origin(origins)?))).await
+            }
+            other => other,
+        };
+        opened.with_context(|| format!("opening the attestation log {}", self.url))
     }
 
+    /// [`Self::open`], read-only.
     async fn open_read_only(&self) -> anyhow::Result<AttestationLog> {
-        AttestationLog::open_read_only(&self.url, self.origin().await?.as_deref())
-            .await
-            .with_context(|| format!("opening the attestation log {}", self.url))
+        let opened = match AttestationLog::open_read_only(&self.url, None).await {
+            Err(garrison_log::LogError::OriginRequired { origins }) => {
+                let origin = self.own_origin(origins)?;
+                AttestationLog::open_read_only(&self.url, Some(&origin)).await
+            }
+            other => other,
+        };
+        opened.with_context(|| format!("opening the attestation log {}", self.url))
     }
 }
 
