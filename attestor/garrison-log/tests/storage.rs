@@ -39,6 +39,7 @@ both_backends!(
     an_allow_is_not_committed_once_its_precondition_fails,
     revocations_of_another_origin_stay_enforced,
     a_revocation_by_another_logs_writer_during_the_check_refuses_the_allow,
+    a_writer_kept_waiting_for_a_lock_fails_its_batch_then_recovers,
 );
 
 fn full_record() -> Record {
@@ -1700,4 +1701,63 @@ async fn a_revocation_by_another_logs_writer_during_the_check_refuses_the_allow(
     assert_eq!(new.tree_size().await.unwrap(), 0);
     old.close().await;
     new.close().await;
+}
+
+/// A writer kept waiting for a lock by another session's stalled transaction fails its batch
+/// after the lock timeout (5 s, SQLite's busy timeout; PostgreSQL's `lock_timeout` on the
+/// writer's session) instead of waiting for ever, its caller gets the error, nothing of the
+/// batch is stored, and the next batch goes through once the lock is free. On PostgreSQL both
+/// locks a batch takes are tried: the revocation lock (a stalled batch of another log holding
+/// it) and the log's row.
+async fn a_writer_kept_waiting_for_a_lock_fails_its_batch_then_recovers(db: TestDb) {
+    let log = db.open(8).await;
+    log.append_if(issue("n1", "aa01", 1), vec![], precondition("n1", None))
+        .await
+        .unwrap();
+    let holds: &[&str] = match db.backend {
+        Backend::Postgres => &[
+            "SELECT pg_advisory_xact_lock(1734439538, 1) IS NULL",
+            "SELECT next_sequence FROM logs FOR UPDATE",
+        ],
+        Backend::Sqlite => &["UPDATE logs SET next_sequence = next_sequence"],
+    };
+    let mut side = db.side_connection().await;
+    for (second, hold) in (2_i64..).zip(holds) {
+        let mut tx = sqlx::Connection::begin(&mut side).await.unwrap();
+        sqlx::query(*hold).execute(&mut *tx).await.unwrap();
+        let serial = format!("aa{second:02}");
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            log.append_if(
+                issue("n1", &serial, second),
+                vec![],
+                precondition("n1", None),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the writer still waits on `{hold}` after a minute"));
+        match waited {
+            Err(e @ LogError::Append { batch_size: 1, .. }) => {
+                let message = format!("{e:?}");
+                assert!(
+                    message.contains("lock"),
+                    "`{hold}`: the error should say a lock was not had: {message}"
+                );
+            }
+            other => panic!("`{hold}`: expected the batch to fail, got {other:?}"),
+        }
+        assert_eq!(log.tree_size().await.unwrap(), second.unsigned_abs() - 1);
+        tx.rollback().await.unwrap();
+        let after = log
+            .append_if(
+                issue("n1", &serial, second),
+                vec![],
+                precondition("n1", None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.sequence, second.unsigned_abs() - 1);
+    }
+    assert_eq!(log.stats().failed_batches, holds.len() as u64);
+    log.close().await;
 }

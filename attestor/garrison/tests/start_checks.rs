@@ -656,6 +656,87 @@ async fn a_database_holding_another_origins_log_is_warned_about_and_its_revocati
     );
 }
 
+/// A trust-domain change keeps the site's name, so two logs name the site: the node commands
+/// take the one the site CA in force names, and leave the other alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_trust_domain_change_the_node_commands_pick_the_log_the_site_ca_names() {
+    let now = OffsetDateTime::now_utc();
+    let (tmp, config) = site_at(now, time::Duration::days(30));
+    let dir = tmp.path();
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    // The site's log under its former trust domain, holding one revocation.
+    let former = "garrison.former.example/site/site-a";
+    let revoked = "ab".repeat(32);
+    let old = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
+        url: url.clone(),
+        origin: Some(former.to_owned()),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    old.revoke(garrison_log::Revocation {
+        time: now,
+        site: "site-a".into(),
+        target: garrison_log::RevocationTarget::Node(revoked.clone()),
+        reasons: vec!["operator".into(), "before the trust domain changed".into()],
+        policy_digest: None,
+    })
+    .await
+    .unwrap();
+    old.close().await;
+    // check-config opens the current one (the site CA's trust domain is example.org).
+    let (code, text_report) = check_config(dir, &config);
+    assert_eq!(code, 0, "{text_report}");
+    let current = "garrison.example.org/site/site-a";
+    let probe = garrison_log::AttestationLog::open_read_only(&url, Some(former))
+        .await
+        .unwrap();
+    let mut origins = probe.origins().await.unwrap();
+    probe.close().await;
+    origins.sort();
+    assert_eq!(origins, [current.to_owned(), former.to_owned()]);
+
+    let other = "cd".repeat(32);
+    let revoke = garrison(
+        dir,
+        &["node", "revoke", "--config", s(&config), "--node", &other],
+    );
+    assert!(revoke.status.success(), "{}", text(&revoke.stderr));
+    let listed = garrison(dir, &["node", "list", "--config", s(&config)]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    // Without --config there is no telling which is the site's: the error names both.
+    let ambiguous = garrison(dir, &["node", "list", "--db", &url]);
+    assert!(!ambiguous.status.success());
+    let err = text(&ambiguous.stderr);
+    assert!(err.contains(former) && err.contains(current), "{err}");
+
+    // The revocation went to the current log; the former one still holds only its own.
+    let kept = garrison_log::AttestationLog::open_read_only(&url, Some(former))
+        .await
+        .unwrap();
+    assert_eq!(kept.tree_size().await.unwrap(), 1);
+    assert!(
+        !kept
+            .is_revoked_in_this_log(&garrison_log::RevocationTarget::Node(other.clone()))
+            .await
+            .unwrap()
+    );
+    kept.close().await;
+    let site = garrison_log::AttestationLog::open_read_only(&url, Some(current))
+        .await
+        .unwrap();
+    assert_eq!(site.tree_size().await.unwrap(), 1);
+    assert!(
+        site.is_revoked_in_this_log(&garrison_log::RevocationTarget::Node(other))
+            .await
+            .unwrap()
+    );
+    // The former trust domain's revocation holds in the current log too.
+    assert!(site.is_node_revoked(&revoked).await.unwrap());
+    site.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_open_to_others_and_a_root_shaped_site_ca_are_warned_about() {
     let now = OffsetDateTime::now_utc();
