@@ -226,6 +226,9 @@ pub enum Unreplayable {
     /// The bundle in force does not decode, verify against the roots at its time, or match
     /// its record's digest.
     PolicyUnverifiable,
+    /// The evidence, or the event log it names, is stored as bytes of another digest:
+    /// changed or swapped in the database.
+    StoredEvidenceAltered,
 }
 
 impl Unreplayable {
@@ -244,6 +247,30 @@ impl Unreplayable {
             Unreplayable::NodeHistoryUnknown => "node-history-unknown",
             Unreplayable::NoPolicyInForce => "no-policy-in-force",
             Unreplayable::PolicyUnverifiable => "policy-unverifiable",
+            Unreplayable::StoredEvidenceAltered => "stored-evidence-altered",
+        }
+    }
+
+    /// Whether this says the log's stored evidence was tampered with, for a record of
+    /// `decision`: bytes that do not hash to their digest, whatever the decision; and for an
+    /// allow, evidence or an event log missing, or evidence that is not an answer of the
+    /// record's kind. The attestor keeps both for every allow, as such an answer (only a
+    /// refusal may keep a digest alone, or an unproven request).
+    pub fn means_altered(self, decision: Decision) -> bool {
+        match self {
+            Unreplayable::StoredEvidenceAltered => true,
+            Unreplayable::EvidenceMissing
+            | Unreplayable::EventLogMissing
+            | Unreplayable::EvidenceUndecodable
+            | Unreplayable::UnprovenRequest
+            | Unreplayable::NoAnswer => decision == Decision::Allow,
+            Unreplayable::NoEvidence
+            | Unreplayable::DecidedByHost
+            | Unreplayable::UnknownReason
+            | Unreplayable::EkEvidence
+            | Unreplayable::NodeHistoryUnknown
+            | Unreplayable::NoPolicyInForce
+            | Unreplayable::PolicyUnverifiable => false,
         }
     }
 }
@@ -322,14 +349,18 @@ pub struct ReplaySummary {
     pub differs: u64,
     /// Not replayable.
     pub not_replayable: u64,
+    /// Of those, the records whose stored evidence was tampered with
+    /// ([`Unreplayable::means_altered`]).
+    pub evidence_altered: u64,
     /// Every policy bundle put in force, in log order.
     pub policies: Vec<PolicySeen>,
 }
 
 impl ReplaySummary {
-    /// Without a what-if policy: every replayable record reproduced its verdict.
+    /// Without a what-if policy: every replayable record reproduced its verdict, and no
+    /// record's stored evidence was found tampered with.
     pub fn reproduced(&self) -> bool {
-        self.differs == 0
+        self.differs == 0 && self.evidence_altered == 0
     }
 }
 
@@ -499,7 +530,12 @@ pub async fn replay<S: LogSource>(
                 match &done.outcome {
                     Outcome::Matched { .. } => summary.matched += 1,
                     Outcome::Differs { .. } => summary.differs += 1,
-                    Outcome::NotReplayable { .. } => summary.not_replayable += 1,
+                    Outcome::NotReplayable { why, .. } => {
+                        summary.not_replayable += 1;
+                        if why.means_altered(done.logged.decision) {
+                            summary.evidence_altered += 1;
+                        }
+                    }
                 }
                 summary.decisions += 1;
                 sink(done);
@@ -563,6 +599,12 @@ impl<S: LogSource> Replay<'_, S> {
                 format!("evidence {digest} is not in the log"),
             )));
         };
+        if garrison_log::evidence_digest(&bytes) != digest.to_ascii_lowercase() {
+            return Ok(Err((
+                Unreplayable::StoredEvidenceAltered,
+                format!("the evidence stored as {digest} has another digest"),
+            )));
+        }
         Ok(match EvidenceRecord::decode(&bytes) {
             Ok(evidence) => Ok(evidence),
             Err(_) if UnprovenRequest::decode(&bytes).is_ok() => Err((
@@ -638,12 +680,19 @@ impl<S: LogSource> Replay<'_, S> {
         if digest.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        Ok(self.source.evidence(digest).await?.ok_or_else(|| {
-            (
+        Ok(match self.source.evidence(digest).await? {
+            None => Err((
                 Unreplayable::EventLogMissing,
                 format!("event log {digest} is not stored"),
-            )
-        }))
+            )),
+            Some(bytes) if garrison_log::evidence_digest(&bytes) != digest.to_ascii_lowercase() => {
+                Err((
+                    Unreplayable::StoredEvidenceAltered,
+                    format!("the event log stored as {digest} has another digest"),
+                ))
+            }
+            Some(bytes) => Ok(bytes),
+        })
     }
 
     /// The renewal or enrollment decision over the stored answer, with the node's rebuilt

@@ -18,6 +18,8 @@ pub struct StoredTreeHashes {
     /// The records the stored tree covers: beyond them none are kept yet (a log migrated
     /// from before the tree has none until an attestor opens it and builds it).
     pub tree_size: u64,
+    /// The sequence the source's log states its next record will get (one past its last).
+    pub next_sequence: u64,
     /// Those of the hashes asked for that are kept, by index.
     pub hashes: Vec<(u64, [u8; 32])>,
 }
@@ -156,6 +158,8 @@ impl LogSource for AttestationLog {
         first: u64,
         end: u64,
     ) -> Result<Option<StoredTreeHashes>, AuditError> {
+        // The head first: a record it counts is visible to any read after it.
+        let next_sequence = self.next_sequence().await.map_err(AuditError::Log)?;
         let tree_size = self.tree_size().await.map_err(AuditError::Log)?;
         // (No log holds 2^62 records; the bound keeps the index arithmetic in range.)
         let end = end.min(tlog_tiles::stored_hash_count(tree_size.min(1 << 62)));
@@ -166,7 +170,11 @@ impl LogSource for AttestationLog {
         } else {
             Vec::new()
         };
-        Ok(Some(StoredTreeHashes { tree_size, hashes }))
+        Ok(Some(StoredTreeHashes {
+            tree_size,
+            next_sequence,
+            hashes,
+        }))
     }
 
     async fn enforced_revocations(&self) -> Result<Option<EnforcedRevocations>, AuditError> {

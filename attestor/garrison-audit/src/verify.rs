@@ -34,16 +34,40 @@ pub enum Problem {
     EvidenceMissing { sequence: u64, digest: String },
     /// The evidence stored under the record's digest has another digest (swapped bytes).
     EvidenceMismatch { sequence: u64, digest: String },
+    /// The allow at `sequence` was decided over an event log (its evidence names the log's
+    /// digest) that the log does not hold. The attestor stores every event log an allow was
+    /// decided over, with that record or an earlier one (only a refusal's log may be kept as
+    /// its digest alone): this one was deleted, and with it what the boot was judged on.
+    EventLogMissing { sequence: u64, digest: String },
+    /// The event log stored under the digest the record's evidence names has another
+    /// digest (its bytes were changed or swapped).
+    EventLogMismatch { sequence: u64, digest: String },
     /// A log key certificate does not verify against the roots.
     KeyCertificate { reason: String },
     /// A checkpoint's signature does not verify with any certified log key.
     CheckpointSignature { size: u64, reason: String },
+    /// A kept checkpoint's size and root columns are not what its signed text states (the
+    /// row was edited, or a signed note copied into a row of another size): whoever reads
+    /// the columns (the attestor deciding what is signed, a proof to that size) is misled.
+    /// The signed text is what the checkpoint is checked as.
+    CheckpointRow { size: u64, signed_size: u64 },
     /// The records do not hash to a signed checkpoint's root: something in
     /// `first_suspect..size` was changed, or the checkpoint is of a forked tree.
     CheckpointRoot { size: u64, first_suspect: u64 },
     /// A signed checkpoint covers more records than the log holds (records removed from
     /// the end).
     CheckpointBeyondLog { size: u64, records: u64 },
+    /// The log's head (its `logs` row) does not state the log as read: `next_sequence`
+    /// (the next record's sequence) is not one past the last record, or `tree_size` (the
+    /// records the stored tree covers) is not `next_sequence`. The attestor appends from the
+    /// head: a head behind the records makes its appends fail, one ahead leaves a gap, and
+    /// a smaller tree size hides stored tree hashes from this check and stops proofs. (A log
+    /// migrated from before the tree that no attestor has opened since has no tree yet.)
+    LogHead {
+        next_sequence: u64,
+        tree_size: u64,
+        records_end: u64,
+    },
     /// The stored hash of the Merkle tree at `index` (first stored with record `sequence`)
     /// is missing, or disagrees with the tree of the records' stored leaf hashes: either the
     /// hash was changed (the proofs and roots served from it would not verify, though the
@@ -97,11 +121,15 @@ impl Problem {
             }
             | Problem::LeafMismatch { sequence }
             | Problem::EvidenceMissing { sequence, .. }
-            | Problem::EvidenceMismatch { sequence, .. } => Some(*sequence),
+            | Problem::EvidenceMismatch { sequence, .. }
+            | Problem::EventLogMissing { sequence, .. }
+            | Problem::EventLogMismatch { sequence, .. } => Some(*sequence),
             Problem::CheckpointBeyondLog { records, .. } => Some(*records),
             Problem::CheckpointRoot { .. }
             | Problem::KeyCertificate { .. }
             | Problem::CheckpointSignature { .. }
+            | Problem::CheckpointRow { .. }
+            | Problem::LogHead { .. }
             | Problem::StoredTreeHash { .. }
             | Problem::RevocationNotEnforced { .. }
             | Problem::RevocationDiffers { .. }
@@ -240,6 +268,7 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     // taken for a missing row.
     let mut revoked: Vec<(u64, Option<RevocationTarget>)> = Vec::new();
     let mut decided = Decided::default();
+    let mut event_logs = EventLogs::default();
     // The sequence the next record should have; `tree` stops growing at the first missing
     // record (its leaf is unknown: no later root can be recomputed).
     let mut next = 0u64;
@@ -250,6 +279,9 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
             break;
         }
         let evidence = page_evidence(log, &page).await?;
+        event_logs
+            .check_page(log, &page, &evidence, &mut report)
+            .await?;
         let kept_hashes = kept.read(log, &page).await?;
         for stored in &page {
             // (Pages refuses a sequence at or below one already read.)
@@ -288,6 +320,8 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
             check_roots(&tree, next, &mut pending, &mut report, &mut last_good)?;
         }
     }
+    let signed_up_to = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+    check_head(log, next, tree.size, signed_up_to, &mut report).await?;
     check_revocations(log, revoked, next, &mut report).await?;
     if report.revocations_checked.is_some() {
         check_node_states(log, &mut decided, next, &mut report).await?;
@@ -374,6 +408,43 @@ impl KeptHashes {
         }
         Ok(())
     }
+}
+
+/// Checks the source's head (if it keeps one: a database or an archive) against the pass:
+/// `next` is one past the last record read, `contiguous` the records before the first gap,
+/// `signed_up_to` the largest size a checkpoint with a good signature states.
+///
+/// * `next_sequence` must be `next`, or ahead of it with the records it counts there
+///   (appended since the pass read the end: the head is read first, so they are visible).
+/// * `tree_size` must be `next_sequence`; or stop at the first gap (an archive's tree stops
+///   there, and the gap is a problem already); or be short of it with no checkpoint signed
+///   beyond it (a log migrated from before the tree that no attestor has opened since: no
+///   tree, so nothing was signed over it). A checkpoint beyond the tree means the tree was
+///   built that far, and the head was lowered since.
+async fn check_head<S: LogSource>(
+    log: &S,
+    next: u64,
+    contiguous: u64,
+    signed_up_to: u64,
+    report: &mut VerifyReport,
+) -> Result<(), AuditError> {
+    let Some(head) = log.stored_tree_hashes(0, 0).await? else {
+        return Ok(());
+    };
+    let appended =
+        head.next_sequence > next && !log.records_after(next.checked_sub(1), 1).await?.is_empty();
+    let sequence_ok = head.next_sequence == next || appended;
+    let tree_ok = head.tree_size == head.next_sequence
+        || (contiguous < next && head.tree_size == contiguous)
+        || (head.tree_size < head.next_sequence && signed_up_to <= head.tree_size);
+    if !(sequence_ok && tree_ok) {
+        report.add(Problem::LogHead {
+            next_sequence: head.next_sequence,
+            tree_size: head.tree_size,
+            records_end: next,
+        });
+    }
+    Ok(())
 }
 
 /// Compares the recomputed root with every checkpoint of at most `next` records (the
@@ -810,6 +881,96 @@ async fn page_evidence<S: LogSource>(
     log.evidence_many(&digests).await
 }
 
+/// The event logs the records' evidence names, checked once each: held (for an allow) and
+/// hashing to the digest named (whenever held).
+#[derive(Default)]
+struct EventLogs {
+    /// Digests found held and intact. Cleared when it reaches [`EventLogs::REMEMBERED`]
+    /// (a fleet shares a few logs; a log of distinct ones is then checked again, not
+    /// remembered without bound).
+    intact: HashSet<String>,
+}
+
+/// The one field of an evidence record the event-log check reads (an unproven request has
+/// none; any other field is skipped unread).
+#[derive(serde::Deserialize)]
+struct NamesEventLog {
+    #[serde(default)]
+    event_log_sha256: Option<String>,
+}
+
+impl EventLogs {
+    const REMEMBERED: usize = 100_000;
+
+    /// Checks the event logs named by `page`'s enrollment and renewal evidence (`evidence`:
+    /// the page's, by digest; evidence that is missing or does not hash to its digest is a
+    /// problem already and is not read).
+    async fn check_page<S: LogSource>(
+        &mut self,
+        log: &S,
+        page: &[StoredRecord],
+        evidence: &HashMap<String, Vec<u8>>,
+        report: &mut VerifyReport,
+    ) -> Result<(), AuditError> {
+        if self.intact.len() >= Self::REMEMBERED {
+            self.intact.clear();
+        }
+        // (sequence, event log digest, whether the record is an allow)
+        let mut named: Vec<(u64, String, bool)> = Vec::new();
+        for stored in page {
+            let record = &stored.record;
+            if !matches!(record.kind, RecordKind::Enroll | RecordKind::Renew) {
+                continue;
+            }
+            let Some(bytes) = record
+                .evidence_digest
+                .as_deref()
+                .and_then(|digest| evidence.get(digest))
+                .filter(|bytes| {
+                    record.evidence_digest.as_deref().is_some_and(|d| {
+                        garrison_log::evidence_digest(bytes) == d.to_ascii_lowercase()
+                    })
+                })
+            else {
+                continue;
+            };
+            let Ok(names) = serde_json::from_slice::<NamesEventLog>(bytes) else {
+                continue;
+            };
+            if let Some(digest) = names.event_log_sha256.filter(|d| !d.is_empty()) {
+                named.push((stored.sequence, digest, record.decision == Decision::Allow));
+            }
+        }
+        let mut wanted: Vec<String> = named
+            .iter()
+            .map(|(_, digest, _)| digest.clone())
+            .filter(|digest| !self.intact.contains(digest))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let held = log.evidence_many(&wanted).await?;
+        for (digest, bytes) in &held {
+            if garrison_log::evidence_digest(bytes) == digest.to_ascii_lowercase() {
+                self.intact.insert(digest.clone());
+            }
+        }
+        for (sequence, digest, allow) in named {
+            if self.intact.contains(&digest) {
+                continue;
+            }
+            if held.contains_key(&digest) {
+                report.add(Problem::EventLogMismatch { sequence, digest });
+            } else if allow {
+                report.add(Problem::EventLogMissing { sequence, digest });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks the record's evidence, as [`LogSource::evidence`] would answer for its digest, in
 /// `evidence` (the page's, keyed by digest as the records name it).
 fn check_evidence(
@@ -874,7 +1035,15 @@ async fn signed_checkpoints<S: LogSource>(
     let mut verified = Vec::new();
     for stored in log.checkpoints().await? {
         match check_signature(&stored, keys, origin) {
-            Ok(checkpoint) => verified.push(checkpoint),
+            Ok(checkpoint) => {
+                if (checkpoint.size, checkpoint.root) != (stored.size, stored.root_hash) {
+                    report.add(Problem::CheckpointRow {
+                        size: stored.size,
+                        signed_size: checkpoint.size,
+                    });
+                }
+                verified.push(checkpoint);
+            }
             Err(reason) => report.add(Problem::CheckpointSignature {
                 size: stored.size,
                 reason,
@@ -882,6 +1051,8 @@ async fn signed_checkpoints<S: LogSource>(
         }
     }
     verified.sort_by_key(|c| c.size);
+    // The same signed note kept twice (copied into another row) is one checkpoint.
+    verified.dedup_by_key(|c| (c.size, c.root));
     Ok(verified)
 }
 

@@ -71,7 +71,7 @@ pub async fn check_cosignatures<S: LogSource>(
             continue;
         }
         let Some(checkpoint) = checkpoints.get(&size) else {
-            fail("no checkpoint of that size is kept".to_owned());
+            fail("no checkpoint of that size is kept (removed, or the log rolled back)".to_owned());
             continue;
         };
         let note = match add_cosignature_line(checkpoint, &cosignature.line) {

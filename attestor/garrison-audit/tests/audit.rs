@@ -49,6 +49,9 @@ both_backends!(
     the_revocations_a_site_enforces_are_checked_against_its_log,
     an_allow_after_a_revocation_is_named,
     the_node_states_a_site_keeps_are_checked_against_its_log,
+    a_log_head_that_misstates_the_records_is_found,
+    a_signed_checkpoint_kept_under_another_size_is_found,
+    a_deleted_or_changed_event_log_is_named,
 );
 
 const RECORDS: u64 = 37;
@@ -257,8 +260,9 @@ async fn a_changed_or_deleted_stored_tree_hash_is_found(db: TestDb) {
         changed(&[(leaf_12, 12), (pair_12_13, 13), (leaf_30, 30)])
     );
     assert_eq!(report.first_bad_sequence, None, "the records are intact");
-    // A tree built only so far (a log migrated from before the tree, not yet opened by an
-    // attestor) is checked so far: no hash beyond it is missing.
+    // A tree built only so far is checked so far: no hash beyond it is missing. With
+    // checkpoints signed beyond it, the head was lowered (which would hide edited hashes
+    // beyond it and stops proofs there): that is a problem of its own.
     let unbuilt = format!(
         "DELETE FROM tree_hashes WHERE idx >= {}",
         tlog_tiles::stored_hash_count(20)
@@ -272,11 +276,13 @@ async fn a_changed_or_deleted_stored_tree_hash_is_found(db: TestDb) {
     }
     sqlx::Connection::close(conn).await.unwrap();
     let report = reopen_and_verify(&db, &site).await;
-    assert_eq!(
-        report.problems,
-        changed(&[(leaf_12, 12), (pair_12_13, 13)]),
-        "{report:?}"
-    );
+    let mut expected = changed(&[(leaf_12, 12), (pair_12_13, 13)]);
+    expected.push(Problem::LogHead {
+        next_sequence: RECORDS,
+        tree_size: 20,
+        records_end: RECORDS,
+    });
+    assert_eq!(report.problems, expected, "{report:?}");
     assert_eq!(report.checkpoints_verified, 5);
 }
 
@@ -1390,4 +1396,151 @@ async fn an_export_writes_no_record_beyond_what_its_source_claimed(db: TestDb) {
         );
     }
     source.close().await;
+}
+
+/// The log's head (the `logs` row the attestor appends from) must state the records held:
+/// lowered, the attestor's appends would collide with records; raised, they would leave a
+/// gap; a tree size lowered below the checkpoints signed hides stored hashes beyond it.
+async fn a_log_head_that_misstates_the_records_is_found(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    log.close().await;
+    // (A tree larger than the log the schema refuses.)
+    for (next_sequence, tree_size) in [(3, 3), (100, 100), (RECORDS, 10)] {
+        // (The head is no append-only row: the writer updates it.)
+        set_head(&db, next_sequence, tree_size).await;
+        let report = reopen_and_verify(&db, &site).await;
+        assert_eq!(
+            report.problems,
+            [Problem::LogHead {
+                next_sequence,
+                tree_size,
+                records_end: RECORDS,
+            }],
+            "{report:?}"
+        );
+        assert!(!report.ok());
+        set_head(&db, RECORDS, RECORDS).await;
+    }
+    assert!(reopen_and_verify(&db, &site).await.ok());
+}
+
+async fn set_head(db: &TestDb, next_sequence: u64, tree_size: u64) {
+    let head = format!("UPDATE logs SET next_sequence = {next_sequence}, tree_size = {tree_size}");
+    let mut conn = db.side_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(head))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+}
+
+/// A signed note copied into a row of a larger size (an insert, which needs no key) must not
+/// pass: the attestor reads the row's size to decide what is signed.
+async fn a_signed_checkpoint_kept_under_another_size_is_found(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let first = log.checkpoints().await.unwrap()[0].size;
+    log.close().await;
+    let copy = format!(
+        "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) \
+         SELECT log_id, 1000, root_hash, signed_us, note FROM checkpoints WHERE size = {first}"
+    );
+    tamper(&db, &[copy.as_str()]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert_eq!(
+        report.problems,
+        [Problem::CheckpointRow {
+            size: 1000,
+            signed_size: first,
+        }],
+        "{report:?}"
+    );
+    assert!(!report.ok());
+    // The copy is not counted as another checkpoint verified (the log has five).
+    assert_eq!(report.checkpoints_verified, 5, "{report:?}");
+}
+
+/// The event logs the decisions were made over are evidence of their own (stored once per
+/// digest, named from inside the evidence records): one deleted under an allow, or changed,
+/// is named for every record that names it. A refusal's event log may be kept as its digest
+/// alone (one that did not replay to its quote is bytes of the sender's choosing).
+async fn a_deleted_or_changed_event_log_is_named(db: TestDb) {
+    use garrison_log::{Decision, Record, RecordKind};
+    let (site, log) = signed_log(&db).await;
+    let append = async |kind, decision, node: &str, event_log: &[u8], store: bool| {
+        let evidence = garrison_appraisal::EvidenceRecord {
+            event_log_sha256: garrison_log::evidence_digest(event_log),
+            ..Default::default()
+        };
+        let record = Record {
+            time: site.now,
+            site: support::fixture::SITE.to_owned(),
+            kind,
+            node_id: Some(node.to_owned()),
+            spiffe_id: None,
+            decision,
+            reasons: if decision == Decision::Allow {
+                vec![]
+            } else {
+                vec!["policy".to_owned()]
+            },
+            policy_digest: None,
+            evidence_digest: None,
+            cert_serial: None,
+            cert_not_after: None,
+        };
+        let entry = NewEntry {
+            record,
+            evidence: Some(evidence.to_bytes()),
+            node_update: None,
+        };
+        let blobs = if store {
+            vec![event_log.to_vec()]
+        } else {
+            vec![]
+        };
+        log.append_with_blobs(entry, blobs).await.unwrap().sequence
+    };
+    let fleet_log = b"a fleet's measured boot".as_slice();
+    let own_log = b"one node's measured boot".as_slice();
+    let enrolled = append(RecordKind::Enroll, Decision::Allow, "n1", fleet_log, true).await;
+    let renewed = append(RecordKind::Renew, Decision::Allow, "n1", fleet_log, false).await;
+    append(RecordKind::Enroll, Decision::Deny, "n2", b"junk", false).await;
+    let other = append(RecordKind::Enroll, Decision::Allow, "n3", own_log, true).await;
+    site.checkpoint(&log).await;
+    log.close().await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(report.ok(), "{report:?}");
+
+    let fleet = garrison_log::evidence_digest(fleet_log);
+    let own = garrison_log::evidence_digest(own_log);
+    let delete = format!("DELETE FROM evidence WHERE digest = '{fleet}'");
+    let change = format!("UPDATE evidence SET bytes = bytes || bytes WHERE digest = '{own}'");
+    let mut conn = db.side_connection().await;
+    for statement in [delete, change] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::Connection::close(conn).await.unwrap();
+    let report = reopen_and_verify(&db, &site).await;
+    assert_eq!(
+        report.problems,
+        [
+            Problem::EventLogMissing {
+                sequence: enrolled,
+                digest: fleet.clone(),
+            },
+            Problem::EventLogMissing {
+                sequence: renewed,
+                digest: fleet,
+            },
+            Problem::EventLogMismatch {
+                sequence: other,
+                digest: own,
+            },
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.first_bad_sequence, Some(enrolled));
 }

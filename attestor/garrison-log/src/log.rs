@@ -424,7 +424,7 @@ impl AttestationLog {
 
     /// Evidence bytes by SHA-256 digest (hex, any case).
     pub async fn evidence(&self, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
-        read::evidence(&self.inner.pool, digest).await
+        read::evidence(&self.inner.pool, self.inner.backend, digest).await
     }
 
     /// [`evidence`](Self::evidence) for many digests at once (an auditor's page of records):
@@ -590,6 +590,23 @@ impl AttestationLog {
         })
     }
 
+    /// The sequence the log's next record will get, as its head (the `logs` row) states: one
+    /// past its last record. [`Self::tree_size`] equals it once the tree covers every record.
+    pub async fn next_sequence(&self) -> Result<u64, LogError> {
+        let row = sqlx::query("SELECT next_sequence FROM logs WHERE id = $1")
+            .bind(self.inner.log.id)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|source| LogError::Query { source })?;
+        let next: i64 = row
+            .try_get(0)
+            .map_err(|source| LogError::Query { source })?;
+        u64::try_from(next).map_err(|_| LogError::Corrupt {
+            column: "next_sequence",
+            found: next.to_string(),
+        })
+    }
+
     /// The RFC 9162 root hash of the tree over the first `size` records.
     pub async fn tree_root(&self, size: u64) -> Result<[u8; 32], LogError> {
         tree::root(&self.inner.pool, self.inner.log.id, size).await
@@ -625,6 +642,7 @@ impl AttestationLog {
         if self.inner.log.origin.is_none() {
             return Err(LogError::NoOrigin);
         }
+        check_columns(checkpoint)?;
         if self.tree_root(checkpoint.size).await? != checkpoint.root_hash {
             return Err(LogError::CheckpointMismatch {
                 size: checkpoint.size,
@@ -676,21 +694,30 @@ impl AttestationLog {
     }
 
     /// The checkpoint of the largest tree size kept, if any.
+    ///
+    /// Its size and root columns must be what its signed text states (an error otherwise):
+    /// the attestor decides from them whether to sign, and serves proofs to that size.
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
-        Ok(self
-            .checkpoints_where(" ORDER BY size DESC LIMIT 1", None)
+        self.checkpoints_where(" ORDER BY size DESC LIMIT 1", None)
             .await?
-            .pop())
+            .pop()
+            .map(|c| check_columns(&c).map(|()| c))
+            .transpose()
     }
 
-    /// The checkpoint of exactly this tree size, if one was kept.
+    /// The checkpoint of exactly this tree size, if one was kept (its columns checked as
+    /// [`Self::latest_checkpoint`]'s are).
     pub async fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, LogError> {
         let size = i64::try_from(size).map_err(|_| LogError::ProofRange {
             what: "checkpoint",
             first: size,
             second: 0,
         })?;
-        Ok(self.checkpoints_where("", Some(size)).await?.pop())
+        self.checkpoints_where("", Some(size))
+            .await?
+            .pop()
+            .map(|c| check_columns(&c).map(|()| c))
+            .transpose()
     }
 
     async fn checkpoints_where(
@@ -830,6 +857,37 @@ fn stored_checkpoint(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint, LogErr
         signed: from_unix_micros(signed_us, "checkpoints.signed_us")?,
         note,
     })
+}
+
+/// Whether `stored`'s size and root columns are what its signed text states. The columns are a
+/// copy of the note's for lookups; someone who edits them (or copies a signed note into a
+/// row of a larger size) must not make the attestor stop signing or serve proofs to a size
+/// nobody signed. The signature itself is the auditor's to check.
+pub(crate) fn check_columns(stored: &StoredCheckpoint) -> Result<(), LogError> {
+    let stated = tlog_tiles::Checkpoint::from_reader(
+        &mut std::io::Cursor::new(stored.note.as_bytes()),
+        false,
+    )
+    .map_err(|_| LogError::Corrupt {
+        column: "checkpoints.note",
+        found: format!(
+            "no checkpoint text in the note kept for size {}",
+            stored.size
+        ),
+    })?;
+    if stated.size() != stored.size || stated.hash().0 != stored.root_hash {
+        return Err(LogError::Corrupt {
+            column: "checkpoints.size",
+            found: format!(
+                "a row of size {} and root {} holding a note that states size {} and root {}",
+                stored.size,
+                hex::encode(stored.root_hash),
+                stated.size(),
+                hex::encode(stated.hash().0)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What `slot` holds, leaving it empty (the first `close` of any clone gets it).

@@ -319,8 +319,26 @@ const SERIAL_REVOKED_IN_LOG_COUNT: &str = "((SELECT COUNT(*) FROM revocations WH
      + (SELECT COUNT(*) FROM revocations WHERE +log_id = $2 AND node_id IN \
         (SELECT node_id FROM nodes WHERE current_serial = $1)))";
 
-pub(crate) async fn evidence(pool: &AnyPool, digest: &str) -> Result<Option<Vec<u8>>, LogError> {
-    let row = sqlx::query("SELECT bytes FROM evidence WHERE digest = $1")
+/// The evidence column as bytes. SQLite keeps whatever type a value was written with: bytes
+/// rewritten as TEXT (what `||` gives in the sqlite3 shell) are read as their bytes, so that
+/// they are found not to hash to their digest instead of failing the whole read.
+fn evidence_bytes(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST(bytes AS BLOB) AS bytes",
+        Backend::Postgres => "bytes",
+    }
+}
+
+pub(crate) async fn evidence(
+    pool: &AnyPool,
+    backend: Backend,
+    digest: &str,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let sql = format!(
+        "SELECT {} FROM evidence WHERE digest = $1",
+        evidence_bytes(backend)
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(digest.to_ascii_lowercase())
         .fetch_optional(pool)
         .await
@@ -353,7 +371,8 @@ pub(crate) async fn evidence_many(
     let mut held: HashMap<String, Vec<u8>> = HashMap::with_capacity(wanted.len());
     for chunk in wanted.chunks(EVIDENCE_PER_STATEMENT) {
         let sql = format!(
-            "SELECT digest, bytes FROM evidence WHERE digest IN ({})",
+            "SELECT digest, {} FROM evidence WHERE digest IN ({})",
+            evidence_bytes(backend),
             placeholders(backend, chunk.len())
         );
         // Only placeholders are interpolated; every digest is bound.

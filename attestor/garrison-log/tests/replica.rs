@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{TestDb, at, entry, record};
+use common::{TestDb, at, entry, note_for, record};
 use garrison_log::{
     AttestationLog, Backend, LogConfig, LogError, NewEntry, Record, ReplicaBatch, StoredCheckpoint,
     StoredCosignature, SyncEvent, canonical_bytes, evidence_digest, record_from_canonical,
@@ -287,7 +287,7 @@ async fn cosignatures_events_revocation_lists_and_policy_bundles_are_kept(db: Te
         size: 3,
         root_hash: root,
         signed: at(1_700_000_050, 0),
-        note: "note".to_owned(),
+        note: note_for(SITE, 3, root),
     })
     .await
     .unwrap();

@@ -11,7 +11,7 @@
 mod common;
 mod rfc9162;
 
-use common::{TestDb, at, entry, record};
+use common::{TestDb, at, entry, note_for, record};
 use garrison_log::{AttestationLog, Backend, LogConfig, LogError, StoredCheckpoint};
 use rfc9162::H;
 
@@ -340,7 +340,7 @@ async fn checkpoints_are_checked_kept_and_listed(db: TestDb) {
         size: size as u64,
         root_hash: root,
         signed: at(1_700_000_100, 0),
-        note: format!("note for {size}\n"),
+        note: note_for("garrison.example.org/site/cp", size as u64, root),
     };
     let wrong = checkpoint(10, rfc9162::mth(&leaves[..9]));
     assert!(matches!(
@@ -369,7 +369,10 @@ async fn checkpoints_are_checked_kept_and_listed(db: TestDb) {
     assert!(page(Some(10), 5).await.expect("page").is_empty());
     assert!(page(Some(u64::MAX), 5).await.expect("page").is_empty());
     assert_eq!(log.latest_checkpoint().await.expect("latest"), Some(at_10));
-    assert_eq!(log.checkpoint_at(4).await.expect("at 4"), Some(at_4));
+    assert_eq!(
+        log.checkpoint_at(4).await.expect("at 4"),
+        Some(at_4.clone())
+    );
     assert_eq!(log.checkpoint_at(5).await.expect("at 5"), None);
     // Kept as signed: the database refuses to rewrite or drop one.
     let mut conn = db.side_connection().await;
@@ -383,6 +386,36 @@ async fn checkpoints_are_checked_kept_and_listed(db: TestDb) {
             "{statement}"
         );
     }
+    // A note that does not state the size and root it is stored under is refused...
+    let mut mislabelled = at_4.clone();
+    mislabelled.note = note_for("garrison.example.org/site/cp", 3, at_4.root_hash);
+    assert!(matches!(
+        log.store_checkpoint(&mislabelled).await,
+        Err(LogError::Corrupt { .. })
+    ));
+    // ...and one copied into a row of a larger size (an insert, which the database allows)
+    // is an error for whoever reads it as the latest: the attestor deciding whether to sign
+    // must not take the log for signed up to size 50.
+    sqlx::query(
+        "INSERT INTO checkpoints (log_id, size, root_hash, signed_us, note) \
+         SELECT log_id, 50, root_hash, signed_us, note FROM checkpoints WHERE size = 4",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    match log.latest_checkpoint().await {
+        Err(LogError::Corrupt { found, .. }) => {
+            assert!(
+                found.contains("size 50") && found.contains("size 4"),
+                "{found}"
+            );
+        }
+        other => panic!("expected the copied row refused, got {other:?}"),
+    }
+    assert!(matches!(
+        log.checkpoint_at(50).await,
+        Err(LogError::Corrupt { .. })
+    ));
     log.close().await;
 }
 

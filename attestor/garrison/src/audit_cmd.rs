@@ -817,10 +817,16 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<bool> {
     if args.json {
         let out = serde_json::json!({ "summary": summary, "records": shown });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(what_if || summary.reproduced());
+        return Ok(replay_ok(what_if, &summary));
     }
     print_summary(&summary);
-    Ok(what_if || summary.reproduced())
+    Ok(replay_ok(what_if, &summary))
+}
+
+/// A replay passes when every replayable decision was reproduced (a what-if replay: when
+/// it ran; its changes are its answer), and no decision's stored evidence was tampered with.
+fn replay_ok(what_if: bool, summary: &garrison_audit::ReplaySummary) -> bool {
+    summary.evidence_altered == 0 && (what_if || summary.reproduced())
 }
 
 fn short(node: Option<&str>) -> &str {
@@ -881,6 +887,14 @@ fn print_summary(summary: &garrison_audit::ReplaySummary) {
         summary.differs,
         summary.not_replayable
     );
+    if summary.evidence_altered > 0 {
+        println!(
+            "NOT OK: the stored evidence of {} decision(s) is missing or altered \
+             (stored-evidence-altered, or an allow not replayable for want of its evidence); \
+             `garrison audit verify` names them",
+            summary.evidence_altered
+        );
+    }
     match &summary.what_if {
         Some(digest) => println!(
             "what-if policy {digest}: {} decision(s) would change",
@@ -889,6 +903,7 @@ fn print_summary(summary: &garrison_audit::ReplaySummary) {
         None if summary.reproduced() => {
             println!("OK: every replayable decision is reproduced by the policy then in force")
         }
-        None => println!("DIFFERS: see the records marked DIFFERS above"),
+        None if summary.differs > 0 => println!("DIFFERS: see the records marked DIFFERS above"),
+        None => {}
     }
 }

@@ -322,7 +322,7 @@ async fn replay_follows_policy_changes_and_finds_edits() {
     let shown = text(&out);
     assert!(
         shown.contains(&format!(
-            "PROBLEM: the cosignature of checkpoint {orphan} does not verify: no checkpoint of that size is kept"
+            "PROBLEM: the cosignature of checkpoint {orphan} does not verify: no checkpoint of that size is kept (removed, or the log rolled back)"
         )),
         "{shown}"
     );

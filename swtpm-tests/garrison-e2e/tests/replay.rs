@@ -298,5 +298,59 @@ async fn replay_reproduces_every_decision_and_a_stricter_policy_lists_the_change
         other => panic!("{other:?}"),
     }
     log.close().await;
+
+    // The event log node-1's two allows were decided over, deleted from the database by
+    // someone with access to it: replay fails for want of it, and verify names both.
+    let evidence = site
+        .records()
+        .await
+        .into_iter()
+        .find(|r| r.sequence == enrolled.log_sequence)
+        .and_then(|r| r.record.evidence_digest)
+        .unwrap();
+    let log = AttestationLog::open_read_only(&site.database, None)
+        .await
+        .unwrap();
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&log.evidence(&evidence).await.unwrap().unwrap()).unwrap();
+    log.close().await;
+    let event_log = evidence["event_log_sha256"].as_str().unwrap().to_owned();
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&site.database)
+        .await
+        .unwrap();
+    let deleted = sqlx::query("DELETE FROM evidence WHERE digest = $1")
+        .bind(&event_log)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 1);
+    sqlx::Connection::close(conn).await.unwrap();
+    let log = AttestationLog::open_read_only(&site.database, None)
+        .await
+        .unwrap();
+    let (summary, records) = replay_all(&log, &roots, &options()).await;
+    assert!(!summary.reproduced(), "{summary:?}");
+    assert_eq!(summary.evidence_altered, 2, "{records:#?}");
+    let report = garrison_audit::verify(&log, &roots).await.unwrap();
+    let missing: Vec<u64> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            garrison_audit::Problem::EventLogMissing { sequence, digest }
+                if *digest == event_log =>
+            {
+                Some(*sequence)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        [enrolled.log_sequence, renewed.log_sequence],
+        "{report:?}"
+    );
+    assert_eq!(report.problems.len(), 2, "{report:?}");
+    log.close().await;
     site.stop().await;
 }

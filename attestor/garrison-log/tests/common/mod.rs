@@ -226,3 +226,15 @@ pub async fn count(conn: &mut AnyConnection, sql: &'static str) -> i64 {
         .try_get(0)
         .expect("count column")
 }
+
+/// A checkpoint note stating `size` and `root` for `origin`, as the log requires of a
+/// checkpoint it keeps (its signature line is not checked by the log).
+pub fn note_for(origin: &str, size: u64, root: [u8; 32]) -> String {
+    let body = tlog_tiles::Checkpoint::new(origin, size, tlog_tiles::Hash(root), "")
+        .expect("checkpoint")
+        .to_bytes();
+    format!(
+        "{}\n\u{2014} test AAAA\n",
+        String::from_utf8(body).expect("utf-8")
+    )
+}
