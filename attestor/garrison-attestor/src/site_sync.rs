@@ -390,6 +390,46 @@ impl SiteSync {
         Ok(applied)
     }
 
+    /// The sequence of the hub revocation list the site keeps, which decides which lists
+    /// are new (and which the site asks the hub for). It counts only if the kept list
+    /// verifies, with `witness` or a witness key kept and certified under the roots: a row
+    /// someone wrote with a high sequence must not make the site ignore the hub's lists. One
+    /// that does not verify is recorded (`revocation-list-unverifiable`) and counts as none
+    /// kept, so the hub's latest list is applied again (which records nothing already
+    /// revoked).
+    pub async fn held_revocation_sequence(
+        &self,
+        witness: Option<&[u8; 32]>,
+        now: OffsetDateTime,
+    ) -> Result<u64, SyncError> {
+        let Some((sequence, kept)) = self.log.latest_revocation_list().await? else {
+            return Ok(0);
+        };
+        let mut keys: Vec<[u8; 32]> = witness.copied().into_iter().collect();
+        for chain_pem in self.log.witness_certificates().await? {
+            if let Ok(key) = self.witness_key(&chain_pem) {
+                keys.push(key);
+            }
+        }
+        let verifies = keys.iter().any(|key| {
+            RevocationList::verify(&kept, &self.trust_domain, key)
+                .is_ok_and(|list| list.sequence == sequence)
+        });
+        if verifies {
+            return Ok(sequence);
+        }
+        self.record(
+            "revocation-list-unverifiable",
+            format!(
+                "the kept revocation list #{sequence} does not verify with a hub witness key \
+                 (altered, or signed by a key since replaced): the hub's latest list is applied"
+            ),
+            now,
+        )
+        .await;
+        Ok(0)
+    }
+
     pub(crate) fn witness_key(&self, chain_pem: &str) -> Result<[u8; 32], SyncError> {
         WitnessKeyCertificate::from_pem(chain_pem)
             .and_then(|certificate| certificate.verify(&self.roots, &self.trust_domain))
@@ -406,11 +446,7 @@ impl SiteSync {
     ) -> Result<(Option<u64>, usize), SyncError> {
         let list = RevocationList::verify(note, &self.trust_domain, witness)
             .map_err(|e| SyncError::Refused(format!("revocation list: {e}")))?;
-        let held = self
-            .log
-            .latest_revocation_list()
-            .await?
-            .map_or(0, |(s, _)| s);
+        let held = self.held_revocation_sequence(Some(witness), now).await?;
         if list.sequence <= held {
             if list.sequence < held {
                 self.record(

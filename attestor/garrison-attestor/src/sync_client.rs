@@ -179,11 +179,7 @@ pub async fn round(
         origin: origin.clone(),
     };
     let status = client.call("Status", calls.status(request)).await?;
-    let held_list = sync
-        .log()
-        .latest_revocation_list()
-        .await?
-        .map_or(0, |(s, _)| s);
+    let held_list = sync.held_revocation_sequence(None, now).await?;
     let request = v1::PullRequest {
         origin,
         policy_sequence: attestor.policy_in_force().0,

@@ -53,5 +53,7 @@ pub use replay::{
     Outcome, PolicySeen, RecordReplay, ReplayOptions, ReplaySummary, Unreplayable, Verdict, replay,
 };
 pub use source::{EnforcedRevocations, LogSource, StoredTreeHashes};
-pub use verify::{Problem, VerifyReport, verify};
-pub use witnessed::{WitnessReport, check_cosignatures};
+pub use verify::{Problem, VerifyReport, verify, verify_against};
+pub use witnessed::{
+    HubRevocationsReport, WitnessReport, check_cosignatures, check_hub_revocations,
+};

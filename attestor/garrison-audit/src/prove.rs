@@ -48,6 +48,17 @@ pub enum AuditError {
     /// The attestation result could not be made (e.g. a policy's `ear` declaration).
     #[error("the attestation result")]
     AttestationResult(#[source] garrison_ear::EarError),
+    /// The proof made from the log's stored record and tree does not verify against its
+    /// signed checkpoint: one of them was changed since it was signed.
+    #[error(
+        "the proof of record #{sequence} does not verify against the signed checkpoint ({reason}): \
+         the record or the log's stored tree was changed; `garrison audit verify` names what"
+    )]
+    ProofDoesNotVerify { sequence: u64, reason: String },
+    /// A checkpoint the auditor gave to verify against does not verify with the log's
+    /// certified keys.
+    #[error("checkpoint given #{index}: {reason}")]
+    GivenCheckpoint { index: usize, reason: String },
 }
 
 /// The inclusion proof of record `sequence` in the latest signed checkpoint, with the
@@ -83,6 +94,19 @@ pub async fn prove(log: &AttestationLog, sequence: u64) -> Result<InclusionProof
         .map_err(AuditError::Log)?;
     let canonical =
         garrison_log::canonical_bytes(sequence, &record.record).map_err(AuditError::Log)?;
+    // Handed out only if it proves what it says: a record or stored hash changed since the
+    // checkpoint was signed would give a proof nobody can check.
+    garrison_transparency::verify_inclusion(
+        &garrison_transparency::leaf_hash_of(&canonical),
+        sequence,
+        checkpoint.size,
+        &hashes,
+        &checkpoint.root_hash,
+    )
+    .map_err(|e| AuditError::ProofDoesNotVerify {
+        sequence,
+        reason: e.to_string(),
+    })?;
     Ok(InclusionProof {
         index: sequence,
         extra: Some(canonical),

@@ -103,6 +103,13 @@ pub enum Problem {
         last_sequence: u64,
         fields: Vec<String>,
     },
+    /// The latest hub revocation list the site keeps does not verify with a witness key
+    /// certified under the root (the site ignores the hub's lists up to its sequence).
+    HubRevocationList { sequence: u64, reason: String },
+    /// An entry of the latest hub revocation list the site keeps (`node:<id>` or
+    /// `serial:<hex>`) is not revoked in the database: un-revoked since the site applied it
+    /// (the log's end rolled back with its revocation rows, say).
+    HubRevocationNotEnforced { list_sequence: u64, target: String },
     /// The site keeps a state for a node no allow or reset record of the log wrote.
     NodeStateNotLogged { node_id: String, last_sequence: u64 },
     /// The log allowed this node, but the site keeps no state for it (deleted: its next
@@ -135,6 +142,8 @@ impl Problem {
             | Problem::RevocationDiffers { .. }
             | Problem::RevocationNotLogged { .. }
             | Problem::EnforcementStateMissing
+            | Problem::HubRevocationList { .. }
+            | Problem::HubRevocationNotEnforced { .. }
             // A decision that should not have been made, not an altered record: it names
             // its record, but is not the first *bad* one.
             | Problem::AllowAfterRevocation { .. }
@@ -163,6 +172,9 @@ pub struct VerifyReport {
     pub certified_keys: usize,
     /// Checkpoints whose signature verified and whose root the records reproduce.
     pub checkpoints_verified: usize,
+    /// Checkpoints the auditor gave ([`verify_against`]) besides those the source keeps;
+    /// each counts in `checkpoints_verified` only if the log reproduces it.
+    pub checkpoints_given: usize,
     /// The largest such checkpoint's size: records up to it are proven as signed.
     pub verified_size: u64,
     /// Records after the last signed checkpoint (not yet covered by a signature).
@@ -223,6 +235,30 @@ impl VerifyReport {
         self.problems_not_listed += unlisted;
     }
 
+    /// Adds what [`check_hub_revocations`](crate::check_hub_revocations) found on a site's
+    /// own database: a kept list that does not verify, and each entry not enforced.
+    pub fn add_hub_revocations(&mut self, checked: &crate::HubRevocationsReport) {
+        let Some(sequence) = checked.list_sequence else {
+            return;
+        };
+        if let Some(reason) = &checked.unverifiable {
+            self.add(Problem::HubRevocationList {
+                sequence,
+                reason: reason.clone(),
+            });
+        }
+        for target in &checked.not_enforced {
+            self.add(Problem::HubRevocationNotEnforced {
+                list_sequence: sequence,
+                target: target.clone(),
+            });
+        }
+        let unlisted = checked
+            .not_enforced_count
+            .saturating_sub(checked.not_enforced.len());
+        self.problems_not_listed += unlisted as u64;
+    }
+
     fn add(&mut self, problem: Problem) {
         if let Some(sequence) = problem.sequence() {
             self.first_exact = Some(self.first_exact.map_or(sequence, |s: u64| s.min(sequence)));
@@ -248,6 +284,20 @@ impl VerifyReport {
 /// revocations logged before it, and (for a source that keeps them) the stored tree hashes
 /// against the tree of the stored leaves and the revocations enforced against the log.
 pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyReport, AuditError> {
+    verify_against(log, roots, &[]).await
+}
+
+/// [`verify`], and the log must also reproduce each of `given`: signed checkpoints (notes)
+/// the auditor saw before, from an earlier verify, a proof, or the hub. A log cut back
+/// below one ([`Problem::CheckpointBeyondLog`]) or rewritten before it
+/// ([`Problem::CheckpointRoot`]) is found even when every checkpoint and cosignature kept
+/// with it was removed or rewritten to match. Each must verify with a key the log's
+/// certificates certify under `roots` ([`AuditError::GivenCheckpoint`] otherwise).
+pub async fn verify_against<S: LogSource>(
+    log: &S,
+    roots: &[Vec<u8>],
+    given: &[String],
+) -> Result<VerifyReport, AuditError> {
     let origin = log.origin().ok_or(AuditError::NoOrigin)?;
     let mut report = VerifyReport {
         origin: origin.clone(),
@@ -255,7 +305,21 @@ pub async fn verify<S: LogSource>(log: &S, roots: &[Vec<u8>]) -> Result<VerifyRe
     };
     let keys = certified_keys(log, roots, &origin, &mut report).await?;
     report.certified_keys = keys.len();
-    let checkpoints = signed_checkpoints(log, &keys, &origin, &mut report).await?;
+    let mut checkpoints = signed_checkpoints(log, &keys, &origin, &mut report).await?;
+    for (index, note) in given.iter().enumerate() {
+        let stored = StoredCheckpoint {
+            size: 0,
+            root_hash: [0; 32],
+            signed: time::OffsetDateTime::UNIX_EPOCH,
+            note: note.clone(),
+        };
+        let checkpoint = check_signature(&stored, &keys, &origin)
+            .map_err(|reason| AuditError::GivenCheckpoint { index, reason })?;
+        checkpoints.push(checkpoint);
+    }
+    report.checkpoints_given = given.len();
+    checkpoints.sort_by_key(|c| c.size);
+    checkpoints.dedup_by_key(|c| (c.size, c.root));
     let mut tree = Frontier::default();
     let mut pending = checkpoints.iter().peekable();
     let mut last_good = 0u64;

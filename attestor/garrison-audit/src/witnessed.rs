@@ -8,9 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use garrison_log::AttestationLog;
 use garrison_transparency::{
-    WitnessKeyCertificate, add_cosignature_line, hub_witness_name, parse_site_origin,
-    verify_cosignature,
+    RevocationList, RevokedTarget, WitnessKeyCertificate, add_cosignature_line, hub_witness_name,
+    parse_site_origin, verify_cosignature,
 };
 use serde::Serialize;
 
@@ -111,6 +112,98 @@ pub async fn check_cosignatures<S: LogSource>(
         if counted.insert((verified.size, verified.line)) {
             report.verified += 1;
             report.latest_size = report.latest_size.max(Some(verified.size));
+        }
+    }
+    Ok(report)
+}
+
+/// What the check of the hub's revocation list a site keeps found
+/// ([`check_hub_revocations`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HubRevocationsReport {
+    /// The sequence of the latest list the site keeps, if it keeps one.
+    pub list_sequence: Option<u64>,
+    /// Its entries.
+    pub entries: usize,
+    /// Why it does not verify with a witness key certified under the root, if it does not.
+    pub unverifiable: Option<String>,
+    /// Its entries the site does not enforce (`node:<id>` or `serial:<hex>`), the first 100.
+    pub not_enforced: Vec<String>,
+    /// How many there are.
+    pub not_enforced_count: usize,
+}
+
+impl HubRevocationsReport {
+    /// Nothing wrong found.
+    pub fn ok(&self) -> bool {
+        self.unverifiable.is_none() && self.not_enforced_count == 0
+    }
+}
+
+/// Checks the latest hub revocation list a site's database keeps against what the site
+/// enforces. The site applies a list's entries (a revocation of each, in its log) before it
+/// keeps the list, and ignores any list of a sequence not above the one kept; so every entry
+/// of the kept list must be revoked in the database. One that is not was un-revoked by
+/// someone with database access (the log's end rolled back with its revocation rows, say),
+/// and stays so until the hub publishes a newer list. A kept list that does not verify would
+/// make the site ignore the hub's lists up to its sequence.
+pub async fn check_hub_revocations(
+    log: &AttestationLog,
+    roots: &[Vec<u8>],
+) -> Result<HubRevocationsReport, AuditError> {
+    let mut report = HubRevocationsReport::default();
+    let Some((sequence, note)) = log
+        .latest_revocation_list()
+        .await
+        .map_err(AuditError::Log)?
+    else {
+        return Ok(report);
+    };
+    report.list_sequence = Some(sequence);
+    let origin = LogSource::origin(log).unwrap_or_default();
+    let Some((trust_domain, _)) = parse_site_origin(&origin) else {
+        report.unverifiable = Some(format!("the log's origin {origin:?} names no trust domain"));
+        return Ok(report);
+    };
+    let keys = witness_keys(log, roots, trust_domain).await?;
+    let mut last_error = "no witness key certified under the root is kept".to_owned();
+    let mut list = None;
+    for key in &keys {
+        match RevocationList::verify(&note, trust_domain, key) {
+            Ok(verified) => {
+                list = Some(verified);
+                break;
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    let Some(list) = list else {
+        report.unverifiable = Some(last_error);
+        return Ok(report);
+    };
+    if list.sequence != sequence {
+        report.unverifiable = Some(format!(
+            "it is kept as list #{sequence} but is list #{}",
+            list.sequence
+        ));
+    }
+    report.entries = list.entries.len();
+    for entry in &list.entries {
+        let (enforced, named) = match entry {
+            RevokedTarget::Node(node) => (
+                log.is_node_revoked(node).await.map_err(AuditError::Log)?,
+                format!("node:{node}"),
+            ),
+            RevokedTarget::Serial(serial) => (
+                log.is_revoked(serial).await.map_err(AuditError::Log)?,
+                format!("serial:{serial}"),
+            ),
+        };
+        if !enforced {
+            report.not_enforced_count += 1;
+            if report.not_enforced.len() < 100 {
+                report.not_enforced.push(named);
+            }
         }
     }
     Ok(report)

@@ -52,6 +52,7 @@ both_backends!(
     a_log_head_that_misstates_the_records_is_found,
     a_signed_checkpoint_kept_under_another_size_is_found,
     a_deleted_or_changed_event_log_is_named,
+    a_log_cut_back_with_its_checkpoints_is_found_against_one_seen_before,
 );
 
 const RECORDS: u64 = 37;
@@ -132,6 +133,16 @@ async fn an_edited_record_is_named(db: TestDb) {
     assert!(!report.ok());
     assert_eq!(report.first_bad_sequence, Some(7), "{report:?}");
     assert!(has(&report, |p| *p == Problem::LeafMismatch { sequence: 7 }));
+    // No proof is handed out for it: it would not verify against the signed checkpoint.
+    let log = AttestationLog::open_read_only(&db.url, Some(&origin()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        prove(&log, 7).await,
+        Err(AuditError::ProofDoesNotVerify { sequence: 7, .. })
+    ));
+    assert!(prove(&log, 8).await.is_ok(), "the records around it prove");
+    log.close().await;
 }
 
 async fn an_edited_record_with_a_recomputed_leaf_breaks_the_checkpoint(db: TestDb) {
@@ -1543,4 +1554,65 @@ async fn a_deleted_or_changed_event_log_is_named(db: TestDb) {
         "{report:?}"
     );
     assert_eq!(report.first_bad_sequence, Some(enrolled));
+}
+
+/// Someone with database access cuts the log back to 33 records and removes everything that
+/// said it was longer (the tree's hashes, the checkpoints beyond, the head). What is left is
+/// a consistent shorter log: nothing kept with it shows the cut. A checkpoint the auditor
+/// saw before does.
+async fn a_log_cut_back_with_its_checkpoints_is_found_against_one_seen_before(db: TestDb) {
+    let (site, log) = signed_log(&db).await;
+    let seen = log.latest_checkpoint().await.unwrap().unwrap();
+    log.close().await;
+    assert_eq!(seen.size, RECORDS);
+    let unprotected: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER tree_hashes_append_only_delete",
+            "DROP TRIGGER checkpoints_append_only_delete",
+        ],
+        Backend::Postgres => &["DROP TRIGGER tree_hashes_append_only_rows ON tree_hashes"],
+    };
+    let cut = [
+        "DELETE FROM records WHERE sequence >= 33".to_owned(),
+        format!(
+            "DELETE FROM tree_hashes WHERE idx >= {}",
+            tlog_tiles::stored_hash_count(33)
+        ),
+        "DELETE FROM checkpoints WHERE size > 33".to_owned(),
+        "UPDATE logs SET next_sequence = 33, tree_size = 33".to_owned(),
+    ];
+    let statements: Vec<&str> = unprotected
+        .iter()
+        .copied()
+        .chain(cut.iter().map(String::as_str))
+        .collect();
+    tamper(&db, &statements).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert!(report.ok(), "nothing kept shows the cut: {report:?}");
+    assert_eq!(report.records, 33);
+
+    let log = AttestationLog::open_read_only(&db.url, Some(&origin()))
+        .await
+        .unwrap();
+    let against =
+        garrison_audit::verify_against(&log, &site.roots(), std::slice::from_ref(&seen.note))
+            .await
+            .unwrap();
+    assert_eq!(
+        against.problems,
+        [Problem::CheckpointBeyondLog {
+            size: RECORDS,
+            records: 33
+        }],
+        "{against:?}"
+    );
+    assert_eq!(against.checkpoints_given, 1);
+    assert!(!against.ok());
+    // A checkpoint given must be the log's own, signed by a certified key.
+    let forged = seen.note.replace("\n\n", "\n\nx");
+    match garrison_audit::verify_against(&log, &site.roots(), &[forged]).await {
+        Err(AuditError::GivenCheckpoint { index: 0, .. }) => {}
+        other => panic!("expected the given checkpoint refused, got {other:?}"),
+    }
+    log.close().await;
 }

@@ -1214,6 +1214,89 @@ async fn a_hub_revocation_is_recorded_in_the_current_log_after_a_rename() {
     assert_eq!(site_log.tree_size().await.unwrap(), size + 1);
 }
 
+/// Someone with the site's database un-revokes a node the hub revoked (its revocation row
+/// deleted) and writes a bogus revocation list of a high sequence, so that the site would
+/// ignore the hub's lists below it. The auditor's check of the kept list against what the
+/// site enforces finds both; and the site, which only trusts a kept list that verifies,
+/// applies the hub's next list all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() {
+    let world = World::new(false).await.unwrap();
+    let site_log = world.attestor.log();
+    let roots = world.testbed.site_ca.roots().to_vec();
+    let (first, second) = (format!("{:064x}", 51), format!("{:064x}", 52));
+    world
+        .hub
+        .revoke(&[RevokedTarget::Node(first.clone())])
+        .await
+        .unwrap();
+    let round = world.round().await;
+    assert_eq!(round.applied.revocation_sequence, Some(1));
+    let checked = garrison_audit::check_hub_revocations(site_log, &roots)
+        .await
+        .unwrap();
+    assert!(checked.ok(), "{checked:?}");
+    assert_eq!((checked.list_sequence, checked.entries), (Some(1), 1));
+
+    let url = format!("sqlite://{}/site.db", world.dir.display());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM revocations WHERE node_id = '{first}'"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert!(!site_log.is_node_revoked(&first).await.unwrap());
+    let checked = garrison_audit::check_hub_revocations(site_log, &roots)
+        .await
+        .unwrap();
+    assert_eq!(checked.not_enforced, [format!("node:{first}")]);
+    let mut report = garrison_audit::VerifyReport::default();
+    report.add_hub_revocations(&checked);
+    assert_eq!(
+        report.problems,
+        [garrison_audit::Problem::HubRevocationNotEnforced {
+            list_sequence: 1,
+            target: format!("node:{first}"),
+        }]
+    );
+
+    // A bogus list of a high sequence (an insert: kept lists cannot be changed or deleted).
+    sqlx::query(
+        "INSERT INTO revocation_lists (sequence, note, stored_us) \
+         VALUES (1000000, 'not a signed list', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let checked = garrison_audit::check_hub_revocations(site_log, &roots)
+        .await
+        .unwrap();
+    assert_eq!(checked.list_sequence, Some(1_000_000));
+    assert!(checked.unverifiable.is_some(), "{checked:?}");
+
+    // The hub's next list is applied regardless: both nodes revoked, and the site says why.
+    sqlx::Connection::close(conn).await.unwrap();
+    world
+        .hub
+        .revoke(&[RevokedTarget::Node(second.clone())])
+        .await
+        .unwrap();
+    let round = world.round().await;
+    assert_eq!(round.applied.revocation_sequence, Some(2), "{round:?}");
+    assert!(site_log.is_node_revoked(&first).await.unwrap());
+    assert!(site_log.is_node_revoked(&second).await.unwrap());
+    let events = site_log.sync_events().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "revocation-list-unverifiable"),
+        "{events:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_list_too_large_for_one_answer_is_not_signed() {
     let world = World::new(false).await.unwrap();

@@ -276,6 +276,12 @@ pub struct VerifyArgs {
     /// reads like a copy, whose state is not checked.
     #[arg(long)]
     site_database: bool,
+    /// A signed checkpoint of this log seen before (a file holding its note, or a tlog-proof
+    /// whose checkpoint is taken; from an earlier verify, a proof, or the hub): the log must
+    /// still reproduce it. Finds a log cut back or rewritten with every checkpoint kept with
+    /// it. May be given more than once.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    checkpoints: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +490,24 @@ fn read_roots(path: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(roots)
 }
 
+/// The signed checkpoint notes in `files`: each a note, or a tlog-proof (its checkpoint).
+fn given_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if text.starts_with("c2sp.org/tlog-proof@") {
+                let proof = garrison_transparency::InclusionProof::parse(&text)
+                    .with_context(|| format!("{}: not a tlog-proof", path.display()))?;
+                Ok(proof.checkpoint)
+            } else {
+                Ok(text)
+            }
+        })
+        .collect()
+}
+
 async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let roots = read_roots(&args.root)?;
     let log = args.source.open_any().await?;
@@ -491,7 +515,14 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         log.close().await;
         bail!("--site-database needs --db: the Audit service serves no enforcement state");
     }
-    let report = garrison_audit::verify(&log, &roots).await;
+    let given = match given_checkpoints(&args.checkpoints) {
+        Ok(given) => given,
+        Err(e) => {
+            log.close().await;
+            return Err(e);
+        }
+    };
+    let report = garrison_audit::verify_against(&log, &roots, &given).await;
     // The hub's cosignatures, from the database, the archive or the Audit service.
     let witnessed = garrison_audit::check_cosignatures(&log, &roots).await;
     // A site's database may hold its log from before a rename: the site enforces that log's
@@ -506,6 +537,13 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         }),
         _ => Ok(Vec::new()),
     };
+    // The hub's revocation list the site keeps, against what it enforces.
+    let hub_revocations = match (&log, args.site_database) {
+        (Opened::Local(local), true) => {
+            Some(garrison_audit::check_hub_revocations(local, &roots).await)
+        }
+        _ => None,
+    };
     let kept = match &log {
         Opened::Local(_) => "kept",
         Opened::Remote(_) => "served",
@@ -514,6 +552,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let mut report = report.context("verifying the log")?;
     if args.site_database {
         report.expect_enforcement_state();
+    }
+    let hub_revocations = hub_revocations
+        .transpose()
+        .context("checking the hub's revocation list")?;
+    if let Some(checked) = &hub_revocations {
+        report.add_hub_revocations(checked);
     }
     let w = witnessed.context("checking the hub's cosignatures")?;
     let other_origins = other_origins.context("listing the database's logs")?;
@@ -526,6 +570,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                 object.insert(
                     "other_origins".into(),
                     serde_json::to_value(&other_origins)?,
+                );
+                object.insert(
+                    "hub_revocations".into(),
+                    serde_json::to_value(&hub_revocations)?,
                 );
             }
         }
@@ -542,6 +590,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         "signed checkpoints verified: {} (records 0..{} proven as signed; {} after the last checkpoint)",
         report.checkpoints_verified, report.verified_size, report.unsigned_tail
     );
+    if report.checkpoints_given > 0 {
+        println!(
+            "checkpoints given with --checkpoint: {} (each must be reproduced by the log)",
+            report.checkpoints_given
+        );
+    }
     match report.revocations_checked {
         Some(n) => println!("revocations the attestor enforces, checked against the log: {n}"),
         None => println!(
@@ -566,6 +620,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                     " (a problem on a site's own database: --site-database)"
                 }
             );
+        }
+    }
+    if let Some(checked) = &hub_revocations {
+        match checked.list_sequence {
+            Some(sequence) => println!(
+                "hub revocation list #{sequence} kept: {} entries, {} not enforced",
+                checked.entries, checked.not_enforced_count
+            ),
+            None => println!("hub revocation list: none kept"),
         }
     }
     if !other_origins.is_empty() {

@@ -159,6 +159,50 @@ async fn verify_passes_a_clean_log_and_names_the_first_bad_record() {
     assert!(ok, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["records"], 25);
+    // Checkpoints seen before, given back: one as a proof file, one as its note alone.
+    let proof = signed._dir.path().join("record.tlog-proof");
+    let (ok, _, err) = garrison(&[
+        "audit",
+        "prove",
+        "--db",
+        &signed.db,
+        "--sequence",
+        "3",
+        "--out",
+        proof.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let note = signed._dir.path().join("checkpoint.note");
+    let proof_text = std::fs::read_to_string(&proof).unwrap();
+    let (_, checkpoint) = proof_text.split_once("\n\n").unwrap();
+    std::fs::write(&note, checkpoint).unwrap();
+    let (ok, out, err) = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        archive,
+        "--root",
+        &signed.root,
+        "--checkpoint",
+        proof.to_str().unwrap(),
+        "--checkpoint",
+        note.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains("checkpoints given with --checkpoint: 2"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        archive,
+        "--root",
+        &signed.root,
+        "--checkpoint",
+        signed.root.as_str(),
+    ]);
+    assert!(!ok && err.contains("checkpoint given #0"), "{err}");
     // Someone with database access edits record 15 (a refusal) of the live log into an admission.
     let path = signed.db.strip_prefix("sqlite://").unwrap();
     let mut conn =
