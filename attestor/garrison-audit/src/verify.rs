@@ -54,6 +54,10 @@ pub enum Problem {
     /// The records do not hash to a signed checkpoint's root: something in
     /// `first_suspect..size` was changed, or the checkpoint is of a forked tree.
     CheckpointRoot { size: u64, first_suspect: u64 },
+    /// Two checkpoints of this size both verify, and the records reproduce only one: the
+    /// log key signed a second tree of the same size (a fork shown to someone), though the
+    /// records themselves agree with the other.
+    CheckpointFork { size: u64 },
     /// A signed checkpoint covers more records than the log holds (records removed from
     /// the end).
     CheckpointBeyondLog { size: u64, records: u64 },
@@ -136,6 +140,7 @@ impl Problem {
             | Problem::KeyCertificate { .. }
             | Problem::CheckpointSignature { .. }
             | Problem::CheckpointRow { .. }
+            | Problem::CheckpointFork { .. }
             | Problem::LogHead { .. }
             | Problem::StoredTreeHash { .. }
             | Problem::RevocationNotEnforced { .. }
@@ -197,6 +202,9 @@ pub struct VerifyReport {
     /// range a checkpoint puts in doubt (records changed together with their stored leaf
     /// hashes are only caught by the checkpoint after them).
     pub first_bad_sequence: Option<u64>,
+    /// Whether a problem names `first_bad_sequence` exactly (else it starts a range in
+    /// doubt).
+    pub first_bad_exact: bool,
     pub problems: Vec<Problem>,
     /// Problems beyond those listed.
     pub problems_not_listed: u64,
@@ -270,6 +278,7 @@ impl VerifyReport {
             );
         }
         self.first_bad_sequence = self.first_exact.or(self.first_suspect);
+        self.first_bad_exact = self.first_exact.is_some();
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(problem);
         } else {
@@ -524,15 +533,41 @@ fn check_roots<'a>(
 ) -> Result<(), AuditError> {
     // Called after every record, so no checkpoint is ever passed over: the first one whose
     // size is the tree's is compared now.
+    let mut due = Vec::new();
     while let Some(checkpoint) = pending.next_if(|c| c.size <= next) {
-        if tree.size == checkpoint.size && tree.root()? == checkpoint.root {
+        due.push(checkpoint);
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    let root = if due.iter().any(|c| c.size == tree.size) {
+        Some(tree.root()?)
+    } else {
+        None
+    };
+    let reproduced = |c: &Verified| c.size == tree.size && root == Some(c.root);
+    let suspect_from = *last_good;
+    for checkpoint in &due {
+        if reproduced(checkpoint) {
             report.checkpoints_verified += 1;
             report.verified_size = report.verified_size.max(checkpoint.size);
             *last_good = checkpoint.size;
+        }
+    }
+    for checkpoint in due.iter().filter(|c| !reproduced(c)) {
+        // Another checkpoint of the same size that the records reproduce: the records are
+        // not in doubt, the log key signed two trees of that size.
+        if due
+            .iter()
+            .any(|c| c.size == checkpoint.size && reproduced(c))
+        {
+            report.add(Problem::CheckpointFork {
+                size: checkpoint.size,
+            });
         } else {
             report.add(Problem::CheckpointRoot {
                 size: checkpoint.size,
-                first_suspect: *last_good,
+                first_suspect: suspect_from,
             });
         }
     }

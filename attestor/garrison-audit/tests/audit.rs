@@ -913,16 +913,33 @@ async fn a_checkpoint_of_a_forked_tree_is_found(db: TestDb) {
             hex::encode(fork_root)
         ),
     };
-    tamper(&db, &[insert.as_str()]).await;
+    // And a second tree of 20 records, beside the log's own checkpoint of 20 (kept in a row
+    // of another size: one row per size).
+    let fork_20 = site.key.sign_checkpoint(20, &fork_root).unwrap();
+    let insert_20 = insert
+        .replace("VALUES (1, 15,", "VALUES (1, 21,")
+        .replace(&note, &fork_20);
+    tamper(&db, &[insert.as_str(), insert_20.as_str()]).await;
     let report = reopen_and_verify(&db, &site).await;
-    assert!(
-        has(&report, |p| *p
-            == Problem::CheckpointRoot {
+    assert_eq!(
+        report.problems,
+        [
+            Problem::CheckpointRow {
+                size: 21,
+                signed_size: 20
+            },
+            // No checkpoint of 15 the records reproduce: records 10..15 changed with their
+            // leaves, or a fork; which, the log alone cannot tell.
+            Problem::CheckpointRoot {
                 size: 15,
                 first_suspect: 10
-            }),
+            },
+            // The log's own checkpoint of 20 holds: the log key signed two trees of 20.
+            Problem::CheckpointFork { size: 20 },
+        ],
         "{report:?}"
     );
+    assert_eq!(report.first_bad_sequence, Some(10));
 }
 
 async fn a_checkpoint_signed_by_an_uncertified_key_is_refused(db: TestDb) {

@@ -127,7 +127,7 @@ pub enum LogError {
     #[error("log origin {origin:?} is not valid (non-empty, at most 255 bytes, no spaces or '+')")]
     InvalidOrigin { origin: String },
     /// The database holds several logs (or none) and no origin was given to choose one.
-    #[error("the database holds logs {origins:?}: name the origin to open")]
+    #[error("{}", origin_required(origins))]
     OriginRequired { origins: Vec<String> },
     /// A signed checkpoint needs the log's origin, and this log has none yet.
     #[error("this log has no origin yet; open it with one to sign or store checkpoints")]
@@ -207,4 +207,13 @@ pub enum LogError {
     /// when its batch was written: that entry was not appended (the rest of its batch was).
     #[error("not appended: {0}")]
     PreconditionFailed(crate::PreconditionFailure),
+}
+
+fn origin_required(origins: &[String]) -> String {
+    if origins.is_empty() {
+        "the database holds no attestation log with an origin (none, or only unnamed ones)"
+            .to_owned()
+    } else {
+        format!("the database holds logs {origins:?}: name the origin to open")
+    }
 }

@@ -645,7 +645,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         println!("... and {} more problems", report.problems_not_listed);
     }
     if let Some(sequence) = report.first_bad_sequence {
-        println!("FIRST BAD RECORD: #{sequence}");
+        if report.first_bad_exact {
+            println!("FIRST BAD RECORD: #{sequence}");
+        } else {
+            println!(
+                "FIRST RECORD IN DOUBT: #{sequence} (a signed checkpoint after it is not what the \
+                 records give: records from here on were changed together with their leaf \
+                 hashes, or the checkpoint is of a forked tree)"
+            );
+        }
     }
     match w.latest_size {
         Some(size) => println!(
