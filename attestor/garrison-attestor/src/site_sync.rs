@@ -28,12 +28,17 @@ use garrison_proto::sync_file::{
 use garrison_proto::v1::{self, SyncFileHeader, sync_file::Part};
 use garrison_transparency::{
     RevocationList, RevokedTarget, TransparencyError, WitnessKeyCertificate, hub_witness_name,
-    site_origin, verify_cosignature,
+    newest_verified_list, site_origin, verify_cosignature,
 };
 use time::OffsetDateTime;
 
 /// The first reason of every revoke record written from a hub's revocation list.
 pub const HUB_REVOCATION: &str = "hub-revocation-list";
+
+/// Kept revocation lists looked at, newest first, for the one held
+/// ([`SiteSync::held_revocation_sequence`]): rows written out of place above it are passed
+/// over, this many at most.
+pub const KEPT_LISTS_LOOKED_AT: u32 = 64;
 
 /// Why a sync step failed.
 #[derive(Debug, thiserror::Error)]
@@ -391,43 +396,46 @@ impl SiteSync {
     }
 
     /// The sequence of the hub revocation list the site keeps, which decides which lists
-    /// are new (and which the site asks the hub for). It counts only if the kept list
-    /// verifies, with `witness` or a witness key kept and certified under the roots: a row
-    /// someone wrote with a high sequence must not make the site ignore the hub's lists. One
-    /// that does not verify is recorded (`revocation-list-unverifiable`) and counts as none
-    /// kept, so the hub's latest list is applied again (which records nothing already
-    /// revoked).
+    /// are new (and which the site asks the hub for): the newest kept list that verifies,
+    /// with `witness` or a witness key kept and certified under the roots. A row someone
+    /// wrote with a high sequence must not make the site ignore the hub's lists; lists
+    /// above the one that verifies are recorded (`revocation-list-unverifiable`, one
+    /// counter) and passed over. Lists of another trust domain (kept from before the site's
+    /// changed) are passed over silently. Looks at the newest [`KEPT_LISTS_LOOKED_AT`]
+    /// lists; with none of them verifying, none counts as held, and the hub's latest is
+    /// applied again (which records nothing already revoked).
     pub async fn held_revocation_sequence(
         &self,
         witness: Option<&[u8; 32]>,
         now: OffsetDateTime,
     ) -> Result<u64, SyncError> {
-        let Some((sequence, kept)) = self.log.latest_revocation_list().await? else {
+        let kept = self
+            .log
+            .newest_revocation_lists(KEPT_LISTS_LOOKED_AT)
+            .await?;
+        if kept.is_empty() {
             return Ok(0);
-        };
+        }
         let mut keys: Vec<[u8; 32]> = witness.copied().into_iter().collect();
         for chain_pem in self.log.witness_certificates().await? {
             if let Ok(key) = self.witness_key(&chain_pem) {
                 keys.push(key);
             }
         }
-        let verifies = keys.iter().any(|key| {
-            RevocationList::verify(&kept, &self.trust_domain, key)
-                .is_ok_and(|list| list.sequence == sequence)
-        });
-        if verifies {
-            return Ok(sequence);
+        let newest = newest_verified_list(&kept, &self.trust_domain, &keys);
+        if let Some((sequence, why)) = newest.unverifiable.first() {
+            self.record(
+                "revocation-list-unverifiable",
+                format!(
+                    "the kept revocation list #{sequence} does not verify ({why}); {} such \
+                     list(s) passed over",
+                    newest.unverifiable.len()
+                ),
+                now,
+            )
+            .await;
         }
-        self.record(
-            "revocation-list-unverifiable",
-            format!(
-                "the kept revocation list #{sequence} does not verify with a hub witness key \
-                 (altered, or signed by a key since replaced): the hub's latest list is applied"
-            ),
-            now,
-        )
-        .await;
-        Ok(0)
+        Ok(newest.held.map_or(0, |list| list.sequence))
     }
 
     pub(crate) fn witness_key(&self, chain_pem: &str) -> Result<[u8; 32], SyncError> {

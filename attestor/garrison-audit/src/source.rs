@@ -159,8 +159,7 @@ impl LogSource for AttestationLog {
         end: u64,
     ) -> Result<Option<StoredTreeHashes>, AuditError> {
         // The head first: a record it counts is visible to any read after it.
-        let next_sequence = self.next_sequence().await.map_err(AuditError::Log)?;
-        let tree_size = self.tree_size().await.map_err(AuditError::Log)?;
+        let (next_sequence, tree_size) = self.head().await.map_err(AuditError::Log)?;
         // (No log holds 2^62 records; the bound keeps the index arithmetic in range.)
         let end = end.min(tlog_tiles::stored_hash_count(tree_size.min(1 << 62)));
         let hashes = if first < end {

@@ -107,8 +107,9 @@ pub enum Problem {
         last_sequence: u64,
         fields: Vec<String>,
     },
-    /// The latest hub revocation list the site keeps does not verify with a witness key
-    /// certified under the root (the site ignores the hub's lists up to its sequence).
+    /// A hub revocation list the site keeps, above the newest that verifies, does not
+    /// verify with a witness key certified under the root: written by someone else (the
+    /// site passes over it).
     HubRevocationList { sequence: u64, reason: String },
     /// An entry of the latest hub revocation list the site keeps (`node:<id>` or
     /// `serial:<hex>`) is not revoked in the database: un-revoked since the site applied it
@@ -246,15 +247,15 @@ impl VerifyReport {
     /// Adds what [`check_hub_revocations`](crate::check_hub_revocations) found on a site's
     /// own database: a kept list that does not verify, and each entry not enforced.
     pub fn add_hub_revocations(&mut self, checked: &crate::HubRevocationsReport) {
-        let Some(sequence) = checked.list_sequence else {
-            return;
-        };
-        if let Some(reason) = &checked.unverifiable {
+        for (sequence, reason) in &checked.unverifiable {
             self.add(Problem::HubRevocationList {
-                sequence,
+                sequence: *sequence,
                 reason: reason.clone(),
             });
         }
+        let Some(sequence) = checked.list_sequence else {
+            return;
+        };
         for target in &checked.not_enforced {
             self.add(Problem::HubRevocationNotEnforced {
                 list_sequence: sequence,
@@ -393,8 +394,7 @@ pub async fn verify_against<S: LogSource>(
             check_roots(&tree, next, &mut pending, &mut report, &mut last_good)?;
         }
     }
-    let signed_up_to = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
-    check_head(log, next, tree.size, signed_up_to, &mut report).await?;
+    check_head(log, next, tree.size, !checkpoints.is_empty(), &mut report).await?;
     check_revocations(log, revoked, next, &mut report).await?;
     if report.revocations_checked.is_some() {
         check_node_states(log, &mut decided, next, &mut report).await?;
@@ -485,20 +485,20 @@ impl KeptHashes {
 
 /// Checks the source's head (if it keeps one: a database or an archive) against the pass:
 /// `next` is one past the last record read, `contiguous` the records before the first gap,
-/// `signed_up_to` the largest size a checkpoint with a good signature states.
+/// `signed` whether any checkpoint with a good signature is kept.
 ///
 /// * `next_sequence` must be `next`, or ahead of it with the records it counts there
 ///   (appended since the pass read the end: the head is read first, so they are visible).
 /// * `tree_size` must be `next_sequence`; or stop at the first gap (an archive's tree stops
 ///   there, and the gap is a problem already); or be short of it with no checkpoint signed
-///   beyond it (a log migrated from before the tree that no attestor has opened since: no
-///   tree, so nothing was signed over it). A checkpoint beyond the tree means the tree was
-///   built that far, and the head was lowered since.
+///   at all (a log migrated from before the tree that no attestor has opened since: an
+///   attestor builds the whole tree before it signs anything, and keeps it whole). With any
+///   checkpoint, a tree short of the records means the head was lowered.
 async fn check_head<S: LogSource>(
     log: &S,
     next: u64,
     contiguous: u64,
-    signed_up_to: u64,
+    signed: bool,
     report: &mut VerifyReport,
 ) -> Result<(), AuditError> {
     let Some(head) = log.stored_tree_hashes(0, 0).await? else {
@@ -509,7 +509,7 @@ async fn check_head<S: LogSource>(
     let sequence_ok = head.next_sequence == next || appended;
     let tree_ok = head.tree_size == head.next_sequence
         || (contiguous < next && head.tree_size == contiguous)
-        || (head.tree_size < head.next_sequence && signed_up_to <= head.tree_size);
+        || (head.tree_size < head.next_sequence && !signed);
     if !(sequence_ok && tree_ok) {
         report.add(Problem::LogHead {
             next_sequence: head.next_sequence,
@@ -1000,6 +1000,8 @@ struct NamesEventLog {
 
 impl EventLogs {
     const REMEMBERED: usize = 100_000;
+    /// Event logs fetched per call.
+    const FETCHED_AT_ONCE: usize = 16;
 
     /// Checks the event logs named by `page`'s enrollment and renewal evidence (`evidence`:
     /// the page's, by digest; evidence that is missing or does not hash to its digest is a
@@ -1050,17 +1052,23 @@ impl EventLogs {
         if wanted.is_empty() {
             return Ok(());
         }
-        let held = log.evidence_many(&wanted).await?;
-        for (digest, bytes) in &held {
-            if garrison_log::evidence_digest(bytes) == digest.to_ascii_lowercase() {
-                self.intact.insert(digest.clone());
+        // A few at a time, each hashed and let go: event logs can be large, and a page can
+        // name thousands of distinct ones.
+        let mut altered = HashSet::new();
+        for chunk in wanted.chunks(Self::FETCHED_AT_ONCE) {
+            for (digest, bytes) in log.evidence_many(chunk).await? {
+                if garrison_log::evidence_digest(&bytes) == digest.to_ascii_lowercase() {
+                    self.intact.insert(digest);
+                } else {
+                    altered.insert(digest);
+                }
             }
         }
         for (sequence, digest, allow) in named {
             if self.intact.contains(&digest) {
                 continue;
             }
-            if held.contains_key(&digest) {
+            if altered.contains(&digest) {
                 report.add(Problem::EventLogMismatch { sequence, digest });
             } else if allow {
                 report.add(Problem::EventLogMissing { sequence, digest });

@@ -10,12 +10,15 @@ use std::collections::{HashMap, HashSet};
 
 use garrison_log::AttestationLog;
 use garrison_transparency::{
-    RevocationList, RevokedTarget, WitnessKeyCertificate, add_cosignature_line, hub_witness_name,
-    parse_site_origin, verify_cosignature,
+    RevokedTarget, WitnessKeyCertificate, add_cosignature_line, hub_witness_name,
+    newest_verified_list, parse_site_origin, verify_cosignature,
 };
 use serde::Serialize;
 
 use crate::{AuditError, LogSource};
+
+/// As many kept lists as the site looks at for the one it goes by.
+const KEPT_LISTS_LOOKED_AT: u32 = 64;
 
 /// What the check of a log's cosignatures found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -121,12 +124,14 @@ pub async fn check_cosignatures<S: LogSource>(
 /// ([`check_hub_revocations`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HubRevocationsReport {
-    /// The sequence of the latest list the site keeps, if it keeps one.
+    /// The sequence of the newest list the site keeps that verifies with a witness key
+    /// certified under the root (the one the site goes by), if any.
     pub list_sequence: Option<u64>,
     /// Its entries.
     pub entries: usize,
-    /// Why it does not verify with a witness key certified under the root, if it does not.
-    pub unverifiable: Option<String>,
+    /// Lists kept above it, of this trust domain, that do not verify: (sequence, why).
+    /// The site passes over them; someone wrote them.
+    pub unverifiable: Vec<(u64, String)>,
     /// Its entries the site does not enforce (`node:<id>` or `serial:<hex>`), the first 100.
     pub not_enforced: Vec<String>,
     /// How many there are.
@@ -136,12 +141,12 @@ pub struct HubRevocationsReport {
 impl HubRevocationsReport {
     /// Nothing wrong found.
     pub fn ok(&self) -> bool {
-        self.unverifiable.is_none() && self.not_enforced_count == 0
+        self.unverifiable.is_empty() && self.not_enforced_count == 0
     }
 }
 
-/// Checks the latest hub revocation list a site's database keeps against what the site
-/// enforces. The site applies a list's entries (a revocation of each, in its log) before it
+/// Checks the hub revocation list a site's database goes by (the newest kept that verifies,
+/// as the site finds it: [`KEPT_LISTS_LOOKED_AT`]) against what the site enforces. The site applies a list's entries (a revocation of each, in its log) before it
 /// keeps the list, and ignores any list of a sequence not above the one kept; so every entry
 /// of the kept list must be revoked in the database. One that is not was un-revoked by
 /// someone with database access (the log's end rolled back with its revocation rows, say),
@@ -152,41 +157,28 @@ pub async fn check_hub_revocations(
     roots: &[Vec<u8>],
 ) -> Result<HubRevocationsReport, AuditError> {
     let mut report = HubRevocationsReport::default();
-    let Some((sequence, note)) = log
-        .latest_revocation_list()
+    let kept = log
+        .newest_revocation_lists(KEPT_LISTS_LOOKED_AT)
         .await
-        .map_err(AuditError::Log)?
-    else {
+        .map_err(AuditError::Log)?;
+    let Some((newest, _)) = kept.first() else {
         return Ok(report);
     };
-    report.list_sequence = Some(sequence);
     let origin = LogSource::origin(log).unwrap_or_default();
     let Some((trust_domain, _)) = parse_site_origin(&origin) else {
-        report.unverifiable = Some(format!("the log's origin {origin:?} names no trust domain"));
+        report.unverifiable = vec![(
+            *newest,
+            format!("the log's origin {origin:?} names no trust domain"),
+        )];
         return Ok(report);
     };
     let keys = witness_keys(log, roots, trust_domain).await?;
-    let mut last_error = "no witness key certified under the root is kept".to_owned();
-    let mut list = None;
-    for key in &keys {
-        match RevocationList::verify(&note, trust_domain, key) {
-            Ok(verified) => {
-                list = Some(verified);
-                break;
-            }
-            Err(e) => last_error = e.to_string(),
-        }
-    }
-    let Some(list) = list else {
-        report.unverifiable = Some(last_error);
+    let newest = newest_verified_list(&kept, trust_domain, &keys);
+    report.unverifiable = newest.unverifiable;
+    let Some(list) = newest.held else {
         return Ok(report);
     };
-    if list.sequence != sequence {
-        report.unverifiable = Some(format!(
-            "it is kept as list #{sequence} but is list #{}",
-            list.sequence
-        ));
-    }
+    report.list_sequence = Some(list.sequence);
     report.entries = list.entries.len();
     for entry in &list.entries {
         let (enforced, named) = match entry {

@@ -350,27 +350,39 @@ impl Hub {
     /// Keeps, of the evidence sent, only what the batch's records refer to: their evidence
     /// and the event logs that evidence refers to by digest. Nothing else is stored (the
     /// evidence store is shared by every site; a site cannot park bytes in it). Every event
-    /// log referred to must come with the batch or be held already, so that the hub's copy
-    /// replays like the site's.
+    /// log an allow's evidence refers to must come with the batch or be held already, so
+    /// that the hub's copy replays like the site's. A refusal's may be missing: the site
+    /// keeps only the digest of an event log that did not replay to its quote (bytes of the
+    /// sender's choosing), and has nothing to send.
     async fn keep_needed_evidence(&self, batch: &mut CheckedBatch) -> Result<(), PushError> {
         let referred: BTreeSet<String> = batch
             .records
             .iter()
             .filter_map(|r| r.evidence_digest.clone())
             .collect();
-        let blobs: BTreeSet<String> = batch
-            .evidence
+        let referred_by_allows: BTreeSet<String> = batch
+            .records
             .iter()
-            .filter(|(digest, _)| referred.contains(digest))
-            .filter_map(|(_, bytes)| garrison_appraisal::EvidenceRecord::decode(bytes).ok())
-            .map(|evidence| evidence.event_log_sha256)
-            .filter(|digest| !digest.is_empty())
+            .filter(|r| r.decision == garrison_log::Decision::Allow)
+            .filter_map(|r| r.evidence_digest.clone())
             .collect();
+        let event_logs = |of: &BTreeSet<String>| -> BTreeSet<String> {
+            batch
+                .evidence
+                .iter()
+                .filter(|(digest, _)| of.contains(digest))
+                .filter_map(|(_, bytes)| garrison_appraisal::EvidenceRecord::decode(bytes).ok())
+                .map(|evidence| evidence.event_log_sha256)
+                .filter(|digest| !digest.is_empty())
+                .collect()
+        };
+        let blobs = event_logs(&referred);
+        let required = event_logs(&referred_by_allows);
         batch
             .evidence
             .retain(|(digest, _)| referred.contains(digest) || blobs.contains(digest));
         let sent: BTreeSet<&String> = batch.evidence.iter().map(|(digest, _)| digest).collect();
-        let wanted: Vec<String> = blobs
+        let wanted: Vec<String> = required
             .iter()
             .filter(|d| !sent.contains(d))
             .cloned()

@@ -1217,8 +1217,8 @@ async fn a_hub_revocation_is_recorded_in_the_current_log_after_a_rename() {
 /// Someone with the site's database un-revokes a node the hub revoked (its revocation row
 /// deleted) and writes a bogus revocation list of a high sequence, so that the site would
 /// ignore the hub's lists below it. The auditor's check of the kept list against what the
-/// site enforces finds both; and the site, which only trusts a kept list that verifies,
-/// applies the hub's next list all the same.
+/// site enforces finds both; and the site, which goes by the newest kept list that
+/// verifies, applies the hub's next list all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() {
     let world = World::new(false).await.unwrap();
@@ -1271,13 +1271,18 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
     .execute(&mut conn)
     .await
     .unwrap();
+    // The site and the auditor go by the newest list that verifies, and the auditor names
+    // the one above it.
     let checked = garrison_audit::check_hub_revocations(site_log, &roots)
         .await
         .unwrap();
-    assert_eq!(checked.list_sequence, Some(1_000_000));
-    assert!(checked.unverifiable.is_some(), "{checked:?}");
+    assert_eq!(checked.list_sequence, Some(1));
+    let unverifiable: Vec<u64> = checked.unverifiable.iter().map(|(s, _)| *s).collect();
+    assert_eq!(unverifiable, [1_000_000], "{checked:?}");
+    assert_eq!(checked.not_enforced, [format!("node:{first}")]);
 
-    // The hub's next list is applied regardless: both nodes revoked, and the site says why.
+    // The hub's next list is applied: both nodes revoked, and the site says what it passed
+    // over.
     sqlx::Connection::close(conn).await.unwrap();
     world
         .hub
@@ -1295,6 +1300,47 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
             .any(|e| e.kind == "revocation-list-unverifiable"),
         "{events:?}"
     );
+}
+
+/// A refusal whose event log did not replay to its quote keeps the log's digest only (its
+/// bytes are the sender's choosing): the site has nothing to send for it, and the hub takes
+/// the batch all the same. An allow's event log must come with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_kept_only_its_event_logs_digest_is_taken_by_the_hub() {
+    let world = World::new(false).await.unwrap();
+    let site_log = world.attestor.log();
+    let evidence = |event_log: &[u8]| garrison_appraisal::EvidenceRecord {
+        stage: garrison_appraisal::Stage::EnrollComplete,
+        event_log_sha256: garrison_log::evidence_digest(event_log),
+        ..Default::default()
+    };
+    let refusal = garrison_log::Record {
+        time: OffsetDateTime::now_utc(),
+        site: SITE.into(),
+        kind: RecordKind::Enroll,
+        node_id: Some(format!("{:064x}", 61)),
+        spiffe_id: None,
+        decision: garrison_log::Decision::Deny,
+        reasons: vec!["event-log-mismatch".into()],
+        policy_digest: None,
+        evidence_digest: None,
+        cert_serial: None,
+        cert_not_after: None,
+    };
+    site_log
+        .append(garrison_log::NewEntry {
+            record: refusal,
+            evidence: Some(evidence(b"bytes of the sender's choosing").to_bytes()),
+            node_update: None,
+        })
+        .await
+        .unwrap();
+    let size = site_log.tree_size().await.unwrap();
+    let round = world.round().await;
+    assert_eq!(round.held_size, size, "{round:?}");
+    let replica = world.replica().await;
+    assert_eq!(replica.tree_size().await.unwrap(), size);
+    replica.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

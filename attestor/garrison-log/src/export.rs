@@ -73,22 +73,16 @@ impl AttestationLog {
         target: &mut AnyConnection,
         summary: &mut ExportSummary,
     ) -> Result<(), LogError> {
-        let mut after = None;
-        loop {
-            let page = self
-                .query(&Query {
-                    after_sequence: after,
-                    limit: Some(PAGE),
-                    ..Query::default()
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.sequence);
-            summary.evidence += self.copy_evidence(target, &page).await?;
-            copy_records(target, &page).await?;
-            summary.records += page.len() as u64;
-        }
-        summary.tree_hashes = self.copy_tree_hashes(target).await?;
+        // A log being appended to while it is copied: each read bounds the next. A
+        // cosignature is stored after its checkpoint, a checkpoint after the records it
+        // covers, and the head moves with the records; so cosignatures are read before the
+        // checkpoints, those before the head, and the records (and tree hashes) appended
+        // meanwhile are copied up to the head at the end. The archive is then the log as it
+        // stood when its head was read, plus whatever was stored out of place (records
+        // beyond the head, a checkpoint beyond the records: left for verify to find).
+        let after = self.copy_records(target, summary, None, None).await?;
+        let hashes_from = self.copy_tree_hashes(target, summary, 0).await?;
+        summary.cosignatures = self.copy_cosignatures(target).await?;
         for checkpoint in self.checkpoints().await? {
             insert_checkpoint(target, &checkpoint).await?;
             summary.checkpoints += 1;
@@ -108,7 +102,6 @@ impl AttestationLog {
             insert_key_certificate(target, digest, key, chain, added).await?;
             summary.key_certificates += 1;
         }
-        summary.cosignatures = self.copy_cosignatures(target).await?;
         let head = sqlx::query("SELECT next_sequence, tree_size FROM logs WHERE id = $1")
             .bind(self.log_id())
             .fetch_one(self.pool())
@@ -116,6 +109,9 @@ impl AttestationLog {
             .map_err(query_error)?;
         let next: i64 = head.try_get(0).map_err(query_error)?;
         let tree: i64 = head.try_get(1).map_err(query_error)?;
+        self.copy_records(target, summary, after, u64::try_from(next).ok())
+            .await?;
+        self.copy_tree_hashes(target, summary, hashes_from).await?;
         execute(
             sqlx::query("UPDATE logs SET next_sequence = $1, tree_size = $2 WHERE id = 1")
                 .bind(next)
@@ -183,9 +179,43 @@ impl AttestationLog {
         Ok(rows.len() as u64)
     }
 
-    async fn copy_tree_hashes(&self, target: &mut AnyConnection) -> Result<u64, LogError> {
-        let mut copied = 0u64;
-        let mut from = 0i64;
+    /// Copies the records after `after` (from the first without it), those below `below`
+    /// if given, with their evidence; returns the last sequence copied (or `after`).
+    async fn copy_records(
+        &self,
+        target: &mut AnyConnection,
+        summary: &mut ExportSummary,
+        mut after: Option<u64>,
+        below: Option<u64>,
+    ) -> Result<Option<u64>, LogError> {
+        loop {
+            let mut page = self
+                .query(&Query {
+                    after_sequence: after,
+                    limit: Some(PAGE),
+                    ..Query::default()
+                })
+                .await?;
+            if let Some(below) = below {
+                page.retain(|r| r.sequence < below);
+            }
+            let Some(last) = page.last() else {
+                return Ok(after);
+            };
+            after = Some(last.sequence);
+            summary.evidence += self.copy_evidence(target, &page).await?;
+            copy_records(target, &page).await?;
+            summary.records += page.len() as u64;
+        }
+    }
+
+    /// Copies the tree hashes from index `from` on; returns the index after the last copied.
+    async fn copy_tree_hashes(
+        &self,
+        target: &mut AnyConnection,
+        summary: &mut ExportSummary,
+        mut from: i64,
+    ) -> Result<i64, LogError> {
         loop {
             let rows = sqlx::query(
                 "SELECT idx, hash FROM tree_hashes WHERE log_id = $1 AND idx >= $2 ORDER BY idx LIMIT 10000",
@@ -202,13 +232,13 @@ impl AttestationLog {
                 hashes.push((index, hash));
             }
             let Some((last, _)) = hashes.last() else {
-                return Ok(copied);
+                return Ok(from);
             };
             from = last + 1;
             crate::writer::insert_tree_hashes(&mut *target, Backend::Sqlite, 1, &hashes)
                 .await
                 .map_err(query_error)?;
-            copied += hashes.len() as u64;
+            summary.tree_hashes += hashes.len() as u64;
         }
     }
 }

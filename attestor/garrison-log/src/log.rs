@@ -590,21 +590,25 @@ impl AttestationLog {
         })
     }
 
-    /// The sequence the log's next record will get, as its head (the `logs` row) states: one
-    /// past its last record. [`Self::tree_size`] equals it once the tree covers every record.
-    pub async fn next_sequence(&self) -> Result<u64, LogError> {
-        let row = sqlx::query("SELECT next_sequence FROM logs WHERE id = $1")
+    /// The log's head as one read of its `logs` row: the sequence its next record will get
+    /// (one past its last), and how many records its tree covers (the same, once the tree
+    /// covers every record). One statement, so a commit cannot fall between the two.
+    pub async fn head(&self) -> Result<(u64, u64), LogError> {
+        let row = sqlx::query("SELECT next_sequence, tree_size FROM logs WHERE id = $1")
             .bind(self.inner.log.id)
             .fetch_one(&self.inner.pool)
             .await
             .map_err(|source| LogError::Query { source })?;
-        let next: i64 = row
-            .try_get(0)
-            .map_err(|source| LogError::Query { source })?;
-        u64::try_from(next).map_err(|_| LogError::Corrupt {
-            column: "next_sequence",
-            found: next.to_string(),
-        })
+        let read = |index: usize, column: &'static str| -> Result<u64, LogError> {
+            let value: i64 = row
+                .try_get(index)
+                .map_err(|source| LogError::Query { source })?;
+            u64::try_from(value).map_err(|_| LogError::Corrupt {
+                column,
+                found: value.to_string(),
+            })
+        };
+        Ok((read(0, "next_sequence")?, read(1, "tree_size")?))
     }
 
     /// The RFC 9162 root hash of the tree over the first `size` records.
@@ -860,9 +864,12 @@ fn stored_checkpoint(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint, LogErr
 }
 
 /// Whether `stored`'s size and root columns are what its signed text states. The columns are a
-/// copy of the note's for lookups; someone who edits them (or copies a signed note into a
-/// row of a larger size) must not make the attestor stop signing or serve proofs to a size
-/// nobody signed. The signature itself is the auditor's to check.
+/// copy of the note's for lookups; a row whose columns someone edited (or a signed note
+/// copied into a row of a larger size) must not pass for a checkpoint of that size: the
+/// attestor would take the log for signed further than it is and stop signing, or serve
+/// proofs to a size nobody signed. Such a row is an error for whoever reads it (signing,
+/// sync, proofs stop, loudly, until it is dealt with; `audit verify` names it). The
+/// signature itself is the auditor's to check.
 pub(crate) fn check_columns(stored: &StoredCheckpoint) -> Result<(), LogError> {
     let stated = tlog_tiles::Checkpoint::from_reader(
         &mut std::io::Cursor::new(stored.note.as_bytes()),

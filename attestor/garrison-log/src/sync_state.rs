@@ -286,6 +286,28 @@ impl AttestationLog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The revocation lists kept, highest sequence first, at most `limit`: (sequence, signed
+    /// note).
+    pub async fn newest_revocation_lists(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(u64, String)>, LogError> {
+        let rows = sqlx::query(
+            "SELECT sequence, note FROM revocation_lists ORDER BY sequence DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(query)?;
+        rows.iter()
+            .map(|row| {
+                let sequence: i64 = row.try_get(0).map_err(query)?;
+                let note: String = row.try_get(1).map_err(query)?;
+                Ok((from_db(sequence, "revocation_lists.sequence")?, note))
+            })
+            .collect()
+    }
+
     /// The revocation list of the highest sequence kept: (sequence, signed note).
     pub async fn latest_revocation_list(&self) -> Result<Option<(u64, String)>, LogError> {
         let row = sqlx::query(

@@ -66,8 +66,8 @@ pub use proof::{
     ConsistencyProof, InclusionProof, leaf_hash_of, verify_consistency, verify_inclusion,
 };
 pub use revocation::{
-    MAX_REVOCATION_NOTE_LEN, MAX_REVOCATIONS, RevocationDefect, RevocationList, RevokedTarget,
-    revocations_origin,
+    MAX_REVOCATION_NOTE_LEN, MAX_REVOCATIONS, NewestList, RevocationDefect, RevocationList,
+    RevokedTarget, newest_verified_list, revocations_origin,
 };
 pub use witness::{WitnessKey, hub_witness_name};
 

@@ -225,6 +225,56 @@ impl RevocationList {
     }
 }
 
+/// Of the revocation lists a site keeps, newest first as `(sequence, note)`: the newest that
+/// verifies as `trust_domain`'s with one of `witness_keys` and states its own sequence, and
+/// the ones above it that do not (sequence, why). A list whose note is of another trust
+/// domain (kept from before the site's trust domain changed) is passed over silently: it
+/// is not this trust domain's, and decides nothing here.
+pub fn newest_verified_list(
+    kept: &[(u64, String)],
+    trust_domain: &str,
+    witness_keys: &[[u8; 32]],
+) -> NewestList {
+    let ours = revocations_origin(trust_domain);
+    let mut newest = NewestList::default();
+    for (sequence, note) in kept {
+        let origin = note.split('\n').next().unwrap_or_default();
+        let another_domains =
+            origin != ours && origin.starts_with("garrison.") && origin.ends_with("/revocations");
+        if another_domains {
+            continue;
+        }
+        let mut why = "no witness key certified under the roots is kept".to_owned();
+        for key in witness_keys {
+            match RevocationList::verify(note, trust_domain, key) {
+                Ok(list) if list.sequence == *sequence => {
+                    newest.held = Some(list);
+                    return newest;
+                }
+                Ok(list) => {
+                    why = format!(
+                        "it is kept as list #{sequence} but is list #{}",
+                        list.sequence
+                    )
+                }
+                Err(e) => why = e.to_string(),
+            }
+        }
+        newest.unverifiable.push((*sequence, why));
+    }
+    newest
+}
+
+/// What [`newest_verified_list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewestList {
+    /// The newest list kept that verifies.
+    pub held: Option<RevocationList>,
+    /// Lists kept above it (this trust domain's, or claiming no other) that do not verify:
+    /// (sequence, why).
+    pub unverifiable: Vec<(u64, String)>,
+}
+
 /// See [`WitnessKey::sign_revocations`].
 pub(crate) fn sign_revocations(
     key: &WitnessKey,

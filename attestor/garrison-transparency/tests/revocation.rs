@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use garrison_transparency::{
     MAX_REVOCATION_NOTE_LEN, MAX_REVOCATIONS, RevocationDefect, RevocationList, RevokedTarget,
-    TransparencyError,
+    TransparencyError, newest_verified_list,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sha2::Digest as _;
@@ -334,4 +334,35 @@ fn the_witness_signs_only_well_formed_lists_of_its_own_trust_domain() {
             other => panic!("{bad:?}: {other:?}"),
         }
     }
+}
+
+/// Of the lists a site keeps, the one it goes by is the newest that verifies under its own
+/// sequence; rows above it that do not verify are named; a list of another trust domain
+/// (kept from before the site's changed) is passed over without a word.
+#[test]
+fn the_newest_kept_list_that_verifies_is_the_one_held() {
+    let w = witness();
+    let key = w.public_key();
+    let at = |sequence: u64| {
+        let mut l = list(vec![node('a')]);
+        l.sequence = sequence;
+        w.sign_revocations(&l).unwrap()
+    };
+    let other_domain = signed(&HEADER.replace("example.org", "former.example"));
+    let kept = vec![
+        (900, "not a signed list".to_owned()),
+        (800, other_domain),
+        (700, at(3)), // a real list, kept under another sequence
+        (3, at(3)),
+        (2, at(2)),
+    ];
+    let newest = newest_verified_list(&kept, TD, &[key]);
+    assert_eq!(newest.held.as_ref().map(|l| l.sequence), Some(3));
+    let passed_over: Vec<u64> = newest.unverifiable.iter().map(|(s, _)| *s).collect();
+    assert_eq!(passed_over, [900, 700]);
+    assert!(newest.unverifiable[1].1.contains("list #3"), "{newest:?}");
+    // No key: nothing held, every list of this trust domain named.
+    let none = newest_verified_list(&kept, TD, &[]);
+    assert_eq!(none.held, None);
+    assert_eq!(none.unverifiable.len(), 4);
 }
