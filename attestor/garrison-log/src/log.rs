@@ -526,15 +526,19 @@ impl AttestationLog {
                 column: "revocations.sequence",
                 found: sequence.to_string(),
             })?;
-            let serial: Option<String> = row.try_get(1).map_err(query)?;
-            let node: Option<String> = row.try_get(2).map_err(query)?;
+            let named = |e: sqlx::Error| LogError::Corrupt {
+                column: "revocations",
+                found: format!("the row of revocation #{sequence}: {e}"),
+            };
+            let serial: Option<String> = row.try_get(1).map_err(named)?;
+            let node: Option<String> = row.try_get(2).map_err(named)?;
             let target = match (serial, node) {
                 (Some(serial), None) => RevocationTarget::Serial(serial),
                 (None, Some(node)) => RevocationTarget::Node(node),
                 (serial, node) => {
                     return Err(LogError::Corrupt {
                         column: "revocations.serial, revocations.node_id",
-                        found: format!("{serial:?}, {node:?}"),
+                        found: format!("revocation #{sequence}: {serial:?}, {node:?}"),
                     });
                 }
             };

@@ -560,15 +560,32 @@ pub(crate) async fn kept_node_states(
     .await?;
     rows.iter()
         .map(|row| {
-            let last_sequence: i64 = column(row, "last_sequence")?;
-            let row_log: i64 = column(row, "log_id")?;
-            let record_held: i64 = column(row, "record_held")?;
-            Ok(crate::KeptNodeState {
-                state: node_state(row)?,
-                last_sequence: narrow(last_sequence, "last_sequence")?,
-                this_log: row_log == log_id,
-                record_held: record_held > 0,
-            })
+            let node_id: String = column(row, "node_id")?;
+            // An unreadable row names its node: an auditor is told which row to look at.
+            let named = |e: LogError| {
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why = format!("{why}: {c}");
+                    cause = c.source();
+                }
+                LogError::Corrupt {
+                    column: "nodes",
+                    found: format!("the row of node {node_id}: {why}"),
+                }
+            };
+            let read = || -> Result<crate::KeptNodeState, LogError> {
+                let last_sequence: i64 = column(row, "last_sequence")?;
+                let row_log: i64 = column(row, "log_id")?;
+                let record_held: i64 = column(row, "record_held")?;
+                Ok(crate::KeptNodeState {
+                    state: node_state(row)?,
+                    last_sequence: narrow(last_sequence, "last_sequence")?,
+                    this_log: row_log == log_id,
+                    record_held: record_held > 0,
+                })
+            };
+            read().map_err(named)
         })
         .collect()
 }
