@@ -960,9 +960,9 @@ fn print_summary(summary: &garrison_audit::ReplaySummary) {
     );
     if summary.evidence_altered > 0 {
         println!(
-            "NOT OK: the stored evidence of {} decision(s) is missing or altered \
-             (stored-evidence-altered, or an allow not replayable for want of its evidence); \
-             `garrison audit verify` names them",
+            "NOT OK: the stored evidence of {} decision(s) is missing or altered: see the \
+             records above marked stored-evidence-altered, and the allows not replayable for \
+             want of their evidence (an answer of the record's kind, its event log)",
             summary.evidence_altered
         );
     }
