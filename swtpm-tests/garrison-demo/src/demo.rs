@@ -574,12 +574,16 @@ async fn auditor_view(
 /// After the attestor stopped (its last checkpoint signed): an archive an auditor takes
 /// away, verified with nothing but the root certificate.
 async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()> {
-    step("offline: export the log to an archive and verify it against the root alone");
+    step(
+        "offline: export the log to an archive and verify it against the root alone, and \
+         against the checkpoint of the proof taken earlier (the log must still reproduce it)",
+    );
     let archive = path(&dir.join("auditor/log-archive.db"));
     let _ = std::fs::remove_file(&archive);
     let db = format!("sqlite://{}", dir.join("log.db").display());
     let (ok, _) = garrison(bin, &["audit", "export", "--db", &db, "--out", &archive]).await?;
     ensure!(ok, "export failed");
+    let seen = path(&dir.join("auditor/record.tlog-proof"));
     let (ok, verified) = garrison(
         bin,
         &[
@@ -589,15 +593,19 @@ async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()
             &archive,
             "--root",
             &path(&site.bundle_pem()),
+            "--checkpoint",
+            &seen,
         ],
     )
     .await?;
     ensure!(
-        ok && verified.contains("OK: every record"),
+        ok && verified.contains("OK: every record")
+            && verified.contains("checkpoints given with --checkpoint: 1"),
         "the archive did not verify"
     );
     step(
-        "the site's own database: the revocations and node states the attestor decides on, checked against the log",
+        "the site's own database: the revocations and node states the attestor decides on, and \
+         the hub's revocation list it keeps, checked against the log",
     );
     let (ok, verified) = garrison(
         bin,
@@ -615,7 +623,8 @@ async fn offline_audit(site: &Site, dir: &Path, bin: &Path) -> anyhow::Result<()
     ensure!(
         ok && verified.contains("OK: every record")
             && verified.contains("revocations the attestor enforces, checked against the log: ")
-            && verified.contains("node states the attestor keeps, checked against the log: "),
+            && verified.contains("node states the attestor keeps, checked against the log: ")
+            && verified.contains("hub revocation list #1 kept: 1 entries, 0 not enforced"),
         "the site's database did not verify with its enforcement state"
     );
     step(
