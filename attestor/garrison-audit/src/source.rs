@@ -73,6 +73,13 @@ pub trait LogSource {
         first: u64,
         end: u64,
     ) -> impl Future<Output = Result<Option<StoredTreeHashes>, AuditError>>;
+    /// How many stored tree hashes the source keeps outside its tree (an index below 0 or
+    /// at or beyond the tree's stored-hash count), if it keeps hashes of its own. None are
+    /// written there; one there was put by someone else, and makes the writer's append fail
+    /// once the tree reaches its index.
+    fn stray_tree_hashes(&self) -> impl Future<Output = Result<Option<u64>, AuditError>> {
+        async { Ok(None) }
+    }
     /// The revocations the attestor enforces for this log, if the source is the site's own
     /// database (see [`AttestationLog::enforced_revocations`]); `None` for a copy of the
     /// log or the Audit service. [`verify`](crate::verify) checks them against the revoke
@@ -174,6 +181,13 @@ impl LogSource for AttestationLog {
             next_sequence,
             hashes,
         }))
+    }
+
+    async fn stray_tree_hashes(&self) -> Result<Option<u64>, AuditError> {
+        AttestationLog::stray_tree_hashes(self)
+            .await
+            .map(Some)
+            .map_err(AuditError::Log)
     }
 
     async fn enforced_revocations(&self) -> Result<Option<EnforcedRevocations>, AuditError> {

@@ -72,6 +72,11 @@ pub enum Problem {
         tree_size: u64,
         records_end: u64,
     },
+    /// Stored tree hashes outside the log's tree (a negative index, or beyond the hashes its
+    /// tree size needs): none are written there. One at a future index makes the
+    /// attestor's appends fail once the tree reaches it; one that is not would be served in
+    /// proofs.
+    StrayTreeHashes { count: u64 },
     /// The stored hash of the Merkle tree at `index` (first stored with record `sequence`)
     /// is missing, or disagrees with the tree of the records' stored leaf hashes: either the
     /// hash was changed (the proofs and roots served from it would not verify, though the
@@ -143,6 +148,7 @@ impl Problem {
             | Problem::CheckpointRow { .. }
             | Problem::CheckpointFork { .. }
             | Problem::LogHead { .. }
+            | Problem::StrayTreeHashes { .. }
             | Problem::StoredTreeHash { .. }
             | Problem::RevocationNotEnforced { .. }
             | Problem::RevocationDiffers { .. }
@@ -510,6 +516,11 @@ async fn check_head<S: LogSource>(
     let tree_ok = head.tree_size == head.next_sequence
         || (contiguous < next && head.tree_size == contiguous)
         || (head.tree_size < head.next_sequence && !signed);
+    if let Some(stray) = log.stray_tree_hashes().await?
+        && stray > 0
+    {
+        report.add(Problem::StrayTreeHashes { count: stray });
+    }
     if !(sequence_ok && tree_ok) {
         report.add(Problem::LogHead {
             next_sequence: head.next_sequence,

@@ -1430,19 +1430,40 @@ async fn a_log_head_that_misstates_the_records_is_found(db: TestDb) {
         // (The head is no append-only row: the writer updates it.)
         set_head(&db, next_sequence, tree_size).await;
         let report = reopen_and_verify(&db, &site).await;
-        assert_eq!(
-            report.problems,
-            [Problem::LogHead {
-                next_sequence,
-                tree_size,
-                records_end: RECORDS,
-            }],
-            "{report:?}"
-        );
+        // A tree size lowered also leaves the hashes beyond it outside the tree.
+        let mut expected = Vec::new();
+        if tree_size < RECORDS {
+            let count =
+                tlog_tiles::stored_hash_count(RECORDS) - tlog_tiles::stored_hash_count(tree_size);
+            expected.push(Problem::StrayTreeHashes { count });
+        }
+        expected.push(Problem::LogHead {
+            next_sequence,
+            tree_size,
+            records_end: RECORDS,
+        });
+        assert_eq!(report.problems, expected, "{report:?}");
         assert!(!report.ok());
         set_head(&db, RECORDS, RECORDS).await;
     }
     assert!(reopen_and_verify(&db, &site).await.ok());
+    // A stored tree hash where the tree has none yet: the writer's insert at that index
+    // would fail once the log grows to it.
+    let stray = match db.backend {
+        Backend::Sqlite => {
+            "INSERT INTO tree_hashes (log_id, idx, hash) VALUES (1, 1000, zeroblob(32))"
+        }
+        Backend::Postgres => {
+            "INSERT INTO tree_hashes (log_id, idx, hash) VALUES (1, 1000, decode(repeat('00', 32), 'hex'))"
+        }
+    };
+    tamper(&db, &[stray]).await;
+    let report = reopen_and_verify(&db, &site).await;
+    assert_eq!(
+        report.problems,
+        [Problem::StrayTreeHashes { count: 1 }],
+        "{report:?}"
+    );
 }
 
 async fn set_head(db: &TestDb, next_sequence: u64, tree_size: u64) {

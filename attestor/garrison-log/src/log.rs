@@ -615,6 +615,38 @@ impl AttestationLog {
         Ok((read(0, "next_sequence")?, read(1, "tree_size")?))
     }
 
+    /// How many stored tree hashes this log keeps outside its tree: at a negative index, or
+    /// at or beyond the stored-hash count of its tree size (the writer writes none there).
+    ///
+    /// A log being appended to adds hashes beyond the tree size read before the count: the
+    /// count holds only if the tree size is the same after it, and is tried again otherwise
+    /// (a few times; a log that never stands still long enough reports none).
+    pub async fn stray_tree_hashes(&self) -> Result<u64, LogError> {
+        let (_, mut tree_size) = self.head().await?;
+        for _ in 0..5 {
+            // (No log holds 2^62 records; the bound keeps the index arithmetic in range.)
+            let end = i64::try_from(tlog_tiles::stored_hash_count(tree_size.min(1 << 62)))
+                .unwrap_or(i64::MAX);
+            let row = sqlx::query(
+                "SELECT COUNT(*) FROM tree_hashes WHERE log_id = $1 AND (idx < 0 OR idx >= $2)",
+            )
+            .bind(self.inner.log.id)
+            .bind(end)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|source| LogError::Query { source })?;
+            let count: i64 = row
+                .try_get(0)
+                .map_err(|source| LogError::Query { source })?;
+            let (_, after) = self.head().await?;
+            if after == tree_size {
+                return Ok(u64::try_from(count).unwrap_or(0));
+            }
+            tree_size = after;
+        }
+        Ok(0)
+    }
+
     /// The RFC 9162 root hash of the tree over the first `size` records.
     pub async fn tree_root(&self, size: u64) -> Result<[u8; 32], LogError> {
         tree::root(&self.inner.pool, self.inner.log.id, size).await
