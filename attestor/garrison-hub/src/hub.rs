@@ -366,18 +366,23 @@ impl Hub {
             .filter(|r| r.decision == garrison_log::Decision::Allow)
             .filter_map(|r| r.evidence_digest.clone())
             .collect();
-        let event_logs = |of: &BTreeSet<String>| -> BTreeSet<String> {
-            batch
-                .evidence
-                .iter()
-                .filter(|(digest, _)| of.contains(digest))
-                .filter_map(|(_, bytes)| garrison_appraisal::EvidenceRecord::decode(bytes).ok())
-                .map(|evidence| evidence.event_log_sha256)
-                .filter(|digest| !digest.is_empty())
-                .collect()
-        };
-        let blobs = event_logs(&referred);
-        let required = event_logs(&referred_by_allows);
+        // Each referred evidence record decoded once: (its digest, the event log it names).
+        let naming: Vec<(&String, String)> = batch
+            .evidence
+            .iter()
+            .filter(|(digest, _)| referred.contains(digest))
+            .filter_map(|(digest, bytes)| {
+                let evidence = garrison_appraisal::EvidenceRecord::decode(bytes).ok()?;
+                (!evidence.event_log_sha256.is_empty())
+                    .then_some((digest, evidence.event_log_sha256))
+            })
+            .collect();
+        let required: BTreeSet<String> = naming
+            .iter()
+            .filter(|(digest, _)| referred_by_allows.contains(*digest))
+            .map(|(_, event_log)| event_log.clone())
+            .collect();
+        let blobs: BTreeSet<String> = naming.into_iter().map(|(_, event_log)| event_log).collect();
         batch
             .evidence
             .retain(|(digest, _)| referred.contains(digest) || blobs.contains(digest));

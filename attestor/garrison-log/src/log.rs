@@ -580,18 +580,7 @@ impl AttestationLog {
 
     /// How many records the log (and its Merkle tree) holds.
     pub async fn tree_size(&self) -> Result<u64, LogError> {
-        let row = sqlx::query("SELECT tree_size FROM logs WHERE id = $1")
-            .bind(self.inner.log.id)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|source| LogError::Query { source })?;
-        let size: i64 = row
-            .try_get(0)
-            .map_err(|source| LogError::Query { source })?;
-        u64::try_from(size).map_err(|_| LogError::Corrupt {
-            column: "tree_size",
-            found: size.to_string(),
-        })
+        Ok(self.head().await?.1)
     }
 
     /// The log's head as one read of its `logs` row: the sequence its next record will get

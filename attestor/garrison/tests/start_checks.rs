@@ -544,6 +544,29 @@ async fn a_site_ca_near_or_past_its_expiry_is_warned_about_at_each_level() {
     );
 }
 
+/// A log of `origin` in the database at `url` (another than the site's own), holding one
+/// revocation of `node` made at `site`.
+async fn revoked_in_a_log_of(url: &str, origin: &str, site: &str, node: &str, now: OffsetDateTime) {
+    let log = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
+        url: url.to_owned(),
+        origin: Some(origin.to_owned()),
+        max_batch: 1,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    log.revoke(garrison_log::Revocation {
+        time: now,
+        site: site.into(),
+        target: garrison_log::RevocationTarget::Node(node.to_owned()),
+        reasons: vec!["operator".into(), "in the site's former log".into()],
+        policy_digest: None,
+    })
+    .await
+    .unwrap();
+    log.close().await;
+}
+
 /// A site renamed (here: its database already holds the log of another origin, as after a
 /// rename): `check-config` warns, whom the old log revoked stays revoked for the site's
 /// tools, and `garrison node ... --config` works on the site's own log although the
@@ -556,24 +579,7 @@ async fn a_database_holding_another_origins_log_is_warned_about_and_its_revocati
     let old_origin = "garrison.example.org/site/old-name";
     let revoked = "ab".repeat(32);
     let url = format!("sqlite://{}", dir.join("log.db").display());
-    let old = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
-        url: url.clone(),
-        origin: Some(old_origin.to_owned()),
-        max_batch: 1,
-        max_connections: 2,
-    })
-    .await
-    .unwrap();
-    old.revoke(garrison_log::Revocation {
-        time: now,
-        site: "old-name".into(),
-        target: garrison_log::RevocationTarget::Node(revoked.clone()),
-        reasons: vec!["operator".into(), "before the rename".into()],
-        policy_digest: None,
-    })
-    .await
-    .unwrap();
-    old.close().await;
+    revoked_in_a_log_of(&url, old_origin, "old-name", &revoked, now).await;
 
     let report = report_at(&config, now).await;
     let others: Vec<&Vec<String>> = report
@@ -667,24 +673,7 @@ async fn after_a_trust_domain_change_the_node_commands_pick_the_log_the_site_ca_
     // The site's log under its former trust domain, holding one revocation.
     let former = "garrison.former.example/site/site-a";
     let revoked = "ab".repeat(32);
-    let old = garrison_log::AttestationLog::open(&garrison_log::LogConfig {
-        url: url.clone(),
-        origin: Some(former.to_owned()),
-        max_batch: 1,
-        max_connections: 2,
-    })
-    .await
-    .unwrap();
-    old.revoke(garrison_log::Revocation {
-        time: now,
-        site: "site-a".into(),
-        target: garrison_log::RevocationTarget::Node(revoked.clone()),
-        reasons: vec!["operator".into(), "before the trust domain changed".into()],
-        policy_digest: None,
-    })
-    .await
-    .unwrap();
-    old.close().await;
+    revoked_in_a_log_of(&url, former, "site-a", &revoked, now).await;
     // check-config opens the current one (the site CA's trust domain is example.org).
     let (code, text_report) = check_config(dir, &config);
     assert_eq!(code, 0, "{text_report}");
