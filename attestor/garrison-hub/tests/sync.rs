@@ -1227,7 +1227,10 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
     let (first, second) = (format!("{:064x}", 51), format!("{:064x}", 52));
     world
         .hub
-        .revoke(&[RevokedTarget::Node(first.clone())])
+        .revoke(&[
+            RevokedTarget::Node(first.clone()),
+            RevokedTarget::Serial("5151".to_owned()),
+        ])
         .await
         .unwrap();
     let round = world.round().await;
@@ -1236,31 +1239,42 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
         .await
         .unwrap();
     assert!(checked.ok(), "{checked:?}");
-    assert_eq!((checked.list_sequence, checked.entries), (Some(1), 1));
+    assert_eq!((checked.list_sequence, checked.entries), (Some(1), 2));
+    // The serial un-revoked too: both kinds of entry are checked.
 
     let url = format!("sqlite://{}/site.db", world.dir.display());
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM revocations WHERE node_id = '{first}'"
+        "DELETE FROM revocations WHERE node_id = '{first}' OR serial = '5151'"
     )))
     .execute(&mut conn)
     .await
     .unwrap();
     assert!(!site_log.is_node_revoked(&first).await.unwrap());
+    assert!(!site_log.is_revoked("5151").await.unwrap());
     let checked = garrison_audit::check_hub_revocations(site_log, &roots)
         .await
         .unwrap();
-    assert_eq!(checked.not_enforced, [format!("node:{first}")]);
+    assert_eq!(
+        checked.not_enforced,
+        [format!("node:{first}"), "serial:5151".to_owned()]
+    );
     let mut report = garrison_audit::VerifyReport::default();
     report.add_hub_revocations(&checked);
     assert_eq!(
         report.problems,
-        [garrison_audit::Problem::HubRevocationNotEnforced {
-            list_sequence: 1,
-            target: format!("node:{first}"),
-        }]
+        [
+            garrison_audit::Problem::HubRevocationNotEnforced {
+                list_sequence: 1,
+                target: format!("node:{first}"),
+            },
+            garrison_audit::Problem::HubRevocationNotEnforced {
+                list_sequence: 1,
+                target: "serial:5151".to_owned(),
+            },
+        ]
     );
 
     // A bogus list of a high sequence (an insert: kept lists cannot be changed or deleted).
@@ -1279,7 +1293,10 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
     assert_eq!(checked.list_sequence, Some(1));
     let unverifiable: Vec<u64> = checked.unverifiable.iter().map(|(s, _)| *s).collect();
     assert_eq!(unverifiable, [1_000_000], "{checked:?}");
-    assert_eq!(checked.not_enforced, [format!("node:{first}")]);
+    assert_eq!(
+        checked.not_enforced,
+        [format!("node:{first}"), "serial:5151".to_owned()]
+    );
 
     // The hub's next list is applied: both nodes revoked, and the site says what it passed
     // over.
@@ -1292,6 +1309,7 @@ async fn a_kept_hub_revocation_list_is_checked_against_what_the_site_enforces() 
     let round = world.round().await;
     assert_eq!(round.applied.revocation_sequence, Some(2), "{round:?}");
     assert!(site_log.is_node_revoked(&first).await.unwrap());
+    assert!(site_log.is_revoked("5151").await.unwrap());
     assert!(site_log.is_node_revoked(&second).await.unwrap());
     let events = site_log.sync_events().await.unwrap();
     assert!(

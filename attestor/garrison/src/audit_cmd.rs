@@ -495,6 +495,18 @@ fn given_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     files
         .iter()
         .map(|path| {
+            // A checkpoint note is well under a kilobyte, a proof a few; anything far larger
+            // is not one (and is not read whole).
+            const MAX_BYTES: u64 = 64 * 1024;
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            if size > MAX_BYTES {
+                bail!(
+                    "{}: {size} bytes, more than a checkpoint or a proof ({MAX_BYTES} at most)",
+                    path.display()
+                );
+            }
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             if text.starts_with("c2sp.org/tlog-proof@") {

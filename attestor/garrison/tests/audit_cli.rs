@@ -203,6 +203,19 @@ async fn verify_passes_a_clean_log_and_names_the_first_bad_record() {
         signed.root.as_str(),
     ]);
     assert!(!ok && err.contains("checkpoint given #0"), "{err}");
+    let huge = signed._dir.path().join("huge.note");
+    std::fs::write(&huge, vec![b'x'; 100_000]).unwrap();
+    let (ok, _, err) = garrison(&[
+        "audit",
+        "verify",
+        "--db",
+        archive,
+        "--root",
+        &signed.root,
+        "--checkpoint",
+        huge.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("more than a checkpoint"), "{err}");
     // Someone with database access edits record 15 (a refusal) of the live log into an admission.
     let path = signed.db.strip_prefix("sqlite://").unwrap();
     let mut conn =
